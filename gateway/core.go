@@ -1,0 +1,1178 @@
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+const (
+	// maxTimerSleep caps how long the expiry timer sleeps. Timers run on
+	// the monotonic clock but leases end at wall-clock times (they must,
+	// to survive a restart); on a router without a real-time clock the
+	// wall clock jumps when NTP first syncs, and the cap bounds how late
+	// expiry notices.
+	maxTimerSleep = time.Minute
+	// expiryRetry is how long expiry waits before retrying after the
+	// backend failed to remove a rule, so that a broken backend is not
+	// hammered in a loop.
+	expiryRetry = 30 * time.Second
+	// backgroundTimeout bounds backend calls that no caller's context
+	// covers: expiry, and undoing a change after a failure.
+	backgroundTimeout = 10 * time.Second
+	// maxDeleteRounds bounds how often a bulk delete goes back for keys
+	// that were busy with another operation on its first pass.
+	maxDeleteRounds = 8
+)
+
+// Config configures a Core.
+type Config struct {
+	// Backend applies mappings to the data plane. Required.
+	Backend Backend
+	// Store persists leases across restarts; nil keeps them in memory only.
+	Store Store
+	// Clock is the time source; nil means SystemClock.
+	Clock Clock
+	// Policy decides what clients may map.
+	Policy Policy
+	// ExternalAddr reports the gateway's current external address, for
+	// the adapters (Core.ExternalAddr). May be nil.
+	ExternalAddr func() netip.Addr
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Core is the mapping table with its policy, lease expiry, persistence and
+// backend, shared by every protocol adapter. Adapters never call the
+// Backend or Store themselves: every change goes through the Core, which
+// checks it, applies it to the backend, records it in the store and only
+// then makes it visible.
+//
+// Concurrency: one mutex guards the table. Backend and store calls happen
+// outside it, so a slow backend does not stall readers; operations on the
+// same key are serialized by marking the key busy for the duration, and
+// other operations on that key wait. A change becomes visible in the table
+// only after the backend and store accepted it; on failure the table is
+// left as it was.
+type Core struct {
+	backend Backend
+	store   Store
+	clock   Clock
+	pol     *compiledPolicy
+	extAddr func() netip.Addr
+	log     *slog.Logger
+	events  *dispatcher
+
+	mu         sync.Mutex
+	tab        *table
+	busy       map[uint32]*inflight
+	pendingNew int                // busy operations that will add an entry
+	pendingBy  map[netip.Addr]int // the same, per owner, for quotas
+	timer      Timer
+	timerAt    int64 // deadline the timer is armed for (Unix ns); 0 when not armed
+	retryAfter time.Time
+	closed     bool
+}
+
+// inflight marks a key as busy with an operation, and holds what that
+// operation has reserved against the cap and quotas until it ends.
+type inflight struct {
+	done     chan struct{}
+	newSlot  bool       // counts toward MaxMappings
+	quota    bool       // counts toward owner's MaxPerClient
+	owner    netip.Addr // valid when quota is set
+	finished bool
+}
+
+// New builds a Core and restores the leases in cfg.Store.
+//
+// The backend is flushed first and then given exactly the restored
+// mappings, so that the data plane matches the table whatever happened
+// before (a crash between a backend call and a store write, or a previous
+// run's rules left installed by Close without flush). Restoring drops
+// leases that have expired and re-checks every other one against the
+// current policy, dropping those it now denies (a rule was tightened, a
+// port reserved, a quota lowered; oldest leases are kept first) and
+// clamping lease times to the current MaxLease.
+//
+// If the backend refuses a restored mapping, New fails and leaves the
+// store as it was, so that a retry after fixing the backend loses nothing.
+func New(ctx context.Context, cfg Config) (*Core, error) {
+	if cfg.Backend == nil {
+		return nil, errors.New("gateway: Config.Backend is nil; pass a backend (nft, relay, or NewMemory for tests)")
+	}
+	pol, err := compilePolicy(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: invalid policy: %w", err)
+	}
+	c := &Core{
+		backend:   cfg.Backend,
+		store:     cfg.Store,
+		clock:     cfg.Clock,
+		pol:       pol,
+		extAddr:   cfg.ExternalAddr,
+		log:       cfg.Logger,
+		tab:       newTable(),
+		busy:      make(map[uint32]*inflight),
+		pendingBy: make(map[netip.Addr]int),
+	}
+	if c.clock == nil {
+		c.clock = SystemClock{}
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if err := c.restore(ctx); err != nil {
+		return nil, err
+	}
+	c.events = newDispatcher(maxQueuedEvents)
+	c.mu.Lock()
+	c.rearmLocked()
+	c.mu.Unlock()
+	return c, nil
+}
+
+func (c *Core) restore(ctx context.Context) error {
+	var saved []Mapping
+	if c.store != nil {
+		var err error
+		if saved, err = c.store.Load(); err != nil {
+			return fmt.Errorf("gateway: loading saved leases: %w", err)
+		}
+	}
+	for i := range saved {
+		saved[i] = saved[i].normalize()
+	}
+	// Oldest first, so that when a lowered quota or cap cannot keep them
+	// all, the mappings that have been working longest survive.
+	slices.SortStableFunc(saved, func(a, b Mapping) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Key().pack(), b.Key().pack())
+	})
+
+	now := c.now()
+	var drop []Key
+	var rewrite []Mapping
+	expired, denied := 0, 0
+	for _, m := range saved {
+		if !m.Permanent() && !m.Expires.After(now) {
+			drop = append(drop, m.Key())
+			expired++
+			continue
+		}
+		req := Requester{Addr: m.Owner, Source: m.Source}
+		orig := m.Expires
+		err := c.admit(req, &m, now, false)
+		if err == nil {
+			err = c.checkPort(req, &m, m.ExternalPort)
+		}
+		if err == nil && c.tab.lookup(m.Key().pack()) != nil {
+			err = fmt.Errorf("%w: duplicate saved lease for %s", ErrConflict, m.Key())
+		}
+		if err == nil {
+			err = c.checkRoomLocked(req, m.Owner, true)
+		}
+		if err != nil {
+			c.log.Warn("dropping saved lease the current policy denies", "mapping", m.String(), "err", err)
+			drop = append(drop, m.Key())
+			denied++
+			continue
+		}
+		if !orig.IsZero() && m.Expires.After(orig) {
+			m.Expires = orig // MinLease applies to requests; a restore never extends a lease
+		}
+		if !m.Expires.Equal(orig) {
+			rewrite = append(rewrite, m)
+		}
+		c.tab.put(m)
+	}
+
+	if err := c.backend.Flush(ctx); err != nil {
+		return fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
+			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
+	}
+	for i := 0; i < c.tab.len(); i++ {
+		m := c.tab.at(i).m
+		if !m.Enabled {
+			continue
+		}
+		if err := c.backend.Add(ctx, m.Rule()); err != nil {
+			return fmt.Errorf("gateway: re-applying saved lease (fix the backend and restart; saved leases are kept): %w",
+				&BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err})
+		}
+	}
+	if c.store != nil && (len(drop) > 0 || len(rewrite) > 0) {
+		if err := c.store.Save(rewrite, drop); err != nil {
+			return fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
+		}
+	}
+	if len(saved) > 0 {
+		c.log.Info("restored leases", "restored", c.tab.len(), "expired", expired, "denied", denied,
+			"backend", c.backend.Name())
+	}
+	return nil
+}
+
+// now returns the current time without a monotonic reading; see
+// Mapping.normalize.
+func (c *Core) now() time.Time { return c.clock.Now().Round(0) }
+
+// Now returns the Core's current time. Adapters compute Mapping.Expires
+// from it (Now().Add(lease)) so that fake clocks in tests stay coherent.
+func (c *Core) Now() time.Time { return c.now() }
+
+// ExternalAddr returns the gateway's external address as reported by
+// Config.ExternalAddr, or the zero Addr when it is unknown.
+func (c *Core) ExternalAddr() netip.Addr {
+	if c.extAddr == nil {
+		return netip.Addr{}
+	}
+	return c.extAddr()
+}
+
+// Policy returns the policy the Core enforces.
+func (c *Core) Policy() Policy {
+	p := c.pol.Policy
+	p.Rules = slices.Clone(p.Rules)
+	p.Reserved = slices.Clone(p.Reserved)
+	return p
+}
+
+// BackendName returns the backend's name, for status pages.
+func (c *Core) BackendName() string { return c.backend.Name() }
+
+// MayDisableExternal reports whether req may take the external connection
+// down (UPnP ForceTermination and friends); see Policy.AllowDisableExternal.
+func (c *Core) MayDisableExternal(req Requester) error {
+	if req.admin() || c.pol.AllowDisableExternal {
+		return nil
+	}
+	return fmt.Errorf("%w: clients may not disable the external connection (AllowDisableExternal is off)", ErrNotAuthorized)
+}
+
+// Add creates or updates the mapping for m's protocol and external port,
+// with UPnP AddPortMapping semantics: if the port is free the mapping is
+// created; if the same client already holds it (same internal address,
+// and in secure mode the same owner), the mapping is updated in place,
+// which is also how a lease is refreshed; if another client holds it, Add
+// fails with a *ConflictError.
+//
+// The Core fills in Owner, Source and Created; Expires is clamped by the
+// policy, and the returned Mapping is what was stored. If the backend or
+// store fails, the table is unchanged.
+func (c *Core) Add(ctx context.Context, req Requester, m Mapping) (Mapping, error) {
+	return c.add(ctx, req, m, false)
+}
+
+// AddAny is Add with a free external port chosen by the gateway, for UPnP
+// AddAnyPortMapping and the NAT-PMP and PCP "suggested port". The search
+// starts at m.ExternalPort (or m.InternalPort when that is 0) and moves
+// upward, wrapping around; a search that starts at an unprivileged port
+// never wraps into 1-1023, since an application asking for a high port
+// should not be handed a well-known one. Ports that are reserved, denied
+// by the permission rules, or held by anyone are skipped, except that the
+// requested port itself is reused when it is this client's mapping of the
+// same internal port (a refresh). When no port qualifies the error is
+// ErrNotAuthorized if the rules allow none at all, ErrNoPortsAvailable
+// otherwise.
+func (c *Core) AddAny(ctx context.Context, req Requester, m Mapping) (Mapping, error) {
+	return c.add(ctx, req, m, true)
+}
+
+func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) (Mapping, error) {
+	if err := ctx.Err(); err != nil {
+		return Mapping{}, err
+	}
+	req = req.normalize()
+	m = m.normalize()
+	now := c.now()
+	m.Owner, m.Source, m.Created = req.Addr, req.Source, now
+	if err := c.admit(req, &m, now, anyPort); err != nil {
+		return Mapping{}, err
+	}
+
+	c.mu.Lock()
+	var (
+		op      *inflight
+		prev    Mapping
+		hadPrev bool
+		err     error
+	)
+	if anyPort {
+		op, prev, hadPrev, err = c.claimAnyLocked(ctx, req, &m)
+	} else {
+		op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return Mapping{}, err
+	}
+
+	err = c.apply(ctx, prev, hadPrev, m)
+
+	c.mu.Lock()
+	k := m.Key().pack()
+	if err == nil {
+		c.tab.put(m)
+		kind := EventAdded
+		if hadPrev {
+			kind = EventUpdated
+		}
+		c.events.publish(Event{Kind: kind, Mapping: m, Count: c.tab.len()})
+	}
+	c.releaseLocked(k, op)
+	c.rearmLocked()
+	c.mu.Unlock()
+
+	if err != nil {
+		c.log.Warn("port mapping not added", "mapping", m.String(), "err", err)
+		return Mapping{}, err
+	}
+	switch {
+	case !hadPrev:
+		c.log.Info("port mapping added", "mapping", m.String(), "lease_s", m.LeaseSeconds(now))
+	case prev.Rule() != m.Rule() || prev.Enabled != m.Enabled:
+		c.log.Info("port mapping changed", "mapping", m.String(), "was", prev.String())
+	default:
+		c.log.Debug("port mapping refreshed", "mapping", m.String(), "lease_s", m.LeaseSeconds(now))
+	}
+	return m, nil
+}
+
+// admit checks everything about a request that does not depend on the
+// external port or on the table, and clamps its lease.
+func (c *Core) admit(req Requester, m *Mapping, now time.Time, anyPort bool) error {
+	if m.Protocol != TCP && m.Protocol != UDP {
+		return fmt.Errorf("%w: protocol %v is not supported; use TCP or UDP", ErrInvalidArgs, m.Protocol)
+	}
+	a := m.InternalAddr
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return fmt.Errorf("%w: internal client %v is not a unicast address; give the address of the host to forward to", ErrInvalidArgs, a)
+	}
+	if m.InternalPort == 0 {
+		return fmt.Errorf("%w: give the internal port to forward to", ErrWildcardInternalPort)
+	}
+	if m.ExternalPort == 0 && !anyPort {
+		return fmt.Errorf("%w: give an external port, or use AddAnyPortMapping to let the gateway pick one", ErrWildcardExternalPort)
+	}
+	if m.RemoteHost.IsValid() && c.pol.WildcardRemoteHostOnly {
+		return fmt.Errorf("%w: this gateway cannot restrict a mapping to remote host %v; leave the remote host empty", ErrRemoteHostNotSupported, m.RemoteHost)
+	}
+	exp, err := c.pol.clampLease(now, m.Expires)
+	if err != nil {
+		return err
+	}
+	m.Expires = exp
+	if req.admin() {
+		return nil
+	}
+	if !req.Addr.IsValid() {
+		return fmt.Errorf("%w: the request has no source address", ErrNotAuthorized)
+	}
+	if !c.pol.InsecureMode && a != req.Addr {
+		return fmt.Errorf("%w: secure mode: %v may map ports only to itself, not to %v", ErrNotAuthorized, req.Addr, a)
+	}
+	if a.IsLoopback() && !req.Addr.IsLoopback() {
+		return fmt.Errorf("%w: only the gateway itself may map ports to its loopback address %v", ErrNotAuthorized, a)
+	}
+	return nil
+}
+
+// checkPort checks what depends on the external port: reserved ports and
+// the permission rules.
+func (c *Core) checkPort(req Requester, m *Mapping, port uint16) error {
+	if c.pol.isReserved(m.Protocol, port) {
+		return fmt.Errorf("%w: %s port %d is used by the gateway itself; choose another external port", ErrReservedPort, m.Protocol, port)
+	}
+	if !req.admin() && !c.pol.Permit(port, m.InternalAddr, m.InternalPort) {
+		return fmt.Errorf("%w: no permission rule allows mapping %s port %d to %v", ErrNotAuthorized,
+			m.Protocol, port, netip.AddrPortFrom(m.InternalAddr, m.InternalPort))
+	}
+	return nil
+}
+
+// checkRoomLocked checks the table cap (for a new entry) and owner's quota.
+func (c *Core) checkRoomLocked(req Requester, owner netip.Addr, newSlot bool) error {
+	if newSlot && c.pol.MaxMappings > 0 && c.tab.len()+c.pendingNew >= c.pol.MaxMappings {
+		return fmt.Errorf("%w: the gateway holds its maximum of %d mappings; remove unused ones or raise the limit", ErrTableFull, c.pol.MaxMappings)
+	}
+	if !req.admin() && c.pol.MaxPerClient > 0 && c.tab.ownerLen(owner)+c.pendingBy[owner] >= c.pol.MaxPerClient {
+		return fmt.Errorf("%w: %v already holds %d mappings; remove unused ones or raise the per-client limit", ErrQuota, owner, c.pol.MaxPerClient)
+	}
+	return nil
+}
+
+// sameClient reports whether req asking for want may update held in
+// place. The spec's notion is "same internal client"; secure mode also
+// requires the same owner, and only the administrator may touch what the
+// administrator made.
+func (c *Core) sameClient(req Requester, held, want Mapping) bool {
+	switch {
+	case req.admin():
+		return true
+	case held.Source == SourceAdmin:
+		return false
+	case held.InternalAddr != want.InternalAddr:
+		return false
+	}
+	return c.pol.InsecureMode || held.Owner == req.Addr
+}
+
+// mayModify reports whether req may delete held.
+func (c *Core) mayModify(req Requester, held Mapping) bool {
+	switch {
+	case req.admin():
+		return true
+	case held.Source == SourceAdmin:
+		return false
+	case c.pol.InsecureMode:
+		return true
+	}
+	return held.Owner == req.Addr || held.InternalAddr == req.Addr
+}
+
+// waitIdleLocked waits until no operation holds k. It is called and
+// returns with c.mu held, but releases it while waiting.
+func (c *Core) waitIdleLocked(ctx context.Context, k uint32) error {
+	for {
+		if c.closed {
+			return ErrClosed
+		}
+		op, ok := c.busy[k]
+		if !ok {
+			return nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-op.done:
+			c.mu.Lock()
+		case <-ctx.Done():
+			c.mu.Lock()
+			return ctxErr(ctx.Err(), "another operation on "+unpackKey(k).String())
+		}
+	}
+}
+
+func (c *Core) isBusyLocked(k uint32) bool {
+	_, ok := c.busy[k]
+	return ok
+}
+
+// claimLocked checks an Add for m's key against the table and marks the
+// key busy.
+func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping) (*inflight, Mapping, bool, error) {
+	k := m.Key().pack()
+	if err := c.waitIdleLocked(ctx, k); err != nil {
+		return nil, Mapping{}, false, err
+	}
+	if err := c.checkPort(req, m, m.ExternalPort); err != nil {
+		return nil, Mapping{}, false, err
+	}
+	if e := c.tab.lookup(k); e != nil {
+		if !c.sameClient(req, e.m, *m) {
+			return nil, Mapping{}, false, &ConflictError{Holder: e.m}
+		}
+		op, err := c.claimUpdateLocked(req, k, e.m, m)
+		return op, e.m, true, err
+	}
+	if err := c.checkRoomLocked(req, m.Owner, true); err != nil {
+		return nil, Mapping{}, false, err
+	}
+	return c.markBusyLocked(req, k, m.Owner, true, true), Mapping{}, false, nil
+}
+
+func (c *Core) claimUpdateLocked(req Requester, k uint32, held Mapping, m *Mapping) (*inflight, error) {
+	m.Created = held.Created
+	ownerChanges := held.Owner != m.Owner
+	if ownerChanges {
+		if err := c.checkRoomLocked(req, m.Owner, false); err != nil {
+			return nil, err
+		}
+	}
+	return c.markBusyLocked(req, k, m.Owner, false, ownerChanges), nil
+}
+
+// claimAnyLocked picks the external port for AddAny and marks it busy.
+func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*inflight, Mapping, bool, error) {
+	start := m.ExternalPort
+	if start == 0 {
+		start = m.InternalPort
+	}
+	k := Key{Protocol: m.Protocol, ExternalPort: start}.pack()
+	if err := c.waitIdleLocked(ctx, k); err != nil {
+		return nil, Mapping{}, false, err
+	}
+	if e := c.tab.lookup(k); e != nil && e.m.InternalAddr == m.InternalAddr && e.m.InternalPort == m.InternalPort &&
+		c.sameClient(req, e.m, *m) && c.checkPort(req, m, start) == nil {
+		m.ExternalPort = start
+		op, err := c.claimUpdateLocked(req, k, e.m, m)
+		return op, e.m, true, err
+	}
+	if err := c.checkRoomLocked(req, m.Owner, true); err != nil {
+		return nil, Mapping{}, false, err
+	}
+
+	filter := c.pol.externalFilter(m.InternalAddr, m.InternalPort)
+	low := uint16(1)
+	if start >= 1024 {
+		low = 1024
+	}
+	permitted := false
+	try := func(port uint16) bool {
+		if c.pol.isReserved(m.Protocol, port) || (!req.admin() && !filter.permit(port)) {
+			return false
+		}
+		permitted = true
+		kk := Key{Protocol: m.Protocol, ExternalPort: port}.pack()
+		return !c.isBusyLocked(kk) && c.tab.lookup(kk) == nil
+	}
+	found := false
+	for p := int(start); p <= 65535 && !found; p++ {
+		if try(uint16(p)) {
+			m.ExternalPort, found = uint16(p), true
+		}
+	}
+	for p := int(low); p < int(start) && !found; p++ {
+		if try(uint16(p)) {
+			m.ExternalPort, found = uint16(p), true
+		}
+	}
+	switch {
+	case found:
+		return c.markBusyLocked(req, m.Key().pack(), m.Owner, true, true), Mapping{}, false, nil
+	case !permitted:
+		return nil, Mapping{}, false, fmt.Errorf("%w: no permission rule lets %s traffic be forwarded to %v on any external port",
+			ErrNotAuthorized, m.Protocol, netip.AddrPortFrom(m.InternalAddr, m.InternalPort))
+	}
+	return nil, Mapping{}, false, fmt.Errorf("%w: every %s port this client may use is taken; remove unused mappings", ErrNoPortsAvailable, m.Protocol)
+}
+
+func (c *Core) markBusyLocked(req Requester, k uint32, owner netip.Addr, newSlot, quota bool) *inflight {
+	op := &inflight{done: make(chan struct{}), newSlot: newSlot}
+	if newSlot {
+		c.pendingNew++
+	}
+	if quota && !req.admin() {
+		op.quota, op.owner = true, owner
+		c.pendingBy[owner]++
+	}
+	c.busy[k] = op
+	return op
+}
+
+// releaseLocked ends op on k, returning what it reserved and waking
+// operations waiting for k. The caller re-arms the expiry timer.
+func (c *Core) releaseLocked(k uint32, op *inflight) {
+	if op.finished {
+		return
+	}
+	op.finished = true
+	if op.newSlot {
+		c.pendingNew--
+	}
+	if op.quota {
+		if c.pendingBy[op.owner]--; c.pendingBy[op.owner] == 0 {
+			delete(c.pendingBy, op.owner)
+		}
+	}
+	delete(c.busy, k)
+	close(op.done)
+}
+
+// apply makes the backend and the store reflect m (replacing prev when
+// hadPrev). On failure it undoes what it did, so the caller can leave the
+// table unchanged.
+func (c *Core) apply(ctx context.Context, prev Mapping, hadPrev bool, m Mapping) error {
+	oldOn := hadPrev && prev.Enabled
+	var added, deleted bool
+	switch {
+	case m.Enabled && (!oldOn || prev.Rule() != m.Rule()):
+		if err := c.backend.Add(ctx, m.Rule()); err != nil {
+			return &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
+		}
+		added = true
+	case !m.Enabled && oldOn:
+		if err := c.backend.Delete(ctx, prev.Rule()); err != nil {
+			return &BackendError{Backend: c.backend.Name(), Op: "delete", Rule: prev.Rule(), Err: err}
+		}
+		deleted = true
+	}
+	if c.store == nil {
+		return nil
+	}
+	serr := c.store.Save([]Mapping{m}, nil)
+	if serr == nil {
+		return nil
+	}
+	// Undo the backend change, with a context the caller cannot have
+	// cancelled already: leaving it would forward traffic the table does
+	// not know about.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundTimeout)
+	defer cancel()
+	var uerr error
+	switch {
+	case added && oldOn:
+		uerr = c.backend.Add(uctx, prev.Rule())
+	case added:
+		uerr = c.backend.Delete(uctx, m.Rule())
+	case deleted:
+		uerr = c.backend.Add(uctx, prev.Rule())
+	}
+	if uerr != nil {
+		c.log.Error("could not undo backend change after store failure; the data plane disagrees with the table until restart",
+			"mapping", m.String(), "err", uerr)
+	}
+	return fmt.Errorf("%w: %w", ErrStore, serr)
+}
+
+// Delete removes the mapping for proto and extPort. A valid remoteHost
+// must equal the mapping's; the zero Addr matches any. In secure mode a
+// client may delete only mappings it owns or that point at itself.
+func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPort uint16, remoteHost netip.Addr) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	req = req.normalize()
+	remoteHost = normalizeAddr(remoteHost)
+	k := Key{Protocol: proto, ExternalPort: extPort}.pack()
+
+	c.mu.Lock()
+	if err := c.waitIdleLocked(ctx, k); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	e := c.tab.lookup(k)
+	if e == nil || (remoteHost.IsValid() && remoteHost != e.m.RemoteHost) {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: nothing is mapped on %s/%d", ErrNoSuchEntry, proto, extPort)
+	}
+	m := e.m
+	if !c.mayModify(req, m) {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %s/%d belongs to %v; a client may delete only its own mappings", ErrNotAuthorized, proto, extPort, m.Owner)
+	}
+	op := c.markBusyLocked(req, k, netip.Addr{}, false, false)
+	c.mu.Unlock()
+
+	ok, err := c.removeBatch(ctx, []Mapping{m}, false)
+
+	c.mu.Lock()
+	if ok[0] {
+		c.tab.remove(k)
+		c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: c.tab.len()})
+	}
+	c.releaseLocked(k, op)
+	c.rearmLocked()
+	c.mu.Unlock()
+	if err != nil {
+		c.log.Warn("port mapping not deleted", "mapping", m.String(), "err", err)
+		return err
+	}
+	c.log.Info("port mapping deleted", "mapping", m.String(), "by", req.Addr)
+	return nil
+}
+
+// removeBatch records the removal of ms in the store, then removes their
+// rules from the backend, and reports which succeeded. The store goes
+// first so that a crash in between leaves a stray rule (which New
+// flushes) rather than a lease that would be resurrected. Mappings the
+// backend could not remove are put back in the store, except when
+// expiring, since an expired lease is dropped on restore anyway.
+func (c *Core) removeBatch(ctx context.Context, ms []Mapping, expiring bool) ([]bool, error) {
+	ok := make([]bool, len(ms))
+	if len(ms) == 0 {
+		return ok, nil
+	}
+	if c.store != nil {
+		keys := make([]Key, len(ms))
+		for i, m := range ms {
+			keys[i] = m.Key()
+		}
+		if err := c.store.Save(nil, keys); err != nil {
+			if !expiring {
+				return ok, fmt.Errorf("%w: %w", ErrStore, err)
+			}
+			c.log.Error("could not record expired leases; they will be dropped at the next start", "err", err)
+		}
+	}
+	var errs []error
+	var failed []Mapping
+	for i, m := range ms {
+		if m.Enabled {
+			if err := c.backend.Delete(ctx, m.Rule()); err != nil {
+				errs = append(errs, &BackendError{Backend: c.backend.Name(), Op: "delete", Rule: m.Rule(), Err: err})
+				failed = append(failed, m)
+				continue
+			}
+		}
+		ok[i] = true
+	}
+	if len(failed) > 0 && c.store != nil && !expiring {
+		if err := c.store.Save(failed, nil); err != nil {
+			c.log.Error("could not restore leases in the store after backend failure; they will be missing after restart",
+				"count", len(failed), "err", err)
+		}
+	}
+	return ok, errors.Join(errs...)
+}
+
+// DeleteRange deletes proto mappings with external ports in [start, end]
+// (UPnP IGD:2 DeletePortMappingRange). With manage set, a requester
+// allowed to manage others' mappings (the administrator, or anyone when
+// secure mode is off) deletes every mapping in the range; otherwise only
+// its own. It returns ErrNoneInRange when the range holds nothing, and
+// ErrNotAuthorized when it holds only mappings the requester may not
+// delete.
+func (c *Core) DeleteRange(ctx context.Context, req Requester, proto Protocol, start, end uint16, manage bool) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if start > end {
+		return 0, fmt.Errorf("%w: start port %d is after end port %d", ErrInconsistentRange, start, end)
+	}
+	req = req.normalize()
+	all := manage && (req.admin() || c.pol.InsecureMode)
+	allowed := func(m Mapping) bool {
+		if !all && m.Owner != req.Addr {
+			return false
+		}
+		return c.mayModify(req, m)
+	}
+	n, denied, err := c.deleteWhere(ctx, req, c.rangeCandidates(proto, start, end), allowed)
+	switch {
+	case err != nil:
+		return n, err
+	case n == 0 && denied > 0:
+		return 0, fmt.Errorf("%w: the %d mappings in %s %d-%d belong to other clients", ErrNotAuthorized, denied, proto, start, end)
+	case n == 0:
+		return 0, fmt.Errorf("%w: %s %d-%d", ErrNoneInRange, proto, start, end)
+	}
+	return n, nil
+}
+
+// DeleteAllFor deletes every proto mapping that forwards to req.Addr,
+// whoever made it (NAT-PMP's request with internal port 0 and lifetime 0,
+// which a host sends on getting a new address, to clear what a previous
+// holder of the address left behind). Finding nothing is not an error.
+// Mappings made by the administrator are kept, and reported with
+// ErrNotAuthorized after the others are deleted, as RFC 6886 asks.
+func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	req = req.normalize()
+	if !req.Addr.IsValid() {
+		return 0, fmt.Errorf("%w: the request has no source address", ErrNotAuthorized)
+	}
+	candidates := func(yield func(uint32, *tableEntry) bool) {
+		for i := 0; i < c.tab.len(); i++ {
+			e := c.tab.at(i)
+			if e.m.Protocol == proto && e.m.InternalAddr == req.Addr {
+				if !yield(e.m.Key().pack(), e) {
+					return
+				}
+			}
+		}
+	}
+	n, denied, err := c.deleteWhere(ctx, req, candidates, func(m Mapping) bool { return c.mayModify(req, m) })
+	if err == nil && denied > 0 {
+		err = fmt.Errorf("%w: %d %s mappings to %v were set up by the administrator and were kept", ErrNotAuthorized, denied, proto, req.Addr)
+	}
+	return n, err
+}
+
+// rangeCandidates iterates the entries of proto in [start, end], by port
+// when the range is smaller than the table and by entry otherwise.
+func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint32, *tableEntry) bool) {
+	return func(yield func(uint32, *tableEntry) bool) {
+		if int(end)-int(start)+1 <= c.tab.len() {
+			for p := int(start); p <= int(end); p++ {
+				k := Key{Protocol: proto, ExternalPort: uint16(p)}.pack()
+				if e := c.tab.lookup(k); e != nil && !yield(k, e) {
+					return
+				}
+			}
+			return
+		}
+		for i := 0; i < c.tab.len(); i++ {
+			e := c.tab.at(i)
+			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end {
+				if !yield(e.m.Key().pack(), e) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// deleteWhere deletes the candidate entries that allowed accepts, as one
+// store write. Keys busy with another operation are revisited after that
+// operation ends, a bounded number of times. It returns how many were
+// deleted and how many were refused by allowed.
+func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(func(uint32, *tableEntry) bool), allowed func(Mapping) bool) (int, int, error) {
+	deleted := 0
+	refused := make(map[uint32]struct{})
+	for round := 0; round < maxDeleteRounds; round++ {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return deleted, len(refused), ErrClosed
+		}
+		var batch []Mapping
+		var wait chan struct{}
+		for k, e := range candidates {
+			if op, ok := c.busy[k]; ok {
+				wait = op.done
+				continue
+			}
+			if !allowed(e.m) {
+				refused[k] = struct{}{}
+				continue
+			}
+			batch = append(batch, e.m)
+		}
+		ops := make([]*inflight, len(batch))
+		for i, m := range batch {
+			ops[i] = c.markBusyLocked(req, m.Key().pack(), netip.Addr{}, false, false)
+		}
+		c.mu.Unlock()
+
+		ok, err := c.removeBatch(ctx, batch, false)
+
+		c.mu.Lock()
+		for i, m := range batch {
+			k := m.Key().pack()
+			if ok[i] {
+				c.tab.remove(k)
+				deleted++
+				c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: c.tab.len()})
+			}
+			c.releaseLocked(k, ops[i])
+		}
+		c.rearmLocked()
+		c.mu.Unlock()
+		for i, m := range batch {
+			if ok[i] {
+				c.log.Info("port mapping deleted", "mapping", m.String(), "by", req.Addr)
+			}
+		}
+		if err != nil {
+			return deleted, len(refused), err
+		}
+		if wait == nil {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return deleted, len(refused), ctxErr(ctx.Err(), "other operations on the mappings to delete")
+		}
+	}
+	return deleted, len(refused), nil
+}
+
+// Get returns the mapping for proto and extPort. A valid remoteHost must
+// equal the mapping's; the zero Addr matches any.
+func (c *Core) Get(req Requester, proto Protocol, extPort uint16, remoteHost netip.Addr) (Mapping, error) {
+	remoteHost = normalizeAddr(remoteHost)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.tab.lookup(Key{Protocol: proto, ExternalPort: extPort}.pack())
+	if e == nil || (remoteHost.IsValid() && remoteHost != e.m.RemoteHost) {
+		return Mapping{}, fmt.Errorf("%w: nothing is mapped on %s/%d", ErrNoSuchEntry, proto, extPort)
+	}
+	return e.m, nil
+}
+
+// visibleAll reports whether req sees the whole table in Index and List.
+func (c *Core) visibleAll(req Requester) bool { return !c.pol.ListOwnOnly || req.admin() }
+
+// Index returns the i-th mapping req can see (UPnP
+// GetGenericPortMappingEntry): the whole table, or with ListOwnOnly the
+// requester's own mappings. The order is stable while the table does not
+// change; a deletion moves the last entry into the deleted one's place.
+func (c *Core) Index(req Requester, i int) (Mapping, error) {
+	req = req.normalize()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var e *tableEntry
+	n := 0
+	if c.visibleAll(req) {
+		n = c.tab.len()
+		if i >= 0 && i < n {
+			e = c.tab.at(i)
+		}
+	} else {
+		n = c.tab.ownerLen(req.Addr)
+		e = c.tab.ownerAt(req.Addr, i)
+	}
+	if e != nil {
+		return e.m, nil
+	}
+	if n == 0 && i == 0 && c.pol.ShowDummyRule {
+		return Mapping{Protocol: TCP, InternalAddr: req.Addr, Description: "no port mappings", Owner: req.Addr, Source: req.Source}, nil
+	}
+	return Mapping{}, fmt.Errorf("%w: index %d, %d entries", ErrIndexOutOfRange, i, n)
+}
+
+// List returns up to max (all when max <= 0) of the proto mappings req can
+// see with external ports in [start, end], sorted by external port (UPnP
+// IGD:2 GetListOfPortMappings). Visibility is the same as Index's.
+func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) []Mapping {
+	if start > end {
+		return nil
+	}
+	req = req.normalize()
+	var out []Mapping
+	sorted := false
+	c.mu.Lock()
+	switch {
+	case !c.visibleAll(req):
+		for e := range c.tab.ownerEntries(req.Addr) {
+			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end {
+				out = append(out, e.m)
+			}
+		}
+	case int(end)-int(start)+1 <= c.tab.len():
+		for p := int(start); p <= int(end) && (max <= 0 || len(out) < max); p++ {
+			if e := c.tab.lookup(Key{Protocol: proto, ExternalPort: uint16(p)}.pack()); e != nil {
+				out = append(out, e.m)
+			}
+		}
+		sorted = true
+	default:
+		for i := 0; i < c.tab.len(); i++ {
+			if m := c.tab.at(i).m; m.Protocol == proto && m.ExternalPort >= start && m.ExternalPort <= end {
+				out = append(out, m)
+			}
+		}
+	}
+	c.mu.Unlock()
+	if !sorted {
+		slices.SortFunc(out, func(a, b Mapping) int { return cmp.Compare(a.ExternalPort, b.ExternalPort) })
+	}
+	if max > 0 && len(out) > max {
+		out = out[:max]
+	}
+	return out
+}
+
+// FindByInternal returns owner's proto mapping to its own internalPort, for
+// NAT-PMP and PCP, which identify a mapping by its internal side (a repeat
+// request must get the same external port back). When several match, one
+// made by NAT-PMP or PCP wins over one made by UPnP, then the lowest
+// external port. The search covers owner's own mappings only.
+func (c *Core) FindByInternal(owner netip.Addr, proto Protocol, internalPort uint16) (Mapping, bool) {
+	owner = normalizeAddr(owner)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var best Mapping
+	found := false
+	for e := range c.tab.ownerEntries(owner) {
+		m := e.m
+		if m.Protocol != proto || m.InternalPort != internalPort || m.InternalAddr != owner {
+			continue
+		}
+		if !found || better(m, best) {
+			best, found = m, true
+		}
+	}
+	return best, found
+}
+
+func better(a, b Mapping) bool {
+	ap, bp := a.Source != SourceUPnP, b.Source != SourceUPnP
+	if ap != bp {
+		return ap
+	}
+	return a.ExternalPort < b.ExternalPort
+}
+
+// Len returns the number of mappings in the table
+// (PortMappingNumberOfEntries).
+func (c *Core) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tab.len()
+}
+
+// Subscribe calls f for every change to the table, in commit order, on a
+// goroutine of the Core's; f may call the Core's methods but not Close.
+// A slow f delays later events, and beyond a bound events are dropped and
+// counted in Event.Missed. After cancel returns f is not called again,
+// except that a call already under way finishes.
+func (c *Core) Subscribe(f func(Event)) (cancel func()) {
+	return c.events.subscribe(f)
+}
+
+// expire removes the mappings whose leases have ended. It runs on the
+// expiry timer.
+func (c *Core) expire() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.timerAt = 0
+	now := c.now()
+	if now.Before(c.retryAfter) {
+		c.rearmLocked()
+		c.mu.Unlock()
+		return
+	}
+	keys := c.tab.due(now.UnixNano(), c.isBusyLocked)
+	if len(keys) == 0 {
+		c.rearmLocked()
+		c.mu.Unlock()
+		return
+	}
+	batch := make([]Mapping, len(keys))
+	ops := make([]*inflight, len(keys))
+	for i, k := range keys {
+		batch[i] = c.tab.lookup(k).m
+		ops[i] = c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false)
+	}
+	c.rearmLocked()
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+	ok, err := c.removeBatch(ctx, batch, true)
+	cancel()
+
+	c.mu.Lock()
+	failed := 0
+	for i, m := range batch {
+		k := m.Key().pack()
+		if ok[i] {
+			c.tab.remove(k)
+			c.events.publish(Event{Kind: EventExpired, Mapping: m, Count: c.tab.len()})
+		} else {
+			failed++
+		}
+		c.releaseLocked(k, ops[i])
+	}
+	if failed > 0 {
+		c.retryAfter = now.Add(expiryRetry)
+	} else {
+		c.retryAfter = time.Time{}
+	}
+	c.rearmLocked()
+	c.mu.Unlock()
+
+	for i, m := range batch {
+		if ok[i] {
+			c.log.Info("port mapping expired", "mapping", m.String())
+		}
+	}
+	if err != nil {
+		c.log.Error("could not remove expired mappings; they stay in the table and forward traffic until a retry succeeds",
+			"failed", failed, "retry_in", expiryRetry, "err", err)
+	}
+}
+
+// rearmLocked points the single expiry timer at the earliest lease end
+// among keys not busy (a busy key's operation re-arms when it ends). The
+// timer is only ever moved earlier here; when it fires early because the
+// earliest lease was refreshed or deleted, expire finds nothing due and
+// re-arms for the next one. That keeps adds and refreshes from resetting
+// the timer every time.
+func (c *Core) rearmLocked() {
+	if c.closed {
+		return
+	}
+	at, ok := c.tab.earliest(c.isBusyLocked)
+	if !ok {
+		return
+	}
+	now := c.clock.Now().UnixNano()
+	if !c.retryAfter.IsZero() {
+		at = max(at, c.retryAfter.UnixNano())
+	}
+	deadline := min(at, now+int64(maxTimerSleep))
+	if c.timerAt != 0 && c.timerAt <= deadline {
+		return
+	}
+	d := time.Duration(max(deadline-now, 0))
+	if c.timer == nil {
+		c.timer = c.clock.AfterFunc(d, c.expire)
+	} else {
+		c.timer.Reset(d)
+	}
+	c.timerAt = deadline
+}
+
+// Close stops the Core. It waits for operations under way (honouring ctx)
+// and rejects new ones with ErrClosed. With flush, every mapping is
+// removed from the backend (Backend.Flush) and from the store, for a
+// shutdown after which the leases should not come back; without flush the
+// rules stay installed and the leases stay stored, so that a restart (an
+// upgrade, say) keeps traffic flowing and New restores them.
+//
+// Close closes neither the Backend nor the Store; their owner does.
+func (c *Core) Close(ctx context.Context, flush bool) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	for len(c.busy) > 0 {
+		var op *inflight
+		for _, o := range c.busy {
+			op = o
+			break
+		}
+		c.mu.Unlock()
+		select {
+		case <-op.done:
+		case <-ctx.Done():
+			c.events.close(ctx)
+			return ctxErr(ctx.Err(), "operations under way to finish before closing")
+		}
+		c.mu.Lock()
+	}
+	var all []Mapping
+	if flush {
+		all = make([]Mapping, c.tab.len())
+		for i := range all {
+			all[i] = c.tab.at(i).m
+		}
+		c.tab = newTable()
+	}
+	c.mu.Unlock()
+
+	var errs []error
+	if flush {
+		if err := c.backend.Flush(ctx); err != nil {
+			errs = append(errs, &BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
+		}
+		if c.store != nil && len(all) > 0 {
+			keys := make([]Key, len(all))
+			for i, m := range all {
+				keys[i] = m.Key()
+			}
+			if err := c.store.Save(nil, keys); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %w", ErrStore, err))
+			}
+		}
+		for i, m := range all {
+			c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: len(all) - i - 1})
+		}
+		c.log.Info("removed all port mappings on close", "count", len(all))
+	}
+	if err := c.events.close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,185 @@
+package gateway
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+	"unicode/utf8"
+)
+
+// Source names the protocol through which a mapping was requested. Mappings
+// from every source share one table, so a UPnP client and a NAT-PMP client
+// cannot both claim the same external port.
+type Source uint8
+
+const (
+	SourceUPnP Source = iota + 1
+	SourceNATPMP
+	SourcePCP
+	// SourceAdmin is the operator (the admin page or static configuration).
+	// It is exempt from secure mode, permission rules, quotas and
+	// ListOwnOnly, but not from reserved ports, the table cap or argument
+	// checks; and only SourceAdmin may change or delete what it created.
+	SourceAdmin
+)
+
+// String returns the spelling used in logs and on the admin page.
+func (s Source) String() string {
+	switch s {
+	case SourceUPnP:
+		return "UPnP"
+	case SourceNATPMP:
+		return "NAT-PMP"
+	case SourcePCP:
+		return "PCP"
+	case SourceAdmin:
+		return "admin"
+	}
+	return fmt.Sprintf("source(%d)", uint8(s))
+}
+
+// Requester identifies who is asking: the address the request came from
+// (the UDP source for NAT-PMP and PCP, the TCP peer for UPnP SOAP) and the
+// protocol it used. Secure mode, quotas and ListOwnOnly are all decided on
+// Addr; adapters must take it from the packet, never from the payload.
+type Requester struct {
+	Addr   netip.Addr
+	Source Source
+}
+
+func (r Requester) admin() bool { return r.Source == SourceAdmin }
+
+// Key identifies a mapping: the table holds at most one per protocol and
+// external port, whatever the remote host.
+type Key struct {
+	Protocol     Protocol
+	ExternalPort uint16
+}
+
+func (k Key) String() string { return fmt.Sprintf("%s/%d", k.Protocol, k.ExternalPort) }
+
+// pack turns k into the compact form the table indexes on.
+func (k Key) pack() uint32 { return uint32(k.Protocol)<<16 | uint32(k.ExternalPort) }
+
+func unpackKey(u uint32) Key { return Key{Protocol: Protocol(u >> 16), ExternalPort: uint16(u)} }
+
+// MaxDescriptionLen bounds Mapping.Description in bytes. Longer descriptions
+// are cut (at a UTF-8 boundary): no protocol gives the field a meaning that
+// needs more, and the bound keeps a full table of 65,535 entries small.
+const MaxDescriptionLen = 255
+
+// Mapping is one port mapping: traffic for ExternalPort/Protocol on the
+// gateway's external address is forwarded to InternalAddr:InternalPort.
+type Mapping struct {
+	Protocol     Protocol
+	ExternalPort uint16
+	InternalAddr netip.Addr
+	InternalPort uint16
+	// RemoteHost restricts the mapping to one remote peer; the zero Addr
+	// means any.
+	RemoteHost netip.Addr
+	// Enabled mappings are installed in the backend; disabled ones (UPnP
+	// NewEnabled=0) only hold their port. NAT-PMP and PCP adapters must set
+	// it, as those protocols have no disabled mappings.
+	Enabled     bool
+	Description string
+	// Expires is when the lease ends; the zero Time means permanent.
+	Expires time.Time
+	// Owner is the client that asked for the mapping (Requester.Addr). The
+	// Core sets it; secure mode compares requesters with it.
+	Owner  netip.Addr
+	Source Source
+	// Nonce is the PCP mapping nonce. The core stores it; the PCP adapter
+	// checks it on refresh and delete.
+	Nonce [12]byte
+	// Created is when the mapping was first added. Updates keep it.
+	Created time.Time
+}
+
+// Key returns the mapping's table key.
+func (m Mapping) Key() Key { return Key{Protocol: m.Protocol, ExternalPort: m.ExternalPort} }
+
+// Rule returns what a Backend installs for m.
+func (m Mapping) Rule() Rule {
+	return Rule{
+		Protocol:     m.Protocol,
+		ExternalPort: m.ExternalPort,
+		InternalAddr: m.InternalAddr,
+		InternalPort: m.InternalPort,
+		RemoteHost:   m.RemoteHost,
+	}
+}
+
+// Permanent reports whether m has no lease time.
+func (m Mapping) Permanent() bool { return m.Expires.IsZero() }
+
+// LeaseSeconds returns the lease time left at now in whole seconds, rounded
+// up so that a live mapping never reports 0, which UPnP reads as
+// "permanent". It returns 0 for permanent mappings and 1 for mappings whose
+// lease has run out but that have not been removed yet.
+func (m Mapping) LeaseSeconds(now time.Time) uint32 {
+	if m.Permanent() {
+		return 0
+	}
+	d := m.Expires.Sub(now)
+	if d <= 0 {
+		return 1
+	}
+	s := (d + time.Second - 1) / time.Second
+	if s > math.MaxUint32 {
+		return math.MaxUint32
+	}
+	return uint32(s)
+}
+
+func (m Mapping) String() string {
+	s := fmt.Sprintf("%s/%d -> %s (%s by %s)", m.Protocol, m.ExternalPort,
+		netip.AddrPortFrom(m.InternalAddr, m.InternalPort), m.Source, m.Owner)
+	if m.RemoteHost.IsValid() {
+		s += " from " + m.RemoteHost.String()
+	}
+	if !m.Enabled {
+		s += " disabled"
+	}
+	return s
+}
+
+// normalizeAddr makes addresses from different sources comparable: an
+// IPv4-mapped IPv6 address (what a dual-stack socket reports) becomes plain
+// IPv4, and the zone is dropped, since a gateway forwards to one LAN and a
+// zone from a socket would otherwise make the same host look like two.
+func normalizeAddr(a netip.Addr) netip.Addr {
+	if !a.IsValid() {
+		return a
+	}
+	return a.Unmap().WithZone("")
+}
+
+func (r Requester) normalize() Requester {
+	r.Addr = normalizeAddr(r.Addr)
+	return r
+}
+
+// normalize prepares m for the table: comparable addresses, times without
+// monotonic readings (so that comparisons are wall-clock based everywhere,
+// as they must be after a restore from disk), and a bounded description.
+func (m Mapping) normalize() Mapping {
+	m.InternalAddr = normalizeAddr(m.InternalAddr)
+	m.RemoteHost = normalizeAddr(m.RemoteHost)
+	m.Owner = normalizeAddr(m.Owner)
+	m.Expires = m.Expires.Round(0)
+	m.Created = m.Created.Round(0)
+	m.Description = truncateUTF8(m.Description, MaxDescriptionLen)
+	return m
+}
+
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

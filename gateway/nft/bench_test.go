@@ -1,0 +1,40 @@
+//go:build linux
+
+package nft
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// BenchmarkNftAdd measures one Add (a netlink batch with one element
+// insert, acknowledged by the kernel) with 0, 1,000 and 10,000 mappings
+// already installed. The cost should not depend on the size. The Delete
+// that keeps the size constant is not timed.
+func BenchmarkNftAdd(b *testing.B) {
+	for _, size := range []int{0, 1000, 10000} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			ns := newLab(b).ns()
+			be := newBackend(b, ns, Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger()})
+			ctx := context.Background()
+			for p := 1; p <= size; p++ {
+				if err := be.Add(ctx, udpRule(uint16(p), lanHost, uint16(p))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			r := tcpRule(40000, lanHost, 8080)
+			b.ResetTimer()
+			for range b.N {
+				if err := be.Add(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := be.Delete(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -1,0 +1,483 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Store persists the mapping table so that leases survive a restart. The
+// Core calls Save after the backend accepted a change and before it
+// acknowledges it to the client.
+type Store interface {
+	// Load returns the saved mappings, in no particular order.
+	Load() ([]Mapping, error)
+	// Save records one change: each mapping in put is inserted or
+	// replaces the one with its key, and each key in del is removed. When
+	// Save returns nil the change must survive the process being killed;
+	// when it returns an error the change must not have happened.
+	Save(put []Mapping, del []Key) error
+}
+
+// File names inside a FileStore's directory.
+const (
+	journalFile    = "leases.journal"
+	journalTmpFile = "leases.journal.tmp"
+	uuidFile       = "uuid"
+	lockFileName   = "lock"
+
+	defaultCompactAt = 1 << 20
+	// compactionChunk bounds one frame of a compacted journal.
+	compactionChunk = 1 << 20
+)
+
+// FileStoreOptions tunes a FileStore. The zero value is sensible.
+type FileStoreOptions struct {
+	// SyncWrites makes every Save wait for fsync. Without it a Save still
+	// survives the process being killed (kill -9, a crash), because the
+	// kernel already holds the data; fsync adds survival of power loss
+	// and kernel panics, at the price of throughput and, on a router's
+	// flash, wear. Compaction always syncs, so the journal is never left
+	// empty or half-written whatever this says.
+	SyncWrites bool
+	// CompactAt is the journal size in bytes below which it is never
+	// rewritten; above it, it is rewritten once it is four times the size
+	// of the live leases. 0 means 1 MiB.
+	CompactAt int64
+	// Clock stamps the epoch origin; nil means SystemClock.
+	Clock Clock
+	// Logger receives warnings about damaged files; nil discards them.
+	Logger *slog.Logger
+}
+
+// FileStore is a Store in a state directory, built as an append-only
+// journal of changes (see journal.go) with periodic compaction, so that a
+// change costs one small write and a restart reads one file:
+//
+//   - every Save appends one CRC-checked frame with a single write;
+//   - on open, the journal is replayed up to the first incomplete or
+//     damaged frame (the torn tail a crash mid-write leaves), which is
+//     discarded;
+//   - when the journal has grown well past the live data, it is rewritten
+//     to a temporary file, synced and renamed over the old one, so a crash
+//     during compaction leaves either the old or the new journal intact.
+//
+// The directory also holds the device UUID (created once, kept forever,
+// so that UPnP control points recognise the gateway across restarts) and
+// the journal records the NAT-PMP epoch origin. A lock file keeps two
+// gateways from sharing a directory.
+type FileStore struct {
+	dir       string
+	sync      bool
+	compactAt int64
+	clock     Clock
+	log       *slog.Logger
+	uuid      string
+	lock      *os.File
+
+	mu        sync.Mutex
+	f         *os.File // journal, opened for appending; nil when broken
+	size      int64
+	live      map[uint32][]byte // key -> encoded put op
+	liveBytes int64
+	epoch     time.Time
+	broken    error // set when the journal may end in a partial frame
+	closed    bool
+	buf       []byte
+}
+
+// OpenFileStore opens (creating if needed) the state directory dir.
+func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
+	var o FileStoreOptions
+	if opts != nil {
+		o = *opts
+	}
+	s := &FileStore{
+		dir:       dir,
+		sync:      o.SyncWrites,
+		compactAt: o.CompactAt,
+		clock:     o.Clock,
+		log:       o.Logger,
+		live:      make(map[uint32][]byte),
+	}
+	if s.compactAt <= 0 {
+		s.compactAt = defaultCompactAt
+	}
+	if s.clock == nil {
+		s.clock = SystemClock{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	lock, err := lockFile(filepath.Join(dir, lockFileName))
+	if err != nil {
+		return nil, fmt.Errorf("state directory %s is in use by another portfwd gateway (stop it, or give each its own directory): %w", dir, err)
+	}
+	s.lock = lock
+	if s.uuid, err = s.loadOrCreateUUID(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	// A temporary file is the remains of a compaction that did not reach
+	// its rename; the journal it was replacing is still complete.
+	if err := os.Remove(filepath.Join(dir, journalTmpFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		lock.Close()
+		return nil, fmt.Errorf("removing unfinished compaction: %w", err)
+	}
+	s.mu.Lock()
+	err = s.replayLocked()
+	s.mu.Unlock()
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *FileStore) journalPath() string { return filepath.Join(s.dir, journalFile) }
+
+func (s *FileStore) replayLocked() error {
+	path := s.journalPath()
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("reading lease journal: %w", err)
+	}
+	rewrite := false
+	switch {
+	case len(data) < len(journalMagic) && journalMagic[:len(data)] == string(data):
+		// Missing, empty, or torn while being created: no state.
+		rewrite = true
+		data = nil
+	case len(data) < len(journalMagic) || string(data[:len(journalMagic)]) != journalMagic:
+		aside := fmt.Sprintf("%s.corrupt-%d", path, s.clock.Now().Unix())
+		if err := os.Rename(path, aside); err != nil {
+			return fmt.Errorf("lease journal %s is not a portfwd journal and cannot be moved aside (move or delete it): %w", path, err)
+		}
+		s.log.Error("lease journal is not a portfwd journal; moved it aside and starting with no leases", "moved_to", aside)
+		rewrite = true
+		data = nil
+	}
+
+	off := len(journalMagic)
+	for data != nil && off < len(data) {
+		payload, n, err := nextFrame(data[off:])
+		if err != nil {
+			break
+		}
+		ops, err := decodeOps(payload)
+		if err != nil {
+			break
+		}
+		for _, op := range ops {
+			switch op.kind {
+			case opPut:
+				s.putLive(op.key.pack(), bytes.Clone(op.raw))
+			case opDel:
+				s.delLive(op.key.pack())
+			case opEpoch:
+				s.epoch = op.epoch
+			}
+		}
+		off += n
+	}
+	if data != nil && off < len(data) {
+		s.log.Warn("ignoring torn or damaged end of the lease journal (a crash during a write)",
+			"path", path, "kept_bytes", off, "dropped_bytes", len(data)-off)
+		rewrite = true
+	}
+	// The NAT-PMP epoch tells clients whether the gateway kept their
+	// mappings. It continues only while there are mappings to continue;
+	// with none (state lost, or everything expired or flushed) it starts
+	// again now.
+	if s.epoch.IsZero() || len(s.live) == 0 {
+		s.epoch = s.clock.Now().Round(0).UTC()
+		rewrite = true
+	}
+	if rewrite || s.shouldCompact(int64(len(data))) {
+		return s.compactLocked()
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("opening lease journal: %w", err)
+	}
+	s.f, s.size = f, int64(len(data))
+	return nil
+}
+
+func (s *FileStore) putLive(k uint32, raw []byte) {
+	s.liveBytes += int64(len(raw)) - int64(len(s.live[k]))
+	s.live[k] = raw
+}
+
+func (s *FileStore) delLive(k uint32) {
+	s.liveBytes -= int64(len(s.live[k]))
+	delete(s.live, k)
+}
+
+func (s *FileStore) shouldCompact(size int64) bool {
+	return size >= s.compactAt && size > 4*s.liveBytes
+}
+
+// Load returns the saved mappings.
+func (s *FileStore) Load() ([]Mapping, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Mapping, 0, len(s.live))
+	for _, raw := range s.live {
+		ops, err := decodeOps(raw)
+		if err != nil || len(ops) != 1 {
+			return nil, fmt.Errorf("lease journal: decoding a saved lease: %w", err)
+		}
+		out = append(out, ops[0].m)
+	}
+	return out, nil
+}
+
+// Save appends the change to the journal; see Store.
+func (s *FileStore) Save(put []Mapping, del []Key) error {
+	if len(put) == 0 && len(del) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("lease store is closed")
+	}
+	if s.broken != nil {
+		if err := s.compactLocked(); err != nil {
+			return fmt.Errorf("lease journal unusable since an earlier write failed (%v), and rewriting it failed: %w", s.broken, err)
+		}
+	}
+
+	payload := s.buf[:0]
+	ends := make([]int, len(put))
+	for i, m := range put {
+		payload = appendPutOp(payload, m)
+		ends[i] = len(payload)
+	}
+	for _, k := range del {
+		payload = appendDelOp(payload, k)
+	}
+	frame := appendFrame(make([]byte, 0, frameHeaderLen+len(payload)), payload)
+	if err := s.appendLocked(frame); err != nil {
+		return err
+	}
+	start := 0
+	for i, m := range put {
+		s.putLive(m.Key().pack(), bytes.Clone(payload[start:ends[i]]))
+		start = ends[i]
+	}
+	for _, k := range del {
+		s.delLive(k.pack())
+	}
+	if cap(payload) <= 64<<10 {
+		s.buf = payload[:0] // keep small buffers, not the one a huge batch grew
+	}
+	if s.shouldCompact(s.size) {
+		if err := s.compactLocked(); err != nil {
+			// The change itself is safely appended; compaction will be
+			// retried after the next Save.
+			s.log.Warn("compacting the lease journal failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// appendLocked writes frame at the end of the journal. On failure it cuts
+// the journal back to its previous end, so that a partial frame never sits
+// before later good ones, where replay would stop early.
+func (s *FileStore) appendLocked(frame []byte) error {
+	_, err := s.f.Write(frame)
+	if err == nil && s.sync {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		if terr := s.f.Truncate(s.size); terr != nil {
+			s.broken = err
+		}
+		return fmt.Errorf("writing lease journal %s: %w", s.journalPath(), err)
+	}
+	s.size += int64(len(frame))
+	return nil
+}
+
+// Compact rewrites the journal to hold only the live leases.
+func (s *FileStore) Compact() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("lease store is closed")
+	}
+	return s.compactLocked()
+}
+
+func (s *FileStore) compactLocked() error {
+	tmp := filepath.Join(s.dir, journalTmpFile)
+	var buf []byte
+	buf = append(buf, journalMagic...)
+	buf = appendFrame(buf, appendEpochOp(nil, s.epoch))
+	var payload []byte
+	for _, raw := range s.live {
+		payload = append(payload, raw...)
+		if len(payload) >= compactionChunk {
+			buf = appendFrame(buf, payload)
+			payload = payload[:0]
+		}
+	}
+	if len(payload) > 0 {
+		buf = appendFrame(buf, payload)
+	}
+	if err := writeSynced(tmp, buf); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("compacting lease journal: %w", err)
+	}
+	if err := os.Rename(tmp, s.journalPath()); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("compacting lease journal: %w", err)
+	}
+	// From here the old file is gone; appending through the old handle
+	// would write into an unlinked file, so any failure marks the store
+	// broken until a later compaction succeeds.
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	if err := syncDir(s.dir); err != nil {
+		s.broken = err
+		return fmt.Errorf("compacting lease journal: syncing %s: %w", s.dir, err)
+	}
+	f, err := os.OpenFile(s.journalPath(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		s.broken = err
+		return fmt.Errorf("reopening compacted lease journal: %w", err)
+	}
+	s.f, s.size, s.broken = f, int64(len(buf)), nil
+	return nil
+}
+
+// UUID returns the device UUID, without the "uuid:" prefix UDNs add.
+func (s *FileStore) UUID() string { return s.uuid }
+
+// EpochOrigin returns when the current NAT-PMP epoch began: the
+// "seconds since start of epoch" a NAT-PMP server reports is the time
+// elapsed since then. It is kept across restarts while leases are, and
+// reset when the journal is lost or holds no leases, which is exactly
+// when clients must be told to re-create their mappings.
+func (s *FileStore) EpochOrigin() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch
+}
+
+// Close closes the journal and releases the directory lock. It does not
+// delete anything.
+func (s *FileStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	if s.f != nil {
+		errs = append(errs, s.f.Close())
+	}
+	errs = append(errs, s.lock.Close())
+	return errors.Join(errs...)
+}
+
+func (s *FileStore) loadOrCreateUUID() (string, error) {
+	path := filepath.Join(s.dir, uuidFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if u := strings.TrimSpace(string(b)); validUUID(u) {
+			return u, nil
+		}
+		s.log.Error("device UUID file is damaged; generating a new UUID (control points will see a new device)", "path", path)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("reading device UUID: %w", err)
+	}
+	u := newUUID()
+	if err := writeSynced(path+".tmp", []byte(u+"\n")); err != nil {
+		return "", fmt.Errorf("saving device UUID: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return "", fmt.Errorf("saving device UUID: %w", err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return "", fmt.Errorf("saving device UUID: %w", err)
+	}
+	return u, nil
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+func validUUID(u string) bool {
+	if len(u) != 36 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// writeSynced creates path with data and syncs it to disk.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,319 @@
+package gateway
+
+import (
+	"math"
+	"net/netip"
+	"time"
+)
+
+// table is the mapping table. It is not safe for concurrent use; the Core
+// guards it with its mutex.
+//
+// Entries live in a dense slice so that UPnP's GetGenericPortMappingEntry
+// (the i-th entry) is a slice index; a map from key to slot gives lookup by
+// key; deletion moves the last entry into the hole, so both stay O(1) and
+// the order of the remaining entries changes only at the hole. Two more
+// indexes ride along, both referring to entries by key so that moving an
+// entry between slots never touches them:
+//
+//   - per owner, a dense list of keys (swap-removed the same way), giving
+//     quota counts and the i-th entry of one owner (ListOwnOnly) in O(1);
+//   - a binary min-heap of expiry times, whose root is the next lease to
+//     end, so that the Core needs a single timer. Each entry knows its heap
+//     position, making refresh and delete O(log n) with no stale items.
+type table struct {
+	entries []tableEntry
+	slots   map[uint32]int32
+	owners  map[netip.Addr]*ownerKeys
+	heap    []heapItem
+}
+
+type tableEntry struct {
+	m        Mapping
+	heapIdx  int32 // position in heap; -1 for permanent mappings
+	ownerIdx int32 // position in owners[m.Owner].keys
+}
+
+type ownerKeys struct{ keys []uint32 }
+
+type heapItem struct {
+	at  int64 // expiry, Unix nanoseconds (see expiryNanos)
+	key uint32
+}
+
+func newTable() *table {
+	return &table{
+		slots:  make(map[uint32]int32),
+		owners: make(map[netip.Addr]*ownerKeys),
+	}
+}
+
+func (t *table) len() int { return len(t.entries) }
+
+// lookup returns the entry for k, or nil. The pointer is valid until the
+// table is next changed.
+func (t *table) lookup(k uint32) *tableEntry {
+	i, ok := t.slots[k]
+	if !ok {
+		return nil
+	}
+	return &t.entries[i]
+}
+
+// at returns the i-th entry; i must be in [0, len).
+func (t *table) at(i int) *tableEntry { return &t.entries[i] }
+
+func (t *table) ownerLen(owner netip.Addr) int {
+	if o := t.owners[owner]; o != nil {
+		return len(o.keys)
+	}
+	return 0
+}
+
+// ownerAt returns the i-th entry owned by owner, or nil when i is out of
+// range.
+func (t *table) ownerAt(owner netip.Addr, i int) *tableEntry {
+	o := t.owners[owner]
+	if o == nil || i < 0 || i >= len(o.keys) {
+		return nil
+	}
+	return t.lookup(o.keys[i])
+}
+
+// ownerEntries calls yield for each entry owned by owner until it returns
+// false. The table must not change during the iteration.
+func (t *table) ownerEntries(owner netip.Addr) func(yield func(*tableEntry) bool) {
+	return func(yield func(*tableEntry) bool) {
+		o := t.owners[owner]
+		if o == nil {
+			return
+		}
+		for _, k := range o.keys {
+			if !yield(t.lookup(k)) {
+				return
+			}
+		}
+	}
+}
+
+// put inserts m, or replaces the entry with m's key.
+func (t *table) put(m Mapping) {
+	k := m.Key().pack()
+	at, expires := expiryNanos(m.Expires)
+	if i, ok := t.slots[k]; ok {
+		e := &t.entries[i]
+		if e.m.Owner != m.Owner {
+			t.ownerRemove(e)
+			e.m = m
+			t.ownerAdd(k, e)
+		} else {
+			e.m = m
+		}
+		t.heapSet(k, e, at, expires)
+		return
+	}
+	i := len(t.entries)
+	t.entries = append(t.entries, tableEntry{m: m, heapIdx: -1})
+	t.slots[k] = int32(i)
+	e := &t.entries[i]
+	t.ownerAdd(k, e)
+	t.heapSet(k, e, at, expires)
+}
+
+// remove deletes the entry for k and returns it.
+func (t *table) remove(k uint32) (Mapping, bool) {
+	i, ok := t.slots[k]
+	if !ok {
+		return Mapping{}, false
+	}
+	e := &t.entries[i]
+	if e.heapIdx >= 0 {
+		t.heapRemove(int(e.heapIdx))
+	}
+	t.ownerRemove(e)
+	m := e.m
+	last := int32(len(t.entries) - 1)
+	if i != last {
+		t.entries[i] = t.entries[last]
+		t.slots[t.entries[i].m.Key().pack()] = i
+	}
+	t.entries[last] = tableEntry{} // drop references so the GC can reclaim strings
+	t.entries = t.entries[:last]
+	delete(t.slots, k)
+	return m, true
+}
+
+func (t *table) ownerAdd(k uint32, e *tableEntry) {
+	o := t.owners[e.m.Owner]
+	if o == nil {
+		o = &ownerKeys{}
+		t.owners[e.m.Owner] = o
+	}
+	e.ownerIdx = int32(len(o.keys))
+	o.keys = append(o.keys, k)
+}
+
+func (t *table) ownerRemove(e *tableEntry) {
+	o := t.owners[e.m.Owner]
+	last := len(o.keys) - 1
+	if int(e.ownerIdx) != last {
+		moved := o.keys[last]
+		o.keys[e.ownerIdx] = moved
+		t.entries[t.slots[moved]].ownerIdx = e.ownerIdx
+	}
+	o.keys = o.keys[:last]
+	if len(o.keys) == 0 {
+		delete(t.owners, e.m.Owner)
+	}
+}
+
+// expiryNanos converts an expiry to the heap's representation. Times
+// beyond what UnixNano can represent (after the year 2262) saturate, which
+// only makes them sort last.
+func expiryNanos(t time.Time) (at int64, expires bool) {
+	if t.IsZero() {
+		return 0, false
+	}
+	const maxSec = math.MaxInt64/int64(time.Second) - 1
+	const minSec = math.MinInt64/int64(time.Second) + 1
+	switch s := t.Unix(); {
+	case s > maxSec:
+		return math.MaxInt64, true
+	case s < minSec:
+		return math.MinInt64, true
+	}
+	return t.UnixNano(), true
+}
+
+func (t *table) heapSet(k uint32, e *tableEntry, at int64, expires bool) {
+	switch {
+	case !expires:
+		if e.heapIdx >= 0 {
+			t.heapRemove(int(e.heapIdx))
+		}
+	case e.heapIdx < 0:
+		e.heapIdx = int32(len(t.heap))
+		t.heap = append(t.heap, heapItem{at: at, key: k})
+		t.heapUp(len(t.heap) - 1)
+	default:
+		i := int(e.heapIdx)
+		t.heap[i].at = at
+		t.heapFix(i)
+	}
+}
+
+func (t *table) heapSwap(i, j int) {
+	h := t.heap
+	h[i], h[j] = h[j], h[i]
+	t.entries[t.slots[h[i].key]].heapIdx = int32(i)
+	t.entries[t.slots[h[j].key]].heapIdx = int32(j)
+}
+
+func (t *table) heapUp(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if t.heap[i].at <= t.heap[j].at {
+			return
+		}
+		t.heapSwap(i, j)
+		j = i
+	}
+}
+
+// heapDown reports whether the item at i moved.
+func (t *table) heapDown(i int) bool {
+	i0, n := i, len(t.heap)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && t.heap[r].at < t.heap[l].at {
+			j = r
+		}
+		if t.heap[i].at <= t.heap[j].at {
+			break
+		}
+		t.heapSwap(i, j)
+		i = j
+	}
+	return i > i0
+}
+
+func (t *table) heapFix(i int) {
+	if !t.heapDown(i) {
+		t.heapUp(i)
+	}
+}
+
+func (t *table) heapRemove(i int) {
+	last := len(t.heap) - 1
+	if i != last {
+		t.heapSwap(i, last)
+	}
+	t.entries[t.slots[t.heap[last].key]].heapIdx = -1
+	t.heap = t.heap[:last]
+	if i != last {
+		t.heapFix(i)
+	}
+}
+
+// earliest returns the earliest expiry among keys for which skip is false.
+// Skipped keys (those with an operation in flight) are few, and a subtree
+// is entered only below a skipped node, so this visits O(skipped) nodes.
+func (t *table) earliest(skip func(uint32) bool) (int64, bool) {
+	var best int64
+	found := false
+	var stack [64]int
+	todo := stack[:0]
+	if len(t.heap) > 0 {
+		todo = append(todo, 0)
+	}
+	for len(todo) > 0 {
+		i := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		it := t.heap[i]
+		if found && it.at >= best {
+			continue // nothing below can be earlier
+		}
+		if !skip(it.key) {
+			best, found = it.at, true
+			continue
+		}
+		for _, c := range [2]int{2*i + 1, 2*i + 2} {
+			if c < len(t.heap) {
+				todo = append(todo, c)
+			}
+		}
+	}
+	return best, found
+}
+
+// due returns the keys whose expiry is at or before now, except those for
+// which skip is true. It visits only due nodes and their children.
+func (t *table) due(now int64, skip func(uint32) bool) []uint32 {
+	var keys []uint32
+	var stack [64]int
+	todo := stack[:0]
+	if len(t.heap) > 0 {
+		todo = append(todo, 0)
+	}
+	for len(todo) > 0 {
+		i := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		it := t.heap[i]
+		if it.at > now {
+			continue
+		}
+		if !skip(it.key) {
+			keys = append(keys, it.key)
+		}
+		for _, c := range [2]int{2*i + 1, 2*i + 2} {
+			if c < len(t.heap) {
+				todo = append(todo, c)
+			}
+		}
+	}
+	return keys
+}

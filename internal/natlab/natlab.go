@@ -1,0 +1,759 @@
+// Package natlab builds a NAT lab for tests out of Linux network namespaces:
+// a LAN host, a router doing NAT with nftables, and a WAN host, wired with
+// two veth pairs.
+//
+//	 LAN host                 router                        WAN host
+//	eth0 10.77.0.2 ──── lan0 10.77.0.1   wan0 203.0.113.1 ──── eth0 203.0.113.2 (+ .3)
+//	default via .1           miniupnpd, NAT                    STUN responder
+//
+// By default the router runs miniupnpd, the reference UPnP IGD / NAT-PMP /
+// PCP daemon, so portfwd's clients can be tested against a real peer; with
+// Router "none" it only does NAT, and the test starts portfwd's own gateway
+// there. The WAN host has no route to the LAN: only the router's NAT can
+// connect the two sides.
+//
+// Nothing of the lab exists in the test's own namespace: the veths are
+// created directly inside the lab namespaces, so no lab packet (SSDP
+// multicast, NAT-PMP, STUN) can reach a real interface. Run the whole test
+// binary inside an empty namespace too, as .ci/run does, and even a bug
+// cannot reach the machine's network.
+//
+// Servers and clients of the lab (ServeTCP, DialTCP, the STUN responder)
+// run inside the test process: their sockets are created in the lab's
+// namespaces, see Listen. Commands run through `ip netns exec` (Cmd, Run,
+// Start).
+//
+// Start skips the test when the lab cannot be built (not root, tools
+// missing) unless PORTFWD_LAB_REQUIRED=1, which turns that into a failure.
+//
+// # Quirks the lab works around
+//
+// miniupnpd 2.3 puts TEST-NET-3 (203.0.113.0/24), RFC 1918 and CGNAT space
+// in its list of reserved addresses: with such an address on its WAN
+// interface it logs "Port forwarding is impossible" and fails every mapping,
+// and rejects ext_ip= with it at startup. The STUN path is the exception: a
+// public address learned over STUN is not checked, and forwarding is
+// enabled when all four requests of the RFC 3489 NAT test come back with the
+// same mapping. So the WAN host runs a STUN responder (package stun) on two
+// addresses and two ports, and miniupnpd is configured with
+// ext_perform_stun. miniupnpd exits when STUN fails at startup, so the
+// responder is up before it starts.
+//
+// miniupnpd opens syslog with LOG_CONS. Without a syslog daemon (containers,
+// CI) glibc writes every message to /dev/console, which may be a slow serial
+// port: one mapping took seconds. The lab bind-mounts /dev/null over
+// /dev/console in the private mount namespace `ip netns exec` gives
+// miniupnpd; with -d, its log still goes to stderr, into RunDir.
+//
+// miniupnpd's PID file and lease file and the minissdpd socket path
+// (a filesystem path, shared between network namespaces) are per lab, so
+// two labs run side by side; a second miniupnpd with the default PID file
+// would exit with "already running".
+//
+// miniupnpc 2.2 treats a discovered IGD whose external address is reserved
+// (TEST-NET or CGNAT alike) as "not connected": `upnpc -l` finds the lab's
+// IGD over SSDP and stops. `upnpc -i` ignores that; with -u (no discovery)
+// there is no check. `natpmpc -a` takes the public port first.
+package natlab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portfwd/portfwd/internal/stun"
+)
+
+// Router kinds for Options.Router.
+const (
+	RouterMiniupnpd = "miniupnpd"
+	RouterNone      = "none"
+)
+
+// Host names accepted where a method takes a host.
+const (
+	HostLAN    = "lan"
+	HostRouter = "rtr"
+	HostWAN    = "wan"
+)
+
+// Interface names, the same in every lab.
+const (
+	HostIf      = "eth0" // the LAN host's and the WAN host's interface
+	RouterLANIf = "lan0"
+	RouterWANIf = "wan0"
+)
+
+// Ports of the lab's services.
+const (
+	MiniupnpdHTTPPort = 5000 // rootDesc.xml and SOAP on the router's LAN address
+	NATPMPPort        = 5351 // NAT-PMP and PCP on the router's LAN address
+	STUNPort          = 3478 // STUN on the WAN host; the alternate port is STUNPort+1
+)
+
+// EnvRequired names the environment variable that turns "lab unavailable"
+// from a skip into a failure. CI sets it to 1 so the lab tests cannot pass
+// by being skipped.
+const EnvRequired = "PORTFWD_LAB_REQUIRED"
+
+// Options configure a lab. The zero value is a lab with miniupnpd.
+type Options struct {
+	// Prefix names the namespaces (Prefix-lan, Prefix-rtr, Prefix-wan). It
+	// must be unique among running labs, at most 10 letters, digits or
+	// underscores. Default: a few letters of the test name, the process ID
+	// and a random suffix.
+	Prefix string
+	// Router is RouterMiniupnpd (default) or RouterNone: NAT and a forward
+	// chain that accepts DNAT-ed connections (`ct status dnat accept`), no
+	// daemon, for testing portfwd's own gateway on the router.
+	Router string
+	// DoubleNAT gives the router a carrier-grade NAT address on its WAN side
+	// (100.64.0.1/24, WAN host 100.64.0.2) instead of a public-looking one,
+	// as behind an ISP's CGNAT: the external address a client reads from the
+	// router (UPnP GetExternalIPAddress, NAT-PMP, PCP) is then 100.64.0.1,
+	// which portfwd must recognise and warn about.
+	//
+	// miniupnpd 2.3.1 still forwards, because the STUN responder reports
+	// the address it sees, 100.64.0.1, passes the NAT test, and miniupnpd
+	// does not check a STUN-learned address against its reserved list.
+	// Without STUN (PerformSTUN false in MiniupnpdConf) it logs "Reserved /
+	// private IP address 100.64.0.1 on ext interface wan0: Port forwarding
+	// is impossible" and a client learns nothing: GetExternalIPAddress
+	// returns an empty address, NAT-PMP answers result 3 (network failure),
+	// AddPortMapping fails with 501.
+	DoubleNAT bool
+	// MiniupnpdConf, if set, may change miniupnpd's configuration before it
+	// is written. The nftables table and chain names must stay as they are:
+	// the lab creates those objects.
+	MiniupnpdConf func(*Conf)
+}
+
+// Lab is a running lab. Its fields are read-only.
+type Lab struct {
+	LAN, Router, WAN string // namespace names
+
+	LANIP       netip.Addr // the LAN host
+	RouterLANIP netip.Addr // the router's LAN address: the gateway clients talk to
+	RouterWANIP netip.Addr // the router's external address
+	WANIP       netip.Addr // the WAN host
+	WANIP2      netip.Addr // the WAN host's second address (STUN's alternate)
+	LANPrefix   netip.Prefix
+	WANPrefix   netip.Prefix
+
+	// RunDir holds the lab's files: miniupnpd.conf, router.nft, logs, PID
+	// and lease files. It is removed at teardown unless the test failed.
+	RunDir string
+	// Conf is miniupnpd's configuration; nil with Router "none".
+	Conf *Conf
+	// Miniupnpd is the daemon's process; nil with Router "none".
+	Miniupnpd *Process
+	// StartupTime is how long Start took.
+	StartupTime time.Duration
+
+	opts     Options
+	ip, nft  string
+	ns       map[string]*os.File // open namespace handles, by host
+	created  []string            // namespaces this lab created, to delete
+	stopSTUN func()
+	spawn    *spawner
+
+	mu    sync.Mutex
+	seq   int
+	procs []*Process
+}
+
+// Start builds a lab and registers its teardown with t.Cleanup: processes
+// are stopped by PID, namespaces deleted, even when the test fails. It
+// skips t (or fails it, with PORTFWD_LAB_REQUIRED=1) when the machine
+// cannot run the lab.
+func Start(t testing.TB, opts Options) *Lab {
+	t.Helper()
+	began := time.Now()
+	switch opts.Router {
+	case "":
+		opts.Router = RouterMiniupnpd
+	case RouterMiniupnpd, RouterNone:
+	default:
+		t.Fatalf("natlab: Options.Router is %q; want %q or %q", opts.Router, RouterMiniupnpd, RouterNone)
+	}
+	if os.Geteuid() != 0 {
+		unavailable(t, "the NAT lab needs root (network namespaces, nftables); run the tests as root, e.g. through scripts/test.sh")
+	}
+	tools := []string{"ip", "nft"}
+	if opts.Router == RouterMiniupnpd {
+		tools = append(tools, "miniupnpd", "sh", "mount")
+	}
+	paths := requireTools(t, tools...)
+
+	l := &Lab{
+		opts:        opts,
+		ip:          paths["ip"],
+		nft:         paths["nft"],
+		ns:          map[string]*os.File{},
+		LANIP:       netip.MustParseAddr("10.77.0.2"),
+		RouterLANIP: netip.MustParseAddr("10.77.0.1"),
+		LANPrefix:   netip.MustParsePrefix("10.77.0.0/24"),
+		RouterWANIP: netip.MustParseAddr("203.0.113.1"),
+		WANIP:       netip.MustParseAddr("203.0.113.2"),
+		WANIP2:      netip.MustParseAddr("203.0.113.3"),
+		WANPrefix:   netip.MustParsePrefix("203.0.113.0/24"),
+	}
+	if opts.DoubleNAT {
+		l.RouterWANIP = netip.MustParseAddr("100.64.0.1")
+		l.WANIP = netip.MustParseAddr("100.64.0.2")
+		l.WANIP2 = netip.MustParseAddr("100.64.0.3")
+		l.WANPrefix = netip.MustParsePrefix("100.64.0.0/24")
+	}
+
+	prefix := opts.Prefix
+	if prefix == "" {
+		var err error
+		if prefix, err = freePrefix(t.Name()); err != nil {
+			t.Fatal(err)
+		}
+	} else if !validPrefix.MatchString(prefix) {
+		t.Fatalf("natlab: Options.Prefix %q: want 1-10 letters, digits or underscores", prefix)
+	}
+	l.LAN, l.Router, l.WAN = prefix+"-lan", prefix+"-rtr", prefix+"-wan"
+
+	dir, err := os.MkdirTemp("", "natlab-"+prefix+"-")
+	if err != nil {
+		t.Fatalf("natlab: %v", err)
+	}
+	l.RunDir = dir
+	l.spawn = newSpawner()
+	// Registered before anything exists, so a half-built lab is torn down.
+	t.Cleanup(func() { l.teardown(t) })
+
+	var phases []string
+	phase := func(name string, since time.Time) time.Time {
+		now := time.Now()
+		phases = append(phases, fmt.Sprintf("%s %v", name, now.Sub(since).Round(100*time.Microsecond)))
+		return now
+	}
+	mark := time.Now()
+	if err := l.createNamespaces(); err != nil {
+		if errors.Is(err, errNoNetns) {
+			unavailable(t, "%v", err)
+		}
+		t.Fatal(err)
+	}
+	mark = phase("namespaces", mark)
+	if err := l.configure(); err != nil {
+		t.Fatal(err)
+	}
+	mark = phase("addresses+nft", mark)
+	if opts.Router == RouterMiniupnpd {
+		if err := l.startMiniupnpd(); err != nil {
+			t.Fatal(err)
+		}
+		phase("miniupnpd", mark)
+	}
+	l.StartupTime = time.Since(began)
+	t.Logf("natlab: lab %s up in %v (%s; router %s, LAN %v, router %v/%v, WAN %v, files in %s)",
+		prefix, l.StartupTime.Round(time.Millisecond), strings.Join(phases, ", "), opts.Router,
+		l.LANIP, l.RouterLANIP, l.RouterWANIP, l.WANIP, l.RunDir)
+	return l
+}
+
+// errNoNetns marks a failure to create namespaces at all: the machine
+// (an unprivileged container, say) cannot host the lab.
+var errNoNetns = errors.New("cannot create network namespaces")
+
+var validPrefix = regexp.MustCompile(`^[A-Za-z0-9_]{1,10}$`)
+
+// freePrefix derives a prefix from the test name and the process ID, plus a
+// random part for parallel labs in one process, and checks that no
+// namespace uses it yet.
+func freePrefix(testName string) (string, error) {
+	var letters []byte
+	for _, c := range strings.ToLower(strings.TrimPrefix(testName, "Test")) {
+		if len(letters) == 3 {
+			break
+		}
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			letters = append(letters, byte(c))
+		}
+	}
+	pid := strconv.FormatInt(int64(os.Getpid()), 36)
+	for range 20 {
+		n, err := rand.Int(rand.Reader, big.NewInt(36*36))
+		if err != nil {
+			return "", fmt.Errorf("natlab: random prefix: %w", err)
+		}
+		r := strconv.FormatInt(n.Int64()+36*36, 36)[1:] // always 2 digits
+		p := string(letters) + pid + r
+		if len(p) > 10 {
+			p = p[len(p)-10:]
+		}
+		if _, err := os.Stat(filepath.Join(netnsDir, p+"-rtr")); errors.Is(err, os.ErrNotExist) {
+			return p, nil
+		}
+	}
+	return "", errors.New("natlab: no free namespace prefix after 20 tries; delete stale namespaces with `ip netns del`")
+}
+
+// unavailable skips t, or fails it when the lab is required.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(EnvRequired) == "1" {
+		t.Fatalf("natlab: %s (%s=1: the lab is required here)", msg, EnvRequired)
+	}
+	t.Skipf("natlab: %s; skipping (set %s=1 to make this a failure)", msg, EnvRequired)
+}
+
+// Require skips t (or fails it with PORTFWD_LAB_REQUIRED=1) unless every
+// named program is installed, e.g. the reference clients upnpc and natpmpc.
+// scripts/install-lab-deps.sh installs them.
+func Require(t testing.TB, programs ...string) {
+	t.Helper()
+	requireTools(t, programs...)
+}
+
+func requireTools(t testing.TB, programs ...string) map[string]string {
+	t.Helper()
+	paths := map[string]string{}
+	var missing []string
+	for _, p := range programs {
+		path, err := lookTool(p)
+		if err != nil {
+			missing = append(missing, p)
+			continue
+		}
+		paths[p] = path
+	}
+	if len(missing) > 0 {
+		unavailable(t, "missing %s; install them with scripts/install-lab-deps.sh", strings.Join(missing, ", "))
+	}
+	return paths
+}
+
+// lookTool finds a program in PATH or in the sbin directories, which a
+// non-login root shell may not have in PATH.
+func lookTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+// Namespace returns the network namespace name of host: "lan", "rtr" or
+// "wan".
+func (l *Lab) Namespace(host string) (string, error) {
+	switch host {
+	case HostLAN:
+		return l.LAN, nil
+	case HostRouter:
+		return l.Router, nil
+	case HostWAN:
+		return l.WAN, nil
+	}
+	return "", fmt.Errorf("natlab: unknown host %q; want %q, %q or %q", host, HostLAN, HostRouter, HostWAN)
+}
+
+// NetNSPath returns the file that pins host's network namespace, for APIs
+// that take one (setns(2), nftables.WithNetNSFd).
+func (l *Lab) NetNSPath(host string) (string, error) {
+	ns, err := l.Namespace(host)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(netnsDir, ns), nil
+}
+
+func (l *Lab) nsFile(host string) (*os.File, error) {
+	ns, err := l.Namespace(host)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f, ok := l.ns[host]; ok {
+		return f, nil
+	}
+	f, err := os.Open(filepath.Join(netnsDir, ns))
+	if err != nil {
+		return nil, fmt.Errorf("natlab: opening namespace %s: %w", ns, err)
+	}
+	l.ns[host] = f
+	return f, nil
+}
+
+// ipBatch runs `ip [-n ns] -batch -` with the given commands.
+func (l *Lab) ipBatch(ns string, lines ...string) error {
+	args := []string{"-batch", "-"}
+	if ns != "" {
+		args = append([]string{"-n", ns}, args...)
+	}
+	cmd := exec.Command(l.ip, args...)
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func (l *Lab) createNamespaces() error {
+	names := []string{l.LAN, l.Router, l.WAN}
+	for _, ns := range names {
+		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err == nil {
+			// Someone else's: never touch it, not even at teardown.
+			return fmt.Errorf("natlab: namespace %s already exists; give the lab another Options.Prefix (or delete a stale one with `ip netns del %s`)", ns, ns)
+		}
+	}
+	// The veths are born inside the namespaces, never in ours.
+	err := l.ipBatch("",
+		"netns add "+l.LAN,
+		"netns add "+l.Router,
+		"netns add "+l.WAN,
+		fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", HostIf, l.LAN, RouterLANIf, l.Router),
+		fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", RouterWANIf, l.Router, HostIf, l.WAN),
+	)
+	// ip -batch stops at the first error: whatever exists now is ours.
+	for _, ns := range names {
+		if _, serr := os.Stat(filepath.Join(netnsDir, ns)); serr == nil {
+			l.created = append(l.created, ns)
+		}
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "Operation not permitted") || strings.Contains(err.Error(), "Permission denied") {
+			return fmt.Errorf("%w: %v", errNoNetns, err)
+		}
+		return fmt.Errorf("natlab: creating the lab's namespaces: %w", err)
+	}
+	return nil
+}
+
+func (l *Lab) configure() error {
+	// IPv6 off before any link is up: no router solicitations, DAD or MLD
+	// chatter. rp_filter pinned to 0: a host-wide default inherited by new
+	// namespaces must not drop the STUN answers that come from the second
+	// address.
+	common := map[string]string{
+		"net/ipv6/conf/all/disable_ipv6":     "1",
+		"net/ipv6/conf/default/disable_ipv6": "1",
+		"net/ipv4/conf/*/rp_filter":          "0",
+	}
+	for _, h := range []string{HostLAN, HostRouter, HostWAN} {
+		f, err := l.nsFile(h)
+		if err != nil {
+			return err
+		}
+		kv := common
+		if h == HostRouter {
+			kv = map[string]string{"net/ipv4/ip_forward": "1"}
+			for k, v := range common {
+				kv[k] = v
+			}
+		}
+		if err := sysctl(f, kv); err != nil {
+			return err
+		}
+	}
+	pfx := func(a netip.Addr, p netip.Prefix) string { return netip.PrefixFrom(a, p.Bits()).String() }
+	steps := []struct {
+		ns    string
+		lines []string
+	}{
+		{l.LAN, []string{
+			"link set lo up",
+			"addr add " + pfx(l.LANIP, l.LANPrefix) + " dev " + HostIf,
+			"link set " + HostIf + " up",
+			"route add default via " + l.RouterLANIP.String() + " dev " + HostIf,
+			// SSDP multicast leaves by this route even if a test replaces
+			// the default route.
+			"route add 224.0.0.0/4 dev " + HostIf,
+		}},
+		{l.Router, []string{
+			"link set lo up",
+			"addr add " + pfx(l.RouterLANIP, l.LANPrefix) + " dev " + RouterLANIf,
+			"addr add " + pfx(l.RouterWANIP, l.WANPrefix) + " dev " + RouterWANIf,
+			"link set " + RouterLANIf + " up",
+			"link set " + RouterWANIf + " up",
+			"route add 224.0.0.0/4 dev " + RouterLANIf,
+		}},
+		// The WAN host knows only its own /24: no route to the LAN.
+		{l.WAN, []string{
+			"link set lo up",
+			"addr add " + pfx(l.WANIP, l.WANPrefix) + " dev " + HostIf,
+			"addr add " + pfx(l.WANIP2, l.WANPrefix) + " dev " + HostIf,
+			"link set " + HostIf + " up",
+		}},
+	}
+	for _, s := range steps {
+		if err := l.ipBatch(s.ns, s.lines...); err != nil {
+			return fmt.Errorf("natlab: configuring %s: %w", s.ns, err)
+		}
+	}
+	rules := l.ruleset()
+	if err := os.WriteFile(filepath.Join(l.RunDir, "router.nft"), []byte(rules), 0o644); err != nil {
+		return fmt.Errorf("natlab: %w", err)
+	}
+	cmd := l.Cmd(context.Background(), HostRouter, l.nft, "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("natlab: loading the router's nftables ruleset (%s/router.nft): %w: %s", l.RunDir, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// MiniupnpdURL returns the URL of miniupnpd's root description, or "" with
+// Router "none".
+func (l *Lab) MiniupnpdURL() string {
+	if l.Conf == nil {
+		return ""
+	}
+	return fmt.Sprintf("http://%s/rootDesc.xml", netip.AddrPortFrom(l.RouterLANIP, l.Conf.HTTPPort))
+}
+
+// NftRuleset returns the router's current nftables ruleset.
+func (l *Lab) NftRuleset(t testing.TB) string {
+	t.Helper()
+	out, err := l.Run(t, HostRouter, l.nft, "list", "ruleset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (l *Lab) startMiniupnpd() error {
+	if err := l.startSTUN(); err != nil {
+		return err
+	}
+	uuid := make([]byte, 16)
+	rand.Read(uuid)
+	c := &Conf{
+		ExtIfname:         RouterWANIf,
+		PerformSTUN:       true,
+		STUNHost:          l.WANIP,
+		STUNPort:          STUNPort,
+		ListeningIP:       RouterLANIf,
+		HTTPPort:          MiniupnpdHTTPPort,
+		EnableUPnP:        true,
+		EnableNATPMP:      true,
+		SecureMode:        true,
+		IPv6Disable:       true,
+		MinLifetime:       120,
+		MaxLifetime:       86400,
+		SystemUptime:      true,
+		NotifyInterval:    60,
+		TableName:         "filter",
+		NATTableName:      "filter",
+		ForwardChain:      "miniupnpd",
+		NATChain:          "prerouting_miniupnpd",
+		NATPostrouteChain: "postrouting_miniupnpd",
+		LeaseFile:         filepath.Join(l.RunDir, "upnp.leases"),
+		MinissdpdSocket:   filepath.Join(l.RunDir, "minissdpd.sock"),
+		FriendlyName:      "natlab " + l.Router,
+		ManufacturerName:  "natlab",
+		ModelName:         "natlab miniupnpd",
+		ModelNumber:       "1",
+		Serial:            "00000001",
+		UUID:              fmt.Sprintf("%x-%x-%x-%x-%x", uuid[0:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:]),
+		Rules: []string{
+			fmt.Sprintf("allow 1024-65535 %s 1024-65535", l.LANPrefix),
+			"deny 0-65535 0.0.0.0/0 0-65535",
+		},
+	}
+	if l.opts.MiniupnpdConf != nil {
+		l.opts.MiniupnpdConf(c)
+	}
+	l.Conf = c
+	conf := filepath.Join(l.RunDir, "miniupnpd.conf")
+	if err := os.WriteFile(conf, []byte(c.String()), 0o644); err != nil {
+		return fmt.Errorf("natlab: %w", err)
+	}
+	// -d: foreground, so the PID is ours and the log goes to stderr. The
+	// mount only affects the private mount namespace of `ip netns exec`;
+	// without a /dev/console it is skipped.
+	const wrap = `mount --bind /dev/null /dev/console 2>/dev/null; exec "$@"`
+	p, err := l.start("miniupnpd.log", HostRouter, "sh", "-c", wrap, "miniupnpd",
+		l.mustTool("miniupnpd"), "-d", "-f", conf, "-P", filepath.Join(l.RunDir, "miniupnpd.pid"))
+	if err != nil {
+		return err
+	}
+	p.Name = "miniupnpd"
+	l.Miniupnpd = p
+	return l.waitMiniupnpd(p)
+}
+
+func (l *Lab) mustTool(name string) string {
+	p, err := lookTool(name)
+	if err != nil {
+		return name // checked in Start; let exec report it
+	}
+	return p
+}
+
+// waitMiniupnpd waits until miniupnpd accepts HTTP connections from the
+// LAN, polling every few milliseconds, and then checks that it enabled
+// port forwarding.
+func (l *Lab) waitMiniupnpd(p *Process) error {
+	const limit = 10 * time.Second
+	addr := netip.AddrPortFrom(l.RouterLANIP, l.Conf.HTTPPort)
+	if err := l.waitTCP(HostLAN, addr, limit, p); err != nil {
+		p.Stop()
+		return fmt.Errorf("natlab: miniupnpd did not start: %w", err)
+	}
+	if !l.Conf.PerformSTUN {
+		return nil
+	}
+	// STUN runs before the HTTP socket opens, so the verdict is logged by
+	// now; the short wait only covers the log write.
+	for range 100 {
+		out := p.Output()
+		switch {
+		case strings.Contains(out, "Port forwarding is now enabled"):
+			return nil
+		case strings.Contains(out, "Port forwarding is now disabled"):
+			return fmt.Errorf("natlab: miniupnpd disabled port forwarding after the STUN test (see %s)", p.Log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("natlab: miniupnpd is up but never logged \"Port forwarding is now enabled\" (see %s)", p.Log)
+}
+
+// WaitTCP polls until a TCP connection from host to addr succeeds, for a
+// server started with Start; p, if not nil, is that server, and its exit
+// ends the wait early with its output in the error.
+func (l *Lab) WaitTCP(t testing.TB, host string, addr netip.AddrPort, timeout time.Duration, p *Process) {
+	t.Helper()
+	if err := l.waitTCP(host, addr, timeout, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (l *Lab) waitTCP(host string, addr netip.AddrPort, timeout time.Duration, p *Process) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if p != nil {
+			if exited, _ := p.Exited(); exited {
+				return errExited(p)
+			}
+		}
+		// Refused connections fail at once; the per-try limit only covers a
+		// lost SYN.
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		c, err := l.DialContext(ctx, host, "tcp4", addr.String())
+		cancel()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("natlab: nothing accepts TCP on %v from %s after %v (last error: %v)", addr, host, timeout, err)
+			if p != nil {
+				return fmt.Errorf("%s; %s output (%s):\n%s", msg, p.Name, p.Log, tail(p.Output()))
+			}
+			return errors.New(msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startSTUN runs the STUN responder on the WAN host: both addresses, ports
+// STUNPort and STUNPort+1.
+func (l *Lab) startSTUN() error {
+	var socks stun.Sockets
+	for a, ip := range []netip.Addr{l.WANIP, l.WANIP2} {
+		for p, port := range []uint16{STUNPort, STUNPort + 1} {
+			pc, err := l.ListenPacket(HostWAN, "udp4", netip.AddrPortFrom(ip, port).String())
+			if err != nil {
+				for _, row := range socks {
+					for _, c := range row {
+						if c != nil {
+							c.Close()
+						}
+					}
+				}
+				return fmt.Errorf("natlab: STUN responder on the WAN host: %w", err)
+			}
+			socks[a][p] = pc
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&stun.Server{}).Serve(ctx, socks)
+	}()
+	l.stopSTUN = func() { cancel(); <-done }
+	return nil
+}
+
+// teardown stops everything the lab started and deletes its namespaces.
+func (l *Lab) teardown(t testing.TB) {
+	l.mu.Lock()
+	procs := append([]*Process(nil), l.procs...)
+	l.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].Stop()
+	}
+	if l.stopSTUN != nil {
+		l.stopSTUN()
+	}
+	l.spawn.close()
+	// Whatever still runs in a lab namespace was started there by this
+	// test (through Cmd, say): the namespaces are ours alone.
+	for _, ns := range l.created {
+		if err := killNamespacePIDs(filepath.Join(netnsDir, ns)); err != nil {
+			t.Errorf("natlab: teardown: %v", err)
+		}
+	}
+	l.mu.Lock()
+	for _, f := range l.ns {
+		f.Close()
+	}
+	l.ns = map[string]*os.File{}
+	l.mu.Unlock()
+	var del []string
+	for _, ns := range l.created {
+		del = append(del, "netns del "+ns)
+	}
+	if len(del) > 0 {
+		if err := l.ipBatch("", del...); err != nil {
+			t.Errorf("natlab: teardown: %v", err)
+		}
+	}
+	if t.Failed() {
+		l.dumpLogs(t)
+		t.Logf("natlab: test failed; lab files kept in %s", l.RunDir)
+		return
+	}
+	os.RemoveAll(l.RunDir)
+}
+
+// dumpLogs writes the tail of every log in RunDir to t.
+func (l *Lab) dumpLogs(t testing.TB) {
+	logs, _ := filepath.Glob(filepath.Join(l.RunDir, "*.log"))
+	for _, p := range logs {
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		if len(b) > 4000 {
+			b = append([]byte("…"), b[len(b)-4000:]...)
+		}
+		t.Logf("natlab: %s:\n%s", filepath.Base(p), b)
+	}
+}
