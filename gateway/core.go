@@ -181,7 +181,7 @@ func (c *Core) restore(ctx context.Context) error {
 			err = c.checkRoomLocked(req, m.Owner, true)
 		}
 		if err != nil {
-			c.log.Warn("dropping saved lease the current policy denies", "mapping", m.String(), "err", err)
+			c.log.Warn("dropping saved lease the current policy denies", "mapping", m, "err", err)
 			drop = append(drop, m.Key())
 			denied++
 			continue
@@ -333,16 +333,16 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 	c.mu.Unlock()
 
 	if err != nil {
-		c.log.Warn("port mapping not added", "mapping", m.String(), "err", err)
+		c.log.Warn("port mapping not added", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
 	switch {
 	case !hadPrev:
-		c.log.Info("port mapping added", "mapping", m.String(), "lease_s", m.LeaseSeconds(now))
+		c.log.Info("port mapping added", "mapping", m, "lease_s", m.LeaseSeconds(now))
 	case prev.Rule() != m.Rule() || prev.Enabled != m.Enabled:
-		c.log.Info("port mapping changed", "mapping", m.String(), "was", prev.String())
+		c.log.Info("port mapping changed", "mapping", m, "was", prev)
 	default:
-		c.log.Debug("port mapping refreshed", "mapping", m.String(), "lease_s", m.LeaseSeconds(now))
+		c.log.Debug("port mapping refreshed", "mapping", m, "lease_s", m.LeaseSeconds(now))
 	}
 	return m, nil
 }
@@ -628,7 +628,7 @@ func (c *Core) apply(ctx context.Context, prev Mapping, hadPrev bool, m Mapping)
 	}
 	if uerr != nil {
 		c.log.Error("could not undo backend change after store failure; the data plane disagrees with the table until restart",
-			"mapping", m.String(), "err", uerr)
+			"mapping", m, "err", uerr)
 	}
 	return fmt.Errorf("%w: %w", ErrStore, serr)
 }
@@ -673,10 +673,10 @@ func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPor
 	c.rearmLocked()
 	c.mu.Unlock()
 	if err != nil {
-		c.log.Warn("port mapping not deleted", "mapping", m.String(), "err", err)
+		c.log.Warn("port mapping not deleted", "mapping", m, "err", err)
 		return err
 	}
-	c.log.Info("port mapping deleted", "mapping", m.String(), "by", req.Addr)
+	c.log.Info("port mapping deleted", "mapping", m, "by", req.Addr)
 	return nil
 }
 
@@ -861,7 +861,7 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		c.mu.Unlock()
 		for i, m := range batch {
 			if ok[i] {
-				c.log.Info("port mapping deleted", "mapping", m.String(), "by", req.Addr)
+				c.log.Info("port mapping deleted", "mapping", m, "by", req.Addr)
 			}
 		}
 		if err != nil {
@@ -1069,7 +1069,7 @@ func (c *Core) expire() {
 
 	for i, m := range batch {
 		if ok[i] {
-			c.log.Info("port mapping expired", "mapping", m.String())
+			c.log.Info("port mapping expired", "mapping", m)
 		}
 	}
 	if err != nil {

@@ -250,7 +250,11 @@ func (d *decoder) time() time.Time {
 			d.fail("nanoseconds %d out of range", nsec)
 			return time.Time{}
 		}
-		return time.Unix(sec, int64(nsec)).UTC()
+		t := time.Unix(sec, int64(nsec)).UTC()
+		if t.IsZero() {
+			d.fail("zero time written as present") // the encoder writes it as absent
+		}
+		return t
 	default:
 		d.fail("time flag %d", f)
 		return time.Time{}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"time"
@@ -132,6 +133,10 @@ func (m Mapping) LeaseSeconds(now time.Time) uint32 {
 	}
 	return uint32(s)
 }
+
+// LogValue makes log lines show m as String does, formatted only when the
+// line is actually written.
+func (m Mapping) LogValue() slog.Value { return slog.StringValue(m.String()) }
 
 func (m Mapping) String() string {
 	s := fmt.Sprintf("%s/%d -> %s (%s by %s)", m.Protocol, m.ExternalPort,

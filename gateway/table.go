@@ -20,7 +20,9 @@ import (
 //     quota counts and the i-th entry of one owner (ListOwnOnly) in O(1);
 //   - a binary min-heap of expiry times, whose root is the next lease to
 //     end, so that the Core needs a single timer. Each entry knows its heap
-//     position, making refresh and delete O(log n) with no stale items.
+//     position and each heap item its entry's slot (fixed up when the
+//     entry moves), making refresh and delete O(log n) with no stale items
+//     and no map lookups while sifting.
 type table struct {
 	entries []tableEntry
 	slots   map[uint32]int32
@@ -37,9 +39,11 @@ type tableEntry struct {
 type ownerKeys struct{ keys []uint32 }
 
 type heapItem struct {
-	at  int64 // expiry, Unix nanoseconds (see expiryNanos)
-	key uint32
+	at   int64 // expiry, Unix nanoseconds (see expiryNanos)
+	slot int32 // index of the entry in entries
 }
+
+func (t *table) heapKey(i int) uint32 { return t.entries[t.heap[i].slot].m.Key().pack() }
 
 func newTable() *table {
 	return &table{
@@ -109,15 +113,15 @@ func (t *table) put(m Mapping) {
 		} else {
 			e.m = m
 		}
-		t.heapSet(k, e, at, expires)
+		t.heapSet(i, e, at, expires)
 		return
 	}
-	i := len(t.entries)
+	i := int32(len(t.entries))
 	t.entries = append(t.entries, tableEntry{m: m, heapIdx: -1})
-	t.slots[k] = int32(i)
+	t.slots[k] = i
 	e := &t.entries[i]
 	t.ownerAdd(k, e)
-	t.heapSet(k, e, at, expires)
+	t.heapSet(i, e, at, expires)
 }
 
 // remove deletes the entry for k and returns it.
@@ -134,8 +138,12 @@ func (t *table) remove(k uint32) (Mapping, bool) {
 	m := e.m
 	last := int32(len(t.entries) - 1)
 	if i != last {
-		t.entries[i] = t.entries[last]
-		t.slots[t.entries[i].m.Key().pack()] = i
+		moved := &t.entries[i]
+		*moved = t.entries[last]
+		t.slots[moved.m.Key().pack()] = i
+		if moved.heapIdx >= 0 {
+			t.heap[moved.heapIdx].slot = i
+		}
 	}
 	t.entries[last] = tableEntry{} // drop references so the GC can reclaim strings
 	t.entries = t.entries[:last]
@@ -185,7 +193,7 @@ func expiryNanos(t time.Time) (at int64, expires bool) {
 	return t.UnixNano(), true
 }
 
-func (t *table) heapSet(k uint32, e *tableEntry, at int64, expires bool) {
+func (t *table) heapSet(slot int32, e *tableEntry, at int64, expires bool) {
 	switch {
 	case !expires:
 		if e.heapIdx >= 0 {
@@ -193,7 +201,7 @@ func (t *table) heapSet(k uint32, e *tableEntry, at int64, expires bool) {
 		}
 	case e.heapIdx < 0:
 		e.heapIdx = int32(len(t.heap))
-		t.heap = append(t.heap, heapItem{at: at, key: k})
+		t.heap = append(t.heap, heapItem{at: at, slot: slot})
 		t.heapUp(len(t.heap) - 1)
 	default:
 		i := int(e.heapIdx)
@@ -205,8 +213,8 @@ func (t *table) heapSet(k uint32, e *tableEntry, at int64, expires bool) {
 func (t *table) heapSwap(i, j int) {
 	h := t.heap
 	h[i], h[j] = h[j], h[i]
-	t.entries[t.slots[h[i].key]].heapIdx = int32(i)
-	t.entries[t.slots[h[j].key]].heapIdx = int32(j)
+	t.entries[h[i].slot].heapIdx = int32(i)
+	t.entries[h[j].slot].heapIdx = int32(j)
 }
 
 func (t *table) heapUp(j int) {
@@ -252,7 +260,7 @@ func (t *table) heapRemove(i int) {
 	if i != last {
 		t.heapSwap(i, last)
 	}
-	t.entries[t.slots[t.heap[last].key]].heapIdx = -1
+	t.entries[t.heap[last].slot].heapIdx = -1
 	t.heap = t.heap[:last]
 	if i != last {
 		t.heapFix(i)
@@ -277,7 +285,7 @@ func (t *table) earliest(skip func(uint32) bool) (int64, bool) {
 		if found && it.at >= best {
 			continue // nothing below can be earlier
 		}
-		if !skip(it.key) {
+		if !skip(t.heapKey(i)) {
 			best, found = it.at, true
 			continue
 		}
@@ -306,8 +314,8 @@ func (t *table) due(now int64, skip func(uint32) bool) []uint32 {
 		if it.at > now {
 			continue
 		}
-		if !skip(it.key) {
-			keys = append(keys, it.key)
+		if k := t.heapKey(i); !skip(k) {
+			keys = append(keys, k)
 		}
 		for _, c := range [2]int{2*i + 1, 2*i + 2} {
 			if c < len(t.heap) {

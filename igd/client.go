@@ -1,16 +1,3 @@
-// Package igd speaks UPnP Internet Gateway Device, versions 1 and 2: the
-// WANIPConnection and WANPPPConnection services through which a LAN host
-// asks its router for port mappings, and WANCommonInterfaceConfig for the
-// link's properties.
-//
-// The client side is in three layers. ConnectionServices picks, from a
-// parsed root description, the services that can map ports, best first.
-// Client is a typed binding of their actions, with the spec's argument names
-// and order and lenient decoding of what real routers answer. Its higher
-// level methods (ListPortMappings, AddMapping, EditMapping, DeleteRange) hold
-// the fallbacks that real routers need, each documented where it lives.
-// The codec for IGDv2's PortMappingList document is shared with the server
-// side.
 package igd
 
 import (

@@ -13,7 +13,8 @@ import (
 //
 //   - ISO-8859-1 and Windows-1252, declared, are converted. As browsers do,
 //     both are read as Windows-1252: firmware that says Latin-1 writes
-//     Windows-1252 text (typographic quotes, the euro sign).
+//     Windows-1252 text (typographic quotes, the euro sign). A document so
+//     labelled that is nonetheless valid UTF-8 is read as UTF-8.
 //   - Any other declared charset is passed through as UTF-8: the documents
 //     are ASCII in practice, and a wrong label is likelier than UTF-16.
 //   - Undeclared or UTF-8 documents that are not valid UTF-8 (the usual case
@@ -41,7 +42,12 @@ func charsetReader(label string, r io.Reader) (io.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return bytes.NewReader(toUTF8(data, isWindows1252(label))), nil
+	// A document that is valid UTF-8 is UTF-8 whatever its label says:
+	// Latin-1 text with accents almost never forms valid UTF-8, while
+	// firmware that copies a Latin-1 declaration onto UTF-8 output is
+	// common.
+	all1252 := isWindows1252(label) && !utf8.Valid(data)
+	return bytes.NewReader(toUTF8(data, all1252)), nil
 }
 
 // declaredCharset returns the encoding named by the XML declaration when

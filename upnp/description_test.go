@@ -552,6 +552,7 @@ func TestParseDescriptionQuirks(t *testing.T) {
 		{"latin-1 undeclared", root + fmt.Sprintf(body, "Stra\xdfe"), "Straße"},
 		{"utf-8 declared but latin-1", `<?xml version="1.0" encoding="UTF-8"?>` + root + fmt.Sprintf(body, "Caf\xe9"), "Café"},
 		{"utf-8 undeclared", root + fmt.Sprintf(body, "Café ✓"), "Café ✓"},
+		{"utf-8 labelled latin-1", `<?xml version="1.0" encoding="iso-8859-1"?>` + root + fmt.Sprintf(body, "Café ✓"), "Café ✓"},
 		{"unknown charset passes through", `<?xml version="1.0" encoding="x-vendor-charset"?>` + root + fmt.Sprintf(body, "Café"), "Café"},
 		{"BOM and blank lines first", "\ufeff\r\n\t <?xml version=\"1.0\"?>\r\n" + root + fmt.Sprintf(body, "x"), "x"},
 		{"control character", root + fmt.Sprintf(body, "a\x01b"), "a\ufffdb"},

@@ -164,6 +164,12 @@ func ParseEnvelope(body []byte) (name string, args Args, err error) {
 			return "", nil, fmt.Errorf("upnp: malformed SOAP envelope: %w", terr)
 		}
 		switch t := tok.(type) {
+		case xml.Directive:
+			// SOAP forbids a DTD; one that declares entities is an
+			// attack, even though encoding/xml would not expand them.
+			if hasEntityDecl(t) {
+				return "", nil, errors.New("upnp: SOAP envelope declares DTD entities; refusing it")
+			}
 		case xml.StartElement:
 			depth++
 			local := t.Name.Local

@@ -274,6 +274,7 @@ func TestParseEnvelopeEdgeCases(t *testing.T) {
 		{name: "not XML", doc: "HTTP/1.1 500 Internal Server Error", wantErr: "no element inside its Body"},
 		{name: "empty", doc: "", wantErr: "no element inside its Body"},
 		{name: "truncated", doc: `<s:Envelope xmlns:s="x"><s:Body><u:XResponse><A>1`, wantErr: "malformed"},
+		{name: "DTD entities", doc: `<!DOCTYPE Envelope [<!ENTITY a "b">]><Envelope><Body><X><A>&a;</A></X></Body></Envelope>`, wantErr: "DTD entities"},
 		{name: "end tag before any start", doc: `</A><Envelope><Body><X/></Body></Envelope>`, wantErr: "malformed"},
 		{
 			// Non-strict decoding closes <A> at the wrong end tag, as

@@ -6,11 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,31 +18,9 @@ import (
 // reference router daemon, miniupnpd, and prove every client command with
 // real traffic from the WAN host. CI runs them with PORTFWD_LAB_REQUIRED=1.
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
 // portfwdBinary builds the command once per test process.
 func portfwdBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "portfwd-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "portfwd")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
+	return natlab.GoBuild(t, "github.com/portfwd/portfwd/cmd/portfwd")
 }
 
 // result is one run of the portfwd binary.
@@ -64,9 +39,7 @@ func pf(t *testing.T, l *natlab.Lab, host string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := l.Cmd(ctx, host, portfwdBinary(t), args...)
-	// Each lab has its own state directory: labs share addresses, so one
-	// lab's remembered mappings and gateway would mislead another's.
-	cmd.Env = append(os.Environ(), "PORTFWD_STATE_DIR="+filepath.Join(os.TempDir(), "portfwd-state-"+l.LAN))
+	cmd.Env = l.Env()
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	start := time.Now()

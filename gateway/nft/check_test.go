@@ -5,6 +5,7 @@ package nft
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,18 @@ func TestCheck(t *testing.T) {
 
 	t.Run("missing interface", func(t *testing.T) {
 		wantProblem(t, checkProblems(t, ns, Config{ExternalInterfaces: []string{"wan9"}}), "wan9")
+		// Interfaces are looked up in the namespace checked, not the
+		// caller's: one of ours is missing there.
+		host, err := net.Interfaces()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ifc := range host {
+			if ifc.Name != "lo" {
+				wantProblem(t, checkProblems(t, ns, Config{ExternalInterfaces: []string{ifc.Name}}), ifc.Name)
+				break
+			}
+		}
 	})
 
 	// Each case loads a ruleset with the nft tool and checks the verdict.

@@ -75,7 +75,7 @@ type Backend struct {
 	fwd    *nftables.Set
 	fwdSrc *nftables.Set
 
-	mu sync.Mutex // serializes netlink batches and guards installed
+	mu sync.Mutex // serializes netlink requests and guards installed
 	// installed is what the maps hold, by protocol and external port: it
 	// tells Delete which map holds a port without asking the kernel.
 	installed map[portKey]gateway.Rule
@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		conn.CloseLasting()
 		return nil, err
 	}
-	rules, err := b.Rules(ctx)
+	rules, err := b.readMaps()
 	if err != nil {
 		conn.CloseLasting()
 		return nil, err
@@ -268,15 +268,41 @@ func (b *Backend) retry(op func() error) error {
 	if serr := b.setup(); serr != nil {
 		return errors.Join(err, serr)
 	}
-	for _, r := range b.installed {
-		if qerr := b.queueAdd(r); qerr != nil {
-			return qerr
-		}
-	}
-	if ferr := b.conn.Flush(); ferr != nil {
-		return fmt.Errorf("restoring %d mappings: %w", len(b.installed), ferr)
+	if rerr := b.restore(); rerr != nil {
+		return fmt.Errorf("restoring %d mappings: %w", len(b.installed), rerr)
 	}
 	return op()
+}
+
+// restoreChunk bounds the elements per netlink message when restoring:
+// small enough for the socket buffers, large enough that 10,000 mappings
+// take a handful of round trips rather than one per mapping.
+const restoreChunk = 512
+
+// restore re-adds every installed mapping to the (re-created, empty) maps.
+func (b *Backend) restore() error {
+	var plain, src []nftables.SetElement
+	for _, r := range b.installed {
+		if r.RemoteHost.IsValid() {
+			src = append(src, nftables.SetElement{Key: encodeSrcKey(r), Val: encodeData(r)})
+		} else {
+			plain = append(plain, nftables.SetElement{Key: encodeKey(r), Val: encodeData(r)})
+		}
+	}
+	for _, m := range []struct {
+		set   *nftables.Set
+		elems []nftables.SetElement
+	}{{b.fwd, plain}, {b.fwdSrc, src}} {
+		for chunk := range slices.Chunk(m.elems, restoreChunk) {
+			if err := b.conn.SetAddElements(m.set, chunk); err != nil {
+				return err
+			}
+			if err := b.conn.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (b *Backend) queueAdd(r gateway.Rule) error {
@@ -328,6 +354,8 @@ func (b *Backend) Destroy(ctx context.Context) error {
 
 // Close implements gateway.Backend. Rules stay installed.
 func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return b.conn.CloseLasting()
 }
 
@@ -335,9 +363,17 @@ func (b *Backend) Close() error {
 // external port. It reflects the kernel's state, not the Backend's
 // bookkeeping, which makes it the tool for verifying a restore.
 func (b *Backend) Rules(ctx context.Context) ([]gateway.Rule, error) {
+	// One netlink socket serves every request, and replies are matched to
+	// requests by order: requests must not overlap.
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	return b.readMaps()
+}
+
+func (b *Backend) readMaps() ([]gateway.Rule, error) {
 	var rules []gateway.Rule
 	for _, s := range []*nftables.Set{b.fwd, b.fwdSrc} {
 		elems, err := b.conn.GetSetElements(s)

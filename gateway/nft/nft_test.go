@@ -276,6 +276,23 @@ func TestNewAdoptsExistingTable(t *testing.T) {
 	})
 }
 
+// TestNewRefusesForeignTable: a table of our name whose map has another
+// shape is not ours to rewrite; New says how to get out of it.
+func TestNewRefusesForeignTable(t *testing.T) {
+	ns := newLab(t).ns()
+	ns.nft(t, "add", "table", "inet", DefaultTable)
+	ns.nft(t, "add", "map", "inet", DefaultTable, mapFwd, "{ type inet_service : ipv4_addr; }")
+	cfg := Config{ExternalInterfaces: []string{"wan0"}, NetNS: ns.fd(), Logger: testLogger(t)}
+	b, err := New(context.Background(), cfg)
+	if err == nil {
+		b.Close()
+		t.Fatal("New adopted a table with a foreign map")
+	}
+	if !strings.Contains(err.Error(), "nft delete table inet "+DefaultTable) {
+		t.Fatalf("error %q does not tell how to recover", err)
+	}
+}
+
 // TestRecreatesVanishedTable covers "nft flush ruleset" run by an
 // administrator or a firewall reload while the daemon runs: the next change
 // re-creates the table with every mapping the daemon knows.
@@ -339,6 +356,55 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 }
 
+// TestConcurrentUse runs Adds, Deletes and Rules from many goroutines: they
+// share one netlink socket, so the Backend must serialize them.
+func TestConcurrentUse(t *testing.T) {
+	ns := newLab(t).ns()
+	b := newBackend(t, ns, Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger()})
+	ctx := context.Background()
+	const workers, each = 8, 50
+	errc := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				port := uint16(1000*(w+1) + i)
+				if err := b.Add(ctx, tcpRule(port, lanHost, port)); err != nil {
+					errc <- err
+					return
+				}
+				if i%2 == 1 { // keep the even ports
+					if err := b.Delete(ctx, tcpRule(port, lanHost, port)); err != nil {
+						errc <- err
+						return
+					}
+				}
+				if _, err := b.Rules(ctx); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules, err := b.Rules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) != workers*each/2 {
+		t.Fatalf("%d mappings left, want %d", len(rules), workers*each/2)
+	}
+	for _, r := range rules {
+		if r.ExternalPort%2 != 0 {
+			t.Fatalf("deleted mapping %v survived", r)
+		}
+	}
+}
+
 // TestInsertScale shows that an insert costs the same with 10,000 mappings
 // installed as with none: each is one hash insert in the kernel, not a
 // ruleset rewrite.
@@ -380,11 +446,23 @@ func TestInsertScale(t *testing.T) {
 	if last > 4*first+100*time.Millisecond {
 		t.Errorf("inserting got slower with the table's size: %v for the last 1,000 vs %v for the first", last, first)
 	}
+
+	// Re-creating a vanished table restores every mapping.
+	ns.nft(t, "flush", "ruleset")
 	start := time.Now()
+	if err := b.Add(ctx, udpRule(1, lanHost, 1)); err != nil {
+		t.Fatalf("Add after flush ruleset: %v", err)
+	}
+	t.Logf("re-creating the table with 11,000 mappings: %v", time.Since(start))
+	if n := len(mapElements(t, ns, DefaultTable, mapFwd)); n != 11001 {
+		t.Fatalf("after re-creation nft lists %d elements, want 11001", n)
+	}
+
+	start = time.Now()
 	if err := b.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("Flush of 11,000 mappings: %v", time.Since(start))
+	t.Logf("Flush of 11,001 mappings: %v", time.Since(start))
 	wantRules(t, b)
 }
 

@@ -308,28 +308,31 @@ func (f *forward) readLoop() {
 			continue
 		}
 		delay = 0
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		rule := f.rule.Load()
-		if rule.RemoteHost.IsValid() && from.Addr() != rule.RemoteHost {
-			continue
-		}
-		s := f.session(from, rule)
+		s := f.session(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 		if s == nil {
 			continue
 		}
-		s.touch()
 		if _, err := s.conn.Write(buf[:n]); err != nil && !errors.Is(err, net.ErrClosed) {
 			f.log.Debug("sending to internal host", "target", s.conn.RemoteAddr(), "err", err)
 		}
 	}
 }
 
-// session returns the session of client, creating it if there is a slot.
-func (f *forward) session(client netip.AddrPort, rule *gateway.Rule) *session {
+// session returns the session of client, creating it if the rule allows
+// the client and there is a slot, and marks it active. This happens under
+// f.mu, where serveSession decides on expiry (so a session returned is not
+// expiring) and where replace collects the sessions to end (so a session
+// is either made for the new rule or ended with the old one).
+func (f *forward) session(client netip.AddrPort) *session {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s := f.sessions[client]; s != nil {
+		s.touch()
 		return s
+	}
+	rule := f.rule.Load()
+	if rule.RemoteHost.IsValid() && client.Addr() != rule.RemoteHost {
+		return nil // silently, as a firewall would
 	}
 	if f.stopping || !f.acquire() {
 		return nil
@@ -355,18 +358,18 @@ func (f *forward) session(client netip.AddrPort, rule *gateway.Rule) *session {
 func (f *forward) serveSession(s *session) {
 	defer f.wg.Done()
 	defer f.release()
+	defer s.conn.Close()
 	defer func() {
 		f.mu.Lock()
 		if f.sessions[s.client] == s {
 			delete(f.sessions, s.client)
 		}
 		f.mu.Unlock()
-		s.conn.Close()
 	}()
 	buf := make([]byte, maxDatagram)
 	for {
-		deadline := time.Unix(0, s.last.Load()).Add(f.cfg.UDPIdleTimeout)
-		if !time.Now().Before(deadline) {
+		deadline, expired := f.expiry(s)
+		if expired {
 			f.log.Debug("session idle, closing", "peer", s.client)
 			return
 		}
@@ -387,4 +390,19 @@ func (f *forward) serveSession(s *session) {
 			f.log.Debug("sending to client", "peer", s.client, "err", err)
 		}
 	}
+}
+
+// expiry returns when s expires, or whether it has, in which case it is
+// already out of the session table.
+func (f *forward) expiry(s *session) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	deadline := time.Unix(0, s.last.Load()).Add(f.cfg.UDPIdleTimeout)
+	if time.Now().Before(deadline) {
+		return deadline, false
+	}
+	if f.sessions[s.client] == s {
+		delete(f.sessions, s.client)
+	}
+	return deadline, true
 }

@@ -383,3 +383,38 @@ func TestPrefixCollision(t *testing.T) {
 	}
 	c.Close()
 }
+
+// Background processes: output lands in RunDir, WaitTCP sees a server come
+// up, and a process that dies instead ends the wait with its output.
+func TestStartProcess(t *testing.T) {
+	natlab.Require(t, "python3")
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
+	addr := at(l.WANIP, 8000)
+	srv := l.Start(t, natlab.HostWAN, "python3", "-m", "http.server", "--bind", l.WANIP.String(), "8000")
+	l.WaitTCP(t, natlab.HostWAN, addr, 10*time.Second, srv)
+
+	ctx, cancel := context.WithTimeout(context.Background(), ample)
+	defer cancel()
+	c, err := l.DialContext(ctx, natlab.HostLAN, "tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(ample))
+	fmt.Fprintf(c, "GET /natlab-probe HTTP/1.0\r\n\r\n")
+	buf := make([]byte, 64)
+	n, _ := c.Read(buf)
+	c.Close()
+	if !strings.HasPrefix(string(buf[:n]), "HTTP/1.0 404") {
+		t.Errorf("LAN -> WAN HTTP: %q, want a 404 status line", buf[:n])
+	}
+	srv.Stop()
+	if !strings.Contains(srv.Output(), "GET /natlab-probe") || filepath.Dir(srv.Log) != l.RunDir {
+		t.Errorf("server log %s lacks the request; output:\n%s", srv.Log, srv.Output())
+	}
+
+	dead := l.Start(t, natlab.HostWAN, "sh", "-c", "echo boom >&2; exit 3")
+	r := record(t, func(tb testing.TB) { l.WaitTCP(tb, natlab.HostWAN, at(l.WANIP, 8001), time.Minute, dead) })
+	if !strings.Contains(r.fatal, "boom") || !strings.Contains(r.fatal, "exit status 3") {
+		t.Errorf("WaitTCP on a dead process: %q; want its output and exit status", r.fatal)
+	}
+}

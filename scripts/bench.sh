@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs portfwd's lab benchmarks and prints their tables. As root (it builds
+# network namespaces); the lab lives inside a fresh, empty namespace so no
+# packet can reach a real network. PORTFWD_BENCH_RUNS sets the runs per row.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench.sh: run as root (the lab uses network namespaces)" >&2; exit 1; }
+bash scripts/install-lab-deps.sh
+go test -c -o /tmp/portfwd-bench.test ./bench
+ns="pfbench-$$"
+ip netns add "$ns"
+trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+ip netns exec "$ns" bash -c "ip link set lo up; cd bench && PORTFWD_BENCH=1 PORTFWD_LAB_REQUIRED=1 GOFLAGS=-mod=mod GOPROXY=off /tmp/portfwd-bench.test -test.run '${1:-.}' -test.count=1 -test.timeout 30m"
