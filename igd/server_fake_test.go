@@ -51,7 +51,6 @@ type fakeCall struct {
 	start, end    uint16
 	manage        bool
 	index, max    int
-	connectionCnt int
 }
 
 func newFake() *fakeService {
@@ -63,7 +62,6 @@ func newFake() *fakeService {
 		owners:  make(map[Key]netip.Addr),
 		fail:    make(map[string]error),
 		last:    make(map[string]fakeCall),
-		lastErr: "",
 	}
 }
 

@@ -44,7 +44,7 @@ type Options struct {
 	StateDir string
 	// NoCache disables the discovery cache in StateDir.
 	NoCache bool
-	Logger   *slog.Logger
+	Logger  *slog.Logger
 
 	// SSDPUnicast adds unicast M-SEARCH destinations (host:1900 of a known
 	// router, or a test responder on loopback).

@@ -242,7 +242,10 @@ func (s *ProbeServer) probeUDP(ctx context.Context, target netip.AddrPort, line 
 		if _, err := c.Write(line); err != nil {
 			return failed(err, "")
 		}
-		wait := min(time.Now().Add(udpResend), deadline)
+		wait := time.Now().Add(udpResend)
+		if wait.After(deadline) {
+			wait = deadline
+		}
 		c.SetReadDeadline(wait)
 		n, err := c.Read(buf)
 		if err == nil {

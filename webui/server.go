@@ -260,7 +260,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // URL returns the address a browser should open for a server listening on
 // addr: http://HOST:PORT/?token=TOKEN. An unspecified listen address
-// (0.0.0.0, ::) is given as the matching loopback address.
+// (0.0.0.0, ::) is given as 127.0.0.1.
 func (s *Server) URL(addr net.Addr) string {
 	s.init()
 	ap, err := netip.ParseAddrPort(addr.String())
@@ -268,12 +268,9 @@ func (s *Server) URL(addr net.Addr) string {
 	if err == nil {
 		a := ap.Addr().Unmap()
 		if a.IsUnspecified() {
-			a = netip.IPv4Unspecified().Next() // 0.0.0.1 is wrong; set below
-			if ap.Addr().Is6() && !ap.Addr().Is4In6() {
-				a = netip.IPv6Loopback()
-			} else {
-				a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-			}
+			// A wildcard listener (Go's is dual-stack) also accepts
+			// connections to 127.0.0.1.
+			a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 		}
 		host = netip.AddrPortFrom(a, ap.Port()).String()
 	}

@@ -122,6 +122,9 @@ func defaultStateDir() string {
 
 func parseHostPort(s string, defPort uint16) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if ap.Port() == 0 {
+			return netip.AddrPort{}, fmt.Errorf("%q: port 0 is not a port to send to", s)
+		}
 		return ap, nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
