@@ -296,6 +296,7 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 	now := c.now()
 	m.Owner, m.Source, m.Created = req.Addr, req.Source, now
 	if err := c.admit(req, &m, now, anyPort); err != nil {
+		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
 
@@ -313,6 +314,7 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 	}
 	c.mu.Unlock()
 	if err != nil {
+		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
 
@@ -413,7 +415,11 @@ func (c *Core) checkRoomLocked(req Requester, owner netip.Addr, newSlot bool) er
 // sameClient reports whether req asking for want may update held in
 // place. The spec's notion is "same internal client"; secure mode also
 // requires the same owner, and only the administrator may touch what the
-// administrator made.
+// administrator made. (In secure mode admit already forces
+// want.InternalAddr == req.Addr, and every non-admin mapping has Owner ==
+// InternalAddr, so the owner check only restates that; it is kept so the
+// rule does not silently depend on restore having dropped mappings made
+// with secure mode off.)
 func (c *Core) sameClient(req Requester, held, want Mapping) bool {
 	switch {
 	case req.admin():
@@ -763,7 +769,9 @@ func (c *Core) DeleteRange(ctx context.Context, req Requester, proto Protocol, s
 // which a host sends on getting a new address, to clear what a previous
 // holder of the address left behind). Finding nothing is not an error.
 // Mappings made by the administrator are kept, and reported with
-// ErrNotAuthorized after the others are deleted, as RFC 6886 asks.
+// ErrNotAuthorized after the others are deleted, as RFC 6886 asks. It
+// scans the whole table, which is fine for a request a host sends once
+// per address change.
 func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err

@@ -598,6 +598,10 @@ func TestIndexAndListOwnOnly(t *testing.T) {
 			if n := len(f.core.List(admin, gateway.TCP, 0, 65535, 0)); n != 6 {
 				t.Errorf("administrator sees %d mappings, want 6", n)
 			}
+			// Get answers about a named port whoever holds it.
+			if _, err := f.core.Get(me, gateway.TCP, 5001, netip.Addr{}); err != nil {
+				t.Errorf("Get of another client's port: %v", err)
+			}
 		})
 	}
 }
@@ -841,5 +845,24 @@ func TestNewRequiresBackendAndValidPolicy(t *testing.T) {
 	_, err := gateway.New(ctx, gateway.Config{Backend: gateway.NewMemory(), Policy: gateway.Policy{MinLease: time.Hour, MaxLease: time.Minute}})
 	if err == nil {
 		t.Error("New with MinLease > MaxLease succeeded")
+	}
+}
+
+func TestLeaseSeconds(t *testing.T) {
+	m := tcp(80, "192.168.1.10", 80)
+	if m.LeaseSeconds(t0) != 0 {
+		t.Errorf("permanent: %d, want 0", m.LeaseSeconds(t0))
+	}
+	for _, tt := range []struct {
+		left time.Duration
+		want uint32
+	}{
+		{1500 * time.Millisecond, 2}, {time.Hour, 3600}, {0, 1}, {-time.Hour, 1},
+		{200 * 365 * 24 * time.Hour, 1<<32 - 1},
+	} {
+		m.Expires = t0.Add(tt.left)
+		if got := m.LeaseSeconds(t0); got != tt.want {
+			t.Errorf("%v left: %d, want %d", tt.left, got, tt.want)
+		}
 	}
 }

@@ -237,7 +237,10 @@ func (s *FileStore) Load() ([]Mapping, error) {
 	out := make([]Mapping, 0, len(s.live))
 	for _, raw := range s.live {
 		ops, err := decodeOps(raw)
-		if err != nil || len(ops) != 1 {
+		if err == nil && (len(ops) != 1 || ops[0].kind != opPut) {
+			err = errors.New("not a single lease record")
+		}
+		if err != nil {
 			return nil, fmt.Errorf("lease journal: decoding a saved lease: %w", err)
 		}
 		out = append(out, ops[0].m)

@@ -54,8 +54,16 @@ func fullMapping(port uint16) gateway.Mapping {
 }
 
 func TestFileStoreRoundTrip(t *testing.T) {
+	for _, sync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("SyncWrites=%v", sync), func(t *testing.T) {
+			testFileStoreRoundTrip(t, &gateway.FileStoreOptions{SyncWrites: sync})
+		})
+	}
+}
+
+func testFileStoreRoundTrip(t *testing.T, opts *gateway.FileStoreOptions) {
 	dir := t.TempDir()
-	s := openStore(t, dir, nil)
+	s := openStore(t, dir, opts)
 	a, b, c := fullMapping(1000), tcp(2000, "192.168.1.10", 80), tcp(3000, "192.168.1.11", 81)
 	if err := s.Save([]gateway.Mapping{a, b, c}, nil); err != nil {
 		t.Fatal(err)
@@ -389,5 +397,47 @@ func flipByte(t testing.TB, path string, off int64) {
 	b[off] ^= 0xff
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func BenchmarkFileStoreSave(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		b.Run(fmt.Sprintf("SyncWrites=%v", sync), func(b *testing.B) {
+			s, err := gateway.OpenFileStore(b.TempDir(), &gateway.FileStoreOptions{SyncWrites: sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			i := 0
+			for b.Loop() {
+				i++
+				m := fullMapping(uint16(1 + i%10000))
+				if err := s.Save([]gateway.Mapping{m}, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkFileStoreOpen10k(b *testing.B) {
+	dir := b.TempDir()
+	s, err := gateway.OpenFileStore(dir, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for p := uint16(1); p <= 10000; p++ {
+		s.Save([]gateway.Mapping{fullMapping(p)}, nil)
+	}
+	s.Close()
+	for b.Loop() {
+		s, err := gateway.OpenFileStore(dir, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ms, err := s.Load(); err != nil || len(ms) != 10000 {
+			b.Fatalf("Load = %d, %v", len(ms), err)
+		}
+		s.Close()
 	}
 }

@@ -2,6 +2,8 @@ package igd
 
 import (
 	"context"
+	"log/slog"
+	"maps"
 	"net/http/httptest"
 	"net/netip"
 	"slices"
@@ -43,25 +45,25 @@ type fakeService struct {
 
 // fakeCall is what one method received.
 type fakeCall struct {
-	client        netip.Addr
-	mapping       PortMapping
-	remoteHost    string
-	port          uint16
-	proto         string
-	start, end    uint16
-	manage        bool
-	index, max    int
+	client     netip.Addr
+	mapping    PortMapping
+	remoteHost string
+	port       uint16
+	proto      string
+	start, end uint16
+	manage     bool
+	index, max int
 }
 
 func newFake() *fakeService {
 	return &fakeService{
-		ext:     netip.MustParseAddr("203.0.113.7"),
-		status:  "Connected",
-		uptime:  90 * time.Minute,
-		link:    LinkProperties{AccessType: "Cable", UpBps: 20_000_000, DownBps: 100_000_000, Status: "Up"},
-		owners:  make(map[Key]netip.Addr),
-		fail:    make(map[string]error),
-		last:    make(map[string]fakeCall),
+		ext:    netip.MustParseAddr("203.0.113.7"),
+		status: "Connected",
+		uptime: 90 * time.Minute,
+		link:   LinkProperties{AccessType: "Cable", UpBps: 20_000_000, DownBps: 100_000_000, Status: "Up"},
+		owners: make(map[Key]netip.Addr),
+		fail:   make(map[string]error),
+		last:   make(map[string]fakeCall),
 	}
 }
 
@@ -278,6 +280,13 @@ func (f *fakeService) lastCall(method string) (fakeCall, bool) {
 	return c, ok
 }
 
+// calls returns the names of the methods called so far.
+func (f *fakeService) calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.last))
+}
+
 func (f *fakeService) mappings() []PortMapping {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -291,7 +300,8 @@ const testUUID = "uuid:3c2e5c4a-9d1b-4f2e-8a7c-0b1d2e3f4a5b"
 // unless cfg says otherwise) on 127.0.0.1.
 func newTestServer(t testing.TB, version int, f *fakeService, edit func(*ServerConfig)) (*httptest.Server, *Server) {
 	t.Helper()
-	cfg := ServerConfig{Service: f, Version: version, UUID: testUUID, FriendlyName: "test gateway"}
+	cfg := ServerConfig{Service: f, Version: version, UUID: testUUID, FriendlyName: "test gateway",
+		Logger: slog.New(slog.DiscardHandler)}
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,8 +201,9 @@ func TestDiscoverNothingAnswers(t *testing.T) {
 
 // pmpHandler is a NAT-PMP router in memory.
 type pmpHandler struct {
-	mu   sync.Mutex
-	maps map[[2]uint16]uint16 // (proto, internal) -> external
+	mu    sync.Mutex
+	maps  map[[2]uint16]uint16 // (proto, internal) -> external
+	epoch atomic.Uint32        // seconds since start of epoch, advanced by the test
 }
 
 func (h *pmpHandler) ExternalAddress(ctx context.Context, client netip.Addr) (netip.Addr, natpmp.ResultCode) {
@@ -227,12 +229,13 @@ func (h *pmpHandler) Map(ctx context.Context, client netip.Addr, proto natpmp.Pr
 
 func startPMP(t *testing.T) (netip.AddrPort, *pmpHandler) {
 	h := &pmpHandler{maps: map[[2]uint16]uint16{}}
+	h.epoch.Store(1000)
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &natpmp.Server{Handler: h, Epoch: func() uint32 { return 1000 }}
+	s := &natpmp.Server{Handler: h, Epoch: h.epoch.Load}
 	done := make(chan struct{})
 	go func() { s.ServePacketConn(ctx, pc); close(done) }()
 	t.Cleanup(func() { cancel(); pc.Close(); <-done })

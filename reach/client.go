@@ -24,7 +24,7 @@ var ErrNoProbe = errors.New("no probe server answered")
 type Listener string
 
 const (
-	// ListenerTemporary is portfwd's own listener, which echoes the
+	// ListenerTemporary is portfwd's own listener, which answers with the
 	// token: a success proves the forward leads to this host and port.
 	ListenerTemporary Listener = "temporary"
 	// ListenerExisting is another program that held the port: a TCP
@@ -136,9 +136,8 @@ func (c *Checker) Check(ctx context.Context, proto string, internalPort, externa
 	if err != nil {
 		return res, err
 	}
-	line := probeLine(token)
 	log := c.logger()
-	l, err := listen(proto, c.ListenAddr, internalPort, line, log)
+	l, err := listen(proto, c.ListenAddr, internalPort, token, log)
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
 		res.Listener = ListenerExisting
@@ -167,7 +166,7 @@ func (c *Checker) Check(ctx context.Context, proto string, internalPort, externa
 		if l != nil {
 			if seen := l.Seen(); len(seen) > 0 {
 				// The listener's own evidence: the probe arrived, even if
-				// its echo got lost on the way back.
+				// its reply got lost on the way back.
 				res.Peer, res.Answered, res.Verified = seen[0], true, true
 			}
 		}
@@ -257,7 +256,7 @@ func explain(r Result, resp CheckResponse) string {
 	}
 	s := fmt.Sprintf("the probe server could not reach %s: %s", what, resp.Error)
 	if r.Listener == ListenerExisting && r.Protocol == UDP {
-		s += fmt.Sprintf(" (another program holds UDP port %d, so portfwd could not listen there to echo the probe; stop it and check again)", r.InternalPort)
+		s += fmt.Sprintf(" (another program holds UDP port %d, so portfwd could not listen there to answer the probe; stop it and check again)", r.InternalPort)
 	}
 	return s
 }

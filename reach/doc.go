@@ -23,20 +23,25 @@
 // the TCP connection carrying the request (r.RemoteAddr), on that port.
 // Nothing in the request names a host: unknown JSON fields are ignored, and
 // so are X-Forwarded-For and the like, so a probe server can never be made
-// to connect to a third party. It speaks first, with one line:
+// to connect to a third party. It speaks first, with one line
 //
-//	portfwd-reach/1 <token>\n
+//	portfwd-reach/1 probe <token>\n
 //
 // over a TCP connection or as a UDP datagram (resent every 250 ms, since
-// datagrams get lost). The client's listener answers only that exact line,
-// with its own token, and answers it by echoing it; anything else gets no
-// answer, so the listener is not an echo service for strangers. The server
-// then answers the HTTP request with 200 and
+// datagrams get lost), and expects back
+//
+//	portfwd-reach/1 reply <token>\n
+//
+// The client's listener answers only that exact probe line, with its own
+// token; anything else gets no answer, so the listener serves nothing to
+// strangers. The reply differs from the probe so that an echo service is
+// not taken for portfwd's listener. The server then answers the HTTP
+// request with 200 and
 //
 //	{"protocol":"tcp","address":"203.0.113.1:18080","reachable":true,
 //	 "answered":true,"rtt_ms":3.2}
 //
-// "reachable" means the line came back: the forward leads to the program
+// "reachable" means the reply came back: the forward leads to the program
 // that asked. "answered" means something accepted the connection or sent a
 // datagram back, which is all that can be shown when the port belongs to
 // another program (a web server already running on it): the check then
@@ -59,7 +64,7 @@
 // A probe server connects only to the address the request came from, over
 // TCP: the requester has completed a handshake from that address, so it
 // cannot spoof someone else's, and the server is not a port scanner or a
-// reflector for third parties. A UDP check sends at most one 49-byte
+// reflector for third parties. A UDP check sends at most one 55-byte
 // datagram per 250 ms for at most MaxConnectTimeout, in answer to an HTTP
 // request larger than that. Checks are rate-limited per source address
 // (per /64 for IPv6) with a token bucket that cannot be turned off, bodies
@@ -78,8 +83,8 @@
 // # Listener
 //
 // If nothing listens on the internal port, Checker starts a temporary
-// listener there for the duration of the check (TCP: accept, read the line,
-// echo it; UDP: echo the line), so a success proves that the forward leads
+// listener there for the duration of the check (TCP: accept, read the
+// probe line, answer; UDP: answer the probe datagram), so a success proves that the forward leads
 // to this host and this port. If another program holds the port, the check
 // can only show that something answered (TCP); Result.Listener says which
 // case it was. The temporary listener also records that it saw the token,

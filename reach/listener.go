@@ -18,10 +18,10 @@ import (
 // goroutines.
 const maxListenerConns = 16
 
-// listener is the temporary program on the internal port that echoes the
-// probe line, and only that line with this check's token.
+// listener is the temporary program on the internal port that answers the
+// probe line with this check's token, and nothing else.
 type listener struct {
-	line []byte
+	probe, reply []byte
 	log  *slog.Logger
 
 	mu   sync.Mutex
@@ -35,14 +35,14 @@ type listener struct {
 // listen opens the temporary listener for proto on host:port (all
 // addresses when host is the zero Addr). It fails with an error wrapping
 // syscall.EADDRINUSE when another program holds the port.
-func listen(proto string, host netip.Addr, port uint16, line []byte, log *slog.Logger) (*listener, error) {
+func listen(proto string, host netip.Addr, port uint16, token string, log *slog.Logger) (*listener, error) {
 	h := ""
 	if host.IsValid() {
 		h = host.String()
 	}
 	addr := net.JoinHostPort(h, strconv.Itoa(int(port)))
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &listener{line: line, log: log, cancel: cancel}
+	l := &listener{probe: probeLine(token), reply: replyLine(token), log: log, cancel: cancel}
 	switch proto {
 	case TCP:
 		ln, err := net.Listen("tcp", addr)
@@ -129,18 +129,18 @@ func (l *listener) serveTCP(ctx context.Context, ln net.Listener) {
 	}
 }
 
-// answerTCP reads one line and echoes it if it is this check's.
+// answerTCP reads one line and answers it if it is this check's probe.
 func (l *listener) answerTCP(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	c.SetDeadline(time.Now().Add(AnswerTimeout))
-	buf := make([]byte, len(l.line))
-	if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, l.line) {
+	buf := make([]byte, len(l.probe))
+	if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, l.probe) {
 		return
 	}
 	l.record(c.RemoteAddr())
-	c.Write(l.line)
+	c.Write(l.reply)
 }
 
 func (l *listener) serveUDP(pc net.PacketConn) {
@@ -157,9 +157,9 @@ func (l *listener) serveUDP(pc net.PacketConn) {
 			failures++
 			continue
 		}
-		if bytes.Equal(buf[:n], l.line) {
+		if bytes.Equal(buf[:n], l.probe) {
 			l.record(from)
-			pc.WriteTo(l.line, from)
+			pc.WriteTo(l.reply, from)
 		}
 	}
 }

@@ -34,7 +34,7 @@ type ProbeServer struct {
 	// minute. There is no way to turn it off.
 	Limit RateLimit
 	// ConnectTimeout bounds a connection attempt (and, for UDP, the wait
-	// for the echo). Default and maximum: MaxConnectTimeout.
+	// for the reply). Default and maximum: MaxConnectTimeout.
 	ConnectTimeout time.Duration
 	// MaxConcurrent caps the checks running at once; more get 503.
 	// Default 64.
@@ -165,13 +165,12 @@ func (s *ProbeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	target := netip.AddrPortFrom(ip, req.Port) // Unmap keeps an IPv6 zone, if any
-	line := probeLine(req.Token)
 	var out CheckResponse
 	start := time.Now()
 	if req.Protocol == TCP {
-		out = s.probeTCP(r.Context(), target, line)
+		out = s.probeTCP(r.Context(), target, req.Token)
 	} else {
-		out = s.probeUDP(r.Context(), target, line)
+		out = s.probeUDP(r.Context(), target, req.Token)
 	}
 	out.Protocol = req.Protocol
 	out.Address = netip.AddrPortFrom(ip, req.Port).String()
@@ -194,8 +193,8 @@ func (s *ProbeServer) refuseSource(ip netip.Addr) string {
 	return ""
 }
 
-// probeTCP connects to target, sends the line and reads the echo.
-func (s *ProbeServer) probeTCP(ctx context.Context, target netip.AddrPort, line []byte) CheckResponse {
+// probeTCP connects to target, sends the probe line and reads the reply.
+func (s *ProbeServer) probeTCP(ctx context.Context, target netip.AddrPort, token string) CheckResponse {
 	dctx, cancel := context.WithTimeout(ctx, s.connectTimeout())
 	c, err := s.dialer().DialContext(dctx, "tcp", target.String())
 	cancel()
@@ -206,13 +205,14 @@ func (s *ProbeServer) probeTCP(ctx context.Context, target netip.AddrPort, line 
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	c.SetDeadline(time.Now().Add(AnswerTimeout))
-	if _, err := c.Write(line); err != nil {
+	if _, err := c.Write(probeLine(token)); err != nil {
 		return CheckResponse{Answered: true, Code: CodeMismatch, Error: "connected, but the connection broke before the probe was sent: " + errText(err)}
 	}
-	buf := make([]byte, len(line))
+	reply := replyLine(token)
+	buf := make([]byte, len(reply))
 	n, err := io.ReadFull(c, buf)
 	switch {
-	case err == nil && bytes.Equal(buf, line):
+	case err == nil && bytes.Equal(buf, reply):
 		return CheckResponse{Reachable: true, Answered: true}
 	case n == 0 && isTimeout(err):
 		return CheckResponse{Answered: true, Code: CodeMismatch, Error: fmt.Sprintf("connected, but nothing answered the probe within %v: another program holds the port", AnswerTimeout)}
@@ -220,11 +220,11 @@ func (s *ProbeServer) probeTCP(ctx context.Context, target netip.AddrPort, line 
 	return CheckResponse{Answered: true, Code: CodeMismatch, Error: "connected, but the answer was not the token: another program holds the port"}
 }
 
-// probeUDP sends the line to target until the echo comes back, the target
-// refuses, or the connect timeout ends. The socket is connected, so that
+// probeUDP sends the probe line to target until the reply comes back, the
+// target refuses, or the connect timeout ends. The socket is connected, so that
 // an ICMP port unreachable shows up as ECONNREFUSED and only datagrams
 // from target are read.
-func (s *ProbeServer) probeUDP(ctx context.Context, target netip.AddrPort, line []byte) CheckResponse {
+func (s *ProbeServer) probeUDP(ctx context.Context, target netip.AddrPort, token string) CheckResponse {
 	timeout := s.connectTimeout()
 	deadline := time.Now().Add(timeout)
 	dctx, cancel := context.WithDeadline(ctx, deadline)
@@ -236,10 +236,11 @@ func (s *ProbeServer) probeUDP(ctx context.Context, target netip.AddrPort, line 
 	defer c.Close()
 	stop := context.AfterFunc(dctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	probe, reply := probeLine(token), replyLine(token)
 	buf := make([]byte, 512)
 	// Bounded by the deadline: every turn waits up to udpResend, or ends.
 	for {
-		if _, err := c.Write(line); err != nil {
+		if _, err := c.Write(probe); err != nil {
 			return failed(err, "")
 		}
 		wait := time.Now().Add(udpResend)
@@ -249,7 +250,7 @@ func (s *ProbeServer) probeUDP(ctx context.Context, target netip.AddrPort, line 
 		c.SetReadDeadline(wait)
 		n, err := c.Read(buf)
 		if err == nil {
-			if bytes.Equal(buf[:n], line) {
+			if bytes.Equal(buf[:n], reply) {
 				return CheckResponse{Reachable: true, Answered: true}
 			}
 			return CheckResponse{Answered: true, Code: CodeMismatch, Error: "a datagram came back, but not the token: another program holds the port"}

@@ -19,9 +19,9 @@ const (
 	// under 100 bytes.
 	MaxRequestBytes = 1 << 10
 	// MaxConnectTimeout bounds how long a probe server tries to reach a
-	// client (and, for UDP, to hear its echo).
+	// client (and, for UDP, to hear its reply).
 	MaxConnectTimeout = 5 * time.Second
-	// AnswerTimeout is how long a TCP peer, once connected, has to echo the
+	// AnswerTimeout is how long a TCP peer, once connected, has to answer the
 	// probe line.
 	AnswerTimeout = 2 * time.Second
 	// maxResponseBytes bounds what the client reads of a probe's answer.
@@ -44,8 +44,8 @@ const (
 	CodeError       = "error"       // anything else
 )
 
-// lineMagic starts the probe line; the version lets a later protocol
-// change the exchange without old listeners answering it by mistake.
+// lineMagic starts both lines of the exchange; the version lets a later
+// protocol change it without old listeners answering by mistake.
 const lineMagic = "portfwd-reach/1 "
 
 const tokenLen = 32 // hex digits of a 128-bit token
@@ -102,9 +102,16 @@ func validToken(s string) bool {
 	return true
 }
 
-// probeLine is what the server sends and the client's listener echoes.
+// probeLine is what the probe server sends.
 func probeLine(token string) []byte {
-	return []byte(lineMagic + token + "\n")
+	return []byte(lineMagic + "probe " + token + "\n")
+}
+
+// replyLine is what the client's listener answers to probeLine. It differs
+// from the probe so that an echo service, which repeats anything, is not
+// taken for portfwd's listener.
+func replyLine(token string) []byte {
+	return []byte(lineMagic + "reply " + token + "\n")
 }
 
 // decodeRequest parses and validates a check request body. Unknown fields

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,7 +178,7 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 		cfg.DeliveryTimeout = DefaultDeliveryTimeout
 	}
 	if cfg.Server == "" {
-		cfg.Server = runtime.GOOS + "/1 UPnP/1.1 portfwd/0.1"
+		cfg.Server = defaultUserAgent
 	}
 	p := &Publisher{
 		cfg:      cfg,

@@ -304,3 +304,42 @@ func TestLabNoGateway(t *testing.T) {
 	}
 	contains(t, "no gateway", r.stderr, "no gateway found", "SSDP", "NAT-PMP")
 }
+
+// waitFor polls cond every 50 ms until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return cond()
+}
+
+// TestLabKeepAgainstMiniupnpd: `portfwd keep` makes the mapping, brings it
+// back after someone deletes it on the router, and deletes it on exit.
+func TestLabKeepAgainstMiniupnpd(t *testing.T) {
+	l := natlab.Start(t, natlab.Options{})
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP, 8080), "kept")
+	keep := l.Start(t, natlab.HostLAN, portfwdBinary(t), "keep", "8080", "--external", "18090",
+		"--check-interval", "300ms", "--no-cache", "--lease", "1h")
+	if !waitFor(5*time.Second, func() bool { _, ok := reachTCP(t, l, 18090, 200*time.Millisecond); return ok }) {
+		t.Fatalf("keep never made the mapping; its output:\n%s", keep.Output())
+	}
+	// Someone deletes it on the router: keep notices at its next check.
+	deleted := time.Now()
+	if out, err := l.Run(t, natlab.HostLAN, "upnpc", "-i", "-u", l.MiniupnpdURL(), "-d", "18090", "TCP"); err != nil {
+		t.Fatalf("upnpc -d: %v\n%s", err, out)
+	}
+	if !waitFor(3*time.Second, func() bool { _, ok := reachTCP(t, l, 18090, 200*time.Millisecond); return ok }) {
+		t.Fatalf("keep did not recreate the mapping; its output:\n%s", keep.Output())
+	}
+	t.Logf("mapping back %v after it was deleted (check interval 300 ms)", time.Since(deleted).Round(time.Millisecond))
+	keep.Stop() // SIGTERM: keep deletes the mapping on its way out
+	out := keep.Output()
+	contains(t, "keep output", out, "reachable at "+l.RouterWANIP.String()+":18090/TCP", "lost the mapping", "recreated", "deleted")
+	if _, ok := reachTCP(t, l, 18090, mustFail); ok {
+		t.Fatalf("mapping still there after keep exited:\n%s", out)
+	}
+}

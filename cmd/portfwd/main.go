@@ -47,6 +47,7 @@ func commands() []command {
 		{"add", "add a port mapping: add PORT [--external N] [--proto tcp|udp|both] ...", runAdd},
 		{"edit", "change a mapping: edit EXT/PROTO [--internal N] [--desc ...] ...", runEdit},
 		{"delete", "delete mappings: delete EXT/PROTO, or delete --range A-B --proto P", runDelete},
+		{"keep", "keep a port open until Ctrl-C: renew, recover after router restarts, delete on exit", runKeep},
 	}
 }
 

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portfwd/portfwd/portmap"
+)
+
+// runKeep holds a mapping open until interrupted, printing each change.
+func runKeep(ctx context.Context, e *env, args []string) error {
+	var cf clientFlags
+	fs := newFlagSet(e, "keep", &cf)
+	ext := fs.Uint("external", 0, "external port (default: the same as the internal port)")
+	proto := fs.String("proto", "tcp", "tcp, udp or both")
+	lease := fs.Duration("lease", time.Hour, "lease asked for at each renewal (renewed at half)")
+	desc := fs.String("desc", "portfwd keep", "description shown on the router")
+	check := fs.Duration("check-interval", 30*time.Second, "how often to verify the mapping is still there")
+	anyPort := fs.Bool("any", false, "accept another external port if the wanted one is taken")
+	if err := parse(fs, args, &cf); err != nil {
+		return err
+	}
+	if len(cf.positions) != 1 {
+		return usagef("keep takes one internal PORT, e.g. 'portfwd keep 8080'")
+	}
+	port, err := parsePort(cf.positions[0], "internal port")
+	if err != nil {
+		return err
+	}
+	if *ext > 65535 {
+		return usagef("--external: %d is not a port number", *ext)
+	}
+	protos, err := protocols(*proto)
+	if err != nil {
+		return err
+	}
+	o, err := cf.options(e)
+	if err != nil {
+		return err
+	}
+	o.Progress = nil // the keeper reports through its events
+	var (
+		keepers []*portmap.Keeper
+		mu      sync.Mutex // serializes output lines from the keepers
+		wg      sync.WaitGroup
+	)
+	for _, p := range protos {
+		k := portmap.Keep(ctx, portmap.KeepConfig{
+			Options:       o,
+			Request:       portmap.Request{Protocol: p, InternalPort: port, ExternalPort: uint16(*ext), Lease: *lease, Description: *desc, Any: *anyPort},
+			CheckInterval: *check,
+		})
+		keepers = append(keepers, k)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ev := range k.Events() {
+				mu.Lock()
+				printEvent(e, cf.json, ev)
+				mu.Unlock()
+			}
+		}()
+	}
+	<-ctx.Done()
+	// Delete on exit, with a fresh budget: the command's context is done.
+	cctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
+	defer cancel()
+	var firstErr error
+	for _, k := range keepers {
+		if err := k.Close(cctx); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("deleting the mapping on exit: %w", err)
+		}
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func printEvent(e *env, asJSON bool, ev portmap.Event) {
+	if asJSON {
+		j := struct {
+			portmap.Event
+			LeaseSeconds int64 `json:"lease_seconds"`
+		}{ev, int64(ev.Mapping.Lease / time.Second)}
+		b, _ := json.Marshal(j)
+		fmt.Fprintln(e.stdout, string(b))
+		return
+	}
+	m := ev.Mapping
+	where := fmt.Sprintf("%s:%d/%s -> %s:%d", m.ExternalAddr, m.ExternalPort, m.Protocol, m.InternalClient, m.InternalPort)
+	ts := ev.Time.Format("15:04:05")
+	switch ev.Kind {
+	case portmap.EventMapped:
+		fmt.Fprintf(e.stdout, "%s reachable at %s (%s, %s)\n", ts, where, strings.ToUpper(string(m.Method)), leaseText(m))
+		if w := portmap.Classify(m.ExternalAddr).Warning(); w != "" {
+			fmt.Fprintf(e.stderr, "warning: %s\n", w)
+		}
+	case portmap.EventRenewed:
+		fmt.Fprintf(e.stdout, "%s renewed %s (%s)\n", ts, where, leaseText(m))
+	case portmap.EventRecreated:
+		fmt.Fprintf(e.stdout, "%s recreated %s (%s)\n", ts, where, ev.Reason)
+	case portmap.EventLost:
+		fmt.Fprintf(e.stdout, "%s lost the mapping: %s\n", ts, ev.Reason)
+	case portmap.EventAddressChanged:
+		fmt.Fprintf(e.stdout, "%s external address changed: %s -> %s; now reachable at %s\n", ts, ev.Previous, m.ExternalAddr, where)
+	case portmap.EventGatewayGone:
+		fmt.Fprintf(e.stdout, "%s gateway unreachable: %s (retrying)\n", ts, ev.Reason)
+	case portmap.EventGatewayBack:
+		fmt.Fprintf(e.stdout, "%s gateway back: %s\n", ts, ev.Reason)
+	case portmap.EventFailed:
+		fmt.Fprintf(e.stdout, "%s the router refused: %s (retrying)\n", ts, ev.Reason)
+	case portmap.EventDeleted:
+		fmt.Fprintf(e.stdout, "%s deleted %s\n", ts, where)
+	}
+}
+
+func leaseText(m portmap.Mapping) string {
+	if m.Permanent {
+		return "permanent"
+	}
+	return "lease " + m.Lease.String()
+}
