@@ -14,9 +14,6 @@ type PortRange struct {
 	Min, Max uint16
 }
 
-// AllPorts is 0-65535.
-var AllPorts = PortRange{Min: 0, Max: 65535}
-
 // Contains reports whether p is in r.
 func (r PortRange) Contains(p uint16) bool { return r.Min <= p && p <= r.Max }
 

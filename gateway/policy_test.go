@@ -8,6 +8,8 @@ import (
 	"github.com/portfwd/portfwd/gateway"
 )
 
+var allPorts = gateway.PortRange{Min: 0, Max: 65535}
+
 func TestParsePermRule(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -17,7 +19,7 @@ func TestParsePermRule(t *testing.T) {
 			Allow: true, External: gateway.PortRange{Min: 1024, Max: 65535},
 			Client: netip.MustParsePrefix("192.168.0.0/24"), Internal: gateway.PortRange{Min: 1024, Max: 65535}}},
 		{"deny 0-65535 0.0.0.0/0 0-65535", gateway.PermRule{
-			External: gateway.AllPorts, Client: netip.MustParsePrefix("0.0.0.0/0"), Internal: gateway.AllPorts}},
+			External: allPorts, Client: netip.MustParsePrefix("0.0.0.0/0"), Internal: allPorts}},
 		// Dotted netmask, as older miniupnpd configurations write it; host bits cleared.
 		{"ALLOW 80 192.168.1.77/255.255.255.0 8080", gateway.PermRule{
 			Allow: true, External: gateway.PortRange{Min: 80, Max: 80},
@@ -27,7 +29,7 @@ func TestParsePermRule(t *testing.T) {
 			Allow: true, External: gateway.PortRange{Min: 22, Max: 22},
 			Client: netip.MustParsePrefix("192.168.1.5/32"), Internal: gateway.PortRange{Min: 22, Max: 22}}},
 		{"deny 1-1023 fd00::/8 0-65535", gateway.PermRule{
-			External: gateway.PortRange{Min: 1, Max: 1023}, Client: netip.MustParsePrefix("fd00::/8"), Internal: gateway.AllPorts}},
+			External: gateway.PortRange{Min: 1, Max: 1023}, Client: netip.MustParsePrefix("fd00::/8"), Internal: allPorts}},
 		{"  allow\t1-2   10.0.0.0/8  3-4  ", gateway.PermRule{
 			Allow: true, External: gateway.PortRange{Min: 1, Max: 2},
 			Client: netip.MustParsePrefix("10.0.0.0/8"), Internal: gateway.PortRange{Min: 3, Max: 4}}},
@@ -117,9 +119,9 @@ func TestPolicyValidate(t *testing.T) {
 		"negative cap":     {MaxMappings: -1},
 		"min above max":    {MinLease: time.Hour, MaxLease: time.Minute},
 		"negative lease":   {MaxLease: -time.Second},
-		"rule w/o client":  {Rules: []gateway.PermRule{{Allow: true, External: gateway.AllPorts, Internal: gateway.AllPorts}}},
+		"rule w/o client":  {Rules: []gateway.PermRule{{Allow: true, External: allPorts, Internal: allPorts}}},
 		"inverted rule":    {Rules: []gateway.PermRule{{External: gateway.PortRange{Min: 2, Max: 1}, Client: netip.MustParsePrefix("0.0.0.0/0")}}},
-		"reserved proto":   {Reserved: []gateway.PortSpec{{Protocol: 47, Ports: gateway.AllPorts}}},
+		"reserved proto":   {Reserved: []gateway.PortSpec{{Protocol: 47, Ports: allPorts}}},
 		"inverted reserve": {Reserved: []gateway.PortSpec{{Ports: gateway.PortRange{Min: 9, Max: 8}}}},
 	} {
 		if err := p.Validate(); err == nil {

@@ -61,7 +61,8 @@ type Service interface {
 	// 0, meaning that the control point has no preference.
 	AddAnyPortMapping(ctx context.Context, client netip.Addr, m PortMapping) (reserved uint16, err error)
 	// DeletePortMapping removes the mapping with the given key (714 when
-	// there is none). externalPort is not 0 and proto is "TCP" or "UDP".
+	// there is none). remoteHost is "" (any) or a canonical IPv4 address,
+	// externalPort is not 0 and proto is "TCP" or "UDP".
 	DeletePortMapping(ctx context.Context, client netip.Addr, remoteHost string, externalPort uint16, proto string) error
 	// DeletePortMappingRange (version 2) removes the mappings of proto with
 	// an external port in [start, end] (start <= end) that client may
@@ -71,8 +72,9 @@ type Service interface {
 	// GetGenericPortMappingEntry returns the entry at index (0 to 65535) of
 	// the table as client may see it, or 713 past its end.
 	GetGenericPortMappingEntry(ctx context.Context, client netip.Addr, index int) (PortMapping, error)
-	// GetSpecificPortMappingEntry returns the mapping with the given key, or
-	// 714. Only the non-key fields of the result are sent.
+	// GetSpecificPortMappingEntry returns the mapping with the given key
+	// (validated as for DeletePortMapping), or 714. Only the non-key fields
+	// of the result are sent.
 	GetSpecificPortMappingEntry(ctx context.Context, client netip.Addr, remoteHost string, externalPort uint16, proto string) (PortMapping, error)
 	// GetListOfPortMappings (version 2) returns up to max (0 means no limit)
 	// mappings of proto with an external port in [start, end], those of
@@ -300,6 +302,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			body = rt.svc.scpd
 		}
+		if body == nil {
+			http.Error(w, "igd: the device description could not be rendered; see the daemon's log", http.StatusInternalServerError)
+			return
+		}
 		writeXML(w, body)
 	case routeControl:
 		if r.Method != http.MethodPost {
@@ -454,7 +460,9 @@ func (s *Server) dispatch(ctx context.Context, d *serviceDef, serviceType, actio
 			out, err = nil, errPanic
 		}
 	}()
-	if action == "QueryStateVariable" && strings.EqualFold(strings.TrimSpace(serviceType), controlURN) {
+	// UDA puts QueryStateVariable in its own namespace; a few control
+	// points send it in the service's, which is just as unambiguous.
+	if action == "QueryStateVariable" && (strings.EqualFold(strings.TrimSpace(serviceType), controlURN) || d.accepts(serviceType)) {
 		return s.queryStateVariable(ctx, d, args)
 	}
 	if !d.accepts(serviceType) {

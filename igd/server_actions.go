@@ -53,6 +53,8 @@ type serviceDef struct {
 	minIGD, maxIGD int
 	scpd           []byte
 	actions        []actionDef
+	// evented lists the state variables the SCPD marks sendEvents="yes".
+	evented []string
 }
 
 // actionDef is one action of a service and its handler.
@@ -133,21 +135,25 @@ var serviceDefs = []serviceDef{
 		name: "Layer3Forwarding", version: 1, id: ServiceIDLayer3Forwarding,
 		scpdPath: Layer3ForwardingSCPDPath, controlPath: Layer3ForwardingControlPath, eventPath: Layer3ForwardingEventPath,
 		minIGD: 1, maxIGD: 1, scpd: []byte(scpdLayer3Forwarding), actions: l3fActions,
+		evented: []string{"DefaultConnectionService"},
 	},
 	{
 		name: "WANCommonInterfaceConfig", version: 1, id: ServiceIDWANCommonInterfaceConfig,
 		scpdPath: WANCommonInterfaceConfigSCPDPath, controlPath: WANCommonInterfaceConfigControlPath, eventPath: WANCommonInterfaceConfigEventPath,
 		minIGD: 1, maxIGD: 2, scpd: []byte(scpdWANCommonInterfaceConfig), actions: commonActions,
+		evented: []string{"PhysicalLinkStatus"},
 	},
 	{
 		name: "WANIPConnection", version: 1, id: ServiceIDWANIPConnection,
 		scpdPath: WANIPConnectionSCPDPath, controlPath: WANIPConnectionControlPath, eventPath: WANIPConnectionEventPath,
 		minIGD: 1, maxIGD: 1, scpd: []byte(scpdWANIPConnection1), actions: ipConnActionsV1,
+		evented: []string{"PossibleConnectionTypes", "ConnectionStatus", "ExternalIPAddress", "PortMappingNumberOfEntries"},
 	},
 	{
 		name: "WANIPConnection", version: 2, id: ServiceIDWANIPConnection,
 		scpdPath: WANIPConnectionSCPDPath, controlPath: WANIPConnectionControlPath, eventPath: WANIPConnectionEventPath,
 		minIGD: 2, maxIGD: 2, scpd: []byte(scpdWANIPConnection2), actions: ipConnActionsV2,
+		evented: []string{"PossibleConnectionTypes", "ConnectionStatus", "ExternalIPAddress", "PortMappingNumberOfEntries", "SystemUpdateID"},
 	},
 }
 
@@ -731,4 +737,28 @@ func (s *Server) stateVariable(ctx context.Context, d *serviceDef, name string) 
 		}
 	}
 	return "", false, nil
+}
+
+// EventedVariables returns the current values of the evented state
+// variables of the service whose event path is eventPath (as Paths lists
+// it), in SCPD order: what a GENA publisher sends as a subscription's
+// initial event. Variables without a value are left out: the table's when
+// the Service does not implement TableInfo, and ExternalIPAddress when the
+// Service fails to read it. It returns nil for a path that is not an event
+// path of this server.
+func (s *Server) EventedVariables(ctx context.Context, eventPath string) []upnp.Arg {
+	for i := range s.services {
+		d := &s.services[i]
+		if d.eventPath != eventPath {
+			continue
+		}
+		out := []upnp.Arg{}
+		for _, name := range d.evented {
+			if v, ok, err := s.stateVariable(ctx, d, name); ok && err == nil {
+				out = append(out, upnp.Arg{Name: name, Value: v})
+			}
+		}
+		return out
+	}
+	return nil
 }

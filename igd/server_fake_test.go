@@ -301,7 +301,7 @@ const testUUID = "uuid:3c2e5c4a-9d1b-4f2e-8a7c-0b1d2e3f4a5b"
 func newTestServer(t testing.TB, version int, f *fakeService, edit func(*ServerConfig)) (*httptest.Server, *Server) {
 	t.Helper()
 	cfg := ServerConfig{Service: f, Version: version, UUID: testUUID, FriendlyName: "test gateway",
-		Logger: slog.New(slog.DiscardHandler)}
+		Logger: slogDiscard()}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -313,6 +313,8 @@ func newTestServer(t testing.TB, version int, f *fakeService, edit func(*ServerC
 	t.Cleanup(srv.Close)
 	return srv, s
 }
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // discover fetches the description like a control point and returns the
 // best connection service's client.

@@ -482,3 +482,34 @@ func TestExternalIPAddressForms(t *testing.T) {
 		}
 	}
 }
+
+// TestAddAnyPortMappingWildcard checks that AddAnyPortMapping with
+// external port 0, "any port", reaches the Service as 0 and is answered
+// with the port the Service reserved.
+func TestAddAnyPortMappingWildcard(t *testing.T) {
+	f := newFake()
+	srv, _ := newTestServer(t, 2, f, nil)
+	out, err := soapCall(t, srv, WANIPConnectionControlPath, URNWANIPConnection2, "AddAnyPortMapping", addArgs("NewExternalPort", "0")...)
+	if err != nil || out.Value("NewReservedPort") != "1024" {
+		t.Errorf("AddAnyPortMapping(0) = %+v, %v; want reserved port 1024", out, err)
+	}
+	if got, _ := f.lastCall("AddAnyPortMapping"); got.mapping.ExternalPort != 0 {
+		t.Errorf("Service got external port %d, want 0", got.mapping.ExternalPort)
+	}
+}
+
+// TestQueryStateVariableNamespaces checks QueryStateVariable in UDA's
+// namespace and in the service's, and refuses it in another service's.
+func TestQueryStateVariableNamespaces(t *testing.T) {
+	srv, _ := newTestServer(t, 2, newFake(), nil)
+	for st, code := range map[string]int{
+		controlURN:                   0,
+		URNWANIPConnection2:          0,
+		URNWANCommonInterfaceConfig1: CodeInvalidAction,
+	} {
+		out, err := soapCall(t, srv, WANIPConnectionControlPath, st, "QueryStateVariable", "varName", "ConnectionType")
+		if upnp.ErrorCode(err) != code || (code == 0 && out.Value("return") != "IP_Routed") {
+			t.Errorf("QueryStateVariable in %s: %+v, %v; want code %d", st, out, err, code)
+		}
+	}
+}

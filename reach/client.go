@@ -17,8 +17,10 @@ import (
 	"time"
 )
 
-// ErrNoProbe is returned by Check when no probe server answered.
-var ErrNoProbe = errors.New("no probe server answered")
+// ErrNoProbe is returned by Check when no probe server ran the check:
+// none is configured, none could be reached, or all refused (rate limit,
+// overload).
+var ErrNoProbe = errors.New("no probe server ran the check")
 
 // Listener says what listened on the internal port during a check.
 type Listener string
@@ -255,8 +257,11 @@ func explain(r Result, resp CheckResponse) string {
 		return fmt.Sprintf("something answered on %s, but not portfwd's listener on port %d: the port leads to another program or host (%s)", what, r.InternalPort, resp.Error)
 	}
 	s := fmt.Sprintf("the probe server could not reach %s: %s", what, resp.Error)
-	if r.Listener == ListenerExisting && r.Protocol == UDP {
+	switch {
+	case r.Listener == ListenerExisting && r.Protocol == UDP:
 		s += fmt.Sprintf(" (another program holds UDP port %d, so portfwd could not listen there to answer the probe; stop it and check again)", r.InternalPort)
+	case r.Listener == ListenerExisting && r.Code == CodeRefused:
+		s += fmt.Sprintf(" (the program holding port %d may listen on 127.0.0.1 only, where other hosts cannot reach it)", r.InternalPort)
 	}
 	return s
 }

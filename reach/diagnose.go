@@ -64,7 +64,8 @@ func Diagnose(r Result, f Facts) string {
 	case f.GatewayErr != nil:
 		unknown = fmt.Sprintf(" (no router could be asked whether it forwards the port: %v)", f.GatewayErr)
 	case errors.Is(f.ListErr, portmap.ErrNotSupported):
-		unknown = " (the router's protocol cannot list mappings, so whether it has one for this port is unknown: if you have not, add one with 'portfwd add')"
+		unknown = fmt.Sprintf(" (the router's protocol cannot list mappings, so whether it has one for this port is unknown: if you have not made one, run 'portfwd add %d --external %d --proto %s')",
+			r.InternalPort, r.ExternalPort, r.Protocol)
 	case f.ListErr != nil:
 		unknown = fmt.Sprintf(" (the router's mappings could not be read: %v)", f.ListErr)
 	}

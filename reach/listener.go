@@ -22,7 +22,7 @@ const maxListenerConns = 16
 // probe line with this check's token, and nothing else.
 type listener struct {
 	probe, reply []byte
-	log  *slog.Logger
+	log          *slog.Logger
 
 	mu   sync.Mutex
 	seen []netip.AddrPort // sources that presented the token
@@ -41,6 +41,9 @@ func listen(proto string, host netip.Addr, port uint16, token string, log *slog.
 		h = host.String()
 	}
 	addr := net.JoinHostPort(h, strconv.Itoa(int(port)))
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &listener{probe: probeLine(token), reply: replyLine(token), log: log, cancel: cancel}
 	switch proto {

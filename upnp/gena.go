@@ -285,6 +285,16 @@ func ParseCallback(v string) ([]*url.URL, error) {
 		if u.User != nil {
 			return nil, fmt.Errorf("upnp: CALLBACK URL %q carries user information", raw)
 		}
+		// net/url accepts escapes in an IPv6 zone that it cannot write
+		// back; such a host is no use to anyone.
+		for _, c := range []byte(u.Hostname()) {
+			if c <= ' ' || c >= 0x7f {
+				return nil, fmt.Errorf("upnp: CALLBACK URL %q has a host that is not printable ASCII", raw)
+			}
+		}
+		if _, err := url.Parse(u.String()); err != nil {
+			return nil, fmt.Errorf("upnp: CALLBACK URL %q cannot be written back: %w", raw, err)
+		}
 		urls = append(urls, u)
 		s = strings.TrimLeft(s[end+1:], " \t")
 	}

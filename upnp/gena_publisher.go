@@ -261,6 +261,7 @@ func (p *Publisher) subscribe(w http.ResponseWriter, r *http.Request, path strin
 	for _, u := range callbacks {
 		if err := checkCallbackHost(u, client); err != nil {
 			// CallStranger: refuse the whole subscription, store nothing.
+			p.log.Warn("upnp: event subscription with a callback to another host refused (CallStranger)", "from", r.RemoteAddr, "callback", u.String())
 			p.refuse(w, r, http.StatusPreconditionFailed, err.Error())
 			return
 		}
@@ -417,10 +418,12 @@ func (p *Publisher) writeGranted(w http.ResponseWriter, sid string, timeout time
 	w.WriteHeader(http.StatusOK)
 }
 
-// refuse answers a request with an error status and logs why.
+// refuse answers a request with an error status and logs why, at Info:
+// refusals are routine (a control point renewing after our restart) and
+// any host on the LAN can cause them.
 func (p *Publisher) refuse(w http.ResponseWriter, r *http.Request, status int, why string, attrs ...any) {
 	attrs = append([]any{"method", r.Method, "path", r.URL.Path, "from", r.RemoteAddr, "status", status, "reason", why}, attrs...)
-	p.log.Warn("upnp: event request refused", attrs...)
+	p.log.Info("upnp: event request refused", attrs...)
 	http.Error(w, http.StatusText(status), status)
 }
 
@@ -622,6 +625,9 @@ func (p *Publisher) Close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+	if p.cfg.Client == nil {
+		p.client.CloseIdleConnections() // ours alone
+	}
 }
 
 func cloneVars(vars []Arg) []Arg {

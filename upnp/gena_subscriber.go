@@ -279,7 +279,7 @@ func (s *Subscriber) serveNotify(w http.ResponseWriter, r *http.Request) {
 	}
 	log := s.logger()
 	refuse := func(status int, why string) {
-		log.Warn("upnp: event message refused", "from", r.RemoteAddr, "path", r.URL.Path, "status", status, "reason", why)
+		log.Info("upnp: event message refused", "from", r.RemoteAddr, "path", r.URL.Path, "status", status, "reason", why)
 		http.Error(w, http.StatusText(status), status)
 	}
 	s.mu.Lock()

@@ -198,51 +198,62 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 // asked faster than it answers.
 func (s *Server) poll(ctx context.Context) {
 	defer s.wg.Done()
-	var (
-		watched     *gateway // the gateway the Watcher is watching, if any
-		stopWatch   context.CancelFunc
-		watchEnded  = make(chan error, 1)
-		watchFailed = map[*gateway]bool{}
-	)
+	var w *watch // the running watch, if any
+	watchFailed := map[*gateway]bool{}
 	endWatch := func() {
-		if watched != nil {
-			stopWatch()
-			<-watchEnded
-			watched = nil
+		if w != nil {
+			w.stop()
+			<-w.ended
+			w = nil
 		}
 	}
 	defer endWatch()
 	for {
 		g := s.selectedGateway()
-		if s.Watcher != nil && g != watched {
+		if s.Watcher != nil && (w == nil || w.g != g) {
 			endWatch()
 			if g != nil && !watchFailed[g] {
-				var wctx context.Context
-				wctx, stopWatch = context.WithCancel(ctx)
-				watched = g
-				go func() { watchEnded <- s.Watcher.Watch(wctx, g.gw, s.kickPoller) }()
+				w = s.startWatch(ctx, g)
 			}
 		}
 		if g != nil {
 			s.refresh(ctx, g)
 		}
 		var tick <-chan time.Time
-		if watched == nil {
+		var ended <-chan error
+		if w == nil {
 			tick = time.After(s.pollInterval())
+		} else {
+			ended = w.ended
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
 		case <-tick:
-		case err := <-watchEnded:
+		case err := <-ended:
 			if ctx.Err() == nil {
-				s.logger().Warn("watching the gateway failed; polling it instead", "gateway", watched.gw.Addr(), "err", err)
-				watchFailed[watched] = true
+				s.logger().Warn("watching the gateway failed; polling it instead", "gateway", w.g.gw.Addr(), "err", err)
+				watchFailed[w.g] = true
 			}
-			watched = nil
+			w.ended <- err // endWatch reads it
+			endWatch()
 		}
 	}
+}
+
+// watch is a running Watcher.Watch call.
+type watch struct {
+	g     *gateway
+	stop  context.CancelFunc
+	ended chan error // receives Watch's result
+}
+
+func (s *Server) startWatch(ctx context.Context, g *gateway) *watch {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &watch{g: g, stop: cancel, ended: make(chan error, 1)}
+	go func() { w.ended <- s.Watcher.Watch(wctx, g.gw, s.kickPoller) }()
+	return w
 }
 
 // refresh reads g's table and external address and pushes what changed.

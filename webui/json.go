@@ -150,6 +150,8 @@ func (s *Server) errorResponse(err error) errorJSON {
 			code = http.StatusNotFound // NoSuchEntryInArray, PortMappingNotFound
 		}
 		return errorJSON{Error: re.Text, Code: code, RouterCode: re.Code}
+	case errors.As(err, new(*notFound)):
+		return errorJSON{Error: err.Error(), Code: http.StatusNotFound}
 	case errors.Is(err, errNoGatewayYet), errors.Is(err, portmap.ErrNoGateway):
 		return errorJSON{Error: err.Error(), Code: http.StatusServiceUnavailable}
 	case errors.Is(err, portmap.ErrNotSupported):

@@ -186,6 +186,7 @@ func printJSON(w io.Writer, v any) error {
 func classify(err error) int {
 	var ue usageError
 	var re *portmap.RefusedError
+	var ec interface{ ExitCode() int }
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
@@ -193,6 +194,8 @@ func classify(err error) int {
 		return exitNoGateway
 	case errors.As(err, &re):
 		return exitRefused
+	case errors.As(err, &ec):
+		return ec.ExitCode()
 	}
 	return exitFailure
 }

@@ -23,6 +23,8 @@ const (
 	exitNoGateway = 2
 	exitRefused   = 3
 	exitFailure   = 4
+	// exitUnreachable is portfwd check's "the port is not reachable".
+	exitUnreachable = 5
 )
 
 type command struct {
@@ -47,6 +49,10 @@ func commands() []command {
 		{"add", "add a port mapping: add PORT [--external N] [--proto tcp|udp|both] ...", runAdd},
 		{"edit", "change a mapping: edit EXT/PROTO [--internal N] [--desc ...] ...", runEdit},
 		{"delete", "delete mappings: delete EXT/PROTO, or delete --range A-B --proto P", runDelete},
+		{"gateway", "run the router side (UPnP IGD + NAT-PMP daemon): gateway --internal IF --external IF", runGateway},
+		{"demo", "a gateway and a client on loopback, showing a mapping at work (no router, no root)", runDemo},
+		{"check", "prove a forward works from outside: check PORT [--external N] [--proto tcp|udp] --probe URL", runCheck},
+		{"probe-server", "answer 'check' from a host outside the NAT: probe-server --listen :8999 [--rate 10/min]", runProbeServer},
 		{"keep", "keep a port open until Ctrl-C: renew, recover after router restarts, delete on exit", runKeep},
 	}
 }
@@ -84,7 +90,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "portfwd: open ports on your NAT router (UPnP IGD, NAT-PMP) and run one.")
 	fmt.Fprintln(w, "\nUsage: portfwd COMMAND [arguments] [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'portfwd COMMAND -h' for a command's flags.")
 }

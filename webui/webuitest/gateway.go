@@ -11,6 +11,7 @@ package webuitest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -244,6 +245,24 @@ func refusedErr(err error) error {
 	return &portmap.RefusedError{Method: portmap.UPnP, Code: upnp.ErrorCode(err), Text: igd.Explain(err), Err: err}
 }
 
+// conflict is portmap's error for a 718 on wanted, the holder being entry
+// i: igd looks the holder up and names it. With old set, the 718 came
+// while editing old, which was kept. g.mu is held.
+func (g *Gateway) conflict(wanted portmap.Mapping, i int, old *portmap.Mapping) error {
+	h := g.table[i].m
+	fault := &upnp.Error{Code: igd.CodeConflictInMappingEntry, Description: igd.CodeName(igd.CodeConflictInMappingEntry), HTTPStatus: 500, Action: "AddPortMapping"}
+	var err error = &igd.ConflictError{
+		Wanted:      igd.PortMapping{RemoteHost: wanted.RemoteHost, ExternalPort: wanted.ExternalPort, Protocol: string(wanted.Protocol)},
+		Holder:      igd.PortMapping{RemoteHost: h.RemoteHost, ExternalPort: h.ExternalPort, Protocol: string(h.Protocol), InternalClient: h.InternalClient, InternalPort: h.InternalPort, Description: h.Description},
+		HolderKnown: true,
+		Err:         fault,
+	}
+	if old != nil {
+		err = &igd.EditError{Old: igd.PortMapping{RemoteHost: old.RemoteHost, ExternalPort: old.ExternalPort, Protocol: string(old.Protocol)}, Err: err, Restored: true}
+	}
+	return refusedErr(err)
+}
+
 // maxLease is IGDv2's upper bound on a lease (one week).
 const maxLease = 604800 * time.Second
 
@@ -265,7 +284,7 @@ func (g *Gateway) Add(ctx context.Context, r portmap.Request) (portmap.Mapping, 
 		return portmap.Mapping{}, refused(action, igd.CodeWildCardNotPermittedInIntPort)
 	}
 	if r.Lease > maxLease {
-		return portmap.Mapping{}, refused(action, igd.CodeInvalidArgs)
+		r.Lease = maxLease // IGDv2 routers cap a lease at a week
 	}
 	client := r.InternalClient
 	if !client.IsValid() {
@@ -289,17 +308,21 @@ func (g *Gateway) Add(ctx context.Context, r portmap.Request) (portmap.Mapping, 
 	i := g.find(m.Key())
 	if i >= 0 && g.table[i].m.InternalClient != m.InternalClient {
 		if !r.Any {
-			return portmap.Mapping{}, refused(action, igd.CodeConflictInMappingEntry)
+			return portmap.Mapping{}, g.conflict(m, i, nil)
 		}
-		// AddAnyPortMapping: the router picks the next free port.
-		for p := int(ext) + 1; ; p++ {
-			if p > 65535 {
-				return portmap.Mapping{}, refused(action, igd.CodeNoPortMapsAvailable)
+		// AddAnyPortMapping: the router takes the next free port,
+		// wrapping past 65535 to 1024.
+		for range 65536 {
+			m.ExternalPort++
+			if m.ExternalPort == 0 {
+				m.ExternalPort = 1024
 			}
-			m.ExternalPort = uint16(p)
 			if i = g.find(m.Key()); i < 0 {
 				break
 			}
+		}
+		if i >= 0 {
+			return portmap.Mapping{}, refused("AddAnyPortMapping", igd.CodeNoPortMapsAvailable)
 		}
 	}
 	e := entry{m: m}
@@ -356,30 +379,36 @@ func (g *Gateway) Edit(ctx context.Context, key portmap.Key, c portmap.Change) (
 		}
 		m.Permanent = e.expires.IsZero()
 	}
-	fail := func(code int) error {
-		oldPM := igd.PortMapping{RemoteHost: old.m.RemoteHost, ExternalPort: old.m.ExternalPort, Protocol: string(old.m.Protocol)}
-		inner := &upnp.Error{Code: code, Description: igd.CodeName(code), HTTPStatus: 500, Action: "AddPortMapping"}
-		return refusedErr(&igd.EditError{Old: oldPM, Err: inner, Restored: true})
-	}
 	if m.InternalPort == 0 {
-		return portmap.Mapping{}, fail(igd.CodeWildCardNotPermittedInIntPort)
+		return portmap.Mapping{}, errors.New("igd: no internal port: give the port on the LAN host to forward to")
 	}
 	if m.ExternalPort == 0 {
-		return portmap.Mapping{}, fail(igd.CodeWildCardNotPermittedInExtPort)
+		m.ExternalPort = m.InternalPort
 	}
 	if !e.expires.IsZero() && e.expires.Sub(now) > maxLease {
-		return portmap.Mapping{}, fail(igd.CodeInvalidArgs)
+		e.expires = now.Add(maxLease)
 	}
-	if j := g.find(m.Key()); j >= 0 && j != i {
-		return portmap.Mapping{}, fail(igd.CodeConflictInMappingEntry)
+	if j := g.find(m.Key()); j >= 0 && j != i && g.table[j].m.InternalClient != m.InternalClient {
+		return portmap.Mapping{}, g.conflict(*m, j, &old.m)
+	} else if j >= 0 && j != i {
+		// The same client already holds the new key: the router
+		// overwrites that entry, and the old one goes.
+		g.table[j] = e
+		g.table = slices.Delete(g.table, i, i+1)
+		return g.edited(e, now), nil
 	}
 	g.table[i] = e
+	return g.edited(e, now), nil
+}
+
+// edited is the mapping Edit returns for the new entry e. g.mu is held.
+func (g *Gateway) edited(e entry, now time.Time) portmap.Mapping {
 	out := e.m
 	out.ExternalAddr = g.ext
 	if !e.expires.IsZero() {
 		out.Lease = e.expires.Sub(now).Round(time.Second)
 	}
-	return out, nil
+	return out
 }
 
 // Delete implements portmap.Gateway: 714 when there is no such mapping.
@@ -398,26 +427,23 @@ func (g *Gateway) Delete(ctx context.Context, key portmap.Key) error {
 	return nil
 }
 
-// DeleteRange implements portmap.Gateway like IGDv2's
-// DeletePortMappingRange: 733 for start > end, 730 when nothing is in range.
+// DeleteRange implements portmap.Gateway as portmap does on an IGDv2
+// router: DeletePortMappingRange does not say how many it removed, so the
+// count is -1, and an empty range (730) is no error.
 func (g *Gateway) DeleteRange(ctx context.Context, proto portmap.Protocol, start, end uint16) (int, error) {
 	if err := g.begin(ctx, "DeleteRange"); err != nil {
 		return 0, err
 	}
 	if start > end {
-		return 0, refused("DeletePortMappingRange", igd.CodeInconsistentParameters)
+		return 0, fmt.Errorf("igd: port range %d-%d is reversed", start, end)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.snapshot(time.Now())
-	n := len(g.table)
 	g.table = slices.DeleteFunc(g.table, func(e entry) bool {
 		return e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end
 	})
-	if n == len(g.table) {
-		return 0, refused("DeletePortMappingRange", igd.CodePortMappingNotFound)
-	}
-	return n - len(g.table), nil
+	return -1, nil
 }
 
 var _ portmap.Gateway = (*Gateway)(nil)

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/portfwd/portfwd/gateway/daemon"
+)
+
+// gatewayFlags are the command-line overrides of the gateway's
+// configuration; each applies only when given, so that a configuration
+// file's value stands otherwise.
+type gatewayFlags struct {
+	config, importMiniupnpd     string
+	check, printConfig, verbose bool
+	internal, external          string
+	externalIP, stun, backend   string
+	stateDir, admin             string
+	httpPort                    int
+	flushOnExit, forceIGDv1     bool
+	secureMode                  bool
+	noUPnP, noNATPMP, noSSDP    bool
+	logLevel, logFormat         string
+}
+
+const gatewayUsage = `Usage: portfwd gateway --internal IF --external IF [flags]
+       portfwd gateway --config FILE [flags]
+       portfwd gateway --check [--config FILE] [flags]
+       portfwd gateway --import-miniupnpd /etc/miniupnpd/miniupnpd.conf > gateway.toml
+
+Runs the router side: answers UPnP IGD (with SSDP) and NAT-PMP on the internal
+interfaces and forwards the mapped ports from the external ones, through
+nftables (as root) or a userspace relay. Flags override the configuration file;
+docs/gateway.md and dist/gateway.example.toml document every option.
+
+Flags:
+`
+
+func runGateway(ctx context.Context, e *env, args []string) error {
+	var gf gatewayFlags
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprint(e.stderr, gatewayUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&gf.config, "config", "", "TOML configuration `file` (every key optional; see dist/gateway.example.toml)")
+	fs.BoolVar(&gf.check, "check", false, "check the configuration, interfaces, backend access and ports, then exit 0 (fine) or 1 (problems)")
+	fs.BoolVar(&gf.printConfig, "print-config", false, "print the effective configuration as TOML and exit")
+	fs.StringVar(&gf.importMiniupnpd, "import-miniupnpd", "", "convert a miniupnpd.conf `file` to portfwd's TOML on stdout and exit")
+	fs.StringVar(&gf.internal, "internal", "", "internal (LAN) `interfaces`, comma-separated: UPnP, SSDP and NAT-PMP are served there only")
+	fs.StringVar(&gf.external, "external", "", "external (WAN) `interfaces`, comma-separated; a trailing * matches a prefix (ppp*)")
+	fs.StringVar(&gf.externalIP, "external-ip", "", "report this external `IP` instead of the external interface's address")
+	fs.StringVar(&gf.stun, "stun", "", "learn the external address from this STUN `server` (host[:port]), for a router behind a 1:1 NAT")
+	fs.StringVar(&gf.backend, "backend", "", "`nft`, relay or memory (default: nft as root, relay otherwise)")
+	fs.StringVar(&gf.stateDir, "state-dir", "", "where leases, the NAT-PMP epoch and the device UUID are kept (default "+daemon.DefaultStateDir+")")
+	fs.IntVar(&gf.httpPort, "http-port", daemon.DefaultHTTPPort, "UPnP HTTP `port` on the internal addresses (0 picks a free one)")
+	fs.StringVar(&gf.admin, "admin", "", "admin `address` serving /metrics and /healthz (default "+daemon.DefaultAdminAddress+"; \"off\" disables)")
+	fs.BoolVar(&gf.flushOnExit, "flush-on-exit", false, "remove every mapping when stopping (by default they stay installed and stored)")
+	fs.BoolVar(&gf.forceIGDv1, "force-igd-v1", false, "serve InternetGatewayDevice:1, for control points that do not know IGDv2")
+	fs.BoolVar(&gf.secureMode, "secure-mode", true, "clients may map ports only to themselves and change only their own mappings")
+	fs.BoolVar(&gf.noUPnP, "no-upnp", false, "do not serve UPnP IGD")
+	fs.BoolVar(&gf.noNATPMP, "no-natpmp", false, "do not serve NAT-PMP")
+	fs.BoolVar(&gf.noSSDP, "no-ssdp", false, "serve UPnP without SSDP discovery (clients need the description URL)")
+	fs.StringVar(&gf.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&gf.logFormat, "log-format", "", "text or json (default text)")
+	fs.BoolVar(&gf.verbose, "v", false, "log at debug level")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelpShown
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usagef("gateway takes no arguments, only flags (got %q); run 'portfwd gateway -h'", fs.Arg(0))
+	}
+
+	if gf.importMiniupnpd != "" {
+		src, err := os.ReadFile(gf.importMiniupnpd)
+		if err != nil {
+			return fmt.Errorf("reading the miniupnpd configuration: %w", err)
+		}
+		_, err = e.stdout.Write(daemon.ConvertMiniupnpd(src))
+		return err
+	}
+
+	cfg := daemon.DefaultConfig()
+	if gf.config != "" {
+		var err error
+		if cfg, err = daemon.LoadConfig(gf.config); err != nil {
+			return usageError{err.Error()}
+		}
+	}
+	if err := gf.apply(fs, &cfg); err != nil {
+		return err
+	}
+
+	if gf.printConfig {
+		b, err := cfg.Encode()
+		if err != nil {
+			return err
+		}
+		_, err = e.stdout.Write(b)
+		return err
+	}
+	if gf.check {
+		problems := 0
+		for _, f := range daemon.Check(ctx, cfg) {
+			fmt.Fprintln(e.stdout, f)
+			if f.Problem {
+				problems++
+			}
+		}
+		if problems > 0 {
+			return usagef("the check found %d problem(s); fix them and run --check again", problems)
+		}
+		fmt.Fprintln(e.stdout, "the gateway is ready to start")
+		return nil
+	}
+
+	log, err := cfg.NewLogger(e.stderr)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	cfg.Logger = log
+	if err := daemon.Run(ctx, cfg); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return nil
+}
+
+// apply sets on cfg the flags that were given.
+func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "internal":
+			cfg.Interfaces.Internal = splitList(gf.internal)
+		case "external":
+			cfg.Interfaces.External = splitList(gf.external)
+		case "external-ip":
+			cfg.ExternalAddress.Source, cfg.ExternalAddress.IP = daemon.SourceFixed, gf.externalIP
+		case "stun":
+			cfg.ExternalAddress.Source, cfg.ExternalAddress.STUNServer = daemon.SourceSTUN, gf.stun
+		case "backend":
+			cfg.Backend = gf.backend
+		case "state-dir":
+			cfg.StateDir = gf.stateDir
+		case "http-port":
+			cfg.UPnP.HTTPPort = gf.httpPort
+		case "admin":
+			cfg.Admin.Address = gf.admin
+			if strings.EqualFold(gf.admin, "off") {
+				cfg.Admin.Address = ""
+			}
+		case "flush-on-exit":
+			cfg.FlushOnExit = gf.flushOnExit
+		case "force-igd-v1":
+			cfg.UPnP.ForceIGDv1 = gf.forceIGDv1
+		case "secure-mode":
+			cfg.Policy.SecureMode = gf.secureMode
+		case "no-upnp":
+			cfg.UPnP.Enabled = !gf.noUPnP
+		case "no-natpmp":
+			cfg.NATPMP.Enabled = !gf.noNATPMP
+		case "no-ssdp":
+			cfg.UPnP.SSDP = !gf.noSSDP
+		case "log-level":
+			cfg.LogLevel = gf.logLevel
+		case "log-format":
+			cfg.LogFormat = gf.logFormat
+		case "v":
+			if gf.verbose {
+				cfg.LogLevel = "debug"
+			}
+		}
+	})
+	if gf.externalIP != "" && gf.stun != "" {
+		err = usagef("--external-ip and --stun both say where the external address comes from; give one")
+	}
+	return err
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,0 +1,742 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/nft"
+	"github.com/portfwd/portfwd/gateway/relay"
+	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/ssdp"
+	"github.com/portfwd/portfwd/upnp"
+)
+
+// Timeouts of the HTTP servers. SOAP requests and descriptions are small
+// and LAN clients are fast; the bounds keep a slow or idle client from
+// holding a connection.
+const (
+	httpReadHeaderTimeout = 5 * time.Second
+	httpReadTimeout       = 10 * time.Second
+	httpWriteTimeout      = 10 * time.Second
+	httpIdleTimeout       = 30 * time.Second
+	httpMaxHeaderBytes    = 8 << 10
+	// shutdownTimeout bounds the whole shutdown: requests under way, the
+	// core finishing its operations, a flush of the backend.
+	shutdownTimeout = 10 * time.Second
+	// startTimeout bounds learning the external address at start.
+	startTimeout = 10 * time.Second
+)
+
+// Daemon is a running gateway. New builds it with every socket open; Serve
+// runs it. Its accessors are for the command that started it (the demo
+// prints its URLs) and for the admin page mounted on AdminMux.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	start   time.Time
+
+	store   *gateway.FileStore // nil without a state directory
+	backend gateway.Backend
+	nftb    *nft.Backend // the backend when it is nft, for Destroy
+	core    *gateway.Core
+	ext     *externalAddr
+	uuid    string
+	epoch   time.Time
+
+	lan       *lanPeers
+	upnpSvc   *upnpService
+	igd       *igd.Server
+	publisher *upnp.Publisher
+	http      []*httpListener
+	responder *ssdp.Responder
+
+	pmpConn   net.PacketConn
+	pmpServer *natpmp.Server
+
+	adminMux *http.ServeMux
+	adminLn  net.Listener
+	admin    *http.Server
+
+	unsubscribe func()
+	closeOnce   sync.Once
+	closeErr    error
+	serving     sync.Mutex // held by Serve: it runs once
+	served      bool
+}
+
+// httpListener is the UPnP HTTP server on one internal address.
+type httpListener struct {
+	iface string
+	addr  netip.AddrPort
+	ln    net.Listener
+	srv   *http.Server
+}
+
+// Run builds the daemon for cfg and serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	d, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return d.Serve(ctx)
+}
+
+// New validates cfg, opens the lease store and the backend, restores the
+// saved leases into the core, learns the external address and opens every
+// socket. Nothing is answered until Serve. If New fails, everything it
+// opened is closed again; installed rules are left as they were.
+func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway configuration: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics(), start: time.Now()}
+	defer func() {
+		if err != nil {
+			d.cleanup(false)
+		}
+	}()
+
+	d.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
+	uctx, cancel := context.WithTimeout(ctx, startTimeout)
+	if err := d.ext.update(uctx); err != nil {
+		log.Warn("no external address yet; reporting none until it is learned", "source", d.ext.source(), "err", err)
+	}
+	cancel()
+
+	if cfg.StateDir != "" {
+		if d.store, err = gateway.OpenFileStore(cfg.StateDir, &gateway.FileStoreOptions{Logger: log}); err != nil {
+			return nil, fmt.Errorf("opening the state directory: %w", err)
+		}
+	} else {
+		log.Warn("no state directory: leases are kept in memory only and lost on restart")
+	}
+	if d.backend, err = d.openBackend(ctx); err != nil {
+		return nil, err
+	}
+	policy, _ := cfg.Policy.Policy() // validated above
+	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log}
+	if d.store != nil {
+		gcfg.Store = d.store // not a typed nil in the interface
+	}
+	if d.core, err = gateway.New(ctx, gcfg); err != nil {
+		return nil, err
+	}
+
+	d.uuid = cfg.Device.UUID
+	if d.uuid == "" && d.store != nil {
+		d.uuid = d.store.UUID()
+	}
+	if d.uuid == "" {
+		d.uuid = randomUUID()
+	}
+	d.epoch = d.start
+	if d.store != nil && !d.store.EpochOrigin().IsZero() {
+		d.epoch = d.store.EpochOrigin()
+	}
+
+	if cfg.UPnP.Enabled || cfg.NATPMP.Enabled {
+		if d.lan, err = newLANPeers(cfg.Interfaces.Internal); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.UPnP.Enabled {
+		if err := d.setupUPnP(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.NATPMP.Enabled {
+		if err := d.setupNATPMP(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.setupAdmin(ctx); err != nil {
+		return nil, err
+	}
+	d.unsubscribe = d.core.Subscribe(d.onEvent)
+	d.ext.OnChange(d.onAddressChange)
+	return d, nil
+}
+
+// openBackend opens the backend the configuration names.
+func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
+	cfg := &d.cfg
+	switch cfg.resolvedBackend() {
+	case BackendNFT:
+		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External, Logger: d.log}
+		if cfg.NFT.Hairpin {
+			nc.InternalInterfaces = cfg.Interfaces.Internal
+		}
+		b, err := nft.New(ctx, nc)
+		if err != nil {
+			return nil, fmt.Errorf("opening the nft backend (it needs root or CAP_NET_ADMIN; --backend relay needs neither): %w", err)
+		}
+		d.nftb = b
+		return b, nil
+	case BackendRelay:
+		bind := d.relayBind()
+		d.log.Info("relay backend: external ports are bound on " + bind.String())
+		return relay.New(relay.Config{
+			BindAddr:        bind,
+			UDPIdleTimeout:  time.Duration(cfg.Relay.UDPIdleTimeout),
+			MaxConnsPerRule: cfg.Relay.MaxConnsPerRule,
+			Logger:          d.log,
+		}), nil
+	default:
+		d.log.Warn("memory backend: mappings are recorded but no traffic is forwarded")
+		return gateway.NewMemory(), nil
+	}
+}
+
+// relayBind picks the relay's bind address: the configured one, else the
+// external interface's address, else the fixed external address when it is
+// one of this host's, else every address.
+func (d *Daemon) relayBind() netip.Addr {
+	cfg := &d.cfg
+	if cfg.Relay.Bind != "" {
+		return netip.MustParseAddr(cfg.Relay.Bind) // validated
+	}
+	if ext := cfg.Interfaces.External; len(ext) > 0 {
+		if a, err := interfaceIPv4(ext[0]); err == nil {
+			return a
+		}
+	}
+	if a, _ := d.ext.current(); a.IsValid() && isLocalAddr(a) {
+		return a
+	}
+	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
+	return netip.IPv4Unspecified()
+}
+
+// isLocalAddr reports whether a is an address of this host.
+func isLocalAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
+func randomUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// setupUPnP builds the IGD server, its event publisher and SSDP responder,
+// and opens an HTTP listener on every IPv4 address of every internal
+// interface.
+func (d *Daemon) setupUPnP(ctx context.Context) error {
+	cfg := &d.cfg
+	version := 2
+	if cfg.UPnP.ForceIGDv1 {
+		version = 1
+	}
+	d.upnpSvc = &upnpService{
+		core: d.core, ext: d.ext, metrics: d.metrics, v1: version == 1, start: d.start,
+		bitsUp: cfg.Device.BitrateUp, bitsDown: cfg.Device.BitrateDown,
+	}
+	if len(cfg.Interfaces.External) > 0 {
+		d.upnpSvc.wanIf = cfg.Interfaces.External[0]
+	}
+	scfg := igd.ServerConfig{
+		Service:          d.upnpSvc,
+		Version:          version,
+		UUID:             d.uuid,
+		FriendlyName:     cfg.Device.FriendlyName,
+		Manufacturer:     cfg.Device.Manufacturer,
+		ManufacturerURL:  cfg.Device.ManufacturerURL,
+		ModelName:        cfg.Device.ModelName,
+		ModelNumber:      cfg.Device.ModelNumber,
+		ModelDescription: cfg.Device.ModelDescription,
+		ModelURL:         cfg.Device.ModelURL,
+		SerialNumber:     cfg.Device.SerialNumber,
+		PresentationURL:  cfg.Device.PresentationURL,
+		Logger:           d.log,
+		OnRequest:        func(action string, code int) { d.metrics.request("upnp", action, code) },
+	}
+	if cfg.UPnP.Events {
+		d.publisher = upnp.NewPublisher(upnp.PublisherConfig{
+			Services:   d.eventedServices(version),
+			Moderation: 200 * time.Millisecond,
+			Logger:     d.log,
+		})
+		scfg.Events = d.publisher
+	}
+	srv, err := igd.NewServer(scfg)
+	if err != nil {
+		return fmt.Errorf("building the UPnP IGD server: %w", err)
+	}
+	d.igd = srv
+
+	port := cfg.UPnP.HTTPPort
+	for _, name := range cfg.Interfaces.Internal {
+		addrs, err := d.lan.addrsOf(name)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			hl, err := d.listenHTTP(ctx, name, netip.AddrPortFrom(a, uint16(port)))
+			if err != nil {
+				return err
+			}
+			// With port 0, every address gets the port the first one got.
+			port = int(hl.addr.Port())
+			d.http = append(d.http, hl)
+		}
+	}
+	if cfg.UPnP.SSDP {
+		d.responder = &ssdp.Responder{
+			Adverts:        advertsOf(srv.Root()),
+			Location:       d.descriptionURLFor,
+			NotifyInterval: time.Duration(cfg.UPnP.NotifyInterval),
+			Interfaces:     cfg.Interfaces.Internal,
+			BootID:         int(d.start.Unix()),
+			ConfigID:       srv.ConfigID(),
+			// One gateway per LAN: the random MX delay exists to spread the
+			// answers of many devices, and control points with short waits
+			// (python-miniupnpc waits 200 ms with MX 1) would miss a late one.
+			MaxMX:  -1,
+			Logger: d.log,
+		}
+	}
+	return nil
+}
+
+// listenHTTP opens the UPnP HTTP server's listener on addr.
+func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPort) (*httpListener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp4", addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("UPnP HTTP server on %s (%s): %w (is another UPnP daemon, such as miniupnpd, running? change upnp.http_port otherwise)", addr, iface, err)
+	}
+	got, _ := netip.ParseAddrPort(ln.Addr().String())
+	errLog := slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)
+	return &httpListener{
+		iface: iface,
+		addr:  got,
+		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, log: d.log},
+		srv: &http.Server{
+			Handler:           d.igd,
+			ReadHeaderTimeout: httpReadHeaderTimeout,
+			ReadTimeout:       httpReadTimeout,
+			WriteTimeout:      httpWriteTimeout,
+			IdleTimeout:       httpIdleTimeout,
+			MaxHeaderBytes:    httpMaxHeaderBytes,
+			ErrorLog:          errLog,
+		},
+	}, nil
+}
+
+// descriptionURLFor returns the description URL on the listener of local,
+// for SSDP answers on the interface holding it.
+func (d *Daemon) descriptionURLFor(local netip.Addr) string {
+	for _, h := range d.http {
+		if h.addr.Addr() == local {
+			return "http://" + h.addr.String() + igd.DescriptionPath
+		}
+	}
+	return ""
+}
+
+// DescriptionURLs returns the root description URL on every internal
+// address, the URL a client may be given instead of SSDP discovery.
+func (d *Daemon) DescriptionURLs() []string {
+	var out []string
+	for _, h := range d.http {
+		out = append(out, "http://"+h.addr.String()+igd.DescriptionPath)
+	}
+	return out
+}
+
+// NATPMPAddrs returns where NAT-PMP is answered: every IPv4 address of the
+// internal interfaces, with the NAT-PMP port.
+func (d *Daemon) NATPMPAddrs() []netip.AddrPort {
+	if d.pmpConn == nil {
+		return nil
+	}
+	local, _ := netip.ParseAddrPort(d.pmpConn.LocalAddr().String())
+	var out []netip.AddrPort
+	for _, name := range d.cfg.Interfaces.Internal {
+		addrs, _ := d.lan.addrsOf(name)
+		for _, a := range addrs {
+			out = append(out, netip.AddrPortFrom(a, local.Port()))
+		}
+	}
+	return out
+}
+
+// AdminAddr returns the admin server's address, or the zero AddrPort
+// without one.
+func (d *Daemon) AdminAddr() netip.AddrPort {
+	if d.adminLn == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(d.adminLn.Addr().String())
+	return ap
+}
+
+// AdminMux is the admin server's request router, serving /metrics and
+// /healthz. The admin page mounts its handlers on it before Serve.
+func (d *Daemon) AdminMux() *http.ServeMux { return d.adminMux }
+
+// Core returns the mapping table, for the admin page.
+func (d *Daemon) Core() *gateway.Core { return d.core }
+
+// UUID returns the device UUID.
+func (d *Daemon) UUID() string { return d.uuid }
+
+// ExternalAddr returns the external address reported to clients (the zero
+// Addr while there is none).
+func (d *Daemon) ExternalAddr() netip.Addr { return d.ext.Get() }
+
+// advertsOf returns the SSDP advertisements of a device tree: the root
+// device and each embedded one, with their service types.
+func advertsOf(root *upnp.Root) []ssdp.Advertisement {
+	var out []ssdp.Advertisement
+	var walk func(dev *upnp.Device, isRoot bool)
+	walk = func(dev *upnp.Device, isRoot bool) {
+		var types []string
+		for _, s := range dev.Services {
+			types = append(types, s.ServiceType)
+		}
+		out = append(out, ssdp.DeviceAdverts(dev.UDN, dev.DeviceType, isRoot, types...)...)
+		for i := range dev.Devices {
+			walk(&dev.Devices[i], false)
+		}
+	}
+	walk(&root.Device, true)
+	return out
+}
+
+// eventedServices returns, for the GENA publisher, the evented state
+// variables of each service by event path (read when a control point
+// subscribes).
+func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
+	m := map[string]func() []upnp.Arg{
+		igd.WANIPConnectionEventPath: func() []upnp.Arg {
+			return append([]upnp.Arg{{Name: "PossibleConnectionTypes", Value: "IP_Routed"}}, d.connectionVars(version)...)
+		},
+		igd.WANCommonInterfaceConfigEventPath: func() []upnp.Arg {
+			return []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}}
+		},
+	}
+	if version == 1 {
+		m[igd.Layer3ForwardingEventPath] = func() []upnp.Arg {
+			return []upnp.Arg{{Name: "DefaultConnectionService", Value: defaultConnectionService(d.igd.Root())}}
+		}
+	}
+	return m
+}
+
+// connectionVars are WANIPConnection's evented variables that change.
+func (d *Daemon) connectionVars(version int) []upnp.Arg {
+	status, _, _ := d.upnpSvc.ConnectionStatus(context.Background())
+	ip := ""
+	if a := d.ext.Get(); a.Is4() {
+		ip = a.String()
+	}
+	vars := []upnp.Arg{
+		{Name: "ConnectionStatus", Value: status},
+		{Name: "ExternalIPAddress", Value: ip},
+		{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(d.core.Len())},
+	}
+	if version >= 2 {
+		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(d.upnpSvc.updateID.Load()), 10)})
+	}
+	return vars
+}
+
+func (d *Daemon) linkStatus() string {
+	lp, _ := d.upnpSvc.LinkProperties(context.Background())
+	return lp.Status
+}
+
+// defaultConnectionService is Layer3Forwarding's name for the WAN
+// connection: the UDN of the device holding WANIPConnection, then its
+// service ID.
+func defaultConnectionService(root *upnp.Root) string {
+	var find func(dev *upnp.Device) string
+	find = func(dev *upnp.Device) string {
+		for _, s := range dev.Services {
+			if s.ServiceID == igd.ServiceIDWANIPConnection {
+				return dev.UDN + ":WANConnectionDevice:1," + s.ServiceID
+			}
+		}
+		for i := range dev.Devices {
+			if v := find(&dev.Devices[i]); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	return find(&root.Device)
+}
+
+// onEvent follows the core's table changes: metrics, SystemUpdateID, and
+// the GENA event with the new entry count.
+func (d *Daemon) onEvent(e gateway.Event) {
+	defer d.catch("table event")
+	d.metrics.event(e)
+	if d.upnpSvc == nil {
+		return
+	}
+	id := d.upnpSvc.updateID.Add(1)
+	if d.publisher == nil {
+		return
+	}
+	vars := []upnp.Arg{{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(e.Count)}}
+	if !d.upnpSvc.v1 {
+		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(id), 10)})
+	}
+	d.publisher.Notify(igd.WANIPConnectionEventPath, vars)
+}
+
+// onAddressChange tells subscribers about a new external address.
+func (d *Daemon) onAddressChange(netip.Addr) {
+	defer d.catch("address change")
+	if d.publisher == nil {
+		return
+	}
+	status, _, _ := d.upnpSvc.ConnectionStatus(context.Background())
+	ip := ""
+	if a := d.ext.Get(); a.Is4() {
+		ip = a.String()
+	}
+	d.publisher.Notify(igd.WANIPConnectionEventPath, []upnp.Arg{
+		{Name: "ExternalIPAddress", Value: ip},
+		{Name: "ConnectionStatus", Value: status},
+	})
+	d.publisher.Notify(igd.WANCommonInterfaceConfigEventPath, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
+}
+
+// catch recovers a panic in a callback of the daemon's, so that it costs
+// one event, never the daemon.
+func (d *Daemon) catch(what string) {
+	if p := recover(); p != nil {
+		d.metrics.error(errKindPanic)
+		d.log.Error("panic in "+what+"; carrying on", "panic", p, "stack", string(debug.Stack()))
+	}
+}
+
+// setupNATPMP opens the NAT-PMP socket. It listens on every address and
+// relies on natpmp.Server.Interfaces to answer only requests that arrived
+// on an internal interface, addressed to that interface.
+func (d *Daemon) setupNATPMP(ctx context.Context) error {
+	var lc net.ListenConfig
+	addr := ":" + strconv.Itoa(d.cfg.NATPMP.Port)
+	pc, err := lc.ListenPacket(ctx, "udp4", addr)
+	if err != nil {
+		return fmt.Errorf("NAT-PMP on UDP %s: %w (is another NAT-PMP or PCP daemon, such as miniupnpd, running?)", addr, err)
+	}
+	d.pmpConn = pc
+	h := &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
+	d.pmpServer = &natpmp.Server{
+		Handler:    h,
+		Epoch:      d.natpmpEpoch,
+		Interfaces: d.cfg.Interfaces.Internal,
+		Logger:     d.log,
+	}
+	return nil
+}
+
+// natpmpEpoch is the seconds since the epoch origin the store keeps: it
+// resets only when the leases are lost, which is exactly when clients must
+// re-create their mappings.
+func (d *Daemon) natpmpEpoch() uint32 {
+	s := time.Since(d.epoch) / time.Second
+	if s < 0 {
+		return 0 // the clock went back past the origin
+	}
+	return uint32(min(s, 1<<32-1))
+}
+
+// servePMP answers UDP 5351. This is where PCP (RFC 6887) plugs in when
+// package pcp exists: PCP packets (version 2) share the socket and must be
+// handed to the PCP server before NAT-PMP sees them, which answers them
+// "unsupported version" so that PCP clients fall back to NAT-PMP.
+func (d *Daemon) servePMP(ctx context.Context) error {
+	return d.pmpServer.ServePacketConn(ctx, d.pmpConn)
+}
+
+// setupAdmin opens the admin server with /metrics and /healthz.
+func (d *Daemon) setupAdmin(ctx context.Context) error {
+	d.adminMux = http.NewServeMux()
+	d.adminMux.HandleFunc("/metrics", d.metricsHandler)
+	d.adminMux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	if d.cfg.Admin.Address == "" {
+		return nil
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", d.cfg.Admin.Address)
+	if err != nil {
+		return fmt.Errorf("admin server on %s: %w (change admin.address, or set it empty to disable)", d.cfg.Admin.Address, err)
+	}
+	d.adminLn = ln
+	d.admin = &http.Server{
+		Handler:           d.adminMux,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+	}
+	return nil
+}
+
+// Serve answers requests until ctx ends or a server fails, then shuts the
+// daemon down (see Close) and returns the failure, if any. It may be
+// called once.
+func (d *Daemon) Serve(ctx context.Context) error {
+	d.serving.Lock()
+	if d.served {
+		d.serving.Unlock()
+		return errors.New("daemon: Serve called twice")
+	}
+	d.served = true
+	d.serving.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8+len(d.http))
+	run := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				d.metrics.error(errKindServer)
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); d.ext.run(ctx) }()
+	for _, h := range d.http {
+		run("UPnP HTTP server on "+h.addr.String(), func() error {
+			if err := h.srv.Serve(h.ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	if d.responder != nil {
+		run("SSDP responder", func() error { return d.responder.Serve(ctx) })
+	}
+	if d.pmpServer != nil {
+		run("NAT-PMP server", func() error { return d.servePMP(ctx) })
+	}
+	if d.admin != nil {
+		run("admin server", func() error {
+			if err := d.admin.Serve(d.adminLn); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	d.log.Info("gateway serving",
+		"backend", d.backend.Name(), "external_address", d.ext.Get(), "internal", d.cfg.Interfaces.Internal,
+		"upnp", d.DescriptionURLs(), "natpmp", d.NATPMPAddrs(), "admin", d.AdminAddr(), "mappings", d.core.Len())
+
+	var failure error
+	select {
+	case <-ctx.Done():
+		d.log.Info("gateway stopping")
+	case failure = <-errc:
+		d.log.Error("gateway stopping after a failure", "err", failure)
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer scancel()
+	for _, h := range d.http {
+		h.srv.Shutdown(sctx)
+	}
+	if d.admin != nil {
+		d.admin.Shutdown(sctx)
+	}
+	wg.Wait() // SSDP has said byebye, NAT-PMP has stopped
+	return errors.Join(failure, d.Close())
+}
+
+// Close stops the daemon without Serve's shutdown of the servers (use it
+// when New succeeded but Serve is not to be called): it closes the core,
+// removing every rule when Config.FlushOnExit is set, then the backend and
+// the store. It is safe to call more than once.
+func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() { d.closeErr = d.cleanup(d.cfg.FlushOnExit) })
+	return d.closeErr
+}
+
+// cleanup closes whatever New opened, in reverse order.
+func (d *Daemon) cleanup(flush bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var errs []error
+	for _, h := range d.http {
+		h.ln.Close()
+	}
+	if d.adminLn != nil {
+		d.adminLn.Close()
+	}
+	if d.pmpConn != nil {
+		d.pmpConn.Close()
+	}
+	if d.unsubscribe != nil {
+		d.unsubscribe()
+	}
+	if d.core != nil {
+		if err := d.core.Close(ctx, flush); err != nil {
+			errs = append(errs, fmt.Errorf("closing the mapping table: %w", err))
+		}
+		if flush {
+			d.log.Info("removed every mapping (flush on exit)")
+		}
+	}
+	if d.publisher != nil {
+		d.publisher.Close()
+	}
+	if flush && d.nftb != nil {
+		if err := d.nftb.Destroy(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("removing the nft table: %w", err))
+		}
+	}
+	if d.backend != nil {
+		if err := d.backend.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the %s backend: %w", d.backend.Name(), err))
+		}
+	}
+	if d.store != nil {
+		if err := d.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the state directory: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

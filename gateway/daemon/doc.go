@@ -1,0 +1,49 @@
+// Package daemon runs portfwd's router-side gateway, the equivalent of
+// miniupnpd: it wires the mapping core (package gateway) to a firewall
+// backend (nft, relay or memory), a lease store, and the protocol servers
+// that LAN hosts talk to: UPnP IGD over HTTP (package igd) with SSDP
+// discovery (package ssdp) and GENA eventing (package upnp), and NAT-PMP
+// (package natpmp) on UDP 5351.
+//
+// # Where requests are accepted
+//
+// Everything the daemon answers is for the LAN only, as IGDv2 and RFC 6886
+// require:
+//
+//   - the UPnP HTTP server listens on the IPv4 addresses of the internal
+//     interfaces, and drops a connection at once, without a byte, when its
+//     peer is neither on one of the internal subnets nor an address of the
+//     router itself (Linux accepts packets for any local address on any
+//     interface, so a WAN neighbour could otherwise route to the LAN address);
+//   - SSDP answers and announces on the internal interfaces only, judged by
+//     the interface each search arrived on;
+//   - NAT-PMP answers only requests that arrived on an internal interface and
+//     are addressed to that interface's own address.
+//
+// # Protocol semantics
+//
+// The adapters in upnp.go and natpmp.go translate each protocol onto
+// gateway.Core. UPnP: the requester is the TCP peer; IGDv2's lease 0
+// arrives as 604800 s (the igd server converts it); NewEnabled=0 stores a
+// mapping that holds its port without being installed in the backend; core
+// errors become UPnP codes through gateway.UPnPCode (UPnPCodeV1 when
+// serving IGDv1). NAT-PMP: a mapping is identified by the requester and
+// its internal port, so a repeated request returns the same external port;
+// the suggested port is a hint (AddAny); lifetime 0 deletes, and internal
+// port 0 with lifetime 0 deletes all of the requester's mappings of that
+// protocol; the epoch is the time since the store's epoch origin, which
+// only resets when the lease store is lost.
+//
+// PCP (RFC 6887) shares UDP 5351 with NAT-PMP: version-2 packets are to be
+// handed to a PCP server before NAT-PMP sees them; see natpmp.go.
+//
+// # Lifecycle
+//
+// New opens the store (restoring leases: the core re-checks them against the
+// current policy and re-applies them to the backend), the backend and every
+// socket, so that configuration and port problems show up before Serve.
+// Serve runs until its context ends and then shuts down: SSDP byebye, the
+// listeners closed, the core closed. Installed rules and stored leases are
+// kept, so that a restart does not interrupt traffic, unless
+// Config.FlushOnExit asks for the rules to be removed.
+package daemon

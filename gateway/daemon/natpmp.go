@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"runtime/debug"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/natpmp"
+)
+
+// natpmpHandler is the natpmp.Handler of the daemon: it translates NAT-PMP
+// (RFC 6886) onto gateway.Core. NAT-PMP identifies a mapping by the
+// requester and its internal port; the requester is always the packet's
+// source address, which is also the mapping's internal address.
+//
+// PCP (RFC 6887) uses the same UDP port. natpmp.Server answers version-2
+// packets with "unsupported version", which makes PCP clients fall back to
+// NAT-PMP; a PCP server plugs in ahead of it, in servePMP.
+type natpmpHandler struct {
+	core    *gateway.Core
+	ext     *externalAddr
+	metrics *metrics
+	log     *slog.Logger
+}
+
+var _ natpmp.Handler = (*natpmpHandler)(nil)
+
+// natpmpDescription labels mappings made over NAT-PMP, which carries no
+// description, in lists and on the admin page.
+const natpmpDescription = "NAT-PMP"
+
+func (h *natpmpHandler) ExternalAddress(_ context.Context, client netip.Addr) (addr netip.Addr, rc natpmp.ResultCode) {
+	defer h.catch("external address", client, &rc)
+	a := h.ext.Get()
+	rc = natpmp.Success
+	if !a.IsValid() {
+		rc = natpmp.NetworkFailure
+	}
+	h.metrics.request("natpmp", "external_address", int(rc))
+	return a, rc
+}
+
+// Map creates, refreshes or deletes the client's mapping of internalPort.
+//
+// A request for an internal port the client already has mapped returns
+// that mapping's external port, refreshed, whatever port it suggests, so
+// that a retransmitted or renewed request gets the same answer. Otherwise
+// the suggested port (or, when 0, the internal port) is where the search
+// for a free port starts: NAT-PMP clients accept another port, so a port
+// held by another client or reserved yields the next free one instead of
+// a refusal. The lifetime is clamped by the policy (MinLease, MaxLease)
+// and the granted one is returned.
+func (h *natpmpHandler) Map(ctx context.Context, client netip.Addr, proto natpmp.Protocol, internalPort, suggested uint16, lifetime uint32) (ext uint16, granted uint32, rc natpmp.ResultCode) {
+	defer h.catch("map", client, &rc)
+	p := gateway.TCP
+	action := "map_tcp"
+	if proto == natpmp.UDP {
+		p, action = gateway.UDP, "map_udp"
+	}
+	req := gateway.Requester{Addr: client, Source: gateway.SourceNATPMP}
+	var err error
+	if lifetime == 0 {
+		action = "delete" + action[3:]
+		err = h.delete(ctx, req, p, internalPort)
+	} else {
+		ext, granted, err = h.add(ctx, req, p, internalPort, suggested, lifetime)
+	}
+	rc = natpmp.ResultCode(gateway.NATPMPResult(err))
+	if err != nil {
+		h.metrics.countErr(err)
+		if errors.Is(err, errRefusingPrivate) {
+			rc = natpmp.NetworkFailure
+		}
+		h.log.Debug("natpmp: request refused", "client", client, "action", action, "internal_port", internalPort, "result", rc, "err", err)
+	}
+	h.metrics.request("natpmp", action, int(rc))
+	return ext, granted, rc
+}
+
+// errRefusingPrivate marks requests refused because of
+// refuse_private_external.
+var errRefusingPrivate = errors.New("the external address is not public")
+
+func (h *natpmpHandler) add(ctx context.Context, req gateway.Requester, p gateway.Protocol, internalPort, suggested uint16, lifetime uint32) (uint16, uint32, error) {
+	if err := h.ext.refusing(); err != nil {
+		return 0, 0, errors.Join(errRefusingPrivate, err)
+	}
+	m := gateway.Mapping{
+		Protocol:     p,
+		ExternalPort: suggested,
+		InternalAddr: req.Addr,
+		InternalPort: internalPort,
+		Enabled:      true,
+		Description:  natpmpDescription,
+	}
+	if held, ok := h.core.FindByInternal(req.Addr, p, internalPort); ok {
+		// A renewal: keep the port the client was given, and what the
+		// mapping was (a UPnP mapping of the same port keeps its label).
+		m.ExternalPort = held.ExternalPort
+		m.RemoteHost = held.RemoteHost
+		if held.Description != "" {
+			m.Description = held.Description
+		}
+	}
+	if m.ExternalPort == 0 {
+		m.ExternalPort = internalPort
+	}
+	now := h.core.Now()
+	m.Expires = now.Add(time.Duration(lifetime) * time.Second)
+	got, err := h.core.AddAny(ctx, req, m)
+	if err != nil {
+		return 0, 0, err
+	}
+	return got.ExternalPort, got.LeaseSeconds(now), nil
+}
+
+// delete removes the client's mapping of internalPort, or with internal
+// port 0 all its mappings of p. Deleting what does not exist succeeds
+// (RFC 6886 section 3.4), so that a retransmitted deletion gets the same
+// answer.
+func (h *natpmpHandler) delete(ctx context.Context, req gateway.Requester, p gateway.Protocol, internalPort uint16) error {
+	if internalPort == 0 {
+		_, err := h.core.DeleteAllFor(ctx, req, p)
+		return err
+	}
+	held, ok := h.core.FindByInternal(req.Addr, p, internalPort)
+	if !ok {
+		return nil
+	}
+	err := h.core.Delete(ctx, req, p, held.ExternalPort, held.RemoteHost)
+	if errors.Is(err, gateway.ErrNoSuchEntry) {
+		return nil // deleted meanwhile
+	}
+	return err
+}
+
+// catch turns a panic in a handler into a network-failure answer, so that
+// one bad request never stops the NAT-PMP server.
+func (h *natpmpHandler) catch(what string, client netip.Addr, rc *natpmp.ResultCode) {
+	if p := recover(); p != nil {
+		h.metrics.error(errKindPanic)
+		h.log.Error("natpmp: panic while answering a request; answered network failure",
+			"request", what, "client", client, "panic", p, "stack", string(debug.Stack()))
+		*rc = natpmp.NetworkFailure
+	}
+}

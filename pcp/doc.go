@@ -1,0 +1,52 @@
+// Package pcp implements the Port Control Protocol (PCP, RFC 6887): the wire
+// codec, a client that asks a router for port mappings, and the
+// request-handling half of a server that a gateway daemon plugs its
+// mapping table into.
+//
+// PCP is NAT-PMP's successor and shares its UDP port, 5351; packets of the
+// two are told apart by their first byte, the version: 0 for NAT-PMP, 2 for
+// PCP (IsPCP). Unlike NAT-PMP it speaks IPv6 as well as IPv4 (addresses
+// travel as 128 bits, IPv4 in IPv4-mapped form), names each mapping's owner
+// with a random nonce, and carries options: THIRD_PARTY, PREFER_FAILURE
+// and FILTER.
+//
+// The codec (AppendRequest, ParseRequest, AppendResponse, ParseResponse)
+// is made of pure functions over byte slices, so it can be table-tested and
+// fuzzed without a network. Its errors tell a server how to answer a bad
+// request (HandlePacket acts on them).
+//
+// Client does one request exchange per call over a fresh UDP socket
+// connected to the gateway, retransmitting on RFC 6887 §8.1.1's schedule
+// but with a 250 ms first wait instead of 3 s (see DefaultInitialTimeout
+// for why), until a reply arrives, the attempts run out, or the context
+// ends. Every non-zero result code surfaces as a *ResultError whose message
+// tells the user what to do. The client keeps the server's epoch (RFC 6887
+// §8.5) to notice when the router rebooted and lost its mappings.
+//
+// A mapping can only be refreshed or deleted with the nonce that made it.
+// MapResult carries it; NonceStore keeps it on disk for a later process,
+// such as a command-line "unmap".
+//
+// HandlePacket and Server answer requests through a Handler, which is
+// where the router's mapping table lives; they own no socket, so that a
+// daemon can serve NAT-PMP and PCP on one.
+//
+// Quirks of deployed implementations that this package copes with are
+// documented where they are handled; in short:
+//
+//   - A NAT-PMP-only gateway answers a PCP request with a NAT-PMP
+//     Unsupported Version reply (version 0, 16-bit result), and a draft
+//     implementation with a version 1 one; the client reports both as
+//     ResultUnsuppVersion with the version the server speaks, instead of
+//     waiting for a PCP reply that never comes.
+//   - miniupnpd 2.3 answers a delete of a mapping that does not exist with
+//     NO_RESOURCES instead of SUCCESS, refuses a delete whose nonce does
+//     not match with NOT_AUTHORIZED but lets a MAP with another nonce
+//     replace the mapping, sends error responses with lifetime 0 for long
+//     lifetime errors, and answers an option valid for MAP only that comes
+//     with PEER with MALFORMED_REQUEST (this package's server answers
+//     MALFORMED_OPTION).
+//   - tailscale's portmapper releases its PCP mappings with a fresh nonce,
+//     which servers that check nonces refuse; this package's Delete
+//     requires the mapping's nonce for that reason.
+package pcp
