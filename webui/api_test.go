@@ -397,7 +397,8 @@ func TestDiscoveryRunsInTheBackground(t *testing.T) {
 	})
 	_ = d
 
-	start := time.Now()
+	// Discovery waits for release, so these would hang if they waited
+	// for it (request gives up after 10 s).
 	res, page := e.request("GET", "/?token="+testToken, nil, nil)
 	if res.StatusCode != http.StatusOK || !strings.Contains(string(page), "searching (test)...") {
 		t.Errorf("the page during discovery: %d\n%s", res.StatusCode, page)
@@ -411,9 +412,6 @@ func TestDiscoveryRunsInTheBackground(t *testing.T) {
 	json.Unmarshal(body, &ae)
 	if !strings.Contains(ae.Error, "still searching") {
 		t.Errorf("mappings during discovery: %+v", ae)
-	}
-	if time.Since(start) > time.Second {
-		t.Errorf("requests during discovery took %v", time.Since(start))
 	}
 
 	close(release)
@@ -510,17 +508,31 @@ func TestPollingOnlyWhileListening(t *testing.T) {
 	}
 	st, _ := e.events(withToken())
 	next[table](st, "mappings", nil)
-	time.Sleep(150 * time.Millisecond)
-	if n := g.Calls("List") - n0; n < 3 {
-		t.Errorf("only %d reads in 150 ms at a 10 ms interval while a browser listens", n)
+	if !eventually(func() bool { return g.Calls("List")-n0 >= 5 }) {
+		t.Errorf("only %d reads at a 10 ms interval while a browser listens", g.Calls("List")-n0)
 	}
 	st.close()
-	time.Sleep(100 * time.Millisecond) // the server notices the closed stream
-	n1 := g.Calls("List")
-	time.Sleep(150 * time.Millisecond)
-	if n := g.Calls("List") - n1; n > 0 {
-		t.Errorf("%d reads after the last browser left", n)
+	// Once the server notices the closed stream, the reads stop.
+	stable := eventually(func() bool {
+		n := g.Calls("List")
+		time.Sleep(100 * time.Millisecond) // ten poll intervals
+		return g.Calls("List") == n
+	})
+	if !stable {
+		t.Errorf("the table is still read after the last browser left")
 	}
+}
+
+// eventually reports whether cond becomes true within 5 s.
+func eventually(cond func() bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }
 
 // watcher is a Watcher that reports when told to.
@@ -581,7 +593,7 @@ func TestSlowGatewayBlocksNothingElse(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	e := newEnv(t, func(s *webui.Server) { s.Timeout = 1500 * time.Millisecond }, g)
+	e := newEnv(t, func(s *webui.Server) { s.Timeout = time.Second }, g)
 	done := make(chan apiError, 1)
 	go func() {
 		h := withToken()
@@ -592,7 +604,6 @@ func TestSlowGatewayBlocksNothingElse(t *testing.T) {
 		done <- ae
 	}()
 	<-entered
-	start := time.Now()
 	e.call("GET", "/api/gateways", nil, http.StatusOK, nil)
 	e.call("GET", "/api/mappings", nil, http.StatusOK, nil)
 	e.call("GET", "/api/gateway", nil, http.StatusOK, nil)
@@ -601,12 +612,9 @@ func TestSlowGatewayBlocksNothingElse(t *testing.T) {
 	}
 	st, _ := e.events(withToken())
 	next[gateways](st, "gateways", nil)
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("other requests took %v while the router was busy", d)
-	}
 	select {
 	case <-done:
-		t.Fatal("the Add finished before its deadline")
+		t.Fatal("the Add ended before the other requests were answered: they waited for it")
 	default:
 	}
 	ae := <-done

@@ -102,7 +102,9 @@ func (e *env) request(method, path string, body any, header http.Header) (*http.
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, e.hs.URL+path, rd)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, e.hs.URL+path, rd)
 	if err != nil {
 		e.t.Fatal(err)
 	}

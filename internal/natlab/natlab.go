@@ -135,6 +135,13 @@ type Options struct {
 	// returns an empty address, NAT-PMP answers result 3 (network failure),
 	// AddPortMapping fails with 501.
 	DoubleNAT bool
+	// Quiet runs miniupnpd as a daemon without -d, so that it logs nothing
+	// (its syslog goes to /dev/null): debug logging costs it time per
+	// request, and benchmarks compare it with debug off. Its log and the
+	// STUN verdict check are then unavailable, and Lab.Miniupnpd is the
+	// parent process that exits after forking; MiniupnpdPID finds the
+	// daemon.
+	Quiet bool
 	// MiniupnpdConf, if set, may change miniupnpd's configuration before it
 	// is written. The nftables table and chain names must stay as they are:
 	// the lab creates those objects.
@@ -587,14 +594,38 @@ func (l *Lab) startMiniupnpd() error {
 	// mount only affects the private mount namespace of `ip netns exec`;
 	// without a /dev/console it is skipped.
 	const wrap = `mount --bind /dev/null /dev/console 2>/dev/null; exec "$@"`
-	p, err := l.start("miniupnpd.log", HostRouter, "sh", "-c", wrap, "miniupnpd",
-		l.mustTool("miniupnpd"), "-d", "-f", conf, "-P", filepath.Join(l.RunDir, "miniupnpd.pid"))
+	args := []string{"-d", "-f", conf, "-P", filepath.Join(l.RunDir, "miniupnpd.pid")}
+	if l.opts.Quiet {
+		args = args[1:]
+	}
+	p, err := l.start("miniupnpd.log", HostRouter, "sh", append([]string{"-c", wrap, "miniupnpd", l.mustTool("miniupnpd")}, args...)...)
 	if err != nil {
 		return err
 	}
 	p.Name = "miniupnpd"
 	l.Miniupnpd = p
+	if l.opts.Quiet {
+		// The parent exits once the daemon has forked: wait for the port.
+		addr := netip.AddrPortFrom(l.RouterLANIP, l.Conf.HTTPPort)
+		if err := l.waitTCP(HostLAN, addr, 10*time.Second, nil); err != nil {
+			return fmt.Errorf("natlab: quiet miniupnpd did not start: %w", err)
+		}
+		return nil
+	}
 	return l.waitMiniupnpd(p)
+}
+
+// MiniupnpdPID returns the running daemon's PID, from its PID file.
+func (l *Lab) MiniupnpdPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(l.RunDir, "miniupnpd.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("natlab: miniupnpd PID file: %w", err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil {
+		return 0, fmt.Errorf("natlab: miniupnpd PID file: %w", err)
+	}
+	return pid, nil
 }
 
 func (l *Lab) mustTool(name string) string {

@@ -1,0 +1,187 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/portfwd/portfwd/internal/natlab"
+)
+
+type phase struct {
+	Phase            string  `json:"phase"`
+	N                int     `json:"n"`
+	Seconds          float64 `json:"seconds"`
+	PerSec           float64 `json:"per_sec"`
+	P50ms            float64 `json:"p50_ms"`
+	FirstTenthPerSec float64 `json:"first_tenth_per_sec"`
+	LastTenthPerSec  float64 `json:"last_tenth_per_sec"`
+	Entries          int     `json:"entries"`
+}
+
+// load runs the load generator on the LAN host and returns its phases.
+func load(t *testing.T, l *natlab.Lab, args ...string) []phase {
+	t.Helper()
+	bin := natlab.GoBuild(t, "github.com/portfwd/portfwd/bench/loadgen")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	base := []string{"-upnp", fmt.Sprintf("http://%s:5000/ctl/IPConn", l.RouterLANIP), "-natpmp", l.RouterLANIP.String() + ":5351", "-client", l.LANIP.String()}
+	cmd := l.Cmd(ctx, natlab.HostLAN, bin, append(base, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(interface{ Stderr() []byte }); ok {
+			stderr = string(ee.Stderr())
+		}
+		t.Fatalf("loadgen %v: %v\n%s%s", args, err, out, stderr)
+	}
+	var ps []phase
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var p phase
+		if err := json.Unmarshal([]byte(line), &p); err != nil {
+			t.Fatalf("loadgen output %q: %v", line, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+func rssMiB(t *testing.T, pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("RSS of %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return float64(kb) / 1024
+		}
+	}
+	t.Fatalf("no VmRSS for %d", pid)
+	return 0
+}
+
+// startGateway runs portfwd's gateway with the nft backend on the lab's
+// router, as a daemon would run (info logging off: warn only), and waits
+// until it answers.
+func startGateway(t *testing.T, l *natlab.Lab, stateDir string) (*natlab.Process, time.Duration) {
+	bin := natlab.GoBuild(t, "github.com/portfwd/portfwd/cmd/portfwd")
+	start := time.Now()
+	p := l.Start(t, natlab.HostRouter, bin, "gateway", "--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
+		"--external-ip", l.RouterWANIP.String(), "--backend", "nft", "--state-dir", stateDir, "--log-level", "warn", "--admin", "off")
+	l.WaitTCP(t, natlab.HostLAN, netip.AddrPortFrom(l.RouterLANIP, 5000), 30*time.Second, p)
+	return p, time.Since(start)
+}
+
+func count(t *testing.T, l *natlab.Lab) int {
+	for _, p := range load(t, l, "-phases", "soap-list") {
+		return p.Entries
+	}
+	return 0
+}
+
+type gwRow struct {
+	name       string
+	ours, mini string
+	target     string
+}
+
+// TestLabBenchGateway drives miniupnpd and portfwd's gateway (both with the
+// nftables backend, debug logging off) with the same load generator from
+// the LAN host, and prints one table.
+func TestLabBenchGateway(t *testing.T) {
+	requireBench(t)
+	n := 1000
+	full := os.Getenv("PORTFWD_BENCH_FULL") == "1"
+	var rows []gwRow
+	fmtRate := func(p phase) string { return fmt.Sprintf("%.0f/s", p.PerSec) }
+	grow := func(p phase) string {
+		return fmt.Sprintf("%.0f/s (first 10%%: %.0f/s, last 10%%: %.0f/s)", p.PerSec, p.FirstTenthPerSec, p.LastTenthPerSec)
+	}
+
+	// miniupnpd.
+	lm := natlab.Start(t, natlab.Options{Quiet: true})
+	m1 := load(t, lm, "-n", strconv.Itoa(n), "-phases", "natpmp-pairs,soap-pairs,soap-grow,soap-list,soap-clear")
+	miniPID, err := lm.MiniupnpdPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	miniRSS := rssMiB(t, miniPID)
+	mini10k := map[string]phase{}
+	if full {
+		for _, p := range load(t, lm, "-n", "10000", "-base", "40000", "-phases", "soap-grow,soap-list") {
+			mini10k[p.Phase] = p
+		}
+	}
+
+	// portfwd gateway.
+	lg := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
+	state := filepath.Join(lg.RunDir, "gw")
+	gw, startup := startGateway(t, lg, state)
+	g1 := load(t, lg, "-n", strconv.Itoa(n), "-phases", "natpmp-pairs,soap-pairs,soap-grow,soap-list,soap-clear")
+	ours10k := map[string]phase{}
+	for _, p := range load(t, lg, "-n", "10000", "-base", "40000", "-phases", "soap-grow,soap-list") {
+		ours10k[p.Phase] = p
+	}
+	rss10k := rssMiB(t, gw.PID())
+	// kill -9 with 10,000 leases, restart: time to serving with all restored.
+	syscall.Kill(gw.PID(), syscall.SIGKILL)
+	<-gw.Done()
+	gw, restore := startGateway(t, lg, state)
+	if got := count(t, lg); got != 10000 {
+		t.Errorf("after kill -9 and restart %d leases are listed, want 10000", got)
+	}
+	_ = startup
+
+	byName := func(ps []phase, name string) phase {
+		for _, p := range ps {
+			if p.Phase == name {
+				return p
+			}
+		}
+		return phase{}
+	}
+	rows = append(rows,
+		gwRow{"SOAP AddPortMapping+DeletePortMapping pairs", fmtRate(byName(g1, "soap-pairs")), fmtRate(byName(m1, "soap-pairs")), ">= 2x"},
+		gwRow{fmt.Sprintf("SOAP adds, table growing to %d", n), grow(byName(g1, "soap-grow")), grow(byName(m1, "soap-grow")), ">= 2x, no slow-down"},
+		gwRow{"SOAP adds, table growing 1,000 -> 11,000", grow(ours10k["soap-grow"]), valueOr(mini10k, "soap-grow", grow, "not run (PORTFWD_BENCH_FULL=1)"), "no slow-down"},
+		gwRow{fmt.Sprintf("full listing, %d entries (GetGeneric walk)", n), fmt.Sprintf("%.3f s", byName(g1, "soap-list").Seconds), fmt.Sprintf("%.3f s", byName(m1, "soap-list").Seconds), ""},
+		gwRow{"full listing, 10,000 entries", fmt.Sprintf("%.3f s", ours10k["soap-list"].Seconds), valueOr(mini10k, "soap-list", func(p phase) string { return fmt.Sprintf("%.3f s", p.Seconds) }, "not run"), ""},
+		gwRow{"NAT-PMP map+unmap pairs", fmtRate(byName(g1, "natpmp-pairs")), fmtRate(byName(m1, "natpmp-pairs")), ">= 2x"},
+		gwRow{"restart (kill -9) to serving, 10,000 leases", restore.Round(time.Millisecond).String(), "", ""},
+		gwRow{"RSS", fmt.Sprintf("%.1f MiB (10,000 mappings)", rss10k), fmt.Sprintf("%.1f MiB (after the %d-entry run)", miniRSS, n), ""},
+	)
+
+	// 65,535 mappings: TCP 10000-65535 and UDP 10000-19998.
+	load(t, lg, "-n", "30000", "-base", "10000", "-phases", "soap-grow")
+	load(t, lg, "-n", "15536", "-base", "50000", "-phases", "soap-grow")
+	load(t, lg, "-n", "9999", "-base", "10000", "-proto", "UDP", "-phases", "soap-grow")
+	total := count(t, lg)
+	rows = append(rows, gwRow{fmt.Sprintf("RSS with %d mappings", total), fmt.Sprintf("%.1f MiB", rssMiB(t, gw.PID())), "", "<= 64 MiB"})
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ngateway benchmark: portfwd gateway vs miniupnpd 2.3 (nft backend both, debug off, same load generator)\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measure\tportfwd gateway\tminiupnpd\ttarget")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.name, r.ours, r.mini, r.target)
+	}
+	tw.Flush()
+	fmt.Print(b.String())
+}
+
+func valueOr(m map[string]phase, k string, f func(phase) string, def string) string {
+	if p, ok := m[k]; ok {
+		return f(p)
+	}
+	return def
+}

@@ -1,0 +1,125 @@
+package pcp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/portfwd/portfwd/pcp"
+)
+
+// router is a stand-in for a real router's mapping table: it grants every
+// mapping on the suggested port, or the internal one. (A real Handler also
+// keeps each mapping's nonce and refuses another with NOT_AUTHORIZED.)
+type router struct{}
+
+func (router) Map(_ context.Context, req pcp.MapContext) (pcp.MapGrant, pcp.ResultCode) {
+	port := req.SuggestedExternalPort
+	if port == 0 {
+		port = req.InternalPort
+	}
+	return pcp.MapGrant{ExternalPort: port, ExternalAddr: netip.MustParseAddr("203.0.113.1")}, pcp.ResultSuccess
+}
+
+func (router) Peer(context.Context, pcp.PeerContext) (pcp.MapGrant, pcp.ResultCode) {
+	return pcp.MapGrant{}, pcp.ResultUnsuppOpcode
+}
+
+// serve answers PCP on pc with s until pc is closed, as a gateway daemon
+// would on port 5351 (where it would also hand packets for which IsPCP is
+// false to its NAT-PMP server).
+func serve(pc net.PacketConn, s *pcp.Server) {
+	buf := make([]byte, pcp.MaxPacketLen)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		src := from.(*net.UDPAddr).AddrPort()
+		if !pcp.IsPCP(buf[:n]) {
+			continue
+		}
+		if resp := s.HandleUDP(context.Background(), buf[:n], src, netip.AddrPort{}); resp != nil {
+			pc.WriteTo(resp, from)
+		}
+	}
+}
+
+func ExampleClient_Map() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// So that the example runs anywhere, the "router" is a PCP server on
+	// the loopback interface. A real program would use its default
+	// gateway, on pcp.ServerPort.
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pc.Close()
+	go serve(pc, &pcp.Server{Handler: router{}})
+	gateway := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	c := &pcp.Client{Gateway: gateway}
+	m, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.TCP, InternalPort: 8080, SuggestedExternalPort: 8080, Lifetime: time.Hour})
+	var refused *pcp.ResultError
+	switch {
+	case errors.As(err, &refused) && refused.Code == pcp.ResultNotAuthorized:
+		fmt.Println("allow this host in the router's PCP settings:", err)
+		return
+	case err != nil:
+		fmt.Println(err)
+		return
+	}
+	// The router may grant another port and another lifetime than asked.
+	fmt.Printf("%v:%d forwards to port %d for %v\n", m.ExternalAddr, m.ExternalPort, m.InternalPort, m.Lifetime)
+
+	// Refresh halfway through the lifetime with Refresh(ctx, m, 0); when
+	// done, delete the mapping: that takes its nonce.
+	if err := c.Delete(ctx, pcp.TCP, 8080, m.Nonce); err != nil {
+		fmt.Println(err)
+	}
+	// Output: 203.0.113.1:8080 forwards to port 8080 for 1h0m0s
+}
+
+// A command that maps a port in one run and deletes the mapping in another
+// keeps the mapping's nonce in between.
+func ExampleNonceStore() {
+	dir, err := os.MkdirTemp("", "nonces")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	store := pcp.NonceStore{Dir: dir} // pcp.DefaultNonceDir() in a real program
+	gateway := netip.MustParseAddr("192.168.1.1")
+
+	// "portfwd map": after Client.Map returned m.
+	m := pcp.MapResult{Nonce: pcp.NewNonce(), Protocol: pcp.TCP, InternalPort: 8080, ExternalPort: 8080, Lifetime: time.Hour}
+	if err := store.Save(m.Record(gateway, time.Now())); err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	// "portfwd unmap", later: load the nonce, delete with it, forget it.
+	saved, err := store.Load(gateway, pcp.TCP, 8080)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("same nonce:", saved.Nonce == m.Nonce)
+	// ... client.Delete(ctx, pcp.TCP, 8080, saved.Nonce), then:
+	if err := store.Delete(gateway, pcp.TCP, 8080); err != nil {
+		fmt.Println(err)
+	}
+	_, err = store.Load(gateway, pcp.TCP, 8080)
+	fmt.Println("forgotten:", errors.Is(err, pcp.ErrNotStored))
+	// Output:
+	// same nonce: true
+	// forgotten: true
+}
