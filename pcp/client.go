@@ -25,7 +25,7 @@ import (
 // for a 250 ms first wait (RFC 6886 §3.1); tailscale's portmapper gives PCP
 // and NAT-PMP 250 ms in all to answer. A 3-second first wait would make an
 // interactive command hang for no gain, so the client starts at 250 ms and
-// doubles, with the RFC's ±10% randomisation and cap. Sending a request
+// doubles, with the RFC's ±10% randomization and cap. Sending a request
 // again is harmless, because the nonce makes a MAP idempotent: the server
 // answers the copy with the same mapping. The number of attempts is bounded
 // (unlike the RFC's endless retransmission, which assumes a daemon keeping
@@ -241,7 +241,7 @@ func (c *Client) Refresh(ctx context.Context, prev MapResult, lifetime time.Dura
 
 // Delete deletes this host's proto mapping of internalPort. nonce must be
 // the nonce of the request that made the mapping: a server refuses any
-// other with NOT_AUTHORIZED (RFC 6887 §11.3 and §15), which is what keeps
+// other with NOT_AUTHORIZED (RFC 6887 §11.3), which is what keeps
 // other hosts' programs from deleting it. A program that deletes the
 // mapping of an earlier process gets the nonce from a NonceStore.
 //

@@ -216,7 +216,7 @@ func (c ResultCode) ShortLifetime() bool {
 // the nonce that created it (RFC 6887 §11.3), so a client that wants to
 // delete its mapping later, from another process even, must keep it (see
 // NonceStore).
-type Nonce [nonceLen]byte
+type Nonce [12]byte
 
 // NewNonce returns a random nonce, from crypto/rand: it is a capability, so
 // other hosts must not be able to guess it.

@@ -14,7 +14,8 @@ type ResultError struct {
 	Op   Opcode
 	Code ResultCode
 	// Lifetime is how long the server says the same request will keep
-	// failing (RFC 6887 §7.2): do not retry it sooner.
+	// failing (RFC 6887 §7.2): do not retry it sooner. 0 means the server
+	// did not say; miniupnpd 2.3 sends 0 for every long lifetime error.
 	Lifetime time.Duration
 	// Version is the protocol version of the response. With
 	// ResultUnsuppVersion it is the highest version the server speaks:

@@ -23,8 +23,8 @@ type Options struct {
 	Methods []Method
 	// GatewayURL is a UPnP root description URL: when set, SSDP is skipped.
 	GatewayURL string
-	// NATPMPServer is the NAT-PMP server to use instead of the default
-	// route's gateway.
+	// NATPMPServer is the NAT-PMP and PCP server (they share a port) to
+	// use instead of the default route's gateway.
 	NATPMPServer netip.AddrPort
 	// Interfaces limits SSDP multicast to these interfaces.
 	Interfaces []string
@@ -65,7 +65,7 @@ type Progress struct {
 }
 
 // natpmpGrace is how long discovery keeps waiting for a UPnP answer after a
-// NAT-PMP gateway answered: UPnP can list and describe mappings, NAT-PMP
+// NAT-PMP or PCP gateway answered: UPnP can list and describe mappings, NAT-PMP
 // cannot, so when a router speaks both we want the UPnP side. LAN routers
 // answer SSDP within a few milliseconds; this only costs time on routers
 // that speak NAT-PMP alone.
@@ -177,6 +177,19 @@ func Discover(ctx context.Context, o Options) ([]Gateway, error) {
 			})
 		}
 	}
+	if o.wants(PCP) {
+		// PCP shares NAT-PMP's server port; its ANNOUNCE is the probe.
+		server := o.NATPMPServer
+		if !server.IsValid() && o.GatewayURL == "" && defGW.IsValid() {
+			server = netip.AddrPortFrom(defGW, 5351)
+		}
+		if server.IsValid() {
+			launch("PCP at "+server.String(), func() {
+				g, err := probePCP(ctx, &o, server)
+				results <- candidate{gw: g, err: err}
+			})
+		}
+	}
 	if len(tried) == 0 {
 		return nil, fmt.Errorf("%w: nothing to try (no default gateway, and no --gateway or --natpmp given)", ErrNoGateway)
 	}
@@ -242,12 +255,17 @@ loop:
 // sortCandidates puts preferred gateways first, then UPnP before NAT-PMP,
 // keeping arrival order otherwise.
 func sortCandidates(cs []candidate) {
+	// UPnP can list and describe; PCP is NAT-PMP's successor (nonces,
+	// PREFER_FAILURE, richer errors), so it goes before NAT-PMP.
 	score := func(c candidate) int {
 		s := 0
 		if c.preferred {
-			s += 2
+			s += 4
 		}
-		if c.gw.Method() == UPnP {
+		switch c.gw.Method() {
+		case UPnP:
+			s += 2
+		case PCP:
 			s++
 		}
 		return s

@@ -352,6 +352,16 @@ func verifyOn(ctx context.Context, gw Gateway, m Mapping) (verifyState, error) {
 			st.lost = "the router restarted (its NAT-PMP epoch went back) and lost its mappings"
 		}
 		return st, nil
+	case *pcpGateway:
+		if _, err := g.c.Announce(ctx); err != nil && !isRefusal(refusedPCP(err)) {
+			return st, err
+		}
+		if g.c.LostState() {
+			g.c.ClearLostState()
+			st.lost = "the router restarted (its PCP epoch went back) and lost its mappings"
+		}
+		st.ext, _ = g.ExternalIP(ctx)
+		return st, nil
 	case *upnpGateway:
 		ip, err := g.ExternalIP(ctx)
 		if err != nil && !isRefusal(err) {

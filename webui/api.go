@@ -149,6 +149,7 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
+	started := time.Now()
 	ctx, cancel := s.opCtx(r, 1)
 	info, err := g.gw.Info(ctx)
 	cancel()
@@ -158,7 +159,7 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 	}
 	info.UptimeSeconds = int64(info.Uptime / time.Second)
 	if info.ExternalIP.IsValid() {
-		s.storeExternal(g, info.ExternalIP, nil)
+		s.storeExternal(g, info.ExternalIP, nil, started)
 	}
 	s.mu.Lock()
 	g.info = &info
@@ -177,6 +178,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
+	started := time.Now()
 	ctx, cancel := s.opCtx(r, 10)
 	ms, err := g.gw.List(ctx, nil)
 	cancel()
@@ -187,7 +189,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.storeMappings(g, ms, err))
+	writeJSON(w, http.StatusOK, s.storeMappings(g, ms, err, started))
 }
 
 // addRequest is POST /api/mappings's body.

@@ -259,31 +259,39 @@ func (s *Server) startWatch(ctx context.Context, g *gateway) *watch {
 // refresh reads g's table and external address and pushes what changed.
 func (s *Server) refresh(ctx context.Context, g *gateway) {
 	if g.gw.Method() != portmap.NATPMP || !g.listed {
+		started := time.Now()
 		lctx, cancel := context.WithTimeout(ctx, 10*s.timeout())
 		ms, err := g.gw.List(lctx, nil)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		s.storeMappings(g, ms, err)
+		s.storeMappings(g, ms, err, started)
 	}
+	started := time.Now()
 	ectx, cancel := context.WithTimeout(ctx, s.timeout())
 	ip, err := g.gw.ExternalIP(ectx)
 	cancel()
 	if ctx.Err() != nil {
 		return
 	}
-	s.storeExternal(g, ip, err)
+	s.storeExternal(g, ip, err, started)
 }
 
-// storeMappings caches a table just read from g (ms, err as List gave
-// them) and pushes it when it differs from the cached one. A failed read
-// keeps the old table and reports why it may be stale.
-func (s *Server) storeMappings(g *gateway, ms []portmap.Mapping, err error) mappingsJSON {
-	now := time.Now()
+// storeMappings caches a table read from g (ms, err as List gave them; the
+// read started at started) and pushes it when it differs from the cached
+// one. A failed read keeps the old table and says why it may be stale. A
+// read that started before the cached one (a slow poll overtaken by an API
+// call, or the reverse) is dropped, so that an old table never replaces a
+// newer one; the newer one is returned.
+func (s *Server) storeMappings(g *gateway, ms []portmap.Mapping, err error, started time.Time) mappingsJSON {
 	sortMappings(ms)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if g.listed && started.Before(g.listedAt) {
+		return s.mappingsPayloadLocked(g, time.Now())
+	}
+	g.listedAt = started
 	unsupported := errors.Is(err, portmap.ErrNotSupported)
 	errText := ""
 	if err != nil && !unsupported {
@@ -294,23 +302,29 @@ func (s *Server) storeMappings(g *gateway, ms []portmap.Mapping, err error) mapp
 	}
 	changed := !g.listed || g.unsupported != unsupported || g.listErr != errText
 	if err == nil || len(ms) > 0 || unsupported {
-		if !sameTable(g.mappings, g.readAt, ms, now) {
+		if !sameTable(g.mappings, g.readAt, ms, started) {
 			changed = true
 		}
-		g.mappings, g.readAt = ms, now
+		g.mappings, g.readAt = ms, started
 	}
 	g.listed, g.unsupported, g.listErr = true, unsupported, errText
-	p := s.mappingsPayloadLocked(g, now)
+	p := s.mappingsPayloadLocked(g, time.Now())
 	if changed {
 		s.broadcastLocked("mappings", p)
 	}
 	return p
 }
 
-// storeExternal caches g's external address and pushes it when it changed.
-func (s *Server) storeExternal(g *gateway, ip netip.Addr, err error) externalJSON {
+// storeExternal caches g's external address, read from a request that
+// started at started, and pushes it when it changed. As with the table, an
+// older read never replaces a newer one.
+func (s *Server) storeExternal(g *gateway, ip netip.Addr, err error, started time.Time) externalJSON {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if g.extKnown && started.Before(g.extAt) {
+		return s.externalPayloadLocked(g)
+	}
+	g.extAt = started
 	errText := ""
 	if err != nil {
 		errText = s.sentence(err)

@@ -133,12 +133,16 @@ type gateway struct {
 	ext      netip.Addr
 	extErr   string
 	extKnown bool
+	extAt    time.Time // when the read that gave ext started
 
 	listed      bool
 	unsupported bool
-	mappings    []portmap.Mapping
-	readAt      time.Time
 	listErr     string
+	listedAt    time.Time // when the last stored read started
+	// mappings are from the last read that succeeded, which started at
+	// readAt: their leases count from then.
+	mappings []portmap.Mapping
+	readAt   time.Time
 }
 
 // gatewayID is a short stable name for g: the same router keeps its ID

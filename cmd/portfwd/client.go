@@ -41,8 +41,8 @@ func newFlagSet(e *env, name string, cf *clientFlags) *flag.FlagSet {
 	fs.SetOutput(e.stderr)
 	fs.BoolVar(&cf.json, "json", false, "print JSON (schema in README.md)")
 	fs.StringVar(&cf.gateway, "gateway", "", "root description URL of a UPnP gateway (skips SSDP discovery)")
-	fs.StringVar(&cf.natpmp, "natpmp", "", "NAT-PMP server HOST[:PORT] (skips default-gateway guessing)")
-	fs.StringVar(&cf.protocol, "protocol", "auto", "upnp, natpmp or auto")
+	fs.StringVar(&cf.natpmp, "natpmp", "", "NAT-PMP/PCP server HOST[:PORT] (skips default-gateway guessing)")
+	fs.StringVar(&cf.protocol, "protocol", "auto", "upnp, natpmp, pcp or auto")
 	fs.StringVar(&cf.iface, "interface", "", "network interface(s) to search on, comma-separated (default: all)")
 	fs.DurationVar(&cf.timeout, "timeout", 3*time.Second, "give up discovery and each request after this long")
 	fs.BoolVar(&cf.verbose, "v", false, "log protocol details to stderr")
@@ -78,8 +78,10 @@ func (cf *clientFlags) options(e *env) (portmap.Options, error) {
 		o.Methods = []portmap.Method{portmap.UPnP}
 	case "natpmp", "nat-pmp":
 		o.Methods = []portmap.Method{portmap.NATPMP}
+	case "pcp":
+		o.Methods = []portmap.Method{portmap.PCP}
 	default:
-		return o, usagef("--protocol must be upnp, natpmp or auto, not %q", cf.protocol)
+		return o, usagef("--protocol must be upnp, natpmp, pcp or auto, not %q", cf.protocol)
 	}
 	o.GatewayURL = cf.gateway
 	if cf.natpmp != "" {

@@ -87,7 +87,6 @@ func (g *labGateway) stop(t *testing.T) {
 	if strings.Contains(out, "level=ERROR") {
 		t.Errorf("the gateway logged errors:\n%s", out)
 	}
-	t.Logf("GWLOG\n%s", out)
 	if !strings.Contains(out, "gateway stopping") {
 		t.Errorf("the gateway did not log its shutdown:\n%s", out)
 	}

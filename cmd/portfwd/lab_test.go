@@ -343,3 +343,42 @@ func TestLabKeepAgainstMiniupnpd(t *testing.T) {
 		t.Fatalf("mapping still there after keep exited:\n%s", out)
 	}
 }
+
+// TestLabPCPAgainstMiniupnpd maps over PCP, proves the mapping with TCP and
+// UDP traffic, and deletes it from a later process by the nonce remembered
+// in the state directory (a wrong nonce would be refused NOT_AUTHORIZED).
+func TestLabPCPAgainstMiniupnpd(t *testing.T) {
+	l := natlab.Start(t, natlab.Options{})
+	pcpFlags := []string{"--protocol", "pcp"}
+	r := ok(t, l, append([]string{"discover"}, pcpFlags...)...)
+	contains(t, "discover pcp", r.stdout, "PCP", l.RouterLANIP.String()+":5351", "external IP: "+l.RouterWANIP.String())
+
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP, 19100), "pcp-tcp")
+	r = ok(t, l, append([]string{"add", "19100", "--external", "29100", "--lease", "10m"}, pcpFlags...)...)
+	contains(t, "add pcp", r.stdout, l.RouterWANIP.String()+":29100/TCP", "PCP")
+	if got, reached := reachTCP(t, l, 29100, mustWork); !reached || got != "pcp-tcp" {
+		t.Fatalf("PCP TCP mapping: got %q (reached %v)", got, reached)
+	}
+	// Adding again refreshes with the same nonce (miniupnpd would refuse a
+	// different one for the same internal port).
+	ok(t, l, append([]string{"add", "19100", "--external", "29100", "--lease", "10m"}, pcpFlags...)...)
+	ok(t, l, append([]string{"delete", "29100/tcp"}, pcpFlags...)...)
+	if _, reached := reachTCP(t, l, 29100, mustFail); reached {
+		t.Fatal("PCP mapping still reachable after delete")
+	}
+
+	l.ServeUDPEcho(t, natlab.HostLAN, ap(l.LANIP, 19101))
+	ok(t, l, append([]string{"add", "19101", "--external", "29101", "--proto", "udp"}, pcpFlags...)...)
+	if got, reached := reachUDP(t, l, 29101, mustWork); !reached || !strings.Contains(got, "ping") {
+		t.Fatalf("PCP UDP mapping: got %q (reached %v)", got, reached)
+	}
+	ok(t, l, append([]string{"delete", "29101/udp"}, pcpFlags...)...)
+	if _, reached := reachUDP(t, l, 29101, mustFail); reached {
+		t.Fatal("PCP UDP mapping still reachable after delete")
+	}
+	// A mapping this host did not make through PCP cannot be deleted by it.
+	if r := pf(t, l, natlab.HostLAN, append([]string{"delete", "29999/tcp"}, pcpFlags...)...); r.code == 0 ||
+		!strings.Contains(r.stderr, "remembered") {
+		t.Errorf("deleting an unknown PCP mapping: %v", r)
+	}
+}

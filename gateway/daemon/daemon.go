@@ -22,6 +22,7 @@ import (
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
+	"golang.org/x/net/ipv4"
 )
 
 // Timeouts of the HTTP servers. SOAP requests and descriptions are small
@@ -554,6 +555,12 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 		return fmt.Errorf("NAT-PMP on UDP %s: %w (is another NAT-PMP or PCP daemon, such as miniupnpd, running?)", addr, err)
 	}
 	d.pmpConn = pc
+	// Ask for the arrival interface now rather than when the server starts
+	// reading: a request queued before would come without it, and be
+	// dropped as of unknown origin.
+	if err := ipv4.NewPacketConn(pc.(*net.UDPConn)).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+		return fmt.Errorf("NAT-PMP socket: cannot learn the interface requests arrive on: %w", err)
+	}
 	h := &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
 	d.pmpServer = &natpmp.Server{
 		Handler:    h,

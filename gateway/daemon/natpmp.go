@@ -109,13 +109,14 @@ func (h *natpmpHandler) add(ctx context.Context, req gateway.Requester, p gatewa
 	if m.ExternalPort == 0 {
 		m.ExternalPort = internalPort
 	}
-	now := h.core.Now()
-	m.Expires = now.Add(time.Duration(lifetime) * time.Second)
+	m.Expires = h.core.Now().Add(time.Duration(lifetime) * time.Second)
 	got, err := h.core.AddAny(ctx, req, m)
 	if err != nil {
 		return 0, 0, err
 	}
-	return got.ExternalPort, got.LeaseSeconds(now), nil
+	// Read the time after the core clamped the lease, so that a lifetime
+	// raised to MinLease is reported as that, not a second more.
+	return got.ExternalPort, got.LeaseSeconds(h.core.Now()), nil
 }
 
 // delete removes the client's mapping of internalPort, or with internal

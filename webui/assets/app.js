@@ -266,6 +266,9 @@
 
   function onMappings(p) {
     if (p.gateway !== state.selected) return;
+    // An answer that overtook a newer one (the API's and the event
+    // stream's) must not bring old rows back.
+    if (state.table && p.read_at && state.table.read_at && Date.parse(p.read_at) < Date.parse(state.table.read_at)) return;
     state.table = p;
     state.receivedAt = Date.now();
     const live = new Set(p.mappings.map(keyOf));
@@ -334,7 +337,7 @@
       actions.append(el('button', { type: 'button', class: 'check', 'aria-label': `Check that ${nameOf(m)} is reachable`, onclick: (ev) => check(m, ev.target) }, 'Check'));
     }
     cells.push(actions);
-    return el('tr', { dataset: { key } }, ...cells);
+    return el('tr', { dataset: { key }, class: m.enabled ? null : 'off' }, ...cells);
   }
 
   function render() {
@@ -657,8 +660,10 @@
   $('#confirm-cancel').addEventListener('click', () => $('#confirm-dialog').close());
 
   setInterval(tick, 1000);
-  connect();
-  // The event stream sends the same on connecting; asking too makes the
-  // page work where event streams are blocked.
-  api('GET', '/api/gateways', undefined, 'Looking for gateways…').then(onGateways, (e) => notice(e.message));
+  // Ask for the state first, then listen: every event is then newer than
+  // the answer. (The stream also starts with the state; asking makes the
+  // page work where event streams are blocked.)
+  api('GET', '/api/gateways', undefined, 'Looking for gateways…')
+    .then(onGateways, (e) => notice(e.message))
+    .finally(connect);
 })();

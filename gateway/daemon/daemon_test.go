@@ -1,0 +1,496 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/upnp"
+)
+
+// These tests run the whole daemon on the loopback interface: loopback is
+// its "LAN", every port is picked free, SSDP is off (nothing multicast
+// leaves the test), and the memory backend records what would be
+// forwarded.
+
+// loopback returns the loopback interface's name, or skips.
+func loopback(t *testing.T) string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagLoopback != 0 && ifi.Flags&net.FlagUp != 0 {
+			return ifi.Name
+		}
+	}
+	t.Skip("no loopback interface is up")
+	return ""
+}
+
+// testConfig is a daemon on loopback with the memory backend.
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.Interfaces.Internal = []string{loopback(t)}
+	cfg.ExternalAddress = ExternalAddressConfig{Source: SourceFixed, IP: "198.51.100.1"}
+	cfg.Backend = BackendMemory
+	cfg.StateDir = t.TempDir()
+	cfg.UPnP.HTTPPort = 0
+	cfg.UPnP.SSDP = false
+	cfg.NATPMP.Port = 0
+	cfg.Admin.Address = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	return cfg
+}
+
+// running is a daemon serving in the background.
+type running struct {
+	*Daemon
+	stop func() error
+}
+
+func start(t *testing.T, cfg Config) *running {
+	t.Helper()
+	d, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx) }()
+	stopped := false
+	var serr error
+	r := &running{Daemon: d}
+	r.stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			serr = <-done
+		}
+		return serr
+	}
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func (r *running) memory() *gateway.Memory { return r.backend.(*gateway.Memory) }
+
+// igdClient returns a client of the daemon's WANIPConnection whose
+// connections come from the local address from (127.0.0.1, 127.0.0.2...).
+func (r *running) igdClient(t *testing.T, from string) *igd.Client {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		Proxy:       nil,
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext,
+	}}
+	root, err := upnp.FetchDescription(context.Background(), hc, r.DescriptionURLs()[0])
+	if err != nil {
+		t.Fatalf("fetching the description: %v", err)
+	}
+	refs := igd.ConnectionServices(root)
+	if len(refs) == 0 {
+		t.Fatal("the description offers no connection service")
+	}
+	return igd.NewClient(refs[0], &upnp.Client{HTTP: hc})
+}
+
+func TestDaemonUPnP(t *testing.T) {
+	r := start(t, testConfig(t))
+	ctx := context.Background()
+	c := r.igdClient(t, "127.0.0.1")
+	if c.Version != 2 {
+		t.Errorf("service version %d, want 2 (WANIPConnection:2)", c.Version)
+	}
+	if ip, err := c.GetExternalIPAddress(ctx); err != nil || ip != netip.MustParseAddr("198.51.100.1") {
+		t.Errorf("GetExternalIPAddress = %v, %v", ip, err)
+	}
+
+	// A lease of 0 on IGDv2 is a week.
+	m := igd.PortMapping{ExternalPort: 20000, Protocol: "TCP", InternalPort: 8080, InternalClient: "127.0.0.1",
+		Enabled: true, Description: "web"}
+	if err := c.AddPortMapping(ctx, m); err != nil {
+		t.Fatalf("AddPortMapping: %v", err)
+	}
+	got, err := c.GetSpecificPortMappingEntry(ctx, "", 20000, "TCP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.InternalPort != 8080 || got.Description != "web" || got.LeaseDuration <= 604790*time.Second || got.LeaseDuration > 604800*time.Second {
+		t.Errorf("entry = %+v, want internal port 8080, lease about 604800 s", got)
+	}
+	if rule, ok := r.memory().Rule(gateway.Key{Protocol: gateway.TCP, ExternalPort: 20000}); !ok || rule.InternalPort != 8080 {
+		t.Errorf("backend rule = %v, %v", rule, ok)
+	}
+
+	// NewEnabled=0: in the table, not in the backend.
+	off := igd.PortMapping{ExternalPort: 20001, Protocol: "UDP", InternalPort: 9000, InternalClient: "127.0.0.1", Enabled: false, LeaseDuration: time.Hour}
+	if err := c.AddPortMapping(ctx, off); err != nil {
+		t.Fatalf("AddPortMapping disabled: %v", err)
+	}
+	if e, err := c.GetSpecificPortMappingEntry(ctx, "", 20001, "UDP"); err != nil || e.Enabled {
+		t.Errorf("disabled entry = %+v, %v", e, err)
+	}
+	if _, ok := r.memory().Rule(gateway.Key{Protocol: gateway.UDP, ExternalPort: 20001}); ok {
+		t.Error("a disabled mapping was installed in the backend")
+	}
+
+	// Another client: a conflict (718), and secure mode (606).
+	c2 := r.igdClient(t, "127.0.0.2")
+	m2 := m
+	m2.InternalClient = "127.0.0.2"
+	if err := c2.AddPortMapping(ctx, m2); upnp.ErrorCode(err) != igd.CodeConflictInMappingEntry {
+		t.Errorf("another client on a held port: %v, want 718", err)
+	}
+	m3 := m
+	m3.ExternalPort = 20002
+	if err := c2.AddPortMapping(ctx, m3); upnp.ErrorCode(err) != igd.CodeActionNotAuthorized {
+		t.Errorf("mapping to another host in secure mode: %v, want 606", err)
+	}
+	if err := c2.DeletePortMapping(ctx, "", 20000, "TCP"); upnp.ErrorCode(err) != igd.CodeActionNotAuthorized {
+		t.Errorf("deleting another client's mapping: %v, want 606", err)
+	}
+	// GetListOfPortMappings: without manage only one's own.
+	if l, err := c2.GetListOfPortMappings(ctx, 0, 65535, "TCP", false, 0); err != nil || len(l) != 0 {
+		t.Errorf("client 2's own list = %v, %v; want empty", l, err)
+	}
+	if l, err := c2.GetListOfPortMappings(ctx, 0, 65535, "TCP", true, 0); err != nil || len(l) != 1 || l[0].ExternalPort != 20000 {
+		t.Errorf("client 2's managed list = %v, %v; want 20000", l, err)
+	}
+
+	all, err := c.ListPortMappings(ctx, nil)
+	if err != nil || len(all) != 2 {
+		t.Errorf("ListPortMappings = %v, %v; want 2 entries", all, err)
+	}
+	if err := c.DeletePortMapping(ctx, "", 20000, "TCP"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetSpecificPortMappingEntry(ctx, "", 20000, "TCP"); upnp.ErrorCode(err) != igd.CodeNoSuchEntryInArray {
+		t.Errorf("after delete: %v, want 714", err)
+	}
+	if r.memory().Len() != 0 {
+		t.Errorf("backend still holds %v", r.memory().Rules())
+	}
+}
+
+// IGDv1 control points get the v1 codes: a quota is 501 there, 728 on v2.
+func TestDaemonErrorCodesPerVersion(t *testing.T) {
+	for _, tc := range []struct {
+		v1   bool
+		want int
+	}{{false, igd.CodeNoPortMapsAvailable}, {true, igd.CodeActionFailed}} {
+		cfg := testConfig(t)
+		cfg.UPnP.ForceIGDv1 = tc.v1
+		cfg.Policy.MaxPerClient = 1
+		r := start(t, cfg)
+		c := r.igdClient(t, "127.0.0.1")
+		ctx := context.Background()
+		m := igd.PortMapping{ExternalPort: 21000, Protocol: "TCP", InternalPort: 80, InternalClient: "127.0.0.1", Enabled: true, LeaseDuration: time.Hour}
+		if err := c.AddPortMapping(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		m.ExternalPort++
+		if err := c.AddPortMapping(ctx, m); upnp.ErrorCode(err) != tc.want {
+			t.Errorf("v1=%v: over quota: %v, want %d", tc.v1, err, tc.want)
+		}
+	}
+}
+
+// pmp sends one NAT-PMP request to the daemon and returns the answer.
+func (r *running) pmp(t *testing.T, req natpmp.Request) natpmp.Response {
+	t.Helper()
+	c, err := net.Dial("udp4", r.NATPMPAddrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write(natpmp.AppendRequest(nil, req)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("NAT-PMP %v: %v", req, err)
+	}
+	resp, err := natpmp.ParseResponse(buf[:n])
+	if err != nil {
+		t.Fatalf("NAT-PMP answer % x: %v", buf[:n], err)
+	}
+	return resp
+}
+
+func TestDaemonNATPMP(t *testing.T) {
+	cfg := testConfig(t)
+	r := start(t, cfg)
+
+	if a := r.pmp(t, natpmp.Request{Op: natpmp.OpExternalAddress}); a.Result != natpmp.Success || a.ExternalAddr != netip.MustParseAddr("198.51.100.1") {
+		t.Errorf("external address answer %+v", a)
+	}
+	// A lifetime below min_lease (120 s) is raised to it.
+	m := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 7000, SuggestedExternalPort: 27000, Lifetime: 10})
+	if m.Result != natpmp.Success || m.ExternalPort != 27000 || m.Lifetime != 120 {
+		t.Fatalf("map = %+v, want 27000 for 120 s", m)
+	}
+	// A renewal suggesting another port keeps the one granted.
+	if again := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 7000, SuggestedExternalPort: 27500, Lifetime: 3600}); again.ExternalPort != 27000 || again.Lifetime != 3600 {
+		t.Errorf("renewal = %+v, want 27000 for 3600 s", again)
+	}
+	// A port held by another client yields another one, not a refusal.
+	other := gateway.Requester{Addr: netip.MustParseAddr("127.0.0.9"), Source: gateway.SourceUPnP}
+	if _, err := r.Core().Add(context.Background(), other, gateway.Mapping{Protocol: gateway.UDP, ExternalPort: 27001,
+		InternalAddr: other.Addr, InternalPort: 1, Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	u := r.pmp(t, natpmp.Request{Op: natpmp.OpMapUDP, InternalPort: 7001, SuggestedExternalPort: 27001, Lifetime: 600})
+	if u.Result != natpmp.Success || u.ExternalPort == 27001 || u.ExternalPort == 0 {
+		t.Errorf("map on a held port = %+v, want another port", u)
+	}
+	if rule, ok := r.memory().Rule(gateway.Key{Protocol: gateway.UDP, ExternalPort: u.ExternalPort}); !ok ||
+		rule.InternalAddr != netip.MustParseAddr("127.0.0.1") || rule.InternalPort != 7001 {
+		t.Errorf("backend rule for %d = %v, %v", u.ExternalPort, rule, ok)
+	}
+
+	// Lifetime 0 deletes; the answer is port 0, lifetime 0.
+	if d := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 7000}); d.Result != natpmp.Success || d.ExternalPort != 0 || d.Lifetime != 0 {
+		t.Errorf("delete = %+v", d)
+	}
+	if _, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 7000); ok {
+		t.Error("mapping still there after delete")
+	}
+	// Deleting what is not there succeeds too.
+	if d := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 7000}); d.Result != natpmp.Success {
+		t.Errorf("second delete = %+v", d)
+	}
+	// Internal port 0 with lifetime 0: all of the client's UDP mappings,
+	// not the other client's.
+	r.pmp(t, natpmp.Request{Op: natpmp.OpMapUDP, InternalPort: 7002, Lifetime: 600})
+	if d := r.pmp(t, natpmp.Request{Op: natpmp.OpMapUDP}); d.Result != natpmp.Success {
+		t.Errorf("delete all = %+v", d)
+	}
+	if n := r.Core().Len(); n != 1 {
+		t.Errorf("%d mappings left after delete-all, want the other client's 1", n)
+	}
+}
+
+// The epoch counts from the store's origin: a restart that keeps the
+// leases does not reset it, and neither do the leases nor the UUID change.
+func TestDaemonRestartKeepsStateAndEpoch(t *testing.T) {
+	cfg := testConfig(t)
+	r := start(t, cfg)
+	uuid := r.UUID()
+	if m := r.pmp(t, natpmp.Request{Op: natpmp.OpMapUDP, InternalPort: 5000, Lifetime: 3600}); m.Result != natpmp.Success {
+		t.Fatal(m)
+	}
+	origin := r.epoch
+	if err := r.stop(); err != nil {
+		t.Fatalf("Serve returned %v", err)
+	}
+
+	r2 := start(t, cfg)
+	if r2.Core().Len() != 1 || r2.memory().Len() != 1 {
+		t.Errorf("after restart: %d mappings, %d rules; want the one lease restored and re-applied", r2.Core().Len(), r2.memory().Len())
+	}
+	if r2.UUID() != uuid {
+		t.Errorf("UUID changed across restart: %s -> %s", uuid, r2.UUID())
+	}
+	if !r2.epoch.Equal(origin) {
+		t.Errorf("epoch origin changed across restart: %v -> %v", origin, r2.epoch)
+	}
+	a := r2.pmp(t, natpmp.Request{Op: natpmp.OpExternalAddress})
+	if want := uint32(time.Since(origin) / time.Second); a.Epoch+1 < want {
+		t.Errorf("epoch %d after restart, want about %d (seconds since the store's origin)", a.Epoch, want)
+	}
+}
+
+func TestDaemonFlushOnExit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.FlushOnExit = true
+	r := start(t, cfg)
+	r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 5000, Lifetime: 3600})
+	mem := r.memory()
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if mem.Len() != 0 {
+		t.Errorf("rules left after flush on exit: %v", mem.Rules())
+	}
+	cfg.FlushOnExit = false
+	if r2 := start(t, cfg); r2.Core().Len() != 0 {
+		t.Errorf("%d leases came back after flush on exit", r2.Core().Len())
+	}
+}
+
+func TestDaemonAdmin(t *testing.T) {
+	r := start(t, testConfig(t))
+	r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 5000, Lifetime: 3600})
+	r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 0, Lifetime: 3600}) // refused: internal port 0
+	base := "http://" + r.AdminAddr().String()
+	get := func(path string) string {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %s", path, resp.Status)
+		}
+		return string(b)
+	}
+	if h := get("/healthz"); h != "ok\n" {
+		t.Errorf("/healthz = %q", h)
+	}
+	m := get("/metrics")
+	for _, want := range []string{
+		`portfwd_mappings{protocol="TCP",source="natpmp"} 1`,
+		`portfwd_mappings{protocol="UDP",source="upnp"} 0`,
+		`portfwd_requests_total{protocol="natpmp",action="map_tcp",result="0"} 1`,
+		`portfwd_requests_total{protocol="natpmp",action="map_tcp",result="2"} 1`,
+		`portfwd_errors_total{kind="backend"} 0`,
+		`portfwd_leases_expired_total 0`,
+		`portfwd_info{backend="memory"} 1`,
+		"# TYPE portfwd_requests_total counter",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, m)
+		}
+	}
+	// The mux is exported for the admin page.
+	r.AdminMux().HandleFunc("/extra", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "mounted") })
+	if got := get("/extra"); got != "mounted" {
+		t.Errorf("a handler mounted on AdminMux answered %q", got)
+	}
+}
+
+// With refuse_private_external and a private address, the gateway reports
+// no address and refuses mappings.
+func TestDaemonRefusePrivateExternal(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ExternalAddress.IP = "10.1.2.3"
+	cfg.ExternalAddress.RefusePrivateExternal = true
+	r := start(t, cfg)
+	c := r.igdClient(t, "127.0.0.1")
+	ctx := context.Background()
+	if ip, err := c.GetExternalIPAddress(ctx); ip.IsValid() && !ip.IsUnspecified() {
+		t.Errorf("GetExternalIPAddress = %v, %v; want none", ip, err)
+	}
+	err := c.AddPortMapping(ctx, igd.PortMapping{ExternalPort: 22000, Protocol: "TCP", InternalPort: 1, InternalClient: "127.0.0.1", Enabled: true})
+	if upnp.ErrorCode(err) != igd.CodeActionFailed {
+		t.Errorf("AddPortMapping: %v, want 501", err)
+	}
+	if a := r.pmp(t, natpmp.Request{Op: natpmp.OpExternalAddress}); a.Result != natpmp.NetworkFailure {
+		t.Errorf("NAT-PMP external address: %+v, want network failure", a)
+	}
+	if m := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 1, Lifetime: 60}); m.Result != natpmp.NetworkFailure {
+		t.Errorf("NAT-PMP map: %+v, want network failure", m)
+	}
+	if r.Core().Len() != 0 {
+		t.Error("a mapping was made")
+	}
+}
+
+// Without refuse_private_external a private address is reported and used.
+func TestDaemonPrivateExternalForwards(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ExternalAddress.IP = "100.64.0.1"
+	r := start(t, cfg)
+	if a := r.pmp(t, natpmp.Request{Op: natpmp.OpExternalAddress}); a.ExternalAddr != netip.MustParseAddr("100.64.0.1") {
+		t.Errorf("external address %+v", a)
+	}
+	if m := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 1, Lifetime: 600}); m.Result != natpmp.Success {
+		t.Errorf("map behind CGNAT: %+v", m)
+	}
+}
+
+// A panic in a request costs that request, never the server.
+func TestNATPMPHandlerPanicIsAnswered(t *testing.T) {
+	m := newMetrics()
+	h := &natpmpHandler{core: nil, ext: newExternalAddr(ExternalAddressConfig{Source: SourceFixed, IP: "192.0.2.1"}, nil, discardLogger()),
+		metrics: m, log: discardLogger()}
+	_, _, rc := h.Map(context.Background(), netip.MustParseAddr("127.0.0.1"), natpmp.TCP, 1, 1, 60)
+	if rc != natpmp.NetworkFailure {
+		t.Errorf("result %v, want network failure", rc)
+	}
+	if m.errors[errKindPanic] != 1 {
+		t.Errorf("panics counted: %d", m.errors[errKindPanic])
+	}
+}
+
+// The HTTP listener drops peers outside the LAN without a byte.
+func TestLANListenerDropsOutsiders(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ll := &lanListener{Listener: ln, allow: func(netip.Addr) bool { return allow }, log: discardLogger()}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello") })}
+		go srv.Serve(ll)
+		resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://" + ln.Addr().String() + "/")
+		switch {
+		case allow && err != nil:
+			t.Errorf("allowed peer: %v", err)
+		case !allow && err == nil:
+			b, _ := io.ReadAll(resp.Body)
+			t.Errorf("refused peer got %s %q", resp.Status, b)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		srv.Close()
+	}
+}
+
+func TestLANPeers(t *testing.T) {
+	l, err := newLANPeers([]string{loopback(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, want := range map[string]bool{"127.0.0.1": true, "127.9.9.9": true, "::ffff:127.0.0.1": true, "192.0.2.77": false} {
+		if got := l.allowed(netip.MustParseAddr(a)); got != want {
+			t.Errorf("allowed(%s) = %v, want %v", a, got, want)
+		}
+	}
+	if _, err := newLANPeers([]string{"nosuchif0"}); err == nil {
+		t.Error("a missing internal interface was accepted")
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Interfaces.Internal = nil
+	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "internal interface") {
+		t.Errorf("New without internal interfaces: %v", err)
+	}
+	// A port in use is reported with what to do, and nothing stays open.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg = testConfig(t)
+	cfg.UPnP.HTTPPort = ln.Addr().(*net.TCPAddr).Port
+	_, err = New(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "upnp.http_port") {
+		t.Fatalf("New on a used port: %v", err)
+	}
+	// The state directory was released: a daemon can start on it now.
+	cfg.UPnP.HTTPPort = 0
+	d, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New after a failed New: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
