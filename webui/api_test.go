@@ -75,6 +75,14 @@ func TestGatewaysAndSelection(t *testing.T) {
 		t.Errorf("GET /api/gateway after selecting: %+v", d)
 	}
 
+	// Searching again keeps the selection, while a browser is polling.
+	st, _ := e.events(withToken())
+	next(st, "mappings", func(tb table) bool { return tb.Gateway == g.Gateways[1].ID })
+	e.call("POST", "/api/discover", nil, http.StatusAccepted, nil)
+	if again := e.waitDiscovered(); again.Selected != g.Gateways[1].ID || len(again.Gateways) != 2 {
+		t.Errorf("after searching again: %+v, want the same two gateways and the selection kept", again)
+	}
+
 	var bad apiError
 	e.call("PUT", "/api/gateway", map[string]string{"id": "nope"}, http.StatusBadRequest, &bad)
 	if bad.Field != "id" || !strings.Contains(bad.Error, "nope") {

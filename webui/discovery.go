@@ -125,9 +125,8 @@ func (s *Server) discover() {
 			id := gatewayID(pg)
 			g := known[id]
 			if g == nil {
-				g = &gateway{id: id}
+				g = &gateway{id: id, gw: pg}
 			}
-			g.gw = pg
 			if d := got[i]; d.infoErr == nil || d.info.Method != "" {
 				info := d.info
 				g.info = &info

@@ -258,7 +258,10 @@ func (s *Server) startWatch(ctx context.Context, g *gateway) *watch {
 
 // refresh reads g's table and external address and pushes what changed.
 func (s *Server) refresh(ctx context.Context, g *gateway) {
-	if g.gw.Method() != portmap.NATPMP || !g.listed {
+	s.mu.Lock()
+	canList := !g.unsupported // NAT-PMP and PCP cannot list: asked once
+	s.mu.Unlock()
+	if canList {
 		started := time.Now()
 		lctx, cancel := context.WithTimeout(ctx, 10*s.timeout())
 		ms, err := g.gw.List(lctx, nil)

@@ -42,7 +42,8 @@ func toKeyJSON(k portmap.Key) keyJSON {
 // mappingsJSON is the table of one gateway.
 type mappingsJSON struct {
 	Gateway string `json:"gateway"`
-	// Supported is false for a gateway whose protocol cannot list (NAT-PMP).
+	// Supported is false for a gateway whose protocol cannot list
+	// (NAT-PMP, PCP).
 	Supported bool          `json:"supported"`
 	Mappings  []mappingJSON `json:"mappings"`
 	// Error says why the list may be stale or incomplete.
@@ -71,7 +72,8 @@ type gatewayJSON struct {
 	ExternalIP string `json:"external_ip,omitempty"`
 	Class      string `json:"class,omitempty"`
 	Warning    string `json:"warning,omitempty"`
-	// CanList is false when the protocol cannot read the table (NAT-PMP).
+	// CanList is false when the protocol cannot read the table (NAT-PMP,
+	// PCP).
 	CanList bool `json:"can_list"`
 }
 
@@ -95,7 +97,7 @@ type errorJSON struct {
 	Error string `json:"error"`
 	// Code is the HTTP status.
 	Code int `json:"code"`
-	// RouterCode is the router's own code (UPnP error or NAT-PMP result)
+	// RouterCode is the router's own code (UPnP error, NAT-PMP or PCP result)
 	// when it refused.
 	RouterCode int `json:"router_code,omitempty"`
 	// Field names the request field that is wrong, for a form to point at.
@@ -221,7 +223,7 @@ func (s *Server) externalPayloadLocked(g *gateway) externalJSON {
 
 func (s *Server) gatewayJSONLocked(g *gateway) gatewayJSON {
 	j := gatewayJSON{ID: g.id, Method: g.gw.Method(), Addr: g.gw.Addr(), Selected: g == s.selected,
-		CanList: !g.unsupported && g.gw.Method() != portmap.NATPMP}
+		CanList: !g.unsupported && g.gw.Method() != portmap.NATPMP && g.gw.Method() != portmap.PCP}
 	if la := g.gw.LocalAddr(); la.IsValid() {
 		j.LocalAddr = la.String()
 	}

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"net/http"
 	"time"
+
+	"github.com/portfwd/portfwd/portmap"
 )
 
 // assets are the page template, script and style sheet. They are plain
@@ -68,11 +70,24 @@ func gatewayLabel(g gatewayJSON) string {
 	if name == "" {
 		name = g.Addr
 	}
-	s := fmt.Sprintf("%s (%s", name, map[bool]string{true: "UPnP", false: "NAT-PMP"}[g.Method == "upnp"])
+	s := fmt.Sprintf("%s (%s", name, methodName(g.Method))
 	if g.ExternalIP != "" {
 		s += ", " + g.ExternalIP
 	}
 	return s + ")"
+}
+
+// methodName is a protocol as people write it.
+func methodName(m portmap.Method) string {
+	switch m {
+	case portmap.UPnP:
+		return "UPnP"
+	case portmap.NATPMP:
+		return "NAT-PMP"
+	case portmap.PCP:
+		return "PCP"
+	}
+	return string(m)
 }
 
 func discoveryText(d discoveryStatus) string {
@@ -96,7 +111,7 @@ func tableStatus(p pageData) string {
 	case !p.Listed:
 		return "Reading the table…"
 	case !p.Table.Supported:
-		return "This router's protocol (NAT-PMP) cannot list its mappings."
+		return "This router's protocol cannot list its mappings (only UPnP can)."
 	case p.Table.Error != "":
 		return p.Table.Error
 	case len(p.Table.Mappings) == 0:

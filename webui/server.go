@@ -50,7 +50,9 @@ type Keeper interface {
 	// Release stops renewing the mapping at key on g; the mapping itself
 	// stays until its lease ends or it is deleted.
 	Release(ctx context.Context, g portmap.Gateway, key portmap.Key) error
-	// Kept returns the keys of the mappings being kept open on g.
+	// Kept returns the keys of the mappings being kept open on g. It is
+	// called while the server builds a response or an event, so it must
+	// answer at once from memory.
 	Kept(g portmap.Gateway) []portmap.Key
 }
 
@@ -121,8 +123,9 @@ type Server struct {
 	closed      bool
 }
 
-// gateway is a found gateway and what the server last read from it. The
-// cached fields are guarded by Server.mu.
+// gateway is a found gateway and what the server last read from it. id
+// and gw never change (a later discovery of the same router keeps this
+// one); the cached fields are guarded by Server.mu.
 type gateway struct {
 	id string
 	gw portmap.Gateway

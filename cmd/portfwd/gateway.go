@@ -122,6 +122,9 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 
+	if err := cfg.Validate(); err != nil {
+		return usagef("the configuration is not usable:\n%v", err)
+	}
 	log, err := cfg.NewLogger(e.stderr)
 	if err != nil {
 		return usageError{err.Error()}

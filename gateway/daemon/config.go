@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/nft"
 )
 
 // Backend names accepted in Config.Backend.
@@ -138,9 +139,13 @@ type UPnPConfig struct {
 	Events bool `toml:"events"`
 }
 
-// NATPMPConfig configures NAT-PMP.
+// NATPMPConfig configures NAT-PMP and PCP, which share UDP port 5351.
 type NATPMPConfig struct {
+	// Enabled serves the port: NAT-PMP, and PCP unless PCP is false.
 	Enabled bool `toml:"enabled"`
+	// PCP answers PCP (RFC 6887) requests; off, they get NAT-PMP's
+	// "unsupported version", and PCP clients fall back to NAT-PMP.
+	PCP bool `toml:"pcp"`
 	// Port is the UDP port served. Clients always use 5351; other values
 	// are for tests and the demo.
 	Port int `toml:"port"`
@@ -240,7 +245,7 @@ func DefaultConfig() Config {
 			NotifyInterval: Duration(DefaultNotifyInterval),
 			Events:         true,
 		},
-		NATPMP: NATPMPConfig{Enabled: true, Port: DefaultNATPMPPort},
+		NATPMP: NATPMPConfig{Enabled: true, PCP: true, Port: DefaultNATPMPPort},
 		Policy: PolicyConfig{
 			SecureMode: true,
 			MinLease:   Duration(DefaultMinLease),
@@ -252,7 +257,7 @@ func DefaultConfig() Config {
 			ModelName:    "portfwd gateway",
 		},
 		Admin: AdminConfig{Address: DefaultAdminAddress},
-		NFT:   NFTConfig{Hairpin: true},
+		NFT:   NFTConfig{Table: nft.DefaultTable, Hairpin: true},
 	}
 }
 

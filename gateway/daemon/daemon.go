@@ -19,10 +19,9 @@ import (
 	"github.com/portfwd/portfwd/gateway/nft"
 	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
-	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
-	"golang.org/x/net/ipv4"
 )
 
 // Timeouts of the HTTP servers. SOAP requests and descriptions are small
@@ -66,7 +65,7 @@ type Daemon struct {
 	responder *ssdp.Responder
 
 	pmpConn   net.PacketConn
-	pmpServer *natpmp.Server
+	pmpServer *pmpServer
 
 	adminMux *http.ServeMux
 	adminLn  net.Listener
@@ -544,50 +543,50 @@ func (d *Daemon) catch(what string) {
 	}
 }
 
-// setupNATPMP opens the NAT-PMP socket. It listens on every address and
-// relies on natpmp.Server.Interfaces to answer only requests that arrived
-// on an internal interface, addressed to that interface.
+// setupNATPMP opens the socket of NAT-PMP and PCP. It listens on every
+// address; pmpServer answers only requests that arrived on an internal
+// interface, addressed to that interface.
 func (d *Daemon) setupNATPMP(ctx context.Context) error {
 	var lc net.ListenConfig
 	addr := ":" + strconv.Itoa(d.cfg.NATPMP.Port)
 	pc, err := lc.ListenPacket(ctx, "udp4", addr)
 	if err != nil {
-		return fmt.Errorf("NAT-PMP on UDP %s: %w (is another NAT-PMP or PCP daemon, such as miniupnpd, running?)", addr, err)
+		return fmt.Errorf("NAT-PMP and PCP on UDP %s: %w (is another NAT-PMP or PCP daemon, such as miniupnpd, running?)", addr, err)
 	}
 	d.pmpConn = pc
-	// Ask for the arrival interface now rather than when the server starts
-	// reading: a request queued before would come without it, and be
-	// dropped as of unknown origin.
-	if err := ipv4.NewPacketConn(pc.(*net.UDPConn)).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
-		return fmt.Errorf("NAT-PMP socket: cannot learn the interface requests arrive on: %w", err)
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return errNotUDP
 	}
-	h := &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
-	d.pmpServer = &natpmp.Server{
-		Handler:    h,
-		Epoch:      d.natpmpEpoch,
-		Interfaces: d.cfg.Interfaces.Internal,
-		Logger:     d.log,
+	s, err := newPMPServer(uc)
+	if err != nil {
+		return err
 	}
+	s.d = d
+	s.interfaces = d.cfg.Interfaces.Internal
+	s.epoch = d.natpmpEpoch
+	s.natpmp = &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
+	if d.cfg.NATPMP.PCP {
+		s.pcp = &pcp.Server{
+			Handler: &pcpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log},
+			Epoch:   d.natpmpEpoch,
+			Options: pcpOptions(d.cfg.Policy),
+			Logger:  d.log,
+		}
+	}
+	d.pmpServer = s
 	return nil
 }
 
-// natpmpEpoch is the seconds since the epoch origin the store keeps: it
-// resets only when the leases are lost, which is exactly when clients must
-// re-create their mappings.
+// natpmpEpoch is the seconds since the epoch origin the store keeps, for
+// NAT-PMP and PCP: it resets only when the leases are lost, which is
+// exactly when clients must re-create their mappings.
 func (d *Daemon) natpmpEpoch() uint32 {
 	s := time.Since(d.epoch) / time.Second
 	if s < 0 {
 		return 0 // the clock went back past the origin
 	}
 	return uint32(min(s, 1<<32-1))
-}
-
-// servePMP answers UDP 5351. This is where PCP (RFC 6887) plugs in when
-// package pcp exists: PCP packets (version 2) share the socket and must be
-// handed to the PCP server before NAT-PMP sees them, which answers them
-// "unsupported version" so that PCP clients fall back to NAT-PMP.
-func (d *Daemon) servePMP(ctx context.Context) error {
-	return d.pmpServer.ServePacketConn(ctx, d.pmpConn)
 }
 
 // setupAdmin opens the admin server with /metrics and /healthz.
@@ -657,7 +656,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		run("SSDP responder", func() error { return d.responder.Serve(ctx) })
 	}
 	if d.pmpServer != nil {
-		run("NAT-PMP server", func() error { return d.servePMP(ctx) })
+		run("NAT-PMP/PCP server", func() error { return d.pmpServer.serve(ctx) })
 	}
 	if d.admin != nil {
 		run("admin server", func() error {

@@ -494,3 +494,65 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 }
+
+// GENA: a subscriber to WANIPConnection's events gets the initial state,
+// then an event for each change of the table.
+func TestDaemonEvents(t *testing.T) {
+	r := start(t, testConfig(t))
+	events := make(chan []upnp.Arg, 8)
+	cb, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		vars, err := upnp.ParsePropertySet(body)
+		if err != nil {
+			t.Errorf("event body: %v\n%s", err, body)
+		}
+		events <- vars
+	})}
+	go srv.Serve(cb)
+	defer srv.Close()
+
+	u := strings.TrimSuffix(r.DescriptionURLs()[0], igd.DescriptionPath) + igd.WANIPConnectionEventPath
+	req, _ := http.NewRequest("SUBSCRIBE", u, nil)
+	req.Header.Set("CALLBACK", "<http://"+cb.Addr().String()+"/>")
+	req.Header.Set("NT", "upnp:event")
+	req.Header.Set("TIMEOUT", "Second-1800")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("SID") == "" {
+		t.Fatalf("SUBSCRIBE: %s, SID %q", resp.Status, resp.Header.Get("SID"))
+	}
+	value := func(vars []upnp.Arg, name string) string {
+		for _, v := range vars {
+			if v.Name == name {
+				return v.Value
+			}
+		}
+		return "(absent)"
+	}
+	next := func() []upnp.Arg {
+		select {
+		case v := <-events:
+			return v
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event within 5 s")
+			return nil
+		}
+	}
+	initial := next()
+	if value(initial, "PortMappingNumberOfEntries") != "0" || value(initial, "ExternalIPAddress") != "198.51.100.1" ||
+		value(initial, "ConnectionStatus") != "Connected" {
+		t.Errorf("initial event: %v", initial)
+	}
+	r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 5000, Lifetime: 3600})
+	change := next()
+	if value(change, "PortMappingNumberOfEntries") != "1" || value(change, "SystemUpdateID") == "(absent)" {
+		t.Errorf("event after a mapping was added: %v", change)
+	}
+}

@@ -69,8 +69,25 @@ func (c *converter) add(table string, l tomlLine) {
 	c.tables[table] = append(c.tables[table], l)
 }
 
+// set writes key = value in table. An option given twice keeps its last
+// value, as miniupnpd does; TOML forbids writing a key twice.
 func (c *converter) set(table, key, value string) {
-	c.add(table, tomlLine{key: key, value: value})
+	c.setLine(table, tomlLine{key: key, value: value})
+}
+
+func (c *converter) setLine(table string, l tomlLine) {
+	lines := c.top
+	if table != "" {
+		lines = c.tables[table]
+	}
+	for i := range lines {
+		if lines[i].key == l.key {
+			lines[i].value = l.value
+			lines[i].comment = "given more than once in miniupnpd.conf; the last value is kept, as miniupnpd does"
+			return
+		}
+	}
+	c.add(table, l)
 }
 
 // note records a comment in table (or at the top), quoting the original
@@ -182,7 +199,7 @@ func (c *converter) option(n int, orig, key, value string) {
 		seconds("policy", "max_lease")
 	case "uuid":
 		if validUUID(strings.TrimPrefix(value, "uuid:")) {
-			c.add("device", tomlLine{comment: "kept so that control points recognize the gateway as the same device", key: "uuid", value: tomlString(value)})
+			c.setLine("device", tomlLine{comment: "kept so that control points recognize the gateway as the same device", key: "uuid", value: tomlString(value)})
 		} else {
 			c.note("device", n, orig, "not a UUID; left out (the state directory keeps a generated one)")
 		}

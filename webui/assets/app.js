@@ -150,8 +150,10 @@
     $('#discover').disabled = !!d.running;
   }
 
+  const methodName = (m) => ({ upnp: 'UPnP', natpmp: 'NAT-PMP', pcp: 'PCP' })[m] || m;
+
   function gatewayLabel(g) {
-    let s = `${g.name || g.addr} (${g.method === 'upnp' ? 'UPnP' : 'NAT-PMP'}`;
+    let s = `${g.name || g.addr} (${methodName(g.method)}`;
     if (g.external_ip) s += `, ${g.external_ip}`;
     return s + ')';
   }
@@ -235,7 +237,7 @@
     try {
       const d = await api('GET', '/api/gateway', undefined, 'Reading the router\'s details…');
       const dl = el('dl', { class: 'info' });
-      dl.append(el('dt', {}, 'Protocol'), el('dd', {}, d.method === 'upnp' ? 'UPnP IGD' : 'NAT-PMP'));
+      dl.append(el('dt', {}, 'Protocol'), el('dd', {}, d.method === 'upnp' ? 'UPnP IGD' : methodName(d.method)));
       if (d.local_addr) dl.append(el('dt', {}, 'This computer'), el('dd', {}, d.local_addr));
       const info = d.info || {};
       for (const [k, label] of infoFields) {
@@ -355,7 +357,8 @@
       status.textContent = 'Reading the table…';
     } else if (!t.supported) {
       tbody.replaceChildren();
-      status.textContent = 'This router speaks NAT-PMP, which cannot list its mappings. You can still add mappings for this computer, and edit or delete them by external port.';
+      const g = state.gateways.find((x) => x.id === state.selected);
+      status.textContent = `This router speaks ${g ? methodName(g.method) : 'a protocol'}, which cannot list its mappings. You can still add mappings for this computer here; the API edits and deletes them by external port.`;
     } else {
       tbody.replaceChildren(...sorted(t.mappings).map(row));
       const n = t.mappings.length;

@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
+	"golang.org/x/net/ipv4"
+)
+
+// pmpServer answers UDP port 5351, where NAT-PMP and PCP share one socket:
+// each packet goes to PCP when its version byte says so (pcp.IsPCP) and
+// PCP is enabled, to NAT-PMP otherwise (which answers other versions with
+// "unsupported version", telling a PCP client to fall back).
+//
+// natpmp.Server cannot hand packets to another protocol, so the daemon
+// reads the socket itself, with the same rule for where requests are
+// accepted: only those that arrived on an internal interface, addressed to
+// one of that interface's own unicast addresses (RFC 6886 section 3.3,
+// RFC 6887 section 8.3), never from the external side.
+type pmpServer struct {
+	conn       *net.UDPConn
+	p          *ipv4.PacketConn
+	interfaces []string
+	natpmp     *natpmpHandler
+	pcp        *pcp.Server // nil when PCP is disabled
+	epoch      func() uint32
+	d          *Daemon
+}
+
+// newPMPServer wraps the NAT-PMP socket. It asks for the arrival interface
+// at once, so that a request queued before serving starts still carries
+// it (one without it would be dropped as of unknown origin).
+func newPMPServer(conn *net.UDPConn) (*pmpServer, error) {
+	p := ipv4.NewPacketConn(conn)
+	if err := p.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+		return nil, fmt.Errorf("the NAT-PMP socket cannot tell which interface a request arrived on: %w", err)
+	}
+	return &pmpServer{conn: conn, p: p}, nil
+}
+
+// maxPMPPacket is the largest request read: PCP's 1100 bytes, and one more
+// to tell an oversized packet from a full one.
+const maxPMPPacket = pcp.MaxPacketLen + 1
+
+// serve answers requests until ctx ends (nil) or the socket fails.
+func (s *pmpServer) serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, maxPMPPacket)
+	for {
+		n, cm, src, err := s.p.ReadFrom(buf)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading NAT-PMP/PCP requests: %w", err)
+		}
+		from, ok := src.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		client := from.AddrPort()
+		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+		dst, ok := s.accept(cm, client)
+		if !ok {
+			continue
+		}
+		resp := s.answer(ctx, buf[:n], client, dst)
+		if resp == nil {
+			continue
+		}
+		if _, err := s.p.WriteTo(resp, &ipv4.ControlMessage{Src: dst.AsSlice()}, from); err != nil && ctx.Err() == nil {
+			s.d.log.Warn("natpmp: cannot send a reply", "client", client, "err", err)
+		}
+	}
+}
+
+// answer dispatches one request and returns the reply, or nil. A panic
+// costs this one request only.
+func (s *pmpServer) answer(ctx context.Context, pkt []byte, client netip.AddrPort, dst netip.Addr) (resp []byte) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.d.metrics.error(errKindPanic)
+			s.d.log.Error("natpmp: panic while answering a request; dropped it", "client", client, "panic", p, "stack", string(debug.Stack()))
+			resp = nil
+		}
+	}()
+	if pcp.IsPCP(pkt) && s.pcp != nil {
+		return s.pcp.HandleUDP(ctx, pkt, client, netip.AddrPortFrom(dst, 0))
+	}
+	r, ok := natpmp.HandlePacket(ctx, pkt, client.Addr(), s.natpmp, s.epoch())
+	if !ok {
+		s.d.log.Debug("natpmp: dropped a packet that is not a request", "client", client, "len", len(pkt))
+		return nil
+	}
+	s.d.log.Debug("natpmp: request", "client", client, "request", fmt.Sprintf("% x", pkt), "reply", fmt.Sprintf("% x", r))
+	return r
+}
+
+// accept decides whether to answer a packet that arrived with control
+// message cm, and returns the address it was sent to.
+func (s *pmpServer) accept(cm *ipv4.ControlMessage, client netip.AddrPort) (netip.Addr, bool) {
+	log := s.d.log
+	if cm == nil || cm.IfIndex == 0 {
+		log.Debug("natpmp: dropped a request whose arrival interface is unknown", "client", client)
+		return netip.Addr{}, false
+	}
+	dst, ok := netip.AddrFromSlice(cm.Dst)
+	dst = dst.Unmap()
+	if !ok || dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		// Requests are unicast to the gateway; answering one sent to many
+		// would answer for every gateway.
+		log.Debug("natpmp: dropped a request not sent to a unicast address", "client", client, "dst", cm.Dst)
+		return netip.Addr{}, false
+	}
+	// Looked up per packet, so that an interface re-created since start
+	// (a bridge, say) keeps working; this is a handful of packets per
+	// client per hour.
+	ifi, err := net.InterfaceByIndex(cm.IfIndex)
+	if err != nil || !slices.Contains(s.interfaces, ifi.Name) {
+		log.Debug("natpmp: dropped a request from an interface that is not internal", "client", client, "ifindex", cm.IfIndex)
+		return netip.Addr{}, false
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		log.Warn("natpmp: cannot list the addresses of an internal interface", "interface", ifi.Name, "err", err)
+		return netip.Addr{}, false
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == dst {
+			return dst, true
+		}
+	}
+	log.Debug("natpmp: dropped a request not addressed to its interface's own address", "client", client, "interface", ifi.Name, "dst", dst)
+	return netip.Addr{}, false
+}
+
+// errNotUDP reports a NAT-PMP socket of the wrong kind.
+var errNotUDP = errors.New("the NAT-PMP socket is not a UDP socket")

@@ -1,0 +1,1062 @@
+package portmap
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/upnp"
+)
+
+// WatchEventKind says what changed on a watched gateway.
+type WatchEventKind string
+
+const (
+	// WatchInitial is the first event: the gateway's state when watching
+	// began (external address, mapping count, connection status).
+	WatchInitial WatchEventKind = "initial"
+	// WatchExternalAddressChanged: the gateway's external address changed;
+	// Previous holds the old one.
+	WatchExternalAddressChanged WatchEventKind = "external-address-changed"
+	// WatchMappingsChanged: the mapping table changed; Added and Removed
+	// hold the difference when the table could be read.
+	WatchMappingsChanged WatchEventKind = "mappings-changed"
+	// WatchRouterRestarted: the router restarted (or otherwise lost its
+	// state); Reason says what showed it.
+	WatchRouterRestarted WatchEventKind = "router-restarted"
+	// WatchStatusChanged: the UPnP connection status changed
+	// ("Connected", "Disconnected", ...); PreviousStatus holds the old one.
+	WatchStatusChanged WatchEventKind = "status-changed"
+	// WatchGatewayGone: the gateway stopped answering. Watch keeps
+	// looking for it.
+	WatchGatewayGone WatchEventKind = "gateway-gone"
+	// WatchGatewayBack: a gateway answers again (possibly another one, or
+	// over another protocol; Gateway and Method say which).
+	WatchGatewayBack WatchEventKind = "gateway-back"
+)
+
+// WatchSource says how a change was noticed.
+type WatchSource string
+
+const (
+	ViaStart        WatchSource = "start"        // the reading taken when watching began
+	ViaGENA         WatchSource = "gena"         // a UPnP event (NOTIFY) from the router
+	ViaPoll         WatchSource = "poll"         // the periodic poll
+	ViaAnnouncement WatchSource = "announcement" // a NAT-PMP or PCP announcement on 224.0.0.1:5350
+	ViaDiscovery    WatchSource = "discovery"    // re-discovery of a gateway that was gone
+)
+
+// WatchEvent is one change on a watched gateway. Every event carries the
+// gateway's state after the change (ExternalAddr, Count, Status), so a
+// reader that lost events to a full channel still knows where things
+// stand.
+//
+// The JSON form (one object per event, as `portfwd watch --json` prints)
+// uses the tags below; zero-valued optional fields are left out.
+type WatchEvent struct {
+	Kind WatchEventKind `json:"event"`
+	Time time.Time      `json:"time"`
+	// Gateway is the gateway's Addr: its control URL (UPnP) or host:port
+	// (NAT-PMP, PCP).
+	Gateway string `json:"gateway"`
+	Method  Method `json:"method"`
+	// ExternalAddr is the gateway's external address, when known.
+	ExternalAddr netip.Addr `json:"external_addr,omitzero"`
+	// Previous is the old external address of an external-address-changed
+	// event.
+	Previous netip.Addr `json:"previous,omitzero"`
+	// Count is the number of mappings on the gateway, or -1 when the
+	// protocol cannot tell (NAT-PMP and PCP cannot list a router's table).
+	Count int `json:"count"`
+	// PreviousCount is the count before a mappings-changed event; in other
+	// events it equals Count.
+	PreviousCount int `json:"previous_count"`
+	// Added and Removed are the difference of a mappings-changed event,
+	// when the table could be read. Mappings are told apart by key
+	// (protocol, external port, remote host), internal client and port,
+	// and description: an entry re-pointed to another host shows as one
+	// removed and one added.
+	Added   []Mapping `json:"added,omitempty"`
+	Removed []Mapping `json:"removed,omitempty"`
+	// Status is UPnP's connection status ("Connected", ...), when known.
+	Status string `json:"status,omitempty"`
+	// PreviousStatus is the old status of a status-changed event.
+	PreviousStatus string `json:"previous_status,omitempty"`
+	// Reason explains router-restarted, gateway-gone and gateway-back
+	// events, and says for the initial event how the gateway is watched.
+	Reason string `json:"reason,omitempty"`
+	// Via says how the change was noticed.
+	Via WatchSource `json:"via"`
+}
+
+// WatchOptions configure Watch. The zero value watches by every means.
+type WatchOptions struct {
+	// PollInterval is how often the gateway is read (external address,
+	// status, mapping table) as a safety net under UPnP events, and as the
+	// only means when the router's events are unavailable; many routers'
+	// GENA is broken. It is also the longest wait between attempts to find
+	// a gateway that went away. Default 30 s.
+	PollInterval time.Duration
+	// NoGENA disables subscribing to the UPnP connection service's events.
+	NoGENA bool
+	// NoAnnouncements disables listening for NAT-PMP and PCP announcements
+	// on 224.0.0.1:5350, which routers multicast when they restart or their
+	// external address changes.
+	NoAnnouncements bool
+	// CallbackAddr is the local address UPnP event callbacks are served on;
+	// the zero Addr means the gateway's LocalAddr, the address the router
+	// sees our requests come from (routers refuse callbacks to any other).
+	// It is never a wildcard: the callback server must not be reachable
+	// from every network the host is on.
+	CallbackAddr netip.Addr
+	// Announcements, when set, is read for announcements instead of a
+	// socket joined to 224.0.0.1:5350, as by a program that already
+	// listens there. Watch stops reading it when its context ends but does
+	// not close it. NoAnnouncements takes precedence.
+	Announcements net.PacketConn
+}
+
+// Timing of a watch.
+const (
+	// DefaultWatchPollInterval is WatchOptions.PollInterval's default.
+	DefaultWatchPollInterval = 30 * time.Second
+	// watchBacklog is how many events wait for a slow reader before the
+	// oldest are dropped.
+	watchBacklog = 64
+	// defaultRequestTimeout bounds discovery and each reading when
+	// Options.RequestTimeout is zero.
+	defaultRequestTimeout = 3 * time.Second
+)
+
+// Watch finds the gateway (as Discover does with o) and reports every
+// change to it on the returned channel until ctx ends: its external
+// address, its mapping table, its connection status, restarts, and its
+// going away and coming back.
+//
+// Watch returns once the gateway is found (or with an error wrapping
+// ErrNoGateway); the first event is WatchInitial. It notices changes by
+// every means the gateway offers: UPnP events (GENA), NAT-PMP and PCP
+// announcements, and a poll every PollInterval that catches whatever those
+// miss. Each change is reported once, however many of them notice it.
+//
+// The channel is closed shortly after ctx ends, once the event
+// subscription has been cancelled on the router (bounded by
+// Options.RequestTimeout). A reader that falls behind loses the oldest
+// events; the watcher never waits for it.
+func Watch(ctx context.Context, o Options, wo WatchOptions) (<-chan WatchEvent, error) {
+	if wo.PollInterval <= 0 {
+		wo.PollInterval = DefaultWatchPollInterval
+	}
+	if wo.CallbackAddr.IsValid() && wo.CallbackAddr.IsUnspecified() {
+		return nil, fmt.Errorf("callback address %s is a wildcard: give the local address the router reaches this host on, or leave it unset", wo.CallbackAddr)
+	}
+	w := &watcher{
+		o:        o,
+		wo:       wo,
+		log:      o.logger(),
+		out:      make(chan WatchEvent, watchBacklog),
+		gena:     make(chan genaMsg, 16),
+		announce: make(chan announcement, 16),
+		st:       gwState{count: -1},
+		epochs:   map[byte]*natpmp.Client{},
+	}
+	gw, err := w.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.gw = gw
+	go w.run(ctx)
+	return w.out, nil
+}
+
+// watcher is the state of one Watch. Everything but the channels is owned
+// by the run goroutine.
+type watcher struct {
+	o   Options
+	wo  WatchOptions
+	log *slog.Logger
+	out chan WatchEvent
+
+	gena     chan genaMsg      // from the GENA handler
+	announce chan announcement // from the announcement reader
+
+	gw      Gateway
+	st      gwState
+	known   bool // st holds a reading (the initial event was sent)
+	gone    bool
+	dropped int
+
+	// GENA.
+	sub    *upnp.Subscriber
+	subGen int    // generation of sub, to drop events of older ones
+	sid    string // SID of the events received on sub; "" before the first
+	genaOK string // how events are received, or why not (for the initial event)
+
+	// Restart detectors: the NAT-PMP (0) and PCP (2) epochs, keyed by the
+	// protocol version of the packets that carry them, and UPnP's uptime.
+	// When one of them detects a restart the others are reset, so that
+	// one restart is reported once however many of them see it.
+	epochHost netip.Addr
+	epochs    map[byte]*natpmp.Client
+	uptime    uptimeTracker
+
+	bg sync.WaitGroup // background UNSUBSCRIBEs, waited for before out closes
+}
+
+// gwState is what is known of the gateway.
+type gwState struct {
+	ext      netip.Addr
+	status   string
+	count    int // -1: unknown
+	list     []Mapping
+	listed   bool   // list is the table as last read
+	updateID string // UPnP SystemUpdateID, when evented
+}
+
+type genaMsg struct {
+	gen int
+	ev  upnp.Event
+}
+
+func (w *watcher) requestTimeout() time.Duration {
+	if w.o.RequestTimeout > 0 {
+		return w.o.RequestTimeout
+	}
+	return defaultRequestTimeout
+}
+
+func (w *watcher) discover(ctx context.Context) (Gateway, error) {
+	dctx, cancel := context.WithTimeout(ctx, w.requestTimeout())
+	defer cancel()
+	o := w.o
+	o.Wait = false
+	gws, err := Discover(dctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return gws[0], nil
+}
+
+func (w *watcher) run(ctx context.Context) {
+	defer func() {
+		w.stopGENA(false)
+		w.bg.Wait()
+		close(w.out)
+	}()
+	if !w.wo.NoAnnouncements {
+		w.startAnnouncements(ctx)
+	}
+	w.attach(ctx)
+	w.refresh(ctx, ViaStart, "")
+
+	poll := time.NewTicker(w.wo.PollInterval)
+	defer poll.Stop()
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	failures := 0
+	for {
+		if w.gone && retryC == nil {
+			d := min(backoff(failures), w.wo.PollInterval)
+			retry = time.NewTimer(d)
+			retryC = retry.C
+			failures++
+		}
+		select {
+		case <-ctx.Done():
+			if retry != nil {
+				retry.Stop()
+			}
+			return
+		case <-poll.C:
+			if !w.gone {
+				w.refresh(ctx, ViaPoll, "")
+			}
+		case <-retryC:
+			retryC = nil
+			w.rediscover(ctx)
+			if !w.gone {
+				failures = 0
+			}
+		case m := <-w.gena:
+			if m.gen == w.subGen && !w.gone {
+				w.onGENA(ctx, m.ev)
+			}
+		case a := <-w.announce:
+			if w.gone && a.from == w.routerHost() {
+				// The router speaks again: look for it now.
+				if retry != nil {
+					retry.Stop()
+				}
+				retryC = nil
+				w.rediscover(ctx)
+				if !w.gone {
+					failures = 0
+				}
+				continue
+			}
+			if !w.gone {
+				w.onAnnouncement(ctx, a)
+			}
+		}
+	}
+}
+
+// routerHost is the router's address: the one announcements must come
+// from.
+func (w *watcher) routerHost() netip.Addr {
+	switch g := w.gw.(type) {
+	case *upnpGateway:
+		return hostOf(g.ref.ControlURL)
+	case *natpmpGateway:
+		return g.server.Addr().Unmap()
+	case *pcpGateway:
+		return g.server.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// attach starts following w.gw: the GENA subscription, and the restart
+// detectors' baselines when the router is another one.
+func (w *watcher) attach(ctx context.Context) {
+	if h := w.routerHost(); h != w.epochHost {
+		w.epochHost = h
+		clear(w.epochs)
+		w.uptime = uptimeTracker{}
+	}
+	w.genaOK = ""
+	if g, ok := w.gw.(*upnpGateway); ok && !w.wo.NoGENA {
+		w.subscribe(ctx, g)
+	}
+}
+
+// how says how the gateway is watched, for the initial event.
+func (w *watcher) how() string {
+	var means []string
+	if w.genaOK != "" {
+		means = append(means, w.genaOK)
+	}
+	if !w.wo.NoAnnouncements {
+		means = append(means, "NAT-PMP/PCP announcements")
+	}
+	means = append(means, "polling every "+w.wo.PollInterval.String())
+	return "watching by " + strings.Join(means, ", ")
+}
+
+// subscribe subscribes to the events of g's connection service. Failure
+// is not an error: many routers' eventing is missing or broken, and the
+// poll covers for it.
+func (w *watcher) subscribe(ctx context.Context, g *upnpGateway) {
+	w.stopGENA(true)
+	w.subGen++
+	w.sid = ""
+	if g.ref.Service.EventSubURL == "" {
+		w.genaOK = "polling (the router's description has no event URL for its connection service)"
+		return
+	}
+	eventURL, err := g.root.Resolve(g.ref.Service.EventSubURL)
+	if err != nil {
+		w.genaOK = fmt.Sprintf("polling (event URL %q: %v)", g.ref.Service.EventSubURL, err)
+		return
+	}
+	cb := w.wo.CallbackAddr
+	if !cb.IsValid() {
+		cb = g.LocalAddr()
+	}
+	if !cb.IsValid() || cb.IsUnspecified() {
+		w.genaOK = "polling (cannot tell this host's address towards the router for event callbacks)"
+		return
+	}
+	s := &upnp.Subscriber{
+		Listen:       netip.AddrPortFrom(cb, 0).String(),
+		CallbackHost: cb,
+		Client:       w.o.HTTPClient,
+		Logger:       w.o.Logger,
+	}
+	gen := w.subGen
+	sctx, cancel := context.WithTimeout(ctx, w.requestTimeout())
+	defer cancel()
+	_, err = s.Subscribe(sctx, eventURL, 0, func(ev upnp.Event) {
+		select {
+		case w.gena <- genaMsg{gen: gen, ev: ev}:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		w.log.Info("watch: no UPnP events; polling instead", "url", eventURL, "err", err)
+		w.genaOK = fmt.Sprintf("polling (no UPnP events: %v)", err)
+		w.closeSubscriber(s, false)
+		return
+	}
+	w.sub = s
+	w.genaOK = "UPnP events"
+}
+
+// stopGENA cancels the subscription, waiting for the UNSUBSCRIBE when
+// wait is set and doing it in the background otherwise.
+func (w *watcher) stopGENA(wait bool) {
+	if w.sub == nil {
+		return
+	}
+	s := w.sub
+	w.sub = nil
+	w.subGen++
+	w.closeSubscriber(s, wait)
+}
+
+func (w *watcher) closeSubscriber(s *upnp.Subscriber, wait bool) {
+	do := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), w.requestTimeout())
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
+			w.log.Debug("watch: closing the event subscription", "err", err)
+		}
+	}
+	if wait {
+		do()
+		return
+	}
+	w.bg.Add(1)
+	go func() { defer w.bg.Done(); do() }()
+}
+
+// snapshot is one reading of the gateway. The ok flags say which parts the
+// gateway gave.
+type snapshot struct {
+	ext      netip.Addr
+	extOK    bool
+	status   string
+	uptime   time.Duration
+	epoch    uint32
+	epochVer byte // 0 NAT-PMP, 2 PCP
+	epochOK  bool
+	list     []Mapping
+	listed   bool
+}
+
+// read takes a snapshot of gw. It fails only when the gateway does not
+// answer; a refusal of one request leaves that part unknown.
+func (w *watcher) read(ctx context.Context, gw Gateway) (snapshot, error) {
+	var s snapshot
+	rctx, cancel := context.WithTimeout(ctx, w.requestTimeout())
+	defer cancel()
+	switch g := gw.(type) {
+	case *upnpGateway:
+		ip, err := g.ExternalIP(rctx)
+		if err != nil && !isRefusal(err) {
+			return s, err
+		}
+		s.ext, s.extOK = ip, err == nil
+		if st, err := g.c.GetStatusInfo(rctx); err == nil {
+			s.status, s.uptime = st.ConnectionStatus, st.Uptime
+		}
+		// A large table takes many requests (each bounded by the SOAP
+		// client's own timeout).
+		lctx, lcancel := context.WithTimeout(ctx, 10*w.requestTimeout())
+		defer lcancel()
+		list, err := g.List(lctx, nil)
+		if err == nil {
+			s.list, s.listed = list, true
+		} else {
+			w.log.Debug("watch: cannot read the mapping table", "err", err)
+		}
+	case *natpmpGateway:
+		ea, err := g.c.ExternalAddress(rctx)
+		switch {
+		case err == nil:
+			s.ext, s.extOK = ea.Addr, true
+			s.epoch, s.epochOK = ea.Epoch, true
+		case errors.Is(err, natpmp.ErrNoExternalAddress):
+			// It answers, with no address: not connected.
+			s.ext, s.extOK = netip.IPv4Unspecified(), true
+		case isRefusal(refusedPMP(err)):
+		default:
+			return s, err
+		}
+	case *pcpGateway:
+		epoch, err := g.c.Announce(rctx)
+		if err != nil && !isRefusal(refusedPCP(err)) {
+			return s, err
+		}
+		if err == nil {
+			s.epoch, s.epochVer, s.epochOK = epoch, 2, true
+		}
+		if ip, err := g.ExternalIP(rctx); err == nil {
+			s.ext, s.extOK = ip, true
+		}
+	default:
+		ip, err := gw.ExternalIP(rctx)
+		if err != nil && !isRefusal(err) {
+			return s, err
+		}
+		s.ext, s.extOK = ip, err == nil
+	}
+	return s, nil
+}
+
+// refresh reads the gateway and reports what changed since the last
+// reading. evidence, when set, is a sign the router restarted that the
+// reading itself cannot show (a forgotten event subscription).
+func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string) {
+	s, err := w.read(ctx, w.gw)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		w.lost(err)
+		return
+	}
+	if !w.known {
+		w.known = true
+		w.st.ext, w.st.status = s.ext, s.status
+		if s.listed {
+			w.st.list, w.st.listed, w.st.count = s.list, true, len(s.list)
+		}
+		w.observeRestart(s) // baselines only
+		w.emit(WatchEvent{Kind: WatchInitial, Via: via, Reason: w.how()})
+		return
+	}
+	w.apply(ctx, s, via, evidence)
+}
+
+// apply reports the differences between a snapshot and the known state,
+// and records it: a restart first, since the other changes follow from it.
+func (w *watcher) apply(ctx context.Context, s snapshot, via WatchSource, evidence string) {
+	switch why := w.observeRestart(s); {
+	case why != "":
+		// A Subscriber that gave evidence has subscribed anew already.
+		w.restarted(ctx, via, why, true, evidence == "")
+	case evidence != "":
+		w.restarted(ctx, via, evidence, false, false)
+	}
+	if s.extOK {
+		w.setExternal(s.ext, via)
+	}
+	if s.status != "" {
+		w.setStatus(s.status, via)
+	}
+	if s.listed {
+		w.setList(s.list, via)
+	}
+}
+
+// observeRestart feeds the restart detectors with a snapshot and returns
+// why it shows a restart, or "".
+func (w *watcher) observeRestart(s snapshot) string {
+	if s.epochOK {
+		if why := w.observeEpoch(s.epochVer, s.epoch); why != "" {
+			return why
+		}
+	}
+	if s.uptime > 0 {
+		prev := w.uptime.last
+		if w.uptime.observe(s.uptime, time.Now()) {
+			return fmt.Sprintf("the router's uptime went back from %v to %v", prev, s.uptime)
+		}
+	}
+	return ""
+}
+
+// observeEpoch records an epoch of protocol version ver (0 NAT-PMP, 2 PCP)
+// heard from the router, and says why it shows a restart, or "".
+func (w *watcher) observeEpoch(ver byte, epoch uint32) string {
+	c := w.epochs[ver]
+	if c == nil {
+		// The Client is only the RFC 6886 §3.6 epoch record here: it
+		// never sends.
+		c = &natpmp.Client{Gateway: netip.AddrPortFrom(w.epochHost, natpmp.ServerPort)}
+		w.epochs[ver] = c
+	}
+	prev := c.Epoch()
+	if !c.ObserveEpoch(epoch) {
+		return ""
+	}
+	proto := "NAT-PMP"
+	if ver == 2 {
+		proto = "PCP"
+	}
+	return fmt.Sprintf("the router's %s epoch went back from %d to %d s: it restarted and lost its mappings", proto, prev.Epoch, epoch)
+}
+
+// restarted reports a restart. The detectors that did not see it are
+// reset, so that their next reading (which will also show it) is taken as
+// a new baseline instead of a second restart. When byReading is set, the
+// uptime or epoch just observed is already the new baseline. resubscribe
+// asks for a new event subscription, which the router has forgotten.
+func (w *watcher) restarted(ctx context.Context, via WatchSource, why string, byReading, resubscribe bool) {
+	if !byReading {
+		w.uptime = uptimeTracker{}
+		clear(w.epochs)
+	} else {
+		// Keep only the detectors that just took a post-restart reading:
+		// the others still hold pre-restart baselines.
+		w.resetStaleDetectors()
+	}
+	w.emit(WatchEvent{Kind: WatchRouterRestarted, Via: via, Reason: why})
+	// A restarted router has forgotten our event subscription: make a new
+	// one now rather than at the next renewal. A router whose eventing
+	// failed while it was starting may offer it now.
+	if g, ok := w.gw.(*upnpGateway); ok && !w.wo.NoGENA && (resubscribe || w.sub == nil) {
+		w.subscribe(ctx, g)
+	}
+}
+
+// resetStaleDetectors drops the baselines not refreshed within the last
+// moment, after a restart was detected.
+func (w *watcher) resetStaleDetectors() {
+	now := time.Now()
+	const fresh = time.Second
+	for v, c := range w.epochs {
+		if now.Sub(c.Epoch().Received) > fresh {
+			delete(w.epochs, v)
+		}
+	}
+	if now.Sub(w.uptime.at) > fresh {
+		w.uptime = uptimeTracker{}
+	}
+}
+
+func (w *watcher) setExternal(ip netip.Addr, via WatchSource) {
+	if ip == w.st.ext {
+		return
+	}
+	prev := w.st.ext
+	w.st.ext = ip
+	if !prev.IsValid() {
+		return // first time known: nothing changed
+	}
+	w.emit(WatchEvent{Kind: WatchExternalAddressChanged, Via: via, Previous: prev})
+}
+
+func (w *watcher) setStatus(status string, via WatchSource) {
+	if status == w.st.status {
+		return
+	}
+	prev := w.st.status
+	w.st.status = status
+	if prev == "" {
+		return
+	}
+	w.emit(WatchEvent{Kind: WatchStatusChanged, Via: via, PreviousStatus: prev})
+}
+
+// setList records a table read from the gateway and reports its
+// difference from the last one.
+func (w *watcher) setList(list []Mapping, via WatchSource) {
+	prevCount, wasListed, prev := w.st.count, w.st.listed, w.st.list
+	w.st.list, w.st.listed, w.st.count = list, true, len(list)
+	if !wasListed {
+		if prevCount >= 0 && prevCount != len(list) {
+			w.emit(WatchEvent{Kind: WatchMappingsChanged, Via: via, PreviousCount: prevCount})
+		}
+		return
+	}
+	added, removed := DiffMappings(prev, list)
+	if len(added) == 0 && len(removed) == 0 && prevCount == len(list) {
+		return
+	}
+	w.emit(WatchEvent{Kind: WatchMappingsChanged, Via: via, PreviousCount: prevCount, Added: added, Removed: removed})
+}
+
+// setCount records a mapping count the router announced without the
+// table being readable.
+func (w *watcher) setCount(n int, via WatchSource) {
+	if n == w.st.count {
+		return
+	}
+	prev := w.st.count
+	w.st.count, w.st.listed, w.st.list = n, false, nil
+	if prev < 0 {
+		return
+	}
+	w.emit(WatchEvent{Kind: WatchMappingsChanged, Via: via, PreviousCount: prev})
+}
+
+// relist reads the table after the router said it changed.
+func (w *watcher) relist(ctx context.Context, evented int, via WatchSource) {
+	lctx, cancel := context.WithTimeout(ctx, 10*w.requestTimeout())
+	defer cancel()
+	list, err := w.gw.List(lctx, nil)
+	if err == nil {
+		w.setList(list, via)
+		return
+	}
+	w.log.Debug("watch: cannot read the mapping table after an event", "err", err)
+	if evented >= 0 {
+		w.setCount(evented, via)
+	}
+}
+
+// onGENA handles one UPnP event from the connection service. Most routers
+// (miniupnpd among them) send every evented variable in each message, so
+// the values are compared with the known state and only differences are
+// reported.
+func (w *watcher) onGENA(ctx context.Context, ev upnp.Event) {
+	var evidence string
+	switch {
+	case w.sid == "":
+		w.sid = ev.SID
+	case ev.SID != w.sid:
+		// The Subscriber had to subscribe anew: the router no longer knew
+		// our subscription, which is what a restart does to it.
+		w.sid = ev.SID
+		evidence = "the router forgot our event subscription, as it does when it restarts"
+	case ev.Initial:
+		// UDA sequence numbers wrap to 1, never to 0: a 0 on a known
+		// subscription means the router started counting afresh.
+		evidence = "the router's event sequence started again at 0: it restarted"
+	}
+	if evidence != "" || ev.Resync {
+		// Events were missed: read everything.
+		w.refresh(ctx, ViaGENA, evidence)
+		return
+	}
+	relist, evented := false, -1
+	for _, v := range ev.Vars {
+		val := strings.TrimSpace(v.Value)
+		switch v.Name {
+		case "ExternalIPAddress":
+			if ip, err := netip.ParseAddr(val); err == nil {
+				w.setExternal(ip.Unmap(), ViaGENA)
+			} else if val == "" {
+				w.setExternal(netip.IPv4Unspecified(), ViaGENA)
+			}
+		case "ConnectionStatus":
+			if val != "" {
+				w.setStatus(val, ViaGENA)
+			}
+		case "PortMappingNumberOfEntries":
+			n, err := strconv.Atoi(val)
+			if err == nil && n >= 0 {
+				evented = n
+			}
+			// Re-read even when the number is the same: an entry may have
+			// been replaced, or one added and one removed. The initial
+			// event only restates the table read when watching began,
+			// unless the number says otherwise.
+			if !ev.Initial || !w.st.listed || evented != w.st.count {
+				relist = true
+			}
+		case "SystemUpdateID":
+			if w.st.updateID != "" && val != w.st.updateID {
+				relist = true
+			}
+			w.st.updateID = val
+		}
+	}
+	if relist {
+		w.relist(ctx, evented, ViaGENA)
+	}
+}
+
+// onAnnouncement handles a NAT-PMP or PCP announcement.
+func (w *watcher) onAnnouncement(ctx context.Context, a announcement) {
+	if a.from != w.routerHost() {
+		w.log.Debug("watch: announcement from another host ignored", "from", a.from)
+		return
+	}
+	if why := w.observeEpoch(a.version, a.epoch); why != "" {
+		w.restarted(ctx, ViaAnnouncement, why, true, true)
+	}
+	if _, ok := w.gw.(*natpmpGateway); ok && a.ext.IsValid() {
+		// RFC 6886 §3.2.1: the announcement is an external-address
+		// response and carries everything NAT-PMP can know.
+		w.setExternal(a.ext, ViaAnnouncement)
+		return
+	}
+	// The router says something changed; read what.
+	w.refresh(ctx, ViaAnnouncement, "")
+}
+
+// lost reports the gateway gone.
+func (w *watcher) lost(err error) {
+	w.gone = true
+	w.stopGENA(false) // the router may not answer the UNSUBSCRIBE
+	w.emit(WatchEvent{Kind: WatchGatewayGone, Via: ViaPoll, Reason: err.Error()})
+}
+
+// rediscover looks for a gateway again after the last one went away.
+func (w *watcher) rediscover(ctx context.Context) {
+	gw, err := w.discover(ctx)
+	if err != nil {
+		w.log.Debug("watch: gateway still gone", "err", err)
+		return
+	}
+	s, err := w.read(ctx, gw)
+	if err != nil {
+		w.log.Debug("watch: gateway found but does not answer", "err", err)
+		return
+	}
+	old := w.gw
+	if gw.Method() == old.Method() && gw.Addr() == old.Addr() {
+		switch gw.(type) {
+		case *natpmpGateway, *pcpGateway:
+			// Keep the old client: it holds the state files and the
+			// epoch record.
+			gw = old
+		}
+	}
+	w.gw = gw
+	w.gone = false
+	reason := fmt.Sprintf("%s gateway at %s", gw.Method(), gw.Addr())
+	if gw.Addr() != old.Addr() || gw.Method() != old.Method() {
+		reason += fmt.Sprintf(" (was %s at %s)", old.Method(), old.Addr())
+	}
+	w.attach(ctx)
+	if !w.known {
+		w.refresh(ctx, ViaDiscovery, "")
+		return
+	}
+	w.emit(WatchEvent{Kind: WatchGatewayBack, Via: ViaDiscovery, Reason: reason})
+	w.apply(ctx, s, ViaDiscovery, "")
+}
+
+// emit fills in the gateway's current state and queues e, dropping the
+// oldest queued event when the reader is behind.
+func (w *watcher) emit(e WatchEvent) {
+	e.Time = time.Now()
+	if w.gw != nil {
+		e.Gateway, e.Method = w.gw.Addr(), w.gw.Method()
+	}
+	e.ExternalAddr, e.Status, e.Count = w.st.ext, w.st.status, w.st.count
+	if e.Kind != WatchMappingsChanged {
+		e.PreviousCount = e.Count
+	}
+	for {
+		select {
+		case w.out <- e:
+			return
+		default:
+		}
+		select {
+		case <-w.out:
+			w.dropped++
+			if w.dropped == 1 || w.dropped%100 == 0 {
+				w.log.Warn("watch: the reader is behind; oldest events dropped", "dropped", w.dropped)
+			}
+		default:
+		}
+	}
+}
+
+// uptimeTracker tells from successive uptime readings whether the router
+// restarted. Quirk: some routers report a frozen uptime (a constant, or
+// always the same made-up value), so a shortfall against the clock only
+// counts once the uptime has been seen to advance; a plain step back
+// always counts.
+type uptimeTracker struct {
+	valid bool
+	live  bool // the uptime has been seen to advance
+	last  time.Duration
+	at    time.Time
+}
+
+// uptimeSlack forgives the rounding of the readings (whole seconds) and
+// the time they spent in flight.
+const uptimeSlack = 2 * time.Second
+
+// observe records a reading taken at now and reports whether it went back.
+func (u *uptimeTracker) observe(up time.Duration, now time.Time) bool {
+	back := false
+	if u.valid {
+		elapsed := max(now.Sub(u.at), 0)
+		switch {
+		case up+uptimeSlack < u.last:
+			back = true
+		case u.live && up+uptimeSlack < u.last+elapsed/8*7:
+			// Like the NAT-PMP epoch test (RFC 6886 §3.6): the router's
+			// clock may run slow, but not by more than an eighth.
+			back = true
+		}
+		if up > u.last && !back {
+			u.live = true
+		}
+	}
+	if back {
+		u.live = false
+	}
+	u.valid, u.last, u.at = true, up, now
+	return back
+}
+
+// DiffMappings returns the mappings of after that are not in before, and
+// those of before that are not in after, each sorted by protocol and
+// external port. Two mappings are the same when their key (protocol,
+// external port, remote host), internal client, internal port and
+// description are: lease and enabled state may change without a mapping
+// counting as another.
+func DiffMappings(before, after []Mapping) (added, removed []Mapping) {
+	ids := func(l []Mapping) map[mappingID]int {
+		m := make(map[mappingID]int, len(l))
+		for _, x := range l {
+			m[idOf(x)]++
+		}
+		return m
+	}
+	inBefore, inAfter := ids(before), ids(after)
+	for _, x := range after {
+		id := idOf(x)
+		if inBefore[id] > 0 {
+			inBefore[id]--
+			continue
+		}
+		added = append(added, x)
+	}
+	for _, x := range before {
+		id := idOf(x)
+		if inAfter[id] > 0 {
+			inAfter[id]--
+			continue
+		}
+		removed = append(removed, x)
+	}
+	sortMappings(added)
+	sortMappings(removed)
+	return added, removed
+}
+
+type mappingID struct {
+	key            Key
+	internalClient string
+	internalPort   uint16
+	description    string
+}
+
+func idOf(m Mapping) mappingID {
+	return mappingID{key: Key{Protocol: Protocol(strings.ToUpper(string(m.Protocol))), ExternalPort: m.ExternalPort, RemoteHost: m.RemoteHost},
+		internalClient: m.InternalClient, internalPort: m.InternalPort, description: m.Description}
+}
+
+func sortMappings(l []Mapping) {
+	slices.SortStableFunc(l, func(a, b Mapping) int {
+		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.ExternalPort, b.ExternalPort), cmp.Compare(a.RemoteHost, b.RemoteHost))
+	})
+}
+
+// Announcements.
+
+// announcementGroup is where NAT-PMP and PCP servers multicast their
+// announcements (RFC 6886 §3.2.1, RFC 6887 §14.1.3): to all hosts, to
+// the client port 5350.
+var announcementGroup = netip.AddrPortFrom(netip.AddrFrom4([4]byte{224, 0, 0, 1}), natpmp.ClientPort)
+
+// announcement is a NAT-PMP external-address announcement or a PCP
+// ANNOUNCE response heard on the group.
+type announcement struct {
+	from    netip.Addr
+	version byte       // 0 NAT-PMP, 2 PCP
+	epoch   uint32     // the server's seconds since its state started
+	ext     netip.Addr // NAT-PMP only: the external address
+}
+
+// parseAnnouncement decodes an announcement. NAT-PMP's is a successful
+// external-address response (version 0, opcode 128, 12 bytes); PCP's an
+// ANNOUNCE response (version 2, opcode 128, at least the 24-byte header),
+// whose epoch time sits at bytes 8 to 11. Anything else is not one.
+func parseAnnouncement(b []byte, from netip.Addr) (announcement, bool) {
+	a := announcement{from: from.Unmap().WithZone("")}
+	switch {
+	case len(b) >= 12 && b[0] == 0:
+		r, err := natpmp.ParseResponse(b)
+		if err != nil || r.Op != natpmp.OpExternalAddress || r.Result != natpmp.Success {
+			return a, false
+		}
+		a.version, a.epoch, a.ext = 0, r.Epoch, r.ExternalAddr
+		if a.ext.IsUnspecified() {
+			a.ext = netip.Addr{} // not connected: tells nothing about the address
+		}
+		return a, true
+	case len(b) >= 24 && b[0] == 2 && b[1] == 0x80 && b[3] == 0:
+		// Version 2, response bit with opcode ANNOUNCE (0), result SUCCESS.
+		a.version = 2
+		a.epoch = uint32(b[8])<<24 | uint32(b[9])<<16 | uint32(b[10])<<8 | uint32(b[11])
+		return a, true
+	}
+	return a, false
+}
+
+// startAnnouncements starts reading announcements into w.announce.
+func (w *watcher) startAnnouncements(ctx context.Context) {
+	pc := w.wo.Announcements
+	if pc == nil {
+		var err error
+		pc, err = openAnnouncementSocket(ctx)
+		if err != nil {
+			w.log.Info("watch: not listening for NAT-PMP/PCP announcements", "err", err)
+			return
+		}
+		go func() { <-ctx.Done(); pc.Close() }()
+	}
+	go readAnnouncements(ctx, pc, func(b []byte, from netip.Addr) {
+		a, ok := parseAnnouncement(b, from)
+		if !ok {
+			return
+		}
+		select {
+		case w.announce <- a:
+		case <-ctx.Done():
+		}
+	})
+}
+
+// openAnnouncementSocket opens a socket on 224.0.0.1:5350 joined to the
+// group on every multicast interface that is up (loopback aside), where
+// NAT-PMP and PCP routers announce restarts and address changes. Several
+// listeners may share the port (SO_REUSEADDR, SO_REUSEPORT). It fails
+// when no interface could join. The caller closes the socket.
+func openAnnouncementSocket(ctx context.Context) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: reuseAddr}
+	// Bound to the group address, the socket receives the announcements
+	// and not unicast packets to the port.
+	pc, err := lc.ListenPacket(ctx, "udp4", announcementGroup.String())
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s for NAT-PMP/PCP announcements: %w", announcementGroup, err)
+	}
+	p := ipv4.NewPacketConn(pc)
+	group := &net.UDPAddr{IP: net.IP(announcementGroup.Addr().AsSlice())}
+	ifs, _ := net.Interfaces()
+	joined := 0
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagMulticast != 0 && ifi.Flags&net.FlagLoopback == 0 {
+			if p.JoinGroup(&ifi, group) == nil {
+				joined++
+			}
+		}
+	}
+	if joined == 0 {
+		pc.Close()
+		return nil, fmt.Errorf("no multicast interface could join %s to hear NAT-PMP/PCP announcements", announcementGroup.Addr())
+	}
+	return pc, nil
+}
+
+// readAnnouncements calls fn with each packet read from pc and its source
+// address until ctx ends or pc fails. It does not close pc; when ctx ends
+// it sets a past read deadline on it to stop the read under way.
+func readAnnouncements(ctx context.Context, pc net.PacketConn, fn func(b []byte, from netip.Addr)) {
+	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, 1100) // PCP's maximum message size
+	for {
+		n, src, err := pc.ReadFrom(buf)
+		if err != nil || ctx.Err() != nil {
+			return
+		}
+		ua, ok := src.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		fn(buf[:n], ua.AddrPort().Addr().Unmap())
+	}
+}

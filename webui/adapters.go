@@ -1,0 +1,144 @@
+package webui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/portfwd/portfwd/portmap"
+)
+
+// CheckFunc adapts a function to the Checker interface, so that the
+// command can plug in the reachability checker (package reach) without
+// webui depending on it.
+type CheckFunc func(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error)
+
+// Check calls f.
+func (f CheckFunc) Check(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error) {
+	return f(ctx, proto, internalPort, externalPort)
+}
+
+// PortmapKeeper is the Keeper of the "keep open" toggle: one portmap.Keep
+// per mapping, pinned to the gateway the page shows (its description URL,
+// or its NAT-PMP/PCP server), renewing at half the lease and re-creating
+// the mapping after a router restart, for as long as the UI runs.
+type PortmapKeeper struct {
+	// Options are the base discovery options (state directory, timeouts).
+	Options portmap.Options
+	// Lease is asked for at each renewal; zero means one hour.
+	Lease time.Duration
+
+	mu   sync.Mutex
+	kept map[string]map[portmap.Key]*portmap.Keeper // by gateway Addr
+}
+
+// Keep starts keeping m and returns once it is (re)made, or with the reason
+// it cannot be.
+func (k *PortmapKeeper) Keep(ctx context.Context, g portmap.Gateway, m portmap.Mapping) error {
+	o := k.Options
+	o.Wait, o.Progress = false, nil
+	o.Methods = []portmap.Method{g.Method()}
+	switch g.Method() {
+	case portmap.UPnP:
+		info, err := g.Info(ctx)
+		if err != nil || info.Location == "" {
+			return fmt.Errorf("cannot tell where this gateway's description is, to keep the mapping: %v", err)
+		}
+		o.GatewayURL = info.Location
+	default:
+		ap, err := netip.ParseAddrPort(g.Addr())
+		if err != nil {
+			return err
+		}
+		o.NATPMPServer = ap
+	}
+	client, _ := netip.ParseAddr(m.InternalClient)
+	lease := k.Lease
+	if lease == 0 {
+		lease = time.Hour
+	}
+	kp := portmap.Keep(context.Background(), portmap.KeepConfig{Options: o, Request: portmap.Request{
+		Protocol: m.Protocol, InternalPort: m.InternalPort, ExternalPort: m.ExternalPort,
+		InternalClient: client, Lease: lease, Description: m.Description,
+	}})
+	// Wait for the first verdict, within ctx.
+	for {
+		select {
+		case ev := <-kp.Events():
+			switch ev.Kind {
+			case portmap.EventMapped:
+				go func() {
+					for range kp.Events() { // keep draining: the page polls state itself
+					}
+				}()
+				k.mu.Lock()
+				if k.kept == nil {
+					k.kept = map[string]map[portmap.Key]*portmap.Keeper{}
+				}
+				if k.kept[g.Addr()] == nil {
+					k.kept[g.Addr()] = map[portmap.Key]*portmap.Keeper{}
+				}
+				if old := k.kept[g.Addr()][m.Key()]; old != nil {
+					stopWithoutDelete(old)
+				}
+				k.kept[g.Addr()][m.Key()] = kp
+				k.mu.Unlock()
+				return nil
+			case portmap.EventFailed, portmap.EventGatewayGone:
+				stopWithoutDelete(kp)
+				return errors.New(ev.Reason)
+			}
+		case <-ctx.Done():
+			stopWithoutDelete(kp)
+			return ctx.Err()
+		}
+	}
+}
+
+// stopWithoutDelete ends a keeper but leaves its mapping on the router
+// until its lease ends: Close's delete gets an already-ended context.
+func stopWithoutDelete(kp *portmap.Keeper) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	kp.Close(done)
+}
+
+// Release stops renewing the mapping at key; it stays until its lease ends.
+func (k *PortmapKeeper) Release(ctx context.Context, g portmap.Gateway, key portmap.Key) error {
+	k.mu.Lock()
+	kp := k.kept[g.Addr()][key]
+	delete(k.kept[g.Addr()], key)
+	k.mu.Unlock()
+	if kp == nil {
+		return fmt.Errorf("port %s is not being kept open", key)
+	}
+	stopWithoutDelete(kp)
+	return nil
+}
+
+// Kept lists the keys kept open on g.
+func (k *PortmapKeeper) Kept(g portmap.Gateway) []portmap.Key {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var keys []portmap.Key
+	for key := range k.kept[g.Addr()] {
+		keys = append(keys, key)
+	}
+	return keys
+}
+
+// Close stops every keeper, leaving the mappings until their leases end.
+func (k *PortmapKeeper) Close() {
+	k.mu.Lock()
+	all := k.kept
+	k.kept = nil
+	k.mu.Unlock()
+	for _, byKey := range all {
+		for _, kp := range byKey {
+			stopWithoutDelete(kp)
+		}
+	}
+}
