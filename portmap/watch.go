@@ -533,12 +533,13 @@ func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string)
 // apply reports the differences between a snapshot and the known state,
 // and records it: a restart first, since the other changes follow from it.
 func (w *watcher) apply(ctx context.Context, s snapshot, via WatchSource, evidence string) {
+	f := fed{epoch: s.epochOK, epochVer: s.epochVer, uptime: s.uptime > 0}
 	switch why := w.observeRestart(s); {
 	case why != "":
 		// A Subscriber that gave evidence has subscribed anew already.
-		w.restarted(ctx, via, why, true, evidence == "")
+		w.restarted(ctx, via, why, f, evidence == "")
 	case evidence != "":
-		w.restarted(ctx, via, evidence, false, false)
+		w.restarted(ctx, via, evidence, f, false)
 	}
 	if s.extOK {
 		w.setExternal(s.ext, via)
@@ -589,19 +590,26 @@ func (w *watcher) observeEpoch(ver byte, epoch uint32) string {
 	return fmt.Sprintf("the router's %s epoch went back from %d to %d s: it restarted and lost its mappings", proto, prev.Epoch, epoch)
 }
 
-// restarted reports a restart. The detectors that did not see it are
-// reset, so that their next reading (which will also show it) is taken as
-// a new baseline instead of a second restart. When byReading is set, the
-// uptime or epoch just observed is already the new baseline. resubscribe
-// asks for a new event subscription, which the router has forgotten.
-func (w *watcher) restarted(ctx context.Context, via WatchSource, why string, byReading, resubscribe bool) {
-	if !byReading {
+// fed says which restart detectors a reading fed.
+type fed struct {
+	epoch    bool
+	epochVer byte
+	uptime   bool
+}
+
+// restarted reports a restart. Only the detectors fed by the reading that
+// showed it (f) hold post-restart baselines; the others are reset, so that
+// their next reading, which would show the same restart, is taken as a
+// new baseline instead of a second restart. resubscribe asks for a new
+// event subscription, which the router has forgotten.
+func (w *watcher) restarted(ctx context.Context, via WatchSource, why string, f fed, resubscribe bool) {
+	for v := range w.epochs {
+		if !f.epoch || v != f.epochVer {
+			delete(w.epochs, v)
+		}
+	}
+	if !f.uptime {
 		w.uptime = uptimeTracker{}
-		clear(w.epochs)
-	} else {
-		// Keep only the detectors that just took a post-restart reading:
-		// the others still hold pre-restart baselines.
-		w.resetStaleDetectors()
 	}
 	w.emit(WatchEvent{Kind: WatchRouterRestarted, Via: via, Reason: why})
 	// A restarted router has forgotten our event subscription: make a new
@@ -609,21 +617,6 @@ func (w *watcher) restarted(ctx context.Context, via WatchSource, why string, by
 	// failed while it was starting may offer it now.
 	if g, ok := w.gw.(*upnpGateway); ok && !w.wo.NoGENA && (resubscribe || w.sub == nil) {
 		w.subscribe(ctx, g)
-	}
-}
-
-// resetStaleDetectors drops the baselines not refreshed within the last
-// moment, after a restart was detected.
-func (w *watcher) resetStaleDetectors() {
-	now := time.Now()
-	const fresh = time.Second
-	for v, c := range w.epochs {
-		if now.Sub(c.Epoch().Received) > fresh {
-			delete(w.epochs, v)
-		}
-	}
-	if now.Sub(w.uptime.at) > fresh {
-		w.uptime = uptimeTracker{}
 	}
 }
 
@@ -767,7 +760,7 @@ func (w *watcher) onAnnouncement(ctx context.Context, a announcement) {
 		return
 	}
 	if why := w.observeEpoch(a.version, a.epoch); why != "" {
-		w.restarted(ctx, ViaAnnouncement, why, true, true)
+		w.restarted(ctx, ViaAnnouncement, why, fed{epoch: true, epochVer: a.version}, true)
 	}
 	if _, ok := w.gw.(*natpmpGateway); ok && a.ext.IsValid() {
 		// RFC 6886 §3.2.1: the announcement is an external-address

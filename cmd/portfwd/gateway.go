@@ -24,6 +24,7 @@ type gatewayFlags struct {
 	flushOnExit, forceIGDv1     bool
 	secureMode                  bool
 	noUPnP, noNATPMP, noSSDP    bool
+	noPCP                       bool
 	logLevel, logFormat         string
 }
 
@@ -32,7 +33,7 @@ const gatewayUsage = `Usage: portfwd gateway --internal IF --external IF [flags]
        portfwd gateway --check [--config FILE] [flags]
        portfwd gateway --import-miniupnpd /etc/miniupnpd/miniupnpd.conf > gateway.toml
 
-Runs the router side: answers UPnP IGD (with SSDP) and NAT-PMP on the internal
+Runs the router side: answers UPnP IGD (with SSDP), NAT-PMP and PCP on the internal
 interfaces and forwards the mapped ports from the external ones, through
 nftables (as root) or a userspace relay. Flags override the configuration file;
 docs/gateway.md and dist/gateway.example.toml document every option.
@@ -52,11 +53,11 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.BoolVar(&gf.check, "check", false, "check the configuration, interfaces, backend access and ports, then exit 0 (fine) or 1 (problems)")
 	fs.BoolVar(&gf.printConfig, "print-config", false, "print the effective configuration as TOML and exit")
 	fs.StringVar(&gf.importMiniupnpd, "import-miniupnpd", "", "convert a miniupnpd.conf `file` to portfwd's TOML on stdout and exit")
-	fs.StringVar(&gf.internal, "internal", "", "internal (LAN) `interfaces`, comma-separated: UPnP, SSDP and NAT-PMP are served there only")
+	fs.StringVar(&gf.internal, "internal", "", "internal (LAN) `interfaces`, comma-separated: UPnP, SSDP, NAT-PMP and PCP are served there only")
 	fs.StringVar(&gf.external, "external", "", "external (WAN) `interfaces`, comma-separated; a trailing * matches a prefix (ppp*)")
 	fs.StringVar(&gf.externalIP, "external-ip", "", "report this external `IP` instead of the external interface's address")
 	fs.StringVar(&gf.stun, "stun", "", "learn the external address from this STUN `server` (host[:port]), for a router behind a 1:1 NAT")
-	fs.StringVar(&gf.backend, "backend", "", "`nft`, relay or memory (default: nft as root, relay otherwise)")
+	fs.StringVar(&gf.backend, "backend", "", "`name` of the backend: nft, relay or memory (default: nft as root, relay otherwise)")
 	fs.StringVar(&gf.stateDir, "state-dir", "", "where leases, the NAT-PMP epoch and the device UUID are kept (default "+daemon.DefaultStateDir+")")
 	fs.IntVar(&gf.httpPort, "http-port", daemon.DefaultHTTPPort, "UPnP HTTP `port` on the internal addresses (0 picks a free one)")
 	fs.StringVar(&gf.admin, "admin", "", "admin `address` serving /metrics and /healthz (default "+daemon.DefaultAdminAddress+"; \"off\" disables)")
@@ -64,7 +65,8 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.BoolVar(&gf.forceIGDv1, "force-igd-v1", false, "serve InternetGatewayDevice:1, for control points that do not know IGDv2")
 	fs.BoolVar(&gf.secureMode, "secure-mode", true, "clients may map ports only to themselves and change only their own mappings")
 	fs.BoolVar(&gf.noUPnP, "no-upnp", false, "do not serve UPnP IGD")
-	fs.BoolVar(&gf.noNATPMP, "no-natpmp", false, "do not serve NAT-PMP")
+	fs.BoolVar(&gf.noNATPMP, "no-natpmp", false, "do not serve NAT-PMP nor PCP (UDP 5351)")
+	fs.BoolVar(&gf.noPCP, "no-pcp", false, "serve NAT-PMP without PCP (PCP clients are told to fall back to NAT-PMP)")
 	fs.BoolVar(&gf.noSSDP, "no-ssdp", false, "serve UPnP without SSDP discovery (clients need the description URL)")
 	fs.StringVar(&gf.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&gf.logFormat, "log-format", "", "text or json (default text)")
@@ -170,6 +172,8 @@ func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
 			cfg.UPnP.Enabled = !gf.noUPnP
 		case "no-natpmp":
 			cfg.NATPMP.Enabled = !gf.noNATPMP
+		case "no-pcp":
+			cfg.NATPMP.PCP = !gf.noPCP
 		case "no-ssdp":
 			cfg.UPnP.SSDP = !gf.noSSDP
 		case "log-level":

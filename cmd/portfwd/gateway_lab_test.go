@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -69,8 +70,9 @@ func startGateway(t *testing.T, l *natlab.Lab, extra ...string) *labGateway {
 
 func (g *labGateway) start(t *testing.T) {
 	t.Helper()
+	bin := portfwdBinary(t) // built once per test process; not part of the timing
 	began := time.Now()
-	g.proc = g.l.Start(t, natlab.HostRouter, portfwdBinary(t), g.args...)
+	g.proc = g.l.Start(t, natlab.HostRouter, bin, g.args...)
 	g.l.WaitTCP(t, natlab.HostLAN, ap(g.l.RouterLANIP, 5000), 10*time.Second, g.proc)
 	t.Logf("timing: gateway up (HTTP answering on the LAN) %v after start", time.Since(began).Round(time.Millisecond))
 }
@@ -262,23 +264,46 @@ print('after', u.getgenericportmapping(0))`)
 		}
 	})
 
+	t.Run("pcp", func(t *testing.T) {
+		pcpFlags := []string{"--protocol", "pcp"}
+		contains(t, "discover pcp", ok(t, l, append([]string{"discover"}, pcpFlags...)...).stdout,
+			"PCP", l.RouterLANIP.String()+":5351", "external IP: "+ext)
+		r := ok(t, l, append([]string{"add", "8080", "--external", "18084", "--lease", "10m"}, pcpFlags...)...)
+		contains(t, "add pcp", r.stdout, ext+":18084/TCP")
+		if got, reached := reachTCP(t, l, 18084, mustWork); !reached || got != "lan-8080" {
+			t.Fatalf("PCP mapping: got %q (reached %v)", got, reached)
+		}
+		// It is in the same table UPnP lists.
+		contains(t, "list after pcp add", ok(t, l, "list", "--protocol", "upnp").stdout, "18084", "PCP")
+		ok(t, l, append([]string{"delete", "18084/tcp"}, pcpFlags...)...)
+		if _, reached := reachTCP(t, l, 18084, mustFail); reached {
+			t.Fatal("18084 still reachable after the PCP delete")
+		}
+	})
+
 	t.Run("wan-gets-nothing", func(t *testing.T) {
 		// HTTP on the external address: nothing listens there.
 		if c, err := l.DialContext(ctxFor(t, time.Second), natlab.HostWAN, "tcp4", ap(l.RouterWANIP, 5000).String()); err == nil {
 			c.Close()
 			t.Error("the UPnP HTTP port accepts connections on the external address")
 		}
-		// NAT-PMP and SSDP on the external address: no answer.
+		// NAT-PMP, PCP and SSDP on the external address: no answer.
 		if got := udpExchange(t, l, natlab.HostWAN, ap(l.RouterWANIP, 5351), []byte{0, 0}); got != nil {
 			t.Errorf("NAT-PMP answered the WAN: % x", got)
+		}
+		if got := udpExchange(t, l, natlab.HostWAN, ap(l.RouterWANIP, 5351), pcpAnnounce(l.WANIP)); got != nil {
+			t.Errorf("PCP answered the WAN: % x", got)
 		}
 		msearch := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n"
 		if got := udpExchange(t, l, natlab.HostWAN, ap(l.RouterWANIP, 1900), []byte(msearch)); got != nil {
 			t.Errorf("SSDP answered the WAN:\n%s", got)
 		}
-		// Positive control: the same NAT-PMP request from the LAN is answered.
+		// Positive controls: the same requests from the LAN are answered.
 		if got := udpExchange(t, l, natlab.HostLAN, ap(l.RouterLANIP, 5351), []byte{0, 0}); len(got) != 12 {
 			t.Fatalf("NAT-PMP did not answer the LAN (% x)", got)
+		}
+		if got := udpExchange(t, l, natlab.HostLAN, ap(l.RouterLANIP, 5351), pcpAnnounce(l.LANIP)); len(got) != 24 || got[0] != 2 || got[3] != 0 {
+			t.Fatalf("PCP did not answer ANNOUNCE from the LAN (% x)", got)
 		}
 		// A WAN host that routes the LAN address through the router reaches
 		// the listening socket (Linux is a weak host), and must get nothing.
@@ -411,6 +436,16 @@ func httpExchange(t *testing.T, l *natlab.Lab, host string, to interface{ String
 	return string(b)
 }
 
+// pcpAnnounce is a PCP ANNOUNCE request from client (RFC 6887 section
+// 14.1): version 2, opcode 0, lifetime 0, the client's address.
+func pcpAnnounce(client netip.Addr) []byte {
+	b := make([]byte, 24)
+	b[0] = 2
+	a := client.As16() // IPv4-mapped
+	copy(b[8:], a[:])
+	return b
+}
+
 var epochRE = regexp.MustCompile(`"epoch":\s*(\d+)`)
 
 // natpmpEpoch asks the gateway's NAT-PMP epoch with our client.
@@ -423,4 +458,29 @@ func natpmpEpoch(t *testing.T, l *natlab.Lab) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// TestLabGatewayRelay runs the gateway with the relay backend, which binds
+// mapped ports on the external interface's address and connects to the
+// LAN host itself: the LAN server sees the router as its peer.
+func TestLabGatewayRelay(t *testing.T) {
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
+	natlab.Require(t, "natpmpc")
+	args := []string{"gateway", "--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
+		"--backend", "relay", "--state-dir", filepath.Join(l.RunDir, "gw"), "--admin", "off"}
+	g := &labGateway{l: l, args: args}
+	g.start(t)
+	srv := l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP, 8080), "lan-8080")
+	lanRun(t, l, "natpmpc", "-g", l.RouterLANIP.String(), "-a", "18085", "8080", "tcp", "600")
+	if got, reached := reachTCP(t, l, 18085, mustWork); !reached || got != "lan-8080" {
+		t.Fatalf("relayed mapping: got %q (reached %v)", got, reached)
+	}
+	if peers := srv.Peers(); len(peers) == 0 || peers[len(peers)-1].Addr() != l.RouterLANIP {
+		t.Errorf("the LAN server saw %v; a relay connects from the router (%v)", peers, l.RouterLANIP)
+	}
+	lanRun(t, l, "natpmpc", "-g", l.RouterLANIP.String(), "-a", "18085", "8080", "tcp", "0")
+	if _, reached := reachTCP(t, l, 18085, mustFail); reached {
+		t.Error("the relay still forwards after the delete")
+	}
+	g.stop(t)
 }

@@ -310,6 +310,11 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 		}
 	}
 	if cfg.UPnP.SSDP {
+		for _, name := range cfg.Interfaces.Internal {
+			if ifi, err := net.InterfaceByName(name); err == nil && ifi.Flags&net.FlagMulticast == 0 {
+				return fmt.Errorf("internal interface %s cannot do multicast, so SSDP discovery cannot work there: enable it (ip link set %s multicast on) or turn SSDP off (upnp.ssdp = false, --no-ssdp)", name, name)
+			}
+		}
 		d.responder = &ssdp.Responder{
 			Adverts:        advertsOf(srv.Root()),
 			Location:       d.descriptionURLFor,

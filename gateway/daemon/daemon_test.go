@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -165,6 +168,22 @@ func TestDaemonUPnP(t *testing.T) {
 	}
 	if l, err := c2.GetListOfPortMappings(ctx, 0, 65535, "TCP", true, 0); err != nil || len(l) != 1 || l[0].ExternalPort != 20000 {
 		t.Errorf("client 2's managed list = %v, %v; want 20000", l, err)
+	}
+
+	// AddAnyPortMapping on a held port reserves another.
+	m4 := m2
+	m4.LeaseDuration = time.Hour
+	if port, err := c2.AddAnyPortMapping(ctx, m4); err != nil || port == 20000 || port == 0 {
+		t.Errorf("AddAnyPortMapping on a held port = %d, %v; want another port", port, err)
+	} else if err := c2.DeletePortMappingRange(ctx, port, port, "TCP", false); err != nil {
+		t.Errorf("DeletePortMappingRange of its own: %v", err)
+	}
+	if err := c2.DeletePortMappingRange(ctx, 19000, 21000, "TCP", false); upnp.ErrorCode(err) != igd.CodeActionNotAuthorized {
+		t.Errorf("DeletePortMappingRange over another client's mapping: %v, want 606", err)
+	}
+	// The daemon does not manage the WAN link; clients may not cut it.
+	if _, err := c2.SOAP.Call(ctx, c2.ControlURL, c2.ServiceType, "ForceTermination", nil); upnp.ErrorCode(err) != igd.CodeActionNotAuthorized {
+		t.Errorf("ForceTermination: %v, want 606", err)
 	}
 
 	all, err := c.ListPortMappings(ctx, nil)
@@ -472,6 +491,14 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "internal interface") {
 		t.Errorf("New without internal interfaces: %v", err)
 	}
+	// SSDP on an interface without multicast (loopback) cannot work.
+	cfg = testConfig(t)
+	cfg.UPnP.SSDP = true
+	if ifi, err := net.InterfaceByName(cfg.Interfaces.Internal[0]); err == nil && ifi.Flags&net.FlagMulticast == 0 {
+		if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "cannot do multicast") {
+			t.Errorf("New with SSDP on %s: %v", ifi.Name, err)
+		}
+	}
 	// A port in use is reported with what to do, and nothing stays open.
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -554,5 +581,108 @@ func TestDaemonEvents(t *testing.T) {
 	change := next()
 	if value(change, "PortMappingNumberOfEntries") != "1" || value(change, "SystemUpdateID") == "(absent)" {
 		t.Errorf("event after a mapping was added: %v", change)
+	}
+}
+
+// pcpCode returns the PCP result code err carries, or -1.
+func pcpCode(err error) int {
+	var re *pcp.ResultError
+	if errors.As(err, &re) {
+		return int(re.Code)
+	}
+	return -1
+}
+
+func TestDaemonPCP(t *testing.T) {
+	r := start(t, testConfig(t))
+	ctx := context.Background()
+	c := &pcp.Client{Gateway: r.NATPMPAddrs()[0]}
+	m, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.TCP, InternalPort: 8000, SuggestedExternalPort: 28000, Lifetime: time.Hour})
+	if err != nil {
+		t.Fatalf("PCP MAP: %v", err)
+	}
+	if m.ExternalPort != 28000 || m.ExternalAddr != netip.MustParseAddr("198.51.100.1") || m.Lifetime != time.Hour {
+		t.Errorf("MAP result %+v", m)
+	}
+	held, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8000)
+	if !ok || held.Source != gateway.SourcePCP || held.Nonce != m.Nonce {
+		t.Errorf("table entry %+v, %v: want a PCP mapping with the request's nonce", held, ok)
+	}
+	// Another nonce (another application) may neither refresh nor delete it.
+	if _, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.TCP, InternalPort: 8000, Lifetime: time.Hour, Nonce: pcp.NewNonce()}); pcpCode(err) != int(pcp.ResultNotAuthorized) {
+		t.Errorf("MAP with another nonce: %v, want NOT_AUTHORIZED", err)
+	}
+	if err := c.Delete(ctx, pcp.TCP, 8000, pcp.NewNonce()); pcpCode(err) != int(pcp.ResultNotAuthorized) {
+		t.Errorf("delete with another nonce: %v, want NOT_AUTHORIZED", err)
+	}
+	// A refresh keeps the port.
+	if again, err := c.Refresh(ctx, m, 2*time.Hour); err != nil || again.ExternalPort != 28000 {
+		t.Errorf("refresh = %+v, %v", again, err)
+	}
+	// PREFER_FAILURE on a port held by someone else fails rather than
+	// moving; without it another port is given.
+	other := gateway.Requester{Addr: netip.MustParseAddr("127.0.0.9"), Source: gateway.SourceUPnP}
+	if _, err := r.Core().Add(ctx, other, gateway.Mapping{Protocol: gateway.UDP, ExternalPort: 28500, InternalAddr: other.Addr, InternalPort: 1, Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.UDP, InternalPort: 2, SuggestedExternalPort: 28500, Lifetime: time.Hour, PreferFailure: true}); pcpCode(err) != int(pcp.ResultCannotProvideExternal) {
+		t.Errorf("PREFER_FAILURE on a held port: %v, want CANNOT_PROVIDE_EXTERNAL", err)
+	}
+	if moved, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.UDP, InternalPort: 2, SuggestedExternalPort: 28500, Lifetime: time.Hour}); err != nil || moved.ExternalPort == 28500 {
+		t.Errorf("MAP on a held port = %+v, %v; want another port", moved, err)
+	}
+	// A FILTER naming one remote host becomes the mapping's remote host;
+	// a filter on a range cannot be applied and is refused.
+	f, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.UDP, InternalPort: 8001, Lifetime: time.Hour,
+		Filters: []pcp.Filter{{Prefix: netip.MustParsePrefix("192.0.2.7/32")}}})
+	if err != nil {
+		t.Fatalf("MAP with a one-host filter: %v", err)
+	}
+	if e, _ := r.Core().Get(gateway.Requester{}, gateway.UDP, f.ExternalPort, netip.Addr{}); e.RemoteHost != netip.MustParseAddr("192.0.2.7") {
+		t.Errorf("filtered mapping's remote host = %v", e.RemoteHost)
+	}
+	if _, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.UDP, InternalPort: 8002, Lifetime: time.Hour,
+		Filters: []pcp.Filter{{Prefix: netip.MustParsePrefix("192.0.2.0/24")}}}); pcpCode(err) != int(pcp.ResultUnsuppOption) {
+		t.Errorf("MAP with a range filter: %v, want UNSUPP_OPTION", err)
+	}
+	// Delete with the nonce; deleting again succeeds.
+	if err := c.Delete(ctx, pcp.TCP, 8000, m.Nonce); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := c.Delete(ctx, pcp.TCP, 8000, m.Nonce); err != nil {
+		t.Errorf("second delete: %v", err)
+	}
+	if _, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8000); ok {
+		t.Error("the mapping survived its deletion")
+	}
+	// PEER is not supported.
+	if _, err := c.Peer(ctx, pcp.PeerRequest{Protocol: pcp.TCP, InternalPort: 1, Lifetime: time.Minute,
+		RemoteAddr: netip.MustParseAddr("192.0.2.1"), RemotePort: 80}); pcpCode(err) != int(pcp.ResultUnsuppOpcode) {
+		t.Errorf("PEER: %v, want UNSUPP_OPCODE", err)
+	}
+}
+
+// With PCP off, a PCP client is told to use NAT-PMP.
+func TestDaemonPCPDisabled(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.NATPMP.PCP = false
+	r := start(t, cfg)
+	c := &pcp.Client{Gateway: r.NATPMPAddrs()[0]}
+	_, err := c.Map(context.Background(), pcp.MapRequest{Protocol: pcp.TCP, InternalPort: 8000, Lifetime: time.Hour})
+	if pcpCode(err) != int(pcp.ResultUnsuppVersion) {
+		t.Errorf("PCP with PCP disabled: %v, want UNSUPP_VERSION", err)
+	}
+}
+
+// Made-up SOAP action names are counted together, so that a client cannot
+// grow the metrics without bound.
+func TestMetricsBoundActionNames(t *testing.T) {
+	m := newMetrics()
+	for i := range 1000 {
+		m.request("upnp", "Bogus"+strconv.Itoa(i), 401)
+	}
+	m.request("upnp", "AddPortMapping", 0)
+	if len(m.requests) != 2 || m.requests[requestKey{"upnp", "other", 401}] != 1000 {
+		t.Errorf("request series: %v", m.requests)
 	}
 }

@@ -17,8 +17,8 @@
 //     interface, so a WAN neighbour could otherwise route to the LAN address);
 //   - SSDP answers and announces on the internal interfaces only, judged by
 //     the interface each search arrived on;
-//   - NAT-PMP answers only requests that arrived on an internal interface and
-//     are addressed to that interface's own address.
+//   - NAT-PMP and PCP answer only requests that arrived on an internal
+//     interface and are addressed to that interface's own address.
 //
 // # Protocol semantics
 //
@@ -34,8 +34,12 @@
 // protocol; the epoch is the time since the store's epoch origin, which
 // only resets when the lease store is lost.
 //
-// PCP (RFC 6887) shares UDP 5351 with NAT-PMP: version-2 packets are to be
-// handed to a PCP server before NAT-PMP sees them; see natpmp.go.
+// PCP (RFC 6887) shares UDP 5351 with NAT-PMP (pmp.go dispatches on the
+// version byte); its adapter (pcp.go) maps MAP requests onto the core with
+// the request's nonce, which the core stores: a mapping can be refreshed or
+// deleted only with the nonce that made it. PEER and THIRD_PARTY are not
+// supported; a FILTER naming one remote host becomes the mapping's remote
+// host.
 //
 // # Lifecycle
 //

@@ -46,7 +46,23 @@ func newMetrics() *metrics {
 	return &metrics{start: time.Now(), requests: map[requestKey]uint64{}, errors: map[string]uint64{}}
 }
 
+// upnpActions are the SOAP actions counted by name; any other name a
+// client sends is counted as "other", so that made-up names cannot grow
+// the metrics without bound.
+var upnpActions = map[string]bool{
+	"AddPortMapping": true, "AddAnyPortMapping": true, "DeletePortMapping": true, "DeletePortMappingRange": true,
+	"GetGenericPortMappingEntry": true, "GetSpecificPortMappingEntry": true, "GetListOfPortMappings": true,
+	"GetExternalIPAddress": true, "GetStatusInfo": true, "GetConnectionTypeInfo": true, "SetConnectionType": true,
+	"GetNATRSIPStatus": true, "RequestConnection": true, "ForceTermination": true, "RequestTermination": true,
+	"GetCommonLinkProperties": true, "GetTotalBytesSent": true, "GetTotalBytesReceived": true,
+	"GetTotalPacketsSent": true, "GetTotalPacketsReceived": true, "QueryStateVariable": true,
+	"GetDefaultConnectionService": true, "SetDefaultConnectionService": true,
+}
+
 func (m *metrics) request(protocol, action string, result int) {
+	if protocol == "upnp" && !upnpActions[action] {
+		action = "other"
+	}
 	m.mu.Lock()
 	m.requests[requestKey{protocol, action, result}]++
 	m.mu.Unlock()

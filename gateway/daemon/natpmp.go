@@ -17,9 +17,7 @@ import (
 // requester and its internal port; the requester is always the packet's
 // source address, which is also the mapping's internal address.
 //
-// PCP (RFC 6887) uses the same UDP port. natpmp.Server answers version-2
-// packets with "unsupported version", which makes PCP clients fall back to
-// NAT-PMP; a PCP server plugs in ahead of it, in servePMP.
+// PCP (RFC 6887) uses the same UDP port; pmpServer tells the two apart.
 type natpmpHandler struct {
 	core    *gateway.Core
 	ext     *externalAddr
