@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.org/x/net/ipv4"
 )
 
 // KeepConfig says which port to keep open.
@@ -389,43 +386,28 @@ func isRefusal(err error) bool {
 	return errors.As(err, &re)
 }
 
-// listenAnnouncements wakes the Keeper whenever a NAT-PMP or PCP
-// announcement arrives on 224.0.0.1:5350 (RFC 6886 §3.2.1, RFC 6887
+// listenAnnouncements wakes the Keeper whenever its router sends a NAT-PMP
+// or PCP announcement on 224.0.0.1:5350 (RFC 6886 §3.2.1, RFC 6887
 // §14.1.3): routers send them when they restart or change address. The
 // socket only listens; failure to open it (port taken, no multicast) just
 // leaves the periodic checks.
 func (k *Keeper) listenAnnouncements(ctx context.Context) {
-	lc := net.ListenConfig{Control: reuseAddr}
-	pc, err := lc.ListenPacket(ctx, "udp4", "0.0.0.0:5350")
+	pc, err := openAnnouncementSocket(ctx)
 	if err != nil {
 		return
 	}
 	defer pc.Close()
-	p := ipv4.NewPacketConn(pc)
-	group := &net.UDPAddr{IP: net.IPv4(224, 0, 0, 1)}
-	ifs, _ := net.Interfaces()
-	joined := 0
-	for _, ifi := range ifs {
-		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagMulticast != 0 && ifi.Flags&net.FlagLoopback == 0 {
-			if p.JoinGroup(&ifi, group) == nil {
-				joined++
-			}
-		}
-	}
-	if joined == 0 {
-		return
-	}
-	go func() { <-ctx.Done(); pc.Close() }()
-	buf := make([]byte, 1100)
-	for {
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
+	readAnnouncements(ctx, pc, func(b []byte, from netip.Addr) {
+		if _, ok := parseAnnouncement(b, from); !ok {
 			return
 		}
-		// Version 0 (NAT-PMP external-address response) or 2 (PCP ANNOUNCE):
-		// either way the router says something changed. Verify now.
-		if n >= 8 && (buf[0] == 0 || buf[0] == 2) {
+		k.mu.Lock()
+		gw := k.gw
+		k.mu.Unlock()
+		// Another router's news is not ours; before the first mapping any
+		// announcement is worth a look (the Keeper is still searching).
+		if gw == nil || routerHost(gw) == from.Unmap() {
 			k.Check()
 		}
-	}
+	})
 }

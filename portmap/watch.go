@@ -202,7 +202,9 @@ type watcher struct {
 	sub    *upnp.Subscriber
 	subGen int    // generation of sub, to drop events of older ones
 	sid    string // SID of the events received on sub; "" before the first
-	genaOK string // how events are received, or why not (for the initial event)
+	noGENA string // why there are no UPnP events, for the initial event
+
+	annOK bool // announcements are being read
 
 	// Restart detectors: the NAT-PMP (0) and PCP (2) epochs, keyed by the
 	// protocol version of the packets that carry them, and UPnP's uptime.
@@ -315,8 +317,12 @@ func (w *watcher) run(ctx context.Context) {
 
 // routerHost is the router's address: the one announcements must come
 // from.
-func (w *watcher) routerHost() netip.Addr {
-	switch g := w.gw.(type) {
+func (w *watcher) routerHost() netip.Addr { return routerHost(w.gw) }
+
+// routerHost is the address the router speaks from: announcements from
+// any other host are not about it.
+func routerHost(gw Gateway) netip.Addr {
+	switch g := gw.(type) {
 	case *upnpGateway:
 		return hostOf(g.ref.ControlURL)
 	case *natpmpGateway:
@@ -335,7 +341,7 @@ func (w *watcher) attach(ctx context.Context) {
 		clear(w.epochs)
 		w.uptime = uptimeTracker{}
 	}
-	w.genaOK = ""
+	w.noGENA = ""
 	if g, ok := w.gw.(*upnpGateway); ok && !w.wo.NoGENA {
 		w.subscribe(ctx, g)
 	}
@@ -344,14 +350,18 @@ func (w *watcher) attach(ctx context.Context) {
 // how says how the gateway is watched, for the initial event.
 func (w *watcher) how() string {
 	var means []string
-	if w.genaOK != "" {
-		means = append(means, w.genaOK)
+	if w.sub != nil {
+		means = append(means, "UPnP events")
 	}
-	if !w.wo.NoAnnouncements {
+	if w.annOK {
 		means = append(means, "NAT-PMP/PCP announcements")
 	}
 	means = append(means, "polling every "+w.wo.PollInterval.String())
-	return "watching by " + strings.Join(means, ", ")
+	how := "watching by " + strings.Join(means, ", ")
+	if w.noGENA != "" {
+		how += "; no UPnP events: " + w.noGENA
+	}
+	return how
 }
 
 // subscribe subscribes to the events of g's connection service. Failure
@@ -362,12 +372,12 @@ func (w *watcher) subscribe(ctx context.Context, g *upnpGateway) {
 	w.subGen++
 	w.sid = ""
 	if g.ref.Service.EventSubURL == "" {
-		w.genaOK = "polling (the router's description has no event URL for its connection service)"
+		w.noGENA = "the router's description has no event URL for its connection service"
 		return
 	}
 	eventURL, err := g.root.Resolve(g.ref.Service.EventSubURL)
 	if err != nil {
-		w.genaOK = fmt.Sprintf("polling (event URL %q: %v)", g.ref.Service.EventSubURL, err)
+		w.noGENA = fmt.Sprintf("event URL %q: %v", g.ref.Service.EventSubURL, err)
 		return
 	}
 	cb := w.wo.CallbackAddr
@@ -375,7 +385,7 @@ func (w *watcher) subscribe(ctx context.Context, g *upnpGateway) {
 		cb = g.LocalAddr()
 	}
 	if !cb.IsValid() || cb.IsUnspecified() {
-		w.genaOK = "polling (cannot tell this host's address towards the router for event callbacks)"
+		w.noGENA = "cannot tell this host's address towards the router for event callbacks"
 		return
 	}
 	s := &upnp.Subscriber{
@@ -395,12 +405,12 @@ func (w *watcher) subscribe(ctx context.Context, g *upnpGateway) {
 	})
 	if err != nil {
 		w.log.Info("watch: no UPnP events; polling instead", "url", eventURL, "err", err)
-		w.genaOK = fmt.Sprintf("polling (no UPnP events: %v)", err)
+		w.noGENA = err.Error()
 		w.closeSubscriber(s, false)
 		return
 	}
 	w.sub = s
-	w.genaOK = "UPnP events"
+	w.noGENA = ""
 }
 
 // stopGENA cancels the subscription, waiting for the UNSUBSCRIBE when
@@ -514,7 +524,7 @@ func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string)
 		return
 	}
 	if err != nil {
-		w.lost(err)
+		w.lost(err, via)
 		return
 	}
 	if !w.known {
@@ -587,7 +597,9 @@ func (w *watcher) observeEpoch(ver byte, epoch uint32) string {
 	if ver == 2 {
 		proto = "PCP"
 	}
-	return fmt.Sprintf("the router's %s epoch went back from %d to %d s: it restarted and lost its mappings", proto, prev.Epoch, epoch)
+	// Routers also start a new epoch when their external address changes
+	// (miniupnpd does), since mappings on the old address are gone too.
+	return fmt.Sprintf("the router's %s epoch went back from %d to %d s: it restarted, or dropped its mappings", proto, prev.Epoch, epoch)
 }
 
 // fed says which restart detectors a reading fed.
@@ -759,8 +771,15 @@ func (w *watcher) onAnnouncement(ctx context.Context, a announcement) {
 		w.log.Debug("watch: announcement from another host ignored", "from", a.from)
 		return
 	}
-	if why := w.observeEpoch(a.version, a.epoch); why != "" {
-		w.restarted(ctx, ViaAnnouncement, why, fed{epoch: true, epochVer: a.version}, true)
+	// Quirk: miniupnpd 2.3.1 sends its unsolicited PCP ANNOUNCE with an
+	// epoch of 0 whatever its real one (its NAT-PMP announcements and its
+	// answers to a PCP ANNOUNCE request carry the right one), so a PCP
+	// announcement only prompts a reading; the reading of a PCP gateway
+	// asks for the epoch.
+	if a.version == 0 {
+		if why := w.observeEpoch(a.version, a.epoch); why != "" {
+			w.restarted(ctx, ViaAnnouncement, why, fed{epoch: true, epochVer: a.version}, true)
+		}
 	}
 	if _, ok := w.gw.(*natpmpGateway); ok && a.ext.IsValid() {
 		// RFC 6886 §3.2.1: the announcement is an external-address
@@ -772,11 +791,11 @@ func (w *watcher) onAnnouncement(ctx context.Context, a announcement) {
 	w.refresh(ctx, ViaAnnouncement, "")
 }
 
-// lost reports the gateway gone.
-func (w *watcher) lost(err error) {
+// lost reports the gateway gone: a reading prompted by via failed.
+func (w *watcher) lost(err error, via WatchSource) {
 	w.gone = true
 	w.stopGENA(false) // the router may not answer the UNSUBSCRIBE
-	w.emit(WatchEvent{Kind: WatchGatewayGone, Via: ViaPoll, Reason: err.Error()})
+	w.emit(WatchEvent{Kind: WatchGatewayGone, Via: via, Reason: err.Error()})
 }
 
 // rediscover looks for a gateway again after the last one went away.
@@ -949,7 +968,7 @@ var announcementGroup = netip.AddrPortFrom(netip.AddrFrom4([4]byte{224, 0, 0, 1}
 type announcement struct {
 	from    netip.Addr
 	version byte       // 0 NAT-PMP, 2 PCP
-	epoch   uint32     // the server's seconds since its state started
+	epoch   uint32     // the server's seconds since its state started (not to be trusted in PCP's: see onAnnouncement)
 	ext     netip.Addr // NAT-PMP only: the external address
 }
 
@@ -991,6 +1010,7 @@ func (w *watcher) startAnnouncements(ctx context.Context) {
 		}
 		go func() { <-ctx.Done(); pc.Close() }()
 	}
+	w.annOK = true
 	go readAnnouncements(ctx, pc, func(b []byte, from netip.Addr) {
 		a, ok := parseAnnouncement(b, from)
 		if !ok {

@@ -384,7 +384,7 @@ func TestWatchWithoutEventingPolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := expect(t, ch, 3*time.Second, WatchInitial)
-	if !strings.Contains(ev.Reason, "polling (no UPnP events") || ev.Count != 0 {
+	if !strings.Contains(ev.Reason, "watching by polling every 100ms; no UPnP events: ") || !strings.Contains(ev.Reason, "405") || ev.Count != 0 {
 		t.Errorf("initial %+v", ev)
 	}
 	srv.SetMappings([]igd.PortMapping{web})
@@ -736,6 +736,37 @@ func TestWatchUPnPRouterAnnouncingRestartIsReportedOnce(t *testing.T) {
 		t.Errorf("router-restarted %+v", ev)
 	}
 	quiet(t, ch, 500*time.Millisecond)
+}
+
+func (a *announcer) pcp(epoch uint32) {
+	b := make([]byte, 24)
+	b[0], b[1] = 2, 0x80 // version 2, ANNOUNCE response
+	b[8], b[9], b[10], b[11] = byte(epoch>>24), byte(epoch>>16), byte(epoch>>8), byte(epoch)
+	if _, err := a.conn.Write(b); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func TestWatchPCPAnnouncementPromptsAReading(t *testing.T) {
+	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
+	ann, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ann.Close()
+	ch, _ := watchUPnP(t, e, WatchOptions{PollInterval: time.Hour, NoGENA: true, Announcements: ann})
+	expect(t, ch, 3*time.Second, WatchInitial)
+	a := newAnnouncer(t, "127.0.0.1:0", ann)
+	e.setExternal("198.51.100.70")
+	a.pcp(1000)
+	if ev := expect(t, ch, time.Second, WatchExternalAddressChanged); ev.Via != ViaAnnouncement || ev.ExternalAddr.String() != "198.51.100.70" {
+		t.Errorf("external-address-changed %+v", ev)
+	}
+	// miniupnpd sends its unsolicited ANNOUNCE with epoch 0 every time:
+	// not a restart.
+	a.pcp(0)
+	a.pcp(0)
+	quiet(t, ch, 300*time.Millisecond)
 }
 
 func TestDiffMappings(t *testing.T) {

@@ -29,9 +29,9 @@ const maxDescription = 256
 
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", s.handlePage)
-	mux.Handle("GET /static/", s.staticHandler())
-	api := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, s.guardAPI(h)) }
+	mux.HandleFunc("GET /{$}", s.site.page(s.handlePage))
+	mux.Handle("GET /static/", s.site.static())
+	api := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, s.site.api(h)) }
 	api("GET /api/gateways", s.handleGateways)
 	api("POST /api/discover", s.handleDiscover)
 	api("GET /api/gateway", s.handleGateway)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
@@ -135,26 +134,16 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.unsubscribe(sub)
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	// retry: how soon EventSource reconnects after the stream ends.
-	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
+	st, err := startSSE(w)
+	if err != nil {
 		return
 	}
-	write := func(ev event) error {
-		// JSON never holds a raw newline, so one data line is enough.
-		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.name, ev.data)
-		return err
-	}
 	for _, ev := range initial {
-		if write(ev) != nil {
+		if st.send(ev.name, ev.data) != nil {
 			return
 		}
 	}
-	if rc.Flush() != nil {
+	if st.flush() != nil {
 		return
 	}
 	ping := time.NewTicker(keepaliveInterval)
@@ -162,14 +151,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case ev := <-sub.ch:
-			if write(ev) != nil {
+			if st.send(ev.name, ev.data) != nil {
 				return
 			}
 			// Send what else is queued in the same flush.
 			for more := true; more; {
 				select {
 				case ev := <-sub.ch:
-					if write(ev) != nil {
+					if st.send(ev.name, ev.data) != nil {
 						return
 					}
 				default:
@@ -177,7 +166,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		case <-ping.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+			if st.keepalive() != nil {
 				return
 			}
 		case <-sub.gone:
@@ -185,7 +174,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
-		if rc.Flush() != nil {
+		if st.flush() != nil {
 			return
 		}
 	}

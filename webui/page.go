@@ -1,12 +1,12 @@
 package webui
 
 import (
-	"bytes"
 	"embed"
 	"fmt"
 	"html/template"
-	"io/fs"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/portfwd/portfwd/portmap"
@@ -25,6 +25,12 @@ var templateFuncs = template.FuncMap{
 	"gatewayLabel":  gatewayLabel,
 	"discoveryText": discoveryText,
 	"tableStatus":   tableStatus,
+	// The admin page's.
+	"seconds":    formatSeconds,
+	"addrPort":   netip.AddrPortFrom,
+	"totalsText": totalsText,
+	"countsText": countsText,
+	"countText":  countText,
 }
 
 // pageData is what the page template shows before the script takes over:
@@ -120,33 +126,8 @@ func tableStatus(p pageData) string {
 	return fmt.Sprintf("%d mapping(s).", len(p.Table.Mappings))
 }
 
-// handlePage serves the page: to a request carrying the token in its URL
-// (which also gets the cookie) or in the cookie.
+// handlePage serves the page (site.page has checked the token).
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	setSecurityHeaders(h)
-	h.Set("Cache-Control", "no-store")
-	switch {
-	case !hostAllowed(r):
-		s.refusePage(w, http.StatusMisdirectedRequest, "This server only answers to its own address; the page was asked for under another name.")
-		return
-	case !originAllowed(r):
-		s.refusePage(w, http.StatusForbidden, "Requests from other web sites are refused.")
-		return
-	}
-	if t := r.URL.Query().Get("token"); t != "" {
-		if !s.tokenEqual(t) {
-			s.refusePage(w, http.StatusForbidden, "The token in this address is wrong, perhaps from an earlier run of portfwd ui.")
-			return
-		}
-		// SameSite=Strict: no other site can make the browser send it;
-		// HttpOnly: no script can read it. The event stream, which cannot
-		// send headers, relies on it.
-		http.SetCookie(w, &http.Cookie{Name: s.cookieName, Value: s.Token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
-	} else if !s.cookieToken(r) {
-		s.refusePage(w, http.StatusForbidden, "This page needs the secret token of this run of portfwd ui.")
-		return
-	}
 	s.ensureDiscovery()
 	s.mu.Lock()
 	d := pageData{Token: s.Token, Features: s.features(), Discovery: s.disc}
@@ -158,44 +139,49 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		d.Table = s.mappingsPayloadLocked(g, time.Now())
 	}
 	s.mu.Unlock()
-	s.render(w, http.StatusOK, "page", d)
+	s.site.render(w, http.StatusOK, "page", d)
 }
 
-func (s *Server) refusePage(w http.ResponseWriter, status int, msg string) {
-	s.render(w, status, "refused", msg)
-}
-
-func (s *Server) render(w http.ResponseWriter, status int, name string, data any) {
-	var buf bytes.Buffer
-	if err := s.page.ExecuteTemplate(&buf, name, data); err != nil {
-		s.logger().Error("cannot render the page", "template", name, "err", err)
-		http.Error(w, "internal error: the page could not be rendered", http.StatusInternalServerError)
-		return
+// totalsText sums up the request counters as the admin page shows them
+// (admin.js writes the same).
+func totalsText(ts []adminTotal) string {
+	if len(ts) == 0 {
+		return "none yet"
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = fmt.Sprintf("%s %d", t.Protocol, t.Requests)
+		if t.Refused > 0 {
+			parts[i] += fmt.Sprintf(" (%d refused)", t.Refused)
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
-// staticHandler serves the script and style sheet. They hold no secret,
-// but the Host check still applies so that a rebinding page learns nothing.
-func (s *Server) staticHandler() http.Handler {
-	sub, err := fs.Sub(assets, "assets")
-	if err != nil {
-		panic(err) // the embedded tree is fixed at build time
+// countsText lists the counts that are not zero, or says there are none.
+func countsText(cs []AdminCount) string {
+	var parts []string
+	for _, c := range cs {
+		if c.Count > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", c.Name, c.Count))
+		}
 	}
-	files := http.StripPrefix("/static/", http.FileServerFS(sub))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		setSecurityHeaders(w.Header())
-		if !hostAllowed(r) {
-			http.Error(w, "wrong Host", http.StatusMisdirectedRequest)
-			return
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// countText is the admin table's summary line.
+func countText(t adminTableJSON) string {
+	if len(t.Mappings) == 0 {
+		return "No mappings."
+	}
+	var parts []string
+	for _, c := range t.BySource {
+		if c.Count > 0 {
+			parts = append(parts, fmt.Sprintf("%d by %s", c.Count, c.Name))
 		}
-		if r.URL.Path == "/static/index.html" || r.URL.Path == "/static/" {
-			http.NotFound(w, r) // the template is not a page of its own
-			return
-		}
-		w.Header().Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
-	})
+	}
+	return fmt.Sprintf("%d mapping(s): %s.", len(t.Mappings), strings.Join(parts, ", "))
 }

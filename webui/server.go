@@ -28,7 +28,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -104,14 +103,13 @@ type Server struct {
 
 	Logger *slog.Logger
 
-	once       sync.Once
-	mux        *http.ServeMux
-	page       *template.Template
-	cookieName string
-	ctx        context.Context // background work; ends with Close
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	kick       chan struct{} // asks the poller to re-read the router now
+	once   sync.Once
+	mux    *http.ServeMux
+	site   *site
+	ctx    context.Context // background work; ends with Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // asks the poller to re-read the router now
 
 	mu          sync.Mutex
 	disc        discoveryStatus
@@ -165,14 +163,12 @@ func (s *Server) init() {
 		if s.Token == "" {
 			s.Token = NewToken()
 		}
-		sum := sha256.Sum256([]byte(s.Token))
-		// Cookies are not separated by port: a name of our own keeps two
-		// servers on 127.0.0.1 from overwriting each other's cookie.
-		s.cookieName = "portfwd_" + hex.EncodeToString(sum[:4])
+		s.site = newSite(s.Token, "portfwd ui", "printed by portfwd ui",
+			"Open the address that portfwd ui printed in its terminal: it ends with ?token= and a secret that only that run knows.",
+			"index.html", s.logger())
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.kick = make(chan struct{}, 1)
 		s.subs = map[*subscriber]struct{}{}
-		s.page = template.Must(template.New("").Funcs(templateFuncs).ParseFS(assets, "assets/index.html"))
 		s.mux = s.routes()
 	})
 }
@@ -270,18 +266,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // (0.0.0.0, ::) is given as 127.0.0.1.
 func (s *Server) URL(addr net.Addr) string {
 	s.init()
-	ap, err := netip.ParseAddrPort(addr.String())
-	host := addr.String()
-	if err == nil {
-		a := ap.Addr().Unmap()
-		if a.IsUnspecified() {
-			// A wildcard listener (Go's is dual-stack) also accepts
-			// connections to 127.0.0.1.
-			a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		}
-		host = netip.AddrPortFrom(a, ap.Port()).String()
-	}
-	return "http://" + host + "/?token=" + s.Token
+	return pageURL(addr, s.Token)
 }
 
 // selectedGateway returns the gateway requests act on by default.

@@ -66,6 +66,15 @@ func TestGatewayPrintConfigAppliesFlags(t *testing.T) {
 	if got, _ := cfg.Encode(); string(got) != mustEncode(t, want) {
 		t.Errorf("effective config:\n%s\nwant\n%s", got, mustEncode(t, want))
 	}
+
+	// --admin-ui turns the admin page on, on the default admin address.
+	stdout, stderr, code = cli(t, "gateway", "--print-config", "--admin-ui")
+	if code != exitOK {
+		t.Fatalf("--admin-ui: exit %d: %s", code, stderr)
+	}
+	if cfg, err = daemon.ParseConfig([]byte(stdout)); err != nil || !cfg.Admin.UI || cfg.Admin.Address != daemon.DefaultAdminAddress {
+		t.Errorf("--admin-ui gives admin %+v (%v)", cfg.Admin, err)
+	}
 }
 
 func mustEncode(t *testing.T, c daemon.Config) string {
@@ -130,5 +139,18 @@ func TestGatewayCheck(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "the check found 2 problem(s)") {
 		t.Errorf("--check summary: %s", stderr)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"40MiB": 40 << 20, "1GiB": 1 << 30, "512KiB": 512 << 10, "1000": 1000, "7B": 7} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1MiB", "1.5GiB", "lots"} {
+		if _, err := parseBytes(bad); err == nil {
+			t.Errorf("parseBytes(%q) accepted", bad)
+		}
 	}
 }

@@ -54,6 +54,7 @@ func commands() []command {
 		{"check", "prove a forward works from outside: check PORT [--external N] [--proto tcp|udp] --probe URL", runCheck},
 		{"probe-server", "answer 'check' from a host outside the NAT: probe-server --listen :8999 [--rate 10/min]", runProbeServer},
 		{"ui", "web interface on this computer: ui [--listen 127.0.0.1:0] [--open]", runUI},
+		{"watch", "print each change on the gateway until Ctrl-C: external address, mappings, restarts", runWatch},
 		{"keep", "keep a port open until Ctrl-C: renew, recover after router restarts, delete on exit", runKeep},
 	}
 }

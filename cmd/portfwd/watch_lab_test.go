@@ -206,3 +206,49 @@ func restartMiniupnpd(t *testing.T, l *natlab.Lab) {
 	p := l.Start(t, natlab.HostRouter, "sh", "-c", wrap, "miniupnpd", "miniupnpd", "-d", "-f", conf, "-P", filepath.Join(l.RunDir, "miniupnpd.pid"))
 	l.WaitTCP(t, natlab.HostLAN, ap(l.RouterLANIP, l.Conf.HTTPPort), 10*time.Second, p)
 }
+
+// TestLabWatchExternalAddressChange: the router's WAN address changes.
+// miniupnpd notices (netlink), learns the new address over STUN again
+// (about 3 s), and tells its clients by UPnP event and NAT-PMP
+// announcement; both watchers report the new address long before their
+// one-minute poll. miniupnpd also starts a new NAT-PMP epoch then, which
+// the watchers report as a restart.
+//
+// The new address is added before the old one is removed, with
+// promote_secondaries set: otherwise Linux deletes the second address
+// with the first, miniupnpd finds wan0 without an address and reports
+// "Disconnected" (with the old address still in ExternalIPAddress).
+func TestLabWatchExternalAddressChange(t *testing.T) {
+	l := natlab.Start(t, natlab.Options{})
+	args := []string{"watch", "--json", "--interval", "1m", "--no-cache"}
+	wu := l.Start(t, natlab.HostLAN, portfwdBinary(t), append(args, "--gateway", l.MiniupnpdURL(), "--protocol", "upnp",
+		"--state-dir", filepath.Join(l.RunDir, "watch-upnp"))...)
+	wp := l.Start(t, natlab.HostLAN, portfwdBinary(t), append(args, "--natpmp", l.RouterLANIP.String(), "--protocol", "natpmp",
+		"--state-dir", filepath.Join(l.RunDir, "watch-natpmp"))...)
+	for _, w := range []*natlab.Process{wu, wp} {
+		if _, _, ok := nextWatchEvent(t, w, 0, 10*time.Second, kind("initial")); !ok {
+			t.Fatalf("no initial event; watch's output:\n%s", w.Output())
+		}
+	}
+	const newAddr = "203.0.113.9"
+	for _, cmd := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.conf." + natlab.RouterWANIf + ".promote_secondaries=1"},
+		{"ip", "addr", "add", newAddr + "/24", "dev", natlab.RouterWANIf},
+		{"ip", "addr", "del", l.RouterWANIP.String() + "/24", "dev", natlab.RouterWANIf},
+	} {
+		if out, err := l.Run(t, natlab.HostRouter, cmd[0], cmd[1:]...); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd, err, out)
+		}
+	}
+	changed := time.Now()
+	for name, w := range map[string]*natlab.Process{"UPnP": wu, "NAT-PMP": wp} {
+		ev, _, ok := nextWatchEvent(t, w, 1, 15*time.Second, kind("external-address-changed"))
+		if !ok {
+			t.Fatalf("%s watch: no external-address-changed within 15 s; its output:\n%s\nminiupnpd's log: %s", name, w.Output(), l.Miniupnpd.Log)
+		}
+		t.Logf("%s watch: new address reported %v after the change, via %s", name, time.Since(changed).Round(time.Millisecond), ev.Via)
+		if ev.ExternalAddr != newAddr || ev.Via == "poll" {
+			t.Errorf("%s watch: %+v, want %s by event or announcement", name, ev, newAddr)
+		}
+	}
+}

@@ -122,7 +122,7 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		}
 	case BackendRelay:
 		d := &Daemon{cfg: cfg, ext: ext, log: discardLogger()}
-		bind := d.relayBind()
+		bind, _ := d.relayBind()
 		if err := tryBind("tcp4", netip.AddrPortFrom(bind, 0)); err != nil {
 			bad("relay backend cannot bind external ports on %s: %v", bind, err)
 		} else {

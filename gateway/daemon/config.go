@@ -208,6 +208,12 @@ type AdminConfig struct {
 	// Address serves /metrics (Prometheus) and /healthz. Empty disables
 	// it. Keep it on loopback or a management network.
 	Address string `toml:"address"`
+	// UI also serves the admin page there: the table of every client's
+	// mappings with delete buttons, and the gateway's status. Off by
+	// default. Its token changes at each start; it is written to
+	// admin-token in the state directory (readable by root only), or
+	// logged when there is no state directory.
+	UI bool `toml:"ui"`
 }
 
 // NFTConfig configures the nft backend.
@@ -367,6 +373,8 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.Admin.Address); err != nil {
 			bad("admin.address %q: want IP:port, such as 127.0.0.1:8900 (empty disables the admin server)", c.Admin.Address)
 		}
+	} else if c.Admin.UI {
+		bad("admin.ui needs admin.address, where the page is served (such as 127.0.0.1:8900)")
 	}
 	if c.Relay.Bind != "" {
 		if _, err := netip.ParseAddr(c.Relay.Bind); err != nil {

@@ -121,6 +121,7 @@ func TestValidate(t *testing.T) {
 		{"notify", func(c *Config) { c.UPnP.NotifyInterval = Duration(time.Millisecond) }, "notify_interval"},
 		{"nothing served", func(c *Config) { c.UPnP.Enabled, c.NATPMP.Enabled = false, false }, "answer nothing"},
 		{"admin", func(c *Config) { c.Admin.Address = "localhost:8900" }, "want IP:port"},
+		{"admin page without address", func(c *Config) { c.Admin.Address, c.Admin.UI = "", true }, "admin.ui needs admin.address"},
 		{"relay bind", func(c *Config) { c.Relay.Bind = "wan0" }, "relay.bind"},
 		{"uuid", func(c *Config) { c.Device.UUID = "not-a-uuid" }, "device.uuid"},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log_level"},

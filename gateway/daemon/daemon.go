@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -22,6 +24,7 @@ import (
 	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
+	"github.com/portfwd/portfwd/webui"
 )
 
 // Timeouts of the HTTP servers. SOAP requests and descriptions are small
@@ -56,6 +59,19 @@ type Daemon struct {
 	ext     *externalAddr
 	uuid    string
 	epoch   time.Time
+	// addrChanged is when the external address last changed, for PCP's
+	// epoch (see pcpEpoch); nil until it does.
+	addrChanged atomic.Pointer[time.Time]
+
+	// relay is the relay backend when it follows the external interface's
+	// address (see relayBackend); nil otherwise.
+	relay *relayBackend
+	// addrWatch reports address changes as they happen (Linux); nil when
+	// nothing needs them or they are unavailable. extWake carries them to
+	// the external address's refresh loop.
+	addrWatch *addrWatcher
+	extWake   chan struct{}
+	announcer *announcer
 
 	lan       *lanPeers
 	upnpSvc   *upnpService
@@ -70,6 +86,7 @@ type Daemon struct {
 	adminMux *http.ServeMux
 	adminLn  net.Listener
 	admin    *http.Server
+	adminUI  *webui.AdminServer // the admin page, with admin.ui
 
 	unsubscribe func()
 	closeOnce   sync.Once
@@ -170,9 +187,82 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err := d.setupAdmin(ctx); err != nil {
 		return nil, err
 	}
+	if d.pmpServer != nil {
+		d.announcer = newAnnouncer(gateway.SystemClock{}, d.announce)
+	}
+	d.openAddrWatch()
 	d.unsubscribe = d.core.Subscribe(d.onEvent)
 	d.ext.OnChange(d.onAddressChange)
 	return d, nil
+}
+
+// openAddrWatch subscribes to the host's address changes when something
+// depends on the external interface's address: the external address read
+// from it (or learned over STUN, which is asked again when it changes),
+// and the relay bound to it. Without them (another OS, no netlink) the
+// address is still read every refresh.
+func (d *Daemon) openAddrWatch() {
+	d.extWake = make(chan struct{}, 1)
+	if d.cfg.ExternalAddress.Source == SourceFixed && d.relay == nil || len(d.cfg.Interfaces.External) == 0 {
+		return
+	}
+	w, err := openAddrWatcher(0)
+	if err != nil {
+		if addrEventsSupported {
+			d.log.Warn("external address changes will be noticed at the next refresh only", "refresh", d.ext.refresh, "err", err)
+		}
+		return
+	}
+	d.addrWatch = w
+}
+
+// followAddresses acts on changes of the external interfaces' addresses
+// as the kernel reports them: the external address is read (or asked from
+// STUN) again at once, and the relay moves to the interface's new address.
+// A watcher failure falls back to the periodic refresh.
+func (d *Daemon) followAddresses(ctx context.Context) {
+	external := d.cfg.Interfaces.External
+	concerns := func(ev addrEvent) bool { return matchInterface(ev.interfaceName(), external) }
+	err := followAddrEvents(ctx, d.addrWatch, concerns, func(evs []addrEvent) {
+		defer d.catch("address event")
+		for _, ev := range evs {
+			what := "added"
+			if ev.Deleted {
+				what = "removed"
+			}
+			d.log.Debug("external interface address "+what, "interface", ev.interfaceName(), "address", ev.Prefix)
+		}
+		if evs == nil {
+			d.log.Info("address events were lost; reading the external address again")
+		}
+		if d.cfg.ExternalAddress.Source != SourceFixed {
+			select {
+			case d.extWake <- struct{}{}:
+			default: // a read is already due, and will see this change
+			}
+		}
+		if d.relay != nil {
+			d.followRelay(ctx)
+		}
+	})
+	if err != nil {
+		d.log.Warn("stopped following address changes; the external address is now read every refresh only", "refresh", d.ext.refresh, "err", err)
+	}
+}
+
+// followRelay moves the relay to the external interface's current
+// address, if it has one and it is another.
+func (d *Daemon) followRelay(ctx context.Context) {
+	a, err := interfaceIPv4(d.cfg.Interfaces.External[0])
+	if err != nil || a == d.relay.bindAddr() {
+		return // no address for now: the ports stay where they were
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.relay.rebind(rctx, a); err != nil {
+		d.metrics.error(errKindBackend)
+		d.log.Error("relay backend: some ports could not move to the new address", "err", err)
+	}
 }
 
 // openBackend opens the backend the configuration names.
@@ -191,14 +281,19 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 		d.nftb = b
 		return b, nil
 	case BackendRelay:
-		bind := d.relayBind()
+		bind, follow := d.relayBind()
 		d.log.Info("relay backend: external ports are bound on " + bind.String())
-		return relay.New(relay.Config{
+		rc := relay.Config{
 			BindAddr:        bind,
 			UDPIdleTimeout:  time.Duration(cfg.Relay.UDPIdleTimeout),
 			MaxConnsPerRule: cfg.Relay.MaxConnsPerRule,
 			Logger:          d.log,
-		}), nil
+		}
+		if follow {
+			d.relay = newRelayBackend(rc, d.log)
+			return d.relay, nil
+		}
+		return relay.New(rc), nil
 	default:
 		d.log.Warn("memory backend: mappings are recorded but no traffic is forwarded")
 		return gateway.NewMemory(), nil
@@ -206,23 +301,24 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 }
 
 // relayBind picks the relay's bind address: the configured one, else the
-// external interface's address, else the fixed external address when it is
-// one of this host's, else every address.
-func (d *Daemon) relayBind() netip.Addr {
+// external interface's address (which the relay then follows when it
+// changes), else the fixed external address when it is one of this
+// host's, else every address.
+func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
 	cfg := &d.cfg
 	if cfg.Relay.Bind != "" {
-		return netip.MustParseAddr(cfg.Relay.Bind) // validated
+		return netip.MustParseAddr(cfg.Relay.Bind), false // validated
 	}
 	if ext := cfg.Interfaces.External; len(ext) > 0 {
 		if a, err := interfaceIPv4(ext[0]); err == nil {
-			return a
+			return a, true
 		}
 	}
 	if a, _ := d.ext.current(); a.IsValid() && isLocalAddr(a) {
-		return a
+		return a, false
 	}
 	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
-	return netip.IPv4Unspecified()
+	return netip.IPv4Unspecified(), false
 }
 
 // isLocalAddr reports whether a is an address of this host.
@@ -406,7 +502,8 @@ func (d *Daemon) AdminAddr() netip.AddrPort {
 }
 
 // AdminMux is the admin server's request router, serving /metrics and
-// /healthz. The admin page mounts its handlers on it before Serve.
+// /healthz, and with admin.ui the admin page at "/". Code that embeds the
+// daemon may mount more handlers on it before Serve.
 func (d *Daemon) AdminMux() *http.ServeMux { return d.adminMux }
 
 // Core returns the mapping table, for the admin page.
@@ -521,9 +618,18 @@ func (d *Daemon) onEvent(e gateway.Event) {
 	d.publisher.Notify(igd.WANIPConnectionEventPath, vars)
 }
 
-// onAddressChange tells subscribers about a new external address.
+// onAddressChange tells the LAN about a new external address: PCP's
+// epoch starts again, NAT-PMP and PCP announcements go out, and UPnP event
+// subscribers get ExternalIPAddress. (The core reads the address through
+// Config.ExternalAddr, and the nft rules match interfaces, not addresses:
+// neither needs more.)
 func (d *Daemon) onAddressChange(netip.Addr) {
 	defer d.catch("address change")
+	now := time.Now()
+	d.addrChanged.Store(&now)
+	if d.announcer != nil {
+		d.announcer.Restart()
+	}
 	if d.publisher == nil {
 		return
 	}
@@ -574,7 +680,7 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 	if d.cfg.NATPMP.PCP {
 		s.pcp = &pcp.Server{
 			Handler: &pcpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log},
-			Epoch:   d.natpmpEpoch,
+			Epoch:   d.pcpEpoch,
 			Options: pcpOptions(d.cfg.Policy),
 			Logger:  d.log,
 		}
@@ -583,18 +689,64 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 	return nil
 }
 
-// natpmpEpoch is the seconds since the epoch origin the store keeps, for
-// NAT-PMP and PCP: it resets only when the leases are lost, which is
-// exactly when clients must re-create their mappings.
-func (d *Daemon) natpmpEpoch() uint32 {
-	s := time.Since(d.epoch) / time.Second
+// natpmpEpoch is NAT-PMP's seconds since start of epoch: the time since
+// the epoch origin the store keeps, which resets only when the leases are
+// lost, exactly when clients must re-create their mappings. A new external
+// address does not reset it: NAT-PMP's announcements and answers carry the
+// address itself.
+func (d *Daemon) natpmpEpoch() uint32 { return epochSince(d.epoch) }
+
+// pcpEpoch is PCP's epoch: NAT-PMP's, except that it also starts again
+// when the external address changes, as RFC 6887 §8.5 requires. PCP's
+// ANNOUNCE carries no address: its epoch going back is what makes a PCP
+// client map again, and so learn the new address.
+func (d *Daemon) pcpEpoch() uint32 {
+	origin := d.epoch
+	if t := d.addrChanged.Load(); t != nil && t.After(origin) {
+		origin = *t
+	}
+	return epochSince(origin)
+}
+
+// epochSince is the whole seconds since origin, as the epoch fields carry
+// them.
+func epochSince(origin time.Time) uint32 {
+	s := time.Since(origin) / time.Second
 	if s < 0 {
 		return 0 // the clock went back past the origin
 	}
 	return uint32(min(s, 1<<32-1))
 }
 
-// setupAdmin opens the admin server with /metrics and /healthz.
+// announce sends announcement i of the current burst (see announcer): a
+// NAT-PMP external address response and, with PCP on, a PCP ANNOUNCE,
+// each carrying the state of this moment.
+func (d *Daemon) announce(i int) {
+	defer d.catch("announcement")
+	ext := d.ext.Get()
+	pkts := [][]byte{natpmpAnnouncement(d.natpmpEpoch(), ext)}
+	if d.pmpServer.pcp != nil {
+		pkts = append(pkts, pcpAnnouncement(d.pcpEpoch()))
+	}
+	on, err := d.pmpServer.multicast(pkts)
+	level := slog.LevelDebug
+	if i == 0 {
+		level = slog.LevelInfo // once per burst; the other nine at debug level
+	}
+	if err != nil {
+		if i == 0 {
+			level = slog.LevelWarn
+		}
+		d.log.Log(context.Background(), level, "natpmp: cannot send an announcement", "n", i+1, "err", err)
+	}
+	if len(on) > 0 {
+		d.log.Log(context.Background(), level, "natpmp: announced the external address and epoch on the LAN",
+			"n", i+1, "of", announceCount, "external_address", ext, "epoch", d.natpmpEpoch(), "pcp_epoch", d.pcpEpoch(), "interfaces", on)
+	}
+}
+
+// setupAdmin opens the admin server with /metrics and /healthz, and the
+// admin page when admin.ui asks for it.
 func (d *Daemon) setupAdmin(ctx context.Context) error {
 	d.adminMux = http.NewServeMux()
 	d.adminMux.HandleFunc("/metrics", d.metricsHandler)
@@ -604,6 +756,11 @@ func (d *Daemon) setupAdmin(ctx context.Context) error {
 	})
 	if d.cfg.Admin.Address == "" {
 		return nil
+	}
+	if d.cfg.Admin.UI {
+		if err := d.setupAdminPage(); err != nil {
+			return err
+		}
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", d.cfg.Admin.Address)
@@ -617,6 +774,12 @@ func (d *Daemon) setupAdmin(ctx context.Context) error {
 		IdleTimeout:       httpIdleTimeout,
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		// No WriteTimeout: the admin page's event stream is a long
+		// response. Shutdown ends those streams first, or it would wait
+		// for them.
+	}
+	if d.adminUI != nil {
+		d.admin.RegisterOnShutdown(func() { d.adminUI.Close() })
 	}
 	return nil
 }
@@ -648,7 +811,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}()
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); d.ext.run(ctx) }()
+	go func() { defer wg.Done(); d.ext.run(ctx, d.extWake) }()
+	if d.addrWatch != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.followAddresses(ctx) }()
+	}
 	for _, h := range d.http {
 		run("UPnP HTTP server on "+h.addr.String(), func() error {
 			if err := h.srv.Serve(h.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -662,6 +829,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	if d.pmpServer != nil {
 		run("NAT-PMP/PCP server", func() error { return d.pmpServer.serve(ctx) })
+		// Tell the LAN the gateway (re)started: clients whose mappings were
+		// lost see the epoch go back and make them again at once.
+		d.announcer.Restart()
 	}
 	if d.admin != nil {
 		run("admin server", func() error {
@@ -674,6 +844,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.log.Info("gateway serving",
 		"backend", d.backend.Name(), "external_address", d.ext.Get(), "internal", d.cfg.Interfaces.Internal,
 		"upnp", d.DescriptionURLs(), "natpmp", d.NATPMPAddrs(), "admin", d.AdminAddr(), "mappings", d.core.Len())
+	d.logAdminPage()
 
 	var failure error
 	select {
@@ -683,6 +854,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.log.Error("gateway stopping after a failure", "err", failure)
 	}
 	cancel()
+	if d.announcer != nil {
+		d.announcer.Stop()
+	}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer scancel()
 	for _, h := range d.http {
@@ -715,8 +889,20 @@ func (d *Daemon) cleanup(flush bool) error {
 	if d.adminLn != nil {
 		d.adminLn.Close()
 	}
+	if d.adminUI != nil {
+		d.adminUI.Close()
+		if f := d.adminUI.TokenFile; f != "" {
+			os.Remove(f) // the token dies with this run
+		}
+	}
+	if d.announcer != nil {
+		d.announcer.Stop()
+	}
 	if d.pmpConn != nil {
 		d.pmpConn.Close()
+	}
+	if d.addrWatch != nil {
+		d.addrWatch.Close()
 	}
 	if d.unsubscribe != nil {
 		d.unsubscribe()

@@ -29,6 +29,7 @@ type externalAddr struct {
 	mu       sync.Mutex
 	addr     netip.Addr
 	lastErr  string
+	looked   bool // the first lookup (New's) is done
 	onChange []func(netip.Addr)
 }
 
@@ -88,8 +89,10 @@ func (e *externalAddr) refusing() error {
 	return nil
 }
 
-// OnChange registers f to be called with each new address (after the
-// first).
+// OnChange registers f to be called with each new address learned after
+// the first lookup, including the first address learned when that lookup
+// failed: both are news for the LAN. f runs on the goroutine that learned
+// the address.
 func (e *externalAddr) OnChange(f func(netip.Addr)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -100,7 +103,8 @@ func (e *externalAddr) OnChange(f func(netip.Addr)) {
 func (e *externalAddr) update(ctx context.Context) error {
 	a, err := e.lookup(ctx)
 	e.mu.Lock()
-	old := e.addr
+	old, first := e.addr, !e.looked
+	e.looked = true
 	if err != nil {
 		e.lastErr = err.Error()
 		e.mu.Unlock()
@@ -114,7 +118,7 @@ func (e *externalAddr) update(ctx context.Context) error {
 		return nil
 	}
 	e.describe(a, old)
-	if old.IsValid() {
+	if !first {
 		for _, f := range subs {
 			f(a)
 		}
@@ -150,9 +154,12 @@ func (e *externalAddr) source() string {
 	return "interface " + e.iface
 }
 
-// run refreshes the address every e.refresh until ctx ends (not for a
-// fixed address, which cannot change).
-func (e *externalAddr) run(ctx context.Context) {
+// run keeps the address current until ctx ends: it is read again at once
+// whenever wake receives (the daemon's netlink watcher signals a change of
+// the external interface's addresses there), and every e.refresh in any
+// case, which is all there is where address events are unavailable and a
+// safety net elsewhere. A fixed address cannot change and is not re-read.
+func (e *externalAddr) run(ctx context.Context, wake <-chan struct{}) {
 	if e.cfg.Source == SourceFixed {
 		return
 	}
@@ -164,6 +171,7 @@ func (e *externalAddr) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
 		uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := e.update(uctx)

@@ -110,6 +110,31 @@ func sourceLabel(s gateway.Source) string {
 	return "unknown"
 }
 
+// counterSnapshot is a copy of the counters, taken at once.
+type counterSnapshot struct {
+	requests map[requestKey]uint64
+	errors   map[string]uint64 // every kind, zero included
+	expired  uint64
+}
+
+// counts copies the counters, for the exposition and the admin page.
+func (m *metrics) counts() counterSnapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := counterSnapshot{
+		requests: make(map[requestKey]uint64, len(m.requests)),
+		errors:   map[string]uint64{errKindBackend: 0, errKindStore: 0, errKindPanic: 0, errKindServer: 0},
+		expired:  m.expired,
+	}
+	for k, v := range m.requests {
+		c.requests[k] = v
+	}
+	for k, v := range m.errors {
+		c.errors[k] = v
+	}
+	return c
+}
+
 // write writes the exposition: the counters, and the mapping gauges read
 // from core at the time of the scrape.
 func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
@@ -124,21 +149,11 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 		}
 	}
 
-	m.mu.Lock()
-	reqs := make([]requestKey, 0, len(m.requests))
-	for k := range m.requests {
+	c := m.counts()
+	reqs := make([]requestKey, 0, len(c.requests))
+	for k := range c.requests {
 		reqs = append(reqs, k)
 	}
-	reqCounts := make(map[requestKey]uint64, len(m.requests))
-	for k, v := range m.requests {
-		reqCounts[k] = v
-	}
-	errCounts := map[string]uint64{errKindBackend: 0, errKindStore: 0, errKindPanic: 0, errKindServer: 0}
-	for k, v := range m.errors {
-		errCounts[k] = v
-	}
-	expired := m.expired
-	m.mu.Unlock()
 
 	bw := bufio.NewWriter(w)
 	head := func(name, typ, help string) {
@@ -160,21 +175,21 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 		return cmp.Or(cmp.Compare(a.protocol, b.protocol), cmp.Compare(a.action, b.action), cmp.Compare(a.result, b.result))
 	})
 	for _, k := range reqs {
-		fmt.Fprintf(bw, "portfwd_requests_total{protocol=%s,action=%s,result=\"%d\"} %d\n", label(k.protocol), label(k.action), k.result, reqCounts[k])
+		fmt.Fprintf(bw, "portfwd_requests_total{protocol=%s,action=%s,result=\"%d\"} %d\n", label(k.protocol), label(k.action), k.result, c.requests[k])
 	}
 
 	head("portfwd_errors_total", "counter", "Failures of the gateway itself: backend, store, panic (recovered) and server.")
-	ek := make([]string, 0, len(errCounts))
-	for k := range errCounts {
+	ek := make([]string, 0, len(c.errors))
+	for k := range c.errors {
 		ek = append(ek, k)
 	}
 	slices.Sort(ek)
 	for _, k := range ek {
-		fmt.Fprintf(bw, "portfwd_errors_total{kind=%s} %d\n", label(k), errCounts[k])
+		fmt.Fprintf(bw, "portfwd_errors_total{kind=%s} %d\n", label(k), c.errors[k])
 	}
 
 	head("portfwd_leases_expired_total", "counter", "Mappings removed because their lease ended.")
-	fmt.Fprintf(bw, "portfwd_leases_expired_total %d\n", expired)
+	fmt.Fprintf(bw, "portfwd_leases_expired_total %d\n", c.expired)
 
 	head("portfwd_info", "gauge", "Always 1; the backend in use is a label.")
 	fmt.Fprintf(bw, "portfwd_info{backend=%s} 1\n", label(backend))

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
 	"golang.org/x/net/ipv4"
@@ -141,6 +142,54 @@ func (s *pmpServer) accept(cm *ipv4.ControlMessage, client netip.AddrPort) (neti
 	}
 	log.Debug("natpmp: dropped a request not addressed to its interface's own address", "client", client, "interface", ifi.Name, "dst", dst)
 	return netip.Addr{}, false
+}
+
+// multicast sends each packet to the all-hosts group (224.0.0.1:5350) on
+// every internal interface that can carry it, from the NAT-PMP socket, so
+// that the source port is 5351 and the source address the interface's own,
+// which is what clients check an announcement against. The outgoing
+// interface is set per packet, never left to the routing table: an
+// announcement must not leave by the external interface. It returns the
+// interfaces it sent on.
+func (s *pmpServer) multicast(pkts [][]byte) ([]string, error) {
+	dst := net.UDPAddrFromAddrPort(allHostsGroup)
+	var sent []string
+	var errs []error
+	for _, name := range s.interfaces {
+		ifi, src, ok := announceSource(name)
+		if !ok {
+			continue
+		}
+		cm := &ipv4.ControlMessage{IfIndex: ifi.Index, Src: src.AsSlice()}
+		var err error
+		for _, pkt := range pkts {
+			if _, werr := s.p.WriteTo(pkt, cm, dst); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("on %s: %w", name, err))
+			continue
+		}
+		sent = append(sent, name)
+	}
+	return sent, errors.Join(errs...)
+}
+
+// announceSource looks up the internal interface name and the address
+// announcements leave it from (its first IPv4 address). Interfaces that are
+// down, cannot multicast or are loopback get none: there is no LAN host
+// there to hear them (and so the daemon's tests on loopback send nothing).
+func announceSource(name string) (*net.Interface, netip.Addr, bool) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil || ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagMulticast == 0 || ifi.Flags&net.FlagLoopback != 0 {
+		return nil, netip.Addr{}, false
+	}
+	prefixes, err := netroute.InterfaceAddrs(name)
+	if err != nil || len(prefixes) == 0 {
+		return nil, netip.Addr{}, false
+	}
+	return ifi, prefixes[0].Addr(), true
 }
 
 // errNotUDP reports a NAT-PMP socket of the wrong kind.

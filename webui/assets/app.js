@@ -32,36 +32,10 @@
 
   // ---- small helpers ------------------------------------------------------
 
-  // el builds an element; string children become text nodes.
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === false || v === null || v === undefined) continue;
-      if (k === 'class') e.className = v;
-      else if (k === 'dataset') Object.assign(e.dataset, v);
-      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-      else e.setAttribute(k, v === true ? '' : String(v));
-    }
-    for (const c of children) {
-      if (c === null || c === undefined || c === false) continue;
-      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return e;
-  }
+  const { el, formatSeconds, setLive } = window.portfwd; // common.js
 
   const keyOf = (m) => `${m.protocol}/${m.external_port}/${m.remote_host || ''}`;
   const nameOf = (m) => `${m.external_port}/${m.protocol}`;
-
-  function formatSeconds(s) {
-    if (s <= 0) return 'expired';
-    const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24;
-    const m = Math.floor(s / 60) % 60, sec = s % 60;
-    const p2 = (n) => String(n).padStart(2, '0');
-    if (d > 0) return `${d}d ${p2(h)}h ${p2(m)}m`;
-    if (h > 0) return `${h}h ${p2(m)}m ${p2(sec)}s`;
-    if (m > 0) return `${m}m ${p2(sec)}s`;
-    return `${sec}s`;
-  }
 
   // ---- busy indicator, notices --------------------------------------------
 
@@ -606,12 +580,6 @@
   }
 
   // ---- live updates -------------------------------------------------------
-
-  function setLive(text, ok) {
-    const l = $('#live');
-    l.textContent = text;
-    l.classList.toggle('ok', ok);
-  }
 
   function connect() {
     const es = new EventSource('/api/events');

@@ -1,0 +1,230 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/webui"
+)
+
+// The admin page (admin.ui): package webui's AdminServer, mounted at the
+// root of the admin address, over the daemon's table and state.
+
+// adminTokenFile is the file in the state directory holding the admin
+// page's token of the running daemon.
+const adminTokenFile = "admin-token"
+
+// setupAdminPage builds the admin page and mounts it on the admin mux.
+// Its token is new at each start; it goes to the state directory, where
+// only root can read it, or, without one, into the log at start.
+func (d *Daemon) setupAdminPage() error {
+	d.adminUI = &webui.AdminServer{Backend: adminBackend{d}, Token: webui.NewToken(), Logger: d.log}
+	if d.cfg.StateDir != "" {
+		path := filepath.Join(d.cfg.StateDir, adminTokenFile)
+		if err := writeSecret(path, d.adminUI.Token+"\n"); err != nil {
+			return fmt.Errorf("writing the admin page's token (admin.ui): %w", err)
+		}
+		d.adminUI.TokenFile = path
+	}
+	if ap, err := netip.ParseAddrPort(d.cfg.Admin.Address); err == nil && !ap.Addr().IsLoopback() {
+		d.log.Warn("the admin page is served on "+ap.String()+", which other computers may reach: anyone who learns the token "+
+			"can delete port mappings, and plain HTTP does not hide it; prefer 127.0.0.1 and an SSH tunnel", "admin", ap)
+	}
+	d.adminMux.Handle("/", d.adminUI)
+	return nil
+}
+
+// writeSecret replaces path with a file only its owner can read, holding
+// s. The file is written beside path and renamed over it, so that an
+// existing file's looser permissions are not inherited and a reader never
+// sees half a token.
+func writeSecret(path, s string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*") // mode 0600
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(s)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// AdminPageURL returns the admin page's address with its token, or "" when
+// the page is off (admin.ui) or the admin address is.
+func (d *Daemon) AdminPageURL() string {
+	if d.adminUI == nil || d.adminLn == nil {
+		return ""
+	}
+	return d.adminUI.URL(d.adminLn.Addr())
+}
+
+// logAdminPage says where the admin page is, at start. The token is
+// logged only when it is nowhere else: logs are read more widely than the
+// state directory.
+func (d *Daemon) logAdminPage() {
+	url := d.AdminPageURL()
+	if url == "" {
+		return
+	}
+	if f := d.adminUI.TokenFile; f != "" {
+		base, _, _ := strings.Cut(url, "?")
+		d.log.Info("admin page: open "+base+"?token= with the token in "+f, "url", base, "token_file", f)
+		return
+	}
+	d.log.Info("admin page: open "+url, "url", url)
+}
+
+// adminBackend is the daemon as webui.AdminServer sees it.
+type adminBackend struct{ d *Daemon }
+
+// operator is the admin page's identity in the core: it sees every
+// mapping and may delete any, whoever made it and whatever secure mode
+// says.
+func operator() gateway.Requester { return gateway.Requester{Source: gateway.SourceAdmin} }
+
+func (b adminBackend) Mappings() []webui.AdminMapping {
+	var out []webui.AdminMapping
+	for _, p := range []gateway.Protocol{gateway.TCP, gateway.UDP} {
+		for _, m := range b.d.core.List(operator(), p, 0, math.MaxUint16, 0) {
+			out = append(out, webui.AdminMapping{
+				Protocol: m.Protocol.String(), ExternalPort: m.ExternalPort,
+				InternalAddr: m.InternalAddr, InternalPort: m.InternalPort,
+				Client: m.Owner, RemoteHost: m.RemoteHost, Source: m.Source.String(),
+				Description: m.Description, Enabled: m.Enabled, Expires: m.Expires, Created: m.Created,
+			})
+		}
+	}
+	return out
+}
+
+func (b adminBackend) Delete(ctx context.Context, proto string, port uint16) error {
+	p, err := gateway.ParseProtocol(proto)
+	if err != nil {
+		return err
+	}
+	err = b.d.core.Delete(ctx, operator(), p, port, netip.Addr{})
+	if errors.Is(err, gateway.ErrNoSuchEntry) {
+		return fmt.Errorf("%w: %w", webui.ErrNoSuchMapping, err)
+	}
+	return err
+}
+
+func (b adminBackend) Subscribe(changed func()) (cancel func()) {
+	return b.d.core.Subscribe(func(gateway.Event) { changed() })
+}
+
+func (b adminBackend) Status() webui.AdminStatus {
+	d := b.d
+	addr, extErr := d.ext.current()
+	if err := d.ext.refusing(); err != nil {
+		extErr = err.Error()
+	}
+	st := webui.AdminStatus{
+		Name: d.cfg.Device.FriendlyName, Started: d.start, Backend: d.backend.Name(),
+		ExternalAddr: addr, ExternalSource: d.ext.source(), ExternalError: extErr,
+		SecureMode: d.cfg.Policy.SecureMode,
+	}
+	for _, name := range d.cfg.Interfaces.Internal {
+		st.Interfaces = append(st.Interfaces, interfaceStatus(name, "internal")...)
+	}
+	for _, name := range d.cfg.Interfaces.External {
+		st.Interfaces = append(st.Interfaces, interfaceStatus(name, "external")...)
+	}
+	for _, u := range d.DescriptionURLs() {
+		st.Services = append(st.Services, webui.AdminService{Name: "UPnP IGD", Addr: u})
+	}
+	pmp := "NAT-PMP"
+	if d.cfg.NATPMP.PCP {
+		pmp = "NAT-PMP and PCP"
+	}
+	for _, a := range d.NATPMPAddrs() {
+		st.Services = append(st.Services, webui.AdminService{Name: pmp, Addr: "udp " + a.String()})
+	}
+
+	c := d.metrics.counts()
+	for k, n := range c.requests {
+		st.Requests = append(st.Requests, webui.AdminCounter{Protocol: protocolName(k.protocol), Action: k.action, Result: k.result, Count: n})
+	}
+	slices.SortFunc(st.Requests, func(x, y webui.AdminCounter) int {
+		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.Action, y.Action), cmp.Compare(x.Result, y.Result))
+	})
+	for kind, n := range c.errors {
+		st.Errors = append(st.Errors, webui.AdminCount{Name: kind, Count: n})
+	}
+	slices.SortFunc(st.Errors, func(x, y webui.AdminCount) int { return cmp.Compare(x.Name, y.Name) })
+	st.Expired = c.expired
+	return st
+}
+
+// protocolName is a metrics label as people write the protocol, the way
+// gateway.Source spells it.
+func protocolName(label string) string {
+	switch label {
+	case "upnp":
+		return gateway.SourceUPnP.String()
+	case "natpmp":
+		return gateway.SourceNATPMP.String()
+	case "pcp":
+		return gateway.SourcePCP.String()
+	}
+	return label
+}
+
+// interfaceStatus describes the interfaces a configured name stands for:
+// one, or those a pattern such as "ppp*" matches.
+func interfaceStatus(name, role string) []webui.AdminInterface {
+	var ifs []net.Interface
+	if prefix, ok := strings.CutSuffix(name, "*"); ok {
+		all, err := net.Interfaces()
+		if err != nil {
+			return []webui.AdminInterface{{Name: name, Role: role, Error: err.Error()}}
+		}
+		for _, ifi := range all {
+			if strings.HasPrefix(ifi.Name, prefix) {
+				ifs = append(ifs, ifi)
+			}
+		}
+		if len(ifs) == 0 {
+			return []webui.AdminInterface{{Name: name, Role: role, Error: "no interface matches now"}}
+		}
+	} else {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return []webui.AdminInterface{{Name: name, Role: role, Error: "missing"}}
+		}
+		ifs = []net.Interface{*ifi}
+	}
+	out := make([]webui.AdminInterface, 0, len(ifs))
+	for _, ifi := range ifs {
+		ai := webui.AdminInterface{Name: ifi.Name, Role: role, Up: ifi.Flags&net.FlagUp != 0}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			ai.Error = err.Error()
+		}
+		for _, a := range addrs {
+			// IPv4, and IPv6 other than link-local, which every interface has.
+			if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLinkLocalUnicast() {
+				ai.Addrs = append(ai.Addrs, p)
+			}
+		}
+		out = append(out, ai)
+	}
+	return out
+}

@@ -1,0 +1,439 @@
+package webui
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portfwd/portfwd/portmap"
+)
+
+// The gateway's admin page: what OpenWrt's LuCI shows on its UPnP status
+// page, for "portfwd gateway". It lists every active mapping (whoever
+// made it and through which protocol) with a delete button, and the
+// gateway's state: interfaces, external address, uptime, backend, request
+// counters. It is served on the daemon's admin address, guarded exactly
+// like the client UI (a per-run token, the Host and Origin checks), and
+// updates live from the gateway's table events.
+
+// AdminBackend is the gateway as the admin page sees it. The daemon
+// implements it over its mapping table, so that this package does not
+// depend on the daemon.
+type AdminBackend interface {
+	// Mappings returns every mapping in the table, every client's.
+	Mappings() []AdminMapping
+	// Delete removes the mapping of proto ("TCP" or "UDP") and
+	// externalPort on the operator's authority, whoever made it. An error
+	// wrapping ErrNoSuchMapping means there is none.
+	Delete(ctx context.Context, proto string, externalPort uint16) error
+	// Status returns the gateway's state. It is called for every page and
+	// every few seconds while a page is open, so it must answer at once.
+	Status() AdminStatus
+	// Subscribe calls changed after every change to the table until cancel
+	// is called. changed does not block.
+	Subscribe(changed func()) (cancel func())
+}
+
+// ErrNoSuchMapping is what AdminBackend.Delete wraps when there is no
+// mapping to delete.
+var ErrNoSuchMapping = errors.New("no such mapping")
+
+// AdminMapping is one row of the admin page's table.
+type AdminMapping struct {
+	Protocol     string     `json:"protocol"` // "TCP" or "UDP"
+	ExternalPort uint16     `json:"external_port"`
+	InternalAddr netip.Addr `json:"internal_addr"`
+	InternalPort uint16     `json:"internal_port"`
+	// Client is the host that asked for the mapping; the zero Addr for
+	// one made by the operator.
+	Client netip.Addr `json:"client,omitzero"`
+	// RemoteHost restricts the mapping to one peer; the zero Addr means any.
+	RemoteHost netip.Addr `json:"remote_host,omitzero"`
+	// Source is the protocol that made it: "UPnP", "NAT-PMP", "PCP" or
+	// "admin".
+	Source      string `json:"source"`
+	Description string `json:"description"`
+	Enabled     bool   `json:"enabled"`
+	// Expires is when the lease ends; the zero Time means permanent.
+	Expires time.Time `json:"-"`
+	Created time.Time `json:"created,omitzero"`
+}
+
+// AdminStatus is the gateway's state for the admin page.
+type AdminStatus struct {
+	// Name is the device's friendly name.
+	Name    string    `json:"name"`
+	Started time.Time `json:"started"`
+	Backend string    `json:"backend"`
+	// ExternalAddr is the address reported to clients (the zero Addr while
+	// none is known); ExternalSource says where it comes from
+	// ("interface wan0", "fixed", "stun HOST"), ExternalError why it is
+	// unknown.
+	ExternalAddr   netip.Addr       `json:"external_addr,omitzero"`
+	ExternalSource string           `json:"external_source,omitempty"`
+	ExternalError  string           `json:"external_error,omitempty"`
+	SecureMode     bool             `json:"secure_mode"`
+	Interfaces     []AdminInterface `json:"interfaces"`
+	// Services are where clients reach the gateway: the UPnP description
+	// URLs, the NAT-PMP and PCP addresses.
+	Services []AdminService `json:"services"`
+	Requests []AdminCounter `json:"requests"`
+	// Errors count the gateway's own failures by kind (backend, store…).
+	Errors []AdminCount `json:"errors"`
+	// Expired counts the mappings removed because their lease ended.
+	Expired uint64 `json:"expired"`
+}
+
+// AdminInterface is a network interface the gateway serves or forwards
+// from.
+type AdminInterface struct {
+	Name  string         `json:"name"`
+	Role  string         `json:"role"` // "internal" or "external"
+	Addrs []netip.Prefix `json:"addrs"`
+	Up    bool           `json:"up"`
+	// Error says why the interface could not be read (it may be missing).
+	Error string `json:"error,omitempty"`
+}
+
+// AdminService is one way clients reach the gateway.
+type AdminService struct {
+	Name string `json:"name"` // "UPnP IGD", "NAT-PMP", "PCP"
+	Addr string `json:"addr"`
+}
+
+// AdminCounter counts the requests of one protocol and action that ended
+// with one result (the UPnP error code or the NAT-PMP/PCP result code; 0
+// is success).
+type AdminCounter struct {
+	Protocol string `json:"protocol"`
+	Action   string `json:"action"`
+	Result   int    `json:"result"`
+	Count    uint64 `json:"count"`
+}
+
+// AdminCount is a named count.
+type AdminCount struct {
+	Name  string `json:"name"`
+	Count uint64 `json:"count"`
+}
+
+// AdminServer is the admin page. Set its fields before first use; it is
+// then an http.Handler, meant to be mounted at the root of the daemon's
+// admin address. Close ends the open event streams.
+type AdminServer struct {
+	Backend AdminBackend
+	// Token is the secret every request must present. If empty, a random
+	// one is made on first use; read it back from this field afterwards.
+	Token string
+	// TokenFile, when set, is where the operator finds the token; the
+	// refusal page says so.
+	TokenFile string
+	// StatusInterval is how often an open page gets the status anew, for
+	// the counters and the external address (default 5 s). Table changes
+	// arrive at once.
+	StatusInterval time.Duration
+	// Timeout bounds a delete (default 10 s).
+	Timeout time.Duration
+	Logger  *slog.Logger
+
+	once      sync.Once
+	mux       *http.ServeMux
+	site      *site
+	done      chan struct{} // closed by Close: ends the event streams
+	closeOnce sync.Once
+}
+
+func (a *AdminServer) init() {
+	a.once.Do(func() {
+		if a.Token == "" {
+			a.Token = NewToken()
+		}
+		log := a.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		from := "printed by portfwd gateway at start"
+		advice := "Open the address of the admin page that portfwd gateway printed at start: it ends with ?token= and a secret that changes at each start."
+		if a.TokenFile != "" {
+			from = "in " + a.TokenFile
+			advice = "Open the admin page's address with ?token= and the secret in " + a.TokenFile + " (readable by root only) added: it changes at each start of portfwd gateway."
+		}
+		a.site = newSite(a.Token, "portfwd gateway", from, advice, "admin.html", log)
+		a.done = make(chan struct{})
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /{$}", a.site.page(a.handlePage))
+		mux.Handle("GET /static/", a.site.static())
+		api := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, a.site.api(h)) }
+		api("GET /api/mappings", a.handleMappings)
+		api("DELETE /api/mappings/{proto}/{port}", a.handleDelete)
+		api("GET /api/status", a.handleStatus)
+		api("GET /api/events", a.handleEvents)
+		api("/api/", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "no such admin API route: see docs/gateway.md")
+		})
+		a.mux = mux
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (a *AdminServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.init()
+	a.mux.ServeHTTP(w, r)
+}
+
+// Close ends the open event streams, so that the HTTP server's shutdown
+// need not wait for them (http.Server.RegisterOnShutdown is the place to
+// call it). Pages still open reconnect, and are refused once the server
+// is gone.
+func (a *AdminServer) Close() error {
+	a.init()
+	a.closeOnce.Do(func() { close(a.done) })
+	return nil
+}
+
+// URL returns the address a browser should open for the page served on
+// addr, token included.
+func (a *AdminServer) URL(addr net.Addr) string {
+	a.init()
+	return pageURL(addr, a.Token)
+}
+
+func (a *AdminServer) statusInterval() time.Duration {
+	if a.StatusInterval > 0 {
+		return a.StatusInterval
+	}
+	return 5 * time.Second
+}
+
+func (a *AdminServer) timeout() time.Duration {
+	if a.Timeout > 0 {
+		return a.Timeout
+	}
+	return 10 * time.Second
+}
+
+// adminMappingJSON is a row as the API gives it: the lease as seconds
+// left when the answer was made, for the page to count down.
+type adminMappingJSON struct {
+	AdminMapping
+	Permanent bool  `json:"permanent"`
+	ExpiresIn int64 `json:"expires_in"`
+}
+
+// adminTableJSON is GET /api/mappings and the "mappings" event.
+type adminTableJSON struct {
+	Mappings []adminMappingJSON `json:"mappings"`
+	// BySource counts the mappings by the protocol that made them.
+	BySource []AdminCount `json:"by_source"`
+}
+
+// adminStatusJSON is GET /api/status and the "status" event.
+type adminStatusJSON struct {
+	AdminStatus
+	UptimeSeconds int64 `json:"uptime_seconds"`
+	// ExternalClass and ExternalWarning say what the external address
+	// means for mappings (a private address: double NAT).
+	ExternalClass   string `json:"external_class,omitempty"`
+	ExternalWarning string `json:"external_warning,omitempty"`
+	// Totals are the request counts by protocol, with how many were
+	// refused (a result other than 0).
+	Totals []adminTotal `json:"totals"`
+}
+
+type adminTotal struct {
+	Protocol string `json:"protocol"`
+	Requests uint64 `json:"requests"`
+	Refused  uint64 `json:"refused"`
+}
+
+// sources are the makers of mappings in the order the page lists them.
+var sources = []string{"UPnP", "NAT-PMP", "PCP", "admin"}
+
+// sourceOrder places a protocol's name in the order of sources, unknown
+// ones last.
+func sourceOrder(name string) int {
+	if i := slices.Index(sources, name); i >= 0 {
+		return i
+	}
+	return len(sources)
+}
+
+func (a *AdminServer) table(now time.Time) adminTableJSON {
+	ms := a.Backend.Mappings()
+	slices.SortFunc(ms, func(x, y AdminMapping) int {
+		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol))
+	})
+	t := adminTableJSON{Mappings: make([]adminMappingJSON, 0, len(ms))}
+	count := map[string]uint64{}
+	for _, m := range ms {
+		j := adminMappingJSON{AdminMapping: m, Permanent: m.Expires.IsZero()}
+		if !j.Permanent {
+			j.ExpiresIn = max(0, int64((m.Expires.Sub(now)+time.Second-1)/time.Second))
+		}
+		t.Mappings = append(t.Mappings, j)
+		count[m.Source]++
+	}
+	for _, s := range sources {
+		t.BySource = append(t.BySource, AdminCount{Name: s, Count: count[s]})
+	}
+	return t
+}
+
+func (a *AdminServer) status(now time.Time) adminStatusJSON {
+	st := a.Backend.Status()
+	j := adminStatusJSON{AdminStatus: st, UptimeSeconds: max(0, int64(now.Sub(st.Started)/time.Second))}
+	if st.ExternalAddr.IsValid() {
+		c := portmap.Classify(st.ExternalAddr)
+		j.ExternalClass = c.String()
+		j.ExternalWarning = c.Warning()
+	}
+	totals := map[string]adminTotal{}
+	for _, c := range st.Requests {
+		t := totals[c.Protocol]
+		t.Protocol = c.Protocol
+		t.Requests += c.Count
+		if c.Result != 0 {
+			t.Refused += c.Count
+		}
+		totals[c.Protocol] = t
+	}
+	j.Totals = make([]adminTotal, 0, len(totals))
+	for _, t := range totals {
+		j.Totals = append(j.Totals, t)
+	}
+	slices.SortFunc(j.Totals, func(x, y adminTotal) int {
+		return cmp.Or(cmp.Compare(sourceOrder(x.Protocol), sourceOrder(y.Protocol)), cmp.Compare(x.Protocol, y.Protocol))
+	})
+	return j
+}
+
+// adminPageData is what the page template shows before the script takes
+// over.
+type adminPageData struct {
+	Token  string
+	Status adminStatusJSON
+	Table  adminTableJSON
+}
+
+func (a *AdminServer) handlePage(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	a.site.render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now)})
+}
+
+func (a *AdminServer) handleMappings(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.table(time.Now()))
+}
+
+func (a *AdminServer) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.status(time.Now()))
+}
+
+// handleDelete is DELETE /api/mappings/{proto}/{port}: it answers with the
+// table as it is afterwards.
+func (a *AdminServer) handleDelete(w http.ResponseWriter, r *http.Request) {
+	proto := strings.ToUpper(r.PathValue("proto"))
+	if proto != "TCP" && proto != "UDP" {
+		writeJSON(w, http.StatusBadRequest, errorJSON{Error: fmt.Sprintf("protocol %q: want tcp or udp", r.PathValue("proto")), Code: http.StatusBadRequest, Field: "protocol"})
+		return
+	}
+	port, err := strconv.ParseUint(r.PathValue("port"), 10, 16)
+	if err != nil || port == 0 {
+		writeJSON(w, http.StatusBadRequest, errorJSON{Error: fmt.Sprintf("external port %q: want a number from 1 to 65535", r.PathValue("port")), Code: http.StatusBadRequest, Field: "external_port"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.timeout())
+	defer cancel()
+	if err := a.Backend.Delete(ctx, proto, uint16(port)); err != nil {
+		status := http.StatusInternalServerError
+		msg := "the mapping could not be deleted: " + err.Error()
+		if errors.Is(err, ErrNoSuchMapping) {
+			status = http.StatusNotFound
+			msg = fmt.Sprintf("nothing is mapped on %s %d (any more): it may have expired or been deleted by its client", proto, port)
+		}
+		a.site.log.Warn("admin page: delete failed", "protocol", proto, "port", port, "err", err)
+		writeError(w, status, msg)
+		return
+	}
+	a.site.log.Info("admin page: mapping deleted", "protocol", proto, "port", port, "by", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, a.table(time.Now()))
+}
+
+// handleEvents is GET /api/events: the table and the status at once, then
+// the table after every change and the status every StatusInterval.
+func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-a.done:
+		writeError(w, http.StatusServiceUnavailable, "portfwd gateway is stopping")
+		return
+	default:
+	}
+	changed := make(chan struct{}, 1)
+	cancel := a.Backend.Subscribe(func() {
+		select {
+		case changed <- struct{}{}:
+		default: // one pending notice covers any number of changes
+		}
+	})
+	defer cancel()
+	st, err := startSSE(w)
+	if err != nil {
+		return
+	}
+	send := func(table bool) bool {
+		now := time.Now()
+		// These types always encode; json.Marshal escapes <, > and &.
+		if table {
+			data, _ := json.Marshal(a.table(now))
+			if st.send("mappings", data) != nil {
+				return false
+			}
+		}
+		data, _ := json.Marshal(a.status(now))
+		return st.send("status", data) == nil && st.flush() == nil
+	}
+	if !send(true) {
+		return
+	}
+	tick := time.NewTicker(a.statusInterval())
+	defer tick.Stop()
+	for {
+		select {
+		case <-changed:
+			if !send(true) {
+				return
+			}
+			// A burst of changes (a client mapping a range) is sent as
+			// a few tables, not one per change.
+			select {
+			case <-time.After(adminEventSpacing):
+			case <-a.done:
+				return
+			case <-r.Context().Done():
+				return
+			}
+		case <-tick.C:
+			if !send(false) {
+				return
+			}
+		case <-a.done:
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// adminEventSpacing is the least time between two tables sent on one
+// stream.
+const adminEventSpacing = 200 * time.Millisecond

@@ -1,0 +1,167 @@
+// portfwd gateway's admin page: live updates of the table and the status
+// over /api/events, and the delete buttons. Plain JavaScript, no build
+// step. Text from clients (descriptions) only ever goes into the page
+// through textContent (common.js's el), never as markup.
+'use strict';
+
+(() => {
+  const $ = (sel) => document.querySelector(sel);
+  const { el, formatSeconds, setLive } = window.portfwd; // common.js
+  const token = $('meta[name="portfwd-token"]').content;
+
+  // The token stays in the HttpOnly cookie and in this page; take it out of
+  // the address bar so that it is not bookmarked, shared or kept in history.
+  if (new URLSearchParams(location.search).has('token')) {
+    history.replaceState(null, '', location.pathname);
+  }
+
+  // Countdowns run from what the server last said, so that a page left
+  // open keeps time without asking.
+  const state = { table: null, tableAt: 0, uptime: Number($('#uptime').dataset.seconds) || 0, uptimeAt: Date.now() };
+
+  function notice(text) {
+    $('#notice-text').textContent = text;
+    $('#notice').hidden = false;
+  }
+
+  // ---- the table ----------------------------------------------------------
+
+  const keyOf = (m) => `${m.protocol}/${m.external_port}`;
+
+  function expiresText(m, elapsed) {
+    return m.permanent ? 'never' : formatSeconds(Math.max(0, m.expires_in - elapsed));
+  }
+
+  // countText is the table's summary, as the template writes it.
+  function countText(t) {
+    if (t.mappings.length === 0) return 'No mappings.';
+    const parts = t.by_source.filter((c) => c.count > 0).map((c) => `${c.count} by ${c.name}`);
+    return `${t.mappings.length} mapping(s): ${parts.join(', ')}.`;
+  }
+
+  function row(m) {
+    const name = `${m.external_port}/${m.protocol}`;
+    return el('tr', { dataset: { key: keyOf(m) }, class: m.enabled ? null : 'off' },
+      el('td', { 'data-label': 'Client' }, m.client || 'operator'),
+      el('td', { 'data-label': 'Forwards to' }, `${m.internal_addr}:${m.internal_port}`,
+        m.enabled ? null : ' ', m.enabled ? null : el('span', { class: 'muted' }, '(disabled)')),
+      el('td', { 'data-label': 'External port' }, String(m.external_port),
+        m.remote_host ? ' ' : null, m.remote_host ? el('span', { class: 'muted' }, `only from ${m.remote_host}`) : null),
+      el('td', { 'data-label': 'Protocol' }, m.protocol),
+      el('td', { 'data-label': 'Made by' }, el('span', { class: 'badge source' }, m.source)),
+      el('td', { 'data-label': 'Description', class: 'desc' }, m.description),
+      el('td', { 'data-label': 'Expires in' }, el('span', { class: 'lease' }, expiresText(m, 0))),
+      el('td', { class: 'actions' },
+        el('button', { type: 'button', class: 'delete danger', 'aria-label': `Delete ${name}` }, 'Delete')));
+  }
+
+  function onMappings(t) {
+    state.table = t;
+    state.tableAt = Date.now();
+    $('#rows').replaceChildren(...t.mappings.map(row));
+    $('#table-status').textContent = countText(t);
+  }
+
+  // ---- the status ---------------------------------------------------------
+
+  function totalsText(ts) {
+    if (!ts || ts.length === 0) return 'none yet';
+    return ts.map((t) => `${t.protocol} ${t.requests}` + (t.refused > 0 ? ` (${t.refused} refused)` : '')).join(', ');
+  }
+
+  function countsText(cs) {
+    const parts = (cs || []).filter((c) => c.count > 0).map((c) => `${c.name} ${c.count}`);
+    return parts.length ? parts.join(', ') : 'none';
+  }
+
+  function onStatus(s) {
+    state.uptime = s.uptime_seconds;
+    state.uptimeAt = Date.now();
+    $('#gw-name').textContent = s.name;
+    $('#external-ip').textContent = s.external_addr || 'unknown';
+    $('#external-class').textContent = s.external_class ? `(${s.external_class})` : '';
+    $('#external-source').textContent = s.external_source ? `from ${s.external_source}` : '';
+    $('#external-error').textContent = s.external_error || '';
+    const w = $('#external-warning');
+    w.textContent = s.external_warning || '';
+    w.hidden = !s.external_warning;
+    $('#backend').textContent = s.backend;
+    $('#secure-mode').textContent = s.secure_mode ? 'on: clients may map ports only to themselves' : 'off: any client may map to any host';
+    $('#totals').textContent = totalsText(s.totals);
+    $('#expired').textContent = String(s.expired);
+    $('#errors').textContent = countsText(s.errors);
+    $('#interface-rows').replaceChildren(...(s.interfaces || []).map((i) => el('tr', {},
+      el('td', { 'data-label': 'Interface' }, i.name),
+      el('td', { 'data-label': 'Role' }, i.role),
+      el('td', { 'data-label': 'Addresses' }, (i.addrs && i.addrs.length) ? i.addrs.join(', ') : el('span', { class: 'muted' }, 'none')),
+      el('td', { 'data-label': 'State' }, i.error ? el('span', { class: 'error' }, i.error) : (i.up ? 'up' : 'down')))));
+    const services = (s.services || []).map((v) => el('li', {}, `${v.name}: `, el('code', {}, v.addr)));
+    $('#services').replaceChildren(...(services.length ? services
+      : [el('li', { class: 'muted' }, 'nothing: UPnP and NAT-PMP are both turned off')]));
+    $('#counter-rows').replaceChildren(...(s.requests || []).map((c) => el('tr', {},
+      el('td', { 'data-label': 'Protocol' }, c.protocol),
+      el('td', { 'data-label': 'Request' }, c.action),
+      el('td', { 'data-label': 'Result' }, c.result ? String(c.result) : 'success'),
+      el('td', { 'data-label': 'Count' }, String(c.count)))));
+  }
+
+  function tick() {
+    $('#uptime').textContent = formatSeconds(state.uptime + Math.floor((Date.now() - state.uptimeAt) / 1000));
+    if (!state.table) return;
+    const elapsed = Math.floor((Date.now() - state.tableAt) / 1000);
+    const rows = $('#rows').children;
+    state.table.mappings.forEach((m, i) => {
+      const lease = rows[i] && rows[i].querySelector('.lease');
+      if (lease) lease.textContent = expiresText(m, elapsed);
+    });
+  }
+
+  // ---- delete -------------------------------------------------------------
+
+  async function del(button) {
+    const [proto, port] = button.closest('tr').dataset.key.split('/');
+    button.disabled = true;
+    try {
+      const res = await fetch(`/api/mappings/${encodeURIComponent(proto.toLowerCase())}/${encodeURIComponent(port)}`, {
+        method: 'DELETE', headers: { 'X-Portfwd-Token': token }, credentials: 'same-origin', cache: 'no-store',
+      });
+      let data = null;
+      try { data = await res.json(); } catch (e) { /* not JSON */ }
+      if (!res.ok) throw new Error((data && data.error) || `the request failed (HTTP ${res.status})`);
+      onMappings(data);
+    } catch (e) {
+      notice(`${port}/${proto}: ${e.message}`);
+      button.disabled = false;
+    }
+  }
+
+  // ---- live updates -------------------------------------------------------
+
+  function connect() {
+    const es = new EventSource('/api/events');
+    const on = (name, f) => es.addEventListener(name, (ev) => {
+      try { f(JSON.parse(ev.data)); } catch (e) { console.error(name, e); }
+    });
+    es.addEventListener('open', () => setLive('live', true));
+    es.addEventListener('error', () => {
+      if (es.readyState === EventSource.CLOSED) {
+        setLive('no live updates', false);
+        notice('Live updates stopped: portfwd gateway may have been stopped or restarted (the token changes at each start). Reload with the new address.');
+      } else {
+        setLive('reconnecting…', false);
+      }
+    });
+    on('mappings', onMappings);
+    on('status', onStatus);
+  }
+
+  $('#notice-close').addEventListener('click', () => { $('#notice').hidden = true; });
+  // One listener for every row, those the server wrote and those written
+  // here.
+  $('#rows').addEventListener('click', (ev) => {
+    const b = ev.target.closest('button.delete');
+    if (b) del(b);
+  });
+  setInterval(tick, 1000);
+  connect();
+})();
