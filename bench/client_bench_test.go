@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -124,4 +125,48 @@ func TestLabBenchDiscoverAdd(t *testing.T) {
 		fmt.Printf("upnpc / portfwd (cold): %.0fx   upnpc / portfwd (warm): %.0fx\n",
 			float64(rows[3].median())/float64(rows[0].median()), float64(rows[3].median())/float64(rows[1].median()))
 	}
+}
+
+// TestLabBenchKeepReachable times "start keeping a port open" to "a WAN
+// host's connection reaches the LAN server": portfwd keep (a background
+// process, as a user runs it) against upnpc -a, both against miniupnpd.
+func TestLabBenchKeepReachable(t *testing.T) {
+	requireBench(t)
+	natlab.Require(t, "upnpc")
+	l := natlab.Start(t, natlab.Options{})
+	bin := natlab.GoBuild(t, "github.com/portfwd/portfwd/cmd/portfwd")
+	l.ServeTCP(t, natlab.HostLAN, netip.AddrPortFrom(l.LANIP, 8080), "lan")
+	untimed(t, l, bin, "ip") // warm the discovery cache, as a second run would have it
+	reachable := func(port uint16, start time.Time) time.Duration {
+		for time.Since(start) < 10*time.Second {
+			if _, err := l.DialTCP(t, natlab.HostWAN, netip.AddrPortFrom(l.RouterWANIP, port), 50*time.Millisecond); err == nil {
+				return time.Since(start)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		t.Fatalf("port %d never became reachable", port)
+		return 0
+	}
+	n := runs()
+	rows := []row{{name: "portfwd keep (warm cache)"}, {name: "portfwd keep --no-cache"}, {name: "upnpc -i -a (SSDP discovery)"}}
+	for i := range n {
+		port := uint16(21000 + i)
+		for j, extra := range [][]string{nil, {"--no-cache"}} {
+			start := time.Now()
+			p := l.Start(t, natlab.HostLAN, bin, append([]string{"keep", "8080", "--external", strconv.Itoa(int(port))}, extra...)...)
+			rows[j].times = append(rows[j].times, reachable(port, start))
+			p.Stop() // deletes the mapping on its way out
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := l.Cmd(ctx, natlab.HostLAN, "upnpc", "-i", "-a", l.LANIP.String(), "8080", strconv.Itoa(int(port)), "TCP")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rows[2].times = append(rows[2].times, reachable(port, start))
+		cmd.Wait()
+		cancel()
+		untimed(t, l, bin, "delete", strconv.Itoa(int(port))+"/tcp")
+	}
+	printTable(t, "start keeping a port open -> reachable from the WAN host, against miniupnpd", rows, 0)
 }

@@ -110,7 +110,7 @@ func TestLabBenchGateway(t *testing.T) {
 
 	// miniupnpd.
 	lm := natlab.Start(t, natlab.Options{Quiet: true})
-	m1 := load(t, lm, "-n", strconv.Itoa(n), "-phases", "natpmp-pairs,soap-pairs,soap-grow,soap-list,soap-clear")
+	m1 := load(t, lm, "-n", strconv.Itoa(n), "-phases", "natpmp-pairs,pcp-pairs,soap-pairs,soap-grow,soap-list,soap-clear")
 	miniPID, err := lm.MiniupnpdPID()
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestLabBenchGateway(t *testing.T) {
 	lg := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
 	state := filepath.Join(lg.RunDir, "gw")
 	gw, startup := startGateway(t, lg, state)
-	g1 := load(t, lg, "-n", strconv.Itoa(n), "-phases", "natpmp-pairs,soap-pairs,soap-grow,soap-list,soap-clear")
+	g1 := load(t, lg, "-n", strconv.Itoa(n), "-phases", "natpmp-pairs,pcp-pairs,soap-pairs,soap-grow,soap-list,soap-clear")
 	ours10k := map[string]phase{}
 	for _, p := range load(t, lg, "-n", "10000", "-base", "40000", "-phases", "soap-grow,soap-list") {
 		ours10k[p.Phase] = p
@@ -157,6 +157,7 @@ func TestLabBenchGateway(t *testing.T) {
 		gwRow{fmt.Sprintf("full listing, %d entries (GetGeneric walk)", n), fmt.Sprintf("%.3f s", byName(g1, "soap-list").Seconds), fmt.Sprintf("%.3f s", byName(m1, "soap-list").Seconds), ""},
 		gwRow{"full listing, 10,000 entries", fmt.Sprintf("%.3f s", ours10k["soap-list"].Seconds), valueOr(mini10k, "soap-list", func(p phase) string { return fmt.Sprintf("%.3f s", p.Seconds) }, "not run"), ""},
 		gwRow{"NAT-PMP map+unmap pairs", fmtRate(byName(g1, "natpmp-pairs")), fmtRate(byName(m1, "natpmp-pairs")), ">= 2x"},
+		gwRow{"PCP MAP+delete pairs", fmtRate(byName(g1, "pcp-pairs")), fmtRate(byName(m1, "pcp-pairs")), ">= 2x"},
 		gwRow{"restart (kill -9) to serving, 10,000 leases", restore.Round(time.Millisecond).String(), "", ""},
 		gwRow{"RSS", fmt.Sprintf("%.1f MiB (10,000 mappings)", rss10k), fmt.Sprintf("%.1f MiB (after the %d-entry run)", miniRSS, n), ""},
 	)

@@ -9,13 +9,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/portfwd/portfwd/webui"
+	"github.com/portfwd/portfwd/webui/webuitest"
 )
 
 // fakeAdmin is a gateway's table and status in memory, for the admin
@@ -386,4 +391,80 @@ func TestAdminEvents(t *testing.T) {
 	if res, _ := e.request("GET", "/api/events", nil, withToken()); res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("events after Close: %d, want 503", res.StatusCode)
 	}
+}
+
+// TestAdminBrowser drives the admin page in headless Chromium: the table,
+// a mapping a client adds appearing without a reload, a description with
+// markup shown as text, a delete, and the status.
+func TestAdminBrowser(t *testing.T) {
+	b := webuitest.NewBrowser(t, webuitest.BrowserOptions{})
+	f := newFakeAdmin(upnpMapping(18080, "web <b>server</b>"))
+	e, _ := newAdminEnv(t, f)
+
+	row := func(proto string, port int) string { return fmt.Sprintf(`#rows tr[data-key="%s/%d"]`, proto, port) }
+	b.Do("loading the page",
+		chromedp.Navigate(e.hs.URL+"/?token="+testToken),
+		chromedp.WaitVisible(chromedp.CSS(row("TCP", 18080))),
+	)
+	b.WaitFor("the live indicator", `document.querySelector('#live').textContent === 'live'`)
+	if loc := webuitest.Eval[string](b, `location.href`); strings.Contains(loc, "token") {
+		t.Errorf("the token stays in the address bar: %s", loc)
+	}
+	if d := webuitest.Eval[string](b, `document.querySelector('#rows td.desc').textContent`); d != "web <b>server</b>" {
+		t.Errorf("the description reads %q", d)
+	}
+	webuitest.Eval[bool](b, `window.samePage = true`)
+
+	// A client maps a port: the row appears, made by NAT-PMP, counting down.
+	pmp := upnpMapping(9999, "game")
+	pmp.Source, pmp.Protocol, pmp.Expires = "NAT-PMP", "UDP", time.Now().Add(2*time.Minute)
+	f.add(pmp)
+	b.WaitFor("the new row", fmt.Sprintf(`document.querySelector('%s .source')?.textContent === 'NAT-PMP'`, row("UDP", 9999)))
+	lease := fmt.Sprintf(`document.querySelector('%s .lease').textContent`, row("UDP", 9999))
+	first := webuitest.Eval[string](b, lease)
+	b.WaitFor("the lease to tick", lease+" !== "+fmt.Sprintf("%q", first))
+	if s := webuitest.Eval[string](b, `document.querySelector('#table-status').textContent`); s != "2 mapping(s): 1 by UPnP, 1 by NAT-PMP." {
+		t.Errorf("the summary reads %q", s)
+	}
+
+	// Delete.
+	b.Click("the delete button", row("TCP", 18080)+" button.delete")
+	b.WaitFor("the row to go", fmt.Sprintf(`!document.querySelector('%s')`, row("TCP", 18080)))
+	if d := f.deleted(); !slices.Equal(d, []string{"TCP/18080"}) {
+		t.Errorf("the backend deleted %v", d)
+	}
+	// A mapping that went meanwhile: the page says so.
+	f.mu.Lock()
+	f.ms = nil
+	f.mu.Unlock()
+	b.Click("the delete button", row("UDP", 9999)+" button.delete")
+	b.WaitFor("the notice", `document.querySelector('#notice-text').textContent.includes('nothing is mapped on UDP 9999')`)
+	b.WaitFor("the stale row to go", fmt.Sprintf(`!document.querySelector('%s')`, row("UDP", 9999)))
+
+	if !webuitest.Eval[bool](b, `window.samePage === true`) {
+		t.Error("the page was reloaded: live updates should not need it")
+	}
+	if up := webuitest.Eval[string](b, `document.querySelector('#uptime').textContent`); !strings.HasPrefix(up, "1h 30m") {
+		t.Errorf("uptime reads %q", up)
+	}
+	status := webuitest.Eval[int](b, `fetch('/api/mappings/tcp/1', {method: 'DELETE'}).then(r => r.status)`)
+	if status != http.StatusForbidden {
+		t.Errorf("a DELETE from the page without the token header: %d, want 403", status)
+	}
+	dir := os.Getenv("PORTFWD_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	for _, size := range []struct {
+		name string
+		w, h int64
+	}{{"screenshot-admin-test.png", 1100, 700}, {"screenshot-admin-phone.png", 390, 844}} {
+		if err := os.WriteFile(filepath.Join(dir, size.name), b.Screenshot(size.w, size.h), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if over := webuitest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
+		t.Errorf("on a phone-sized screen the page scrolls sideways by %d px", over)
+	}
+	b.CheckProblems()
 }

@@ -6,6 +6,7 @@
 // Phases (comma-separated in -phases):
 //
 //	natpmp-pairs  N x (map + unmap) of one port
+//	pcp-pairs     N x (PCP MAP + delete with the same nonce) of one port
 //	soap-pairs    N x (AddPortMapping + DeletePortMapping) of one port
 //	soap-grow     N AddPortMapping of distinct ports (the table grows to N);
 //	              the rate of the first and last tenth shows any slow-down
@@ -26,6 +27,7 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -76,7 +78,7 @@ func main() {
 	n := flag.Int("n", 1000, "operations per phase")
 	proto := flag.String("proto", "TCP", "protocol of soap-grow and soap-clear mappings")
 	base := flag.Int("base", 30000, "first external port")
-	phases := flag.String("phases", "natpmp-pairs,soap-pairs,soap-grow,soap-list,soap-clear", "phases to run")
+	phases := flag.String("phases", "natpmp-pairs,pcp-pairs,soap-pairs,soap-grow,soap-list,soap-clear", "phases to run")
 	flag.Parse()
 	if *n < 1 || *n > 65535 || *base+*n > 65536 {
 		fail("-n and -base must keep ports within 1-65535")
@@ -102,6 +104,26 @@ func main() {
 				}
 				if err := pc.Unmap(ctx, natpmp.TCP, 8080); err != nil {
 					fail("NAT-PMP unmap: %v", err)
+				}
+				lat = append(lat, time.Since(t))
+			}
+			r = summarize(ph, lat, time.Since(t0))
+		case "pcp-pairs":
+			ap, err := netip.ParseAddrPort(*pmp)
+			if err != nil {
+				fail("-natpmp: %v", err)
+			}
+			pc := &pcp.Client{Gateway: ap}
+			lat := make([]time.Duration, 0, *n)
+			t0 := time.Now()
+			for range *n {
+				t := time.Now()
+				res, err := pc.Map(ctx, pcp.MapRequest{Protocol: pcp.TCP, InternalPort: 8080, SuggestedExternalPort: uint16(*base), Lifetime: time.Hour})
+				if err != nil {
+					fail("PCP MAP: %v", err)
+				}
+				if err := pc.Delete(ctx, pcp.TCP, 8080, res.Nonce); err != nil {
+					fail("PCP delete: %v", err)
 				}
 				lat = append(lat, time.Since(t))
 			}

@@ -127,12 +127,20 @@
       });
       let data = null;
       try { data = await res.json(); } catch (e) { /* not JSON */ }
+      if (res.status === 404) refresh(); // gone already: the row is stale
       if (!res.ok) throw new Error((data && data.error) || `the request failed (HTTP ${res.status})`);
       onMappings(data);
     } catch (e) {
       notice(`${port}/${proto}: ${e.message}`);
       button.disabled = false;
     }
+  }
+
+  async function refresh() {
+    try {
+      const res = await fetch('/api/mappings', { headers: { 'X-Portfwd-Token': token }, cache: 'no-store' });
+      if (res.ok) onMappings(await res.json());
+    } catch (e) { /* the event stream brings it later */ }
   }
 
   // ---- live updates -------------------------------------------------------
