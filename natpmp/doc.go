@@ -37,6 +37,8 @@
 //     ErrNotSupported, as libnatpmp does.
 //
 // Unsolicited address announcements (RFC 6886 §3.2.1, multicast to
-// 224.0.0.1:5350) are not implemented here yet; Client.ObserveEpoch is the
-// hook through which a listener for them feeds the epoch check.
+// 224.0.0.1:5350) live with the roles that own the sockets: the gateway
+// daemon (package gateway/daemon) sends them on start and on every change
+// of the external address, and portmap's Keep and Watch listen for them.
+// Client.ObserveEpoch is how a listener feeds the epoch check.
 package natpmp

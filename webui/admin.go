@@ -140,10 +140,10 @@ type AdminServer struct {
 	// refusal page says so.
 	TokenFile string
 	// StatusInterval is how often an open page gets the status anew, for
-	// the counters and the external address (default 5 s). Table changes
-	// arrive at once.
+	// the counters and the external address (zero means 5 s). Table
+	// changes arrive at once.
 	StatusInterval time.Duration
-	// Timeout bounds a delete (default 10 s).
+	// Timeout bounds a delete (zero means 10 s).
 	Timeout time.Duration
 	Logger  *slog.Logger
 
@@ -171,17 +171,11 @@ func (a *AdminServer) init() {
 		}
 		a.site = newSite(a.Token, "portfwd gateway", from, advice, "admin.html", log)
 		a.done = make(chan struct{})
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /{$}", a.site.page(a.handlePage))
-		mux.Handle("GET /static/", a.site.static())
-		api := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, a.site.api(h)) }
+		mux, api := a.site.routes(a.handlePage, "no such admin API route: see docs/gateway.md")
 		api("GET /api/mappings", a.handleMappings)
 		api("DELETE /api/mappings/{proto}/{port}", a.handleDelete)
 		api("GET /api/status", a.handleStatus)
 		api("GET /api/events", a.handleEvents)
-		api("/api/", func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotFound, "no such admin API route: see docs/gateway.md")
-		})
 		a.mux = mux
 	})
 }
@@ -209,20 +203,6 @@ func (a *AdminServer) URL(addr net.Addr) string {
 	return pageURL(addr, a.Token)
 }
 
-func (a *AdminServer) statusInterval() time.Duration {
-	if a.StatusInterval > 0 {
-		return a.StatusInterval
-	}
-	return 5 * time.Second
-}
-
-func (a *AdminServer) timeout() time.Duration {
-	if a.Timeout > 0 {
-		return a.Timeout
-	}
-	return 10 * time.Second
-}
-
 // adminMappingJSON is a row as the API gives it: the lease as seconds
 // left when the answer was made, for the page to count down.
 type adminMappingJSON struct {
@@ -247,14 +227,15 @@ type adminStatusJSON struct {
 	ExternalClass   string `json:"external_class,omitempty"`
 	ExternalWarning string `json:"external_warning,omitempty"`
 	// Totals are the request counts by protocol, with how many were
-	// refused (a result other than 0).
+	// answered with an error code (a refusal, or UPnP's end of the list
+	// that clients read to the end).
 	Totals []adminTotal `json:"totals"`
 }
 
 type adminTotal struct {
 	Protocol string `json:"protocol"`
 	Requests uint64 `json:"requests"`
-	Refused  uint64 `json:"refused"`
+	Errors   uint64 `json:"error_answers"`
 }
 
 // sources are the makers of mappings in the order the page lists them.
@@ -304,7 +285,7 @@ func (a *AdminServer) status(now time.Time) adminStatusJSON {
 		t.Protocol = c.Protocol
 		t.Requests += c.Count
 		if c.Result != 0 {
-			t.Refused += c.Count
+			t.Errors += c.Count
 		}
 		totals[c.Protocol] = t
 	}
@@ -352,7 +333,7 @@ func (a *AdminServer) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorJSON{Error: fmt.Sprintf("external port %q: want a number from 1 to 65535", r.PathValue("port")), Code: http.StatusBadRequest, Field: "external_port"})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.timeout())
+	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(a.Timeout, 10*time.Second))
 	defer cancel()
 	if err := a.Backend.Delete(ctx, proto, uint16(port)); err != nil {
 		status := http.StatusInternalServerError
@@ -405,7 +386,7 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !send(true) {
 		return
 	}
-	tick := time.NewTicker(a.statusInterval())
+	tick := time.NewTicker(cmp.Or(a.StatusInterval, 5*time.Second))
 	defer tick.Stop()
 	for {
 		select {

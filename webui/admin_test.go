@@ -200,7 +200,7 @@ func TestAdminShowsTheTable(t *testing.T) {
 
 	_, page := e.request("GET", "/?token="+testToken, nil, nil)
 	for _, want := range []string{"test gateway", "10.77.0.2:8080", ">NAT-PMP<", ">UPnP<", "1h 30m", "lan0", "internal", "10.77.0.1/24",
-		"http://10.77.0.1:5000/rootDesc.xml", "3 mapping(s): 1 by UPnP, 1 by NAT-PMP, 1 by admin.", "UPnP 5 (1 refused), NAT-PMP 2",
+		"http://10.77.0.1:5000/rootDesc.xml", "3 mapping(s): 1 by UPnP, 1 by NAT-PMP, 1 by admin.", "UPnP 5 (1 with an error code), NAT-PMP 2",
 		`data-key="UDP/51820"`, ">never<", "operator", "203.0.113.5"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("the page lacks %q", want)
@@ -222,7 +222,7 @@ func TestAdminStatus(t *testing.T) {
 		Totals          []struct {
 			Protocol string `json:"protocol"`
 			Requests int    `json:"requests"`
-			Refused  int    `json:"refused"`
+			Errors   int    `json:"error_answers"`
 		} `json:"totals"`
 	}
 	e.call("GET", "/api/status", nil, http.StatusOK, &st)
@@ -232,8 +232,8 @@ func TestAdminStatus(t *testing.T) {
 	if st.ExternalAddr != "192.168.0.2" || st.ExternalClass == "" || !strings.Contains(st.ExternalWarning, "double NAT") {
 		t.Errorf("a private external address is not explained: %+v", st)
 	}
-	if len(st.Totals) != 2 || st.Totals[0].Protocol != "UPnP" || st.Totals[0].Requests != 5 || st.Totals[0].Refused != 1 ||
-		st.Totals[1].Protocol != "NAT-PMP" || st.Totals[1].Requests != 2 || st.Totals[1].Refused != 0 {
+	if len(st.Totals) != 2 || st.Totals[0].Protocol != "UPnP" || st.Totals[0].Requests != 5 || st.Totals[0].Errors != 1 ||
+		st.Totals[1].Protocol != "NAT-PMP" || st.Totals[1].Requests != 2 || st.Totals[1].Errors != 0 {
 		t.Errorf("totals: %+v", st.Totals)
 	}
 }
@@ -330,7 +330,7 @@ func TestAdminRefusals(t *testing.T) {
 			t.Errorf("GET %s: %d\n%s", path, res.StatusCode, body)
 		}
 	}
-	for _, p := range []string{"/static/admin.html", "/static/refused.html", "/static/"} {
+	for _, p := range []string{"/static/admin.html", "/static/common.html", "/static/"} {
 		if res, _ := e.request("GET", p, nil, nil); res.StatusCode == http.StatusOK {
 			t.Errorf("GET %s: %d, want the templates hidden", p, res.StatusCode)
 		}

@@ -28,10 +28,7 @@ const maxLeaseSeconds = 1<<32 - 1
 const maxDescription = 256
 
 func (s *Server) routes() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", s.site.page(s.handlePage))
-	mux.Handle("GET /static/", s.site.static())
-	api := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, s.site.api(h)) }
+	mux, api := s.site.routes(s.handlePage, "no such API route: see docs/api.md")
 	api("GET /api/gateways", s.handleGateways)
 	api("POST /api/discover", s.handleDiscover)
 	api("GET /api/gateway", s.handleGateway)
@@ -44,9 +41,6 @@ func (s *Server) routes() *http.ServeMux {
 	api("PUT /api/mappings/{proto}/{port}/keep", s.handleKeep)
 	api("POST /api/mappings/{proto}/{port}/check", s.handleCheck)
 	api("GET /api/events", s.handleEvents)
-	api("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such API route: see docs/api.md")
-	})
 	return mux
 }
 

@@ -151,8 +151,8 @@ func totalsText(ts []adminTotal) string {
 	parts := make([]string, len(ts))
 	for i, t := range ts {
 		parts[i] = fmt.Sprintf("%s %d", t.Protocol, t.Requests)
-		if t.Refused > 0 {
-			parts[i] += fmt.Sprintf(" (%d refused)", t.Refused)
+		if t.Errors > 0 {
+			parts[i] += fmt.Sprintf(" (%d with an error code)", t.Errors)
 		}
 	}
 	return strings.Join(parts, ", ")

@@ -113,7 +113,7 @@ func newSite(token, who, tokenFrom, advice, page string, log *slog.Logger) *site
 		// overwriting each other's cookie.
 		cookieName: "portfwd_" + hex.EncodeToString(sum[:4]),
 		who:        who, tokenFrom: tokenFrom, advice: advice,
-		tmpl: template.Must(template.New("").Funcs(templateFuncs).ParseFS(assets, "assets/"+page, "assets/refused.html")),
+		tmpl: template.Must(template.New("").Funcs(templateFuncs).ParseFS(assets, "assets/"+page, "assets/common.html")),
 		log:  log,
 	}
 }
@@ -185,6 +185,19 @@ func (s *site) page(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// routes returns a mux serving page at "/" (guarded by the token) and the
+// static files, with a function that adds an API route guarded by api.
+// Unknown API routes answer with notFound, a sentence saying where the
+// routes are documented.
+func (s *site) routes(page http.HandlerFunc, notFound string) (*http.ServeMux, func(pattern string, h http.HandlerFunc)) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.page(page))
+	mux.Handle("GET /static/", s.static())
+	api := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, s.api(h)) }
+	api("/api/", func(w http.ResponseWriter, r *http.Request) { writeError(w, http.StatusNotFound, notFound) })
+	return mux, api
 }
 
 // refusal is what the refusal page shows.

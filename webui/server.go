@@ -16,6 +16,11 @@
 // the address the connection arrived on, which defeats DNS rebinding, and
 // an Origin header, when present, must be this server's own.
 //
+// The package also serves "portfwd gateway"'s admin page (AdminServer,
+// admin.go): every client's mappings and the gateway's status, over an
+// AdminBackend the daemon implements, with the same security model and
+// the same style sheet.
+//
 // The server never blocks a page on the router: discovery runs in the
 // background and streams its progress, each API call talks to the router
 // in its own request with a deadline, and the router is polled only while

@@ -163,6 +163,18 @@ func (cf *clientFlags) discover(ctx context.Context, e *env) ([]portmap.Gateway,
 	return gws, err
 }
 
+// parseAndFind parses a command's flags, which take no positional
+// arguments here, and finds the best gateway.
+func (cf *clientFlags) parseAndFind(ctx context.Context, e *env, fs *flag.FlagSet, args []string) (portmap.Gateway, error) {
+	if err := parse(fs, args, cf); err != nil {
+		return nil, err
+	}
+	if len(cf.positions) > 0 {
+		return nil, usagef("%s takes no arguments, only flags (got %q)", fs.Name(), cf.positions[0])
+	}
+	return cf.first(ctx, e)
+}
+
 // first returns the best gateway.
 func (cf *clientFlags) first(ctx context.Context, e *env) (portmap.Gateway, error) {
 	gws, err := cf.discover(ctx, e)

@@ -99,10 +99,7 @@ func runDiscover(ctx context.Context, e *env, args []string) error {
 func runInfo(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "info", &cf)
-	if err := parse(fs, args, &cf); err != nil {
-		return err
-	}
-	g, err := cf.first(ctx, e)
+	g, err := cf.parseAndFind(ctx, e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -185,10 +182,7 @@ func bps(v uint64) string {
 func runIP(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "ip", &cf)
-	if err := parse(fs, args, &cf); err != nil {
-		return err
-	}
-	g, err := cf.first(ctx, e)
+	g, err := cf.parseAndFind(ctx, e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -216,10 +210,7 @@ func runIP(ctx context.Context, e *env, args []string) error {
 func runList(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "list", &cf)
-	if err := parse(fs, args, &cf); err != nil {
-		return err
-	}
-	g, err := cf.first(ctx, e)
+	g, err := cf.parseAndFind(ctx, e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -283,6 +274,31 @@ func yesNo(b bool) string {
 	return "no"
 }
 
+// mappingArgs parses the command line of a command that takes one internal
+// PORT with --external and --proto (add, keep). ext and proto are the
+// flags' pointers: their values exist only once parsing is done.
+func (cf *clientFlags) mappingArgs(fs *flag.FlagSet, args []string, example string, ext *uint, proto *string) (uint16, []portmap.Protocol, error) {
+	if err := parse(fs, args, cf); err != nil {
+		return 0, nil, err
+	}
+	name, _, _ := strings.Cut(example, " ")
+	if len(cf.positions) != 1 {
+		return 0, nil, usagef("%s takes one internal PORT, e.g. 'portfwd %s'", name, example)
+	}
+	port, err := parsePort(cf.positions[0], "internal port")
+	if err != nil {
+		return 0, nil, err
+	}
+	if *ext > 65535 {
+		return 0, nil, usagef("--external: %d is not a port number", *ext)
+	}
+	protos, err := protocols(*proto)
+	if err != nil {
+		return 0, nil, err
+	}
+	return port, protos, nil
+}
+
 // protocols parses --proto: tcp, udp or both.
 func protocols(s string) ([]portmap.Protocol, error) {
 	if strings.EqualFold(s, "both") {
@@ -312,20 +328,7 @@ func runAdd(ctx context.Context, e *env, args []string) error {
 	lease := fs.Duration("lease", 0, "lease duration, e.g. 1h (0: permanent on UPnP, 2h on NAT-PMP)")
 	desc := fs.String("desc", "portfwd", "description shown on the router")
 	anyPort := fs.Bool("any", false, "accept another external port if the wanted one is taken")
-	if err := parse(fs, args, &cf); err != nil {
-		return err
-	}
-	if len(cf.positions) != 1 {
-		return usagef("add takes one internal PORT, e.g. 'portfwd add 8080 --external 18080'")
-	}
-	port, err := parsePort(cf.positions[0], "internal port")
-	if err != nil {
-		return err
-	}
-	if *ext > 65535 {
-		return usagef("--external: %d is not a port number", *ext)
-	}
-	protos, err := protocols(*proto)
+	port, protos, err := cf.mappingArgs(fs, args, "add 8080 --external 18080", ext, proto)
 	if err != nil {
 		return err
 	}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -448,7 +450,7 @@ func TestLabGatewayEvents(t *testing.T) {
 		// is its own: the gateway's announcement, the UPnP event, each
 		// keeper's output, each watcher's event.
 		seen := map[string]time.Duration{}
-		var via = map[string]string{}
+		via := map[string]string{}
 		observers := map[string]func() bool{
 			"announcement": func() bool {
 				anns := lanAnn.natpmp(changed)
@@ -481,7 +483,7 @@ func TestLabGatewayEvents(t *testing.T) {
 				}
 			}
 		}
-		for name := range observers {
+		for _, name := range slices.Sorted(maps.Keys(observers)) {
 			d, ok := seen[name]
 			if !ok {
 				t.Errorf("%s: the new address %v not seen within 1 s of the change; gateway log:\n%s", name, newWANIP, g.proc.Output())

@@ -21,20 +21,7 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 	desc := fs.String("desc", "portfwd keep", "description shown on the router")
 	check := fs.Duration("check-interval", 30*time.Second, "how often to verify the mapping is still there")
 	anyPort := fs.Bool("any", false, "accept another external port if the wanted one is taken")
-	if err := parse(fs, args, &cf); err != nil {
-		return err
-	}
-	if len(cf.positions) != 1 {
-		return usagef("keep takes one internal PORT, e.g. 'portfwd keep 8080'")
-	}
-	port, err := parsePort(cf.positions[0], "internal port")
-	if err != nil {
-		return err
-	}
-	if *ext > 65535 {
-		return usagef("--external: %d is not a port number", *ext)
-	}
-	protos, err := protocols(*proto)
+	port, protos, err := cf.mappingArgs(fs, args, "keep 8080", ext, proto)
 	if err != nil {
 		return err
 	}

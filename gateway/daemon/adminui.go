@@ -136,9 +136,13 @@ func (b adminBackend) Status() webui.AdminStatus {
 	if err := d.ext.refusing(); err != nil {
 		extErr = err.Error()
 	}
+	source := d.ext.source()
+	if d.cfg.ExternalAddress.Source == SourceFixed {
+		source = "the configuration" // the page reads "from the configuration"
+	}
 	st := webui.AdminStatus{
 		Name: d.cfg.Device.FriendlyName, Started: d.start, Backend: d.backend.Name(),
-		ExternalAddr: addr, ExternalSource: d.ext.source(), ExternalError: extErr,
+		ExternalAddr: addr, ExternalSource: source, ExternalError: extErr,
 		SecureMode: d.cfg.Policy.SecureMode,
 	}
 	for _, name := range d.cfg.Interfaces.Internal {

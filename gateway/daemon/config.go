@@ -109,8 +109,10 @@ type ExternalAddressConfig struct {
 	IP string `toml:"ip"`
 	// STUNServer is host:port (port 3478 when absent) with Source "stun".
 	STUNServer string `toml:"stun_server"`
-	// Refresh is how often the address is read again; 0 means 30 s for an
-	// interface and 10 min for STUN.
+	// Refresh is how often the address is read again in any case; 0 means
+	// 30 s for an interface and 10 min for STUN. On Linux a change of the
+	// external interface's addresses is seen at once (netlink), and the
+	// address is read (or STUN asked) again then.
 	Refresh Duration `toml:"refresh"`
 	// RefusePrivateExternal makes the gateway refuse mappings, and report
 	// no external address, while the external address is private, CGNAT

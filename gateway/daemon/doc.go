@@ -41,6 +41,23 @@
 // supported; a FILTER naming one remote host becomes the mapping's remote
 // host.
 //
+// # Changes: the external address and restarts
+//
+// On Linux a netlink subscription to the kernel's address events
+// (addrwatch_linux.go) reports a change of an external interface's
+// addresses as it happens: the address is read again at once (or asked
+// from STUN again), and a relay bound to the interface moves to the new
+// address (relaybackend.go). The periodic refresh stays as a safety net.
+// A new external address is logged with what it means, sent to UPnP event
+// subscribers, restarts PCP's epoch (RFC 6887 §8.5; NAT-PMP's epoch only
+// restarts with lost leases), and is announced.
+//
+// Announcements (announce.go) go to 224.0.0.1:5350 on the internal
+// interfaces only, at start and on each address change: a NAT-PMP external
+// address response and a PCP unsolicited ANNOUNCE, 10 of each, at once and
+// then after 250 ms, doubling (RFC 6886 §3.2.1). The schedule runs on a
+// gateway.Clock, so that tests drive it with a fake one.
+//
 // # Lifecycle
 //
 // New opens the store (restoring leases: the core re-checks them against the

@@ -6,7 +6,7 @@
 
 (() => {
   const $ = (sel) => document.querySelector(sel);
-  const { el, formatSeconds, setLive } = window.portfwd; // common.js
+  const { el, formatSeconds, listen } = window.portfwd; // common.js
   const token = $('meta[name="portfwd-token"]').content;
 
   // The token stays in the HttpOnly cookie and in this page; take it out of
@@ -66,7 +66,7 @@
 
   function totalsText(ts) {
     if (!ts || ts.length === 0) return 'none yet';
-    return ts.map((t) => `${t.protocol} ${t.requests}` + (t.refused > 0 ? ` (${t.refused} refused)` : '')).join(', ');
+    return ts.map((t) => `${t.protocol} ${t.requests}` + (t.error_answers > 0 ? ` (${t.error_answers} with an error code)` : '')).join(', ');
   }
 
   function countsText(cs) {
@@ -145,24 +145,6 @@
 
   // ---- live updates -------------------------------------------------------
 
-  function connect() {
-    const es = new EventSource('/api/events');
-    const on = (name, f) => es.addEventListener(name, (ev) => {
-      try { f(JSON.parse(ev.data)); } catch (e) { console.error(name, e); }
-    });
-    es.addEventListener('open', () => setLive('live', true));
-    es.addEventListener('error', () => {
-      if (es.readyState === EventSource.CLOSED) {
-        setLive('no live updates', false);
-        notice('Live updates stopped: portfwd gateway may have been stopped or restarted (the token changes at each start). Reload with the new address.');
-      } else {
-        setLive('reconnecting…', false);
-      }
-    });
-    on('mappings', onMappings);
-    on('status', onStatus);
-  }
-
   $('#notice-close').addEventListener('click', () => { $('#notice').hidden = true; });
   // One listener for every row, those the server wrote and those written
   // here.
@@ -171,5 +153,6 @@
     if (b) del(b);
   });
   setInterval(tick, 1000);
-  connect();
+  listen({ mappings: onMappings, status: onStatus }, () => notice('Live updates stopped: portfwd gateway may have been stopped or '
+    + 'restarted (the token changes at each start). Reload with the new address.'));
 })();

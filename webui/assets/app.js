@@ -32,7 +32,7 @@
 
   // ---- small helpers ------------------------------------------------------
 
-  const { el, formatSeconds, setLive } = window.portfwd; // common.js
+  const { el, formatSeconds, listen } = window.portfwd; // common.js
 
   const keyOf = (m) => `${m.protocol}/${m.external_port}/${m.remote_host || ''}`;
   const nameOf = (m) => `${m.external_port}/${m.protocol}`;
@@ -582,23 +582,8 @@
   // ---- live updates -------------------------------------------------------
 
   function connect() {
-    const es = new EventSource('/api/events');
-    const on = (name, f) => es.addEventListener(name, (ev) => {
-      try { f(JSON.parse(ev.data)); } catch (e) { console.error(name, e); }
-    });
-    es.addEventListener('open', () => setLive('live', true));
-    es.addEventListener('error', () => {
-      if (es.readyState === EventSource.CLOSED) {
-        setLive('no live updates', false);
-        notice('Live updates stopped: portfwd ui may have been stopped, or this page is from an earlier run. Open the address it printed.');
-      } else {
-        setLive('reconnecting…', false);
-      }
-    });
-    on('discovery', onDiscovery);
-    on('gateways', onGateways);
-    on('mappings', onMappings);
-    on('external', onExternal);
+    listen({ discovery: onDiscovery, gateways: onGateways, mappings: onMappings, external: onExternal },
+      () => notice('Live updates stopped: portfwd ui may have been stopped, or this page is from an earlier run. Open the address it printed.'));
   }
 
   // ---- wiring -------------------------------------------------------------

@@ -42,5 +42,27 @@
     l.classList.toggle('ok', ok);
   }
 
-  window.portfwd = Object.freeze({ el, formatSeconds, setLive });
+  // listen opens the page's event stream (/api/events, authorized by the
+  // cookie): handlers maps event names to functions of the decoded data.
+  // EventSource reconnects by itself; stopped runs when it gives up (the
+  // server is gone, or refuses this page's token).
+  function listen(handlers, stopped) {
+    const es = new EventSource('/api/events');
+    for (const [name, f] of Object.entries(handlers)) {
+      es.addEventListener(name, (ev) => {
+        try { f(JSON.parse(ev.data)); } catch (e) { console.error(name, e); }
+      });
+    }
+    es.addEventListener('open', () => setLive('live', true));
+    es.addEventListener('error', () => {
+      if (es.readyState === EventSource.CLOSED) {
+        setLive('no live updates', false);
+        stopped();
+      } else {
+        setLive('reconnecting…', false);
+      }
+    });
+  }
+
+  window.portfwd = Object.freeze({ el, formatSeconds, listen });
 })();
