@@ -27,6 +27,10 @@ type KeepConfig struct {
 	// 224.0.0.1:5350, which routers send when they restart or their
 	// address changes; with them a restart is noticed at once.
 	NoAnnouncements bool
+
+	// after, when set, replaces time.After for the Keeper's renewal and
+	// check timers: tests drive the schedule with it, without waiting.
+	after func(time.Duration) <-chan time.Time
 }
 
 // EventKind says what happened to a kept mapping.
@@ -166,8 +170,9 @@ func (k *Keeper) run(ctx context.Context) {
 		renew     <-chan time.Time
 		everMade  bool
 	)
-	check := time.NewTicker(k.cfg.CheckInterval)
-	defer check.Stop()
+	// The check timer is re-armed after each check, so a slow check never
+	// queues another behind it.
+	check := k.after(k.cfg.CheckInterval)
 	if !k.cfg.NoAnnouncements {
 		go k.listenAnnouncements(ctx)
 	}
@@ -255,19 +260,28 @@ func (k *Keeper) run(ctx context.Context) {
 			setState(gw, nm, true)
 			k.emit(Event{Kind: EventRenewed, Mapping: nm})
 			renew = k.renewTimer(nm)
-		case <-check.C:
+		case <-check:
 			gw = k.verify(ctx, gw, &lostCause, &wasGone)
+			check = k.after(k.cfg.CheckInterval)
 		case <-k.wake:
 			gw = k.verify(ctx, gw, &lostCause, &wasGone)
 		}
 	}
 }
 
+// after is time.After, or the test's replacement.
+func (k *Keeper) after(d time.Duration) <-chan time.Time {
+	if k.cfg.after != nil {
+		return k.cfg.after(d)
+	}
+	return time.After(d)
+}
+
 func (k *Keeper) renewTimer(m Mapping) <-chan time.Time {
 	if m.Permanent || m.Lease <= 0 {
 		return nil // a permanent mapping needs no renewal, only checks
 	}
-	return time.After(max(m.Lease/2, time.Second))
+	return k.after(max(m.Lease/2, time.Second))
 }
 
 func (k *Keeper) sleep(ctx context.Context, d time.Duration) bool {

@@ -2,6 +2,8 @@ package portmap
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,5 +115,101 @@ func TestKeeperReportsGatewayGoneAndNeverBlocks(t *testing.T) {
 	case <-done:
 	case <-time.After(3 * time.Second):
 		t.Fatal("Close blocked while the gateway was unreachable")
+	}
+}
+
+// fakeTimers records the durations the Keeper arms and fires them on
+// demand: the renewal schedule without waiting for it.
+type fakeTimers struct {
+	mu    sync.Mutex
+	armed []fakeTimer
+}
+
+type fakeTimer struct {
+	d  time.Duration
+	ch chan time.Time
+}
+
+func (f *fakeTimers) after(d time.Duration) <-chan time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	f.armed = append(f.armed, fakeTimer{d, ch})
+	return ch
+}
+
+// fire fires the earliest armed timer of duration d, and reports whether
+// there was one.
+func (f *fakeTimers) fire(d time.Duration) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, t := range f.armed {
+		if t.d == d {
+			t.ch <- time.Now()
+			f.armed = append(f.armed[:i], f.armed[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeTimers) durations() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ds []time.Duration
+	for _, t := range f.armed {
+		ds = append(ds, t.d)
+	}
+	return ds
+}
+
+// The Keeper renews at half the lease the router granted, each time, on a
+// fake clock: a 2 h lease is renewed after 1 h, and the renewal arms the
+// next at 1 h again.
+func TestKeeperRenewsAtHalfTheGrantedLeaseFakeClock(t *testing.T) {
+	srv := igdtest.NewServer(t, igdtest.Options{Version: 2, ExternalIP: "198.51.100.7"})
+	o := testOptions(t)
+	o.GatewayURL = srv.Location
+	ft := &fakeTimers{}
+	k := Keep(context.Background(), KeepConfig{
+		Options:         o,
+		Request:         Request{Protocol: TCP, InternalPort: 8080, ExternalPort: 18080, Lease: 2 * time.Hour},
+		CheckInterval:   10 * time.Minute,
+		NoAnnouncements: true,
+		after:           ft.after,
+	})
+	defer k.Close(context.Background())
+	next(t, k, 3*time.Second, EventMapped)
+	waitArmed := func(d time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for !slices.Contains(ft.durations(), d) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %v timer armed; armed: %v", d, ft.durations())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitArmed(time.Hour)        // renewal at half the 2 h lease
+	waitArmed(10 * time.Minute) // and the periodic check
+	before := len(srv.Requests())
+	if !ft.fire(time.Hour) {
+		t.Fatal("no renewal timer to fire")
+	}
+	e := next(t, k, 2*time.Second, EventRenewed)
+	if e.Mapping.Lease != 2*time.Hour {
+		t.Errorf("renewed lease %v, want 2h", e.Mapping.Lease)
+	}
+	if actions := srv.Actions()[before:]; !slices.Contains(actions, "AddPortMapping") {
+		t.Errorf("renewal sent %v, want an AddPortMapping", actions)
+	}
+	waitArmed(time.Hour) // the next renewal, again at half the lease
+	// A check that finds everything in place changes nothing and re-arms.
+	ft.fire(10 * time.Minute)
+	waitArmed(10 * time.Minute)
+	select {
+	case e := <-k.Events():
+		t.Errorf("a clean check produced event %s", e.Kind)
+	case <-time.After(100 * time.Millisecond):
 	}
 }
