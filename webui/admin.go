@@ -167,7 +167,7 @@ func (a *AdminServer) init() {
 		advice := "Open the address of the admin page that portfwd gateway printed at start: it ends with ?token= and a secret that changes at each start."
 		if a.TokenFile != "" {
 			from = "in " + a.TokenFile
-			advice = "Open the admin page's address with ?token= and the secret in " + a.TokenFile + " (readable by root only) added: it changes at each start of portfwd gateway."
+			advice = "Open the admin page's address with ?token= and the secret in " + a.TokenFile + " (readable by its owner only) added: it changes at each start of portfwd gateway."
 		}
 		a.site = newSite(a.Token, "portfwd gateway", from, advice, "admin.html", log)
 		a.done = make(chan struct{})
