@@ -682,7 +682,7 @@ func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPor
 		c.log.Warn("port mapping not deleted", "mapping", m, "err", err)
 		return err
 	}
-	c.log.Info("port mapping deleted", "mapping", m, "by", req.Addr)
+	c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
 	return nil
 }
 
@@ -869,7 +869,7 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		c.mu.Unlock()
 		for i, m := range batch {
 			if ok[i] {
-				c.log.Info("port mapping deleted", "mapping", m, "by", req.Addr)
+				c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
 			}
 		}
 		if err != nil {

@@ -51,6 +51,19 @@ type Requester struct {
 
 func (r Requester) admin() bool { return r.Source == SourceAdmin }
 
+// String names the requester in logs: its address and protocol, or "the
+// operator" for the admin page and other local administration, which has
+// no client address.
+func (r Requester) String() string {
+	if !r.Addr.IsValid() {
+		if r.admin() {
+			return "the operator"
+		}
+		return r.Source.String()
+	}
+	return r.Addr.String() + " (" + r.Source.String() + ")"
+}
+
 // Key identifies a mapping: the table holds at most one per protocol and
 // external port, whatever the remote host.
 type Key struct {
