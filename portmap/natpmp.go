@@ -151,16 +151,24 @@ func (g *natpmpGateway) Edit(ctx context.Context, key Key, c Change) (Mapping, e
 	if !m.Enabled {
 		return Mapping{}, fmt.Errorf("NAT-PMP has no disabled mappings; delete it instead: %w", ErrNotSupported)
 	}
+	return replaceMapping(ctx, g, key, old, m)
+}
+
+// replaceMapping edits a mapping on a protocol that has no edit (NAT-PMP,
+// PCP): it deletes the old mapping and makes the new one, and puts the old
+// one back if the new one cannot be made.
+func replaceMapping(ctx context.Context, g Gateway, key Key, old, m Mapping) (Mapping, error) {
 	if err := g.Delete(ctx, key); err != nil {
 		return Mapping{}, err
 	}
-	client, _ := netip.ParseAddr(m.InternalClient)
-	made, err := g.Add(ctx, Request{Protocol: m.Protocol, InternalPort: m.InternalPort, ExternalPort: m.ExternalPort,
-		InternalClient: client, Lease: m.Lease, Description: m.Description})
+	request := func(x Mapping) Request {
+		client, _ := netip.ParseAddr(x.InternalClient)
+		return Request{Protocol: x.Protocol, InternalPort: x.InternalPort, ExternalPort: x.ExternalPort,
+			InternalClient: client, Lease: x.Lease, Description: x.Description}
+	}
+	made, err := g.Add(ctx, request(m))
 	if err != nil {
-		_, rerr := g.Add(ctx, Request{Protocol: old.Protocol, InternalPort: old.InternalPort, ExternalPort: old.ExternalPort,
-			Lease: old.Lease, Description: old.Description})
-		if rerr != nil {
+		if _, rerr := g.Add(ctx, request(old)); rerr != nil {
 			return Mapping{}, fmt.Errorf("%w; restoring the old mapping failed too: %v", err, rerr)
 		}
 		return Mapping{}, fmt.Errorf("%w (the old mapping was restored)", err)

@@ -152,18 +152,7 @@ func (g *pcpGateway) Edit(ctx context.Context, key Key, c Change) (Mapping, erro
 	}
 	old := Mapping{Protocol: key.Protocol, ExternalPort: sm.ExternalPort, InternalPort: sm.InternalPort,
 		InternalClient: g.local.String(), Enabled: true, Lease: max(time.Until(sm.Expires).Round(time.Second), time.Minute), Method: PCP}
-	m := c.apply(old)
-	if err := g.Delete(ctx, key); err != nil {
-		return Mapping{}, err
-	}
-	made, err := g.Add(ctx, Request{Protocol: m.Protocol, InternalPort: m.InternalPort, ExternalPort: m.ExternalPort, Lease: m.Lease, Description: m.Description})
-	if err != nil {
-		if _, rerr := g.Add(ctx, Request{Protocol: old.Protocol, InternalPort: old.InternalPort, ExternalPort: old.ExternalPort, Lease: old.Lease}); rerr != nil {
-			return Mapping{}, fmt.Errorf("%w; restoring the old mapping failed too: %v", err, rerr)
-		}
-		return Mapping{}, fmt.Errorf("%w (the old mapping was restored)", err)
-	}
-	return made, nil
+	return replaceMapping(ctx, g, key, old, c.apply(old))
 }
 
 func (g *pcpGateway) DeleteRange(ctx context.Context, proto Protocol, start, end uint16) (int, error) {

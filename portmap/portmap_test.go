@@ -285,6 +285,25 @@ func TestNATPMPGateway(t *testing.T) {
 		t.Error("NAT-PMP Add for another host succeeded")
 	}
 
+	// Edit has no NAT-PMP request: the mapping is replaced, keeping its
+	// external port, and now leads to the new internal port.
+	newInternal := uint16(8090)
+	em, err := g.Edit(ctx, Key{Protocol: TCP, ExternalPort: 18080}, Change{InternalPort: &newInternal})
+	if err != nil || em.ExternalPort != 18080 || em.InternalPort != 8090 {
+		t.Fatalf("Edit = %+v, %v", em, err)
+	}
+	h.mu.Lock()
+	_, oldThere := h.maps[[2]uint16{uint16(natpmp.TCP), 8080}]
+	ext, newThere := h.maps[[2]uint16{uint16(natpmp.TCP), 8090}]
+	h.mu.Unlock()
+	if oldThere || !newThere || ext != 18080 {
+		t.Fatalf("after Edit: old mapping present %v, new %v at %d", oldThere, newThere, ext)
+	}
+	newInternal = 8080 // and back, for the delete below
+	if _, err := g.Edit(ctx, Key{Protocol: TCP, ExternalPort: 18080}, Change{InternalPort: &newInternal}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A new gateway value (a later process) deletes by external port thanks
 	// to the state directory: NAT-PMP itself deletes by internal port.
 	g2 := discoverOne(t, o)
