@@ -243,44 +243,53 @@ func (s *Server) ServePacketConn(ctx context.Context, pc net.PacketConn) error {
 // accept decides whether to answer a request that arrived with control
 // message cm (nil when the socket cannot tell).
 func (s *Server) accept(cm *ipv4.ControlMessage, client netip.AddrPort, log *slog.Logger) bool {
-	if cm != nil && cm.Dst != nil && (cm.Dst.IsMulticast() || cm.Dst.Equal(net.IPv4bcast)) {
-		// Requests are unicast to the gateway (RFC 6886 §3.3); answering
-		// a multicast or broadcast one would answer for every gateway.
-		log.Debug("natpmp: dropped a request not sent to a unicast address", "client", client, "dst", cm.Dst)
+	if _, why := CheckIngress(cm, s.Interfaces); why != "" {
+		log.Debug("natpmp: dropped a request "+why, "client", client)
 		return false
 	}
-	if len(s.Interfaces) == 0 {
-		return true
+	return true
+}
+
+// CheckIngress decides whether a server on port 5351 (NAT-PMP, or PCP
+// sharing the socket) answers a request that arrived with control message
+// cm (IP_PKTINFO: enable ipv4.FlagDst|ipv4.FlagInterface on the socket).
+// A request sent to a multicast or broadcast address is never answered
+// (RFC 6886 §3.3): answering would answer for every gateway. With
+// interfaces set, the request must have arrived on one of them, addressed
+// to that interface's own address: acceptance goes by ingress, never by an
+// address the client claims. It returns the address the request was sent
+// to, or why it is dropped.
+func CheckIngress(cm *ipv4.ControlMessage, interfaces []string) (dst netip.Addr, why string) {
+	if cm != nil && cm.Dst != nil {
+		d, ok := netip.AddrFromSlice(cm.Dst)
+		dst = d.Unmap()
+		if !ok || dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return netip.Addr{}, fmt.Sprintf("not sent to a unicast address (%v)", cm.Dst)
+		}
 	}
-	if cm == nil || cm.IfIndex == 0 {
-		log.Debug("natpmp: dropped a request whose arrival interface is unknown", "client", client)
-		return false
+	if len(interfaces) == 0 {
+		return dst, ""
+	}
+	if cm == nil || cm.IfIndex == 0 || !dst.IsValid() {
+		return netip.Addr{}, "whose arrival interface or address is unknown"
 	}
 	// Looked up per packet rather than once, so that interfaces that are
 	// re-created (bridges, VPN tunnels) keep working; NAT-PMP traffic is
 	// a handful of packets per client per hour.
 	ifi, err := net.InterfaceByIndex(cm.IfIndex)
-	if err != nil || !slices.Contains(s.Interfaces, ifi.Name) {
-		log.Debug("natpmp: dropped a request from an interface not in Server.Interfaces", "client", client, "ifindex", cm.IfIndex)
-		return false
+	if err != nil || !slices.Contains(interfaces, ifi.Name) {
+		return netip.Addr{}, fmt.Sprintf("from interface %d, which is not one it serves", cm.IfIndex)
 	}
-	dst, ok := netip.AddrFromSlice(cm.Dst)
-	if !ok {
-		return false
-	}
-	dst = dst.Unmap()
 	addrs, err := ifi.Addrs()
 	if err != nil {
-		log.Warn("natpmp: cannot list interface addresses", "interface", ifi.Name, "err", err)
-		return false
+		return netip.Addr{}, fmt.Sprintf("on %s, whose addresses cannot be listed: %v", ifi.Name, err)
 	}
 	for _, a := range addrs {
 		if ipn, ok := a.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == dst {
-				return true
+				return dst, ""
 			}
 		}
 	}
-	log.Debug("natpmp: dropped a request not addressed to the interface's own address", "client", client, "interface", ifi.Name, "dst", dst)
-	return false
+	return netip.Addr{}, fmt.Sprintf("on %s not addressed to its own address (%v)", ifi.Name, dst)
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
-	"slices"
 	"time"
 
 	"github.com/portfwd/portfwd/internal/netroute"
@@ -107,41 +106,15 @@ func (s *pmpServer) answer(ctx context.Context, pkt []byte, client netip.AddrPor
 }
 
 // accept decides whether to answer a packet that arrived with control
-// message cm, and returns the address it was sent to.
+// message cm, and returns the address it was sent to: the check is
+// natpmp.CheckIngress, shared with the standalone NAT-PMP server.
 func (s *pmpServer) accept(cm *ipv4.ControlMessage, client netip.AddrPort) (netip.Addr, bool) {
-	log := s.d.log
-	if cm == nil || cm.IfIndex == 0 {
-		log.Debug("natpmp: dropped a request whose arrival interface is unknown", "client", client)
+	dst, why := natpmp.CheckIngress(cm, s.interfaces)
+	if why != "" {
+		s.d.log.Debug("natpmp: dropped a request "+why, "client", client)
 		return netip.Addr{}, false
 	}
-	dst, ok := netip.AddrFromSlice(cm.Dst)
-	dst = dst.Unmap()
-	if !ok || dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		// Requests are unicast to the gateway; answering one sent to many
-		// would answer for every gateway.
-		log.Debug("natpmp: dropped a request not sent to a unicast address", "client", client, "dst", cm.Dst)
-		return netip.Addr{}, false
-	}
-	// Looked up per packet, so that an interface re-created since start
-	// (a bridge, say) keeps working; this is a handful of packets per
-	// client per hour.
-	ifi, err := net.InterfaceByIndex(cm.IfIndex)
-	if err != nil || !slices.Contains(s.interfaces, ifi.Name) {
-		log.Debug("natpmp: dropped a request from an interface that is not internal", "client", client, "ifindex", cm.IfIndex)
-		return netip.Addr{}, false
-	}
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		log.Warn("natpmp: cannot list the addresses of an internal interface", "interface", ifi.Name, "err", err)
-		return netip.Addr{}, false
-	}
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == dst {
-			return dst, true
-		}
-	}
-	log.Debug("natpmp: dropped a request not addressed to its interface's own address", "client", client, "interface", ifi.Name, "dst", dst)
-	return netip.Addr{}, false
+	return dst, true
 }
 
 // multicast sends each packet to the all-hosts group (224.0.0.1:5350) on
