@@ -362,6 +362,23 @@ func (c *Client) EditMapping(ctx context.Context, old Key, m PortMapping) (PortM
 	if err != nil {
 		return PortMapping{}, fmt.Errorf("igd: reading mapping %v before changing it: %w", old, err)
 	}
+	return c.ReplaceMapping(ctx, cur, m)
+}
+
+// ReplaceMapping is EditMapping for a caller that has just read the
+// current entry cur (with GetSpecificPortMappingEntry, which fills in its
+// key): it changes cur into m with the same guarantees, without reading
+// the entry again.
+func (c *Client) ReplaceMapping(ctx context.Context, cur, m PortMapping) (PortMapping, error) {
+	old := cur.Key()
+	old.Protocol = normProto(old.Protocol)
+	m.Protocol = normProto(m.Protocol)
+	if m.InternalPort == 0 {
+		return PortMapping{}, errors.New("igd: no internal port: give the port on the LAN host to forward to")
+	}
+	if m.ExternalPort == 0 {
+		m.ExternalPort = m.InternalPort
+	}
 	if m.Key() != old {
 		got, err := c.addLeniently(ctx, m, c.addPlain)
 		if err != nil {

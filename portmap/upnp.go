@@ -231,15 +231,13 @@ func (g *upnpGateway) Edit(ctx context.Context, key Key, c Change) (Mapping, err
 	if err != nil {
 		return Mapping{}, refused(err)
 	}
-	// GetSpecificPortMappingEntry does not echo the key fields back.
-	old.RemoteHost, old.ExternalPort, old.Protocol = key.RemoteHost, key.ExternalPort, string(key.Protocol)
 	m := c.apply(g.fromIGD(old))
 	want := igd.PortMapping{
 		RemoteHost: m.RemoteHost, ExternalPort: m.ExternalPort, Protocol: string(m.Protocol),
 		InternalPort: m.InternalPort, InternalClient: m.InternalClient, Enabled: m.Enabled,
 		Description: m.Description, LeaseDuration: m.Lease,
 	}
-	made, err := g.c.EditMapping(ctx, old.Key(), want)
+	made, err := g.c.ReplaceMapping(ctx, old, want)
 	if err != nil {
 		return Mapping{}, refused(err)
 	}
