@@ -126,7 +126,7 @@ func TestLabBenchGateway(t *testing.T) {
 	// portfwd gateway.
 	lg := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
 	state := filepath.Join(lg.RunDir, "gw")
-	gw, startup := startGateway(t, lg, state)
+	gw, _ := startGateway(t, lg, state)
 	g1 := load(t, lg, "-n", strconv.Itoa(n), "-phases", "natpmp-pairs,pcp-pairs,soap-pairs,soap-grow,soap-list,soap-clear")
 	ours10k := map[string]phase{}
 	for _, p := range load(t, lg, "-n", "10000", "-base", "40000", "-phases", "soap-grow,soap-list") {
@@ -140,7 +140,6 @@ func TestLabBenchGateway(t *testing.T) {
 	if got := count(t, lg); got != 10000 {
 		t.Errorf("after kill -9 and restart %d leases are listed, want 10000", got)
 	}
-	_ = startup
 
 	byName := func(ps []phase, name string) phase {
 		for _, p := range ps {

@@ -148,11 +148,8 @@ func (g *upnpGateway) Info(ctx context.Context) (Info, error) {
 		return true
 	})
 	// The rest is best effort: many routers lack one action or another.
-	var firstErr error
 	if ip, err := g.ExternalIP(ctx); err == nil {
 		info.ExternalIP = ip
-	} else {
-		firstErr = err
 	}
 	if st, err := g.c.GetStatusInfo(ctx); err == nil {
 		info.ConnectionStatus, info.Uptime = st.ConnectionStatus, st.Uptime
@@ -170,7 +167,6 @@ func (g *upnpGateway) Info(ctx context.Context) (Info, error) {
 	if ctx.Err() != nil {
 		return info, ctx.Err()
 	}
-	_ = firstErr
 	return info, nil
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -109,7 +108,6 @@ func runInfo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	info.UptimeSeconds = int64(info.Uptime / time.Second)
 	if cf.json {
 		return printJSON(e.stdout, info)
 	}
@@ -557,5 +555,3 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 	}
 	return nil
 }
-
-var _ = errors.New
