@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -1038,13 +1039,11 @@ func openAnnouncementSocket(ctx context.Context) (net.PacketConn, error) {
 	}
 	p := ipv4.NewPacketConn(pc)
 	group := &net.UDPAddr{IP: net.IP(announcementGroup.Addr().AsSlice())}
-	ifs, _ := net.Interfaces()
+	ifs, _ := netroute.Interfaces() // up, multicast, IPv4, not loopback or point-to-point
 	joined := 0
 	for _, ifi := range ifs {
-		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagMulticast != 0 && ifi.Flags&net.FlagLoopback == 0 {
-			if p.JoinGroup(&ifi, group) == nil {
-				joined++
-			}
+		if p.JoinGroup(&net.Interface{Index: ifi.Index, Name: ifi.Name, Flags: ifi.Flags}, group) == nil {
+			joined++
 		}
 	}
 	if joined == 0 {
