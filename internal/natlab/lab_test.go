@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,21 +219,41 @@ func TestParallelLabs(t *testing.T) {
 }
 
 // Teardown leaves nothing behind: processes (those started with Start, the
-// daemon, and strays started with Cmd), namespaces, files.
+// daemon, and strays started with Cmd, even one that has not reached its
+// namespace yet, and the child of a Run that left its process group),
+// namespaces, files.
 func TestTeardown(t *testing.T) {
 	var (
-		l     *natlab.Lab
-		bg    *natlab.Process
-		stray = make(chan error, 1)
+		l       *natlab.Lab
+		bg      *natlab.Process
+		strays  = map[string]chan error{}
+		escaped int
 	)
 	t.Run("lab", func(t *testing.T) {
 		l = natlab.Start(t, natlab.Options{})
 		bg = l.Start(t, natlab.HostWAN, "sleep", "60")
-		cmd := l.Cmd(context.Background(), natlab.HostLAN, "sleep", "60")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		startStray := func(name string, cmd *exec.Cmd) {
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			c := make(chan error, 1)
+			strays[name] = c
+			go func() { c <- cmd.Wait() }()
 		}
-		go func() { stray <- cmd.Wait() }()
+		// Started just before teardown: ip may not have entered the
+		// namespace yet when the teardown runs.
+		startStray("Cmd", l.Cmd(context.Background(), natlab.HostLAN, "sleep", "60"))
+		// Held back on purpose: in the test's namespace for a second, where
+		// no scan of the lab's namespaces can find it.
+		late := l.Cmd(context.Background(), natlab.HostLAN, "sleep", "60")
+		late.Args = append([]string{"sh", "-c", `sleep 1; exec "$@"`, "sh"}, late.Args...)
+		late.Path = "/bin/sh"
+		startStray("Cmd not yet in its namespace", late)
+		// A child that left its parent's process group and outlived it.
+		out := run(t, l, natlab.HostWAN, "sh", "-c", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
+		if _, err := fmt.Sscan(out, &escaped); err != nil {
+			t.Fatalf("PID of the escaped child: %q: %v", out, err)
+		}
 	})
 	if t.Failed() {
 		return
@@ -246,13 +268,22 @@ func TestTeardown(t *testing.T) {
 			t.Errorf("%s (pid %d) still runs after teardown", p.Name, p.PID())
 		}
 	}
-	select {
-	case err := <-stray:
-		if err == nil {
-			t.Error("stray sleep exited cleanly; want it killed")
+	for name, c := range strays {
+		select {
+		case err := <-c:
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Errorf("stray process (%s) ended with %v; want it killed by teardown", name, err)
+			}
+		case <-time.After(ample):
+			t.Errorf("stray process (%s) survived teardown", name)
 		}
-	case <-time.After(ample):
-		t.Error("stray process started with Cmd survived teardown")
+	}
+	// Not our child, so not ours to wait for: gone or a zombie will do.
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", escaped)); err == nil {
+		if f := strings.Fields(string(stat)); len(f) > 2 && f[1] == "(sleep)" && f[2] != "Z" {
+			t.Errorf("escaped child %d (setsid sleep) survived teardown: %s", escaped, stat)
+		}
 	}
 	for _, ns := range []string{l.LAN, l.Router, l.WAN} {
 		if _, err := os.Stat(filepath.Join("/run/netns", ns)); !errors.Is(err, os.ErrNotExist) {

@@ -180,6 +180,7 @@ type Lab struct {
 	mu    sync.Mutex
 	seq   int
 	procs []*Process
+	cmds  []*exec.Cmd // made by Cmd, killed at teardown if still running
 }
 
 // Start builds a lab and registers its teardown with t.Cleanup: processes
@@ -516,7 +517,7 @@ func (l *Lab) configure() error {
 	if err := os.WriteFile(filepath.Join(l.RunDir, "router.nft"), []byte(rules), 0o644); err != nil {
 		return fmt.Errorf("natlab: %w", err)
 	}
-	cmd := l.Cmd(context.Background(), HostRouter, l.nft, "-f", "-")
+	cmd := l.command(context.Background(), HostRouter, l.nft, "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("natlab: loading the router's nftables ruleset (%s/router.nft): %w: %s", l.RunDir, err, bytes.TrimSpace(out))
@@ -744,12 +745,18 @@ func (l *Lab) teardown(t testing.TB) {
 		l.stopSTUN()
 	}
 	l.spawn.close()
-	// Whatever still runs in a lab namespace was started there by this
-	// test (through Cmd, say): the namespaces are ours alone.
+	// Commands made by Cmd are killed by what the lab knows of them, their
+	// process groups, whether or not they have entered their namespace
+	// yet. Whatever else still runs in a lab namespace was started there
+	// by this test (a child that left its group, a Run command's leftover
+	// child): the namespaces are ours alone.
+	l.killCmds()
+	var paths []string
 	for _, ns := range l.created {
-		if err := killNamespacePIDs(filepath.Join(netnsDir, ns)); err != nil {
-			t.Errorf("natlab: teardown: %v", err)
-		}
+		paths = append(paths, filepath.Join(netnsDir, ns))
+	}
+	if err := emptyNamespaces(paths, 5*time.Second); err != nil {
+		t.Errorf("natlab: teardown: %v", err)
 	}
 	l.mu.Lock()
 	for _, f := range l.ns {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -105,21 +106,49 @@ func sysctl(ns *os.File, kv map[string]string) error {
 	})
 }
 
-// killNamespacePIDs sends SIGKILL to every process whose network namespace
-// is the one pinned at path. A missing path is not an error.
-func killNamespacePIDs(path string) error {
-	var target unix.Stat_t
-	if err := unix.Stat(path, &target); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
+// emptyNamespaces kills every process in the network namespaces pinned at
+// paths, and scans again until a scan finds none: a process killed during
+// the scan may have forked just before, and the new PID need not come after
+// it in /proc's order. It fails if processes remain after limit. Missing
+// paths are ignored.
+func emptyNamespaces(paths []string, limit time.Duration) error {
+	var targets []unix.Stat_t
+	for _, p := range paths {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return fmt.Errorf("natlab: %s: %w", p, err)
 		}
-		return fmt.Errorf("natlab: %s: %w", path, err)
+		targets = append(targets, st)
 	}
+	if len(targets) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(limit)
+	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 20*time.Millisecond) {
+		pids, err := killNamespacePIDs(targets)
+		if err != nil || len(pids) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natlab: processes %v still in the lab's namespaces %v after SIGKILL", pids, limit)
+		}
+		// Killed processes leave their namespace as they exit, soon.
+		time.Sleep(pause)
+	}
+}
+
+// killNamespacePIDs sends SIGKILL to every process whose network namespace
+// is one of targets, and returns their PIDs.
+func killNamespacePIDs(targets []unix.Stat_t) ([]int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return fmt.Errorf("natlab: listing processes: %w", err)
+		return nil, fmt.Errorf("natlab: listing processes: %w", err)
 	}
 	self := os.Getpid()
+	var killed []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
@@ -127,11 +156,15 @@ func killNamespacePIDs(path string) error {
 		}
 		var st unix.Stat_t
 		if unix.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) != nil {
-			continue // gone, or a kernel thread
+			continue // gone, a zombie, or a kernel thread
 		}
-		if st.Dev == target.Dev && st.Ino == target.Ino {
-			unix.Kill(pid, unix.SIGKILL)
+		for _, target := range targets {
+			if st.Dev == target.Dev && st.Ino == target.Ino {
+				unix.Kill(pid, unix.SIGKILL)
+				killed = append(killed, pid)
+				break
+			}
 		}
 	}
-	return nil
+	return killed, nil
 }

@@ -26,7 +26,27 @@ const stopGrace = 3 * time.Second
 // "rtr" or "wan") through `ip netns exec`, which also gives it a private
 // mount namespace. ip execs the command in place, so the process's PID is
 // the command's. An unknown host makes Start fail.
+//
+// The command runs in a process group of its own (SysProcAttr.Setpgid), and
+// the lab keeps it: if it still runs at teardown, its whole group is
+// killed. That holds even when the test ends before `ip netns exec` has
+// moved it into the namespace, where the teardown's scan of the namespaces
+// would not yet find it. A caller that replaces SysProcAttr keeps the
+// process itself tracked, but no longer its children. Start the command
+// from the test's goroutine (or one the test waits for), before the test
+// ends.
 func (l *Lab) Cmd(ctx context.Context, host, name string, args ...string) *exec.Cmd {
+	cmd := l.command(ctx, host, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	l.mu.Lock()
+	l.cmds = append(l.cmds, cmd)
+	l.mu.Unlock()
+	return cmd
+}
+
+// command is Cmd without the tracking, for commands the lab waits for
+// itself.
+func (l *Lab) command(ctx context.Context, host, name string, args ...string) *exec.Cmd {
 	ns, err := l.Namespace(host)
 	cmd := exec.CommandContext(ctx, l.ip, append([]string{"netns", "exec", ns, name}, args...)...)
 	if err != nil {
@@ -38,6 +58,29 @@ func (l *Lab) Cmd(ctx context.Context, host, name string, args ...string) *exec.
 	return cmd
 }
 
+// killCmds kills, with their process groups, the commands made by Cmd
+// that were started and have not been reaped yet.
+func (l *Lab) killCmds() {
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, cmd := range cmds {
+		p := cmd.Process
+		if p == nil {
+			continue // never started
+		}
+		// Signal 0 goes through the process's pidfd: it succeeds only
+		// while the process is not reaped, so its PID, which is also its
+		// group's ID, cannot belong to anyone else yet.
+		if p.Signal(syscall.Signal(0)) != nil {
+			continue
+		}
+		syscall.Kill(-p.Pid, syscall.SIGKILL)
+		p.Kill() // in case the caller's SysProcAttr had no Setpgid
+	}
+}
+
 // Run runs a command in host's namespace, waits at most RunTimeout, and
 // returns its standard output. A failure's error carries the exit status and
 // standard error. Each run is logged to t.
@@ -45,7 +88,7 @@ func (l *Lab) Run(t testing.TB, host, name string, args ...string) (string, erro
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), RunTimeout)
 	defer cancel()
-	cmd := l.Cmd(ctx, host, name, args...)
+	cmd := l.command(ctx, host, name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -148,7 +191,7 @@ func (l *Lab) start(logName, host, name string, args ...string) (*Process, error
 	}
 	defer f.Close() // the child has its own copy
 	// No context: the lab, not a deadline, decides when it ends.
-	cmd := l.Cmd(context.Background(), host, name, args...)
+	cmd := l.command(context.Background(), host, name, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group, so Stop reaches children of shell wrappers
 	// too, and a ^C to the test does not race our own shutdown.
