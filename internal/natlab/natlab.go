@@ -24,7 +24,10 @@
 // Start).
 //
 // Start skips the test when the lab cannot be built (not root, tools
-// missing) unless PORTFWD_LAB_REQUIRED=1, which turns that into a failure.
+// missing) unless PORTFWD_LAB_REQUIRED=1, which turns that into a failure
+// (see package internal/testenv). With -short, Start always skips: the lab
+// belongs to the full suite, and `go test -short` runs the unit tests
+// alone.
 //
 // # Quirks the lab works around
 //
@@ -75,6 +78,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/internal/stun"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // Router kinds for Options.Router.
@@ -107,7 +111,7 @@ const (
 // EnvRequired names the environment variable that turns "lab unavailable"
 // from a skip into a failure. CI sets it to 1 so the lab tests cannot pass
 // by being skipped.
-const EnvRequired = "PORTFWD_LAB_REQUIRED"
+const EnvRequired = testenv.EnvRequired
 
 // Options configure a lab. The zero value is a lab with miniupnpd.
 type Options struct {
@@ -197,6 +201,10 @@ func Start(t testing.TB, opts Options) *Lab {
 	default:
 		t.Fatalf("natlab: Options.Router is %q; want %q or %q", opts.Router, RouterMiniupnpd, RouterNone)
 	}
+	if testing.Short() {
+		// Not a missing requirement: -short asked for the unit tests alone.
+		t.Skip("natlab: -short: the NAT lab runs in the full suite only")
+	}
 	if os.Geteuid() != 0 {
 		unavailable(t, "the NAT lab needs root (network namespaces, nftables); run the tests as root, e.g. through scripts/test.sh")
 	}
@@ -204,7 +212,7 @@ func Start(t testing.TB, opts Options) *Lab {
 	if opts.Router == RouterMiniupnpd {
 		tools = append(tools, "miniupnpd", "sh", "mount")
 	}
-	paths := requireTools(t, tools...)
+	paths := testenv.Programs(t, tools...)
 
 	l := &Lab{
 		opts:        opts,
@@ -317,11 +325,7 @@ func freePrefix(testName string) (string, error) {
 // unavailable skips t, or fails it when the lab is required.
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(EnvRequired) == "1" {
-		t.Fatalf("natlab: %s (%s=1: the lab is required here)", msg, EnvRequired)
-	}
-	t.Skipf("natlab: %s; skipping (set %s=1 to make this a failure)", msg, EnvRequired)
+	testenv.Missing(t, "natlab: "+format, args...)
 }
 
 // Require skips t (or fails it with PORTFWD_LAB_REQUIRED=1) unless every
@@ -329,40 +333,7 @@ func unavailable(t testing.TB, format string, args ...any) {
 // scripts/install-lab-deps.sh installs them.
 func Require(t testing.TB, programs ...string) {
 	t.Helper()
-	requireTools(t, programs...)
-}
-
-func requireTools(t testing.TB, programs ...string) map[string]string {
-	t.Helper()
-	paths := map[string]string{}
-	var missing []string
-	for _, p := range programs {
-		path, err := lookTool(p)
-		if err != nil {
-			missing = append(missing, p)
-			continue
-		}
-		paths[p] = path
-	}
-	if len(missing) > 0 {
-		unavailable(t, "missing %s; install them with scripts/install-lab-deps.sh", strings.Join(missing, ", "))
-	}
-	return paths
-}
-
-// lookTool finds a program in PATH or in the sbin directories, which a
-// non-login root shell may not have in PATH.
-func lookTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
+	testenv.Programs(t, programs...)
 }
 
 // Namespace returns the network namespace name of host: "lan", "rtr" or
@@ -630,7 +601,7 @@ func (l *Lab) MiniupnpdPID() (int, error) {
 }
 
 func (l *Lab) mustTool(name string) string {
-	p, err := lookTool(name)
+	p, err := testenv.LookPath(name)
 	if err != nil {
 		return name // checked in Start; let exec report it
 	}

@@ -1,0 +1,245 @@
+// Package testenv tells portfwd's tests whether this machine has what they
+// need beyond Go: root, programs such as ip, nft, natpmpc or Chromium, and
+// the shared corpus of real routers' replies and lab captures that sits
+// beside the repository. When something is missing a test calls Missing,
+// which skips it with a sentence naming what is missing and how to get it,
+// or fails it when PORTFWD_LAB_REQUIRED=1 says the run must be complete, as
+// CI does: a required run cannot pass by skipping.
+//
+// Every test that depends on something a fresh clone may lack goes through
+// this package, so that no test skips silently.
+package testenv
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// EnvRequired names the environment variable that turns a missing
+// requirement from a skip into a failure. CI sets it to 1.
+const EnvRequired = "PORTFWD_LAB_REQUIRED"
+
+// EnvShared names the environment variable that points at the shared
+// corpus when it is not the directory "shared" beside the repository.
+const EnvShared = "PORTFWD_SHARED"
+
+// Required reports whether PORTFWD_LAB_REQUIRED=1.
+func Required() bool { return os.Getenv(EnvRequired) == "1" }
+
+// Missing skips t because something it needs is absent, or fails it when
+// the run is required to be complete (PORTFWD_LAB_REQUIRED=1). The message
+// should name what is missing and how to get it.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("%s (%s=1: this test must run here)", msg, EnvRequired)
+	}
+	t.Skipf("skipped: %s (set %s=1 to make this a failure)", msg, EnvRequired)
+}
+
+// Root calls Missing unless the test runs as root; why says what root is
+// for.
+func Root(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "needs root %s; run the tests as root through scripts/test.sh", why)
+	}
+}
+
+// Programs returns the paths of the named programs, and calls Missing
+// naming those that are not installed.
+func Programs(t testing.TB, names ...string) map[string]string {
+	t.Helper()
+	paths := map[string]string{}
+	var missing []string
+	for _, n := range names {
+		p, err := LookPath(n)
+		if err != nil {
+			missing = append(missing, n)
+			continue
+		}
+		paths[n] = p
+	}
+	if len(missing) > 0 {
+		Missing(t, "missing %s; install with scripts/install-lab-deps.sh", strings.Join(missing, ", "))
+	}
+	return paths
+}
+
+// LookPath finds a program in PATH or in the sbin directories, which a
+// non-login root shell may not have in PATH.
+func LookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+// SharedDir returns the shared corpus directory: $PORTFWD_SHARED if set,
+// else "shared" beside the repository's root (the directory holding
+// go.mod). It does not check that the directory exists; see Shared.
+func SharedDir() string {
+	if d := os.Getenv(EnvShared); d != "" {
+		return d
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return filepath.Join("..", "shared") // reported by Shared
+	}
+	return filepath.Join(filepath.Dir(root), "shared")
+}
+
+// Shared returns the path of elem inside the shared corpus, and calls
+// Missing when it does not exist.
+func Shared(t testing.TB, elem ...string) string {
+	t.Helper()
+	p := filepath.Join(append([]string{SharedDir()}, elem...)...)
+	if _, err := os.Stat(p); err != nil {
+		Missing(t, "%s is missing: the shared corpus (real routers' replies, lab captures) is the directory shared/ beside the repository, or $%s", p, EnvShared)
+	}
+	return p
+}
+
+// ReadShared returns the contents of a file inside the shared corpus, and
+// calls Missing when it does not exist.
+func ReadShared(t testing.TB, elem ...string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(Shared(t, elem...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// GlobShared returns the files matching pattern inside the shared corpus,
+// and calls Missing when there are none.
+func GlobShared(t testing.TB, pattern string) []string {
+	t.Helper()
+	dir := SharedDir()
+	m, err := filepath.Glob(filepath.Join(dir, pattern))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m) == 0 {
+		Missing(t, "nothing matches %s in %s: the shared corpus (real routers' replies, lab captures) is the directory shared/ beside the repository, or $%s", pattern, dir, EnvShared)
+	}
+	return m
+}
+
+// repoRoot returns the nearest directory above the working directory (a
+// test's package directory) that holds go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("testenv: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Netns creates a network namespace holding only loopback, up, deletes it
+// when t ends, and returns its name. It calls Missing when the machine
+// cannot provide one: not root, no ip(8), or namespaces refused (an
+// unprivileged container).
+func Netns(t testing.TB) string {
+	t.Helper()
+	Root(t, "to create a network namespace")
+	ip := Programs(t, "ip")["ip"]
+	var r [4]byte
+	rand.Read(r[:])
+	name := fmt.Sprintf("pft%d-%x", os.Getpid(), r)
+	if out, err := exec.Command(ip, "netns", "add", name).CombinedOutput(); err != nil {
+		Missing(t, "cannot create a network namespace here (ip netns add: %v: %s)", err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command(ip, "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("testenv: deleting network namespace %s: %v: %s", name, err, bytes.TrimSpace(out))
+		}
+	})
+	if out, err := exec.Command(ip, "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("testenv: ip -n %s link set lo up: %v: %s", name, err, bytes.TrimSpace(out))
+	}
+	return name
+}
+
+// WaitBlocked waits until a goroutine is parked (on I/O, a channel, a
+// lock, a timer: any state but running) with fn, a function name such as
+// "(*addrWatcher).next", on its stack, and fails t after a minute without
+// one. It lets a test act at the moment another goroutine is provably
+// waiting, such as ending a context while a read is blocked, instead of
+// sleeping and hoping.
+func WaitBlocked(t testing.TB, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
+			header, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(g, fn+"(") && parked(header) {
+				return
+			}
+		}
+		if n == len(buf) {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: no goroutine blocked in %s after a minute", fn)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// parked reports whether a goroutine header ("goroutine 7 [IO wait]:")
+// shows a goroutine that is waiting rather than running or about to.
+func parked(header string) bool {
+	_, state, ok := strings.Cut(header, "[")
+	if !ok {
+		return false
+	}
+	state, _, _ = strings.Cut(state, "]")
+	state, _, _ = strings.Cut(state, ",") // "[select, 2 minutes]"
+	switch state {
+	case "running", "runnable", "syscall", "":
+		return false
+	}
+	return true
+}
+
+// MissingPart reports something absent that a test can do without, such
+// as fuzz seeds from the shared corpus: a log line, or a failure (the test
+// goes on) when the run is required to be complete.
+func MissingPart(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Errorf("%s (%s=1: required here)", msg, EnvRequired)
+		return
+	}
+	t.Logf("testenv: %s; the test goes on without it (set %s=1 to make this a failure)", msg, EnvRequired)
+}

@@ -1,0 +1,137 @@
+package testenv_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/portfwd/portfwd/internal/testenv"
+)
+
+// recorder is a testing.TB whose Fatal and Skip are recorded instead of
+// ending the real test. Everything else goes to the real test.
+type recorder struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (r *recorder) Skipf(format string, args ...any) {
+	r.skip = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// record runs f with a recorder around t, in its own goroutine as Goexit
+// needs.
+func record(t testing.TB, f func(tb testing.TB)) *recorder {
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(r)
+	}()
+	<-done
+	return r
+}
+
+// Something missing skips with a message that names it, and fails instead
+// when the run is required: CI cannot go green by skipping.
+func TestMissingPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		env       string
+		wantFatal bool
+	}{{"", false}, {"0", false}, {"1", true}} {
+		t.Run(testenv.EnvRequired+"="+tc.env, func(t *testing.T) {
+			t.Setenv(testenv.EnvRequired, tc.env)
+			r := record(t, func(tb testing.TB) { testenv.Programs(tb, "sh", "testenv-no-such-program") })
+			got, other := r.skip, r.fatal
+			if tc.wantFatal {
+				got, other = r.fatal, r.skip
+			}
+			if got == "" || other != "" {
+				t.Fatalf("fatal %q, skip %q; want only a %s", r.fatal, r.skip, map[bool]string{true: "failure", false: "skip"}[tc.wantFatal])
+			}
+			if !strings.Contains(got, "testenv-no-such-program") || strings.Contains(got, "missing sh") || !strings.Contains(got, "install-lab-deps.sh") {
+				t.Errorf("message %q should name exactly the missing program and how to install it", got)
+			}
+			if !strings.Contains(got, testenv.EnvRequired) {
+				t.Errorf("message %q should name %s", got, testenv.EnvRequired)
+			}
+		})
+	}
+}
+
+func TestProgramsFound(t *testing.T) {
+	paths := testenv.Programs(t, "sh")
+	if !filepath.IsAbs(paths["sh"]) {
+		t.Errorf("Programs(sh) = %v, want an absolute path", paths)
+	}
+}
+
+// The corpus is found beside the repository root from any package
+// directory, or where PORTFWD_SHARED says.
+func TestShared(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "routers", "r1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "routers", "r1", "rootDesc.xml"), []byte("<root/>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(testenv.EnvShared, dir)
+	t.Setenv(testenv.EnvRequired, "1")
+	if got := string(testenv.ReadShared(t, "routers", "r1", "rootDesc.xml")); got != "<root/>" {
+		t.Errorf("ReadShared = %q", got)
+	}
+	if m := testenv.GlobShared(t, "routers/*/rootDesc.xml"); len(m) != 1 {
+		t.Errorf("GlobShared = %v, want the one file", m)
+	}
+	r := record(t, func(tb testing.TB) { testenv.Shared(tb, "routers", "r2") })
+	if !strings.Contains(r.fatal, filepath.Join(dir, "routers", "r2")) {
+		t.Errorf("missing file under PORTFWD_LAB_REQUIRED=1: fatal %q, skip %q; want a failure naming the path", r.fatal, r.skip)
+	}
+	r = record(t, func(tb testing.TB) { testenv.GlobShared(tb, "captures/*.hex") })
+	if !strings.Contains(r.fatal, "captures/*.hex") {
+		t.Errorf("empty glob under PORTFWD_LAB_REQUIRED=1: fatal %q, skip %q; want a failure naming the pattern", r.fatal, r.skip)
+	}
+
+	t.Setenv(testenv.EnvShared, "")
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This package is internal/testenv: the root is two levels up.
+	want := filepath.Join(filepath.Dir(filepath.Dir(filepath.Dir(wd))), "shared")
+	if got := testenv.SharedDir(); got != want {
+		t.Errorf("SharedDir() = %q, want %q", got, want)
+	}
+}
+
+//go:noinline
+func blockedReading(c net.Conn, done chan<- error) {
+	_, err := c.Read(make([]byte, 1))
+	done <- err
+}
+
+// WaitBlocked returns once the goroutine is parked in its read, so the
+// close below ends a read in progress.
+func TestWaitBlocked(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	done := make(chan error, 1)
+	go blockedReading(a, done)
+	testenv.WaitBlocked(t, "testenv_test.blockedReading")
+	a.Close()
+	if err := <-done; !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("read: %v, want io.ErrClosedPipe", err)
+	}
+}
