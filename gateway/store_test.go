@@ -15,6 +15,7 @@ import (
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/clocktest"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 func openStore(t testing.TB, dir string, opts *gateway.FileStoreOptions) *gateway.FileStore {
@@ -263,7 +264,7 @@ func TestFileStoreSurvivesKill(t *testing.T) {
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		t.Skip("cannot find the test binary to re-run as the writer")
+		testenv.Missing(t, "cannot find the test binary to re-run as the writer: %v", err)
 	}
 	for round, killAfter := range []int{1, 300, 2000, 5000} {
 		dir := t.TempDir()

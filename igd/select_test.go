@@ -11,11 +11,13 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/upnp"
 )
 
-// routersDir holds the real-router corpus, a sibling of the repository.
-const routersDir = "../../shared/routers"
+// routersDir holds the real-router corpus, a sibling of the repository (see
+// internal/testenv).
+var routersDir = filepath.Join(testenv.SharedDir(), "routers")
 
 // testLocation is where every corpus description is pretended to come from.
 const testLocation = "http://192.168.1.1:5000/rootDesc.xml"
@@ -186,9 +188,9 @@ func checkRefs(t *testing.T, got []igd.ServiceRef, want []wantRef) {
 }
 
 func TestConnectionServicesCorpus(t *testing.T) {
-	entries, err := os.ReadDir(routersDir)
+	entries, err := os.ReadDir(testenv.Shared(t, "routers"))
 	if err != nil {
-		t.Skipf("router corpus not available (%v); it lives in shared/routers next to the repository", err)
+		t.Fatal(err)
 	}
 	seen := 0
 	for _, e := range entries {

@@ -7,40 +7,23 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // newNetns creates an empty network namespace with only lo, up, and removes
-// it when the test ends. Tests that need one skip unless run as root with
-// iproute2 installed.
+// it when the test ends. Without root or iproute2 the test skips, or fails
+// under PORTFWD_LAB_REQUIRED=1 (see testenv); -short skips it.
 func newNetns(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("skipping a network namespace test in -short mode")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("creating a network namespace needs root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("iproute2's ip command is not installed")
-	}
-	name := fmt.Sprintf("natpmp-test-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("cannot create network namespace %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("removing network namespace %s: %v: %s", name, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v: %s", name, err, out)
-	}
-	return name
+	return testenv.Netns(t)
 }
 
 // listenInNetns opens a UDP socket on addr inside network namespace ns.
@@ -60,10 +43,7 @@ func listenInNetns(t *testing.T, ns, addr string) net.PacketConn {
 // natlab captures, against Server inside a private network namespace, where
 // the server can own the real port 5351 on a loopback no one else sees.
 func TestInteropNatpmpc(t *testing.T) {
-	natpmpc, err := exec.LookPath("natpmpc")
-	if err != nil {
-		t.Skip("natpmpc is not installed (scripts/install-lab-deps.sh installs it)")
-	}
+	natpmpc := testenv.Programs(t, "natpmpc")["natpmpc"]
 	ns := newNetns(t)
 	pc := listenInNetns(t, ns, fmt.Sprintf("127.0.0.1:%d", ServerPort))
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portfwd/portfwd/internal/natlab"
 )
 
 // inNetns runs fn on a thread inside network namespace ns, so that the
@@ -44,32 +46,26 @@ func inNetns(t *testing.T, ns string, fn func()) {
 	}
 }
 
-// TestNatlabMiniupnpd runs Client against miniupnpd 2.3.1 in a natlab that is
-// already up (shared/natlab/natlab.sh up). It is opt-in: set
-// PORTFWD_NATLAB_PREFIX to the lab's NATLAB_PREFIX (nl by default). The
-// client runs in the lab's LAN namespace, so no packet leaves the lab.
+// TestNatlabMiniupnpd runs Client against miniupnpd, the reference NAT-PMP
+// server, on the router of a natlab. The client runs in the lab's LAN
+// namespace, so no packet leaves the lab. natlab skips it when the machine
+// cannot build the lab (not root); CI sets PORTFWD_LAB_REQUIRED=1 to make
+// that a failure.
 func TestNatlabMiniupnpd(t *testing.T) {
-	prefix := os.Getenv("PORTFWD_NATLAB_PREFIX")
-	if prefix == "" {
-		t.Skip("set PORTFWD_NATLAB_PREFIX to the prefix of a running natlab to test against miniupnpd")
-	}
-	lanNS := prefix + "-lan"
-	if _, err := os.Stat("/run/netns/" + lanNS); err != nil {
-		t.Fatalf("natlab namespace %s not found (%v); start it with NATLAB_PREFIX=%s natlab.sh up", lanNS, err, prefix)
-	}
-	gw := netip.MustParseAddrPort("10.77.0.1:5351") // natlab's router, inside the lab
+	l := natlab.Start(t, natlab.Options{})
+	gw := netip.AddrPortFrom(l.RouterLANIP, natlab.NATPMPPort)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	inNetns(t, lanNS, func() {
+	inNetns(t, l.LAN, func() {
 		c := &Client{Gateway: gw, Logger: testLogger(t)}
 		ext, err := c.ExternalAddress(ctx)
 		if err != nil {
 			t.Errorf("ExternalAddress: %v", err)
 			return
 		}
-		if ext.Addr != netip.MustParseAddr("203.0.113.1") {
-			t.Errorf("ExternalAddress = %v, want natlab's 203.0.113.1", ext.Addr)
+		if ext.Addr != l.RouterWANIP {
+			t.Errorf("ExternalAddress = %v, want the lab router's %v", ext.Addr, l.RouterWANIP)
 		}
 
 		if err := c.UnmapAll(ctx, TCP); err != nil {
@@ -94,7 +90,7 @@ func TestNatlabMiniupnpd(t *testing.T) {
 			t.Errorf("renewal = %+v, want 19100 for at most 30s", m)
 		}
 
-		// natlab allows ports 1024-65535 only. miniupnpd takes seconds to
+		// The lab's miniupnpd allows ports 1024-65535 only. miniupnpd takes seconds to
 		// refuse (it tries every other external port first), so the
 		// client retransmits meanwhile and miniupnpd works through the
 		// queued copies before it answers the next request.

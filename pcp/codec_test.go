@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 func mustHex(t testing.TB, s string) []byte {
@@ -223,10 +225,7 @@ func TestGoldenCapture(t *testing.T) {
 // TestFixturesMatchShared guards against testdata drifting from the lab's
 // captures it was copied from.
 func TestFixturesMatchShared(t *testing.T) {
-	shared := filepath.Join("..", "..", "shared", "natlab", "captures")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("natlab captures not available at %s (%v); testdata copies are used alone", shared, err)
-	}
+	shared := testenv.Shared(t, "natlab", "captures")
 	want, err := os.ReadFile(filepath.Join(shared, "pcp_exchange.hex"))
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // fixture is one datagram from testdata.
@@ -251,10 +253,7 @@ func TestFixtureTemplateLocationRejected(t *testing.T) {
 // TestFixturesMatchShared checks that testdata still holds verbatim copies of
 // the shared corpus, which lives beside the repository.
 func TestFixturesMatchShared(t *testing.T) {
-	const shared = "../../shared"
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("shared corpus not found at %s (it sits beside the repository checkout); testdata copies not compared", shared)
-	}
+	shared := testenv.Shared(t)
 	copies := map[string]string{}
 	for _, pat := range []string{"testdata/routers/*/ssdp*", "testdata/routers/_partial/*/ssdp*"} {
 		m, _ := filepath.Glob(pat)

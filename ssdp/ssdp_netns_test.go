@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // The multicast test runs Search and Responder against each other over real
@@ -63,29 +65,14 @@ func TestMulticastInNetns(t *testing.T) {
 		netnsRouter(t)
 		return
 	}
-	if os.Getuid() != 0 {
-		t.Skip("skipping the multicast test: it needs root to create network namespaces, and multicast never runs outside them")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping the multicast test: it needs the ip command (iproute2) to create network namespaces")
-	}
+	// Root, ip(8) and namespaces, or a skip that says which is missing (a
+	// failure under PORTFWD_LAB_REQUIRED=1).
+	cli, rtr := testenv.Netns(t), testenv.Netns(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := os.Getpid()
-	cli, rtr := fmt.Sprintf("pfssdp%dc", pid), fmt.Sprintf("pfssdp%dr", pid)
-	if err := runIP("netns", "add", cli); err != nil {
-		t.Skipf("skipping the multicast test: cannot create a network namespace here: %v", err)
-	}
-	t.Cleanup(func() { runIP("netns", "del", cli) })
-	if err := runIP("netns", "add", rtr); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { runIP("netns", "del", rtr) })
 	for _, step := range [][]string{
-		{"-n", cli, "link", "set", "lo", "up"},
-		{"-n", rtr, "link", "set", "lo", "up"},
 		{"-n", cli, "link", "add", "lan0", "type", "veth", "peer", "name", "lan1", "netns", rtr},
 		{"-n", cli, "link", "add", "wan0", "type", "veth", "peer", "name", "wan1", "netns", rtr},
 		{"-n", cli, "addr", "add", labLANClient + "/24", "dev", "lan0"},

@@ -13,24 +13,44 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // The real-router corpus lives next to the repository; see INDEX.md there.
-const (
-	routersDir  = "../../shared/routers"
-	capturesDir = "../../shared/natlab/captures"
+// A test that reads it skips when it is missing, and fails under
+// PORTFWD_LAB_REQUIRED=1 (see internal/testenv).
+var (
+	routersDir  = filepath.Join(testenv.SharedDir(), "routers")
+	capturesDir = filepath.Join(testenv.SharedDir(), "natlab", "captures")
 )
 
 func readShared(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("fixture %s not found: the shared router corpus is not checked out next to the repository", path)
+		testenv.Missing(t, "fixture %s is missing: the shared corpus (real routers' replies, lab captures) is the directory shared/ beside the repository, or $%s", path, testenv.EnvShared)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// readSharedSeeds returns the files of the corpus that exist, for fuzz
+// seeds: a missing one is reported through testenv.MissingPart.
+func readSharedSeeds(f *testing.F, paths ...string) [][]byte {
+	f.Helper()
+	var out [][]byte
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			testenv.MissingPart(f, "fuzz seed %s: %v", p, err)
+			continue
+		}
+		out = append(out, data)
+	}
+	return out
 }
 
 // connService is the golden view of one WANIPConnection or WANPPPConnection
@@ -519,10 +539,7 @@ func TestParseDescriptionCapture(t *testing.T) {
 // TestParseDescriptionEveryFixture guards against a fixture added to the
 // corpus without a golden row: it must at least parse.
 func TestParseDescriptionEveryFixture(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(routersDir, "*", "rootDesc.xml"))
-	if len(files) == 0 {
-		t.Skipf("no router corpus at %s", routersDir)
-	}
+	files := testenv.GlobShared(t, filepath.Join("routers", "*", "rootDesc.xml"))
 	known := map[string]bool{}
 	for _, tc := range routerGolden {
 		known[tc.file] = true
@@ -946,11 +963,12 @@ func TestFetchDescription(t *testing.T) {
 
 func FuzzParseDescription(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(routersDir, "*", "rootDesc.xml"))
+	if len(files) == 0 {
+		testenv.MissingPart(f, "no router descriptions in %s for fuzz seeds", routersDir)
+	}
 	files = append(files, filepath.Join(capturesDir, "rootDesc.xml"))
-	for _, p := range files {
-		if data, err := os.ReadFile(p); err == nil {
-			f.Add(data)
-		}
+	for _, data := range readSharedSeeds(f, files...) {
+		f.Add(data)
 	}
 	if out, err := gatewayRoot().Marshal(); err == nil {
 		f.Add(out)

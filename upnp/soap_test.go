@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // readHTTPResponse reads a captured HTTP response and returns its status
@@ -173,15 +174,11 @@ func TestParseEnvelopeCorpus(t *testing.T) {
 func TestParseEnvelopeEveryFixture(t *testing.T) {
 	var files []string
 	for _, g := range []string{
-		routersDir + "/*/soap-*.xml",
-		routersDir + "/_partial/*/soap-*.xml",
-		capturesDir + "/soap_*_response.txt",
+		"routers/*/soap-*.xml",
+		"routers/_partial/*/soap-*.xml",
+		"natlab/captures/soap_*_response.txt",
 	} {
-		m, _ := filepath.Glob(g)
-		files = append(files, m...)
-	}
-	if len(files) == 0 {
-		t.Skip("no SOAP fixtures found next to the repository")
+		files = append(files, testenv.GlobShared(t, g)...)
 	}
 	known := map[string]bool{}
 	for _, tc := range soapGolden {
@@ -805,20 +802,10 @@ var simpleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 
 func FuzzParseEnvelope(f *testing.F) {
 	for _, tc := range soapGolden {
-		var data []byte
-		var err error
-		if strings.HasSuffix(tc.file, ".txt") {
-			raw, rerr := os.ReadFile(tc.file)
-			if rerr == nil {
-				if _, body, ok := bytes.Cut(raw, []byte("\r\n\r\n")); ok {
-					data = body
-				}
+		for _, data := range readSharedSeeds(f, tc.file) {
+			if strings.HasSuffix(tc.file, ".txt") {
+				_, data, _ = bytes.Cut(data, []byte("\r\n\r\n"))
 			}
-			err = rerr
-		} else {
-			data, err = os.ReadFile(tc.file)
-		}
-		if err == nil {
 			f.Add(data)
 		}
 	}

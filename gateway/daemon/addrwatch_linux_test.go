@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // addrMsg builds the payload of an RTM_NEWADDR/RTM_DELADDR message.
@@ -100,32 +101,14 @@ func FuzzParseAddrMessage(f *testing.F) {
 }
 
 // testNetns creates a network namespace holding a veth pair, d0 and d1,
-// up, and returns its name and a handle on it. It
-// skips without root, unless PORTFWD_LAB_REQUIRED=1 says the test must run.
+// up, and returns its name and a handle on it. It skips without root,
+// unless PORTFWD_LAB_REQUIRED=1 says the test must run (see testenv).
 func testNetns(t *testing.T) (string, *os.File) {
 	t.Helper()
-	ip, err := exec.LookPath("ip")
-	if err == nil && os.Geteuid() != 0 {
-		err = errors.New("not root")
-	}
-	if err != nil {
-		if os.Getenv("PORTFWD_LAB_REQUIRED") == "1" {
-			t.Fatalf("cannot create a network namespace (%v), and PORTFWD_LAB_REQUIRED=1", err)
-		}
-		t.Skipf("needs root and ip(8) to create a network namespace (%v); set PORTFWD_LAB_REQUIRED=1 to fail instead", err)
-	}
-	name := fmt.Sprintf("pf%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", name)
-	t.Cleanup(func() { exec.Command(ip, "netns", "del", name).Run() })
-	run("-n", name, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
-	run("-n", name, "link", "set", "d0", "up")
-	run("-n", name, "link", "set", "d1", "up")
+	name := testenv.Netns(t)
+	ipIn(t, name, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	ipIn(t, name, "link", "set", "d0", "up")
+	ipIn(t, name, "link", "set", "d1", "up")
 	f, err := os.Open("/run/netns/" + name)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +173,7 @@ func TestAddrWatcherInNetns(t *testing.T) {
 	cctx, ccancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := w.next(cctx); done <- err }()
-	time.Sleep(20 * time.Millisecond)
+	testenv.WaitBlocked(t, "(*addrWatcher).next") // in its read, not before it
 	ccancel()
 	select {
 	case err := <-done:

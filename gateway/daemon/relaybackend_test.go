@@ -10,6 +10,7 @@ import (
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/relay"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // banner serves TCP on loopback, writing msg to each connection.
@@ -71,7 +72,7 @@ func freePort(t *testing.T, a, b netip.Addr) uint16 {
 func TestRelayBackendRebind(t *testing.T) {
 	oldAddr, newAddr := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
 	if ln, err := net.Listen("tcp4", netip.AddrPortFrom(newAddr, 0).String()); err != nil {
-		t.Skipf("cannot bind %v on this system (%v)", newAddr, err)
+		testenv.Missing(t, "cannot bind %v on this system (%v)", newAddr, err)
 	} else {
 		ln.Close()
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // checkProblems runs Check for ns and fails the test on an error.
@@ -200,7 +202,7 @@ func TestCheck(t *testing.T) {
 		}})
 		if err := c.Flush(); err != nil {
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) {
-				t.Skipf("kernel lacks nft_compat or xt_conntrack: %v", err)
+				testenv.Missing(t, "the kernel lacks nft_compat or xt_conntrack (modprobe them): %v", err)
 			}
 			t.Fatal(err)
 		}

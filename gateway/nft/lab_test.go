@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // The tests in this package that touch netfilter run only inside network
@@ -22,25 +24,8 @@ import (
 
 func requireLab(t testing.TB) {
 	t.Helper()
-	var missing string
-	switch {
-	case os.Geteuid() != 0:
-		missing = "root (to create network namespaces)"
-	default:
-		for _, tool := range []string{"ip", "nft"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				missing = "the " + tool + " tool"
-				break
-			}
-		}
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("PORTFWD_LAB_REQUIRED") == "1" {
-		t.Fatalf("lab test needs %s, and PORTFWD_LAB_REQUIRED=1", missing)
-	}
-	t.Skipf("lab test needs %s; set PORTFWD_LAB_REQUIRED=1 to fail instead", missing)
+	testenv.Root(t, "to create network namespaces")
+	testenv.Programs(t, "ip", "nft")
 }
 
 // netNS is a network namespace created for one test and deleted with it.

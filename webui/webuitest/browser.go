@@ -12,6 +12,8 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // ChromiumPath is Debian's chromium package, which
@@ -50,10 +52,7 @@ type Browser struct {
 func NewBrowser(t testing.TB, o BrowserOptions) *Browser {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
-		if os.Getenv("PORTFWD_LAB_REQUIRED") == "1" {
-			t.Fatalf("%s is missing and PORTFWD_LAB_REQUIRED=1: install it with scripts/install-lab-deps.sh (apt-get install chromium)", ChromiumPath)
-		}
-		t.Skipf("browser test skipped: %s is missing (apt-get install chromium, or scripts/install-lab-deps.sh)", ChromiumPath)
+		testenv.Missing(t, "browser test: %s is missing; install it with scripts/install-lab-deps.sh (apt-get install chromium)", ChromiumPath)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(ChromiumPath),
