@@ -201,6 +201,9 @@ func Start(t testing.TB, opts Options) *Lab {
 	default:
 		t.Fatalf("natlab: Options.Router is %q; want %q or %q", opts.Router, RouterMiniupnpd, RouterNone)
 	}
+	if opts.Prefix != "" && !validPrefix.MatchString(opts.Prefix) {
+		t.Fatalf("natlab: Options.Prefix %q: want 1-10 letters, digits or underscores", opts.Prefix)
+	}
 	if testing.Short() {
 		// Not a missing requirement: -short asked for the unit tests alone.
 		t.Skip("natlab: -short: the NAT lab runs in the full suite only")
@@ -240,8 +243,6 @@ func Start(t testing.TB, opts Options) *Lab {
 		if prefix, err = freePrefix(t.Name()); err != nil {
 			t.Fatal(err)
 		}
-	} else if !validPrefix.MatchString(prefix) {
-		t.Fatalf("natlab: Options.Prefix %q: want 1-10 letters, digits or underscores", prefix)
 	}
 	l.LAN, l.Router, l.WAN = prefix+"-lan", prefix+"-rtr", prefix+"-wan"
 
