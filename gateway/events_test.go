@@ -2,55 +2,57 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
 
+// A subscriber that lags loses the events that overflow its queue, and the
+// next event delivered to it says how many it missed.
 func TestDispatcherDropsAndCountsWhenSubscriberLags(t *testing.T) {
 	d := newDispatcher(2)
 	release := make(chan struct{})
+	delivering := make(chan int, 16)
 	got := make(chan Event, 16)
 	d.subscribe(func(e Event) {
+		delivering <- e.Count
 		<-release
 		got <- e
 	})
-	for i := 1; i <= 6; i++ {
+	d.publish(Event{Kind: EventAdded, Count: 1})
+	// 1 is in delivery, blocked: the queue is empty, and holds exactly
+	// what follows.
+	if n := <-delivering; n != 1 {
+		t.Fatalf("delivering %d first, want 1", n)
+	}
+	for i := 2; i <= 6; i++ {
 		d.publish(Event{Kind: EventAdded, Count: i})
-		if i == 1 {
-			// Wait until the first event is being delivered (and blocked),
-			// so that the queue holds exactly what follows.
-			for {
-				d.mu.Lock()
-				n := len(d.queue)
-				d.mu.Unlock()
-				if n == 0 {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
-		}
 	}
 	close(release)
-	var counts []int
-	var missed []int
+	type delivery struct{ count, missed int }
+	var seen []delivery
 	for range 3 {
 		select {
 		case e := <-got:
-			counts = append(counts, e.Count)
-			missed = append(missed, e.Missed)
+			seen = append(seen, delivery{e.Count, e.Missed})
 		case <-time.After(5 * time.Second):
-			t.Fatalf("delivered %v, want 3 events", counts)
+			t.Fatalf("delivered %v, want 3 events", seen)
 		}
 	}
-	// 1 was in delivery, 2 and 3 queued, 4-6 dropped; nothing follows to
-	// carry the count, so publish one more.
+	// 1 was in delivery, 2 and 3 queued, 4-6 dropped, and none of the
+	// three delivered knew of a loss yet. Nothing follows to carry the
+	// count, so publish one more.
 	d.publish(Event{Kind: EventAdded, Count: 7})
 	e := <-got
-	if counts[0] != 1 || counts[1] != 2 || counts[2] != 3 || e.Count != 7 || e.Missed != 3 {
-		t.Errorf("delivered %v then %d (Missed %d); want 1 2 3 then 7 with Missed 3", counts, e.Count, e.Missed)
+	seen = append(seen, delivery{e.Count, e.Missed})
+	if want := []delivery{{1, 0}, {2, 0}, {3, 0}, {7, 3}}; !slices.Equal(seen, want) {
+		t.Errorf("delivered (count, missed) %v; want %v", seen, want)
 	}
 	if err := d.close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if len(delivering) != 3 {
+		t.Errorf("%d more deliveries began, want 3 (2, 3 and 7)", len(delivering))
 	}
 }
 

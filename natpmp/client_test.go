@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,6 +82,35 @@ func (g *fakeGateway) requests() []fakeRequest {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]fakeRequest(nil), g.reqs...)
+}
+
+// flush returns the requests received so far, once every datagram sent
+// to the gateway before the call has been read: it sends a marker from a
+// socket of its own and waits for it, and loopback delivers in order.
+func (g *fakeGateway) flush(t *testing.T) []fakeRequest {
+	t.Helper()
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(g.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	marker := []byte("natpmp-test-flush")
+	if _, err := c.Write(marker); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reqs := g.requests()
+		for i, r := range reqs {
+			if bytes.Equal(r.data, marker) {
+				return reqs[:i]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fake gateway never read the flush marker")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // answer replies to every request with the packets of fn.
@@ -364,8 +395,9 @@ func TestClientIgnoresOtherSources(t *testing.T) {
 	defer other.Close()
 	impostor := netip.MustParseAddr("192.0.2.66")
 	g := newFakeGateway(t, func(_ int, from netip.AddrPort, _ []byte) [][]byte {
+		// Sent before the reply, from this goroutine, over loopback, which
+		// delivers in order: it reaches the client first.
 		other.WriteToUDPAddrPort(resp(Response{Op: OpExternalAddress, Epoch: 1, ExternalAddr: impostor}), from)
-		time.Sleep(20 * time.Millisecond) // let the impostor's packet arrive first
 		return [][]byte{resp(Response{Op: OpExternalAddress, Epoch: 1, ExternalAddr: testExt})}
 	})
 	c := &Client{Gateway: g.addr, InitialTimeout: time.Second}
@@ -409,9 +441,8 @@ func TestClientContextEnds(t *testing.T) {
 	if err := c.Unmap(ctx, TCP, 80); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Unmap with an ended context: %v", err)
 	}
-	time.Sleep(20 * time.Millisecond)
-	if n := len(g.requests()); n != before {
-		t.Errorf("a request was sent with an ended context")
+	if sent := g.flush(t)[before:]; len(sent) != 0 {
+		t.Errorf("%d request(s) sent with an ended context", len(sent))
 	}
 }
 
@@ -509,25 +540,72 @@ func TestClientDetectsLostState(t *testing.T) {
 }
 
 func TestClientSerializesConcurrentCalls(t *testing.T) {
-	// The gateway answers slowly and checks that no request arrives while
-	// another is unanswered (RFC 6886 §3.1).
-	var overlap atomic.Bool
-	var mu sync.Mutex
-	pending := 0
-	g := newFakeGateway(t, answer(func(req []byte) [][]byte {
-		mu.Lock()
-		pending++
-		if pending > 1 {
-			overlap.Store(true)
+	// No request may be sent while another is unanswered (RFC 6886 §3.1).
+	// The gateway reads every datagram as it arrives and answers them in
+	// turn, slowly: a request for another port arriving while one is
+	// unanswered is an overlap (a retransmission of the unanswered one is
+	// not). A request leaves the unanswered set before its reply is sent,
+	// so a client that waits for the reply is never blamed.
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type datagram struct {
+		from netip.AddrPort
+		req  Request
+		data []byte
+	}
+	var (
+		mu         sync.Mutex
+		unanswered = map[uint16]bool{}
+		overlaps   []string
+		requests   int
+	)
+	queue := make(chan datagram, 64)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		defer close(queue)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			r, err := ParseRequest(buf[:n])
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			requests++
+			if len(unanswered) > 0 && !unanswered[r.InternalPort] {
+				overlaps = append(overlaps, fmt.Sprintf("port %d while %v unanswered", r.InternalPort, slices.Sorted(maps.Keys(unanswered))))
+			}
+			unanswered[r.InternalPort] = true
+			mu.Unlock()
+			queue <- datagram{from, r, bytes.Clone(buf[:n])}
 		}
-		mu.Unlock()
-		time.Sleep(2 * time.Millisecond)
-		mu.Lock()
-		pending--
-		mu.Unlock()
-		return mapServer(req)
-	}))
-	c := &Client{Gateway: g.addr, InitialTimeout: time.Second}
+	}()
+	answererDone := make(chan struct{})
+	go func() {
+		defer close(answererDone)
+		for d := range queue {
+			time.Sleep(2 * time.Millisecond) // a slow gateway: the window an overlap falls into
+			mu.Lock()
+			delete(unanswered, d.req.InternalPort)
+			mu.Unlock()
+			for _, p := range mapServer(d.data) {
+				conn.WriteToUDPAddrPort(p, d.from)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		conn.Close()
+		<-readerDone
+		<-answererDone
+	})
+
+	c := &Client{Gateway: conn.LocalAddr().(*net.UDPAddr).AddrPort(), InitialTimeout: time.Second}
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Go(func() {
@@ -539,11 +617,13 @@ func TestClientSerializesConcurrentCalls(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if overlap.Load() {
-		t.Error("requests overlapped")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(overlaps) > 0 {
+		t.Errorf("requests overlapped: %v", overlaps)
 	}
-	if n := len(g.requests()); n != 20 {
-		t.Errorf("%d requests for 20 calls", n)
+	if requests < 20 {
+		t.Errorf("%d requests for 20 calls", requests)
 	}
 }
 

@@ -83,6 +83,35 @@ func (g *fakeGateway) requests() []fakeRequest {
 	return slices.Clone(g.reqs)
 }
 
+// flush returns the requests received so far, once every datagram sent
+// to the gateway before the call has been read: it sends a marker from a
+// socket of its own and waits for it, and loopback delivers in order.
+func (g *fakeGateway) flush(t *testing.T) []fakeRequest {
+	t.Helper()
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(g.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	marker := []byte("pcp-test-flush")
+	if _, err := c.Write(marker); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reqs := g.requests()
+		for i, r := range reqs {
+			if bytes.Equal(r.data, marker) {
+				return reqs[:i]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fake gateway never read the flush marker")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // lastRequest decodes the last request the gateway received.
 func (g *fakeGateway) lastRequest(t *testing.T) Request {
 	t.Helper()
@@ -294,10 +323,13 @@ func TestClientRetransmit(t *testing.T) {
 	if got := g.lastRequest(t).Map.Nonce; got != m.Nonce {
 		t.Errorf("nonce %v sent, %v returned", got, m.Nonce)
 	}
-	// RFC 6887 §8.1.1: about 50 ms, then about twice that (±10% each).
+	// RFC 6887 §8.1.1: RT = IRT (1+RAND), then RT = 2 RT (1+RAND), RAND in
+	// [-0.1, 0.1]: at least 45 ms, then at least 1.8 times that. Only lower
+	// bounds: a loaded machine sends late, never early.
+	// TestRetransmitSchedule checks the schedule itself, exactly.
 	first, second := reqs[1].at.Sub(reqs[0].at), reqs[2].at.Sub(reqs[1].at)
-	if first < 45*time.Millisecond || second < 90*time.Millisecond || second < first*3/2 {
-		t.Errorf("waits %v then %v, want about 50 ms then about 100 ms", first, second)
+	if first < 45*time.Millisecond || second < first*3/2 {
+		t.Errorf("waits %v then %v, want at least 45 ms then about twice that", first, second)
 	}
 }
 
@@ -363,9 +395,8 @@ func TestClientContext(t *testing.T) {
 	if err := c.Delete(ctx, UDP, 9, testNonce); !errors.Is(err, context.Canceled) {
 		t.Errorf("Delete with a canceled context = %v", err)
 	}
-	time.Sleep(20 * time.Millisecond)
-	if len(g.requests()) != before {
-		t.Error("a request was sent with a canceled context")
+	if sent := g.flush(t)[before:]; len(sent) != 0 {
+		t.Errorf("%d request(s) sent with a canceled context", len(sent))
 	}
 }
 

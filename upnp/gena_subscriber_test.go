@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -387,7 +389,11 @@ func TestSubscriberInitialEventOvertakesResponse(t *testing.T) {
 			hdr, body := event(0, Arg{"A", "1"})
 			status <- notify(t, callback, hdr, body)
 		}()
-		time.Sleep(200 * time.Millisecond) // let the NOTIFY arrive first
+		// The SUBSCRIBE response waits until the NOTIFY is with the
+		// subscriber, waiting for the SID.
+		if !testenv.Blocked("(*Subscription).waitReady", time.Minute) {
+			t.Error("the early NOTIFY never reached the subscriber's wait for the SID")
+		}
 	}
 	s := newTestSubscriber(t)
 	evs := make(events, 16)

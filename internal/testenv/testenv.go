@@ -194,22 +194,30 @@ func Netns(t testing.TB) string {
 // sleeping and hoping.
 func WaitBlocked(t testing.TB, fn string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	if !Blocked(fn, time.Minute) {
+		t.Fatalf("testenv: no goroutine blocked in %s after a minute", fn)
+	}
+}
+
+// Blocked is WaitBlocked for goroutines other than the test's: it reports
+// whether a goroutine parked in fn appeared within limit.
+func Blocked(fn string, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
-		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
-			header, _, _ := strings.Cut(g, "\n")
-			if strings.Contains(g, fn+"(") && parked(header) {
-				return
-			}
-		}
 		if n == len(buf) {
 			buf = make([]byte, 2*len(buf))
 			continue
 		}
+		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
+			header, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(g, fn+"(") && parked(header) {
+				return true
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: no goroutine blocked in %s after a minute", fn)
+			return false
 		}
 		time.Sleep(time.Millisecond)
 	}
