@@ -111,6 +111,35 @@ func (d *fakeDevice) requests() []received {
 	return slices.Clone(d.reqs)
 }
 
+// flush returns the datagrams received so far, once every datagram sent
+// to the device before the call has been read: it sends a marker from a
+// socket of its own and waits for it, and loopback delivers in order.
+func (d *fakeDevice) flush(t *testing.T) []received {
+	t.Helper()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(d.addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	marker := []byte("ssdp-test-flush")
+	if _, err := c.Write(marker); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reqs := d.requests()
+		for i, r := range reqs {
+			if bytes.Equal(r.data, marker) {
+				return reqs[:i]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fake device never read the flush marker")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // answerFor builds the answer of device n to a search for st.
 func answerFor(n int, st string) []byte {
 	return AppendResponse(nil, Response{
@@ -341,7 +370,13 @@ func TestSearchReturnsPromptlyOnCancel(t *testing.T) {
 	go func() {
 		errc <- Search(ctx, SearchOptions{NoMulticast: true, Unicast: []netip.AddrPort{dev.addr()}}, func(Response) bool { return true })
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Cancel while Search waits for answers: its search has gone out.
+	for deadline := time.Now().Add(10 * time.Second); len(dev.requests()) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Search sent nothing in 10 s")
+		}
+	}
+	testenv.WaitBlocked(t, "ssdp.Search")
 	cancel()
 	start := time.Now()
 	select {
@@ -362,9 +397,8 @@ func TestSearchReturnsPromptlyOnCancel(t *testing.T) {
 		t.Errorf("Search with a done context = %v, want context.Canceled", err)
 	}
 	before := len(dev.requests())
-	time.Sleep(50 * time.Millisecond)
-	if after := len(dev.requests()); after != before {
-		t.Errorf("Search with a done context sent %d searches", after-before)
+	if sent := dev.flush(t)[before:]; len(sent) != 0 {
+		t.Errorf("Search with a done context sent %d searches", len(sent))
 	}
 }
 
