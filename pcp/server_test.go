@@ -118,12 +118,6 @@ func (h *memHandler) Peer(_ context.Context, req PeerContext) (MapGrant, ResultC
 	return MapGrant{ExternalPort: req.InternalPort + 1, ExternalAddr: h.ext, Lifetime: 7200}, ResultSuccess
 }
 
-func (h *memHandler) callCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.calls)
-}
-
 func (h *memHandler) lastCall(t *testing.T) MapContext {
 	t.Helper()
 	h.mu.Lock()

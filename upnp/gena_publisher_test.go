@@ -28,10 +28,9 @@ type fakeClock struct {
 }
 
 type fakeTimer struct {
-	c       *fakeClock
-	at      time.Time
-	f       func()
-	stopped bool
+	c  *fakeClock
+	at time.Time
+	f  func()
 }
 
 func newFakeClock() *fakeClock {

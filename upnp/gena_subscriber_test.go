@@ -239,7 +239,7 @@ func newFakeDevice(t *testing.T) *fakeDevice {
 		if r.Method == "SUBSCRIBE" && r.Header.Get("CALLBACK") != "" {
 			urls, err := ParseCallback(r.Header.Get("CALLBACK"))
 			if err != nil {
-				http.Error(w, err.Error(), 412)
+				http.Error(w, err.Error(), http.StatusPreconditionFailed)
 				return
 			}
 			f.mu.Lock()

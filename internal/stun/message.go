@@ -56,9 +56,6 @@ func (t Type) String() string {
 	return fmt.Sprintf("STUN message type 0x%04x", uint16(t))
 }
 
-// isRequest reports whether t is of the request class (both class bits clear).
-func (t Type) isRequest() bool { return t&0x0110 == 0 }
-
 // AttrType is a STUN attribute type. Types below 0x8000 are
 // comprehension-required: a server must refuse a request carrying one it does
 // not know (RFC 5389 section 7.3.1).
