@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the NAT lab tests need: the reference peers
 # (miniupnpd with its nftables backend, miniupnpc's upnpc, natpmpc,
-# python3-miniupnpc), nftables and iproute2, and Debian's Chromium for the
-# web UI's browser tests. No service is started: a
+# python3-miniupnpc), nftables and iproute2, Debian's Chromium for the
+# web UI's browser tests, and gcc with libc6-dev, which the race detector
+# (go test -race, through cgo) needs. No service is started: a
 # policy-rc.d that refuses every start is in place for the duration, and
 # miniupnpd's debconf answer keeps it from starting at boot.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-lab-deps: must run as root" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
-pkgs="iproute2 nftables miniupnpd-nftables miniupnpc natpmpc python3-miniupnpc curl chromium"
+pkgs="iproute2 nftables miniupnpd-nftables miniupnpc natpmpc python3-miniupnpc curl chromium gcc libc6-dev"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
