@@ -174,6 +174,16 @@ func (rt *recorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	return &http.Response{StatusCode: 200, Status: "200 OK", Body: http.NoBody, Header: http.Header{}, Request: r}, nil
 }
 
+// waitSent waits until at least n requests have gone out.
+func (rt *recorder) waitSent(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(rt.sent()) < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests sent after 10 s, want %d", len(rt.sent()), n)
+		}
+	}
+}
+
 func (rt *recorder) sent() []string {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -527,6 +537,9 @@ func TestPublisherRenewUnsubscribeExpiry(t *testing.T) {
 	rt := &recorder{}
 	p := newTestPublisher(t, PublisherConfig{MinTimeout: 10 * time.Second, MaxTimeout: time.Hour, Clock: clock, Client: &http.Client{Transport: rt}})
 	sid := subscribe(t, p, "http://127.0.0.1:9/cb", "Second-100")
+	// The initial event goes out on its own goroutine: wait for it, or it
+	// may count below as an event after expiry.
+	rt.waitSent(t, 1)
 
 	clock.Advance(90 * time.Second)
 	w := call(p, "SUBSCRIBE", evtPath, "127.0.0.1:40001", map[string]string{"SID": sid, "TIMEOUT": "Second-100"})
