@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -382,13 +383,19 @@ func TestNoGateway(t *testing.T) {
 // TestDiscoveryRunsInTheBackground: a slow discovery blocks no page, its
 // progress streams to the browser, and the result arrives as events.
 func TestDiscoveryRunsInTheBackground(t *testing.T) {
-	release := make(chan struct{})
+	// Each search waits for its own release: the first, then every later one.
+	release, releaseLater := make(chan struct{}), make(chan struct{})
+	var searches atomic.Int32
 	fake := webuitest.New(webuitest.Options{Mappings: someMappings()})
 	e := newEnv(t, func(s *webui.Server) {
 		s.Discover = func(ctx context.Context, o portmap.Options) ([]portmap.Gateway, error) {
+			gate := release
+			if searches.Add(1) > 1 {
+				gate = releaseLater
+			}
 			o.Progress(portmap.Progress{Message: "searching (test)..."})
 			select {
-			case <-release:
+			case <-gate:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
@@ -432,18 +439,25 @@ func TestDiscoveryRunsInTheBackground(t *testing.T) {
 		t.Errorf("mappings event for %q, want %q", tb.Gateway, gws.Selected)
 	}
 
-	// A second search while one runs starts nothing new.
-	var p gateways
-	e.call("POST", "/api/discover", nil, http.StatusAccepted, &p)
-	if !p.Discovery.Running {
-		t.Errorf("POST /api/discover: %+v, want running", p.Discovery)
+	// Searching again starts a search; asking while it runs starts
+	// nothing new.
+	for range 2 {
+		var p gateways
+		e.call("POST", "/api/discover", nil, http.StatusAccepted, &p)
+		if !p.Discovery.Running {
+			t.Errorf("POST /api/discover: %+v, want running", p.Discovery)
+		}
 	}
+	close(releaseLater)
 	next(st, "discovery", func(d struct {
 		Done    bool `json:"done"`
 		Running bool `json:"running"`
 	}) bool {
 		return d.Done && !d.Running
 	})
+	if n := searches.Load(); n != 2 {
+		t.Errorf("%d searches; want 2: the first, and one for both POSTs", n)
+	}
 }
 
 func TestEventsDeliverChanges(t *testing.T) {
