@@ -24,9 +24,12 @@ func TestLabGatewayKill9With1000Leases(t *testing.T) {
 	control := fmt.Sprintf("http://%s:5000/ctl/IPConn", l.RouterLANIP)
 	const n, base = 1000, 40000
 	lanRun(t, l, loadgen, "-upnp", control, "-client", l.LANIP.String(), "-n", strconv.Itoa(n), "-base", strconv.Itoa(base), "-phases", "soap-grow")
-	// Five leases of 2 s: they expire while the gateway is down.
+	// Five leases of 3 s: they expire while the gateway is down. Made
+	// through the known description URL, not SSDP, so that they are all
+	// still alive when counted, even on a loaded machine.
+	desc := fmt.Sprintf("http://%s:5000/rootDesc.xml", l.RouterLANIP)
 	for i := range 5 {
-		ok(t, l, "add", "8080", "--external", strconv.Itoa(30000+i), "--lease", "2s", "--gateway", l.MiniupnpdURL(), "--protocol", "upnp")
+		ok(t, l, "add", "8080", "--external", strconv.Itoa(30000+i), "--lease", "3s", "--gateway", desc, "--protocol", "upnp")
 	}
 	listed := func() int {
 		out := lanRun(t, l, loadgen, "-upnp", control, "-phases", "soap-list")
@@ -40,7 +43,7 @@ func TestLabGatewayKill9With1000Leases(t *testing.T) {
 
 	syscall.Kill(g.proc.PID(), syscall.SIGKILL)
 	<-g.proc.Done()
-	time.Sleep(2500 * time.Millisecond) // the short leases run out meanwhile
+	time.Sleep(3500 * time.Millisecond) // the short leases run out meanwhile
 	began := time.Now()
 	g.start(t)
 	t.Logf("restart with %d leases: serving after %v", n, time.Since(began).Round(time.Millisecond))
