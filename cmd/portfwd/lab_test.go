@@ -336,6 +336,12 @@ func TestLabKeepAgainstMiniupnpd(t *testing.T) {
 		t.Fatalf("keep did not recreate the mapping; its output:\n%s", keep.Output())
 	}
 	t.Logf("mapping back %v after it was deleted (check interval 300 ms)", time.Since(deleted).Round(time.Millisecond))
+	// The router has it back; keep knows once it says so. Stopping keep
+	// between the two is another test's matter (a SIGTERM while a
+	// re-creation is under way must not leak the mapping).
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(keep.Output(), "recreated") }) {
+		t.Fatalf("keep never said it recreated the mapping; its output:\n%s", keep.Output())
+	}
 	keep.Stop() // SIGTERM: keep deletes the mapping on its way out
 	out := keep.Output()
 	contains(t, "keep output", out, "reachable at "+l.RouterWANIP.String()+":18090/TCP", "lost the mapping", "recreated", "deleted")
