@@ -287,11 +287,13 @@ func TestLabGatewayEvents(t *testing.T) {
 			}
 		}
 		// RFC 6886 §3.2.1: the second 250 ms after the first, then doubling.
-		// Timers never fire early, so the lower bounds are firm; the upper
-		// ones leave room for a loaded machine.
+		// The gateway's timers never fire early, but the times are taken
+		// where the test hears the packets, and a loaded machine may hear
+		// one late and the next on time (a gap of 239 ms was seen): the
+		// bounds leave 50 ms for that below, and more above.
 		gap1, gap2 := anns[1].at.Sub(anns[0].at), anns[2].at.Sub(anns[1].at)
 		t.Logf("announcement gaps %v and %v (want 250 ms and 500 ms)", gap1.Round(time.Millisecond), gap2.Round(time.Millisecond))
-		if gap1 < 240*time.Millisecond || gap1 > 600*time.Millisecond || gap2 < 490*time.Millisecond || gap2 > 900*time.Millisecond {
+		if gap1 < 200*time.Millisecond || gap1 > 600*time.Millisecond || gap2 < 450*time.Millisecond || gap2 > 900*time.Millisecond {
 			t.Errorf("gaps %v, %v between the first announcements; want 250 ms then 500 ms", gap1, gap2)
 		}
 		pcps := lanAnn.pcp(started)
