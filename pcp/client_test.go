@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // testLogger sends a component's debug logs to the test log.
@@ -83,33 +85,18 @@ func (g *fakeGateway) requests() []fakeRequest {
 	return slices.Clone(g.reqs)
 }
 
-// flush returns the requests received so far, once every datagram sent
-// to the gateway before the call has been read: it sends a marker from a
-// socket of its own and waits for it, and loopback delivers in order.
+// flush returns what the fake has received so far, once every datagram
+// sent to it before the call has been read (testenv.FlushUDP).
 func (g *fakeGateway) flush(t *testing.T) []fakeRequest {
 	t.Helper()
-	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(g.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	marker := []byte("pcp-test-flush")
-	if _, err := c.Write(marker); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		reqs := g.requests()
-		for i, r := range reqs {
-			if bytes.Equal(r.data, marker) {
-				return reqs[:i]
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the fake gateway never read the flush marker")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	var before []fakeRequest
+	testenv.FlushUDP(t, g.addr, func(marker []byte) bool {
+		got := g.requests()
+		i := slices.IndexFunc(got, func(r fakeRequest) bool { return bytes.Equal(r.data, marker) })
+		before = got[:max(i, 0)]
+		return i >= 0
+	})
+	return before
 }
 
 // lastRequest decodes the last request the gateway received.
@@ -305,7 +292,7 @@ func TestClientRetransmit(t *testing.T) {
 		}
 		return [][]byte{grant(t, req, 10)}
 	})
-	waits := newWaitLog(testLogger(t).Handler())
+	waits := testenv.NewDurationLog(testLogger(t).Handler(), "pcp: no reply, retransmitting", "waited")
 	c := &Client{Gateway: g.addr, InitialTimeout: 50 * time.Millisecond, Logger: slog.New(waits)}
 	began := time.Now()
 	m, err := c.Map(context.Background(), MapRequest{Protocol: TCP, InternalPort: 22, Lifetime: time.Hour})
@@ -330,7 +317,7 @@ func TestClientRetransmit(t *testing.T) {
 	// [-0.1, 0.1]. The waits are the client's own account of them; the
 	// clock only bounds them from below, as a loaded machine answers late,
 	// never early. TestRetransmitSchedule checks the schedule itself.
-	w := waits.get()
+	w := waits.Durations()
 	if len(w) != 2 || w[0] < 45*time.Millisecond || w[0] > 55*time.Millisecond ||
 		float64(w[1]) < 1.8*float64(w[0]) || float64(w[1]) > 2.2*float64(w[0]) {
 		t.Errorf("waits %v, want about 50 ms then twice that (±10%% each)", w)
@@ -338,48 +325,6 @@ func TestClientRetransmit(t *testing.T) {
 	if len(w) == 2 && took < w[0]+w[1] {
 		t.Errorf("Map returned after %v, before its waits %v ran out", took, w)
 	}
-}
-
-// waitLog records the waits a Client logs before retransmitting, through
-// loggers derived with With too.
-type waitLog struct {
-	slog.Handler
-	w *waits
-}
-
-type waits struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func newWaitLog(h slog.Handler) *waitLog { return &waitLog{Handler: h, w: &waits{}} }
-
-func (l *waitLog) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "pcp: no reply, retransmitting" {
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "waited" {
-				l.w.mu.Lock()
-				l.w.d = append(l.w.d, a.Value.Duration())
-				l.w.mu.Unlock()
-			}
-			return true
-		})
-	}
-	return l.Handler.Handle(ctx, r)
-}
-
-func (l *waitLog) WithAttrs(as []slog.Attr) slog.Handler {
-	return &waitLog{Handler: l.Handler.WithAttrs(as), w: l.w}
-}
-
-func (l *waitLog) WithGroup(name string) slog.Handler {
-	return &waitLog{Handler: l.Handler.WithGroup(name), w: l.w}
-}
-
-func (l *waitLog) get() []time.Duration {
-	l.w.mu.Lock()
-	defer l.w.mu.Unlock()
-	return slices.Clone(l.w.d)
 }
 
 func TestRetransmitSchedule(t *testing.T) {

@@ -111,33 +111,18 @@ func (d *fakeDevice) requests() []received {
 	return slices.Clone(d.reqs)
 }
 
-// flush returns the datagrams received so far, once every datagram sent
-// to the device before the call has been read: it sends a marker from a
-// socket of its own and waits for it, and loopback delivers in order.
+// flush returns what the fake has received so far, once every datagram
+// sent to it before the call has been read (testenv.FlushUDP).
 func (d *fakeDevice) flush(t *testing.T) []received {
 	t.Helper()
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(d.addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	marker := []byte("ssdp-test-flush")
-	if _, err := c.Write(marker); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		reqs := d.requests()
-		for i, r := range reqs {
-			if bytes.Equal(r.data, marker) {
-				return reqs[:i]
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the fake device never read the flush marker")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	var before []received
+	testenv.FlushUDP(t, d.addr(), func(marker []byte) bool {
+		got := d.requests()
+		i := slices.IndexFunc(got, func(r received) bool { return bytes.Equal(r.data, marker) })
+		before = got[:max(i, 0)]
+		return i >= 0
+	})
+	return before
 }
 
 // answerFor builds the answer of device n to a search for st.

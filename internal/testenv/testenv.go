@@ -12,14 +12,20 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -250,4 +256,83 @@ func MissingPart(t testing.TB, format string, args ...any) {
 		return
 	}
 	t.Logf("testenv: %s; the test goes on without it (set %s=1 to make this a failure)", msg, EnvRequired)
+}
+
+// FlushUDP sends a marker datagram to addr from a socket of its own and
+// waits, for up to ten seconds, until read reports that the receiver has
+// read it. Loopback delivers in order, so whatever was sent to addr before
+// FlushUDP was called has been read by then: a test can check that
+// nothing was sent without sleeping first.
+func FlushUDP(t testing.TB, addr netip.AddrPort, read func(marker []byte) bool) {
+	t.Helper()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var r [8]byte
+	rand.Read(r[:])
+	marker := fmt.Appendf(nil, "testenv-flush-%x", r)
+	if _, err := c.Write(marker); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !read(marker); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: %v never read the flush marker", addr)
+		}
+	}
+}
+
+// DurationLog is a slog.Handler that records the value of one duration
+// attribute of one message, such as the wait a client logs before each
+// retransmission, and passes every record on. Loggers derived from it
+// with With or WithGroup record into the same list.
+type DurationLog struct {
+	slog.Handler
+	msg, key string
+	rec      *durations
+}
+
+type durations struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+// NewDurationLog records attribute key of the records whose message is
+// msg, and passes every record on to h.
+func NewDurationLog(h slog.Handler, msg, key string) *DurationLog {
+	return &DurationLog{Handler: h, msg: msg, key: key, rec: &durations{}}
+}
+
+func (l *DurationLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == l.msg {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == l.key {
+				l.rec.mu.Lock()
+				l.rec.d = append(l.rec.d, a.Value.Duration())
+				l.rec.mu.Unlock()
+			}
+			return true
+		})
+	}
+	return l.Handler.Handle(ctx, r)
+}
+
+func (l *DurationLog) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *l
+	c.Handler = l.Handler.WithAttrs(as)
+	return &c
+}
+
+func (l *DurationLog) WithGroup(name string) slog.Handler {
+	c := *l
+	c.Handler = l.Handler.WithGroup(name)
+	return &c
+}
+
+// Durations returns the values recorded so far.
+func (l *DurationLog) Durations() []time.Duration {
+	l.rec.mu.Lock()
+	defer l.rec.mu.Unlock()
+	return slices.Clone(l.rec.d)
 }

@@ -4,12 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/portfwd/portfwd/internal/testenv"
 )
@@ -133,5 +137,62 @@ func TestWaitBlocked(t *testing.T) {
 	a.Close()
 	if err := <-done; !errors.Is(err, io.ErrClosedPipe) {
 		t.Errorf("read: %v, want io.ErrClosedPipe", err)
+	}
+}
+
+// A DurationLog records through derived loggers too, and passes every
+// record on.
+func TestDurationLog(t *testing.T) {
+	var out strings.Builder
+	l := testenv.NewDurationLog(slog.NewTextHandler(&out, nil), "retrying", "waited")
+	log := slog.New(l).With("gateway", "x").WithGroup("g")
+	log.Info("retrying", "waited", 20*time.Millisecond)
+	log.Info("other", "waited", time.Second)
+	slog.New(l).Info("retrying", "waited", 40*time.Millisecond, "try", 2)
+	if got, want := l.Durations(), []time.Duration{20 * time.Millisecond, 40 * time.Millisecond}; !slices.Equal(got, want) {
+		t.Errorf("Durations() = %v, want %v", got, want)
+	}
+	if n := strings.Count(out.String(), "\n"); n != 3 {
+		t.Errorf("%d records passed on, want 3:\n%s", n, out.String())
+	}
+}
+
+// FlushUDP returns once the receiver has read its marker, after what was
+// sent before it.
+func TestFlushUDP(t *testing.T) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var mu sync.Mutex
+	var got []string
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	c, err := net.DialUDP("udp4", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("first"))
+	testenv.FlushUDP(t, pc.LocalAddr().(*net.UDPAddr).AddrPort(), func(marker []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got, string(marker))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0] != "first" {
+		t.Errorf("read %q, want first, then the marker", got)
 	}
 }
