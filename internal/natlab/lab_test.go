@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/internal/natlab"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // These tests prove the lab with the real reference peers: miniupnpd on the
@@ -318,38 +318,6 @@ func TestStartupTime(t *testing.T) {
 	}
 }
 
-// recorder is a testing.TB whose Fatal and Skip are recorded instead of
-// ending the real test, so the lab's own failure paths can be tested.
-// Everything else, Cleanup and Failed included, goes to the real test.
-type recorder struct {
-	testing.TB
-	fatal, skip string
-}
-
-func (r *recorder) Fatal(args ...any) { r.fatal = fmt.Sprint(args...); runtime.Goexit() }
-func (r *recorder) Fatalf(format string, args ...any) {
-	r.fatal = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-func (r *recorder) Skip(args ...any) { r.skip = fmt.Sprint(args...); runtime.Goexit() }
-func (r *recorder) Skipf(format string, args ...any) {
-	r.skip = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// record runs f with a recorder around t, in its own goroutine as Goexit
-// needs.
-func record(t testing.TB, f func(tb testing.TB)) *recorder {
-	r := &recorder{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f(r)
-	}()
-	<-done
-	return r
-}
-
 // A missing tool skips, and fails only when the lab is required: CI must
 // not go green by skipping.
 func TestRequirePolicy(t *testing.T) {
@@ -359,13 +327,13 @@ func TestRequirePolicy(t *testing.T) {
 	}{{"", false}, {"0", false}, {"1", true}} {
 		t.Run("PORTFWD_LAB_REQUIRED="+tc.env, func(t *testing.T) {
 			t.Setenv(natlab.EnvRequired, tc.env)
-			r := record(t, func(tb testing.TB) { natlab.Require(tb, "sh", "natlab-no-such-program") })
-			msg := r.skip
+			r := testenv.Record(t, func(tb testing.TB) { natlab.Require(tb, "sh", "natlab-no-such-program") })
+			msg := r.Skip
 			if tc.wantFatal {
-				msg = r.fatal
+				msg = r.Fatal
 			}
-			if (r.fatal != "") != tc.wantFatal || (r.skip != "") == tc.wantFatal {
-				t.Fatalf("fatal %q, skip %q; want only a %s", r.fatal, r.skip, map[bool]string{true: "failure", false: "skip"}[tc.wantFatal])
+			if (r.Fatal != "") != tc.wantFatal || (r.Skip != "") == tc.wantFatal {
+				t.Fatalf("fatal %q, skip %q; want only a %s", r.Fatal, r.Skip, map[bool]string{true: "failure", false: "skip"}[tc.wantFatal])
 			}
 			if !strings.Contains(msg, "natlab-no-such-program") || strings.Contains(msg, "missing sh") {
 				t.Errorf("message %q should name exactly the missing program", msg)
@@ -379,9 +347,9 @@ func TestStartRejectsBadOptions(t *testing.T) {
 		{Router: "openwrt"},
 		{Prefix: "much-too-long-prefix"},
 	} {
-		r := record(t, func(tb testing.TB) { natlab.Start(tb, opts) })
-		if r.fatal == "" {
-			t.Errorf("Start(%+v) did not fail (skip: %q)", opts, r.skip)
+		r := testenv.Record(t, func(tb testing.TB) { natlab.Start(tb, opts) })
+		if r.Fatal == "" {
+			t.Errorf("Start(%+v) did not fail (skip: %q)", opts, r.Skip)
 		}
 	}
 }
@@ -392,9 +360,9 @@ func TestPrefixCollision(t *testing.T) {
 	first := natlab.Start(t, natlab.Options{})
 	prefix := strings.TrimSuffix(first.LAN, "-lan")
 	t.Run("second", func(t *testing.T) {
-		r := record(t, func(tb testing.TB) { natlab.Start(tb, natlab.Options{Prefix: prefix}) })
-		if !strings.Contains(r.fatal, "already exists") {
-			t.Errorf("Start with the prefix %q of a running lab: fatal %q, skip %q; want \"already exists\"", prefix, r.fatal, r.skip)
+		r := testenv.Record(t, func(tb testing.TB) { natlab.Start(tb, natlab.Options{Prefix: prefix}) })
+		if !strings.Contains(r.Fatal, "already exists") {
+			t.Errorf("Start with the prefix %q of a running lab: fatal %q, skip %q; want \"already exists\"", prefix, r.Fatal, r.Skip)
 		}
 	})
 	// The second lab's teardown has run by now.
@@ -444,8 +412,8 @@ func TestStartProcess(t *testing.T) {
 	}
 
 	dead := l.Start(t, natlab.HostWAN, "sh", "-c", "echo boom >&2; exit 3")
-	r := record(t, func(tb testing.TB) { l.WaitTCP(tb, natlab.HostWAN, at(l.WANIP, 8001), time.Minute, dead) })
-	if !strings.Contains(r.fatal, "boom") || !strings.Contains(r.fatal, "exit status 3") {
-		t.Errorf("WaitTCP on a dead process: %q; want its output and exit status", r.fatal)
+	r := testenv.Record(t, func(tb testing.TB) { l.WaitTCP(tb, natlab.HostWAN, at(l.WANIP, 8001), time.Minute, dead) })
+	if !strings.Contains(r.Fatal, "boom") || !strings.Contains(r.Fatal, "exit status 3") {
+		t.Errorf("WaitTCP on a dead process: %q; want its output and exit status", r.Fatal)
 	}
 }

@@ -336,3 +336,39 @@ func (l *DurationLog) Durations() []time.Duration {
 	defer l.rec.mu.Unlock()
 	return slices.Clone(l.rec.d)
 }
+
+// Outcome is what Record saw of a function's Fatal and Skip calls.
+type Outcome struct{ Fatal, Skip string }
+
+// recorder is a testing.TB whose Fatal and Skip are recorded instead of
+// ending the real test. Everything else, Cleanup and Failed included,
+// goes to the real test.
+type recorder struct {
+	testing.TB
+	out Outcome
+}
+
+func (r *recorder) Fatal(args ...any) { r.out.Fatal = fmt.Sprint(args...); runtime.Goexit() }
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.out.Fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+func (r *recorder) Skip(args ...any) { r.out.Skip = fmt.Sprint(args...); runtime.Goexit() }
+func (r *recorder) Skipf(format string, args ...any) {
+	r.out.Skip = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// Record runs f with a testing.TB around t whose Fatal and Skip end f but
+// not t, and returns their messages: a test of test helpers (a skip policy,
+// a failure path) can then check what they would have said.
+func Record(t testing.TB, f func(tb testing.TB)) Outcome {
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() { // Goexit needs a goroutine of its own
+		defer close(done)
+		f(r)
+	}()
+	<-done
+	return r.out
+}

@@ -2,13 +2,11 @@ package testenv_test
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -17,35 +15,6 @@ import (
 
 	"github.com/portfwd/portfwd/internal/testenv"
 )
-
-// recorder is a testing.TB whose Fatal and Skip are recorded instead of
-// ending the real test. Everything else goes to the real test.
-type recorder struct {
-	testing.TB
-	fatal, skip string
-}
-
-func (r *recorder) Fatalf(format string, args ...any) {
-	r.fatal = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-func (r *recorder) Skipf(format string, args ...any) {
-	r.skip = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// record runs f with a recorder around t, in its own goroutine as Goexit
-// needs.
-func record(t testing.TB, f func(tb testing.TB)) *recorder {
-	r := &recorder{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f(r)
-	}()
-	<-done
-	return r
-}
 
 // Something missing skips with a message that names it, and fails instead
 // when the run is required: CI cannot go green by skipping.
@@ -56,13 +25,13 @@ func TestMissingPolicy(t *testing.T) {
 	}{{"", false}, {"0", false}, {"1", true}} {
 		t.Run(testenv.EnvRequired+"="+tc.env, func(t *testing.T) {
 			t.Setenv(testenv.EnvRequired, tc.env)
-			r := record(t, func(tb testing.TB) { testenv.Programs(tb, "sh", "testenv-no-such-program") })
-			got, other := r.skip, r.fatal
+			r := testenv.Record(t, func(tb testing.TB) { testenv.Programs(tb, "sh", "testenv-no-such-program") })
+			got, other := r.Skip, r.Fatal
 			if tc.wantFatal {
-				got, other = r.fatal, r.skip
+				got, other = r.Fatal, r.Skip
 			}
 			if got == "" || other != "" {
-				t.Fatalf("fatal %q, skip %q; want only a %s", r.fatal, r.skip, map[bool]string{true: "failure", false: "skip"}[tc.wantFatal])
+				t.Fatalf("fatal %q, skip %q; want only a %s", r.Fatal, r.Skip, map[bool]string{true: "failure", false: "skip"}[tc.wantFatal])
 			}
 			if !strings.Contains(got, "testenv-no-such-program") || strings.Contains(got, "missing sh") || !strings.Contains(got, "install-lab-deps.sh") {
 				t.Errorf("message %q should name exactly the missing program and how to install it", got)
@@ -99,13 +68,13 @@ func TestShared(t *testing.T) {
 	if m := testenv.GlobShared(t, "routers/*/rootDesc.xml"); len(m) != 1 {
 		t.Errorf("GlobShared = %v, want the one file", m)
 	}
-	r := record(t, func(tb testing.TB) { testenv.Shared(tb, "routers", "r2") })
-	if !strings.Contains(r.fatal, filepath.Join(dir, "routers", "r2")) {
-		t.Errorf("missing file under PORTFWD_LAB_REQUIRED=1: fatal %q, skip %q; want a failure naming the path", r.fatal, r.skip)
+	r := testenv.Record(t, func(tb testing.TB) { testenv.Shared(tb, "routers", "r2") })
+	if !strings.Contains(r.Fatal, filepath.Join(dir, "routers", "r2")) {
+		t.Errorf("missing file under PORTFWD_LAB_REQUIRED=1: fatal %q, skip %q; want a failure naming the path", r.Fatal, r.Skip)
 	}
-	r = record(t, func(tb testing.TB) { testenv.GlobShared(tb, "captures/*.hex") })
-	if !strings.Contains(r.fatal, "captures/*.hex") {
-		t.Errorf("empty glob under PORTFWD_LAB_REQUIRED=1: fatal %q, skip %q; want a failure naming the pattern", r.fatal, r.skip)
+	r = testenv.Record(t, func(tb testing.TB) { testenv.GlobShared(tb, "captures/*.hex") })
+	if !strings.Contains(r.Fatal, "captures/*.hex") {
+		t.Errorf("empty glob under PORTFWD_LAB_REQUIRED=1: fatal %q, skip %q; want a failure naming the pattern", r.Fatal, r.Skip)
 	}
 
 	t.Setenv(testenv.EnvShared, "")
