@@ -103,7 +103,9 @@ func TestCheckCommandErrors(t *testing.T) {
 		{[]string{"80", "--no-gateway"}, exitUsage, "no probe server"},
 		{[]string{"80", "--no-gateway", "--config", missing}, exitFailure, "none.toml"},
 		{[]string{"80", "--no-gateway", "--config", bad}, exitFailure, "bad.toml"},
-		{[]string{"80", "--no-gateway", "--probe", "http://127.0.0.1:1"}, exitFailure, "no probe server ran the check"},
+		// check listens on the port for the probe: a free one, as port 80
+		// is root's.
+		{[]string{freeTCPPort(t), "--no-gateway", "--probe", "http://127.0.0.1:1"}, exitFailure, "no probe server ran the check"},
 	}
 	for _, tt := range tests {
 		_, _, err := runIn(runCheck, tt.args...)
