@@ -180,8 +180,10 @@ func (g *natpmpGateway) mapPort(ctx context.Context, r Request) (Mapping, []cloc
 	}
 	key := Key{Protocol: r.Protocol, ExternalPort: ext}
 	recs, err := g.st.records(NATPMP, g.Addr(), nil)
+	var unchecked string
 	if err != nil {
-		return Mapping{}, nil, fmt.Errorf("reading this host's NAT-PMP records: %w", err)
+		// Liberal: the router can still be asked; say what was not checked.
+		unchecked = fmt.Sprintf("this host's records could not be read (%v): whether another of its mappings was in the way was not checked", err)
 	}
 	in := conflicts(recs, r.Protocol, r.InternalPort, ext)
 	if !r.Replace {
@@ -214,7 +216,7 @@ func (g *natpmpGateway) mapPort(ctx context.Context, r Request) (Mapping, []cloc
 			"the router cannot give external port %d/%s (it offered %d instead); use --any to accept another port", ext, r.Protocol, m.ExternalPort)}
 	}
 	out := g.granted(r, m, lease)
-	out.addNote(g.remember(out, m.Lifetime, nil))
+	out.addNote(unchecked, g.remember(out, m.Lifetime, nil))
 	return out, clocks, nil
 }
 

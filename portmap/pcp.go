@@ -137,8 +137,10 @@ func (g *pcpGateway) mapPort(ctx context.Context, r Request) (Mapping, []clock, 
 	}
 	key := Key{Protocol: r.Protocol, ExternalPort: ext}
 	recs, err := g.st.records(PCP, g.Addr(), nil)
+	var unchecked string
 	if err != nil {
-		return Mapping{}, nil, fmt.Errorf("reading this host's PCP records: %w", err)
+		// Liberal: the router can still be asked; say what was not checked.
+		unchecked = fmt.Sprintf("this host's records could not be read (%v): whether another of its mappings was in the way was not checked", err)
 	}
 	in := conflicts(recs, r.Protocol, r.InternalPort, ext)
 	if !r.Replace {
@@ -175,7 +177,9 @@ func (g *pcpGateway) mapPort(ctx context.Context, r Request) (Mapping, []clock, 
 		return Mapping{}, clocks, &RefusedError{Method: PCP, Text: fmt.Sprintf(
 			"the router cannot give external port %d/%s (it offered %d instead); use --any to accept another port", ext, r.Protocol, res.ExternalPort)}
 	}
-	return g.made(r, res, lease), clocks, nil
+	m := g.made(r, res, lease)
+	m.addNote(unchecked)
+	return m, clocks, nil
 }
 
 // made records the mapping the server granted (res, for r) and returns it.

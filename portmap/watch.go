@@ -127,6 +127,12 @@ type WatchOptions struct {
 	// listens there. Watch stops reading it when its context ends but does
 	// not close it. NoAnnouncements takes precedence.
 	Announcements net.PacketConn
+	// Gateway, when set, is the gateway to watch instead of the one
+	// discovery finds first; when it goes away, discovery (with the
+	// Options) looks for one again. A Gateway from outside this package is
+	// watched through the Gateway interface alone, by polling: the initial
+	// event says so.
+	Gateway Gateway
 }
 
 // Timing of a watch.
@@ -172,9 +178,12 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) (<-chan WatchEvent, 
 		announce: make(chan announcement, 16),
 		st:       gwState{count: -1},
 	}
-	gw, err := w.discover(ctx)
-	if err != nil {
-		return nil, err
+	gw := wo.Gateway
+	if gw == nil {
+		var err error
+		if gw, err = w.discover(ctx); err != nil {
+			return nil, err
+		}
 	}
 	w.drv = driverFor(gw, &w.o)
 	go w.run(ctx)
