@@ -180,6 +180,10 @@ func (d *restartDetector) observe(clocks []clock, now time.Time) string {
 		// Routers also start a new epoch when their external address
 		// changes (miniupnpd does), since mappings on the old address
 		// are gone too.
+		if c.value >= prev.Value {
+			return fmt.Sprintf("the router's %s jumped from %d to %d s, out of step with the %v that passed: it restarted, or dropped its mappings",
+				c.rule, prev.Value, c.value, now.Sub(prev.At).Round(time.Second))
+		}
 		return fmt.Sprintf("the router's %s went back from %d to %d s: it restarted, or dropped its mappings", c.rule, prev.Value, c.value)
 	}
 	return ""
