@@ -390,13 +390,11 @@ func describe(m portmap.Mapping) string {
 		m.InternalClient, m.InternalPort, leaseText(m), m.Method.Name(), how)
 }
 
-// printNote prints what the router granted differently, one sentence a
-// line, on stderr so that the result lines stay one per mapping.
+// printNote prints what the router granted differently, on stderr so that
+// the result lines stay one per mapping.
 func printNote(e *env, m portmap.Mapping) {
-	for _, n := range strings.Split(m.Note, "; ") {
-		if n != "" {
-			fmt.Fprintf(e.stderr, "note: %s\n", n)
-		}
+	if m.Note != "" {
+		fmt.Fprintf(e.stderr, "note: %s\n", m.Note)
 	}
 }
 func parseKey(s, defProto string) ([]portmap.Key, error) {
