@@ -115,14 +115,6 @@ func (r *pcpRouter) jump(d uint32) {
 	r.mu.Unlock()
 }
 
-// restart empties the table and starts the epoch again.
-func (r *pcpRouter) restart() {
-	r.mu.Lock()
-	r.base, r.boot = 0, time.Now()
-	clear(r.maps)
-	r.mu.Unlock()
-}
-
 func (r *pcpRouter) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

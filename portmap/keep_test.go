@@ -43,6 +43,20 @@ func next(t *testing.T, k *Keeper, kinds ...EventKind) Event {
 	return Event{}
 }
 
+// portmapGoroutines returns the stacks of the goroutines running this
+// package's code, other than tests.
+func portmapGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "portfwd/portmap.") && !strings.Contains(g, "portfwd/portmap.Test") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // inMemory is Options for srv reached without a socket, under dir.
 func inMemory(srv *igdtest.Server, dir string) Options {
 	return Options{NoDefaultGateway: true, NoMulticast: true, StateDir: dir, RequestTimeout: 2 * time.Second,
@@ -53,7 +67,6 @@ func TestKeeperUPnPRenewsAtHalfTheLeaseRecreatesAndDeletes(t *testing.T) {
 	srv := igdtest.NewServer(t, igdtest.Options{Version: 2, ExternalIP: "198.51.100.7"})
 	dir := t.TempDir()
 	synctest.Test(t, func(t *testing.T) {
-		goroutines := runtime.NumGoroutine()
 		k := Keep(context.Background(), KeepConfig{
 			Options:         inMemory(srv, dir),
 			Request:         Request{Protocol: TCP, InternalPort: 8080, ExternalPort: 18080, Lease: 2 * time.Second, Description: "kept"},
@@ -100,8 +113,13 @@ func TestKeeperUPnPRenewsAtHalfTheLeaseRecreatesAndDeletes(t *testing.T) {
 			t.Errorf("second Close: %v", err)
 		}
 		// Every goroutine the Keeper started is gone when Close returns.
-		if n := runtime.NumGoroutine(); n != goroutines {
-			t.Errorf("%d goroutines after Close, %d before Keep", n, goroutines)
+		select {
+		case <-k.Done():
+		default:
+			t.Error("Close returned before the Keeper's loop ended")
+		}
+		if left := portmapGoroutines(); len(left) > 0 {
+			t.Errorf("goroutines of the Keeper left after Close:\n%s", strings.Join(left, "\n\n"))
 		}
 		if recs, _ := Remembered(dir); len(recs) != 0 {
 			t.Errorf("records left after Close: %+v", recs)

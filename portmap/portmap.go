@@ -136,7 +136,9 @@ func (m Mapping) Key() Key {
 	return Key{Protocol: m.Protocol, ExternalPort: m.ExternalPort, RemoteHost: m.RemoteHost}
 }
 
-// Request describes a mapping to create.
+// Request describes a mapping to create: what is asked for. What the
+// router granted comes back as a Mapping, which may differ (another port
+// with Any, another lease); see Mapping.
 type Request struct {
 	Protocol Protocol
 	// InternalPort is the port on InternalClient that traffic goes to.
@@ -148,7 +150,8 @@ type Request struct {
 	// this host's address on the interface that reaches the gateway.
 	InternalClient netip.Addr
 	// Lease is the lifetime asked for; 0 means permanent on UPnP and the
-	// protocol's recommended lifetime (2 h) on NAT-PMP.
+	// protocol's recommended lifetime (2 h) on NAT-PMP and PCP. The router
+	// decides what it grants: Mapping.Lease.
 	Lease       time.Duration
 	Description string
 	// Enabled defaults to true; set Disabled to add a disabled UPnP entry.

@@ -546,7 +546,6 @@ type pmpRouter struct {
 	ext  netip.Addr
 	boot time.Time
 	base uint32
-	pc   net.PacketConn
 	stop func()
 	addr netip.AddrPort
 }

@@ -107,7 +107,7 @@ func TestRefusalExit3WithCodeAndHolder(t *testing.T) {
 		t.Errorf("portfwd asked for a port it knew was taken: %v", srv.Actions())
 	}
 	// A 718 for a port nobody holds, for another host, is secure mode.
-	srv, base = fake(t, igdtest.Options{Version: 1, ExternalIP: "198.51.100.7",
+	_, base = fake(t, igdtest.Options{Version: 1, ExternalIP: "198.51.100.7",
 		Faults: []igdtest.Fault{{Action: "AddPortMapping", Code: 718}}})
 	_, stderr, code = cli(t, append([]string{"add", "8080", "--client", "192.168.1.50"}, base...)...)
 	if code != exitRefused || !strings.Contains(stderr, "secure mode") || !strings.Contains(stderr, "192.168.1.50") || strings.Contains(stderr, "already mapped") {

@@ -245,24 +245,6 @@ func refusedErr(err error) error {
 	return &portmap.RefusedError{Method: portmap.UPnP, Code: upnp.ErrorCode(err), Text: igd.Explain(err), Err: err}
 }
 
-// conflict is portmap's error for a 718 on wanted, the holder being entry
-// i: igd looks the holder up and names it. With old set, the 718 came
-// while editing old, which was kept. g.mu is held.
-func (g *Gateway) conflict(wanted portmap.Mapping, i int, old *portmap.Mapping) error {
-	h := g.table[i].m
-	fault := &upnp.Error{Code: igd.CodeConflictInMappingEntry, Description: igd.CodeName(igd.CodeConflictInMappingEntry), HTTPStatus: 500, Action: "AddPortMapping"}
-	var err error = &igd.ConflictError{
-		Wanted:      igd.PortMapping{RemoteHost: wanted.RemoteHost, ExternalPort: wanted.ExternalPort, Protocol: string(wanted.Protocol)},
-		Holder:      igd.PortMapping{RemoteHost: h.RemoteHost, ExternalPort: h.ExternalPort, Protocol: string(h.Protocol), InternalClient: h.InternalClient, InternalPort: h.InternalPort, Description: h.Description},
-		HolderKnown: true,
-		Err:         fault,
-	}
-	if old != nil {
-		err = &igd.EditError{Old: igd.PortMapping{RemoteHost: old.RemoteHost, ExternalPort: old.ExternalPort, Protocol: string(old.Protocol)}, Err: err, Restored: true}
-	}
-	return refusedErr(err)
-}
-
 // maxLease is IGDv2's upper bound on a lease (one week).
 const maxLease = 604800 * time.Second
 
