@@ -31,7 +31,9 @@ type KeepConfig struct {
 	// (default 30 s): the external address and the router's restart clock
 	// are read, and on UPnP the entry itself, so a router reboot, a lost
 	// mapping or a new address is seen within this interval even without
-	// announcements.
+	// announcements. NAT-PMP and PCP cannot read a mapping back: there the
+	// check asks for the mapping again (one packet), which brings back one
+	// deleted behind the Keeper's back.
 	CheckInterval time.Duration
 	// NoAnnouncements disables listening for NAT-PMP/PCP announcements on
 	// 224.0.0.1:5350, which routers send when they restart or their
@@ -609,10 +611,15 @@ func (k *Keeper) verify(ctx context.Context, s *keepState) {
 		// a restart).
 	case errors.Is(err, errNoEntry):
 		lost = "the mapping is no longer on the router (it restarted, or someone deleted it)"
-	case errors.Is(err, errNoLookup):
-		// The protocol cannot tell: a restart means the mapping is gone
-		// (RFC 6886 §3.7, RFC 6887 §8.5).
+	case errors.Is(err, errNoLookup) && restart != "":
+		// The protocol cannot read the mapping back: a restart means it
+		// is gone (RFC 6886 §3.7, RFC 6887 §8.5).
 		lost = restart
+	case errors.Is(err, errNoLookup):
+		// Nor can it tell a mapping deleted behind our back: ask for it
+		// again, which renews it if it is there and makes it again if not
+		// (one packet; the same nonce on PCP).
+		k.refresh(cctx, s, m)
 	default:
 		if ctx.Err() == nil {
 			gone(err)
@@ -624,6 +631,23 @@ func (k *Keeper) verify(ctx context.Context, s *keepState) {
 		s.lostCause = lost
 		k.setState(s.drv, m, false)
 	}
+}
+
+// refresh renews m at a check, on a protocol that cannot read it back. A
+// failure is left to the next renewal, which handles it.
+func (k *Keeper) refresh(ctx context.Context, s *keepState, m Mapping) {
+	nm, clocks, err := s.drv.renew(ctx, m, k.cfg.Request)
+	if err != nil {
+		return
+	}
+	why := s.det.observe(clocks, time.Now())
+	nm.addNote(k.record(s.drv, nm))
+	k.setState(s.drv, nm, true)
+	if why != "" || nm.ExternalPort != m.ExternalPort {
+		k.emit(Event{Kind: EventRecreated, Mapping: nm, Reason: joinReasons(why, "made again at the check")})
+		return
+	}
+	k.emit(Event{Kind: EventRenewed, Mapping: nm})
 }
 
 // listenAnnouncements wakes the Keeper whenever its router sends a NAT-PMP

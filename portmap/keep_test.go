@@ -18,6 +18,7 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/natpmp"
 )
 
 // The Keeper's timing is tested under testing/synctest: time is virtual
@@ -362,6 +363,32 @@ func TestKeeperNATPMPRebootRecreates(t *testing.T) {
 		t.Errorf("lost: %q", e.Reason)
 	}
 	next(t, k, EventRecreated)
+}
+
+// TestKeeperNATPMPCheckBringsBackADeletedMapping: NAT-PMP cannot read a
+// mapping back, so each check asks for it again: one deleted behind the
+// Keeper's back (the epoch does not move) is there again after it.
+func TestKeeperNATPMPCheckBringsBackADeletedMapping(t *testing.T) {
+	addr, h := startPMP(t)
+	o := testOptions(t)
+	o.NATPMPServer, o.Methods = addr, []Method{NATPMP}
+	k := Keep(context.Background(), KeepConfig{Options: o, CheckInterval: time.Hour, NoAnnouncements: true,
+		Request: Request{Protocol: UDP, InternalPort: 9000, Lease: time.Hour}})
+	defer k.Close(context.Background())
+	next(t, k, EventMapped)
+	h.mu.Lock()
+	clear(h.maps)
+	h.mu.Unlock()
+	k.Check()
+	if e := next(t, k, EventRenewed); e.Mapping.ExternalPort != 9000 {
+		t.Errorf("renewed %+v", e.Mapping)
+	}
+	h.mu.Lock()
+	ext, ok := h.maps[[2]uint16{uint16(natpmp.UDP), 9000}]
+	h.mu.Unlock()
+	if !ok || ext != 9000 {
+		t.Errorf("the router's table after the check: %v", ok)
+	}
 }
 
 // TestKeeperReportsGatewayGoneAndCloseNeverBlocks: nothing answers; the

@@ -136,7 +136,9 @@ func runInfo(ctx context.Context, e *env, args []string) error {
 	row("Description URL", info.Location)
 	row("Control URL", info.ControlURL)
 	row("Service type", info.ServiceType)
-	row("NAT-PMP server", info.Server)
+	if info.Server != "" {
+		row(info.Method.Name()+" server", info.Server)
+	}
 	if info.Epoch != 0 {
 		row("Epoch", strconv.FormatUint(uint64(info.Epoch), 10)+" s")
 	}
