@@ -152,6 +152,35 @@ func conflicts(recs []Record, p Protocol, internal, ext uint16) []Record {
 	return out
 }
 
+// rememberedInTheWay looks, in this host's records of d's gateway, for the
+// mappings that asking for r at external port ext would replace: they are
+// returned, to be deleted first, with r.Replace, and refused otherwise,
+// as is a port a running Keeper holds. Records that cannot be read leave
+// the request unchecked, which the returned note says: the router can
+// still be asked. It also returns every record read.
+func rememberedInTheWay(d driver, r Request, ext uint16) (recs, in []Record, unchecked string, err error) {
+	key := Key{Protocol: r.Protocol, ExternalPort: ext}
+	recs, rerr := d.state().records(d.Method(), d.Addr(), nil)
+	if rerr != nil {
+		unchecked = fmt.Sprintf("this host's records could not be read (%v): whether another of its mappings was in the way was not checked", rerr)
+	}
+	in = conflicts(recs, r.Protocol, r.InternalPort, ext)
+	if r.Replace {
+		return recs, in, unchecked, nil
+	}
+	if kept := keptBy(d.state(), d.Method(), d.Addr(), key); kept != nil {
+		cur := Mapping{Protocol: key.Protocol, ExternalPort: ext, Method: d.Method()}
+		if i := findRecord(recs, d.Method(), d.Addr(), key); i >= 0 {
+			cur = recordMapping(recs[i], d.LocalAddr())
+		}
+		return recs, nil, unchecked, existsError(d.Method(), key, cur, kept)
+	}
+	if len(in) > 0 {
+		return recs, nil, unchecked, existsError(d.Method(), key, recordMapping(in[0], d.LocalAddr()), nil)
+	}
+	return recs, in, unchecked, nil
+}
+
 // recordMapping is the Mapping a record describes.
 func recordMapping(x Record, local netip.Addr) Mapping {
 	client := x.InternalClient
@@ -178,22 +207,9 @@ func (g *natpmpGateway) mapPort(ctx context.Context, r Request) (Mapping, []cloc
 	if lease == 0 {
 		lease = DefaultNATPMPLease
 	}
-	key := Key{Protocol: r.Protocol, ExternalPort: ext}
-	recs, err := g.st.records(NATPMP, g.Addr(), nil)
-	var unchecked string
+	_, in, unchecked, err := rememberedInTheWay(g, r, ext)
 	if err != nil {
-		// Liberal: the router can still be asked; say what was not checked.
-		unchecked = fmt.Sprintf("this host's records could not be read (%v): whether another of its mappings was in the way was not checked", err)
-	}
-	in := conflicts(recs, r.Protocol, r.InternalPort, ext)
-	if !r.Replace {
-		if kept := keptBy(g.st, NATPMP, g.Addr(), key); kept != nil {
-			i := findRecord(recs, NATPMP, g.Addr(), key)
-			return Mapping{}, nil, existsError(NATPMP, key, recordMapping(recs[i], g.local), kept)
-		}
-		if len(in) > 0 {
-			return Mapping{}, nil, existsError(NATPMP, key, recordMapping(in[0], g.local), nil)
-		}
+		return Mapping{}, nil, err
 	}
 	for _, x := range in {
 		// Replace: delete what is in the way, by its internal port.

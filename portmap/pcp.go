@@ -136,21 +136,9 @@ func (g *pcpGateway) mapPort(ctx context.Context, r Request) (Mapping, []clock, 
 		lease = DefaultNATPMPLease
 	}
 	key := Key{Protocol: r.Protocol, ExternalPort: ext}
-	recs, err := g.st.records(PCP, g.Addr(), nil)
-	var unchecked string
+	recs, in, unchecked, err := rememberedInTheWay(g, r, ext)
 	if err != nil {
-		// Liberal: the router can still be asked; say what was not checked.
-		unchecked = fmt.Sprintf("this host's records could not be read (%v): whether another of its mappings was in the way was not checked", err)
-	}
-	in := conflicts(recs, r.Protocol, r.InternalPort, ext)
-	if !r.Replace {
-		if kept := keptBy(g.st, PCP, g.Addr(), key); kept != nil {
-			i := findRecord(recs, PCP, g.Addr(), key)
-			return Mapping{}, nil, existsError(PCP, key, recordMapping(recs[i], g.local), kept)
-		}
-		if len(in) > 0 {
-			return Mapping{}, nil, existsError(PCP, key, recordMapping(in[0], g.local), nil)
-		}
+		return Mapping{}, nil, err
 	}
 	for _, x := range in {
 		if err := g.Delete(ctx, x.Key()); err != nil {
