@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/portfwd/portfwd/igd"
 )
 
 // KeepConfig says which port to keep open.
@@ -181,7 +183,7 @@ func (k *Keeper) Close(ctx context.Context) error {
 		if drv != nil && mapped {
 			err := drv.Delete(ctx, m.Key())
 			var re *RefusedError
-			if errors.As(err, &re) && re.Method == UPnP && re.Code == 714 {
+			if errors.As(err, &re) && re.Method == UPnP && re.Code == igd.CodeNoSuchEntryInArray {
 				err = nil // gone already
 			}
 			if err == nil {
