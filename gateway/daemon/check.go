@@ -52,6 +52,15 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		return out
 	}
 	ok("configuration is valid")
+	if err := probeInstance(&cfg); err != nil {
+		bad("%v", err)
+	} else {
+		what := "the state directory"
+		if cfg.resolvedBackend() == BackendNFT {
+			what += " or nft table inet " + cfg.NFT.Table
+		}
+		ok("no other portfwd gateway uses %s", what)
+	}
 
 	for _, name := range cfg.Interfaces.Internal {
 		ifi, err := net.InterfaceByName(name)

@@ -52,6 +52,10 @@ type Daemon struct {
 	metrics *metrics
 	start   time.Time
 
+	// instance holds the locks of the state directory and the nft table
+	// (see instance.go).
+	instance *instanceLock
+
 	store   *gateway.FileStore // nil without a state directory
 	backend gateway.Backend
 	nftb    *nft.Backend // the backend when it is nft, for Destroy
@@ -125,6 +129,11 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		log = slog.Default()
 	}
 	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics(), start: time.Now()}
+	// First of all, before anything shared is touched (the nft table, the
+	// journal): make sure no other gateway runs on them.
+	if d.instance, err = acquireInstance(&d.cfg, d.start); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			d.cleanup(false)
@@ -933,6 +942,7 @@ func (d *Daemon) cleanup(flush bool) error {
 			errs = append(errs, fmt.Errorf("closing the state directory: %w", err))
 		}
 	}
+	d.instance.release() // last: the next gateway may now start
 	return errors.Join(errs...)
 }
 

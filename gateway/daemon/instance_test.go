@@ -1,0 +1,68 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A second gateway on the same state directory refuses at once, naming
+// the running one, and leaves it serving.
+func TestSecondGatewayOnTheSameStateDirectoryRefuses(t *testing.T) {
+	cfg := testConfig(t)
+	first := start(t, cfg)
+	second := testConfig(t)
+	second.StateDir = cfg.StateDir
+	_, err := New(context.Background(), second)
+	if !errors.Is(err, ErrAnotherInstance) {
+		t.Fatalf("second New: %v, want ErrAnotherInstance", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"PID " + strconv.Itoa(os.Getpid()), "state directory " + cfg.StateDir, "changed nothing"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the refusal %q does not say %q", msg, want)
+		}
+	}
+	if strings.Count(msg, ": ") > 1 {
+		t.Errorf("the refusal is not one sentence: %q", msg)
+	}
+	// The first one still answers.
+	if _, err := first.igdClient(t, "127.0.0.1").GetExternalIPAddress(context.Background()); err != nil {
+		t.Errorf("the first gateway stopped answering: %v", err)
+	}
+	// Once it stops, the directory is free again.
+	first.stop()
+	d, err := New(context.Background(), second)
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	d.Close()
+}
+
+// The nft table's lock lives in the network namespace and answers who
+// holds it.
+func TestTableLockNamesItsHolder(t *testing.T) {
+	table := "pftest" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	me := instanceInfo{PID: os.Getpid(), StateDir: "/var/lib/x", Table: table, Started: time.Now()}
+	c, _, err := lockTable(table, me)
+	if err != nil || c == nil {
+		t.Fatalf("first lock: %v, %v", c, err)
+	}
+	c2, holder, err := lockTable(table, instanceInfo{PID: 1})
+	if err != nil || c2 != nil {
+		t.Fatalf("second lock: %v, %v; want refused", c2, err)
+	}
+	if holder.PID != os.Getpid() || holder.StateDir != "/var/lib/x" || holder.Table != table {
+		t.Errorf("holder %+v, want %+v", holder, me)
+	}
+	c.Close()
+	c3, _, err := lockTable(table, me)
+	if err != nil || c3 == nil {
+		t.Fatalf("after release: %v, %v", c3, err)
+	}
+	c3.Close()
+}
