@@ -52,6 +52,9 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		return out
 	}
 	ok("configuration is valid")
+	for _, line := range cfg.PolicySummary() {
+		ok("policy: %s", line)
+	}
 	if err := probeInstance(&cfg); err != nil {
 		bad("%v", err)
 	} else {

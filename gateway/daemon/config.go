@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,12 @@ const (
 	DefaultNotifyInterval = 60 * time.Second
 	DefaultMinLease       = 120 * time.Second
 	DefaultMaxLease       = 604800 * time.Second // IGDv2's longest lease
+	// DefaultMaxPerClient and DefaultMaxMappings are the quotas: a game
+	// console or a torrent client holds a handful of mappings, and the
+	// bounds keep one misbehaving host from taking the port space, or the
+	// router's memory.
+	DefaultMaxPerClient = 128
+	DefaultMaxMappings  = 8192
 	DefaultAdminAddress   = "127.0.0.1:8900"
 	DefaultSTUNPort       = 3478
 	// DefaultInterfaceRefresh and DefaultSTUNRefresh are how often the
@@ -160,9 +167,11 @@ type PolicyConfig struct {
 	SecureMode bool `toml:"secure_mode"`
 	// ListOwnOnly shows each client only its own mappings.
 	ListOwnOnly bool `toml:"list_own_only"`
-	// MaxPerClient caps the mappings of one client; 0 means no cap.
+	// MaxPerClient caps the mappings of one client; 0 means no cap. The
+	// default is DefaultMaxPerClient.
 	MaxPerClient int `toml:"max_per_client"`
-	// MaxMappings caps the whole table; 0 means no cap.
+	// MaxMappings caps the whole table; 0 means no cap. The default is
+	// DefaultMaxMappings.
 	MaxMappings int `toml:"max_mappings"`
 	// Reserved external ports, never mapped: "22", "8000-8099",
 	// "53/udp", "443/tcp".
@@ -179,7 +188,8 @@ type PolicyConfig struct {
 	ShowDummyRule bool `toml:"show_dummy_rule"`
 	// Rules are miniupnpd-style permission lines, first match decides:
 	// "allow 1024-65535 192.168.0.0/24 1024-65535". With rules, a request
-	// no rule matches is denied; without any, everything is allowed.
+	// no rule matches is denied; an empty list allows everything. The
+	// default is DefaultRules.
 	Rules []string `toml:"rules"`
 }
 
@@ -238,6 +248,16 @@ type RelayConfig struct {
 	MaxConnsPerRule int `toml:"max_conns_per_rule"`
 }
 
+// DefaultRules are the permission rules of a configuration that sets
+// none, miniupnpd's stock rules and LuCI's defaults: external and internal
+// ports 1024-65535, for any LAN client (secure mode then limits each
+// client to itself). Ports below 1024 need an explicit allow rule. A file
+// that sets rules replaces these; `rules = []` allows every port.
+var DefaultRules = []string{
+	"allow 1024-65535 0.0.0.0/0 1024-65535",
+	"deny 0-65535 0.0.0.0/0 0-65535",
+}
+
 // DefaultConfig returns the configuration used for every key a file does
 // not set.
 func DefaultConfig() Config {
@@ -255,9 +275,12 @@ func DefaultConfig() Config {
 		},
 		NATPMP: NATPMPConfig{Enabled: true, PCP: true, Port: DefaultNATPMPPort},
 		Policy: PolicyConfig{
-			SecureMode: true,
-			MinLease:   Duration(DefaultMinLease),
-			MaxLease:   Duration(DefaultMaxLease),
+			SecureMode:   true,
+			MaxPerClient: DefaultMaxPerClient,
+			MaxMappings:  DefaultMaxMappings,
+			MinLease:     Duration(DefaultMinLease),
+			MaxLease:     Duration(DefaultMaxLease),
+			Rules:        slices.Clone(DefaultRules),
 		},
 		Device: DeviceConfig{
 			FriendlyName: "portfwd gateway",

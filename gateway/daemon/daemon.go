@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.backend, err = d.openBackend(ctx); err != nil {
 		return nil, err
 	}
-	policy, _ := cfg.Policy.Policy() // validated above
+	policy, _ := cfg.effectivePolicy() // validated above
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log}
 	if d.store != nil {
 		gcfg.Store = d.store // not a typed nil in the interface
@@ -853,6 +853,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.log.Info("gateway serving",
 		"backend", d.backend.Name(), "external_address", d.ext.Get(), "internal", d.cfg.Interfaces.Internal,
 		"upnp", d.DescriptionURLs(), "natpmp", d.NATPMPAddrs(), "admin", d.AdminAddr(), "mappings", d.core.Len())
+	for _, line := range d.cfg.PolicySummary() {
+		d.log.Info("policy: " + line)
+	}
 	d.logAdminPage()
 
 	var failure error
