@@ -46,8 +46,8 @@ const (
 	// router's memory.
 	DefaultMaxPerClient = 128
 	DefaultMaxMappings  = 8192
-	DefaultAdminAddress   = "127.0.0.1:8900"
-	DefaultSTUNPort       = 3478
+	DefaultAdminAddress = "127.0.0.1:8900"
+	DefaultSTUNPort     = 3478
 	// DefaultInterfaceRefresh and DefaultSTUNRefresh are how often the
 	// external address is read again from the interface or asked from the
 	// STUN server.
