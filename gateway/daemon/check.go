@@ -84,6 +84,17 @@ func Check(ctx context.Context, cfg Config) []Finding {
 			bad("internal interface %s cannot do multicast, so SSDP discovery cannot work there: enable it (ip link set %s multicast on) or set upnp.ssdp = false", name, name)
 		}
 	}
+	if problems := roleProblems(&cfg); len(problems) > 0 {
+		for _, p := range problems {
+			if cfg.Interfaces.Force {
+				ok("interfaces.force is set, so the gateway starts anyway, although: %s", p)
+			} else {
+				bad("%s; pass --force (interfaces.force) if this is really what you mean", p)
+			}
+		}
+	} else if len(cfg.Interfaces.Internal) > 0 {
+		ok("interface roles: the internal interfaces carry no default route and no public address, and the default route leaves through the external side")
+	}
 	for _, name := range cfg.Interfaces.External {
 		if strings.HasSuffix(name, "*") {
 			ok("external interfaces matching %s", name)

@@ -103,6 +103,11 @@ type InterfacesConfig struct {
 	// as in "ppp*"). The first one's address is the external address when
 	// ExternalAddress.Source is "interface".
 	External []string `toml:"external"`
+	// Force starts the gateway even though the roles look wrong: an
+	// internal interface that carries the default route or has a public
+	// address, an external one no default route leaves through. Off,
+	// --check reports these and the gateway refuses to start.
+	Force bool `toml:"force"`
 }
 
 // ExternalAddressConfig says where the address reported to clients comes

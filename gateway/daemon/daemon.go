@@ -139,6 +139,9 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			d.cleanup(false)
 		}
 	}()
+	if err := d.checkRoles(); err != nil {
+		return nil, err
+	}
 
 	d.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
 	uctx, cancel := context.WithTimeout(ctx, startTimeout)

@@ -66,3 +66,36 @@ func TestTableLockNamesItsHolder(t *testing.T) {
 	}
 	c3.Close()
 }
+
+// An external interface no default route leaves through (here loopback,
+// in the tests' namespace without routes) is refused at start unless
+// forced, and --check says why.
+func TestInterfaceRolesAreChecked(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Interfaces.External = []string{loopback(t)}
+	cfg.Interfaces.Internal = []string{"pfdummy0"}
+	if p := roleProblems(&cfg); len(p) != 1 || !strings.Contains(p[0], "no route out") {
+		t.Fatalf("role problems %q, want the external interface's missing route", p)
+	}
+	cfg.Interfaces.Internal = []string{loopback(t)}
+	cfg.Interfaces.External = []string{"lo-not-here"}
+	_, err := New(context.Background(), cfg)
+	if !errors.Is(err, ErrInterfaceRoles) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("New with an external interface without a route out: %v", err)
+	}
+	var found bool
+	for _, f := range Check(context.Background(), cfg) {
+		if f.Problem && strings.Contains(f.Text, "lo-not-here has no route out") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("--check does not report the external interface without a route out")
+	}
+	cfg.Interfaces.Force = true
+	d, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New with interfaces.force: %v", err)
+	}
+	d.Close()
+}

@@ -498,6 +498,10 @@ func (l *Lab) configure() error {
 			"link set " + RouterLANIf + " up",
 			"link set " + RouterWANIf + " up",
 			"route add 224.0.0.0/4 dev " + RouterLANIf,
+			// The router's way out is its WAN side, as behind any ISP:
+			// a gateway under test checks that its external interface
+			// carries the default route and its internal one does not.
+			"route add default via " + l.WANIP.String() + " dev " + RouterWANIf,
 		}},
 		// The WAN host knows only its own /24: no route to the LAN.
 		{l.WAN, []string{
