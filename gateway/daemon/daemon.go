@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/portfwd/portfwd/gateway/nft"
 	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
@@ -162,6 +164,11 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log}
+	if canListListeners {
+		gcfg.ListeningPorts = func(p gateway.Protocol) (*gateway.PortSet, error) {
+			return listeningPorts(p, d.externalAddrs())
+		}
+	}
 	if d.store != nil {
 		gcfg.Store = d.store // not a typed nil in the interface
 	}
@@ -331,6 +338,34 @@ func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
 	}
 	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
 	return netip.IPv4Unspecified(), false
+}
+
+// externalAddrs are the addresses through which the Internet reaches the
+// router: those of the external interfaces, and the external address.
+func (d *Daemon) externalAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, name := range d.cfg.Interfaces.External {
+		if strings.HasSuffix(name, "*") {
+			ifs, _ := net.Interfaces()
+			for _, ifi := range ifs {
+				if strings.HasPrefix(ifi.Name, strings.TrimSuffix(name, "*")) {
+					ps, _ := netroute.InterfaceAddrs(ifi.Name)
+					for _, p := range ps {
+						out = append(out, p.Addr())
+					}
+				}
+			}
+			continue
+		}
+		ps, _ := netroute.InterfaceAddrs(name)
+		for _, p := range ps {
+			out = append(out, p.Addr())
+		}
+	}
+	if a := d.ext.Get(); a.IsValid() {
+		out = append(out, a)
+	}
+	return out
 }
 
 // isLocalAddr reports whether a is an address of this host.

@@ -3,11 +3,15 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/gateway"
 )
 
 // A second gateway on the same state directory refuses at once, naming
@@ -98,4 +102,56 @@ func TestInterfaceRolesAreChecked(t *testing.T) {
 		t.Fatalf("New with interfaces.force: %v", err)
 	}
 	d.Close()
+}
+
+// The router's own listening sockets on the external side are found:
+// those on every address and on an external address, not those on
+// loopback only.
+func TestListeningPortsFindsTheRoutersServices(t *testing.T) {
+	if !canListListeners {
+		t.Skip("not on this system")
+	}
+	wild, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wild.Close()
+	local, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	udp, err := net.ListenPacket("udp6", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	port := func(a net.Addr) uint16 { return netip.MustParseAddrPort(a.String()).Port() }
+
+	tcp, err := listeningPorts(gateway.TCP, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tcp.Contains(port(wild.Addr())) || tcp.Contains(port(local.Addr())) {
+		t.Errorf("TCP: wildcard listener found %v (want true), loopback one %v (want false)", tcp.Contains(port(wild.Addr())), tcp.Contains(port(local.Addr())))
+	}
+	tcp, _ = listeningPorts(gateway.TCP, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	if !tcp.Contains(port(local.Addr())) {
+		t.Error("a listener on an external address is not found")
+	}
+	u, err := listeningPorts(gateway.UDP, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !u.Contains(port(udp.LocalAddr())) {
+		t.Error("an IPv6 wildcard UDP socket is not found")
+	}
+}
+
+func BenchmarkListeningPorts(b *testing.B) {
+	for b.Loop() {
+		if _, err := listeningPorts(gateway.TCP, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
