@@ -47,6 +47,10 @@ const (
 	DefaultMaxPerClient = 128
 	DefaultMaxMappings  = 8192
 	DefaultAdminAddress = "127.0.0.1:8900"
+	// DefaultAuditMaxBytes and DefaultAuditKeep bound the audit trail to
+	// 4 MiB on the router's flash.
+	DefaultAuditMaxBytes = 1 << 20
+	DefaultAuditKeep     = 3
 	DefaultSTUNPort     = 3478
 	// DefaultInterfaceRefresh and DefaultSTUNRefresh are how often the
 	// external address is read again from the interface or asked from the
@@ -86,6 +90,7 @@ type Config struct {
 	Policy PolicyConfig `toml:"policy"`
 	Device DeviceConfig `toml:"device"`
 	Admin  AdminConfig  `toml:"admin"`
+	Audit  AuditConfig  `toml:"audit"`
 	NFT    NFTConfig    `toml:"nft"`
 	Relay  RelayConfig  `toml:"relay"`
 
@@ -233,6 +238,20 @@ type AdminConfig struct {
 	UI bool `toml:"ui"`
 }
 
+// AuditConfig configures the audit trail: every mapping added, renewed,
+// changed, deleted, expired or refused, with time, protocol, client, what,
+// result and reason, as JSON lines in audit.jsonl in the state directory.
+type AuditConfig struct {
+	// Enabled writes the trail to the state directory (the admin page
+	// shows the last records either way).
+	Enabled bool `toml:"enabled"`
+	// MaxBytes is the size at which audit.jsonl is rotated to
+	// audit.jsonl.1; 0 means DefaultAuditMaxBytes.
+	MaxBytes int64 `toml:"max_bytes"`
+	// Keep is how many rotated files are kept (audit.jsonl.1 to .Keep).
+	Keep int `toml:"keep"`
+}
+
 // NFTConfig configures the nft backend.
 type NFTConfig struct {
 	// Table is the inet table the backend owns ("portfwd").
@@ -293,6 +312,7 @@ func DefaultConfig() Config {
 			ModelName:    "portfwd gateway",
 		},
 		Admin: AdminConfig{Address: DefaultAdminAddress},
+		Audit: AuditConfig{Enabled: true, MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		NFT:   NFTConfig{Table: nft.DefaultTable, Hairpin: true},
 	}
 }
@@ -405,6 +425,9 @@ func (c *Config) Validate() error {
 		}
 	} else if c.Admin.UI {
 		bad("admin.ui needs admin.address, where the page is served (such as 127.0.0.1:8900)")
+	}
+	if c.Audit.MaxBytes < 0 || c.Audit.Keep < 0 {
+		bad("audit.max_bytes and audit.keep must not be negative")
 	}
 	if c.Relay.Bind != "" {
 		if _, err := netip.ParseAddr(c.Relay.Bind); err != nil {

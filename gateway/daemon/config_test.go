@@ -296,7 +296,7 @@ func TestDefaultPolicy(t *testing.T) {
 		}
 	}
 	summary := strings.Join(cfg.PolicySummary(), "\n")
-	for _, want := range []string{"secure mode", "1024-65535", "TCP 5000", "128 mappings per client", "8192 in all", "2m to 168h"} {
+	for _, want := range []string{"secure mode", "1024-65535", "TCP 5000", "at most 128 mappings per client, 8192 in all", "2m to 168h"} {
 		if !strings.Contains(summary, want) {
 			t.Errorf("the policy summary does not say %q:\n%s", want, summary)
 		}

@@ -59,6 +59,9 @@ type Daemon struct {
 	instance *instanceLock
 
 	store   *gateway.FileStore // nil without a state directory
+	audit   *auditLog
+	// refusals logs refused requests at the default level, bounded.
+	refusals *refusalLog
 	backend gateway.Backend
 	nftb    *nft.Backend // the backend when it is nft, for Destroy
 	core    *gateway.Core
@@ -130,7 +133,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics(), start: time.Now()}
+	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics(), start: time.Now(), refusals: newRefusalLog(log)}
 	// First of all, before anything shared is touched (the nft table, the
 	// journal): make sure no other gateway runs on them.
 	if d.instance, err = acquireInstance(&d.cfg, d.start); err != nil {
@@ -159,11 +162,14 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	} else {
 		log.Warn("no state directory: leases are kept in memory only and lost on restart")
 	}
+	if d.audit, err = openAuditLog(cfg.StateDir, cfg.Audit, log); err != nil {
+		return nil, err
+	}
 	if d.backend, err = d.openBackend(ctx); err != nil {
 		return nil, err
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
-	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log}
+	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log, Audit: d.audit.Record}
 	if canListListeners {
 		gcfg.ListeningPorts = func(p gateway.Protocol) (*gateway.PortSet, error) {
 			return listeningPorts(p, d.externalAddrs())
@@ -421,6 +427,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 		PresentationURL:  cfg.Device.PresentationURL,
 		Logger:           d.log,
 		OnRequest:        func(action string, code int) { d.metrics.request("upnp", action, code) },
+		OnFault:          d.onUPnPFault,
 	}
 	if cfg.UPnP.Events {
 		d.publisher = upnp.NewPublisher(upnp.PublisherConfig{
@@ -982,6 +989,9 @@ func (d *Daemon) cleanup(flush bool) error {
 		if err := d.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing the state directory: %w", err))
 		}
+	}
+	if d.audit != nil {
+		d.audit.Close()
 	}
 	d.instance.release() // last: the next gateway may now start
 	return errors.Join(errs...)

@@ -78,13 +78,14 @@ func (c *Config) PolicySummary() []string {
 		never += ", and the reserved " + strings.Join(p.Reserved, ", ")
 	}
 	out = append(out, never)
-	quota := func(n int) string {
-		if n <= 0 {
-			return "no limit"
-		}
-		return strconv.Itoa(n)
+	perClient, total := "no limit per client", "no limit in all"
+	if p.MaxPerClient > 0 {
+		perClient = "at most " + strconv.Itoa(p.MaxPerClient) + " mappings per client"
 	}
-	out = append(out, "quotas: "+quota(p.MaxPerClient)+" mappings per client, "+quota(p.MaxMappings)+" in all")
+	if p.MaxMappings > 0 {
+		total = strconv.Itoa(p.MaxMappings) + " in all"
+	}
+	out = append(out, "quotas: "+perClient+", "+total)
 	lease := func(d Duration) string {
 		if d <= 0 {
 			return "unbounded"
