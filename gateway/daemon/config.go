@@ -51,7 +51,7 @@ const (
 	// 4 MiB on the router's flash.
 	DefaultAuditMaxBytes = 1 << 20
 	DefaultAuditKeep     = 3
-	DefaultSTUNPort     = 3478
+	DefaultSTUNPort      = 3478
 	// DefaultInterfaceRefresh and DefaultSTUNRefresh are how often the
 	// external address is read again from the interface or asked from the
 	// STUN server.

@@ -58,16 +58,16 @@ type Daemon struct {
 	// (see instance.go).
 	instance *instanceLock
 
-	store   *gateway.FileStore // nil without a state directory
-	audit   *auditLog
+	store *gateway.FileStore // nil without a state directory
+	audit *auditLog
 	// refusals logs refused requests at the default level, bounded.
 	refusals *refusalLog
-	backend gateway.Backend
-	nftb    *nft.Backend // the backend when it is nft, for Destroy
-	core    *gateway.Core
-	ext     *externalAddr
-	uuid    string
-	epoch   time.Time
+	backend  gateway.Backend
+	nftb     *nft.Backend // the backend when it is nft, for Destroy
+	core     *gateway.Core
+	ext      *externalAddr
+	uuid     string
+	epoch    time.Time
 	// addrChanged is when the external address last changed, for PCP's
 	// epoch (see pcpEpoch); nil until it does.
 	addrChanged atomic.Pointer[time.Time]

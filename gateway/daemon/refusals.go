@@ -215,4 +215,3 @@ func (d *Daemon) onPMPRefusal(via gateway.Source, client netip.Addr, n *pmpNote,
 	}
 	d.audit.Record(refusal(time.Now(), ev, gateway.Requester{Addr: client, Source: via}, m, action, result, errors.New(reason)))
 }
-
