@@ -8,12 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
+
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
+	productversion "github.com/portfwd/portfwd/internal/version"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -269,11 +270,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.maxDescription = DefaultMaxDescription
 	}
 	if s.serverHeader == "" {
-		upnpVersion := "UPnP/1.1"
+		s.serverHeader = productversion.Server
 		if version == 1 {
-			upnpVersion = "UPnP/1.0"
+			s.serverHeader = productversion.ServerUPnP10
 		}
-		s.serverHeader = runtime.GOOS + "/" + runtime.GOARCH + " " + upnpVersion + " portfwd/1.0"
 	}
 	s.dev = newDeviceInfo(cfg, root)
 	for i := range serviceDefs {
