@@ -33,11 +33,13 @@ import (
 // and LAN clients are fast; the bounds keep a slow or idle client from
 // holding a connection.
 const (
-	httpReadHeaderTimeout = 5 * time.Second
+	httpReadHeaderTimeout = 3 * time.Second
 	httpReadTimeout       = 10 * time.Second
 	httpWriteTimeout      = 10 * time.Second
-	httpIdleTimeout       = 30 * time.Second
-	httpMaxHeaderBytes    = 8 << 10
+	// httpIdleTimeout closes a kept-alive connection fast: control points
+	// make one request at a time, and miniupnpd closes after each.
+	httpIdleTimeout    = 5 * time.Second
+	httpMaxHeaderBytes = 8 << 10
 	// shutdownTimeout bounds the whole shutdown: requests under way, the
 	// core finishing its operations, a flush of the backend.
 	shutdownTimeout = 10 * time.Second
@@ -82,12 +84,13 @@ type Daemon struct {
 	extWake   chan struct{}
 	announcer *announcer
 
-	lan       *lanPeers
-	upnpSvc   *upnpService
-	igd       *igd.Server
-	publisher *upnp.Publisher
-	http      []*httpListener
-	responder *ssdp.Responder
+	lan        *lanPeers
+	httpLimits *connLimiter // of the UPnP HTTP servers, all addresses together
+	upnpSvc    *upnpService
+	igd        *igd.Server
+	publisher  *upnp.Publisher
+	http       []*httpListener
+	responder  *ssdp.Responder
 
 	pmpConn   net.PacketConn
 	pmpServer *pmpServer
@@ -443,6 +446,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 	}
 	d.igd = srv
 
+	d.httpLimits = newConnLimiter(httpMaxPerAddr, httpConnLimit(), d.log)
 	port := cfg.UPnP.HTTPPort
 	for _, name := range cfg.Interfaces.Internal {
 		addrs, err := d.lan.addrsOf(name)
@@ -494,9 +498,10 @@ func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPo
 	return &httpListener{
 		iface: iface,
 		addr:  got,
-		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, log: d.log},
+		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.httpLimits, log: d.log},
 		srv: &http.Server{
 			Handler:           d.igd,
+			ConnState:         d.httpLimits.connState,
 			ReadHeaderTimeout: httpReadHeaderTimeout,
 			ReadTimeout:       httpReadTimeout,
 			WriteTimeout:      httpWriteTimeout,
