@@ -46,7 +46,8 @@ type auditLog struct {
 	recent  []gateway.AuditRecord // a ring of the last auditRecent
 	next    int                   // where the next record goes in recent, once full
 	failing bool                  // a write failed; logged once until one succeeds
-	notify  []func()
+	notify  map[int]func()
+	nextSub int
 }
 
 // openAuditLog opens the trail in dir ("" for memory only) and reads back
@@ -116,7 +117,10 @@ func (a *auditLog) Record(r gateway.AuditRecord) {
 	if a.f != nil {
 		a.writeLocked(line)
 	}
-	notify := a.notify
+	notify := make([]func(), 0, len(a.notify))
+	for _, f := range a.notify {
+		notify = append(notify, f)
+	}
 	a.mu.Unlock()
 	for _, f := range notify {
 		f()
@@ -190,11 +194,22 @@ func (a *auditLog) Recent() []gateway.AuditRecord {
 	return out
 }
 
-// OnRecord calls f after every record; f must not block.
-func (a *auditLog) OnRecord(f func()) {
+// OnRecord calls f after every record until cancel is called; f must
+// not block.
+func (a *auditLog) OnRecord(f func()) (cancel func()) {
 	a.mu.Lock()
-	a.notify = append(a.notify, f)
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	if a.notify == nil {
+		a.notify = map[int]func(){}
+	}
+	id := a.nextSub
+	a.nextSub++
+	a.notify[id] = f
+	return func() {
+		a.mu.Lock()
+		delete(a.notify, id)
+		a.mu.Unlock()
+	}
 }
 
 // Close closes the file.
