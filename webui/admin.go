@@ -111,10 +111,10 @@ type AdminStatus struct {
 	// none is known); ExternalSource says where it comes from
 	// ("interface wan0", "fixed", "stun HOST"), ExternalError why it is
 	// unknown.
-	ExternalAddr   netip.Addr       `json:"external_addr,omitzero"`
-	ExternalSource string           `json:"external_source,omitempty"`
-	ExternalError  string           `json:"external_error,omitempty"`
-	SecureMode     bool             `json:"secure_mode"`
+	ExternalAddr   netip.Addr `json:"external_addr,omitzero"`
+	ExternalSource string     `json:"external_source,omitempty"`
+	ExternalError  string     `json:"external_error,omitempty"`
+	SecureMode     bool       `json:"secure_mode"`
 	// Policy says, one sentence each, what clients may map.
 	Policy []string `json:"policy"`
 	// Warnings are what the operator should know about the gateway's

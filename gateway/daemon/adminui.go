@@ -141,7 +141,9 @@ func (b adminBackend) AuditTrail() []webui.AdminAuditRecord {
 }
 
 // SubscribeAudit implements webui.AdminAuditor.
-func (b adminBackend) SubscribeAudit(changed func()) (cancel func()) { return b.d.audit.OnRecord(changed) }
+func (b adminBackend) SubscribeAudit(changed func()) (cancel func()) {
+	return b.d.audit.OnRecord(changed)
+}
 
 func (b adminBackend) Subscribe(changed func()) (cancel func()) {
 	return b.d.core.Subscribe(func(gateway.Event) { changed() })
