@@ -5,6 +5,7 @@
 //	 LAN host                 router                        WAN host
 //	eth0 10.77.0.2 ──── lan0 10.77.0.1   wan0 203.0.113.1 ──── eth0 203.0.113.2 (+ .3)
 //	default via .1           miniupnpd, NAT                    STUN responder
+//	                         default via 203.0.113.2
 //
 // By default the router runs miniupnpd, the reference UPnP IGD / NAT-PMP /
 // PCP daemon, so portfwd's clients can be tested against a real peer; with
