@@ -243,7 +243,8 @@ func latencies(d []time.Duration) string {
 func TestLabGatewayHostWithThousandsOfMappings(t *testing.T) {
 	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
 	addLANAddrs(t, l, 3)
-	g := &labGateway{l: l, args: gatewayArgsWithPolicy(t, l, "max_per_client = 0"), stateDir: filepath.Join(l.RunDir, "gw")}
+	args := slices.DeleteFunc(gatewayArgsWithPolicy(t, l, "max_per_client = 0"), func(a string) bool { return a == "-v" })
+	g := &labGateway{l: l, args: args, stateDir: filepath.Join(l.RunDir, "gw")}
 	g.start(t)
 	gw := ap(l.RouterLANIP, 5351)
 	hog, other := lanAddr(1), lanAddr(2)
