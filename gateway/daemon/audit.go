@@ -48,12 +48,24 @@ type auditLog struct {
 	failing bool                  // a write failed; logged once until one succeeds
 	notify  map[int]func()
 	nextSub int
+	// Refusals are recorded at most auditRefusalRate a second, beyond a
+	// burst of auditRefusalBurst: a host hammering a denied port must not
+	// wear the router's flash out. The ones not recorded are counted, and
+	// the count is recorded with the next one that is.
+	tokens     float64
+	last       time.Time
+	suppressed int
 }
+
+const (
+	auditRefusalRate  = 50
+	auditRefusalBurst = 500
+)
 
 // openAuditLog opens the trail in dir ("" for memory only) and reads back
 // the end of the last run's.
 func openAuditLog(dir string, cfg AuditConfig, log *slog.Logger) (*auditLog, error) {
-	a := &auditLog{maxBytes: cfg.MaxBytes, keep: cfg.Keep, log: log}
+	a := &auditLog{maxBytes: cfg.MaxBytes, keep: cfg.Keep, log: log, tokens: auditRefusalBurst}
 	if a.maxBytes <= 0 {
 		a.maxBytes = DefaultAuditMaxBytes
 	}
@@ -107,12 +119,24 @@ func (a *auditLog) readTail() {
 // Record adds r to the trail.
 func (a *auditLog) Record(r gateway.AuditRecord) {
 	r.Time = r.Time.UTC()
+	a.mu.Lock()
+	if r.Event == gateway.AuditRefused || r.Event == gateway.AuditFailed {
+		if !a.refusalAllowedLocked(r.Time) {
+			a.suppressed++
+			a.mu.Unlock()
+			return
+		}
+		if a.suppressed > 0 {
+			r.Reason += fmt.Sprintf(" (and %d refusals before this one were not recorded: too many at once)", a.suppressed)
+			a.suppressed = 0
+		}
+	}
 	line, err := json.Marshal(r)
 	if err != nil {
+		a.mu.Unlock()
 		return // cannot happen: every field encodes
 	}
 	line = append(line, '\n')
-	a.mu.Lock()
 	a.remember(r)
 	if a.f != nil {
 		a.writeLocked(line)
@@ -125,6 +149,19 @@ func (a *auditLog) Record(r gateway.AuditRecord) {
 	for _, f := range notify {
 		f()
 	}
+}
+
+// refusalAllowedLocked takes a token of the refusals' budget.
+func (a *auditLog) refusalAllowedLocked(now time.Time) bool {
+	if !a.last.IsZero() && now.After(a.last) {
+		a.tokens = min(auditRefusalBurst, a.tokens+now.Sub(a.last).Seconds()*auditRefusalRate)
+	}
+	a.last = now
+	if a.tokens < 1 {
+		return false
+	}
+	a.tokens--
+	return true
 }
 
 func (a *auditLog) remember(r gateway.AuditRecord) {

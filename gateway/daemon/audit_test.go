@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +70,34 @@ func TestAuditLogRotatesAndRemembers(t *testing.T) {
 	recent := b.Recent()
 	if len(recent) == 0 || recent[0].ExternalPort != 5099 || recent[0].Description != m.Description {
 		t.Errorf("after a restart the newest record is %+v, want 5099's", recent)
+	}
+}
+
+// A flood of refusals is recorded up to a bound, and the count of those
+// left out goes with the next one recorded; changes are always recorded.
+func TestAuditLogBoundsRefusals(t *testing.T) {
+	dir := t.TempDir()
+	a, err := openAuditLog(dir, AuditConfig{Enabled: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	now := time.Unix(1700000000, 0)
+	req := gateway.Requester{Addr: netip.MustParseAddr("192.168.1.10"), Source: gateway.SourceUPnP}
+	m := gateway.Mapping{Protocol: gateway.TCP, ExternalPort: 22}
+	for range 2000 {
+		a.Record(gateway.NewAuditRecord(now, gateway.AuditRefused, req, m))
+	}
+	a.Record(gateway.NewAuditRecord(now, gateway.AuditAdded, req, m))
+	b, _ := os.ReadFile(filepath.Join(dir, auditFile))
+	if n := bytes.Count(b, []byte("\n")); n != auditRefusalBurst+1 {
+		t.Errorf("%d records written of a flood of 2,000 refusals and one change, want the burst of %d and the change", n, auditRefusalBurst)
+	}
+	if r := a.Recent()[0]; r.Event != gateway.AuditAdded {
+		t.Errorf("the change was not recorded after the flood: %+v", r)
+	}
+	a.Record(gateway.NewAuditRecord(now.Add(time.Second), gateway.AuditRefused, req, m))
+	if r := a.Recent()[0]; !strings.Contains(r.Reason, "1500 refusals before this one were not recorded") {
+		t.Errorf("the next refusal recorded says %q", r.Reason)
 	}
 }

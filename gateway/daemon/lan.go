@@ -190,6 +190,16 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// CloseWrite lets net/http half-close a connection it ends (so that the
+// client reads the whole answer before the close), as on the TCP
+// connection itself.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // admit returns c wrapped, or nil after closing it when a limit refuses it.
 func (l *connLimiter) admit(c net.Conn, addr netip.Addr) net.Conn {
 	l.mu.Lock()
