@@ -90,8 +90,10 @@ type Core struct {
 	log     *slog.Logger
 	events  *dispatcher
 	auditf  func(AuditRecord)
-	// listening is Config.ListeningPorts.
-	listening func(Protocol) (*PortSet, error)
+	// listening is Config.ListeningPorts; listenCache holds its last
+	// answer per protocol (see listeningFor), guarded by mu.
+	listening   func(Protocol) (*PortSet, error)
+	listenCache [2]listenSnapshot
 	// parked are saved leases the backend refused at start.
 	parked []Mapping
 
@@ -104,6 +106,13 @@ type Core struct {
 	timerAt    int64 // deadline the timer is armed for (Unix ns); 0 when not armed
 	retryAfter time.Time
 	closed     bool
+}
+
+// listenSnapshot is a listing of the router's listening ports, with the
+// table's own ports taken out.
+type listenSnapshot struct {
+	set *PortSet
+	at  time.Time
 }
 
 // inflight marks a key as busy with an operation, and holds what that
@@ -474,26 +483,56 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 	return m, nil
 }
 
+// listeningTTL is how long a listing of the router's own listening
+// ports serves: one listing costs a netlink dump, and a burst of new
+// mappings needs one, not one each. A service the router starts is seen
+// within this delay.
+const listeningTTL = 500 * time.Millisecond
+
 // listeningFor returns the router's own listening ports of m's protocol
 // when the request may create a mapping (a refresh of what the client
 // holds needs no check), or nil.
+//
+// The listing is kept for listeningTTL. The ports of the table, and those
+// busy with an operation, are taken out of it when it is made: those
+// sockets may be the backend's own (the relay listens on the ports it
+// maps), and a mapping deleted after the listing must not leave its port
+// looking taken by the router.
 func (c *Core) listeningFor(m Mapping, anyPort bool) *PortSet {
 	if c.listening == nil {
 		return nil
 	}
+	pi := protoIndex(m.Protocol)
 	c.mu.Lock()
 	e := c.tab.lookup(m.Key().pack())
 	refresh := e != nil && (!anyPort || e.m.InternalAddr == m.InternalAddr && e.m.InternalPort == m.InternalPort)
+	cached := c.listenCache[pi]
 	c.mu.Unlock()
 	if refresh {
 		return nil
+	}
+	now := c.clock.Now()
+	if cached.set != nil && now.Sub(cached.at) >= 0 && now.Sub(cached.at) < listeningTTL {
+		return cached.set
 	}
 	ls, err := c.listening(m.Protocol)
 	if err != nil {
 		c.log.Warn("cannot list the router's own listening ports; this request is not checked against them", "err", err)
 		return nil
 	}
-	return ls
+	set := *ls
+	c.mu.Lock()
+	for i := range set {
+		set[i] &^= c.tab.used[pi][i]
+	}
+	for k := range c.busy {
+		if key := unpackKey(k); key.Protocol == m.Protocol {
+			set.Remove(key.ExternalPort)
+		}
+	}
+	c.listenCache[pi] = listenSnapshot{set: &set, at: now}
+	c.mu.Unlock()
+	return &set
 }
 
 // admit checks everything about a request that does not depend on the

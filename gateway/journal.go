@@ -156,8 +156,7 @@ func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
 		}
 		i := bytes.Index(data[off+1:], []byte(recordSync))
 		if i < 0 {
-			off = len(data)
-			break
+			break // the damage runs to the end
 		}
 		off += 1 + i
 	}

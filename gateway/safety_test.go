@@ -205,3 +205,30 @@ func BenchmarkAddAnyCrowded(b *testing.B) {
 		c.Delete(ctx, h, gateway.UDP, m.ExternalPort, netip.Addr{})
 	}
 }
+
+// The relay backend listens on the ports it maps: the listing of the
+// router's listening ports, kept for a moment, does not count the table's
+// own, so a port freed by a delete is free at once.
+func TestOwnMappedPortsAreNotTheRouters(t *testing.T) {
+	var listening gateway.PortSet
+	c, err := gateway.New(ctx, gateway.Config{Backend: gateway.NewMemory(), Clock: clocktest.New(t0),
+		ListeningPorts: func(gateway.Protocol) (*gateway.PortSet, error) { l := listening; return &l, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx, false)
+	a, b := upnp("192.168.1.10"), upnp("192.168.1.11")
+	if _, err := c.Add(ctx, a, tcp(7000, "192.168.1.10", 7000)); err != nil {
+		t.Fatal(err)
+	}
+	listening.Add(7000) // the relay now listens there
+	if _, err := c.Add(ctx, a, tcp(7001, "192.168.1.10", 7001)); err != nil {
+		t.Fatal(err) // this add made the listing, while 7000 was in the table
+	}
+	if err := c.Delete(ctx, a, gateway.TCP, 7000, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Add(ctx, b, tcp(7000, "192.168.1.11", 7000)); err != nil {
+		t.Errorf("a port freed by a delete looks taken by the router: %v", err)
+	}
+}

@@ -70,9 +70,8 @@ var ErrAnotherInstance = errors.New("another portfwd gateway is running")
 
 // instanceError names the running gateway and what it holds.
 type instanceError struct {
-	what    string // "state directory /var/lib/portfwd", "nft table inet portfwd"
-	holder  instanceInfo
-	reading error
+	what   string // "state directory /var/lib/portfwd", "nft table inet portfwd"
+	holder instanceInfo
 }
 
 func (e *instanceError) Error() string {
