@@ -29,6 +29,10 @@ const (
 	// maxDeleteRounds bounds how often a bulk delete goes back for keys
 	// that were busy with another operation on its first pass.
 	maxDeleteRounds = 8
+	// maxProbes bounds the ports one AddAny asks Config.PortInUse about:
+	// a run of ports the router serves itself is skipped, but a request
+	// never holds the table for long.
+	maxProbes = 256
 	// deleteChunk bounds the mappings a bulk delete takes from the table
 	// at a time, so that the table lock and the keys it marks busy are
 	// released between chunks: other clients are served while a host
@@ -51,16 +55,16 @@ type Config struct {
 	ExternalAddr func() netip.Addr
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
-	// ListeningPorts, if set, returns the ports of protocol p on which the
-	// router itself serves its external side (sockets listening on the
-	// external address or on every address). A new mapping never takes
-	// one, or a client could take over the router's own service (its SSH
-	// or web port) from the Internet: Add fails with ErrReservedPort (UPnP
-	// 729 ConflictWithOtherMechanisms, as miniupnpd answers) and AddAny
-	// moves on to another port. It is called at most once per request and
-	// outside the table lock; when it fails the request goes on without
-	// the check, and the failure is logged.
-	ListeningPorts func(p Protocol) (*PortSet, error)
+	// PortInUse, if set, reports whether the router itself serves port of
+	// protocol p on its external side (a socket listening on the external
+	// address or on every address). A new mapping never takes such a port,
+	// or a client could take over the router's own service (its SSH or web
+	// port) from the Internet: Add fails with ErrReservedPort (UPnP 729
+	// ConflictWithOtherMechanisms, as miniupnpd answers) and AddAny moves
+	// on to another port. It is asked for each port about to be given to a
+	// new mapping, under the table lock, so it must be quick (a bind probe
+	// is a few microseconds); ports of the table are never asked about.
+	PortInUse func(p Protocol, port uint16) bool
 	// Audit, if set, is told of every change to the table (added,
 	// renewed, changed, deleted, expired) and, at start, of every saved
 	// lease dropped or parked, synchronously, after the change is made.
@@ -90,10 +94,8 @@ type Core struct {
 	log     *slog.Logger
 	events  *dispatcher
 	auditf  func(AuditRecord)
-	// listening is Config.ListeningPorts; listenCache holds its last
-	// answer per protocol (see listeningFor), guarded by mu.
-	listening   func(Protocol) (*PortSet, error)
-	listenCache [2]listenSnapshot
+	// inUse is Config.PortInUse.
+	inUse func(Protocol, uint16) bool
 	// parked are saved leases the backend refused at start.
 	parked []Mapping
 
@@ -106,13 +108,6 @@ type Core struct {
 	timerAt    int64 // deadline the timer is armed for (Unix ns); 0 when not armed
 	retryAfter time.Time
 	closed     bool
-}
-
-// listenSnapshot is a listing of the router's listening ports, with the
-// table's own ports taken out.
-type listenSnapshot struct {
-	set *PortSet
-	at  time.Time
 }
 
 // inflight marks a key as busy with an operation, and holds what that
@@ -163,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		busy:      make(map[uint32]*inflight),
 		pendingBy: make(map[netip.Addr]int),
 		auditf:    cfg.Audit,
-		listening: cfg.ListeningPorts,
+		inUse:     cfg.PortInUse,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
@@ -202,16 +197,6 @@ func (c *Core) restore(ctx context.Context) error {
 	})
 
 	now := c.now()
-	var listening [2]*PortSet
-	if c.listening != nil && len(saved) > 0 {
-		for _, p := range []Protocol{TCP, UDP} {
-			ls, err := c.listening(p)
-			if err != nil {
-				c.log.Warn("cannot list the router's own listening ports; restored leases are not checked against them", "protocol", p, "err", err)
-			}
-			listening[protoIndex(p)] = ls
-		}
-	}
 	restoring := Requester{Source: SourceAdmin}
 	var drop []Key
 	var rewrite []Mapping
@@ -226,7 +211,7 @@ func (c *Core) restore(ctx context.Context) error {
 		orig := m.Expires
 		err := c.admit(req, &m, now, false)
 		if err == nil {
-			err = c.checkPort(req, &m, m.ExternalPort, listening[protoIndex(m.Protocol)])
+			err = c.checkPort(req, &m, m.ExternalPort, true)
 		}
 		if err == nil && c.tab.lookup(m.Key().pack()) != nil {
 			err = fmt.Errorf("%w: duplicate saved lease for %s", ErrConflict, m.Key())
@@ -427,8 +412,6 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
-	listening := c.listeningFor(m, anyPort)
-
 	c.mu.Lock()
 	var (
 		op      *inflight
@@ -437,9 +420,9 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		err     error
 	)
 	if anyPort {
-		op, prev, hadPrev, err = c.claimAnyLocked(ctx, req, &m, listening)
+		op, prev, hadPrev, err = c.claimAnyLocked(ctx, req, &m)
 	} else {
-		op, prev, hadPrev, err = c.claimLocked(ctx, req, &m, listening)
+		op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -481,58 +464,6 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		c.audit(NewAuditRecord(now, AuditRenewed, req, m))
 	}
 	return m, nil
-}
-
-// listeningTTL is how long a listing of the router's own listening
-// ports serves: one listing costs a netlink dump, and a burst of new
-// mappings needs one, not one each. A service the router starts is seen
-// within this delay.
-const listeningTTL = 500 * time.Millisecond
-
-// listeningFor returns the router's own listening ports of m's protocol
-// when the request may create a mapping (a refresh of what the client
-// holds needs no check), or nil.
-//
-// The listing is kept for listeningTTL. The ports of the table, and those
-// busy with an operation, are taken out of it when it is made: those
-// sockets may be the backend's own (the relay listens on the ports it
-// maps), and a mapping deleted after the listing must not leave its port
-// looking taken by the router.
-func (c *Core) listeningFor(m Mapping, anyPort bool) *PortSet {
-	if c.listening == nil {
-		return nil
-	}
-	pi := protoIndex(m.Protocol)
-	c.mu.Lock()
-	e := c.tab.lookup(m.Key().pack())
-	refresh := e != nil && (!anyPort || e.m.InternalAddr == m.InternalAddr && e.m.InternalPort == m.InternalPort)
-	cached := c.listenCache[pi]
-	c.mu.Unlock()
-	if refresh {
-		return nil
-	}
-	now := c.clock.Now()
-	if cached.set != nil && now.Sub(cached.at) >= 0 && now.Sub(cached.at) < listeningTTL {
-		return cached.set
-	}
-	ls, err := c.listening(m.Protocol)
-	if err != nil {
-		c.log.Warn("cannot list the router's own listening ports; this request is not checked against them", "err", err)
-		return nil
-	}
-	set := *ls
-	c.mu.Lock()
-	for i := range set {
-		set[i] &^= c.tab.used[pi][i]
-	}
-	for k := range c.busy {
-		if key := unpackKey(k); key.Protocol == m.Protocol {
-			set.Remove(key.ExternalPort)
-		}
-	}
-	c.listenCache[pi] = listenSnapshot{set: &set, at: now}
-	c.mu.Unlock()
-	return &set
 }
 
 // admit checks everything about a request that does not depend on the
@@ -578,13 +509,13 @@ func (c *Core) admit(req Requester, m *Mapping, now time.Time, anyPort bool) err
 }
 
 // checkPort checks what depends on the external port: reserved ports, the
-// router's own listening ports (when listening is not nil) and the
-// permission rules.
-func (c *Core) checkPort(req Requester, m *Mapping, port uint16, listening *PortSet) error {
+// router's own services (with probe, for a port about to be given to a new
+// mapping) and the permission rules.
+func (c *Core) checkPort(req Requester, m *Mapping, port uint16, probe bool) error {
 	if c.pol.isReserved(m.Protocol, port) {
 		return fmt.Errorf("%w: %s port %d is used by the gateway itself; choose another external port", ErrReservedPort, m.Protocol, port)
 	}
-	if listening != nil && listening.Contains(port) {
+	if probe && c.routerServes(m.Protocol, port) {
 		return fmt.Errorf("%w: the router itself serves %s port %d on its external side; choose another external port", ErrReservedPort, m.Protocol, port)
 	}
 	if !req.admin() && !c.pol.Permit(port, m.InternalAddr, m.InternalPort) {
@@ -592,6 +523,11 @@ func (c *Core) checkPort(req Requester, m *Mapping, port uint16, listening *Port
 			m.Protocol, port, netip.AddrPortFrom(m.InternalAddr, m.InternalPort))
 	}
 	return nil
+}
+
+// routerServes asks Config.PortInUse.
+func (c *Core) routerServes(p Protocol, port uint16) bool {
+	return c.inUse != nil && c.inUse(p, port)
 }
 
 // checkRoomLocked checks the table cap (for a new entry) and owner's quota.
@@ -667,16 +603,15 @@ func (c *Core) isBusyLocked(k uint32) bool {
 
 // claimLocked checks an Add for m's key against the table and marks the
 // key busy.
-func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping, listening *PortSet) (*inflight, Mapping, bool, error) {
+func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping) (*inflight, Mapping, bool, error) {
 	k := m.Key().pack()
 	if err := c.waitIdleLocked(ctx, k); err != nil {
 		return nil, Mapping{}, false, err
 	}
 	e := c.tab.lookup(k)
-	if e != nil {
-		listening = nil // the client's own mapping: the relay may be what listens
-	}
-	if err := c.checkPort(req, m, m.ExternalPort, listening); err != nil {
+	// A port of the table is not probed: the relay backend itself listens
+	// on the ports it maps.
+	if err := c.checkPort(req, m, m.ExternalPort, e == nil); err != nil {
 		return nil, Mapping{}, false, err
 	}
 	if e != nil {
@@ -704,7 +639,7 @@ func (c *Core) claimUpdateLocked(req Requester, k uint32, held Mapping, m *Mappi
 }
 
 // claimAnyLocked picks the external port for AddAny and marks it busy.
-func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping, listening *PortSet) (*inflight, Mapping, bool, error) {
+func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*inflight, Mapping, bool, error) {
 	start := m.ExternalPort
 	if start == 0 {
 		start = m.InternalPort
@@ -714,7 +649,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping, li
 		return nil, Mapping{}, false, err
 	}
 	if e := c.tab.lookup(k); e != nil && e.m.InternalAddr == m.InternalAddr && e.m.InternalPort == m.InternalPort &&
-		c.sameClient(req, e.m, *m) && c.checkPort(req, m, start, nil) == nil {
+		c.sameClient(req, e.m, *m) && c.checkPort(req, m, start, false) == nil {
 		m.ExternalPort = start
 		op, err := c.claimUpdateLocked(req, k, e.m, m)
 		return op, e.m, true, err
@@ -731,17 +666,14 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping, li
 	pi := protoIndex(m.Protocol)
 	used, reserved := &c.tab.used[pi], &c.pol.reserved[pi]
 	// search returns the first port in [from, to] that is not reserved,
-	// not the router's, permitted, and (with free) not taken, skipping
-	// whole words of ports that do not qualify.
+	// permitted, and (with free) not taken, skipping whole words of ports
+	// that do not qualify.
 	search := func(from, to int, free bool) (uint16, bool) {
 		for p := from; p <= to; {
 			w := p / 64
 			taken := reserved[w]
 			if free {
 				taken |= used[w]
-			}
-			if listening != nil {
-				taken |= listening[w]
 			}
 			if taken == ^uint64(0) {
 				p = (w + 1) * 64
@@ -758,9 +690,26 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping, li
 		}
 		return 0, false
 	}
-	port, found := search(int(start), 65535, true)
+	// pick searches [from, to] for a free port the router does not serve
+	// itself, probing at most maxProbes candidates.
+	probes := 0
+	pick := func(from, to int) (uint16, bool) {
+		for from <= to && probes < maxProbes {
+			port, ok := search(from, to, true)
+			if !ok {
+				return 0, false
+			}
+			if !c.routerServes(m.Protocol, port) {
+				return port, true
+			}
+			probes++
+			from = int(port) + 1
+		}
+		return 0, false
+	}
+	port, found := pick(int(start), 65535)
 	if !found && low < start {
-		port, found = search(int(low), int(start)-1, true)
+		port, found = pick(int(low), int(start)-1)
 	}
 	if found {
 		m.ExternalPort = port

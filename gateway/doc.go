@@ -82,6 +82,6 @@
 // a host holds (by internal address, and by internal address, protocol
 // and port), a port bitmap makes AddAny skip taken ports by the word, and
 // bulk deletes go in chunks that release the table between them.
-// Config.ListeningPorts keeps clients off the router's own services, and
+// Config.PortInUse keeps clients off the router's own services, and
 // Config.Audit receives the audit trail.
 package gateway

@@ -64,12 +64,17 @@ type Daemon struct {
 	audit *auditLog
 	// refusals logs refused requests at the default level, bounded.
 	refusals *refusalLog
-	backend  gateway.Backend
-	nftb     *nft.Backend // the backend when it is nft, for Destroy
-	core     *gateway.Core
-	ext      *externalAddr
-	uuid     string
-	epoch    time.Time
+	// probeMu guards probeList, the addresses probeAddrs gives, read at
+	// probeAt.
+	probeMu   sync.Mutex
+	probeList []netip.Addr
+	probeAt   time.Time
+	backend   gateway.Backend
+	nftb      *nft.Backend // the backend when it is nft, for Destroy
+	core      *gateway.Core
+	ext       *externalAddr
+	uuid      string
+	epoch     time.Time
 	// addrChanged is when the external address last changed, for PCP's
 	// epoch (see pcpEpoch); nil until it does.
 	addrChanged atomic.Pointer[time.Time]
@@ -173,9 +178,9 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log, Audit: d.audit.Record}
-	if canListListeners {
-		gcfg.ListeningPorts = func(p gateway.Protocol) (*gateway.PortSet, error) {
-			return listeningPorts(p, d.externalAddrs())
+	if canProbePorts {
+		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
+			return portServed(p, port, d.probeAddrs())
 		}
 	}
 	if d.store != nil {
@@ -347,6 +352,27 @@ func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
 	}
 	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
 	return netip.IPv4Unspecified(), false
+}
+
+// probeAddrsTTL is how long the external addresses probed for the router's
+// own services are reused: reading them costs a netlink dump, and they
+// change seldom (a change is seen within this delay).
+const probeAddrsTTL = time.Second
+
+// probeAddrs are the addresses on which the router's own services are
+// looked for: the external addresses, or, when there is none, every
+// address (0.0.0.0), which errs on the side of refusing.
+func (d *Daemon) probeAddrs() []netip.Addr {
+	d.probeMu.Lock()
+	defer d.probeMu.Unlock()
+	if now := time.Now(); d.probeAt.IsZero() || now.Sub(d.probeAt) > probeAddrsTTL || now.Before(d.probeAt) {
+		d.probeList = d.externalAddrs()
+		if len(d.probeList) == 0 {
+			d.probeList = []netip.Addr{netip.IPv4Unspecified()}
+		}
+		d.probeAt = now
+	}
+	return d.probeList
 }
 
 // externalAddrs are the addresses through which the Internet reaches the

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -104,54 +105,71 @@ func TestInterfaceRolesAreChecked(t *testing.T) {
 	d.Close()
 }
 
-// The router's own listening sockets on the external side are found:
-// those on every address and on an external address, not those on
-// loopback only.
-func TestListeningPortsFindsTheRoutersServices(t *testing.T) {
-	if !canListListeners {
+// The router's own services on the external side are found: a listener
+// on every address or on an external address, a bound UDP socket, not a
+// listener on another (LAN-side) address, nor a port merely in TIME_WAIT.
+func TestPortServedFindsTheRoutersServices(t *testing.T) {
+	if !canProbePorts {
 		t.Skip("not on this system")
 	}
+	port := func(a net.Addr) uint16 { return netip.MustParseAddrPort(a.String()).Port() }
+	lo, lo2 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
 	wild, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer wild.Close()
-	local, err := net.Listen("tcp4", "127.0.0.1:0")
+	other, err := net.Listen("tcp4", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer local.Close()
-	udp, err := net.ListenPacket("udp6", "[::]:0")
+	defer other.Close()
+	udp, err := net.ListenPacket("udp", "[::]:0") // dual-stack
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer udp.Close()
-	port := func(a net.Addr) uint16 { return netip.MustParseAddrPort(a.String()).Port() }
-
-	tcp, err := listeningPorts(gateway.TCP, nil)
+	udp6, err := net.ListenPacket("udp6", "[::]:0") // IPv6 only: no IPv4 service
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !tcp.Contains(port(wild.Addr())) || tcp.Contains(port(local.Addr())) {
-		t.Errorf("TCP: wildcard listener found %v (want true), loopback one %v (want false)", tcp.Contains(port(wild.Addr())), tcp.Contains(port(local.Addr())))
+	defer udp6.Close()
+	if !portServed(gateway.TCP, port(wild.Addr()), []netip.Addr{lo}) {
+		t.Error("a listener on every address is not found")
 	}
-	tcp, _ = listeningPorts(gateway.TCP, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	if !tcp.Contains(port(local.Addr())) {
+	if portServed(gateway.TCP, port(other.Addr()), []netip.Addr{lo}) {
+		t.Error("a listener on another address counts")
+	}
+	if !portServed(gateway.TCP, port(other.Addr()), []netip.Addr{lo, lo2}) {
 		t.Error("a listener on an external address is not found")
 	}
-	u, err := listeningPorts(gateway.UDP, nil)
-	if err != nil {
-		t.Fatal(err)
+	if !portServed(gateway.UDP, port(udp.LocalAddr()), []netip.Addr{lo}) {
+		t.Error("a dual-stack wildcard UDP socket is not found")
 	}
-	if !u.Contains(port(udp.LocalAddr())) {
-		t.Error("an IPv6 wildcard UDP socket is not found")
+	if portServed(gateway.UDP, port(udp6.LocalAddr()), []netip.Addr{lo}) {
+		t.Error("an IPv6-only UDP socket counts for IPv4")
+	}
+	// A closed listener whose connection left a TIME_WAIT is free.
+	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
+	p := port(ln.Addr())
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	if c, err := net.Dial("tcp4", ln.Addr().String()); err == nil {
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	ln.Close()
+	if portServed(gateway.TCP, p, []netip.Addr{lo}) {
+		t.Error("a port with only a TIME_WAIT left counts as served")
 	}
 }
 
-func BenchmarkListeningPorts(b *testing.B) {
-	for b.Loop() {
-		if _, err := listeningPorts(gateway.TCP, nil); err != nil {
-			b.Fatal(err)
-		}
+func BenchmarkPortServed(b *testing.B) {
+	lo := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	for i := 0; b.Loop(); i++ {
+		portServed(gateway.TCP, uint16(40000+i%1000), lo)
 	}
 }
