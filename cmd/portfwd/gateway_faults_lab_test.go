@@ -242,7 +242,17 @@ func TestLabGatewayParksWhatTheBackendRefuses(t *testing.T) {
 	}
 	s.Close()
 
+	// nft monitor prints nothing before its first event: make one, and
+	// start the gateway once the monitor has shown it.
 	monitor := l.Start(t, natlab.HostRouter, "nft", "monitor")
+	seen := within(5*time.Second, 20*time.Millisecond, func() bool {
+		l.Run(t, natlab.HostRouter, "nft", "add", "table", "inet", "pfmonitorready")
+		l.Run(t, natlab.HostRouter, "nft", "delete", "table", "inet", "pfmonitorready")
+		return strings.Contains(monitor.Output(), "pfmonitorready")
+	})
+	if !seen {
+		t.Fatal("nft monitor shows no event")
+	}
 	g.start(t)
 	if got, _ := soap(t, l, lanAddr(0), "GetExternalIPAddress"); got != "200" {
 		t.Fatalf("the gateway does not serve: %s", got)
