@@ -75,8 +75,14 @@ func rssMiB(t *testing.T, pid int) float64 {
 // until it answers.
 func startGateway(t *testing.T, l *natlab.Lab, stateDir string) (*natlab.Process, time.Duration) {
 	bin := natlab.GoBuild(t, "github.com/portfwd/portfwd/cmd/portfwd")
+	// One load generator plays every client: no per-client quota, no
+	// table cap, as miniupnpd has none.
+	conf := filepath.Join(l.RunDir, "bench-gateway.toml")
+	if err := os.WriteFile(conf, []byte("[policy]\nmax_per_client = 0\nmax_mappings = 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	p := l.Start(t, natlab.HostRouter, bin, "gateway", "--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
+	p := l.Start(t, natlab.HostRouter, bin, "gateway", "--config", conf, "--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
 		"--external-ip", l.RouterWANIP.String(), "--backend", "nft", "--state-dir", stateDir, "--log-level", "warn", "--admin", "off")
 	l.WaitTCP(t, natlab.HostLAN, netip.AddrPortFrom(l.RouterLANIP, 5000), 30*time.Second, p)
 	return p, time.Since(start)

@@ -50,6 +50,9 @@ type Rule struct {
 	RemoteHost netip.Addr
 }
 
+// Key returns the table key the rule is installed for.
+func (r Rule) Key() Key { return Key{Protocol: r.Protocol, ExternalPort: r.ExternalPort} }
+
 func (r Rule) String() string {
 	s := fmt.Sprintf("%s %d -> %s", r.Protocol, r.ExternalPort, netip.AddrPortFrom(r.InternalAddr, r.InternalPort))
 	if r.RemoteHost.IsValid() {
@@ -77,4 +80,13 @@ type Backend interface {
 	// Close releases resources. It does not remove installed rules (so that
 	// a restart keeps traffic flowing); call Flush first for that.
 	Close() error
+}
+
+// BatchDeleter may be implemented by a Backend that removes many rules
+// faster together than one by one (the nft backend sends them in a few
+// netlink messages). DeleteBatch removes every rule in rules, or reports
+// an error, after which the Core falls back to Delete for each rule to
+// learn which ones failed.
+type BatchDeleter interface {
+	DeleteBatch(ctx context.Context, rules []Rule) error
 }

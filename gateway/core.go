@@ -29,6 +29,15 @@ const (
 	// maxDeleteRounds bounds how often a bulk delete goes back for keys
 	// that were busy with another operation on its first pass.
 	maxDeleteRounds = 8
+	// maxProbes bounds the ports one AddAny asks Config.PortInUse about:
+	// a run of ports the router serves itself is skipped, but a request
+	// never holds the table for long.
+	maxProbes = 256
+	// deleteChunk bounds the mappings a bulk delete takes from the table
+	// at a time, so that the table lock and the keys it marks busy are
+	// released between chunks: other clients are served while a host
+	// deletes thousands of mappings.
+	deleteChunk = 512
 )
 
 // Config configures a Core.
@@ -46,6 +55,22 @@ type Config struct {
 	ExternalAddr func() netip.Addr
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
+	// PortInUse, if set, reports whether the router itself serves port of
+	// protocol p on its external side (a socket listening on the external
+	// address or on every address). A new mapping never takes such a port,
+	// or a client could take over the router's own service (its SSH or web
+	// port) from the Internet: Add fails with ErrReservedPort (UPnP 729
+	// ConflictWithOtherMechanisms, as miniupnpd answers) and AddAny moves
+	// on to another port. It is asked for each port about to be given to a
+	// new mapping, under the table lock, so it must be quick (a bind probe
+	// is a few microseconds); ports of the table are never asked about.
+	PortInUse func(p Protocol, port uint16) bool
+	// Audit, if set, is told of every change to the table (added,
+	// renewed, changed, deleted, expired) and, at start, of every saved
+	// lease dropped or parked, synchronously, after the change is made.
+	// Refusals are not the Core's to record: the protocol adapters know
+	// what the client was answered. It must not call the Core.
+	Audit func(AuditRecord)
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -68,6 +93,11 @@ type Core struct {
 	extAddr func() netip.Addr
 	log     *slog.Logger
 	events  *dispatcher
+	auditf  func(AuditRecord)
+	// inUse is Config.PortInUse.
+	inUse func(Protocol, uint16) bool
+	// parked are saved leases the backend refused at start.
+	parked []Mapping
 
 	mu         sync.Mutex
 	tab        *table
@@ -92,17 +122,23 @@ type inflight struct {
 
 // New builds a Core and restores the leases in cfg.Store.
 //
-// The backend is flushed first and then given exactly the restored
-// mappings, so that the data plane matches the table whatever happened
-// before (a crash between a backend call and a store write, or a previous
-// run's rules left installed by Close without flush). Restoring drops
-// leases that have expired and re-checks every other one against the
-// current policy, dropping those it now denies (a rule was tightened, a
-// port reserved, a quota lowered; oldest leases are kept first) and
-// clamping lease times to the current MaxLease.
+// Restoring drops leases that have expired and re-checks every other one
+// against the current policy, dropping those it now denies (a rule was
+// tightened, a port reserved or taken by one of the router's own
+// services, a quota lowered; oldest leases are kept first) and clamping
+// lease times to the current MaxLease.
 //
-// If the backend refuses a restored mapping, New fails and leaves the
-// store as it was, so that a retry after fixing the backend loses nothing.
+// The backend is then made to hold exactly the restored mappings, so
+// that the data plane matches the table whatever happened before (a crash
+// between a backend call and a store write, or a previous run's rules
+// left installed by Close without flush). It is never flushed first: a
+// backend that can list its rules (RuleLister) is reconciled, adding and
+// replacing what differs and only then removing what is left over, so
+// that forwarding carries on across the restart; another backend is
+// flushed, which costs nothing (the relay starts empty in every process).
+// A mapping the backend refuses is parked: it stays in the store, for
+// the next start, but not in the table, with a warning, and the others
+// are served (see Parked).
 func New(ctx context.Context, cfg Config) (*Core, error) {
 	if cfg.Backend == nil {
 		return nil, errors.New("gateway: Config.Backend is nil; pass a backend (nft, relay, or NewMemory for tests)")
@@ -121,6 +157,8 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		tab:       newTable(),
 		busy:      make(map[uint32]*inflight),
 		pendingBy: make(map[netip.Addr]int),
+		auditf:    cfg.Audit,
+		inUse:     cfg.PortInUse,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
@@ -159,6 +197,7 @@ func (c *Core) restore(ctx context.Context) error {
 	})
 
 	now := c.now()
+	restoring := Requester{Source: SourceAdmin}
 	var drop []Key
 	var rewrite []Mapping
 	expired, denied := 0, 0
@@ -172,7 +211,7 @@ func (c *Core) restore(ctx context.Context) error {
 		orig := m.Expires
 		err := c.admit(req, &m, now, false)
 		if err == nil {
-			err = c.checkPort(req, &m, m.ExternalPort)
+			err = c.checkPort(req, &m, m.ExternalPort, true)
 		}
 		if err == nil && c.tab.lookup(m.Key().pack()) != nil {
 			err = fmt.Errorf("%w: duplicate saved lease for %s", ErrConflict, m.Key())
@@ -184,6 +223,9 @@ func (c *Core) restore(ctx context.Context) error {
 			c.log.Warn("dropping saved lease the current policy denies", "mapping", m, "err", err)
 			drop = append(drop, m.Key())
 			denied++
+			r := NewAuditRecord(now, AuditDropped, restoring, m)
+			r.Result, r.Reason = "not restored", err.Error()
+			c.audit(r)
 			continue
 		}
 		if !orig.IsZero() && m.Expires.After(orig) {
@@ -195,30 +237,101 @@ func (c *Core) restore(ctx context.Context) error {
 		c.tab.put(m)
 	}
 
-	if err := c.backend.Flush(ctx); err != nil {
-		return fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
-			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
-	}
-	for i := 0; i < c.tab.len(); i++ {
-		m := c.tab.at(i).m
-		if !m.Enabled {
-			continue
-		}
-		if err := c.backend.Add(ctx, m.Rule()); err != nil {
-			return fmt.Errorf("gateway: re-applying saved lease (fix the backend and restart; saved leases are kept): %w",
-				&BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err})
-		}
+	parked, err := c.applyRestored(ctx)
+	if err != nil {
+		return err
 	}
 	if c.store != nil && (len(drop) > 0 || len(rewrite) > 0) {
-		if err := c.store.Save(rewrite, drop); err != nil {
+		// Parked leases are left in the store as they were.
+		var keep []Mapping
+		for _, m := range rewrite {
+			if c.tab.lookup(m.Key().pack()) != nil {
+				keep = append(keep, m)
+			}
+		}
+		if err := c.store.Save(keep, drop); err != nil {
 			return fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
 		}
 	}
 	if len(saved) > 0 {
 		c.log.Info("restored leases", "restored", c.tab.len(), "expired", expired, "denied", denied,
-			"backend", c.backend.Name())
+			"parked", parked, "backend", c.backend.Name())
 	}
 	return nil
+}
+
+// RuleLister is implemented by backends that can report the rules they
+// hold, including those an earlier run left installed. New reconciles
+// such a backend with the restored table instead of flushing it.
+type RuleLister interface {
+	InstalledRules(ctx context.Context) ([]Rule, error)
+}
+
+// applyRestored makes the backend hold the table's enabled mappings (see
+// New), parking those it refuses, and returns how many it parked.
+func (c *Core) applyRestored(ctx context.Context) (int, error) {
+	installed := map[uint32]Rule{}
+	lister, canList := c.backend.(RuleLister)
+	if canList {
+		rules, err := lister.InstalledRules(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("gateway: reading the rules installed before the restart: %w",
+				&BackendError{Backend: c.backend.Name(), Op: "list", Err: err})
+		}
+		for _, r := range rules {
+			installed[r.Key().pack()] = r
+		}
+	} else if err := c.backend.Flush(ctx); err != nil {
+		return 0, fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
+			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
+	}
+	var park []Mapping
+	for i := 0; i < c.tab.len(); i++ {
+		m := c.tab.at(i).m
+		if !m.Enabled {
+			continue
+		}
+		k := m.Key().pack()
+		if r, ok := installed[k]; ok && r == m.Rule() {
+			delete(installed, k)
+			continue // forwarding already, untouched across the restart
+		}
+		delete(installed, k) // Add replaces it
+		if err := c.backend.Add(ctx, m.Rule()); err != nil {
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
+			}
+			berr := &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
+			c.log.Warn("the backend refused a saved lease; it is parked (kept in the state directory for the next start, not served now)",
+				"mapping", m, "err", berr)
+			park = append(park, m)
+		}
+	}
+	for _, m := range park {
+		c.tab.remove(m.Key().pack())
+		r := NewAuditRecord(c.now(), AuditParked, Requester{Source: SourceAdmin}, m)
+		r.Result, r.Reason = "not restored", "the "+c.backend.Name()+" backend refused it at start"
+		c.audit(r)
+	}
+	c.parked = park
+	// What is left was installed before the restart and is no lease now
+	// (expired, denied, parked or never recorded): it must not forward.
+	for _, r := range installed {
+		if err := c.backend.Delete(ctx, r); err != nil {
+			return len(park), fmt.Errorf("gateway: removing a rule left from an earlier run: %w",
+				&BackendError{Backend: c.backend.Name(), Op: "delete", Rule: r, Err: err})
+		}
+	}
+	return len(park), nil
+}
+
+// Parked returns the saved leases that the backend refused at start: they
+// are kept in the store, to be tried again at the next start, but they
+// are not in the table and forward nothing.
+func (c *Core) Parked() []Mapping {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.parked)
 }
 
 // now returns the current time without a monotonic reading; see
@@ -299,7 +412,6 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
-
 	c.mu.Lock()
 	var (
 		op      *inflight
@@ -341,10 +453,15 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 	switch {
 	case !hadPrev:
 		c.log.Info("port mapping added", "mapping", m, "lease_s", m.LeaseSeconds(now))
+		c.audit(NewAuditRecord(now, AuditAdded, req, m))
 	case prev.Rule() != m.Rule() || prev.Enabled != m.Enabled:
 		c.log.Info("port mapping changed", "mapping", m, "was", prev)
+		r := NewAuditRecord(now, AuditChanged, req, m)
+		r.Reason = "was " + prev.String()
+		c.audit(r)
 	default:
 		c.log.Debug("port mapping refreshed", "mapping", m, "lease_s", m.LeaseSeconds(now))
+		c.audit(NewAuditRecord(now, AuditRenewed, req, m))
 	}
 	return m, nil
 }
@@ -364,6 +481,9 @@ func (c *Core) admit(req Requester, m *Mapping, now time.Time, anyPort bool) err
 	}
 	if m.ExternalPort == 0 && !anyPort {
 		return fmt.Errorf("%w: give an external port, or use AddAnyPortMapping to let the gateway pick one", ErrWildcardExternalPort)
+	}
+	if m.RemoteHost.IsValid() && m.RemoteHost.Is4() != a.Is4() {
+		return fmt.Errorf("%w: remote host %v and internal client %v are not of the same address family; a mapping forwards one family", ErrInvalidArgs, m.RemoteHost, a)
 	}
 	if m.RemoteHost.IsValid() && c.pol.WildcardRemoteHostOnly {
 		return fmt.Errorf("%w: this gateway cannot restrict a mapping to remote host %v; leave the remote host empty", ErrRemoteHostNotSupported, m.RemoteHost)
@@ -388,17 +508,26 @@ func (c *Core) admit(req Requester, m *Mapping, now time.Time, anyPort bool) err
 	return nil
 }
 
-// checkPort checks what depends on the external port: reserved ports and
-// the permission rules.
-func (c *Core) checkPort(req Requester, m *Mapping, port uint16) error {
+// checkPort checks what depends on the external port: reserved ports, the
+// router's own services (with probe, for a port about to be given to a new
+// mapping) and the permission rules.
+func (c *Core) checkPort(req Requester, m *Mapping, port uint16, probe bool) error {
 	if c.pol.isReserved(m.Protocol, port) {
 		return fmt.Errorf("%w: %s port %d is used by the gateway itself; choose another external port", ErrReservedPort, m.Protocol, port)
+	}
+	if probe && c.routerServes(m.Protocol, port) {
+		return fmt.Errorf("%w: the router itself serves %s port %d on its external side; choose another external port", ErrReservedPort, m.Protocol, port)
 	}
 	if !req.admin() && !c.pol.Permit(port, m.InternalAddr, m.InternalPort) {
 		return fmt.Errorf("%w: no permission rule allows mapping %s port %d to %v", ErrNotAuthorized,
 			m.Protocol, port, netip.AddrPortFrom(m.InternalAddr, m.InternalPort))
 	}
 	return nil
+}
+
+// routerServes asks Config.PortInUse.
+func (c *Core) routerServes(p Protocol, port uint16) bool {
+	return c.inUse != nil && c.inUse(p, port)
 }
 
 // checkRoomLocked checks the table cap (for a new entry) and owner's quota.
@@ -479,10 +608,13 @@ func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping) (*inf
 	if err := c.waitIdleLocked(ctx, k); err != nil {
 		return nil, Mapping{}, false, err
 	}
-	if err := c.checkPort(req, m, m.ExternalPort); err != nil {
+	e := c.tab.lookup(k)
+	// A port of the table is not probed: the relay backend itself listens
+	// on the ports it maps.
+	if err := c.checkPort(req, m, m.ExternalPort, e == nil); err != nil {
 		return nil, Mapping{}, false, err
 	}
-	if e := c.tab.lookup(k); e != nil {
+	if e != nil {
 		if !c.sameClient(req, e.m, *m) {
 			return nil, Mapping{}, false, &ConflictError{Holder: e.m}
 		}
@@ -517,7 +649,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 		return nil, Mapping{}, false, err
 	}
 	if e := c.tab.lookup(k); e != nil && e.m.InternalAddr == m.InternalAddr && e.m.InternalPort == m.InternalPort &&
-		c.sameClient(req, e.m, *m) && c.checkPort(req, m, start) == nil {
+		c.sameClient(req, e.m, *m) && c.checkPort(req, m, start, false) == nil {
 		m.ExternalPort = start
 		op, err := c.claimUpdateLocked(req, k, e.m, m)
 		return op, e.m, true, err
@@ -531,31 +663,63 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 	if start >= 1024 {
 		low = 1024
 	}
-	permitted := false
-	try := func(port uint16) bool {
-		if c.pol.isReserved(m.Protocol, port) || (!req.admin() && !filter.permit(port)) {
-			return false
+	pi := protoIndex(m.Protocol)
+	used, reserved := &c.tab.used[pi], &c.pol.reserved[pi]
+	// search returns the first port in [from, to] that is not reserved,
+	// permitted, and (with free) not taken, skipping whole words of ports
+	// that do not qualify.
+	search := func(from, to int, free bool) (uint16, bool) {
+		for p := from; p <= to; {
+			w := p / 64
+			taken := reserved[w]
+			if free {
+				taken |= used[w]
+			}
+			if taken == ^uint64(0) {
+				p = (w + 1) * 64
+				continue
+			}
+			if taken&(1<<(p%64)) == 0 {
+				port := uint16(p)
+				if (req.admin() || filter.permit(port)) &&
+					(!free || !c.isBusyLocked(Key{Protocol: m.Protocol, ExternalPort: port}.pack())) {
+					return port, true
+				}
+			}
+			p++
 		}
-		permitted = true
-		kk := Key{Protocol: m.Protocol, ExternalPort: port}.pack()
-		return !c.isBusyLocked(kk) && c.tab.lookup(kk) == nil
+		return 0, false
 	}
-	found := false
-	for p := int(start); p <= 65535 && !found; p++ {
-		if try(uint16(p)) {
-			m.ExternalPort, found = uint16(p), true
+	// pick searches [from, to] for a free port the router does not serve
+	// itself, probing at most maxProbes candidates.
+	probes := 0
+	pick := func(from, to int) (uint16, bool) {
+		for from <= to && probes < maxProbes {
+			port, ok := search(from, to, true)
+			if !ok {
+				return 0, false
+			}
+			if !c.routerServes(m.Protocol, port) {
+				return port, true
+			}
+			probes++
+			from = int(port) + 1
 		}
+		return 0, false
 	}
-	for p := int(low); p < int(start) && !found; p++ {
-		if try(uint16(p)) {
-			m.ExternalPort, found = uint16(p), true
-		}
+	port, found := pick(int(start), 65535)
+	if !found && low < start {
+		port, found = pick(int(low), int(start)-1)
 	}
-	switch {
-	case found:
+	if found {
+		m.ExternalPort = port
 		return c.markBusyLocked(req, m.Key().pack(), m.Owner, true, true), Mapping{}, false, nil
+	}
+	// Nothing free: say whether it is the rules or the crowd.
+	_, permitted := search(int(low), 65535, false)
+	switch {
 	case !permitted:
-		return nil, Mapping{}, false, fmt.Errorf("%w: no permission rule lets %s traffic be forwarded to %v on any external port",
+		return nil, Mapping{}, false, fmt.Errorf("%w: no permission rule lets %s traffic be forwarded to %v on any free external port",
 			ErrNotAuthorized, m.Protocol, netip.AddrPortFrom(m.InternalAddr, m.InternalPort))
 	}
 	return nil, Mapping{}, false, fmt.Errorf("%w: every %s port this client may use is taken; remove unused mappings", ErrNoPortsAvailable, m.Protocol)
@@ -683,6 +847,7 @@ func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPor
 		return err
 	}
 	c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
+	c.audit(NewAuditRecord(c.now(), AuditDeleted, req, m))
 	return nil
 }
 
@@ -711,6 +876,21 @@ func (c *Core) removeBatch(ctx context.Context, ms []Mapping, expiring bool) ([]
 	}
 	var errs []error
 	var failed []Mapping
+	if bd, isBatch := c.backend.(BatchDeleter); isBatch && len(ms) > 1 {
+		var rules []Rule
+		for _, m := range ms {
+			if m.Enabled {
+				rules = append(rules, m.Rule())
+			}
+		}
+		if err := bd.DeleteBatch(ctx, rules); err == nil {
+			for i := range ok {
+				ok[i] = true
+			}
+			return ok, nil
+		}
+		// Learn which ones failed, one by one.
+	}
 	for i, m := range ms {
 		if m.Enabled {
 			if err := c.backend.Delete(ctx, m.Rule()); err != nil {
@@ -770,8 +950,8 @@ func (c *Core) DeleteRange(ctx context.Context, req Requester, proto Protocol, s
 // holder of the address left behind). Finding nothing is not an error.
 // Mappings made by the administrator are kept, and reported with
 // ErrNotAuthorized after the others are deleted, as RFC 6886 asks. It
-// scans the whole table, which is fine for a request a host sends once
-// per address change.
+// visits the mappings to req.Addr only (an index), in chunks, so that
+// other clients are served while it runs.
 func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -781,9 +961,8 @@ func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) 
 		return 0, fmt.Errorf("%w: the request has no source address", ErrNotAuthorized)
 	}
 	candidates := func(yield func(uint32, *tableEntry) bool) {
-		for i := 0; i < c.tab.len(); i++ {
-			e := c.tab.at(i)
-			if e.m.Protocol == proto && e.m.InternalAddr == req.Addr {
+		for e := range c.tab.internalEntries(req.Addr) {
+			if e.m.Protocol == proto {
 				if !yield(e.m.Key().pack(), e) {
 					return
 				}
@@ -836,6 +1015,7 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		}
 		var batch []Mapping
 		var wait chan struct{}
+		more := false
 		for k, e := range candidates {
 			if op, ok := c.busy[k]; ok {
 				wait = op.done
@@ -844,6 +1024,10 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 			if !allowed(e.m) {
 				refused[k] = struct{}{}
 				continue
+			}
+			if len(batch) == deleteChunk {
+				more = true
+				break
 			}
 			batch = append(batch, e.m)
 		}
@@ -867,13 +1051,19 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		}
 		c.rearmLocked()
 		c.mu.Unlock()
+		now := c.now()
 		for i, m := range batch {
 			if ok[i] {
 				c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
+				c.audit(NewAuditRecord(now, AuditDeleted, req, m))
 			}
 		}
 		if err != nil {
 			return deleted, len(refused), err
+		}
+		if more {
+			round-- // a full chunk is progress, not a wait for busy keys
+			continue
 		}
 		if wait == nil {
 			break
@@ -984,9 +1174,9 @@ func (c *Core) FindByInternal(owner netip.Addr, proto Protocol, internalPort uin
 	defer c.mu.Unlock()
 	var best Mapping
 	found := false
-	for e := range c.tab.ownerEntries(owner) {
-		m := e.m
-		if m.Protocol != proto || m.InternalPort != internalPort || m.InternalAddr != owner {
+	for _, k := range c.tab.forwardingTo(owner, proto, internalPort) {
+		m := c.tab.lookup(k).m
+		if m.Owner != owner {
 			continue
 		}
 		if !found || better(m, best) {
@@ -1078,6 +1268,10 @@ func (c *Core) expire() {
 	for i, m := range batch {
 		if ok[i] {
 			c.log.Info("port mapping expired", "mapping", m)
+			r := NewAuditRecord(now, AuditExpired, Requester{Source: SourceAdmin}, m)
+			r.Via = m.Source.String()
+			r.Client = m.Owner
+			c.audit(r)
 		}
 	}
 	if err != nil {
@@ -1174,8 +1368,12 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 				errs = append(errs, fmt.Errorf("%w: %w", ErrStore, err))
 			}
 		}
+		now := c.now()
 		for i, m := range all {
 			c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: len(all) - i - 1})
+			r := NewAuditRecord(now, AuditDeleted, Requester{Source: SourceAdmin}, m)
+			r.Reason = "the gateway stopped with flush on exit"
+			c.audit(r)
 		}
 		c.log.Info("removed all port mappings on close", "count", len(all))
 	}

@@ -68,8 +68,20 @@
 //
 // FileStore keeps leases in an append-only journal with compaction: a
 // change costs one small write, a kill -9 at any point loses no
-// acknowledged lease, and a torn last record is ignored. It also keeps the
-// device UUID and the NAT-PMP epoch origin. On start, New drops expired
-// leases, re-checks the rest against the current policy, flushes the
-// backend and re-applies what is left.
+// acknowledged lease, and damage anywhere in the file (a torn last
+// record, a flipped bit, garbage appended) costs only the records it
+// touches, with the damaged file kept aside. It also keeps the device
+// UUID and the NAT-PMP epoch origin. On start, New drops expired leases,
+// re-checks the rest against the current policy, and reconciles the
+// backend with what is left without flushing it first; a lease the
+// backend refuses is parked rather than failing the start.
+//
+// # Safety
+//
+// Two indexes keep every request's cost independent of how many mappings
+// a host holds (by internal address, and by internal address, protocol
+// and port), a port bitmap makes AddAny skip taken ports by the word, and
+// bulk deletes go in chunks that release the table between them.
+// Config.PortInUse keeps clients off the router's own services, and
+// Config.Audit receives the audit trail.
 package gateway

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,11 +10,14 @@ import (
 	"time"
 )
 
-// The lease journal is a file of framed records after an 8-byte magic:
+// The lease journal is a file of records after an 8-byte file magic:
 //
-//	frame   = length u32 | crc u32 | payload      (little endian; crc is
-//	                                              CRC-32C of payload)
-//	payload = op*                                 (applied all or nothing)
+//	file    = "pfwdlog2" record*
+//	record  = sync [4] | length u32 | crc u32 | payload
+//	                                 (little endian; sync is recordSync, crc
+//	                                 is CRC-32C of the length field and the
+//	                                 payload)
+//	payload = op*                    (applied all or nothing)
 //	op      = 1 put | 2 del | 3 epoch
 //	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled) |
 //	          source u8 | internal addr | remote addr | owner addr |
@@ -24,40 +28,152 @@ import (
 //	time    = 0 (zero time) | 1 | unix seconds i64 | nanoseconds u32
 //	desc    = len u16 | bytes
 //
-// Each Save becomes one frame written with one write call, so a frame is
-// either entirely in the file or is the torn tail a crash leaves; the CRC
-// tells the two apart. Replay stops at the first frame that is incomplete
-// or fails its CRC.
+// Each Save is written with one write call, so that a crash leaves at most
+// a torn tail. Every record carries its own checksum and starts with a
+// sync marker, so that damage anywhere (a flipped bit on flash, garbage
+// appended, a cut) costs only the records it touches: replay skips a
+// damaged stretch, finds the next sync marker that starts a record whose
+// checksum holds, and carries on from there (see scanJournal). Records are
+// small, one lease each when the journal is compacted and at most
+// maxOpsPerRecord operations when a Save changes many, so a damaged record
+// loses few leases.
+//
+// Version 1 ("pfwdlog1", frames of length | crc | payload without a sync
+// marker) is still read; the first compaction rewrites it as version 2.
 
 const (
-	journalMagic   = "pfwdlog1"
-	frameHeaderLen = 8
-	// maxFramePayload bounds a frame so that a corrupted length cannot
-	// make replay allocate absurdly; the largest real frame (every
-	// mapping of a full table in one Save) is under 10 MiB.
+	journalMagic   = "pfwdlog2"
+	journalMagicV1 = "pfwdlog1"
+	// recordSync starts every record. Its bytes are unlikely in the
+	// payloads (0xA5 and 0x5A are not printable, and no length, port or
+	// flag sequence produces them together), but nothing depends on that:
+	// a false sync inside a damaged stretch is rejected by the checksum.
+	recordSync      = "\xa5PF\x5a"
+	recordHeaderLen = 12
+	frameHeaderLen  = 8 // version 1
+	// maxFramePayload bounds a record so that a corrupted length cannot
+	// make replay allocate or skip absurdly; real records are far
+	// smaller (see maxOpsPerRecord).
 	maxFramePayload = 64 << 20
+	// maxOpsPerRecord bounds the operations of one record: a Save that
+	// changes more is written as several records, in the same write call.
+	maxOpsPerRecord = 64
 
 	opPut   byte = 1
 	opDel   byte = 2
 	opEpoch byte = 3
 )
 
-// checksum is CRC-32C, which the hardware computes on common CPUs.
-// (MakeTable builds the Castagnoli table once and caches it.)
-func checksum(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+// castagnoli is the CRC-32C table, which the hardware computes on common
+// CPUs.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checksum is CRC-32C of b.
+func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // errTorn reports an incomplete or damaged frame.
 var errTorn = errors.New("torn or damaged journal record")
 
-// appendFrame appends the frame holding payload to dst.
+// appendRecord appends the record holding payload to dst.
+func appendRecord(dst, payload []byte) []byte {
+	dst = append(dst, recordSync...)
+	start := len(dst)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
+	sum := crc32.Update(checksum(dst[start:]), castagnoli, payload)
+	dst = binary.LittleEndian.AppendUint32(dst, sum)
+	return append(dst, payload...)
+}
+
+// nextRecord returns the payload of the record at the start of b and the
+// record's total length, or errTorn when b does not start with a whole
+// record whose checksum holds.
+func nextRecord(b []byte) (payload []byte, n int, err error) {
+	if len(b) < recordHeaderLen || string(b[:len(recordSync)]) != recordSync {
+		return nil, 0, errTorn
+	}
+	size := binary.LittleEndian.Uint32(b[4:])
+	sum := binary.LittleEndian.Uint32(b[8:])
+	if size > maxFramePayload || uint64(len(b)-recordHeaderLen) < uint64(size) {
+		return nil, 0, errTorn
+	}
+	payload = b[recordHeaderLen : recordHeaderLen+int(size)]
+	if crc32.Update(checksum(b[4:8]), castagnoli, payload) != sum {
+		return nil, 0, errTorn
+	}
+	return payload, recordHeaderLen + int(size), nil
+}
+
+// damage is a stretch of a journal that replay could not read.
+type damage struct {
+	Offset, Length int
+	// Tail is set when the stretch runs to the end of the file: a write
+	// cut short by a crash or power loss, or bytes appended to the file.
+	Tail bool
+}
+
+// scannedRecord is one readable record of a journal.
+type scannedRecord struct {
+	offset int
+	ops    []journalOp
+}
+
+// scanJournal reads every record of a version 2 journal that is intact
+// and decodes, in file order, and reports the stretches it had to skip. A
+// damaged file magic is one such stretch: the records after it are still
+// read. Records that pass their checksum but do not decode (written by a
+// newer version, or damaged in a way the checksum missed) are skipped as
+// damage too. Its cost is linear in the size of data: a damaged stretch
+// is searched for sync markers only, and each candidate is checked once.
+func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
+	off := 0
+	if len(data) >= len(journalMagic) && string(data[:len(journalMagic)]) == journalMagic {
+		off = len(journalMagic)
+	}
+	badFrom := -1
+	if off == 0 && len(data) > 0 {
+		badFrom = 0 // the file magic itself is damaged
+	}
+	endBad := func(at int) {
+		if badFrom >= 0 && at > badFrom {
+			bad = append(bad, damage{Offset: badFrom, Length: at - badFrom, Tail: at == len(data)})
+			badFrom = -1
+		}
+	}
+	for off < len(data) {
+		if payload, n, err := nextRecord(data[off:]); err == nil {
+			if ops, err := decodeOps(payload); err == nil {
+				endBad(off)
+				badFrom = -1
+				recs = append(recs, scannedRecord{offset: off, ops: ops})
+				off += n
+				continue
+			}
+		}
+		// Not a record here: the damage starts (or goes on); look for the
+		// next sync marker.
+		if badFrom < 0 {
+			badFrom = off
+		}
+		i := bytes.Index(data[off+1:], []byte(recordSync))
+		if i < 0 {
+			break // the damage runs to the end
+		}
+		off += 1 + i
+	}
+	endBad(len(data))
+	return recs, bad
+}
+
+// appendFrame appends the version 1 frame holding payload to dst (for
+// tests of the version 1 reader).
 func appendFrame(dst, payload []byte) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
 	dst = binary.LittleEndian.AppendUint32(dst, checksum(payload))
 	return append(dst, payload...)
 }
 
-// nextFrame returns the payload of the frame at the start of b and the
-// frame's total length, or errTorn.
+// nextFrame returns the payload of the version 1 frame at the start of b
+// and the frame's total length, or errTorn.
 func nextFrame(b []byte) (payload []byte, n int, err error) {
 	if len(b) < frameHeaderLen {
 		return nil, 0, errTorn
@@ -72,6 +188,28 @@ func nextFrame(b []byte) (payload []byte, n int, err error) {
 		return nil, 0, errTorn
 	}
 	return payload, frameHeaderLen + int(size), nil
+}
+
+// scanJournalV1 reads a version 1 journal up to its first damaged frame,
+// which version 1 cannot see past.
+func scanJournalV1(data []byte) (recs []scannedRecord, bad []damage) {
+	off := len(journalMagicV1)
+	for off < len(data) {
+		payload, n, err := nextFrame(data[off:])
+		if err != nil {
+			break
+		}
+		ops, err := decodeOps(payload)
+		if err != nil {
+			break
+		}
+		recs = append(recs, scannedRecord{offset: off, ops: ops})
+		off += n
+	}
+	if off < len(data) {
+		bad = append(bad, damage{Offset: off, Length: len(data) - off, Tail: true})
+	}
+	return recs, bad
 }
 
 func appendPutOp(dst []byte, m Mapping) []byte {

@@ -30,8 +30,8 @@ func NewMemory() *Memory { return &Memory{} }
 // Name returns "memory".
 func (b *Memory) Name() string { return "memory" }
 
-// SetFault makes every later call consult f first: op is "add", "delete"
-// or "flush" (with a zero Rule), and a non-nil result fails the call
+// SetFault makes every later call consult f first: op is "add", "delete",
+// "flush" or "list" (the last two with a zero Rule), and a non-nil result fails the call
 // without changing anything. A nil f removes the fault.
 func (b *Memory) SetFault(f func(op string, r Rule) error) {
 	b.mu.Lock()
@@ -86,6 +86,17 @@ func (b *Memory) Flush(ctx context.Context) error {
 	}
 	clear(b.rules)
 	return nil
+}
+
+// InstalledRules implements RuleLister.
+func (b *Memory) InstalledRules(ctx context.Context) ([]Rule, error) {
+	b.mu.Lock()
+	err := b.check(ctx, "list", Rule{})
+	b.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return b.Rules(), nil
 }
 
 // Close marks the backend closed; the rules stay, as for real backends.

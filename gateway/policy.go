@@ -282,8 +282,8 @@ func (p Policy) Permit(ext uint16, client netip.Addr, internal uint16) bool {
 // compiledPolicy is a Policy with lookups made O(1) for the hot paths.
 type compiledPolicy struct {
 	Policy
-	// reserved holds one bit per port, for TCP ([0]) and UDP ([1]).
-	reserved [2][65536 / 64]uint64
+	// reserved holds the reserved ports of TCP ([0]) and UDP ([1]).
+	reserved [2]PortSet
 }
 
 func compilePolicy(p Policy) (*compiledPolicy, error) {
@@ -299,7 +299,7 @@ func compilePolicy(p Policy) (*compiledPolicy, error) {
 	for _, s := range p.Reserved {
 		for _, idx := range protoIndexes(s.Protocol) {
 			for port := int(s.Ports.Min); port <= int(s.Ports.Max); port++ {
-				c.reserved[idx][port/64] |= 1 << (port % 64)
+				c.reserved[idx].Add(uint16(port))
 			}
 		}
 	}
@@ -317,11 +317,7 @@ func protoIndexes(p Protocol) []int {
 }
 
 func (c *compiledPolicy) isReserved(p Protocol, port uint16) bool {
-	idx := 0
-	if p == UDP {
-		idx = 1
-	}
-	return c.reserved[idx][port/64]&(1<<(port%64)) != 0
+	return c.reserved[protoIndex(p)].Contains(port)
 }
 
 // externalFilter returns the rules that can apply to client:internal, in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -80,23 +81,82 @@ func TestRestoreKeepsOldestUnderLoweredQuota(t *testing.T) {
 	}
 }
 
-func TestRestoreFailsWithoutLosingLeasesWhenBackendRefuses(t *testing.T) {
+// A saved lease the backend refuses at start is parked: kept in the store
+// for the next start, left out of the table, while every other lease is
+// served. The backend is never flushed first: rules that were already
+// right keep forwarding, untouched.
+func TestRestoreParksWhatTheBackendRefusesAndServesTheRest(t *testing.T) {
 	f := newFixture(t, gateway.Policy{})
-	f.add(upnp("192.168.1.10"), tcp(80, "192.168.1.10", 80))
+	a := upnp("192.168.1.10")
+	f.add(a, tcp(80, "192.168.1.10", 80))
+	f.add(a, tcp(81, "192.168.1.10", 81))
+	f.add(a, tcp(82, "192.168.1.10", 82))
 	f.core.Close(ctx, false)
+	before := f.mem.Calls()
 
-	broken := gateway.NewMemory()
-	broken.SetFault(func(op string, r gateway.Rule) error {
-		if op == "add" {
-			return errors.New("nf_tables: table missing")
+	var audit []gateway.AuditRecord
+	f.mem.SetFault(func(op string, r gateway.Rule) error {
+		switch {
+		case op == "flush":
+			return errors.New("flushed before applying")
+		case op == "add" && r.ExternalPort == 81:
+			return errors.New("nf_tables: no such address family")
 		}
 		return nil
 	})
-	_, err := gateway.New(ctx, gateway.Config{Backend: broken, Store: f.store, Clock: f.clock})
-	errIs(t, err, gateway.ErrBackend)
-	if f.store.len() != 1 {
-		t.Fatalf("store holds %d leases after a failed start, want 1", f.store.len())
+	// The backend lost rule 82 meanwhile; 80 is still installed.
+	f.mem.Delete(ctx, tcp(82, "192.168.1.10", 82).Rule())
+	f.mem.Delete(ctx, tcp(81, "192.168.1.10", 81).Rule())
+	c, err := gateway.New(ctx, gateway.Config{Backend: f.mem, Store: f.store, Clock: f.clock,
+		Audit: func(r gateway.AuditRecord) { audit = append(audit, r) }})
+	if err != nil {
+		t.Fatalf("a start with one refused lease failed: %v", err)
 	}
+	defer c.Close(ctx, false)
+	if c.Len() != 2 {
+		t.Errorf("serving %d mappings, want 80 and 82", c.Len())
+	}
+	if p := c.Parked(); len(p) != 1 || p[0].ExternalPort != 81 {
+		t.Errorf("parked %v, want 81", p)
+	}
+	if f.store.len() != 3 {
+		t.Errorf("store holds %d leases, want all 3 (the parked one kept for the next start)", f.store.len())
+	}
+	calls := f.mem.Calls()
+	if calls.Flush != before.Flush {
+		t.Error("the backend was flushed at start")
+	}
+	// 80 was installed and right: not touched. 82 re-added, 81 tried.
+	if adds := calls.Add - before.Add; adds != 2 {
+		t.Errorf("%d adds at start, want 2 (81 refused, 82 re-added)", adds)
+	}
+	if _, ok := f.mem.Rule(gateway.Key{Protocol: gateway.TCP, ExternalPort: 81}); ok {
+		t.Error("the refused lease is installed")
+	}
+	if len(audit) != 1 || audit[0].Event != gateway.AuditParked || audit[0].ExternalPort != 81 {
+		t.Errorf("audit %+v, want one parked record for 81", audit)
+	}
+}
+
+// A listing backend holding rules that are no lease any more (expired
+// while the gateway was down, or never recorded) is cleaned up after the
+// leases are applied.
+func TestRestoreRemovesLeftoverRulesAfterApplying(t *testing.T) {
+	f := newFixture(t, gateway.Policy{})
+	f.add(upnp("192.168.1.10"), tcp(80, "192.168.1.10", 80))
+	f.core.Close(ctx, false)
+	var order []string
+	f.mem.Add(ctx, gateway.Rule{Protocol: gateway.UDP, ExternalPort: 9999, InternalAddr: addr("192.168.1.99"), InternalPort: 9})
+	f.mem.Delete(ctx, tcp(80, "192.168.1.10", 80).Rule())
+	f.mem.SetFault(func(op string, r gateway.Rule) error {
+		order = append(order, op)
+		return nil
+	})
+	f.start(gateway.Policy{})
+	if want := []string{"list", "add", "delete"}; !slices.Equal(order, want) {
+		t.Errorf("backend calls %v, want %v: apply, then remove what is left", order, want)
+	}
+	f.checkConsistent()
 }
 
 func TestRestoreFromFileStoreAcrossRestart(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,8 +37,6 @@ const (
 	lockFileName   = "lock"
 
 	defaultCompactAt = 1 << 20
-	// compactionChunk bounds one frame of a compacted journal.
-	compactionChunk = 1 << 20
 )
 
 // FileStoreOptions tunes a FileStore. The zero value is sensible.
@@ -63,10 +62,12 @@ type FileStoreOptions struct {
 // journal of changes (see journal.go) with periodic compaction, so that a
 // change costs one small write and a restart reads one file:
 //
-//   - every Save appends one CRC-checked frame with a single write;
-//   - on open, the journal is replayed up to the first incomplete or
-//     damaged frame (the torn tail a crash mid-write leaves), which is
-//     discarded;
+//   - every Save appends CRC-checked records with a single write;
+//   - on open, the journal is replayed record by record; a damaged
+//     stretch (the torn tail a crash mid-write leaves, a flipped bit,
+//     bytes appended) is skipped, replay resynchronises on the next intact
+//     record, the damaged file is copied aside for inspection and the
+//     journal is rewritten from what was read;
 //   - when the journal has grown well past the live data, it is rewritten
 //     to a temporary file, synced and renamed over the old one, so a crash
 //     during compaction leaves either the old or the new journal intact.
@@ -91,6 +92,7 @@ type FileStore struct {
 	liveBytes int64
 	epoch     time.Time
 	broken    error // set when the journal may end in a partial frame
+	damaged   []JournalDamage
 	closed    bool
 	buf       []byte
 }
@@ -155,32 +157,31 @@ func (s *FileStore) replayLocked() error {
 		return fmt.Errorf("reading lease journal: %w", err)
 	}
 	rewrite := false
+	var recs []scannedRecord
+	var bad []damage
 	switch {
-	case len(data) < len(journalMagic) && journalMagic[:len(data)] == string(data):
+	case len(data) < len(journalMagic) && (journalMagic[:len(data)] == string(data) || journalMagicV1[:len(data)] == string(data)):
 		// Missing, empty, or torn while being created: no state.
 		rewrite = true
 		data = nil
-	case len(data) < len(journalMagic) || string(data[:len(journalMagic)]) != journalMagic:
-		aside := fmt.Sprintf("%s.corrupt-%d", path, s.clock.Now().Unix())
-		if err := os.Rename(path, aside); err != nil {
-			return fmt.Errorf("lease journal %s is not a portfwd journal and cannot be moved aside (move or delete it): %w", path, err)
-		}
-		s.log.Error("lease journal is not a portfwd journal; moved it aside and starting with no leases", "moved_to", aside)
-		rewrite = true
-		data = nil
+	case len(data) >= len(journalMagicV1) && string(data[:len(journalMagicV1)]) == journalMagicV1:
+		recs, bad = scanJournalV1(data)
+		rewrite = true // into version 2
+	default:
+		recs, bad = scanJournal(data)
 	}
-
-	off := len(journalMagic)
-	for data != nil && off < len(data) {
-		payload, n, err := nextFrame(data[off:])
+	if len(data) > 0 && len(recs) == 0 && len(bad) > 0 && bad[0].Offset == 0 && bad[0].Tail {
+		// Not one record anywhere: not a journal of ours at all (or one
+		// damaged beyond recovery). Keep it, start empty.
+		aside, err := s.keepAside(path, data)
 		if err != nil {
-			break
+			return fmt.Errorf("lease journal %s is not a portfwd journal and cannot be copied aside (move or delete it): %w", path, err)
 		}
-		ops, err := decodeOps(payload)
-		if err != nil {
-			break
-		}
-		for _, op := range ops {
+		s.log.Error("lease journal holds no readable record; kept it aside and starting with no leases", "path", path, "kept_as", aside, "bytes", len(data))
+		recs, bad, rewrite = nil, nil, true
+	}
+	for _, r := range recs {
+		for _, op := range r.ops {
 			switch op.kind {
 			case opPut:
 				s.putLive(op.key.pack(), bytes.Clone(op.raw))
@@ -190,11 +191,23 @@ func (s *FileStore) replayLocked() error {
 				s.epoch = op.epoch
 			}
 		}
-		off += n
 	}
-	if data != nil && off < len(data) {
-		s.log.Warn("ignoring torn or damaged end of the lease journal (a crash during a write)",
-			"path", path, "kept_bytes", off, "dropped_bytes", len(data)-off)
+	if len(bad) > 0 || len(recs) > 0 && !bytes.HasPrefix(data, []byte(journalMagic)) && !bytes.HasPrefix(data, []byte(journalMagicV1)) {
+		// Never rewrite what could not be read without keeping a copy.
+		aside, err := s.keepAside(path, data)
+		if err != nil {
+			return fmt.Errorf("lease journal %s is damaged and cannot be copied aside before it is rewritten (free some space, or move it away): %w", path, err)
+		}
+		for _, d := range bad {
+			what := "damaged stretch skipped; reading went on at the next intact record"
+			if d.Tail {
+				what = "damaged or incomplete end dropped (a write cut short by a crash or power loss, or bytes appended)"
+			}
+			s.log.Warn("lease journal: "+what, "path", path, "offset", d.Offset, "bytes", d.Length)
+		}
+		s.log.Warn("lease journal was damaged: kept every intact lease, and a copy of the damaged file for inspection",
+			"leases", len(s.live), "records_read", len(recs), "damaged_stretches", len(bad), "copy", aside)
+		s.damaged = append(s.damaged, JournalDamage{Copy: aside, Stretches: len(bad), Leases: len(s.live)})
 		rewrite = true
 	}
 	// The NAT-PMP epoch tells clients whether the gateway kept their
@@ -214,6 +227,48 @@ func (s *FileStore) replayLocked() error {
 	}
 	s.f, s.size = f, int64(len(data))
 	return nil
+}
+
+// maxKeptAside bounds the damaged journals kept for inspection, so that a
+// router that keeps losing power does not fill its flash with them.
+const maxKeptAside = 5
+
+// keepAside writes a copy of a damaged journal's contents beside it, named
+// leases.journal.damaged-TIME, and removes the oldest such copies beyond
+// maxKeptAside. A copy, not a rename: until the journal is rewritten, the
+// original must stay where the next start will look for it.
+func (s *FileStore) keepAside(path string, data []byte) (string, error) {
+	aside := fmt.Sprintf("%s.damaged-%s", path, s.clock.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := writeSynced(aside, data); err != nil {
+		os.Remove(aside)
+		return "", err
+	}
+	if old, err := filepath.Glob(path + ".damaged-*"); err == nil && len(old) > maxKeptAside {
+		slices.Sort(old) // the names sort by time
+		for _, f := range old[:len(old)-maxKeptAside] {
+			os.Remove(f)
+		}
+	}
+	return aside, nil
+}
+
+// JournalDamage describes damage found in the lease journal when the
+// store was opened.
+type JournalDamage struct {
+	// Copy is where the damaged file was kept for inspection.
+	Copy string
+	// Stretches is how many damaged stretches were skipped.
+	Stretches int
+	// Leases is how many leases were read from the intact records.
+	Leases int
+}
+
+// Damage reports the damage found in the journal when the store was
+// opened, if any.
+func (s *FileStore) Damage() []JournalDamage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.damaged)
 }
 
 func (s *FileStore) putLive(k uint32, raw []byte) {
@@ -264,17 +319,26 @@ func (s *FileStore) Save(put []Mapping, del []Key) error {
 		}
 	}
 
+	// Each op is encoded once into payload; records of at most
+	// maxOpsPerRecord ops are cut from it into one buffer written at once.
 	payload := s.buf[:0]
-	ends := make([]int, len(put))
-	for i, m := range put {
+	ends := make([]int, 0, len(put)+len(del))
+	for _, m := range put {
 		payload = appendPutOp(payload, m)
-		ends[i] = len(payload)
+		ends = append(ends, len(payload))
 	}
 	for _, k := range del {
 		payload = appendDelOp(payload, k)
+		ends = append(ends, len(payload))
 	}
-	frame := appendFrame(make([]byte, 0, frameHeaderLen+len(payload)), payload)
-	if err := s.appendLocked(frame); err != nil {
+	records := (len(ends) + maxOpsPerRecord - 1) / maxOpsPerRecord
+	buf := make([]byte, 0, len(payload)+records*recordHeaderLen)
+	for start, i := 0, 0; i < len(ends); i += maxOpsPerRecord {
+		end := ends[min(i+maxOpsPerRecord, len(ends))-1]
+		buf = appendRecord(buf, payload[start:end])
+		start = end
+	}
+	if err := s.appendLocked(buf); err != nil {
 		return err
 	}
 	start := 0
@@ -328,19 +392,12 @@ func (s *FileStore) Compact() error {
 
 func (s *FileStore) compactLocked() error {
 	tmp := filepath.Join(s.dir, journalTmpFile)
-	var buf []byte
+	// One record per lease, so that damage to one costs that one only.
+	buf := make([]byte, 0, len(journalMagic)+recordHeaderLen*(len(s.live)+1)+int(s.liveBytes)+16)
 	buf = append(buf, journalMagic...)
-	buf = appendFrame(buf, appendEpochOp(nil, s.epoch))
-	var payload []byte
+	buf = appendRecord(buf, appendEpochOp(nil, s.epoch))
 	for _, raw := range s.live {
-		payload = append(payload, raw...)
-		if len(payload) >= compactionChunk {
-			buf = appendFrame(buf, payload)
-			payload = payload[:0]
-		}
-	}
-	if len(payload) > 0 {
-		buf = appendFrame(buf, payload)
+		buf = appendRecord(buf, raw)
 	}
 	if err := writeSynced(tmp, buf); err != nil {
 		os.Remove(tmp)

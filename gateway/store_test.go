@@ -184,7 +184,7 @@ func TestFileStoreMovesAsideForeignFile(t *testing.T) {
 	if got := loadMap(t, s); len(got) != 0 {
 		t.Errorf("loaded %d leases from a foreign file", len(got))
 	}
-	aside, _ := filepath.Glob(path + ".corrupt-*")
+	aside, _ := filepath.Glob(path + ".damaged-*")
 	if len(aside) != 1 {
 		t.Errorf("foreign file not kept aside: %v", aside)
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math"
+	"math/bits"
 	"net/netip"
 	"time"
 )
@@ -18,22 +19,73 @@ import (
 //
 //   - per owner, a dense list of keys (swap-removed the same way), giving
 //     quota counts and the i-th entry of one owner (ListOwnOnly) in O(1);
+//   - per internal address, the same kind of dense list, and per internal
+//     address, protocol and port the (usually single) key forwarding
+//     there, so that NAT-PMP and PCP, which name a mapping by its internal
+//     side, find it in O(1) however many mappings the host holds;
+//   - a bitmap of the external ports in use per protocol, so that AddAny
+//     skips 64 taken ports at a time;
 //   - a binary min-heap of expiry times, whose root is the next lease to
 //     end, so that the Core needs a single timer. Each entry knows its heap
 //     position and each heap item its entry's slot (fixed up when the
 //     entry moves), making refresh and delete O(log n) with no stale items
 //     and no map lookups while sifting.
 type table struct {
-	entries []tableEntry
-	slots   map[uint32]int32
-	owners  map[netip.Addr]*ownerKeys
-	heap    []heapItem
+	entries    []tableEntry
+	slots      map[uint32]int32
+	owners     map[netip.Addr]*ownerKeys
+	internals  map[netip.Addr]*ownerKeys
+	byInternal map[internalKey][]uint32
+	used       [2]PortSet
+	heap       []heapItem
 }
 
 type tableEntry struct {
-	m        Mapping
-	heapIdx  int32 // position in heap; -1 for permanent mappings
-	ownerIdx int32 // position in owners[m.Owner].keys
+	m           Mapping
+	heapIdx     int32 // position in heap; -1 for permanent mappings
+	ownerIdx    int32 // position in owners[m.Owner].keys
+	internalIdx int32 // position in internals[m.InternalAddr].keys
+}
+
+// internalKey names where a mapping forwards to.
+type internalKey struct {
+	addr  netip.Addr
+	proto Protocol
+	port  uint16
+}
+
+func internalKeyOf(m *Mapping) internalKey {
+	return internalKey{addr: m.InternalAddr, proto: m.Protocol, port: m.InternalPort}
+}
+
+// PortSet is a set of ports, one bit each (8 KiB). The zero value is
+// empty.
+type PortSet [65536 / 64]uint64
+
+// Add puts p in the set.
+func (s *PortSet) Add(p uint16) { s[p/64] |= 1 << (p % 64) }
+
+// Remove takes p out of the set.
+func (s *PortSet) Remove(p uint16) { s[p/64] &^= 1 << (p % 64) }
+
+// Contains reports whether p is in the set.
+func (s *PortSet) Contains(p uint16) bool { return s[p/64]&(1<<(p%64)) != 0 }
+
+// Len returns the number of ports in the set.
+func (s *PortSet) Len() int {
+	n := 0
+	for _, w := range s {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
+// protoIndex is the index of p in per-protocol arrays: TCP 0, UDP 1.
+func protoIndex(p Protocol) int {
+	if p == UDP {
+		return 1
+	}
+	return 0
 }
 
 type ownerKeys struct{ keys []uint32 }
@@ -47,8 +99,10 @@ func (t *table) heapKey(i int) uint32 { return t.entries[t.heap[i].slot].m.Key()
 
 func newTable() *table {
 	return &table{
-		slots:  make(map[uint32]int32),
-		owners: make(map[netip.Addr]*ownerKeys),
+		slots:      make(map[uint32]int32),
+		owners:     make(map[netip.Addr]*ownerKeys),
+		internals:  make(map[netip.Addr]*ownerKeys),
+		byInternal: make(map[internalKey][]uint32),
 	}
 }
 
@@ -108,11 +162,17 @@ func (t *table) put(m Mapping) {
 		e := &t.entries[i]
 		if e.m.Owner != m.Owner {
 			t.ownerRemove(e)
-			e.m = m
-			t.ownerAdd(k, e)
-		} else {
-			e.m = m
+			t.ownerAdd(k, e, m.Owner)
 		}
+		if e.m.InternalAddr != m.InternalAddr {
+			t.internalRemove(e)
+			t.internalAdd(k, e, m.InternalAddr)
+		}
+		if ik := internalKeyOf(&m); ik != internalKeyOf(&e.m) {
+			t.byInternalRemove(k, internalKeyOf(&e.m))
+			t.byInternal[ik] = append(t.byInternal[ik], k)
+		}
+		e.m = m
 		t.heapSet(i, e, at, expires)
 		return
 	}
@@ -120,8 +180,55 @@ func (t *table) put(m Mapping) {
 	t.entries = append(t.entries, tableEntry{m: m, heapIdx: -1})
 	t.slots[k] = i
 	e := &t.entries[i]
-	t.ownerAdd(k, e)
+	t.ownerAdd(k, e, m.Owner)
+	t.internalAdd(k, e, m.InternalAddr)
+	ik := internalKeyOf(&m)
+	t.byInternal[ik] = append(t.byInternal[ik], k)
+	t.used[protoIndex(m.Protocol)].Add(m.ExternalPort)
 	t.heapSet(i, e, at, expires)
+}
+
+// inUse reports whether proto's external port is in the table.
+func (t *table) inUse(proto Protocol, port uint16) bool {
+	return t.used[protoIndex(proto)].Contains(port)
+}
+
+// forwardingTo returns the keys of the mappings forwarding to
+// addr:port over proto.
+func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) []uint32 {
+	return t.byInternal[internalKey{addr: addr, proto: proto, port: port}]
+}
+
+// internalEntries calls yield for each entry forwarding to addr until it
+// returns false. The table must not change during the iteration.
+func (t *table) internalEntries(addr netip.Addr) func(yield func(*tableEntry) bool) {
+	return func(yield func(*tableEntry) bool) {
+		o := t.internals[addr]
+		if o == nil {
+			return
+		}
+		for _, k := range o.keys {
+			if !yield(t.lookup(k)) {
+				return
+			}
+		}
+	}
+}
+
+func (t *table) byInternalRemove(k uint32, ik internalKey) {
+	keys := t.byInternal[ik]
+	for j, kk := range keys {
+		if kk == k {
+			keys[j] = keys[len(keys)-1]
+			keys = keys[:len(keys)-1]
+			break
+		}
+	}
+	if len(keys) == 0 {
+		delete(t.byInternal, ik)
+	} else {
+		t.byInternal[ik] = keys
+	}
 }
 
 // remove deletes the entry for k and returns it.
@@ -135,6 +242,9 @@ func (t *table) remove(k uint32) (Mapping, bool) {
 		t.heapRemove(int(e.heapIdx))
 	}
 	t.ownerRemove(e)
+	t.internalRemove(e)
+	t.byInternalRemove(k, internalKeyOf(&e.m))
+	t.used[protoIndex(e.m.Protocol)].Remove(e.m.ExternalPort)
 	m := e.m
 	last := int32(len(t.entries) - 1)
 	if i != last {
@@ -151,28 +261,51 @@ func (t *table) remove(k uint32) (Mapping, bool) {
 	return m, true
 }
 
-func (t *table) ownerAdd(k uint32, e *tableEntry) {
-	o := t.owners[e.m.Owner]
-	if o == nil {
-		o = &ownerKeys{}
-		t.owners[e.m.Owner] = o
-	}
-	e.ownerIdx = int32(len(o.keys))
-	o.keys = append(o.keys, k)
+func (t *table) ownerAdd(k uint32, e *tableEntry, owner netip.Addr) {
+	e.ownerIdx = listAdd(t.owners, owner, k)
 }
 
 func (t *table) ownerRemove(e *tableEntry) {
-	o := t.owners[e.m.Owner]
-	last := len(o.keys) - 1
-	if int(e.ownerIdx) != last {
-		moved := o.keys[last]
-		o.keys[e.ownerIdx] = moved
+	if moved, ok := listRemove(t.owners, e.m.Owner, e.ownerIdx); ok {
 		t.entries[t.slots[moved]].ownerIdx = e.ownerIdx
+	}
+}
+
+func (t *table) internalAdd(k uint32, e *tableEntry, addr netip.Addr) {
+	e.internalIdx = listAdd(t.internals, addr, k)
+}
+
+func (t *table) internalRemove(e *tableEntry) {
+	if moved, ok := listRemove(t.internals, e.m.InternalAddr, e.internalIdx); ok {
+		t.entries[t.slots[moved]].internalIdx = e.internalIdx
+	}
+}
+
+// listAdd appends k to lists[a] and returns its position.
+func listAdd(lists map[netip.Addr]*ownerKeys, a netip.Addr, k uint32) int32 {
+	o := lists[a]
+	if o == nil {
+		o = &ownerKeys{}
+		lists[a] = o
+	}
+	o.keys = append(o.keys, k)
+	return int32(len(o.keys) - 1)
+}
+
+// listRemove removes position i of lists[a] by moving the last key into
+// it, and returns that key when one moved.
+func listRemove(lists map[netip.Addr]*ownerKeys, a netip.Addr, i int32) (moved uint32, ok bool) {
+	o := lists[a]
+	last := len(o.keys) - 1
+	if int(i) != last {
+		moved, ok = o.keys[last], true
+		o.keys[i] = moved
 	}
 	o.keys = o.keys[:last]
 	if len(o.keys) == 0 {
-		delete(t.owners, e.m.Owner)
+		delete(lists, a)
 	}
+	return moved, ok
 }
 
 // expiryNanos converts an expiry to the heap's representation. Times

@@ -30,6 +30,21 @@ func checkTable(t *testing.T, tab *table, ref map[uint32]Mapping) {
 		if o := tab.owners[e.m.Owner]; o == nil || int(e.ownerIdx) >= len(o.keys) || o.keys[e.ownerIdx] != k {
 			t.Fatalf("owner index of %v is wrong", e.m)
 		}
+		if o := tab.internals[e.m.InternalAddr]; o == nil || int(e.internalIdx) >= len(o.keys) || o.keys[e.internalIdx] != k {
+			t.Fatalf("internal address index of %v is wrong", e.m)
+		}
+		found := 0
+		for _, kk := range tab.forwardingTo(e.m.InternalAddr, e.m.Protocol, e.m.InternalPort) {
+			if kk == k {
+				found++
+			}
+		}
+		if found != 1 {
+			t.Fatalf("%v is listed %d times under its internal side", e.m, found)
+		}
+		if !tab.inUse(e.m.Protocol, e.m.ExternalPort) {
+			t.Fatalf("%v: port not marked in use", e.m)
+		}
 		_, expires := expiryNanos(e.m.Expires)
 		if expires != (e.heapIdx >= 0) {
 			t.Fatalf("%v: heap index %d, expires %v", e.m, e.heapIdx, expires)
@@ -47,6 +62,22 @@ func checkTable(t *testing.T, tab *table, ref map[uint32]Mapping) {
 	if owned != len(ref) {
 		t.Fatalf("owner lists hold %d keys, want %d", owned, len(ref))
 	}
+	internal, byInternal, used := 0, 0, 0
+	for _, o := range tab.internals {
+		internal += len(o.keys)
+	}
+	for _, keys := range tab.byInternal {
+		if len(keys) == 0 {
+			t.Fatal("empty internal-side list kept")
+		}
+		byInternal += len(keys)
+	}
+	for i := range tab.used {
+		used += tab.used[i].Len()
+	}
+	if internal != len(ref) || byInternal != len(ref) || used != len(ref) {
+		t.Fatalf("internal lists hold %d keys, internal sides %d, port bitmaps %d; want %d", internal, byInternal, used, len(ref))
+	}
 	for i := 1; i < len(tab.heap); i++ {
 		if tab.heap[(i-1)/2].at > tab.heap[i].at {
 			t.Fatalf("heap order broken at %d", i)
@@ -63,7 +94,7 @@ func TestTableMatchesReferenceUnderRandomOperations(t *testing.T) {
 		k := Key{Protocol: []Protocol{TCP, UDP}[rng.IntN(2)], ExternalPort: uint16(1 + rng.IntN(300))}
 		switch rng.IntN(3) {
 		case 0, 1:
-			m := Mapping{Protocol: k.Protocol, ExternalPort: k.ExternalPort, InternalPort: 1,
+			m := Mapping{Protocol: k.Protocol, ExternalPort: k.ExternalPort, InternalPort: uint16(1 + rng.IntN(3)),
 				InternalAddr: owners[rng.IntN(3)], Owner: owners[rng.IntN(3)]}
 			if rng.IntN(4) != 0 {
 				m.Expires = tableT0.Add(time.Duration(rng.IntN(1000)) * time.Second)

@@ -183,12 +183,20 @@ type ConflictError struct {
 	// HolderKnown.
 	Holder      PortMapping
 	HolderKnown bool
+	// Free is true when the router, asked who holds the port
+	// (GetSpecificPortMappingEntry), said nobody (714): the 718 was about
+	// something else than a mapping in the way. miniupnpd in secure mode
+	// answers 718 to a host that asks for a mapping to another host.
+	Free bool
 	// Err is the router's fault.
 	Err error
 }
 
 func (e *ConflictError) Error() string {
 	port := fmt.Sprintf("%d/%s", e.Wanted.ExternalPort, e.Wanted.Protocol)
+	if e.Free {
+		return fmt.Sprintf("the router answered %d (ConflictInMappingEntry) for port %s, although no mapping holds that port", CodeConflictInMappingEntry, port)
+	}
 	if !e.HolderKnown {
 		return fmt.Sprintf("the router answered %d: port %s is already mapped to another client", CodeConflictInMappingEntry, port)
 	}
@@ -274,6 +282,9 @@ func Explain(err error) string {
 	var ce *ConflictError
 	if errors.As(err, &ce) {
 		msg := capitalize(ce.Error()) + ". "
+		if ce.Free {
+			return msg + "Routers answer so when they only let a host map ports to itself (UPnP \"secure mode\"), or when the port is used by the router itself; map the port from the host it should lead to, or choose another external port."
+		}
 		if ce.HolderKnown {
 			return msg + "Choose another external port, or delete that mapping first if it is no longer needed."
 		}

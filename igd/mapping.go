@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -236,7 +239,7 @@ func (c *Client) AddMapping(ctx context.Context, m PortMapping, opts AddOptions)
 	switch code := upnp.ErrorCode(err); {
 	case code == CodeConflictInMappingEntry:
 		holder, herr := c.GetSpecificPortMappingEntry(ctx, m.RemoteHost, m.ExternalPort, m.Protocol)
-		known := herr == nil
+		known, free := herr == nil, upnp.ErrorCode(herr) == CodeNoSuchEntryInArray
 		if known && sameTarget(holder, m) {
 			c.logger().Debug("igd: router refused to renew an existing mapping of this host; deleting and adding it again",
 				"mapping", m.Key())
@@ -247,7 +250,7 @@ func (c *Client) AddMapping(ctx context.Context, m PortMapping, opts AddOptions)
 		if opts.Any {
 			return c.addAny(ctx, m, opts, err)
 		}
-		return PortMapping{}, &ConflictError{Wanted: m, Holder: holder, HolderKnown: known, Err: err}
+		return PortMapping{}, &ConflictError{Wanted: m, Holder: holder, HolderKnown: known, Free: free, Err: err}
 	case code == CodeConflictWithOtherMechanisms && opts.Any:
 		return c.addAny(ctx, m, opts, err)
 	case code == CodeSamePortValuesRequired && opts.Any && m.ExternalPort != m.InternalPort:
@@ -415,12 +418,13 @@ func (c *Client) explainConflict(ctx context.Context, m PortMapping, err error) 
 		return err
 	}
 	holder, herr := c.GetSpecificPortMappingEntry(ctx, m.RemoteHost, m.ExternalPort, m.Protocol)
-	return &ConflictError{Wanted: m, Holder: holder, HolderKnown: herr == nil, Err: err}
+	return &ConflictError{Wanted: m, Holder: holder, HolderKnown: herr == nil, Free: upnp.ErrorCode(herr) == CodeNoSuchEntryInArray, Err: err}
 }
 
 // DeleteRange removes every mapping of proto ("TCP", "UDP", or "" for both)
 // whose external port is in [start, end], and returns how many it removed,
 // or -1 when the router did it in one action without saying how many.
+// RemoveRange does the same and reports exactly which mappings went.
 //
 // A version 2 service is asked for DeletePortMappingRange with NewManage=1,
 // so that other hosts' mappings in the range go too where the router
@@ -492,4 +496,122 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// RangeError reports the mappings RemoveRange found in its range and could
+// not remove, each with the router's reason.
+type RangeError struct {
+	// Kept are the mappings still in the range.
+	Kept []PortMapping
+	// Errs holds, for each of Kept, why it stayed (the router's refusal of
+	// DeletePortMapping, or nil when the router just left it).
+	Errs []error
+}
+
+func (e *RangeError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "igd: %d mapping(s) in the range were not removed:", len(e.Kept))
+	for i, m := range e.Kept {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " %v -> %s", m.Key(), net.JoinHostPort(m.InternalClient, strconv.Itoa(int(m.InternalPort))))
+		if e.Errs[i] != nil {
+			fmt.Fprintf(&b, " (%v)", e.Errs[i])
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns the router's refusals.
+func (e *RangeError) Unwrap() []error {
+	var out []error
+	for _, err := range e.Errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+// RemoveRange removes every mapping of proto ("TCP", "UDP", or "" for both)
+// whose external port is in [start, end], and returns the mappings really
+// removed, as read from the router's table before and after: a version 2
+// service's DeletePortMappingRange does not say what it removed, and
+// routers in secure mode leave other hosts' mappings in place.
+//
+// It lists the table (an empty range sends nothing else), asks a version 2
+// service for DeletePortMappingRange with NewManage=1, then deletes what is
+// left in the range one by one, and lists the table again. Mappings that
+// stay are reported in a *RangeError with the router's reasons; an entry
+// that went away by itself meanwhile is neither removed by us nor an
+// error.
+func (c *Client) RemoveRange(ctx context.Context, start, end uint16, proto string) ([]PortMapping, error) {
+	if start > end {
+		return nil, fmt.Errorf("igd: port range %d-%d is reversed", start, end)
+	}
+	protos := []string{TCP, UDP}
+	if p := normProto(proto); p != "" {
+		if p != TCP && p != UDP {
+			return nil, fmt.Errorf("igd: protocol %q: use TCP or UDP", proto)
+		}
+		protos = []string{p}
+	}
+	inRange := func(list []PortMapping) []PortMapping {
+		var out []PortMapping
+		for _, m := range list {
+			if m.ExternalPort >= start && m.ExternalPort <= end && contains(protos, normProto(m.Protocol)) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	before, err := c.ListPortMappings(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("igd: listing the mappings before deleting a range: %w", err)
+	}
+	targets := inRange(before)
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	refusals := map[Key]error{}
+	if c.Version >= 2 {
+		if err := c.deleteRangeV2(ctx, start, end, protos); err != nil {
+			c.logger().Debug("igd: DeletePortMappingRange failed; deleting entries one by one", "err", err)
+		}
+		after, err := c.ListPortMappings(ctx, nil)
+		if err != nil {
+			return nil, fmt.Errorf("igd: listing the mappings after DeletePortMappingRange: %w", err)
+		}
+		targets = inRange(after)
+	}
+	for _, m := range targets {
+		err := c.DeletePortMapping(ctx, m.RemoteHost, m.ExternalPort, m.Protocol)
+		if err != nil && upnp.ErrorCode(err) != CodeNoSuchEntryInArray {
+			refusals[m.Key()] = err
+		}
+	}
+	after, err := c.ListPortMappings(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("igd: listing the mappings after deleting a range: %w", err)
+	}
+	still := map[Key]PortMapping{}
+	for _, m := range inRange(after) {
+		still[m.Key()] = m
+	}
+	var removed []PortMapping
+	for _, m := range inRange(before) {
+		if _, ok := still[m.Key()]; !ok {
+			removed = append(removed, m)
+		}
+	}
+	if len(still) == 0 {
+		return removed, nil
+	}
+	re := &RangeError{}
+	for _, m := range inRange(after) {
+		re.Kept = append(re.Kept, m)
+		re.Errs = append(re.Errs, refusals[m.Key()])
+	}
+	return removed, re
 }

@@ -8,12 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
+
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
+	productversion "github.com/portfwd/portfwd/internal/version"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -174,6 +175,22 @@ type ServerConfig struct {
 	// the action's name ("" when it could not be read) and the UPnP error
 	// code sent, or 0 on success. It must not block.
 	OnRequest func(action string, code int)
+	// OnFault, if set, is also called for every SOAP action answered with
+	// a fault: who asked what, the code sent and why. The daemon logs
+	// refusals and keeps its audit trail with it. It must not block.
+	OnFault func(Fault)
+}
+
+// Fault describes a SOAP action answered with a UPnP error.
+type Fault struct {
+	Action string
+	Client netip.Addr // the zero Addr when the peer could not be read
+	Code   int
+	// Reason says why: the Service's error, or what was wrong with the
+	// request.
+	Reason error
+	// Args are the request's arguments, as sent.
+	Args upnp.Args
 }
 
 // Server is the HTTP side of a UPnP Internet Gateway Device: it serves the
@@ -186,6 +203,7 @@ type Server struct {
 	version        int
 	log            *slog.Logger
 	onRequest      func(string, int)
+	onFault        func(Fault)
 	allowedHosts   func(string) bool
 	events         http.Handler
 	maxBody        int64
@@ -235,6 +253,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		version:        version,
 		log:            cfg.Logger,
 		onRequest:      cfg.OnRequest,
+		onFault:        cfg.OnFault,
 		allowedHosts:   cfg.AllowedHosts,
 		events:         cfg.Events,
 		maxBody:        cfg.MaxBody,
@@ -251,11 +270,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.maxDescription = DefaultMaxDescription
 	}
 	if s.serverHeader == "" {
-		upnpVersion := "UPnP/1.1"
+		s.serverHeader = productversion.Server
 		if version == 1 {
-			upnpVersion = "UPnP/1.0"
+			s.serverHeader = productversion.ServerUPnP10
 		}
-		s.serverHeader = runtime.GOOS + "/" + runtime.GOARCH + " " + upnpVersion + " portfwd/1.0"
 	}
 	s.dev = newDeviceInfo(cfg, root)
 	for i := range serviceDefs {
@@ -406,6 +424,8 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, d *service
 		case upnp.ErrorCode(err) == CodeInvalidAction:
 			s.log.Debug("igd: SOAP request names no action, or two", "peer", r.RemoteAddr, "err", err)
 			s.writeFault(w, "", CodeInvalidAction)
+			client, _ := peerAddr(r.RemoteAddr)
+			s.fault(Fault{Client: client, Code: CodeInvalidAction, Reason: err})
 		default:
 			s.log.Debug("igd: malformed SOAP request", "peer", r.RemoteAddr, "err", err)
 			http.Error(w, "igd: the request is not a SOAP action call; send a SOAP 1.1 envelope with a SOAPAction header", http.StatusBadRequest)
@@ -425,6 +445,7 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, d *service
 		code, desc := s.faultFor(action, client, err)
 		upnp.WriteFault(w, code, desc)
 		s.report(action, code)
+		s.fault(Fault{Action: action, Client: client, Code: code, Reason: err, Args: args})
 		return
 	}
 	upnp.WriteResponse(w, serviceType, action, out)
@@ -434,6 +455,12 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, d *service
 func (s *Server) writeFault(w http.ResponseWriter, action string, code int) {
 	upnp.WriteFault(w, code, faultText(code))
 	s.report(action, code)
+}
+
+func (s *Server) fault(f Fault) {
+	if s.onFault != nil {
+		s.onFault(f)
+	}
 }
 
 func (s *Server) report(action string, code int) {

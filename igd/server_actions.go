@@ -206,12 +206,19 @@ func (c *call) boolean(name string, def bool) (bool, error) {
 }
 
 // protocol reads NewProtocol, upper-cased since control points send "tcp"
-// too. Anything but TCP and UDP is out of the allowed value list: 601 on
-// version 2, which says so, and 402 on version 1, which predates it.
+// too. An empty value is TCP, as miniupnpd reads it: js-libp2p's
+// nat-port-mapper (Helia, IPFS in the browser) sends DeletePortMapping
+// with an empty NewProtocol and expects its TCP mapping gone. Anything but
+// TCP and UDP is out of the allowed value list: 601 on version 2, which
+// says so, and 402 on version 1, which predates it. An absent argument is
+// 402, as miniupnpd answers.
 func (c *call) protocol() (string, error) {
 	v, err := c.required("NewProtocol")
 	if err != nil {
 		return "", err
+	}
+	if strings.TrimSpace(v) == "" {
+		return TCP, nil
 	}
 	switch p := normProto(v); p {
 	case TCP, UDP:
@@ -241,16 +248,18 @@ func (c *call) remoteHost() (string, error) {
 	return a.String(), nil
 }
 
-// internalClient reads NewInternalClient. Empty or 0.0.0.0 is a wildcard,
-// which the spec forbids: 715 on version 2, whose table says so, and 402
-// on version 1. It must otherwise be an IPv4 address; host names are
-// refused as for remoteHost.
+// internalClient reads NewInternalClient. Absent or empty, it is the
+// requester itself, as miniupnpd reads it (miniupnp issue 236): control
+// points that leave it out mean "this host", and in secure mode it could
+// be nothing else. 0.0.0.0 is a wildcard, which the spec forbids: 715 on
+// version 2, whose table says so, and 402 on version 1. It must otherwise
+// be an IPv4 address; host names are refused as for remoteHost.
 func (c *call) internalClient() (string, error) {
-	v, err := c.required("NewInternalClient")
-	if err != nil {
-		return "", err
-	}
+	v, _ := c.arg("NewInternalClient")
 	v = strings.TrimSpace(v)
+	if v == "" && c.client.Is4() {
+		return c.client.String(), nil
+	}
 	a, perr := netip.ParseAddr(v)
 	if v == "" || (perr == nil && a.Is4() && a.IsUnspecified()) {
 		if c.version >= 2 {
@@ -503,9 +512,15 @@ func (s *Server) getExternalIPAddress(ctx context.Context, _ *call) (upnp.Args, 
 }
 
 func (s *Server) getGenericPortMappingEntry(ctx context.Context, c *call) (upnp.Args, error) {
-	i, err := c.ui2("NewPortMappingIndex")
-	if err != nil {
-		return nil, err
+	// An index sent as an empty element is the first entry: the question
+	// only reads the table, and the control points that send it walk the
+	// table from the start. (miniupnpd answers it 402.)
+	var i uint16
+	if v, ok := c.arg("NewPortMappingIndex"); !ok || strings.TrimSpace(v) != "" {
+		var err error
+		if i, err = c.ui2("NewPortMappingIndex"); err != nil {
+			return nil, err
+		}
 	}
 	m, err := s.svc.GetGenericPortMappingEntry(ctx, c.client, int(i))
 	if err != nil {

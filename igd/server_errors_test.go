@@ -83,11 +83,9 @@ func TestFaults(t *testing.T) {
 		{name: "no protocol", action: "AddPortMapping", args: addArgs("NewProtocol", omit), code: CodeInvalidArgs},
 		{name: "no internal port", action: "AddPortMapping", args: addArgs("NewInternalPort", omit), code: CodeInvalidArgs},
 		{name: "internal port garbage", action: "AddPortMapping", args: addArgs("NewInternalPort", "80a"), code: CodeInvalidArgs},
-		{name: "no internal client", action: "AddPortMapping", args: addArgs("NewInternalClient", omit), code: CodeInvalidArgs},
 		{name: "internal client host name", action: "AddPortMapping", args: addArgs("NewInternalClient", "printer.lan"), code: CodeInvalidArgs},
 		{name: "internal client IPv6", action: "AddPortMapping", args: addArgs("NewInternalClient", "fe80::1"), code: CodeInvalidArgs},
 		{name: "internal client with port", action: "AddPortMapping", args: addArgs("NewInternalClient", "127.0.0.1:80"), code: CodeInvalidArgs},
-		{name: "empty internal client v1", version: 1, action: "AddPortMapping", args: addArgs("NewInternalClient", ""), code: CodeInvalidArgs},
 		{name: "wildcard internal client v1", version: 1, action: "AddPortMapping", args: addArgs("NewInternalClient", "0.0.0.0"), code: CodeInvalidArgs},
 		{name: "NewEnabled garbage", action: "AddPortMapping", args: addArgs("NewEnabled", "maybe"), code: CodeInvalidArgs},
 		{name: "negative lease", action: "AddPortMapping", args: addArgs("NewLeaseDuration", "-5"), code: CodeInvalidArgs},
@@ -119,7 +117,6 @@ func TestFaults(t *testing.T) {
 		{name: "SetConnectionType unknown", action: "SetConnectionType", args: []string{"NewConnectionType", "PPPoE"}, code: codeArgumentValueOutOfRange},
 
 		// The 7xx codes the handler decides.
-		{name: "empty internal client v2", version: 2, action: "AddPortMapping", args: addArgs("NewInternalClient", ""), code: CodeWildCardNotPermittedInSrcIP},
 		{name: "wildcard internal client v2", version: 2, action: "AddAnyPortMapping", args: addArgs("NewInternalClient", "0.0.0.0"), code: CodeWildCardNotPermittedInSrcIP},
 		{name: "external port 0", action: "AddPortMapping", args: addArgs("NewExternalPort", "0"), code: CodeWildCardNotPermittedInExtPort},
 		{name: "internal port 0 v2", version: 2, action: "AddPortMapping", args: addArgs("NewInternalPort", "0"), code: CodeWildCardNotPermittedInIntPort},

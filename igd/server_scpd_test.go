@@ -63,7 +63,7 @@ func parseSCPD(t *testing.T, data []byte) *scpdDoc {
 
 // lenientArgs are the in arguments the handler lets a control point leave
 // out, with the defaults TestLenientArguments checks.
-var lenientArgs = []string{"NewRemoteHost", "NewEnabled", "NewPortMappingDescription", "NewLeaseDuration", "NewManage"}
+var lenientArgs = []string{"NewRemoteHost", "NewEnabled", "NewPortMappingDescription", "NewLeaseDuration", "NewManage", "NewInternalClient"}
 
 // sampleArgs holds a valid value for every in argument name.
 var sampleArgs = map[string]string{

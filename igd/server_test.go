@@ -439,6 +439,33 @@ func TestLenientArguments(t *testing.T) {
 		"newportmappingindex", "0"); err != nil {
 		t.Errorf("GetGenericPortMappingEntry with a lower-case argument name: %v", err)
 	}
+
+	// What miniupnpd accepts from real clients. An empty NewProtocol is
+	// TCP: js-libp2p's nat-port-mapper deletes that way.
+	if _, err := soapCall(t, srv, WANIPConnectionControlPath, URNWANIPConnection2, "DeletePortMapping",
+		"NewRemoteHost", "", "NewExternalPort", "4000", "NewProtocol", ""); upnp.ErrorCode(err) != CodeNoSuchEntryInArray {
+		t.Errorf("DeletePortMapping TCP 4000 (empty protocol) where only UDP 4000 exists: %v, want 714", err)
+	}
+	if got, _ := f.lastCall("DeletePortMapping"); got.proto != TCP {
+		t.Errorf("an empty protocol reached the Service as %q, want TCP", got.proto)
+	}
+	// No NewInternalClient, or an empty one: the requester itself.
+	for _, args := range [][]string{
+		{"NewExternalPort", "4002", "NewProtocol", "TCP", "NewInternalPort", "4002"},
+		{"NewExternalPort", "4003", "NewProtocol", "TCP", "NewInternalPort", "4003", "NewInternalClient", ""},
+	} {
+		if _, err := soapCall(t, srv, WANIPConnectionControlPath, URNWANIPConnection2, "AddPortMapping", args...); err != nil {
+			t.Errorf("AddPortMapping %v: %v", args, err)
+		}
+		if got, _ := f.lastCall("AddPortMapping"); got.mapping.InternalClient != "127.0.0.1" {
+			t.Errorf("AddPortMapping %v: internal client %q, want the requester 127.0.0.1", args, got.mapping.InternalClient)
+		}
+	}
+	// An index sent as an empty element is the first entry.
+	if _, err := soapCall(t, srv, WANIPConnectionControlPath, URNWANIPConnection2, "GetGenericPortMappingEntry",
+		"NewPortMappingIndex", ""); upnp.ErrorCode(err) == CodeInvalidArgs {
+		t.Errorf("GetGenericPortMappingEntry with an empty index: %v", err)
+	}
 }
 
 // TestOnRequest checks the metrics hook sees every answered action with
@@ -511,5 +538,21 @@ func TestQueryStateVariableNamespaces(t *testing.T) {
 		if upnp.ErrorCode(err) != code || (code == 0 && out.Value("return") != "IP_Routed") {
 			t.Errorf("QueryStateVariable in %s: %+v, %v; want code %d", st, out, err, code)
 		}
+	}
+}
+
+// TestOnFault: every fault reaches the hook with who asked, the code and
+// why, for the daemon's log and audit trail.
+func TestOnFault(t *testing.T) {
+	var got []Fault
+	f := newFake()
+	srv, _ := newTestServer(t, 2, f, func(c *ServerConfig) {
+		c.OnFault = func(x Fault) { got = append(got, x) }
+	})
+	soapCall(t, srv, WANIPConnectionControlPath, URNWANIPConnection2, "GetExternalIPAddress")
+	soapCall(t, srv, WANIPConnectionControlPath, URNWANIPConnection2, "AddPortMapping", "NewExternalPort", "99999")
+	if len(got) != 1 || got[0].Action != "AddPortMapping" || got[0].Code != CodeInvalidArgs ||
+		got[0].Client != netip.MustParseAddr("127.0.0.1") || got[0].Reason == nil || len(got[0].Args) != 1 {
+		t.Errorf("OnFault saw %+v", got)
 	}
 }

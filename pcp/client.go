@@ -102,7 +102,7 @@ type MapRequest struct {
 	Lifetime time.Duration
 	// Nonce names the mapping's owner; the zero value means a random one,
 	// returned in MapResult. Keep it: refreshing or deleting the mapping
-	// needs it (see NonceStore).
+	// needs it (portmap's state store keeps it across processes).
 	Nonce Nonce
 	// PreferFailure asks the server to fail with CANNOT_PROVIDE_EXTERNAL
 	// rather than assign another external port than the suggested one
@@ -243,13 +243,14 @@ func (c *Client) Refresh(ctx context.Context, prev MapResult, lifetime time.Dura
 // the nonce of the request that made the mapping: a server refuses any
 // other with NOT_AUTHORIZED (RFC 6887 §11.3), which is what keeps
 // other hosts' programs from deleting it. A program that deletes the
-// mapping of an earlier process gets the nonce from a NonceStore.
+// mapping of an earlier process must have kept its nonce (portmap's state
+// store does).
 //
 // Deleting a mapping that does not exist succeeds by the RFC; miniupnpd
 // 2.3 answers NO_RESOURCES instead.
 func (c *Client) Delete(ctx context.Context, proto Protocol, internalPort uint16, nonce Nonce) error {
 	if nonce.IsZero() {
-		return errors.New("pcp: delete: no nonce: the server only deletes a mapping for the nonce that created it; keep MapResult.Nonce, or use a NonceStore")
+		return errors.New("pcp: delete: no nonce: the server only deletes a mapping for the nonce that created it; keep MapResult.Nonce (across processes too)")
 	}
 	if proto == AllProtocols && internalPort != 0 {
 		return fmt.Errorf("pcp: delete: internal port %d with all protocols; give a protocol, or port 0", internalPort)

@@ -214,8 +214,8 @@ func (c ResultCode) ShortLifetime() bool {
 // Nonce is a mapping nonce: 96 random bits that name a mapping's owner.
 // A server only lets a refresh or delete change a mapping when it carries
 // the nonce that created it (RFC 6887 §11.3), so a client that wants to
-// delete its mapping later, from another process even, must keep it (see
-// NonceStore).
+// delete its mapping later, from another process even, must keep it
+// (portmap's state store does).
 type Nonce [12]byte
 
 // NewNonce returns a random nonce, from crypto/rand: it is a capability, so
@@ -234,7 +234,7 @@ func (n Nonce) IsZero() bool { return n == Nonce{} }
 // String returns n in hexadecimal.
 func (n Nonce) String() string { return hex.EncodeToString(n[:]) }
 
-// MarshalText encodes n in hexadecimal, as in NonceStore's files.
+// MarshalText encodes n in hexadecimal.
 func (n Nonce) MarshalText() ([]byte, error) { return []byte(n.String()), nil }
 
 // UnmarshalText decodes the hexadecimal form of a nonce.

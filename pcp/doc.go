@@ -24,8 +24,8 @@
 // §8.5) to notice when the router rebooted and lost its mappings.
 //
 // A mapping can only be refreshed or deleted with the nonce that made it.
-// MapResult carries it; NonceStore keeps it on disk for a later process,
-// such as a command-line "unmap".
+// MapResult carries it; a program that deletes the mapping in a later
+// process keeps it on disk (portmap's state store does).
 //
 // HandlePacket and Server answer requests through a Handler, which is
 // where the router's mapping table lives; they own no socket, so that a

@@ -3,6 +3,8 @@ package pcp
 import (
 	"sync"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/epoch"
 )
 
 // EpochState is a client's record of a server's epoch time, which RFC 6887
@@ -21,56 +23,30 @@ type EpochState struct {
 	LostState bool
 }
 
-// epochTracker holds an EpochState for concurrent use.
+// epochTracker holds an EpochState for concurrent use. The rule (RFC 6887
+// §8.5: back by more than a second, or server and client deltas that
+// differ by more than a sixteenth plus 2 s either way) lives in
+// internal/epoch, shared with NAT-PMP's rule and with portmap's keeper and
+// watcher.
 type epochTracker struct {
-	mu sync.Mutex
-	st EpochState
+	once sync.Once
+	t    epoch.Tracker
 }
 
-// observe records that a response carrying epoch arrived at now, and
-// reports whether it shows the server lost its state since the previous one.
-func (t *epochTracker) observe(epoch uint32, now time.Time) (lost bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.st.Valid {
-		lost = !epochValid(t.st.Epoch, t.st.Received, epoch, now)
-	}
-	t.st.Valid = true
-	t.st.Epoch = epoch
-	t.st.Received = now
-	t.st.LostState = t.st.LostState || lost
-	return lost
+func (t *epochTracker) tracker() *epoch.Tracker {
+	t.once.Do(func() { t.t.Rule = epoch.PCP })
+	return &t.t
 }
 
-// epochValid applies the RFC 6887 §8.5 test to a response carrying epoch
-// received at now, when the previous one carried prev at prevAt.
-//
-// It is not NAT-PMP's "7/8 of our elapsed time" rule (RFC 6886 §3.6), which
-// only catches an epoch that fell behind: PCP checks both ways, because a
-// server that restarted long ago and counted up again can be ahead as well
-// as behind. Each side's elapsed time must match the other's within a
-// sixteenth (cheap clocks drift) plus 2 seconds (both clocks tick in whole
-// seconds). An epoch going back by up to 1 second is forgiven, since two
-// responses can arrive out of order.
-func epochValid(prev uint32, prevAt time.Time, epoch uint32, now time.Time) bool {
-	if int64(epoch) < int64(prev)-1 {
-		return false
-	}
-	// Whole seconds, as the RFC reckons; monotonic when both come from
-	// time.Now. A clock going backwards counts as no time.
-	client := max(int64(now.Sub(prevAt)/time.Second), 0)
-	server := int64(epoch) - int64(prev) // -1 at worst, past the check above
-	return client+2 >= server-server/16 && server+2 >= client-client/16
+// observe records that a response carrying e arrived at now, and reports
+// whether it shows the server lost its state since the previous one.
+func (t *epochTracker) observe(e uint32, now time.Time) (lost bool) {
+	return t.tracker().Observe(e, now)
 }
 
 func (t *epochTracker) state() EpochState {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.st
+	s := t.tracker().State()
+	return EpochState{Valid: s.Valid, Epoch: s.Value, Received: s.At, LostState: s.Lost}
 }
 
-func (t *epochTracker) clearLost() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.st.LostState = false
-}
+func (t *epochTracker) clearLost() { t.tracker().ClearLost() }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/portfwd/portfwd/pcp"
@@ -85,41 +84,4 @@ func ExampleClient_Map() {
 		fmt.Println(err)
 	}
 	// Output: 203.0.113.1:8080 forwards to port 8080 for 1h0m0s
-}
-
-// A command that maps a port in one run and deletes the mapping in another
-// keeps the mapping's nonce in between.
-func ExampleNonceStore() {
-	dir, err := os.MkdirTemp("", "nonces")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer os.RemoveAll(dir)
-	store := pcp.NonceStore{Dir: dir} // pcp.DefaultNonceDir() in a real program
-	gateway := netip.MustParseAddr("192.168.1.1")
-
-	// "portfwd map": after Client.Map returned m.
-	m := pcp.MapResult{Nonce: pcp.NewNonce(), Protocol: pcp.TCP, InternalPort: 8080, ExternalPort: 8080, Lifetime: time.Hour}
-	if err := store.Save(m.Record(gateway, time.Now())); err != nil {
-		fmt.Println(err)
-		return
-	}
-
-	// "portfwd unmap", later: load the nonce, delete with it, forget it.
-	saved, err := store.Load(gateway, pcp.TCP, 8080)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println("same nonce:", saved.Nonce == m.Nonce)
-	// ... client.Delete(ctx, pcp.TCP, 8080, saved.Nonce), then:
-	if err := store.Delete(gateway, pcp.TCP, 8080); err != nil {
-		fmt.Println(err)
-	}
-	_, err = store.Load(gateway, pcp.TCP, 8080)
-	fmt.Println("forgotten:", errors.Is(err, pcp.ErrNotStored))
-	// Output:
-	// same nonce: true
-	// forgotten: true
 }

@@ -176,7 +176,9 @@ func IsPCP(pkt []byte) bool { return len(pkt) > 0 && pkt[0] != natpmpVersion }
 //   - an unknown mandatory option, or THIRD_PARTY when not allowed:
 //     UNSUPP_OPTION (unknown optional options are ignored, and left out
 //     of the response); THIRD_PARTY naming src itself: MALFORMED_REQUEST;
-//     PREFER_FAILURE with nothing suggested: MALFORMED_OPTION;
+//     a FILTER naming a peer of the other address family than the
+//     internal host: MALFORMED_OPTION; PREFER_FAILURE with nothing
+//     suggested: MALFORMED_OPTION;
 //   - then it brings the lifetime within opts' bounds and calls h.
 //
 // Error responses are the request echoed (up to 1100 bytes, padded to 4)
@@ -248,6 +250,20 @@ func HandlePacket(ctx context.Context, req []byte, src netip.Addr, h Handler, ep
 		// servers without the option, for nothing.
 		if thirdParty == src {
 			return fail(ResultMalformedRequest, true)
+		}
+	}
+
+	// A FILTER naming a peer of the other address family than the
+	// internal host (an IPv6 peer on an IPv4 mapping) can never match:
+	// the option is malformed for this request, whatever the server
+	// supports.
+	internal := src
+	if thirdParty.IsValid() {
+		internal = thirdParty
+	}
+	for _, f := range filters {
+		if f.Prefix.Bits() > 0 && f.Prefix.Addr().Unmap().Is4() != internal.Is4() {
+			return fail(ResultMalformedOption, true)
 		}
 	}
 

@@ -447,14 +447,32 @@ func TestHandlePacketOptions(t *testing.T) {
 
 	t.Run("FILTER applied", func(t *testing.T) {
 		h := newMemHandler()
-		opts := []Option{FilterOption(web), FilterOption(Filter{Prefix: netip.MustParsePrefix("2001:db8::/32")})}
+		opts := []Option{FilterOption(web), FilterOption(Filter{Prefix: netip.MustParsePrefix("192.0.2.7/32")})}
 		_, r := serve(t, h, ServerOptions{}, mapReq(t, 600, tcp8080, opts...))
 		if r.Result != ResultSuccess || !reflect.DeepEqual(r.Options, opts) {
 			t.Fatalf("response %s, want success echoing both FILTERs", show(r))
 		}
-		want := []Filter{web, {Prefix: netip.MustParsePrefix("2001:db8::/32")}}
+		want := []Filter{web, {Prefix: netip.MustParsePrefix("192.0.2.7/32")}}
 		if got := h.lastCall(t).Filters; !slices.Equal(got, want) {
 			t.Errorf("handler got filters %v, want %v", got, want)
+		}
+	})
+
+	t.Run("FILTER of the other address family", func(t *testing.T) {
+		// An IPv6 peer on an IPv4 mapping can never match: a bad option,
+		// answered before the handler (and its firewall) is asked.
+		h := newMemHandler()
+		v6 := FilterOption(Filter{Prefix: netip.MustParsePrefix("2001:db8::1/128")})
+		if _, r := serve(t, h, ServerOptions{}, mapReq(t, 600, tcp8080, v6)); r.Result != ResultMalformedOption {
+			t.Errorf("response %s, want MALFORMED_OPTION", show(r))
+		}
+		if len(h.calls) != 0 {
+			t.Error("the handler was called")
+		}
+		// A zero-length prefix ("no filter") has no family.
+		none := FilterOption(Filter{Prefix: netip.MustParsePrefix("::/0")})
+		if _, r := serve(t, h, ServerOptions{}, mapReq(t, 600, tcp8080, none)); r.Result != ResultSuccess {
+			t.Errorf("a FILTER removing filters: %s, want success", show(r))
 		}
 	})
 

@@ -38,11 +38,20 @@ type Options struct {
 	// HTTPClient is used for descriptions and SOAP; nil means a client
 	// that never uses a proxy.
 	HTTPClient *http.Client
-	// StateDir, when set, is where mappings made over NAT-PMP are
-	// remembered (so that a later process can delete them by external
-	// port), and where the last UPnP gateway found is cached.
+	// StateDir is the client's state directory: where the mappings made
+	// over NAT-PMP and PCP are remembered (a later process deletes them by
+	// external port; PCP also needs their nonces), where Keepers record
+	// the mappings they hold (so that one that crashed is cleaned up after
+	// at the next start), and where the last UPnP gateway found is cached.
+	// Empty means DefaultStateDir(), which every portfwd process of the
+	// user shares; the directory is safe for concurrent use by many
+	// processes. Set it to a directory of your own to keep an
+	// application's records apart.
 	StateDir string
-	// NoCache disables the discovery cache in StateDir.
+	// NoState keeps nothing on disk: records live in memory, for the
+	// gateways of one Discover only.
+	NoState bool
+	// NoCache disables the discovery cache.
 	NoCache bool
 	Logger  *slog.Logger
 
@@ -99,10 +108,15 @@ func (o *Options) progress(found int, format string, a ...any) {
 // candidate is a gateway found by one of the racing probes.
 type candidate struct {
 	gw Gateway
-	// preferred gateways (UPnP, connected, public address) end the race at once.
-	preferred bool
-	err       error
+	// health is the probe's verdict (healthConnected, ...): gateways that
+	// fail their address request are kept, ranked below the others.
+	health int
+	err    error
 }
+
+// preferred candidates (UPnP, connected) end the race at once: nothing
+// found later can do better.
+func (c candidate) preferred() bool { return c.gw.Method() == UPnP && c.health == healthConnected }
 
 // Discover finds gateways by every protocol at once. Without Options.Wait it
 // returns as soon as a usable gateway is known; with it, it returns every
@@ -112,6 +126,7 @@ func Discover(ctx context.Context, o Options) ([]Gateway, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	log := o.logger()
+	st := newStore(o.stateDir(), o.Logger)
 	results := make(chan candidate, 16)
 	var wg sync.WaitGroup
 	var tried []string
@@ -134,8 +149,12 @@ func Discover(ctx context.Context, o Options) ([]Gateway, error) {
 	if o.wants(UPnP) {
 		if o.GatewayURL != "" {
 			launch("UPnP at "+o.GatewayURL, func() {
-				g, pref, err := probeUPnP(ctx, &o, o.GatewayURL)
-				results <- candidate{gw: g, preferred: pref, err: err}
+				g, health, err := probeUPnP(ctx, &o, st, o.GatewayURL)
+				if err != nil {
+					results <- candidate{err: err}
+					return
+				}
+				results <- candidate{gw: g, health: health}
 			})
 		} else {
 			so := ssdp.SearchOptions{Interfaces: o.Interfaces, NoMulticast: o.NoMulticast, Unicast: o.SSDPUnicast, Logger: o.Logger}
@@ -149,17 +168,17 @@ func Discover(ctx context.Context, o Options) ([]Gateway, error) {
 			if len(so.Unicast) > 0 {
 				what += fmt.Sprintf(" + unicast to %v", so.Unicast)
 			}
-			launch(what, func() { searchUPnP(ctx, &o, so, results) })
+			launch(what, func() { searchUPnP(ctx, &o, st, so, results) })
 			if !o.NoCache && defGW.IsValid() {
-				if loc := cachedLocation(o.StateDir, defGW); loc != "" {
+				if loc := st.cachedLocation(defGW); loc != "" {
 					launch("UPnP at "+loc+" (cached)", func() {
-						g, pref, err := probeUPnP(ctx, &o, loc)
+						g, health, err := probeUPnP(ctx, &o, st, loc)
 						if err != nil {
 							// A stale hint is not worth reporting: SSDP runs anyway.
 							log.Debug("cached gateway did not answer", "location", loc, "err", err)
 							return
 						}
-						results <- candidate{gw: g, preferred: pref}
+						results <- candidate{gw: g, health: health}
 					})
 				}
 			}
@@ -172,8 +191,12 @@ func Discover(ctx context.Context, o Options) ([]Gateway, error) {
 		}
 		if server.IsValid() {
 			launch("NAT-PMP at "+server.String(), func() {
-				g, err := probeNATPMP(ctx, &o, server)
-				results <- candidate{gw: g, err: err}
+				g, health, err := probeNATPMP(ctx, &o, st, server)
+				if err != nil {
+					results <- candidate{err: err}
+					return
+				}
+				results <- candidate{gw: g, health: health}
 			})
 		}
 	}
@@ -185,15 +208,23 @@ func Discover(ctx context.Context, o Options) ([]Gateway, error) {
 		}
 		if server.IsValid() {
 			launch("PCP at "+server.String(), func() {
-				g, err := probePCP(ctx, &o, server)
-				results <- candidate{gw: g, err: err}
+				g, health, err := probePCP(ctx, &o, st, server)
+				if err != nil {
+					results <- candidate{err: err}
+					return
+				}
+				results <- candidate{gw: g, health: health}
 			})
 		}
 	}
 	if len(tried) == 0 {
 		return nil, fmt.Errorf("%w: nothing to try (no default gateway, and no --gateway or --natpmp given)", ErrNoGateway)
 	}
-	go func() { wg.Wait(); close(results) }()
+	closed := make(chan struct{})
+	go func() { wg.Wait(); close(results); close(closed) }()
+	// The probes still under way end with ctx; Discover returns once they
+	// have, so that nothing it started outlives it.
+	defer func() { cancel(); <-closed }()
 	o.progress(0, "searching for gateways (%s)...", joinComma(tried))
 
 	var found []candidate
@@ -221,12 +252,12 @@ loop:
 			if o.Wait {
 				continue
 			}
-			if c.preferred || !o.wants(UPnP) {
+			if c.preferred() || (!o.wants(UPnP) && c.health == healthConnected) {
 				break loop
 			}
 			if grace == nil {
-				// A NAT-PMP gateway, or a UPnP one that is not connected:
-				// give a better one a moment before settling for it.
+				// A NAT-PMP gateway, or one that is not connected: give a
+				// better one a moment before settling for it.
 				grace = time.After(natpmpGrace)
 			}
 		case <-grace:
@@ -243,7 +274,7 @@ loop:
 	}
 	sortCandidates(found)
 	if g, ok := found[0].gw.(*upnpGateway); ok && !o.NoCache {
-		rememberLocation(o.StateDir, defGW, g.location)
+		st.rememberLocation(defGW, g.location)
 	}
 	out := make([]Gateway, len(found))
 	for i, c := range found {
@@ -252,16 +283,14 @@ loop:
 	return out, nil
 }
 
-// sortCandidates puts preferred gateways first, then UPnP before NAT-PMP,
-// keeping arrival order otherwise.
+// sortCandidates puts connected gateways first, then those that answer
+// but are not connected, then those whose address request failed; within
+// each, UPnP before PCP before NAT-PMP, keeping arrival order otherwise.
 func sortCandidates(cs []candidate) {
 	// UPnP can list and describe; PCP is NAT-PMP's successor (nonces,
 	// PREFER_FAILURE, richer errors), so it goes before NAT-PMP.
 	score := func(c candidate) int {
-		s := 0
-		if c.preferred {
-			s += 4
-		}
+		s := c.health * 4
 		switch c.gw.Method() {
 		case UPnP:
 			s += 2
@@ -290,7 +319,7 @@ func joinComma(s []string) string {
 
 // searchUPnP runs SSDP and probes each new description location as it
 // arrives, in parallel.
-func searchUPnP(ctx context.Context, o *Options, so ssdp.SearchOptions, results chan<- candidate) {
+func searchUPnP(ctx context.Context, o *Options, st *store, so ssdp.SearchOptions, results chan<- candidate) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	seen := map[string]bool{}
@@ -303,9 +332,15 @@ func searchUPnP(ctx context.Context, o *Options, so ssdp.SearchOptions, results 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g, pref, err := probeUPnP(ctx, o, r.Location)
+			var c candidate
+			g, health, err := probeUPnP(ctx, o, st, r.Location)
+			if err != nil {
+				c.err = err
+			} else {
+				c = candidate{gw: g, health: health}
+			}
 			select {
-			case results <- candidate{gw: g, preferred: pref, err: err}:
+			case results <- c:
 			case <-ctx.Done():
 			}
 		}()

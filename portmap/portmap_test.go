@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,12 +94,12 @@ func TestDiscoverByGatewayURLAndMapLifecycle(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != igd.CodeNoSuchEntryInArray || re.Text == "" {
 		t.Fatalf("second Delete: %v, want a RefusedError with 714", err)
 	}
-	n, err := g.DeleteRange(ctx, UDP, 1, 65535)
+	gone, err := g.DeleteRange(ctx, UDP, 1, 65535)
 	if err != nil {
 		t.Fatalf("DeleteRange: %v", err)
 	}
-	if len(srv.Mappings()) != 0 {
-		t.Errorf("DeleteRange left %+v (n=%d)", srv.Mappings(), n)
+	if len(srv.Mappings()) != 0 || len(gone) != 1 || gone[0].ExternalPort != 9000 || gone[0].Protocol != UDP {
+		t.Errorf("DeleteRange left %+v, reported %+v", srv.Mappings(), gone)
 	}
 }
 
@@ -110,11 +111,15 @@ func TestAddConflictNamesTheHolder(t *testing.T) {
 	g := discoverOne(t, o)
 	_, err := g.Add(ctxT(t), Request{Protocol: TCP, InternalPort: 8080, ExternalPort: 18080})
 	var re *RefusedError
-	if !errors.As(err, &re) || re.Code != igd.CodeConflictInMappingEntry {
-		t.Fatalf("Add over another client's port: %v", err)
+	var ee *ExistsError
+	if !errors.As(err, &re) || !errors.As(err, &ee) {
+		t.Fatalf("Add over another client's port: %v, want a RefusedError wrapping an ExistsError", err)
 	}
-	if !strings.Contains(re.Text, "718") || !strings.Contains(re.Text, "192.168.1.7") {
-		t.Errorf("the refusal should name the code and the holder: %q", re.Text)
+	if ee.Existing.InternalClient != "192.168.1.7" || ee.Existing.Description != "nas" || !strings.Contains(re.Text, "192.168.1.7:80") {
+		t.Errorf("the refusal should name the holder: %q (%+v)", re.Text, ee.Existing)
+	}
+	if slices.Contains(srv.Actions(), "AddPortMapping") {
+		t.Errorf("an AddPortMapping was sent for a port known to be taken: %v", srv.Actions())
 	}
 }
 
@@ -339,17 +344,17 @@ func TestUPnPPreferredOverNATPMPWhenBothAnswer(t *testing.T) {
 }
 
 func TestDiscoveryCache(t *testing.T) {
-	dir := t.TempDir()
+	st := newStore(t.TempDir(), nil)
 	gw := netip.MustParseAddr("192.0.2.1")
-	if cachedLocation(dir, gw) != "" {
+	if st.cachedLocation(gw) != "" {
 		t.Fatal("empty cache returned a location")
 	}
-	rememberLocation(dir, gw, "http://192.0.2.1:5000/rootDesc.xml")
-	rememberLocation(dir, netip.MustParseAddr("192.0.2.99"), "http://192.0.2.99/d.xml")
-	if got := cachedLocation(dir, gw); got != "http://192.0.2.1:5000/rootDesc.xml" {
+	st.rememberLocation(gw, "http://192.0.2.1:5000/rootDesc.xml")
+	st.rememberLocation(netip.MustParseAddr("192.0.2.99"), "http://192.0.2.99/d.xml")
+	if got := newStore(st.dir, nil).cachedLocation(gw); got != "http://192.0.2.1:5000/rootDesc.xml" {
 		t.Errorf("cachedLocation = %q", got)
 	}
-	if got := cachedLocation(dir, netip.MustParseAddr("192.0.2.2")); got != "" {
+	if got := st.cachedLocation(netip.MustParseAddr("192.0.2.2")); got != "" {
 		t.Errorf("another default gateway got %q", got)
 	}
 }

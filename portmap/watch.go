@@ -3,7 +3,6 @@ package portmap
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/portfwd/portfwd/internal/epoch"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/upnp"
@@ -127,6 +127,12 @@ type WatchOptions struct {
 	// listens there. Watch stops reading it when its context ends but does
 	// not close it. NoAnnouncements takes precedence.
 	Announcements net.PacketConn
+	// Gateway, when set, is the gateway to watch instead of the one
+	// discovery finds first; when it goes away, discovery (with the
+	// Options) looks for one again. A Gateway from outside this package is
+	// watched through the Gateway interface alone, by polling: the initial
+	// event says so.
+	Gateway Gateway
 }
 
 // Timing of a watch.
@@ -171,13 +177,15 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) (<-chan WatchEvent, 
 		gena:     make(chan genaMsg, 16),
 		announce: make(chan announcement, 16),
 		st:       gwState{count: -1},
-		epochs:   map[byte]*natpmp.Client{},
 	}
-	gw, err := w.discover(ctx)
-	if err != nil {
-		return nil, err
+	gw := wo.Gateway
+	if gw == nil {
+		var err error
+		if gw, err = w.discover(ctx); err != nil {
+			return nil, err
+		}
 	}
-	w.gw = gw
+	w.drv = driverFor(gw, &w.o)
 	go w.run(ctx)
 	return w.out, nil
 }
@@ -193,7 +201,7 @@ type watcher struct {
 	gena     chan genaMsg      // from the GENA handler
 	announce chan announcement // from the announcement reader
 
-	gw      Gateway
+	drv     driver
 	st      gwState
 	known   bool // st holds a reading (the initial event was sent)
 	gone    bool
@@ -207,13 +215,10 @@ type watcher struct {
 
 	annOK bool // announcements are being read
 
-	// Restart detectors: the NAT-PMP (0) and PCP (2) epochs, keyed by the
-	// protocol version of the packets that carry them, and UPnP's uptime.
-	// When one of them detects a restart the others are reset, so that
-	// one restart is reported once however many of them see it.
-	epochHost netip.Addr
-	epochs    map[byte]*natpmp.Client
-	uptime    uptimeTracker
+	// det tells restarts from every clock the router shows (NAT-PMP and
+	// PCP epochs, UPnP uptime), the same way the Keeper does, and reports
+	// one restart once however many clocks show it.
+	det restartDetector
 
 	bg sync.WaitGroup // background UNSUBSCRIBEs, waited for before out closes
 }
@@ -318,33 +323,17 @@ func (w *watcher) run(ctx context.Context) {
 
 // routerHost is the router's address: the one announcements must come
 // from.
-func (w *watcher) routerHost() netip.Addr { return routerHost(w.gw) }
+func (w *watcher) routerHost() netip.Addr { return w.drv.host() }
 
-// routerHost is the address the router speaks from: announcements from
-// any other host are not about it.
-func routerHost(gw Gateway) netip.Addr {
-	switch g := gw.(type) {
-	case *upnpGateway:
-		return hostOf(g.ref.ControlURL)
-	case *natpmpGateway:
-		return g.server.Addr().Unmap()
-	case *pcpGateway:
-		return g.server.Addr().Unmap()
-	}
-	return netip.Addr{}
-}
-
-// attach starts following w.gw: the GENA subscription, and the restart
-// detectors' baselines when the router is another one.
+// attach starts following w.drv: the GENA subscription, and the restart
+// detector's baselines when the router is another one.
 func (w *watcher) attach(ctx context.Context) {
-	if h := w.routerHost(); h != w.epochHost {
-		w.epochHost = h
-		clear(w.epochs)
-		w.uptime = uptimeTracker{}
+	if h := w.routerHost(); h != w.det.host {
+		w.det.reset(h)
 	}
 	w.noGENA = ""
-	if g, ok := w.gw.(*upnpGateway); ok && !w.wo.NoGENA {
-		w.subscribe(ctx, g)
+	if !w.wo.NoGENA {
+		w.subscribe(ctx)
 	}
 }
 
@@ -365,25 +354,23 @@ func (w *watcher) how() string {
 	return how
 }
 
-// subscribe subscribes to the events of g's connection service. Failure
-// is not an error: many routers' eventing is missing or broken, and the
-// poll covers for it.
-func (w *watcher) subscribe(ctx context.Context, g *upnpGateway) {
+// subscribe subscribes to the events of the gateway's connection
+// service, when it has any. Failure is not an error: many routers'
+// eventing is missing or broken, and the poll covers for it.
+func (w *watcher) subscribe(ctx context.Context) {
 	w.stopGENA(true)
 	w.subGen++
 	w.sid = ""
-	if g.ref.Service.EventSubURL == "" {
-		w.noGENA = "the router's description has no event URL for its connection service"
-		return
-	}
-	eventURL, err := g.root.Resolve(g.ref.Service.EventSubURL)
-	if err != nil {
-		w.noGENA = fmt.Sprintf("event URL %q: %v", g.ref.Service.EventSubURL, err)
+	eventURL, why := w.drv.eventURL()
+	if eventURL == "" {
+		if w.drv.Method() == UPnP || w.drv.host() == (netip.Addr{}) {
+			w.noGENA = why
+		}
 		return
 	}
 	cb := w.wo.CallbackAddr
 	if !cb.IsValid() {
-		cb = g.LocalAddr()
+		cb = w.drv.LocalAddr()
 	}
 	if !cb.IsValid() || cb.IsUnspecified() {
 		w.noGENA = "cannot tell this host's address towards the router for event callbacks"
@@ -398,7 +385,7 @@ func (w *watcher) subscribe(ctx context.Context, g *upnpGateway) {
 	gen := w.subGen
 	sctx, cancel := context.WithTimeout(ctx, w.requestTimeout())
 	defer cancel()
-	_, err = s.Subscribe(sctx, eventURL, 0, func(ev upnp.Event) {
+	_, err := s.Subscribe(sctx, eventURL, 0, func(ev upnp.Event) {
 		select {
 		case w.gena <- genaMsg{gen: gen, ev: ev}:
 		case <-ctx.Done():
@@ -442,85 +429,20 @@ func (w *watcher) closeSubscriber(s *upnp.Subscriber, wait bool) {
 	go func() { defer w.bg.Done(); do() }()
 }
 
-// snapshot is one reading of the gateway. The ok flags say which parts the
-// gateway gave.
-type snapshot struct {
-	ext      netip.Addr
-	extOK    bool
-	status   string
-	uptime   time.Duration
-	epoch    uint32
-	epochVer byte // 0 NAT-PMP, 2 PCP
-	epochOK  bool
-	list     []Mapping
-	listed   bool
-}
-
-// read takes a snapshot of gw. It fails only when the gateway does not
-// answer; a refusal of one request leaves that part unknown.
-func (w *watcher) read(ctx context.Context, gw Gateway) (snapshot, error) {
-	var s snapshot
-	rctx, cancel := context.WithTimeout(ctx, w.requestTimeout())
+// read takes a reading of d. It fails only when the gateway does not
+// answer; a refusal of one request leaves that part unknown. A large table
+// takes many requests, each bounded by the SOAP client's own timeout.
+func (w *watcher) read(ctx context.Context, d driver) (reading, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*w.requestTimeout())
 	defer cancel()
-	switch g := gw.(type) {
-	case *upnpGateway:
-		ip, err := g.ExternalIP(rctx)
-		if err != nil && !isRefusal(err) {
-			return s, err
-		}
-		s.ext, s.extOK = ip, err == nil
-		if st, err := g.c.GetStatusInfo(rctx); err == nil {
-			s.status, s.uptime = st.ConnectionStatus, st.Uptime
-		}
-		// A large table takes many requests (each bounded by the SOAP
-		// client's own timeout).
-		lctx, lcancel := context.WithTimeout(ctx, 10*w.requestTimeout())
-		defer lcancel()
-		list, err := g.List(lctx, nil)
-		if err == nil {
-			s.list, s.listed = list, true
-		} else {
-			w.log.Debug("watch: cannot read the mapping table", "err", err)
-		}
-	case *natpmpGateway:
-		ea, err := g.c.ExternalAddress(rctx)
-		switch {
-		case err == nil:
-			s.ext, s.extOK = ea.Addr, true
-			s.epoch, s.epochOK = ea.Epoch, true
-		case errors.Is(err, natpmp.ErrNoExternalAddress):
-			// It answers, with no address: not connected.
-			s.ext, s.extOK = netip.IPv4Unspecified(), true
-		case isRefusal(refusedPMP(err)):
-		default:
-			return s, err
-		}
-	case *pcpGateway:
-		epoch, err := g.c.Announce(rctx)
-		if err != nil && !isRefusal(refusedPCP(err)) {
-			return s, err
-		}
-		if err == nil {
-			s.epoch, s.epochVer, s.epochOK = epoch, 2, true
-		}
-		if ip, err := g.ExternalIP(rctx); err == nil {
-			s.ext, s.extOK = ip, true
-		}
-	default:
-		ip, err := gw.ExternalIP(rctx)
-		if err != nil && !isRefusal(err) {
-			return s, err
-		}
-		s.ext, s.extOK = ip, err == nil
-	}
-	return s, nil
+	return d.read(rctx, true)
 }
 
 // refresh reads the gateway and reports what changed since the last
 // reading. evidence, when set, is a sign the router restarted that the
 // reading itself cannot show (a forgotten event subscription).
 func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string) {
-	s, err := w.read(ctx, w.gw)
+	s, err := w.read(ctx, w.drv)
 	if ctx.Err() != nil {
 		return
 	}
@@ -534,23 +456,22 @@ func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string)
 		if s.listed {
 			w.st.list, w.st.listed, w.st.count = s.list, true, len(s.list)
 		}
-		w.observeRestart(s) // baselines only
+		w.det.observe(s.clocks, time.Now()) // baselines only
 		w.emit(WatchEvent{Kind: WatchInitial, Via: via, Reason: w.how()})
 		return
 	}
 	w.apply(ctx, s, via, evidence)
 }
 
-// apply reports the differences between a snapshot and the known state,
+// apply reports the differences between a reading and the known state,
 // and records it: a restart first, since the other changes follow from it.
-func (w *watcher) apply(ctx context.Context, s snapshot, via WatchSource, evidence string) {
-	f := fed{epoch: s.epochOK, epochVer: s.epochVer, uptime: s.uptime > 0}
-	switch why := w.observeRestart(s); {
+func (w *watcher) apply(ctx context.Context, s reading, via WatchSource, evidence string) {
+	switch why := w.det.observe(s.clocks, time.Now()); {
 	case why != "":
 		// A Subscriber that gave evidence has subscribed anew already.
-		w.restarted(ctx, via, why, f, evidence == "")
+		w.restarted(ctx, via, why, evidence == "")
 	case evidence != "":
-		w.restarted(ctx, via, evidence, f, false)
+		w.restarted(ctx, via, evidence, false)
 	}
 	if s.extOK {
 		w.setExternal(s.ext, via)
@@ -563,73 +484,15 @@ func (w *watcher) apply(ctx context.Context, s snapshot, via WatchSource, eviden
 	}
 }
 
-// observeRestart feeds the restart detectors with a snapshot and returns
-// why it shows a restart, or "".
-func (w *watcher) observeRestart(s snapshot) string {
-	if s.epochOK {
-		if why := w.observeEpoch(s.epochVer, s.epoch); why != "" {
-			return why
-		}
-	}
-	if s.uptime > 0 {
-		prev := w.uptime.last
-		if w.uptime.observe(s.uptime, time.Now()) {
-			return fmt.Sprintf("the router's uptime went back from %v to %v", prev, s.uptime)
-		}
-	}
-	return ""
-}
-
-// observeEpoch records an epoch of protocol version ver (0 NAT-PMP, 2 PCP)
-// heard from the router, and says why it shows a restart, or "".
-func (w *watcher) observeEpoch(ver byte, epoch uint32) string {
-	c := w.epochs[ver]
-	if c == nil {
-		// The Client is only the RFC 6886 §3.6 epoch record here: it
-		// never sends.
-		c = &natpmp.Client{Gateway: netip.AddrPortFrom(w.epochHost, natpmp.ServerPort)}
-		w.epochs[ver] = c
-	}
-	prev := c.Epoch()
-	if !c.ObserveEpoch(epoch) {
-		return ""
-	}
-	proto := "NAT-PMP"
-	if ver == 2 {
-		proto = "PCP"
-	}
-	// Routers also start a new epoch when their external address changes
-	// (miniupnpd does), since mappings on the old address are gone too.
-	return fmt.Sprintf("the router's %s epoch went back from %d to %d s: it restarted, or dropped its mappings", proto, prev.Epoch, epoch)
-}
-
-// fed says which restart detectors a reading fed.
-type fed struct {
-	epoch    bool
-	epochVer byte
-	uptime   bool
-}
-
-// restarted reports a restart. Only the detectors fed by the reading that
-// showed it (f) hold post-restart baselines; the others are reset, so that
-// their next reading, which would show the same restart, is taken as a
-// new baseline instead of a second restart. resubscribe asks for a new
-// event subscription, which the router has forgotten.
-func (w *watcher) restarted(ctx context.Context, via WatchSource, why string, f fed, resubscribe bool) {
-	for v := range w.epochs {
-		if !f.epoch || v != f.epochVer {
-			delete(w.epochs, v)
-		}
-	}
-	if !f.uptime {
-		w.uptime = uptimeTracker{}
-	}
+// restarted reports a restart. resubscribe asks for a new event
+// subscription, which the router has forgotten.
+func (w *watcher) restarted(ctx context.Context, via WatchSource, why string, resubscribe bool) {
 	w.emit(WatchEvent{Kind: WatchRouterRestarted, Via: via, Reason: why})
 	// A restarted router has forgotten our event subscription: make a new
 	// one now rather than at the next renewal. A router whose eventing
 	// failed while it was starting may offer it now.
-	if g, ok := w.gw.(*upnpGateway); ok && !w.wo.NoGENA && (resubscribe || w.sub == nil) {
-		w.subscribe(ctx, g)
+	if !w.wo.NoGENA && (resubscribe || w.sub == nil) {
+		w.subscribe(ctx)
 	}
 }
 
@@ -693,7 +556,7 @@ func (w *watcher) setCount(n int, via WatchSource) {
 func (w *watcher) relist(ctx context.Context, evented int, via WatchSource) {
 	lctx, cancel := context.WithTimeout(ctx, 10*w.requestTimeout())
 	defer cancel()
-	list, err := w.gw.List(lctx, nil)
+	list, err := w.drv.List(lctx, nil)
 	if err == nil {
 		w.setList(list, via)
 		return
@@ -778,11 +641,11 @@ func (w *watcher) onAnnouncement(ctx context.Context, a announcement) {
 	// announcement only prompts a reading; the reading of a PCP gateway
 	// asks for the epoch.
 	if a.version == 0 {
-		if why := w.observeEpoch(a.version, a.epoch); why != "" {
-			w.restarted(ctx, ViaAnnouncement, why, fed{epoch: true, epochVer: a.version}, true)
+		if why := w.det.observe([]clock{{rule: epoch.NATPMP, value: a.epoch}}, time.Now()); why != "" {
+			w.restarted(ctx, ViaAnnouncement, why, true)
 		}
 	}
-	if _, ok := w.gw.(*natpmpGateway); ok && a.ext.IsValid() {
+	if w.drv.Method() == NATPMP && a.ext.IsValid() {
 		// RFC 6886 §3.2.1: the announcement is an external-address
 		// response and carries everything NAT-PMP can know.
 		w.setExternal(a.ext, ViaAnnouncement)
@@ -806,24 +669,17 @@ func (w *watcher) rediscover(ctx context.Context) {
 		w.log.Debug("watch: gateway still gone", "err", err)
 		return
 	}
-	s, err := w.read(ctx, gw)
+	d := driverFor(gw, &w.o)
+	s, err := w.read(ctx, d)
 	if err != nil {
 		w.log.Debug("watch: gateway found but does not answer", "err", err)
 		return
 	}
-	old := w.gw
-	if gw.Method() == old.Method() && gw.Addr() == old.Addr() {
-		switch gw.(type) {
-		case *natpmpGateway, *pcpGateway:
-			// Keep the old client: it holds the state files and the
-			// epoch record.
-			gw = old
-		}
-	}
-	w.gw = gw
+	old := w.drv
+	w.drv = d
 	w.gone = false
-	reason := fmt.Sprintf("%s gateway at %s", gw.Method(), gw.Addr())
-	if gw.Addr() != old.Addr() || gw.Method() != old.Method() {
+	reason := fmt.Sprintf("%s gateway at %s", w.drv.Method(), w.drv.Addr())
+	if w.drv.Addr() != old.Addr() || w.drv.Method() != old.Method() {
 		reason += fmt.Sprintf(" (was %s at %s)", old.Method(), old.Addr())
 	}
 	w.attach(ctx)
@@ -839,8 +695,8 @@ func (w *watcher) rediscover(ctx context.Context) {
 // oldest queued event when the reader is behind.
 func (w *watcher) emit(e WatchEvent) {
 	e.Time = time.Now()
-	if w.gw != nil {
-		e.Gateway, e.Method = w.gw.Addr(), w.gw.Method()
+	if w.drv != nil {
+		e.Gateway, e.Method = w.drv.Addr(), w.drv.Method()
 	}
 	e.ExternalAddr, e.Status, e.Count = w.st.ext, w.st.status, w.st.count
 	if e.Kind != WatchMappingsChanged {
@@ -861,46 +717,6 @@ func (w *watcher) emit(e WatchEvent) {
 		default:
 		}
 	}
-}
-
-// uptimeTracker tells from successive uptime readings whether the router
-// restarted. Quirk: some routers report a frozen uptime (a constant, or
-// always the same made-up value), so a shortfall against the clock only
-// counts once the uptime has been seen to advance; a plain step back
-// always counts.
-type uptimeTracker struct {
-	valid bool
-	live  bool // the uptime has been seen to advance
-	last  time.Duration
-	at    time.Time
-}
-
-// uptimeSlack forgives the rounding of the readings (whole seconds) and
-// the time they spent in flight.
-const uptimeSlack = 2 * time.Second
-
-// observe records a reading taken at now and reports whether it went back.
-func (u *uptimeTracker) observe(up time.Duration, now time.Time) bool {
-	back := false
-	if u.valid {
-		elapsed := max(now.Sub(u.at), 0)
-		switch {
-		case up+uptimeSlack < u.last:
-			back = true
-		case u.live && up+uptimeSlack < u.last+elapsed/8*7:
-			// Like the NAT-PMP epoch test (RFC 6886 §3.6): the router's
-			// clock may run slow, but not by more than an eighth.
-			back = true
-		}
-		if up > u.last && !back {
-			u.live = true
-		}
-	}
-	if back {
-		u.live = false
-	}
-	u.valid, u.last, u.at = true, up, now
-	return back
 }
 
 // DiffMappings returns the mappings of after that are not in before, and
@@ -1057,8 +873,18 @@ func openAnnouncementSocket(ctx context.Context) (net.PacketConn, error) {
 // address until ctx ends or pc fails. It does not close pc; when ctx ends
 // it sets a past read deadline on it to stop the read under way.
 func readAnnouncements(ctx context.Context, pc net.PacketConn, fn func(b []byte, from netip.Addr)) {
-	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// A goroutine of our own, waited for, rather than context.AfterFunc:
+	// nothing started here outlives the call.
+	stopped := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			pc.SetReadDeadline(time.Unix(1, 0))
+		case <-stopped:
+		}
+	})
+	defer func() { close(stopped); wg.Wait() }()
 	buf := make([]byte, 1100) // PCP's maximum message size
 	for {
 		n, src, err := pc.ReadFrom(buf)

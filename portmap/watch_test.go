@@ -827,38 +827,6 @@ func TestDiffMappings(t *testing.T) {
 	}
 }
 
-func TestUptimeTracker(t *testing.T) {
-	t0 := time.Now()
-	type reading struct {
-		at, up int // seconds
-		back   bool
-	}
-	tests := []struct {
-		name     string
-		readings []reading
-	}{
-		{"advancing", []reading{{0, 100, false}, {30, 130, false}, {60, 159, false}}},
-		{"step back", []reading{{0, 100, false}, {30, 5, true}, {60, 35, false}}},
-		{"rounding forgiven", []reading{{0, 100, false}, {1, 99, false}}},
-		// A frozen uptime never advances: only a step back counts.
-		{"frozen", []reading{{0, 3600, false}, {30, 3600, false}, {600, 3600, false}}},
-		// Once live, an uptime far short of the time passed means a restart
-		// while we were not looking, even if it is above the last reading.
-		{"restart while away", []reading{{0, 10, false}, {30, 40, false}, {600, 50, true}, {630, 80, false}}},
-		{"slow clock forgiven", []reading{{0, 10, false}, {30, 40, false}, {830, 740, false}}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var u uptimeTracker
-			for i, r := range tc.readings {
-				if got := u.observe(time.Duration(r.up)*time.Second, t0.Add(time.Duration(r.at)*time.Second)); got != r.back {
-					t.Errorf("reading %d (%ds at %ds): went back = %v, want %v", i, r.up, r.at, got, r.back)
-				}
-			}
-		})
-	}
-}
-
 func TestParseAnnouncement(t *testing.T) {
 	from := netip.MustParseAddr("192.168.1.1")
 	pmp := natpmp.AppendResponse(nil, natpmp.Response{Op: natpmp.OpExternalAddress, Epoch: 77, ExternalAddr: netip.MustParseAddr("198.51.100.1")})

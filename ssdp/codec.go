@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/version"
 )
 
 // DefaultPort is the SSDP port, both the multicast destination and the port
@@ -21,12 +22,10 @@ const DefaultGroup = "239.255.255.250"
 // defaultHost is the HOST header of a multicast SSDP message.
 const defaultHost = DefaultGroup + ":1900"
 
-// product names this implementation in USER-AGENT and the default SERVER.
-const product = "portfwd/0.1"
-
-// userAgent follows the USER-AGENT form of UDA 1.1 and 2.0: "OS/version UPnP/1.1 product/version".
+// userAgent follows the USER-AGENT form of UDA 1.1 and 2.0: "OS/version
+// UPnP/1.1 product/version".
 // The OS version is not known portably, so "1" stands in for it.
-const userAgent = runtime.GOOS + "/1 UPnP/1.1 " + product
+const userAgent = version.Server
 
 // Search targets (ST) and notification types (NT) a port-mapping client uses.
 const (

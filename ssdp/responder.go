@@ -63,9 +63,22 @@ type Responder struct {
 	// Unicast searches are always answered at once.
 	MaxMX int
 
+	// SourceBurst bounds what one requester can make the responder send,
+	// against reflection attacks (a spoofed source makes the device flood
+	// the victim with answers many times the size of the search). Each
+	// source may receive SourceBurst bytes of answers, and then as many
+	// bytes as it sends in searches, no more: past a small burst, the
+	// responder amplifies nothing. A source quiet for a minute starts
+	// afresh. 0 means DefaultSourceBurst; negative, no limit (tests).
+	SourceBurst int
+
 	// Logger receives the responder's logs; nil means none.
 	Logger *slog.Logger
 }
+
+// DefaultSourceBurst is the default Responder.SourceBurst: room for one
+// ssdp:all answer of a typical IGD (about 3 KiB) and a few targeted ones.
+const DefaultSourceBurst = 8 << 10
 
 const (
 	defaultMaxAge         = 1800 * time.Second
@@ -92,6 +105,7 @@ type responder struct {
 	byIndex map[int]*net.Interface
 	pending chan struct{} // semaphore of delayed answers
 	wg      sync.WaitGroup
+	budgets *sourceBudgets // nil without a limit
 }
 
 // Serve joins the SSDP group on each of r.Interfaces, announces r.Adverts
@@ -191,6 +205,12 @@ func (r *Responder) start(ctx context.Context) (*responder, error) {
 	}
 	if c.MaxMX == 0 {
 		c.MaxMX = defaultMaxMX
+	}
+	if c.SourceBurst == 0 {
+		c.SourceBurst = DefaultSourceBurst
+	}
+	if c.SourceBurst > 0 {
+		s.budgets = newSourceBudgets(c.SourceBurst)
 	}
 	s.group = net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.Group, uint16(c.Port)))
 	s.host = s.group.String()
@@ -302,6 +322,15 @@ func (s *responder) handle(ctx context.Context, b []byte, cm *ipv4.ControlMessag
 	for _, a := range ads {
 		msgs = append(msgs, AppendResponse(nil, s.response(a, loc)))
 	}
+	if s.budgets != nil {
+		n := s.budgets.allow(from.Addr(), len(b), msgs, time.Now())
+		if n < len(msgs) {
+			s.log.Debug("ssdp: answers beyond the requester's budget dropped (reflection guard)", "from", from, "st", st, "answers", len(msgs), "sent", n)
+		}
+		if msgs = msgs[:n]; len(msgs) == 0 {
+			return
+		}
+	}
 	var delay time.Duration
 	if multicast {
 		delay = s.delay(mx)
@@ -401,4 +430,68 @@ func (s *responder) announce(nts string) {
 			}
 		}
 	}
+}
+
+// sourceBudgets keeps, per requester, how many bytes of answers it may
+// still receive (see Responder.SourceBurst).
+type sourceBudgets struct {
+	burst int
+	mu    sync.Mutex
+	m     map[netip.Addr]*sourceBudget
+}
+
+type sourceBudget struct {
+	bytes int
+	last  time.Time
+}
+
+const (
+	// budgetIdle is how long a quiet source keeps its budget; after it,
+	// it starts afresh with a full burst.
+	budgetIdle = time.Minute
+	// maxBudgets bounds the sources tracked. Beyond it (a flood of
+	// spoofed sources), unknown sources get no burst: as many bytes as
+	// they send.
+	maxBudgets = 4096
+)
+
+func newSourceBudgets(burst int) *sourceBudgets {
+	return &sourceBudgets{burst: burst, m: make(map[netip.Addr]*sourceBudget)}
+}
+
+// allow credits src with the size of its search, and returns how many of
+// msgs (in order) its budget lets through, debiting them.
+func (b *sourceBudgets) allow(src netip.Addr, searched int, msgs [][]byte, now time.Time) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	sb := b.m[src]
+	if sb != nil && now.Sub(sb.last) > budgetIdle {
+		sb = nil
+		delete(b.m, src)
+	}
+	if sb == nil {
+		if len(b.m) >= maxBudgets {
+			for a, x := range b.m {
+				if now.Sub(x.last) > budgetIdle {
+					delete(b.m, a)
+				}
+			}
+		}
+		sb = &sourceBudget{}
+		if len(b.m) < maxBudgets {
+			sb.bytes = b.burst
+			b.m[src] = sb
+		}
+	}
+	sb.last = now
+	sb.bytes = min(sb.bytes+searched, b.burst)
+	n := 0
+	for _, m := range msgs {
+		if len(m) > sb.bytes {
+			break
+		}
+		sb.bytes -= len(m)
+		n++
+	}
+	return n
 }

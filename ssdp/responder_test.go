@@ -1,6 +1,7 @@
 package ssdp
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"strings"
@@ -66,5 +67,57 @@ func TestResponderDelay(t *testing.T) {
 		if tt.limit > 0 && longest < tt.limit/4 {
 			t.Errorf("MaxMX %d, MX %d: longest of 200 delays is %v, want them spread up to %v", tt.maxMX, tt.mx, longest, tt.limit)
 		}
+	}
+}
+
+// The reflection guard: a requester gets a burst of answers, then as many
+// bytes as it sends, and a fresh burst after a quiet minute.
+func TestSourceBudgets(t *testing.T) {
+	b := newSourceBudgets(1000)
+	src := netip.MustParseAddr("192.168.1.7")
+	now := time.Unix(1000, 0)
+	answer := bytes.Repeat([]byte("x"), 300)
+	answers := [][]byte{answer, answer, answer, answer, answer}
+	if n := b.allow(src, 100, answers, now); n != 3 {
+		t.Fatalf("first search: %d answers sent, want 3 (the 1000-byte burst)", n)
+	}
+	// Now 100 bytes in: 100 bytes of credit, not enough for a 300-byte answer.
+	in, out := 0, 0
+	for i := range 100 {
+		in += 100
+		out += b.allow(src, 100, answers, now.Add(time.Duration(i)*time.Second)) * len(answer)
+	}
+	if out > in {
+		t.Errorf("a flood after the burst: %d bytes out for %d in, want at most 1x", out, in)
+	}
+	if out < in-len(answer)*2 {
+		t.Errorf("a flood after the burst: %d bytes out for %d in; the credit is not given", out, in)
+	}
+	// Another source has its own budget.
+	if n := b.allow(netip.MustParseAddr("192.168.1.8"), 100, answers, now); n != 3 {
+		t.Errorf("another source: %d answers, want its own burst", n)
+	}
+	// A quiet minute restores the burst.
+	if n := b.allow(src, 100, answers, now.Add(200*time.Second)); n != 3 {
+		t.Errorf("after a quiet minute: %d answers, want the burst again", n)
+	}
+}
+
+// A flood of spoofed sources cannot grow the table without bound, and the
+// sources beyond it get no burst.
+func TestSourceBudgetsBounded(t *testing.T) {
+	b := newSourceBudgets(1000)
+	now := time.Unix(1000, 0)
+	answers := [][]byte{bytes.Repeat([]byte("x"), 300)}
+	sent := 0
+	for i := range 10000 {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		sent += b.allow(a, 100, answers, now)
+	}
+	if len(b.m) > maxBudgets {
+		t.Errorf("%d sources tracked, want at most %d", len(b.m), maxBudgets)
+	}
+	if sent != maxBudgets {
+		t.Errorf("%d answers to 10,000 new sources, want %d (those beyond the table get none)", sent, maxBudgets)
 	}
 }

@@ -44,7 +44,7 @@ const (
 	// longer, so by default every subscription lasts exactly 1800 s.
 	DefaultMinTimeout      = 1800 * time.Second
 	DefaultMaxTimeout      = 1800 * time.Second
-	DefaultMaxPerClient    = 16
+	DefaultMaxPerClient    = 8
 	DefaultMaxSubscribers  = 128
 	DefaultDeliveryTimeout = 5 * time.Second
 )
@@ -70,10 +70,13 @@ type PublisherConfig struct {
 	MinTimeout, MaxTimeout time.Duration
 
 	// MaxPerClient bounds the subscriptions of one source IP address and
-	// MaxTotal those of the whole Publisher; past either, SUBSCRIBE gets
-	// 503 Service Unavailable, the 5xx UDA prescribes for a publisher out
-	// of resources. Zero means DefaultMaxPerClient and
-	// DefaultMaxSubscribers.
+	// MaxTotal those of the whole Publisher. Past MaxPerClient, SUBSCRIBE
+	// gets 503 Service Unavailable, the 5xx UDA prescribes for a publisher
+	// out of resources. At MaxTotal, a host holding fewer subscriptions
+	// than the busiest one takes the busiest one's oldest subscription,
+	// so that a few hosts cannot fill the table and lock the others out;
+	// only when every host holds as many does SUBSCRIBE get 503. Zero
+	// means DefaultMaxPerClient and DefaultMaxSubscribers.
 	MaxPerClient, MaxTotal int
 
 	// Moderation, when positive, coalesces the changes Notify reports for
@@ -120,18 +123,20 @@ type PublisherConfig struct {
 // check any host on the LAN could make the router send traffic to any
 // address, on the WAN side too.
 type Publisher struct {
-	cfg      PublisherConfig
-	clock    Clock
-	log      *slog.Logger
-	client   *http.Client
-	ctx      context.Context // canceled by Close, aborting deliveries
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // delivery goroutines
-	mu       sync.Mutex
-	closed   bool
-	subs     map[string]*subscription // by SID
-	pending  map[string]*moderated    // by path, while a window is open
-	services map[string]func() []Arg
+	cfg    PublisherConfig
+	clock  Clock
+	log    *slog.Logger
+	client *http.Client
+	ctx    context.Context // canceled by Close, aborting deliveries
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // delivery goroutines
+	mu     sync.Mutex
+	closed bool
+	subs   map[string]*subscription // by SID
+	// subscribed counts the subscriptions ever made, to tell the oldest.
+	subscribed uint64
+	pending    map[string]*moderated // by path, while a window is open
+	services   map[string]func() []Arg
 }
 
 // subscription is one subscriber's state. All fields but the immutable
@@ -141,6 +146,7 @@ type subscription struct {
 	path      string     // immutable
 	callbacks []*url.URL // immutable
 	client    netip.Addr // immutable: source address of the SUBSCRIBE
+	order     uint64     // immutable: subscriptions are numbered as they come
 	expires   time.Time
 	seq       uint32  // key of the next event
 	queue     [][]Arg // events waiting for delivery, oldest first
@@ -277,21 +283,34 @@ func (p *Publisher) subscribe(w http.ResponseWriter, r *http.Request, path strin
 	now := p.clock.Now()
 	p.sweepLocked(now)
 	perClient := 0
+	held := map[netip.Addr]int{}
 	for _, s := range p.subs {
-		if s.client == client {
-			perClient++
-		}
+		held[s.client]++
 	}
-	if len(p.subs) >= p.cfg.MaxTotal || perClient >= p.cfg.MaxPerClient {
+	perClient = held[client]
+	if perClient >= p.cfg.MaxPerClient {
 		p.mu.Unlock()
-		p.refuse(w, r, http.StatusServiceUnavailable, "too many subscriptions", "total", len(p.subs), "client_total", perClient)
+		p.refuse(w, r, http.StatusServiceUnavailable, "too many subscriptions from this host", "client_total", perClient, "limit", p.cfg.MaxPerClient)
 		return
 	}
+	if len(p.subs) >= p.cfg.MaxTotal {
+		victim := p.evictionLocked(held, perClient)
+		if victim == nil {
+			p.mu.Unlock()
+			p.refuse(w, r, http.StatusServiceUnavailable, "too many subscriptions", "total", len(p.subs))
+			return
+		}
+		p.removeLocked(victim)
+		p.log.Info("upnp: event subscription dropped to make room for another host's", "path", victim.path, "sid", victim.sid,
+			"holder", victim.client, "held", held[victim.client], "newcomer", client)
+	}
+	p.subscribed++
 	sub := &subscription{
 		sid:       newSID(),
 		path:      path,
 		callbacks: callbacks,
 		client:    client,
+		order:     p.subscribed,
 		expires:   now.Add(timeout),
 	}
 	p.subs[sub.sid] = sub
@@ -319,6 +338,29 @@ func (p *Publisher) subscribe(w http.ResponseWriter, r *http.Request, path strin
 	sub.queue = append([][]Arg{cloneVars(vars)}, sub.queue...)
 	sub.started = true
 	p.kickLocked(sub)
+}
+
+// evictionLocked picks the subscription a newcomer holding perClient
+// subscriptions may take when the table is full: the oldest of the host
+// holding the most, if that host holds more than the newcomer will.
+func (p *Publisher) evictionLocked(held map[netip.Addr]int, perClient int) *subscription {
+	var busiest netip.Addr
+	most := 0
+	for a, n := range held {
+		if n > most || n == most && a.Less(busiest) {
+			busiest, most = a, n
+		}
+	}
+	if most <= perClient+1 {
+		return nil // every host holds about as many: the table is fairly full
+	}
+	var oldest *subscription
+	for _, s := range p.subs {
+		if s.client == busiest && (oldest == nil || s.order < oldest.order) {
+			oldest = s
+		}
+	}
+	return oldest
 }
 
 // checkCallbackHost enforces the CallStranger rule on one callback URL: its
@@ -358,6 +400,7 @@ func (p *Publisher) renew(w http.ResponseWriter, r *http.Request, path string) {
 		return
 	}
 	timeout := p.grant(r)
+	from := sourceAddr(r)
 	p.mu.Lock()
 	now := p.clock.Now()
 	p.sweepLocked(now)
@@ -365,6 +408,13 @@ func (p *Publisher) renew(w http.ResponseWriter, r *http.Request, path string) {
 	if !ok || sub.path != path {
 		p.mu.Unlock()
 		p.refuse(w, r, http.StatusPreconditionFailed, "unknown or expired SID", "sid", sid)
+		return
+	}
+	if sub.client != from {
+		// A subscription is its subscriber's: another host knowing the
+		// SID learns nothing, and can neither keep it alive nor end it.
+		p.mu.Unlock()
+		p.refuse(w, r, http.StatusPreconditionFailed, "SID of another host's subscription", "sid", sid)
 		return
 	}
 	sub.expires = now.Add(timeout)
@@ -388,15 +438,22 @@ func (p *Publisher) unsubscribe(w http.ResponseWriter, r *http.Request, path str
 		p.refuse(w, r, http.StatusPreconditionFailed, err.Error())
 		return
 	}
+	from := sourceAddr(r)
 	p.mu.Lock()
 	p.sweepLocked(p.clock.Now())
 	sub, ok := p.subs[sid]
-	if ok && sub.path == path {
+	ok = ok && sub.path == path
+	mine := ok && sub.client == from
+	if mine {
 		p.removeLocked(sub)
 	}
 	p.mu.Unlock()
-	if !ok || sub.path != path {
+	switch {
+	case !ok:
 		p.refuse(w, r, http.StatusPreconditionFailed, "unknown or expired SID", "sid", sid)
+		return
+	case !mine:
+		p.refuse(w, r, http.StatusPreconditionFailed, "SID of another host's subscription", "sid", sid)
 		return
 	}
 	p.log.Info("upnp: event subscription canceled", "path", path, "sid", sid)
@@ -406,16 +463,30 @@ func (p *Publisher) unsubscribe(w http.ResponseWriter, r *http.Request, path str
 
 // writeGranted answers a successful SUBSCRIBE. The header names are set in
 // the upper case UDA shows, since some control points match them
-// case-sensitively. Content-Length is explicit so that the flush that
-// follows does not switch the response to chunked encoding.
+// case-sensitively; their canonical twins, which a handler in front
+// (Server) or net/http itself (Date) would add, are removed, so that each
+// is sent once. Content-Length is explicit so that the flush that follows
+// does not switch the response to chunked encoding.
 func (p *Publisher) writeGranted(w http.ResponseWriter, sid string, timeout time.Duration, now time.Time) {
 	h := w.Header()
 	h["SID"] = []string{sid}
 	h["TIMEOUT"] = []string{FormatTimeout(timeout)}
 	h["DATE"] = []string{now.UTC().Format(http.TimeFormat)}
+	h["Date"] = nil // suppresses net/http's own
+	delete(h, "Server")
 	h["SERVER"] = []string{p.cfg.Server}
 	h["Content-Length"] = []string{"0"}
 	w.WriteHeader(http.StatusOK)
+}
+
+// sourceAddr is the address a request came from, comparable with a
+// subscription's client.
+func sourceAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap().WithZone("")
 }
 
 // refuse answers a request with an error status and logs why, at Info:

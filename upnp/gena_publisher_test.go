@@ -602,8 +602,8 @@ func TestPublisherCaps(t *testing.T) {
 		{"10.0.0.1", 200},
 		{"10.0.0.1", 503}, // per client
 		{"10.0.0.2", 200},
-		{"10.0.0.2", 503}, // total
-		{"10.0.0.3", 503}, // total
+		{"10.0.0.2", 503}, // total: every host holds about as many
+		{"10.0.0.3", 200}, // total, but 10.0.0.1 holds more: its oldest goes
 	} {
 		code, sid := sub(step.ip)
 		if code != step.want {
@@ -613,11 +613,15 @@ func TestPublisherCaps(t *testing.T) {
 			sids = append(sids, sid)
 		}
 	}
+	// 10.0.0.1's first subscription made room for 10.0.0.3.
+	if w := call(p, "SUBSCRIBE", evtPath, "10.0.0.1:1000", map[string]string{"SID": sids[0]}); w.Code != 412 {
+		t.Errorf("renewing the evicted subscription: %d, want 412", w.Code)
+	}
 	// A canceled subscription frees its slot.
-	if w := call(p, "UNSUBSCRIBE", evtPath, "10.0.0.1:1000", map[string]string{"SID": sids[0]}); w.Code != 200 {
+	if w := call(p, "UNSUBSCRIBE", evtPath, "10.0.0.1:1000", map[string]string{"SID": sids[1]}); w.Code != 200 {
 		t.Fatalf("UNSUBSCRIBE: %d", w.Code)
 	}
-	if code, _ := sub("10.0.0.3"); code != 200 {
+	if code, _ := sub("10.0.0.4"); code != 200 {
 		t.Fatalf("after UNSUBSCRIBE: %d, want 200", code)
 	}
 	// Expired ones do too.
@@ -625,6 +629,92 @@ func TestPublisherCaps(t *testing.T) {
 	for _, ip := range []string{"10.0.0.4", "10.0.0.4", "10.0.0.5"} {
 		if code, _ := sub(ip); code != 200 {
 			t.Fatalf("after expiry, from %s: %d, want 200", ip, code)
+		}
+	}
+}
+
+// A few hosts cannot fill the table: 8 hosts each at the per-host cap
+// fill the default 128 only with 16 hosts, and even a full table takes a
+// newcomer in, at the expense of the host holding the most.
+func TestPublisherTotalCannotBeFilledByFewHosts(t *testing.T) {
+	p := newTestPublisher(t, PublisherConfig{Clock: newFakeClock(), Client: &http.Client{Transport: &recorder{}}})
+	sub := func(ip string) int {
+		return call(p, "SUBSCRIBE", evtPath, ip+":1000", map[string]string{"NT": "upnp:event", "CALLBACK": "<http://" + ip + ":9/>"}).Code
+	}
+	refused := 0
+	for h := range 8 {
+		for range 16 {
+			if sub(fmt.Sprintf("10.0.0.%d", h+1)) != 200 {
+				refused++
+			}
+		}
+	}
+	if refused != 8*(16-DefaultMaxPerClient) {
+		t.Errorf("%d of 8 hosts' 16 subscriptions refused, want all beyond the per-host cap of %d", refused, DefaultMaxPerClient)
+	}
+	// 120 more hosts, one subscription each, all get in: the 8 give way
+	// down to one each, and then the table holds one per host.
+	for h := range DefaultMaxSubscribers - 8 {
+		if code := sub(fmt.Sprintf("10.1.0.%d", h+1)); code != 200 {
+			t.Fatalf("host %d of a crowd: %d, want 200", h, code)
+		}
+	}
+	if n := p.Subscribers(evtPath); n != DefaultMaxSubscribers {
+		t.Errorf("%d subscribers, want the cap %d", n, DefaultMaxSubscribers)
+	}
+	if code := sub("10.2.0.1"); code != 503 {
+		t.Errorf("with one subscription per host in a full table: %d, want 503", code)
+	}
+}
+
+// A subscription is bound to its subscriber's address: another host that
+// knows its SID can neither renew nor cancel it.
+func TestPublisherSIDIsBoundToItsSubscriber(t *testing.T) {
+	p := newTestPublisher(t, PublisherConfig{Clock: newFakeClock(), Client: &http.Client{Transport: &recorder{}}})
+	sid := subscribe(t, p, "http://127.0.0.1:9/cb", "")
+	for _, m := range []string{"SUBSCRIBE", "UNSUBSCRIBE"} {
+		if w := call(p, m, evtPath, "127.0.0.2:1", map[string]string{"SID": sid}); w.Code != 412 {
+			t.Errorf("%s with the SID from another host: %d, want 412", m, w.Code)
+		}
+	}
+	if n := p.Subscribers(evtPath); n != 1 {
+		t.Fatalf("%d subscribers after another host's attempts, want 1", n)
+	}
+	if w := call(p, "SUBSCRIBE", evtPath, "127.0.0.1:2", map[string]string{"SID": sid}); w.Code != 200 {
+		t.Errorf("renewal by the subscriber: %d", w.Code)
+	}
+}
+
+// A SUBSCRIBE answer carries SERVER and DATE once each, even behind a
+// handler that sets Server for every response.
+func TestPublisherAnswerHasEachHeaderOnce(t *testing.T) {
+	p := newTestPublisher(t, PublisherConfig{Clock: newFakeClock(), Client: &http.Client{Transport: &recorder{}}})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "front/1")
+		p.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	host := srv.Listener.Addr().String()
+	cb := "http://127.0.0.1:9/"
+	fmt.Fprintf(c, "SUBSCRIBE %s HTTP/1.1\r\nHost: %s\r\nNT: upnp:event\r\nCALLBACK: <%s>\r\nTIMEOUT: Second-1800\r\n\r\n", evtPath, host, cb)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	count := map[string]int{}
+	for k, v := range resp.Header {
+		count[strings.ToUpper(k)] += len(v)
+	}
+	for _, h := range []string{"SERVER", "DATE", "SID", "TIMEOUT"} {
+		if count[h] != 1 {
+			t.Errorf("%s sent %d times: %v", h, count[h], resp.Header)
 		}
 	}
 }

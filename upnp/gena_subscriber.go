@@ -10,10 +10,11 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/version"
 )
 
 // Event is one event message a Subscription received.
@@ -497,7 +498,7 @@ func (sub *Subscription) request(ctx context.Context, method string, hdr map[str
 
 // defaultUserAgent follows the UDA 1.1 USER-AGENT (and SERVER) form; the
 // OS version is not known portably, so "1" stands in for it.
-const defaultUserAgent = runtime.GOOS + "/1 UPnP/1.1 portfwd/0.1"
+const defaultUserAgent = version.Server
 
 // subscribe sends a new SUBSCRIBE (with CALLBACK and NT) and records the
 // SID and duration granted. again marks a resubscription, whose first

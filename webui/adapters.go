@@ -43,24 +43,21 @@ func (k *PortmapKeeper) Keep(ctx context.Context, g portmap.Gateway, m portmap.M
 	o.Methods = []portmap.Method{g.Method()}
 	switch g.Method() {
 	case portmap.UPnP:
-		info, err := g.Info(ctx)
-		if err != nil || info.Location == "" {
-			return fmt.Errorf("cannot tell where this gateway's description is, to keep the mapping: %v", err)
+		// Should the gateway go away, find it again at the same place.
+		if info, err := g.Info(ctx); err == nil && info.Location != "" {
+			o.GatewayURL = info.Location
 		}
-		o.GatewayURL = info.Location
 	default:
-		ap, err := netip.ParseAddrPort(g.Addr())
-		if err != nil {
-			return err
+		if ap, err := netip.ParseAddrPort(g.Addr()); err == nil {
+			o.NATPMPServer = ap
 		}
-		o.NATPMPServer = ap
 	}
 	client, _ := netip.ParseAddr(m.InternalClient)
 	lease := k.Lease
 	if lease == 0 {
 		lease = time.Hour
 	}
-	kp := portmap.Keep(context.Background(), portmap.KeepConfig{Options: o, Request: portmap.Request{
+	kp := portmap.Keep(context.Background(), portmap.KeepConfig{Options: o, Gateway: g, Request: portmap.Request{
 		Protocol: m.Protocol, InternalPort: m.InternalPort, ExternalPort: m.ExternalPort,
 		InternalClient: client, Lease: lease, Description: m.Description,
 	}})
@@ -81,29 +78,25 @@ func (k *PortmapKeeper) Keep(ctx context.Context, g portmap.Gateway, m portmap.M
 				if k.kept[g.Addr()] == nil {
 					k.kept[g.Addr()] = map[portmap.Key]*portmap.Keeper{}
 				}
-				if old := k.kept[g.Addr()][m.Key()]; old != nil {
-					stopWithoutDelete(old)
-				}
+				old := k.kept[g.Addr()][m.Key()]
 				k.kept[g.Addr()][m.Key()] = kp
 				k.mu.Unlock()
+				if old != nil {
+					old.Release()
+				}
 				return nil
-			case portmap.EventFailed, portmap.EventGatewayGone:
-				stopWithoutDelete(kp)
+			case portmap.EventFailed, portmap.EventGatewayGone, portmap.EventError:
+				kp.Release()
+				if err := kp.Err(); err != nil {
+					return err
+				}
 				return errors.New(ev.Reason)
 			}
 		case <-ctx.Done():
-			stopWithoutDelete(kp)
+			kp.Release()
 			return ctx.Err()
 		}
 	}
-}
-
-// stopWithoutDelete ends a keeper but leaves its mapping on the router
-// until its lease ends: Close's delete gets an already-ended context.
-func stopWithoutDelete(kp *portmap.Keeper) {
-	done, cancel := context.WithCancel(context.Background())
-	cancel()
-	kp.Close(done)
 }
 
 // Release stops renewing the mapping at key; it stays until its lease ends.
@@ -115,7 +108,7 @@ func (k *PortmapKeeper) Release(ctx context.Context, g portmap.Gateway, key port
 	if kp == nil {
 		return fmt.Errorf("port %s is not being kept open", key)
 	}
-	stopWithoutDelete(kp)
+	kp.Release()
 	return nil
 }
 
@@ -138,7 +131,7 @@ func (k *PortmapKeeper) Close() {
 	k.mu.Unlock()
 	for _, byKey := range all {
 		for _, kp := range byKey {
-			stopWithoutDelete(kp)
+			kp.Release()
 		}
 	}
 }

@@ -45,6 +45,37 @@ type AdminBackend interface {
 	Subscribe(changed func()) (cancel func())
 }
 
+// AdminAuditor may be implemented by an AdminBackend that keeps an audit
+// trail: the page then shows who opened what, when.
+type AdminAuditor interface {
+	// AuditTrail returns the last records, newest first.
+	AuditTrail() []AdminAuditRecord
+	// SubscribeAudit calls changed after every new record until cancel is
+	// called. changed does not block.
+	SubscribeAudit(changed func()) (cancel func())
+}
+
+// AdminAuditRecord is one line of the audit trail: a mapping added,
+// renewed, changed, deleted, expired or refused.
+type AdminAuditRecord struct {
+	Time         time.Time      `json:"time"`
+	Event        string         `json:"event"`
+	Via          string         `json:"via"`
+	Client       netip.Addr     `json:"client,omitzero"`
+	Protocol     string         `json:"protocol,omitempty"`
+	ExternalPort uint16         `json:"external_port,omitempty"`
+	Internal     netip.AddrPort `json:"internal,omitzero"`
+	RemoteHost   netip.Addr     `json:"remote_host,omitzero"`
+	LeaseSeconds uint32         `json:"lease_s,omitempty"`
+	Description  string         `json:"description,omitempty"`
+	Action       string         `json:"action,omitempty"`
+	Result       string         `json:"result"`
+	Reason       string         `json:"reason,omitempty"`
+}
+
+// adminAuditShown is how many audit records the page shows.
+const adminAuditShown = 200
+
 // ErrNoSuchMapping is what AdminBackend.Delete wraps when there is no
 // mapping to delete.
 var ErrNoSuchMapping = errors.New("no such mapping")
@@ -80,11 +111,17 @@ type AdminStatus struct {
 	// none is known); ExternalSource says where it comes from
 	// ("interface wan0", "fixed", "stun HOST"), ExternalError why it is
 	// unknown.
-	ExternalAddr   netip.Addr       `json:"external_addr,omitzero"`
-	ExternalSource string           `json:"external_source,omitempty"`
-	ExternalError  string           `json:"external_error,omitempty"`
-	SecureMode     bool             `json:"secure_mode"`
-	Interfaces     []AdminInterface `json:"interfaces"`
+	ExternalAddr   netip.Addr `json:"external_addr,omitzero"`
+	ExternalSource string     `json:"external_source,omitempty"`
+	ExternalError  string     `json:"external_error,omitempty"`
+	SecureMode     bool       `json:"secure_mode"`
+	// Policy says, one sentence each, what clients may map.
+	Policy []string `json:"policy"`
+	// Warnings are what the operator should know about the gateway's
+	// state: saved leases the backend refused at start, a damaged lease
+	// journal kept aside.
+	Warnings   []string         `json:"warnings,omitempty"`
+	Interfaces []AdminInterface `json:"interfaces"`
 	// Services are where clients reach the gateway: the UPnP description
 	// URLs, the NAT-PMP and PCP addresses.
 	Services []AdminService `json:"services"`
@@ -175,6 +212,7 @@ func (a *AdminServer) init() {
 		api("GET /api/mappings", a.handleMappings)
 		api("DELETE /api/mappings/{proto}/{port}", a.handleDelete)
 		api("GET /api/status", a.handleStatus)
+		api("GET /api/audit", a.handleAudit)
 		api("GET /api/events", a.handleEvents)
 		a.mux = mux
 	})
@@ -299,17 +337,44 @@ func (a *AdminServer) status(now time.Time) adminStatusJSON {
 	return j
 }
 
+// adminAuditJSON is GET /api/audit and the "audit" event.
+type adminAuditJSON struct {
+	// Kept is false when the gateway keeps no audit trail.
+	Kept    bool               `json:"kept"`
+	Records []AdminAuditRecord `json:"records"`
+}
+
+func (a *AdminServer) audit() adminAuditJSON {
+	au, ok := a.Backend.(AdminAuditor)
+	if !ok {
+		return adminAuditJSON{Records: []AdminAuditRecord{}}
+	}
+	recs := au.AuditTrail()
+	if len(recs) > adminAuditShown {
+		recs = recs[:adminAuditShown]
+	}
+	if recs == nil {
+		recs = []AdminAuditRecord{}
+	}
+	return adminAuditJSON{Kept: true, Records: recs}
+}
+
 // adminPageData is what the page template shows before the script takes
 // over.
 type adminPageData struct {
 	Token  string
 	Status adminStatusJSON
 	Table  adminTableJSON
+	Audit  adminAuditJSON
 }
 
 func (a *AdminServer) handlePage(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
-	a.site.render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now)})
+	a.site.render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
+}
+
+func (a *AdminServer) handleAudit(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.audit())
 }
 
 func (a *AdminServer) handleMappings(w http.ResponseWriter, r *http.Request) {
@@ -367,9 +432,23 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	defer cancel()
+	audited := make(chan struct{}, 1)
+	if au, ok := a.Backend.(AdminAuditor); ok {
+		cancel := au.SubscribeAudit(func() {
+			select {
+			case audited <- struct{}{}:
+			default:
+			}
+		})
+		defer cancel()
+	}
 	st, err := startSSE(w)
 	if err != nil {
 		return
+	}
+	sendAudit := func() bool {
+		data, _ := json.Marshal(a.audit())
+		return st.send("audit", data) == nil
 	}
 	send := func(table bool) bool {
 		now := time.Now()
@@ -383,7 +462,7 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 		data, _ := json.Marshal(a.status(now))
 		return st.send("status", data) == nil && st.flush() == nil
 	}
-	if !send(true) {
+	if !sendAudit() || !send(true) {
 		return
 	}
 	tick := time.NewTicker(cmp.Or(a.StatusInterval, 5*time.Second))
@@ -396,6 +475,17 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			// A burst of changes (a client mapping a range) is sent as
 			// a few tables, not one per change.
+			select {
+			case <-time.After(adminEventSpacing):
+			case <-a.done:
+				return
+			case <-r.Context().Done():
+				return
+			}
+		case <-audited:
+			if !sendAudit() || st.flush() != nil {
+				return
+			}
 			select {
 			case <-time.After(adminEventSpacing):
 			case <-a.done:

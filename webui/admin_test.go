@@ -468,3 +468,63 @@ func TestAdminBrowser(t *testing.T) {
 	}
 	b.CheckProblems()
 }
+
+// auditingAdmin is a fakeAdmin with an audit trail.
+type auditingAdmin struct {
+	*fakeAdmin
+	recs []webui.AdminAuditRecord
+}
+
+func (a *auditingAdmin) AuditTrail() []webui.AdminAuditRecord { return slices.Clone(a.recs) }
+func (a *auditingAdmin) SubscribeAudit(changed func()) func() { return func() {} }
+
+// TestAdminAuditTrail: the page says who opened what, when, and which
+// policy is in force; a client's markup in a description stays text.
+func TestAdminAuditTrail(t *testing.T) {
+	const script = `<script>alert(3)</script>`
+	f := newFakeAdmin(upnpMapping(18080, "web"))
+	f.status.Policy = []string{"secure mode: a client may map ports only to itself", "ports: external and internal ports 1024-65535 only"}
+	f.status.Warnings = []string{"1 saved lease(s) refused by the nft backend at start"}
+	a := &auditingAdmin{fakeAdmin: f, recs: []webui.AdminAuditRecord{
+		{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Event: "refused", Via: "UPnP", Action: "AddPortMapping",
+			Client: netip.MustParseAddr("10.77.0.3"), Protocol: "TCP", ExternalPort: 22, Result: "606 ActionNotAuthorized",
+			Reason: "no permission rule allows mapping TCP port 22", Description: script},
+		{Time: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), Event: "added", Via: "NAT-PMP",
+			Client: netip.MustParseAddr("10.77.0.2"), Protocol: "UDP", ExternalPort: 9000,
+			Internal: netip.MustParseAddrPort("10.77.0.2:9000"), LeaseSeconds: 3600, Result: "ok"},
+	}}
+	e, _ := newAdminEnv(t, a)
+	_, page := e.request("GET", "/?token="+testToken, nil, nil)
+	for _, want := range []string{"Who opened what, when", "refused", "10.77.0.3", "UPnP AddPortMapping", "22/TCP",
+		"606 ActionNotAuthorized: no permission rule allows mapping TCP port 22", "9000/UDP → 10.77.0.2:9000",
+		"Policy in force", "ports: external and internal ports 1024-65535 only", "refused by the nft backend at start",
+		"&lt;script&gt;alert(3)&lt;/script&gt;"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if bytes.Contains(page, []byte(script)) {
+		t.Error("the page carries a description's markup raw")
+	}
+	var au struct {
+		Kept    bool `json:"kept"`
+		Records []struct {
+			Event  string `json:"event"`
+			Client string `json:"client"`
+			Port   int    `json:"external_port"`
+		} `json:"records"`
+	}
+	raw := e.call("GET", "/api/audit", nil, http.StatusOK, &au)
+	if !au.Kept || len(au.Records) != 2 || au.Records[0].Event != "refused" || au.Records[0].Client != "10.77.0.3" || au.Records[1].Port != 9000 {
+		t.Errorf("/api/audit: %+v", au)
+	}
+	if bytes.Contains(raw, []byte("<script>")) {
+		t.Errorf("/api/audit carries markup raw: %s", raw)
+	}
+	// Without a trail, the page says so.
+	e2, _ := newAdminEnv(t, newFakeAdmin())
+	_, page = e2.request("GET", "/?token="+testToken, nil, nil)
+	if !strings.Contains(string(page), "keeps no audit trail") {
+		t.Error("a gateway without a trail does not say so")
+	}
+}

@@ -202,6 +202,9 @@ type addRequest struct {
 	Enabled    *bool  `json:"enabled"`
 	Any        bool   `json:"any"`
 	RemoteHost string `json:"remote_host"`
+	// Replace replaces a mapping already at the external port, which is
+	// otherwise refused (409, naming it).
+	Replace bool `json:"replace"`
 	// Keep asks the Keeper to keep the new mapping open.
 	Keep bool `json:"keep"`
 }
@@ -244,7 +247,7 @@ func (a addRequest) requests() ([]portmap.Request, error) {
 	base := portmap.Request{
 		InternalPort: uint16(a.InternalPort), ExternalPort: uint16(a.ExternalPort), InternalClient: client,
 		Lease: lease, Description: a.Description, Disabled: a.Enabled != nil && !*a.Enabled, Any: a.Any,
-		RemoteHost: a.RemoteHost,
+		RemoteHost: a.RemoteHost, Replace: a.Replace,
 	}
 	out := make([]portmap.Request, len(protos))
 	for i, p := range protos {
@@ -368,10 +371,11 @@ type editRequest struct {
 	Description    *string `json:"description"`
 	LeaseSeconds   *int64  `json:"lease_seconds"`
 	Enabled        *bool   `json:"enabled"`
+	Replace        bool    `json:"replace"`
 }
 
 func (e editRequest) change() (portmap.Change, error) {
-	var c portmap.Change
+	c := portmap.Change{Replace: e.Replace}
 	port := func(field, what string, v *int) (*uint16, error) {
 		if v == nil {
 			return nil, nil
@@ -560,9 +564,11 @@ func (s *Server) handleDeleteMany(w http.ResponseWriter, r *http.Request) {
 		Protocol portmap.Protocol `json:"protocol"`
 		Start    uint16           `json:"start"`
 		End      uint16           `json:"end"`
-		// Count is -1 when the router does not say how many it removed.
-		Count int    `json:"count"`
-		Error string `json:"error,omitempty"`
+		// Deleted are the mappings really removed (read from the router
+		// before and after), and Count how many.
+		Deleted []keyJSON `json:"deleted"`
+		Count   int       `json:"count"`
+		Error   string    `json:"error,omitempty"`
 	}
 	res := struct {
 		Deleted []keyJSON     `json:"deleted"`
@@ -593,8 +599,11 @@ func (s *Server) handleDeleteMany(w http.ResponseWriter, r *http.Request) {
 		res.Count++
 	}
 	for _, rg := range ranges {
-		n, err := g.gw.DeleteRange(ctx, rg.proto, rg.start, rg.end)
-		rr := rangeResult{Protocol: rg.proto, Start: rg.start, End: rg.end, Count: n}
+		gone, err := g.gw.DeleteRange(ctx, rg.proto, rg.start, rg.end)
+		rr := rangeResult{Protocol: rg.proto, Start: rg.start, End: rg.end, Deleted: []keyJSON{}, Count: len(gone)}
+		for _, m := range gone {
+			rr.Deleted = append(rr.Deleted, toKeyJSON(m.Key()))
+		}
 		if err != nil {
 			rr.Error = s.sentence(err)
 			failures++
@@ -602,9 +611,7 @@ func (s *Server) handleDeleteMany(w http.ResponseWriter, r *http.Request) {
 				firstErr = err
 			}
 		}
-		if n > 0 { // -1: the router did not say how many
-			res.Count += n
-		}
+		res.Count += len(gone)
 		res.Ranges = append(res.Ranges, rr)
 	}
 	if firstErr != nil {

@@ -197,8 +197,10 @@ func TestAddRefusedShowsTheRoutersSentence(t *testing.T) {
 	if !errors.As(want, &re) {
 		t.Fatalf("the fake did not refuse: %v", want)
 	}
-	if ae.Error != re.Text || ae.RouterCode != 718 || ae.Code != http.StatusConflict {
-		t.Errorf("refusal: %+v, want the sentence %q and code 718", ae, re.Text)
+	// portmap refuses before the router would: the existing mapping is
+	// named, and no router code is involved.
+	if ae.Error != re.Text || ae.RouterCode != 0 || ae.Code != http.StatusConflict || !strings.Contains(ae.Error, "192.168.1.20:443") {
+		t.Errorf("refusal: %+v, want the sentence %q naming the mapping in the way", ae, re.Text)
 	}
 	// With "any", the router picks another port.
 	var added struct {
@@ -300,7 +302,8 @@ func TestDeleteMany(t *testing.T) {
 		"mappings": []map[string]any{{"protocol": "TCP", "external_port": 1000}, {"protocol": "udp", "external_port": 1001}},
 		"ranges":   []map[string]any{{"protocol": "udp", "start": 2000, "end": 2999}},
 	}, http.StatusOK, &r)
-	if r.Count != 2 || len(r.Deleted) != 2 || len(r.Ranges) != 1 || r.Ranges[0].Count != -1 || r.Error != "" {
+	// The range's count is what was really removed: 2000 and 2001/UDP.
+	if r.Count != 4 || len(r.Deleted) != 2 || len(r.Ranges) != 1 || r.Ranges[0].Count != 2 || r.Error != "" {
 		t.Errorf("delete many: %+v", r)
 	}
 	left := g.Mappings()
@@ -351,7 +354,7 @@ func TestNATPMPGatewayCannotList(t *testing.T) {
 	e.call("POST", "/api/mappings", map[string]any{"protocol": "udp", "internal_port": 4000}, http.StatusCreated, &added)
 	var ae apiError
 	e.call("POST", "/api/mappings", map[string]any{"protocol": "udp", "internal_port": 4000, "internal_client": "192.168.1.99"},
-		http.StatusBadGateway, &ae)
+		http.StatusConflict, &ae)
 	if !strings.Contains(ae.Error, "only map ports to the host that asks") {
 		t.Errorf("NAT-PMP for another host: %+v", ae)
 	}
@@ -805,7 +808,7 @@ func TestAgainstPortmapOverIGD(t *testing.T) {
 	var ae apiError
 	e.call("POST", "/api/mappings", map[string]any{"protocol": "tcp", "internal_port": 8080, "internal_client": "192.168.1.21"},
 		http.StatusConflict, &ae)
-	if ae.RouterCode != 718 || !strings.Contains(ae.Error, "already mapped to 192.168.1.20:8080") {
+	if !strings.Contains(ae.Error, "already mapped to 192.168.1.20:8080") {
 		t.Errorf("conflict over real UPnP: %+v", ae)
 	}
 	var tb table

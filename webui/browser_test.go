@@ -108,7 +108,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#f-external-port"), "8443"),
 		chromedp.Click(chromedp.CSS("#edit-submit")),
 	)
-	b.WaitFor("the refusal", `document.querySelector('#form-error').textContent.includes('718')`)
+	b.WaitFor("the refusal", `document.querySelector('#form-error').textContent.includes('already mapped')`)
 	_, refusal := g.Add(context.Background(), portmap.Request{Protocol: portmap.TCP, InternalPort: 9000, ExternalPort: 8443})
 	var re *portmap.RefusedError
 	if !errors.As(refusal, &re) {

@@ -75,6 +75,11 @@ type gatewayJSON struct {
 	// CanList is false when the protocol cannot read the table (NAT-PMP,
 	// PCP).
 	CanList bool `json:"can_list"`
+	// Connected and Problem are the gateway's state when its details were
+	// read: a gateway whose address request fails is listed all the same,
+	// with the failure as its problem.
+	Connected bool   `json:"connected"`
+	Problem   string `json:"problem,omitempty"`
 }
 
 // gatewaysJSON is the discovery state and what it found.
@@ -229,6 +234,7 @@ func (s *Server) gatewayJSONLocked(g *gateway) gatewayJSON {
 	}
 	if g.info != nil {
 		j.Name = g.info.FriendlyName
+		j.Connected, j.Problem = g.info.Connected, g.info.Problem
 	}
 	e := s.externalPayloadLocked(g)
 	j.ExternalIP, j.Class, j.Warning = e.ExternalIP, e.Class, e.Warning

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +45,7 @@ func newFlagSet(e *env, name string, cf *clientFlags) *flag.FlagSet {
 	fs.StringVar(&cf.iface, "interface", "", "network interface(s) to search on, comma-separated (default: all)")
 	fs.DurationVar(&cf.timeout, "timeout", 3*time.Second, "give up discovery and each request after this long")
 	fs.BoolVar(&cf.verbose, "v", false, "log protocol details to stderr")
-	fs.StringVar(&cf.stateDir, "state-dir", defaultStateDir(), "where NAT-PMP mappings and the last gateway found are remembered ($PORTFWD_STATE_DIR)")
+	fs.StringVar(&cf.stateDir, "state-dir", defaultStateDir(), "the client's state: NAT-PMP/PCP mappings made, mappings kept, the last gateway found ($PORTFWD_STATE_DIR)")
 	fs.BoolVar(&cf.noCache, "no-cache", false, "do not use the remembered gateway: always discover afresh")
 	return fs
 }
@@ -107,19 +106,14 @@ func (cf *clientFlags) options(e *env) (portmap.Options, error) {
 	return o, nil
 }
 
-// defaultStateDir is $PORTFWD_STATE_DIR, else $XDG_STATE_HOME/portfwd,
-// else ~/.local/state/portfwd.
+// defaultStateDir is $PORTFWD_STATE_DIR, else the library's default
+// (portmap.DefaultStateDir: $XDG_STATE_HOME/portfwd, else
+// ~/.local/state/portfwd).
 func defaultStateDir() string {
 	if d := os.Getenv("PORTFWD_STATE_DIR"); d != "" {
 		return d
 	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "portfwd")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "portfwd")
-	}
-	return ""
+	return portmap.DefaultStateDir()
 }
 
 func parseHostPort(s string, defPort uint16) (netip.AddrPort, error) {

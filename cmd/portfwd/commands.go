@@ -41,6 +41,7 @@ func runDiscover(ctx context.Context, e *env, args []string) error {
 		ServiceType string         `json:"service_type,omitempty"`
 		Status      string         `json:"status,omitempty"`
 		Connected   bool           `json:"connected"`
+		Problem     string         `json:"problem,omitempty"`
 		ExternalIP  string         `json:"external_ip,omitempty"`
 		AddrClass   string         `json:"external_ip_class,omitempty"`
 		Warning     string         `json:"warning,omitempty"`
@@ -51,16 +52,15 @@ func runDiscover(ctx context.Context, e *env, args []string) error {
 		rctx, cancel := cf.requestCtx(ctx, 1)
 		info, err := g.Info(rctx)
 		cancel()
-		j := jsonGateway{Method: g.Method(), Addr: g.Addr(), Location: info.Location, ServiceType: info.ServiceType, Status: info.ConnectionStatus}
+		j := jsonGateway{Method: g.Method(), Addr: g.Addr(), Location: info.Location, ServiceType: info.ServiceType,
+			Status: info.ConnectionStatus, Connected: info.Connected, Problem: info.Problem}
 		if err != nil {
 			j.Error = err.Error()
 		}
-		if info.ExternalIP.IsValid() {
+		if info.ExternalIP.IsValid() && !info.ExternalIP.IsUnspecified() {
 			c := portmap.Classify(info.ExternalIP)
 			j.ExternalIP, j.AddrClass, j.Warning = info.ExternalIP.String(), c.String(), c.Warning()
 		}
-		j.Connected = info.ExternalIP.IsValid() && !info.ExternalIP.IsUnspecified() &&
-			(info.ConnectionStatus == "" || strings.EqualFold(info.ConnectionStatus, "Connected"))
 		out = append(out, j)
 	}
 	if cf.json {
@@ -82,6 +82,9 @@ func runDiscover(ctx context.Context, e *env, args []string) error {
 			status += " (" + g.Status + ")"
 		}
 		fmt.Fprintf(e.stdout, "   status:      %s\n", status)
+		if g.Problem != "" {
+			fmt.Fprintf(e.stdout, "   problem:     %s\n", g.Problem)
+		}
 		if g.ExternalIP != "" {
 			fmt.Fprintf(e.stdout, "   external IP: %s (%s)\n", g.ExternalIP, g.AddrClass)
 		}
@@ -133,11 +136,21 @@ func runInfo(ctx context.Context, e *env, args []string) error {
 	row("Description URL", info.Location)
 	row("Control URL", info.ControlURL)
 	row("Service type", info.ServiceType)
-	row("NAT-PMP server", info.Server)
+	if info.Server != "" {
+		row(info.Method.Name()+" server", info.Server)
+	}
 	if info.Epoch != 0 {
 		row("Epoch", strconv.FormatUint(uint64(info.Epoch), 10)+" s")
 	}
-	row("Connection status", info.ConnectionStatus)
+	status := "not connected"
+	if info.Connected {
+		status = "connected"
+	}
+	if info.ConnectionStatus != "" {
+		status += " (" + info.ConnectionStatus + ")"
+	}
+	row("Status", status)
+	row("Problem", info.Problem)
 	row("Connection type", info.ConnectionType)
 	if info.Uptime > 0 {
 		row("Uptime", info.Uptime.String())
@@ -150,7 +163,7 @@ func runInfo(ctx context.Context, e *env, args []string) error {
 		link += fmt.Sprintf(" (down %s, up %s)", bps(info.DownstreamBps), bps(info.UpstreamBps))
 	}
 	row("Link", strings.TrimSpace(link))
-	if info.ExternalIP.IsValid() {
+	if info.ExternalIP.IsValid() && !info.ExternalIP.IsUnspecified() {
 		row("External IP", info.ExternalIP.String())
 	}
 	if err := tw.Flush(); err != nil {
@@ -326,11 +339,12 @@ func runAdd(ctx context.Context, e *env, args []string) error {
 	lease := fs.Duration("lease", 0, "lease duration, e.g. 1h (0: permanent on UPnP, 2h on NAT-PMP)")
 	desc := fs.String("desc", "portfwd", "description shown on the router")
 	anyPort := fs.Bool("any", false, "accept another external port if the wanted one is taken")
+	replace := fs.Bool("replace", false, "replace a mapping already at the external port (by default portfwd refuses, naming it)")
 	port, protos, err := cf.mappingArgs(fs, args, "add 8080 --external 18080", ext, proto)
 	if err != nil {
 		return err
 	}
-	req := portmap.Request{InternalPort: port, ExternalPort: uint16(*ext), Lease: *lease, Description: *desc, Any: *anyPort}
+	req := portmap.Request{InternalPort: port, ExternalPort: uint16(*ext), Lease: *lease, Description: *desc, Any: *anyPort, Replace: *replace}
 	if *client != "" {
 		a, err := netip.ParseAddr(*client)
 		if err != nil {
@@ -353,16 +367,8 @@ func runAdd(ctx context.Context, e *env, args []string) error {
 		}
 		made = append(made, toJSON(m))
 		if !cf.json {
-			lease := "permanent"
-			if !m.Permanent {
-				lease = "lease " + m.Lease.String()
-			}
-			pub := "external port"
-			if m.ExternalAddr.IsValid() {
-				pub = m.ExternalAddr.String()
-			}
-			fmt.Fprintf(e.stdout, "added %s:%d/%s -> %s:%d (%s, %s)\n", pub, m.ExternalPort, m.Protocol,
-				m.InternalClient, m.InternalPort, lease, strings.ToUpper(string(m.Method)))
+			fmt.Fprintf(e.stdout, "added %s\n", describe(m))
+			printNote(e, m)
 		}
 	}
 	if cf.json {
@@ -371,7 +377,28 @@ func runAdd(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// parseKey parses "18080/tcp" (the protocol part defaults to defProto).
+// describe is one line for a mapping as the router granted it: where the
+// world reaches it, where it leads, its lease, and how that is known.
+func describe(m portmap.Mapping) string {
+	pub := "external port "
+	if m.ExternalAddr.IsValid() {
+		pub = m.ExternalAddr.String() + ":"
+	}
+	how := "as the router granted it"
+	if m.ReadBack {
+		how = "as the router holds it"
+	}
+	return fmt.Sprintf("%s%d/%s -> %s:%d (%s, %s; %s)", pub, m.ExternalPort, m.Protocol,
+		m.InternalClient, m.InternalPort, leaseText(m), m.Method.Name(), how)
+}
+
+// printNote prints what the router granted differently, on stderr so that
+// the result lines stay one per mapping.
+func printNote(e *env, m portmap.Mapping) {
+	if m.Note != "" {
+		fmt.Fprintf(e.stderr, "note: %s\n", m.Note)
+	}
+}
 func parseKey(s, defProto string) ([]portmap.Key, error) {
 	portPart, protoPart, found := strings.Cut(s, "/")
 	if !found {
@@ -403,6 +430,7 @@ func runEdit(ctx context.Context, e *env, args []string) error {
 	lease := fs.Duration("lease", 0, "new lease duration (0: permanent)")
 	enabled := fs.Bool("enabled", true, "enable or disable the mapping (--enabled=false)")
 	remote := fs.String("remote", "", "remote host of the entry to edit (UPnP; default any)")
+	fs.BoolVar(&c.Replace, "replace", false, "with --external: replace a mapping already at the new external port (by default portfwd refuses, naming it)")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
 	}
@@ -464,8 +492,8 @@ func runEdit(ctx context.Context, e *env, args []string) error {
 		}
 		out = append(out, toJSON(m))
 		if !cf.json {
-			fmt.Fprintf(e.stdout, "edited %s: now %d/%s -> %s:%d enabled=%s %q\n", k, m.ExternalPort, m.Protocol,
-				m.InternalClient, m.InternalPort, yesNo(m.Enabled), m.Description)
+			fmt.Fprintf(e.stdout, "edited %s: now %s enabled=%s %q\n", k, describe(m), yesNo(m.Enabled), m.Description)
+			printNote(e, m)
 		}
 	}
 	if cf.json {
@@ -489,6 +517,14 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 	var result struct {
 		Deleted []portmap.Key `json:"deleted,omitempty"`
 		Count   int           `json:"count"`
+	}
+	done := func(err error) error {
+		if cf.json {
+			if perr := printJSON(e.stdout, result); perr != nil {
+				return perr
+			}
+		}
+		return err
 	}
 	if *rng != "" {
 		a, b, ok := strings.Cut(*rng, "-")
@@ -516,14 +552,20 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 		}
 		for _, p := range protos {
 			rctx, cancel := cf.requestCtx(ctx, 20)
-			n, err := g.DeleteRange(rctx, p, start, end)
+			gone, err := g.DeleteRange(rctx, p, start, end)
 			cancel()
-			if err != nil {
-				return err
+			for _, m := range gone {
+				result.Deleted = append(result.Deleted, m.Key())
+				result.Count++
+				if !cf.json {
+					fmt.Fprintf(e.stdout, "deleted %s -> %s:%d %q\n", m.Key(), m.InternalClient, m.InternalPort, m.Description)
+				}
 			}
-			result.Count += n
 			if !cf.json {
-				fmt.Fprintf(e.stdout, "deleted %d %s mapping(s) in %d-%d\n", n, p, start, end)
+				fmt.Fprintf(e.stdout, "deleted %d %s mapping(s) in %d-%d\n", len(gone), p, start, end)
+			}
+			if err != nil {
+				return done(err)
 			}
 		}
 	} else {
@@ -541,7 +583,7 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 			err := g.Delete(rctx, k)
 			cancel()
 			if err != nil {
-				return err
+				return done(err)
 			}
 			result.Deleted = append(result.Deleted, k)
 			result.Count++
@@ -550,8 +592,5 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	}
-	if cf.json {
-		return printJSON(e.stdout, result)
-	}
-	return nil
+	return done(nil)
 }

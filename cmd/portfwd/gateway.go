@@ -28,6 +28,7 @@ type gatewayFlags struct {
 	secureMode                  bool
 	noUPnP, noNATPMP, noSSDP    bool
 	noPCP                       bool
+	force                       bool
 	logLevel, logFormat         string
 }
 
@@ -89,6 +90,7 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.BoolVar(&gf.noUPnP, "no-upnp", false, "do not serve UPnP IGD")
 	fs.BoolVar(&gf.noNATPMP, "no-natpmp", false, "do not serve NAT-PMP nor PCP (UDP 5351)")
 	fs.BoolVar(&gf.noPCP, "no-pcp", false, "serve NAT-PMP without PCP (PCP clients are told to fall back to NAT-PMP)")
+	fs.BoolVar(&gf.force, "force", false, "start even though the interface roles look wrong (an internal interface with the default route or a public address, an external one with no route out)")
 	fs.BoolVar(&gf.noSSDP, "no-ssdp", false, "serve UPnP without SSDP discovery (clients need the description URL)")
 	fs.StringVar(&gf.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&gf.logFormat, "log-format", "", "text or json (default text)")
@@ -168,6 +170,9 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 		debug.SetMemoryLimit(n)
 	}
 	if err := daemon.Run(ctx, cfg); err != nil {
+		if errors.Is(err, daemon.ErrInterfaceRoles) {
+			return usageError{"gateway: " + err.Error()}
+		}
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil
@@ -213,6 +218,8 @@ func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
 			cfg.NATPMP.PCP = !gf.noPCP
 		case "no-ssdp":
 			cfg.UPnP.SSDP = !gf.noSSDP
+		case "force":
+			cfg.Interfaces.Force = gf.force
 		case "log-level":
 			cfg.LogLevel = gf.logLevel
 		case "log-format":

@@ -49,8 +49,16 @@ friendly_name = "natlab portfwd gateway"
 // gatewayArgs are the command line of the lab gateway, after "gateway".
 func gatewayArgs(t *testing.T, l *natlab.Lab, extra ...string) []string {
 	t.Helper()
+	return gatewayArgsWithPolicy(t, l, "", extra...)
+}
+
+// gatewayArgsWithPolicy is gatewayArgs with more [policy] keys in the
+// configuration file, such as "max_per_client = 0".
+func gatewayArgsWithPolicy(t *testing.T, l *natlab.Lab, policy string, extra ...string) []string {
+	t.Helper()
 	conf := filepath.Join(l.RunDir, "gateway.toml")
-	if err := os.WriteFile(conf, []byte(gatewayConfig), 0o644); err != nil {
+	text := strings.Replace(gatewayConfig, "[policy]\n", "[policy]\n"+policy+"\n", 1)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return append([]string{"gateway", "--config", conf,

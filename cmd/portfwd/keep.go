@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -52,7 +51,25 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 			}
 		}()
 	}
-	<-ctx.Done()
+	// Until Ctrl-C, or until a keeper gives up (the router refused for
+	// good: exit 3 with its reason).
+	var gaveUp error
+	failed := make(chan error, len(keepers))
+	for _, k := range keepers {
+		go func() {
+			select {
+			case <-k.Done():
+				if err := k.Err(); err != nil {
+					failed <- err
+				}
+			case <-ctx.Done():
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case gaveUp = <-failed:
+	}
 	// Delete on exit, with a fresh budget: the command's context is done.
 	cctx, cancel := context.WithTimeout(context.Background(), cf.timeout)
 	defer cancel()
@@ -63,6 +80,9 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	wg.Wait()
+	if gaveUp != nil {
+		return gaveUp
+	}
 	return firstErr
 }
 
@@ -81,12 +101,14 @@ func printEvent(e *env, asJSON bool, ev portmap.Event) {
 	ts := ev.Time.Format("15:04:05")
 	switch ev.Kind {
 	case portmap.EventMapped:
-		fmt.Fprintf(e.stdout, "%s reachable at %s (%s, %s)\n", ts, where, strings.ToUpper(string(m.Method)), leaseText(m))
+		fmt.Fprintf(e.stdout, "%s mapped %s (%s, %s)\n", ts, where, m.Method.Name(), leaseText(m))
 		if w := portmap.Classify(m.ExternalAddr).Warning(); w != "" {
 			fmt.Fprintf(e.stderr, "warning: %s\n", w)
 		}
+		printNote(e, m)
 	case portmap.EventRenewed:
 		fmt.Fprintf(e.stdout, "%s renewed %s (%s)\n", ts, where, leaseText(m))
+		printNote(e, m)
 	case portmap.EventRecreated:
 		fmt.Fprintf(e.stdout, "%s recreated %s (%s)\n", ts, where, ev.Reason)
 	case portmap.EventLost:
@@ -98,9 +120,13 @@ func printEvent(e *env, asJSON bool, ev portmap.Event) {
 	case portmap.EventGatewayBack:
 		fmt.Fprintf(e.stdout, "%s gateway back: %s\n", ts, ev.Reason)
 	case portmap.EventFailed:
-		fmt.Fprintf(e.stdout, "%s the router refused: %s (retrying)\n", ts, ev.Reason)
+		fmt.Fprintf(e.stdout, "%s the router refused, for now: %s (retrying)\n", ts, ev.Reason)
+	case portmap.EventError:
+		fmt.Fprintf(e.stdout, "%s giving up: %s\n", ts, ev.Reason)
 	case portmap.EventDeleted:
 		fmt.Fprintf(e.stdout, "%s deleted %s\n", ts, where)
+	case portmap.EventLeftoverDeleted:
+		fmt.Fprintf(e.stdout, "%s deleted %s: %s\n", ts, where, ev.Reason)
 	}
 }
 

@@ -180,9 +180,11 @@ func TestLabUPnPAgainstMiniupnpd(t *testing.T) {
 	contains(t, "list after edit", ok(t, l, "list").stdout, l.LANIP.String()+":8081", "edited")
 
 	// miniupnpd accepts NewEnabled=0 but ignores it (the rule stays
-	// active), so disabling is proven against our own gateway instead; here
-	// we check only that the edit goes through and keeps the mapping.
-	ok(t, l, "edit", "18080/tcp", "--enabled=false")
+	// active): portfwd reads the mapping back, says so and exits 3
+	// (TestLabNoSilentReplace checks the traffic); the mapping stays.
+	if r := pf(t, l, natlab.HostLAN, "edit", "18080/tcp", "--enabled=false"); r.code != exitRefused || !strings.Contains(r.stderr, "still open") {
+		t.Errorf("edit --enabled=false on miniupnpd: %v", r)
+	}
 	contains(t, "list after disable", ok(t, l, "list").stdout, l.LANIP.String()+":8081")
 
 	// delete -> the connection fails again.
@@ -344,7 +346,7 @@ func TestLabKeepAgainstMiniupnpd(t *testing.T) {
 	}
 	keep.Stop() // SIGTERM: keep deletes the mapping on its way out
 	out := keep.Output()
-	contains(t, "keep output", out, "reachable at "+l.RouterWANIP.String()+":18090/TCP", "lost the mapping", "recreated", "deleted")
+	contains(t, "keep output", out, "mapped "+l.RouterWANIP.String()+":18090/TCP", "lost the mapping", "recreated", "deleted")
 	if _, ok := reachTCP(t, l, 18090, mustFail); ok {
 		t.Fatalf("mapping still there after keep exited:\n%s", out)
 	}

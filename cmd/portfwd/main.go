@@ -1,5 +1,5 @@
 // Command portfwd opens ports on a NAT router from the command line
-// (UPnP IGD, NAT-PMP), and runs the router side as a daemon.
+// (UPnP IGD, NAT-PMP, PCP), and runs the router side as a daemon.
 //
 // Run "portfwd help" for the list of commands. Every client command accepts
 // --json, --gateway, --natpmp, --protocol, --interface and --timeout; see
@@ -56,6 +56,7 @@ func commands() []command {
 		{"ui", "web interface on this computer: ui [--listen 127.0.0.1:0] [--open]", runUI},
 		{"watch", "print each change on the gateway until Ctrl-C: external address, mappings, restarts", runWatch},
 		{"keep", "keep a port open until Ctrl-C: renew, recover after router restarts, delete on exit", runKeep},
+		{"forget", "drop remembered mappings that are gone (or those named, or --all); changes nothing on the router", runForget},
 	}
 }
 

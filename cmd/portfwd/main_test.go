@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -96,11 +97,21 @@ func TestJSONOutputs(t *testing.T) {
 }
 
 func TestRefusalExit3WithCodeAndHolder(t *testing.T) {
-	_, base := fake(t, igdtest.Options{Version: 1, ExternalIP: "198.51.100.7",
+	srv, base := fake(t, igdtest.Options{Version: 1, ExternalIP: "198.51.100.7",
 		Mappings: []igd.PortMapping{{ExternalPort: 8080, Protocol: "TCP", InternalPort: 8080, InternalClient: "192.168.1.7", Enabled: true, Description: "nas"}}})
 	_, stderr, code := cli(t, append([]string{"add", "8080"}, base...)...)
-	if code != exitRefused || !strings.Contains(stderr, "718") || !strings.Contains(stderr, "192.168.1.7") {
-		t.Errorf("exit %d, stderr %q: want 3 naming 718 and the holder", code, stderr)
+	if code != exitRefused || !strings.Contains(stderr, `192.168.1.7:8080 ("nas")`) || !strings.Contains(stderr, "--replace") {
+		t.Errorf("exit %d, stderr %q: want 3 naming the holder and --replace", code, stderr)
+	}
+	if slices.Contains(srv.Actions(), "AddPortMapping") {
+		t.Errorf("portfwd asked for a port it knew was taken: %v", srv.Actions())
+	}
+	// A 718 for a port nobody holds, for another host, is secure mode.
+	_, base = fake(t, igdtest.Options{Version: 1, ExternalIP: "198.51.100.7",
+		Faults: []igdtest.Fault{{Action: "AddPortMapping", Code: 718}}})
+	_, stderr, code = cli(t, append([]string{"add", "8080", "--client", "192.168.1.50"}, base...)...)
+	if code != exitRefused || !strings.Contains(stderr, "secure mode") || !strings.Contains(stderr, "192.168.1.50") || strings.Contains(stderr, "already mapped") {
+		t.Errorf("exit %d, stderr %q: want 3 explaining secure mode", code, stderr)
 	}
 }
 

@@ -126,6 +126,25 @@ func (b adminBackend) Delete(ctx context.Context, proto string, port uint16) err
 	return err
 }
 
+// AuditTrail implements webui.AdminAuditor.
+func (b adminBackend) AuditTrail() []webui.AdminAuditRecord {
+	recs := b.d.audit.Recent()
+	out := make([]webui.AdminAuditRecord, len(recs))
+	for i, r := range recs {
+		out[i] = webui.AdminAuditRecord{
+			Time: r.Time, Event: string(r.Event), Via: r.Via, Client: r.Client, Protocol: r.Protocol,
+			ExternalPort: r.ExternalPort, Internal: r.Internal, RemoteHost: r.RemoteHost, LeaseSeconds: r.LeaseSeconds,
+			Description: r.Description, Action: r.Action, Result: r.Result, Reason: r.Reason,
+		}
+	}
+	return out
+}
+
+// SubscribeAudit implements webui.AdminAuditor.
+func (b adminBackend) SubscribeAudit(changed func()) (cancel func()) {
+	return b.d.audit.OnRecord(changed)
+}
+
 func (b adminBackend) Subscribe(changed func()) (cancel func()) {
 	return b.d.core.Subscribe(func(gateway.Event) { changed() })
 }
@@ -144,6 +163,8 @@ func (b adminBackend) Status() webui.AdminStatus {
 		Name: d.cfg.Device.FriendlyName, Started: d.start, Backend: d.backend.Name(),
 		ExternalAddr: addr, ExternalSource: source, ExternalError: extErr,
 		SecureMode: d.cfg.Policy.SecureMode,
+		Policy:     d.cfg.PolicySummary(),
+		Warnings:   d.warnings(),
 	}
 	for _, name := range d.cfg.Interfaces.Internal {
 		st.Interfaces = append(st.Interfaces, interfaceStatus(name, "internal")...)
@@ -175,6 +196,27 @@ func (b adminBackend) Status() webui.AdminStatus {
 	slices.SortFunc(st.Errors, func(x, y webui.AdminCount) int { return cmp.Compare(x.Name, y.Name) })
 	st.Expired = c.expired
 	return st
+}
+
+// warnings are what the operator should know about the gateway's state,
+// for the admin page.
+func (d *Daemon) warnings() []string {
+	var out []string
+	if parked := d.core.Parked(); len(parked) > 0 {
+		var ms []string
+		for _, m := range parked {
+			ms = append(ms, m.String())
+		}
+		out = append(out, fmt.Sprintf("%d saved lease(s) refused by the %s backend at start, kept in the state directory and tried again at the next start: %s",
+			len(parked), d.backend.Name(), strings.Join(ms, "; ")))
+	}
+	if d.store != nil {
+		for _, dmg := range d.store.Damage() {
+			out = append(out, fmt.Sprintf("the lease journal was damaged (%d stretch(es) skipped); %d lease(s) were read back, and the damaged file is kept as %s",
+				dmg.Stretches, dmg.Leases, dmg.Copy))
+		}
+	}
+	return out
 }
 
 // protocolName is a metrics label as people write the protocol, the way

@@ -52,6 +52,18 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		return out
 	}
 	ok("configuration is valid")
+	for _, line := range cfg.PolicySummary() {
+		ok("policy: %s", line)
+	}
+	if err := probeInstance(&cfg); err != nil {
+		bad("%v", err)
+	} else {
+		what := "the state directory"
+		if cfg.resolvedBackend() == BackendNFT {
+			what += " or nft table inet " + cfg.NFT.Table
+		}
+		ok("no other portfwd gateway uses %s", what)
+	}
 
 	for _, name := range cfg.Interfaces.Internal {
 		ifi, err := net.InterfaceByName(name)
@@ -71,6 +83,17 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		if cfg.UPnP.Enabled && cfg.UPnP.SSDP && ifi.Flags&net.FlagMulticast == 0 {
 			bad("internal interface %s cannot do multicast, so SSDP discovery cannot work there: enable it (ip link set %s multicast on) or set upnp.ssdp = false", name, name)
 		}
+	}
+	if problems := roleProblems(&cfg); len(problems) > 0 {
+		for _, p := range problems {
+			if cfg.Interfaces.Force {
+				ok("interfaces.force is set, so the gateway starts anyway, although: %s", p)
+			} else {
+				bad("%s; pass --force (interfaces.force) if this is really what you mean", p)
+			}
+		}
+	} else if len(cfg.Interfaces.Internal) > 0 {
+		ok("interface roles: the internal interfaces carry no default route and no public address, and the default route leaves through the external side")
 	}
 	for _, name := range cfg.Interfaces.External {
 		if strings.HasSuffix(name, "*") {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,8 +40,18 @@ const (
 	DefaultNotifyInterval = 60 * time.Second
 	DefaultMinLease       = 120 * time.Second
 	DefaultMaxLease       = 604800 * time.Second // IGDv2's longest lease
-	DefaultAdminAddress   = "127.0.0.1:8900"
-	DefaultSTUNPort       = 3478
+	// DefaultMaxPerClient and DefaultMaxMappings are the quotas: a game
+	// console or a torrent client holds a handful of mappings, and the
+	// bounds keep one misbehaving host from taking the port space, or the
+	// router's memory.
+	DefaultMaxPerClient = 128
+	DefaultMaxMappings  = 8192
+	DefaultAdminAddress = "127.0.0.1:8900"
+	// DefaultAuditMaxBytes and DefaultAuditKeep bound the audit trail to
+	// 4 MiB on the router's flash.
+	DefaultAuditMaxBytes = 1 << 20
+	DefaultAuditKeep     = 3
+	DefaultSTUNPort      = 3478
 	// DefaultInterfaceRefresh and DefaultSTUNRefresh are how often the
 	// external address is read again from the interface or asked from the
 	// STUN server.
@@ -79,6 +90,7 @@ type Config struct {
 	Policy PolicyConfig `toml:"policy"`
 	Device DeviceConfig `toml:"device"`
 	Admin  AdminConfig  `toml:"admin"`
+	Audit  AuditConfig  `toml:"audit"`
 	NFT    NFTConfig    `toml:"nft"`
 	Relay  RelayConfig  `toml:"relay"`
 
@@ -96,6 +108,11 @@ type InterfacesConfig struct {
 	// as in "ppp*"). The first one's address is the external address when
 	// ExternalAddress.Source is "interface".
 	External []string `toml:"external"`
+	// Force starts the gateway even though the roles look wrong: an
+	// internal interface that carries the default route or has a public
+	// address, an external one no default route leaves through. Off,
+	// --check reports these and the gateway refuses to start.
+	Force bool `toml:"force"`
 }
 
 // ExternalAddressConfig says where the address reported to clients comes
@@ -160,9 +177,11 @@ type PolicyConfig struct {
 	SecureMode bool `toml:"secure_mode"`
 	// ListOwnOnly shows each client only its own mappings.
 	ListOwnOnly bool `toml:"list_own_only"`
-	// MaxPerClient caps the mappings of one client; 0 means no cap.
+	// MaxPerClient caps the mappings of one client; 0 means no cap. The
+	// default is DefaultMaxPerClient.
 	MaxPerClient int `toml:"max_per_client"`
-	// MaxMappings caps the whole table; 0 means no cap.
+	// MaxMappings caps the whole table; 0 means no cap. The default is
+	// DefaultMaxMappings.
 	MaxMappings int `toml:"max_mappings"`
 	// Reserved external ports, never mapped: "22", "8000-8099",
 	// "53/udp", "443/tcp".
@@ -179,7 +198,8 @@ type PolicyConfig struct {
 	ShowDummyRule bool `toml:"show_dummy_rule"`
 	// Rules are miniupnpd-style permission lines, first match decides:
 	// "allow 1024-65535 192.168.0.0/24 1024-65535". With rules, a request
-	// no rule matches is denied; without any, everything is allowed.
+	// no rule matches is denied; an empty list allows everything. The
+	// default is DefaultRules.
 	Rules []string `toml:"rules"`
 }
 
@@ -218,6 +238,20 @@ type AdminConfig struct {
 	UI bool `toml:"ui"`
 }
 
+// AuditConfig configures the audit trail: every mapping added, renewed,
+// changed, deleted, expired or refused, with time, protocol, client, what,
+// result and reason, as JSON lines in audit.jsonl in the state directory.
+type AuditConfig struct {
+	// Enabled writes the trail to the state directory (the admin page
+	// shows the last records either way).
+	Enabled bool `toml:"enabled"`
+	// MaxBytes is the size at which audit.jsonl is rotated to
+	// audit.jsonl.1; 0 means DefaultAuditMaxBytes.
+	MaxBytes int64 `toml:"max_bytes"`
+	// Keep is how many rotated files are kept (audit.jsonl.1 to .Keep).
+	Keep int `toml:"keep"`
+}
+
 // NFTConfig configures the nft backend.
 type NFTConfig struct {
 	// Table is the inet table the backend owns ("portfwd").
@@ -238,6 +272,16 @@ type RelayConfig struct {
 	MaxConnsPerRule int `toml:"max_conns_per_rule"`
 }
 
+// DefaultRules are the permission rules of a configuration that sets
+// none, miniupnpd's stock rules and LuCI's defaults: external and internal
+// ports 1024-65535, for any LAN client (secure mode then limits each
+// client to itself). Ports below 1024 need an explicit allow rule. A file
+// that sets rules replaces these; `rules = []` allows every port.
+var DefaultRules = []string{
+	"allow 1024-65535 0.0.0.0/0 1024-65535",
+	"deny 0-65535 0.0.0.0/0 0-65535",
+}
+
 // DefaultConfig returns the configuration used for every key a file does
 // not set.
 func DefaultConfig() Config {
@@ -255,9 +299,12 @@ func DefaultConfig() Config {
 		},
 		NATPMP: NATPMPConfig{Enabled: true, PCP: true, Port: DefaultNATPMPPort},
 		Policy: PolicyConfig{
-			SecureMode: true,
-			MinLease:   Duration(DefaultMinLease),
-			MaxLease:   Duration(DefaultMaxLease),
+			SecureMode:   true,
+			MaxPerClient: DefaultMaxPerClient,
+			MaxMappings:  DefaultMaxMappings,
+			MinLease:     Duration(DefaultMinLease),
+			MaxLease:     Duration(DefaultMaxLease),
+			Rules:        slices.Clone(DefaultRules),
 		},
 		Device: DeviceConfig{
 			FriendlyName: "portfwd gateway",
@@ -265,6 +312,7 @@ func DefaultConfig() Config {
 			ModelName:    "portfwd gateway",
 		},
 		Admin: AdminConfig{Address: DefaultAdminAddress},
+		Audit: AuditConfig{Enabled: true, MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		NFT:   NFTConfig{Table: nft.DefaultTable, Hairpin: true},
 	}
 }
@@ -377,6 +425,9 @@ func (c *Config) Validate() error {
 		}
 	} else if c.Admin.UI {
 		bad("admin.ui needs admin.address, where the page is served (such as 127.0.0.1:8900)")
+	}
+	if c.Audit.MaxBytes < 0 || c.Audit.Keep < 0 {
+		bad("audit.max_bytes and audit.keep must not be negative")
 	}
 	if c.Relay.Bind != "" {
 		if _, err := netip.ParseAddr(c.Relay.Bind); err != nil {

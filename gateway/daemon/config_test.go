@@ -242,7 +242,7 @@ func TestExampleConfigCoversEveryKey(t *testing.T) {
 	// Apart from its examples, it shows the defaults.
 	def := DefaultConfig()
 	parsed.Interfaces, def.Interfaces = InterfacesConfig{}, InterfacesConfig{}
-	parsed.Policy.Reserved, parsed.Policy.Rules = nil, nil
+	parsed.Policy.Reserved, def.Policy.Reserved = nil, nil
 	if !reflect.DeepEqual(parsed, def) {
 		t.Errorf("the example's values differ from the defaults:\n%+v\nwant\n%+v", parsed, def)
 	}
@@ -262,6 +262,43 @@ func TestParsePortSpec(t *testing.T) {
 	for _, in := range []string{"", "x", "22/icmp", "100-1", "65536"} {
 		if _, err := ParsePortSpec(in); err == nil {
 			t.Errorf("ParsePortSpec(%q) accepted", in)
+		}
+	}
+}
+
+// The defaults are safe: secure mode, ports 1024-65535, a quota, and the
+// gateway's own ports reserved.
+func TestDefaultPolicy(t *testing.T) {
+	cfg := DefaultConfig()
+	p, err := cfg.effectivePolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lan := netip.MustParseAddr("192.168.1.10")
+	for _, tc := range []struct {
+		ext, internal uint16
+		want          bool
+	}{{1024, 1024, true}, {65535, 65535, true}, {22, 22, false}, {80, 8080, false}, {8080, 80, false}, {1023, 2000, false}} {
+		if got := p.Permit(tc.ext, lan, tc.internal); got != tc.want {
+			t.Errorf("default rules: %d -> %d permitted %v, want %v", tc.ext, tc.internal, got, tc.want)
+		}
+	}
+	if p.InsecureMode || p.MaxPerClient != DefaultMaxPerClient || p.MaxMappings != DefaultMaxMappings {
+		t.Errorf("default policy %+v", p)
+	}
+	own := map[string]bool{}
+	for _, s := range p.Reserved {
+		own[s.Protocol.String()+" "+s.Ports.String()] = true
+	}
+	for _, want := range []string{"TCP 5000", "UDP 1900", "UDP 5351", "TCP 8900"} {
+		if !own[want] {
+			t.Errorf("the gateway's own port %s is not reserved: %v", want, p.Reserved)
+		}
+	}
+	summary := strings.Join(cfg.PolicySummary(), "\n")
+	for _, want := range []string{"secure mode", "1024-65535", "TCP 5000", "at most 128 mappings per client, 8192 in all", "2m to 168h"} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("the policy summary does not say %q:\n%s", want, summary)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/portfwd/portfwd/gateway/nft"
 	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
@@ -31,11 +33,13 @@ import (
 // and LAN clients are fast; the bounds keep a slow or idle client from
 // holding a connection.
 const (
-	httpReadHeaderTimeout = 5 * time.Second
+	httpReadHeaderTimeout = 3 * time.Second
 	httpReadTimeout       = 10 * time.Second
 	httpWriteTimeout      = 10 * time.Second
-	httpIdleTimeout       = 30 * time.Second
-	httpMaxHeaderBytes    = 8 << 10
+	// httpIdleTimeout closes a kept-alive connection fast: control points
+	// make one request at a time, and miniupnpd closes after each.
+	httpIdleTimeout    = 5 * time.Second
+	httpMaxHeaderBytes = 8 << 10
 	// shutdownTimeout bounds the whole shutdown: requests under way, the
 	// core finishing its operations, a flush of the backend.
 	shutdownTimeout = 10 * time.Second
@@ -52,13 +56,25 @@ type Daemon struct {
 	metrics *metrics
 	start   time.Time
 
-	store   *gateway.FileStore // nil without a state directory
-	backend gateway.Backend
-	nftb    *nft.Backend // the backend when it is nft, for Destroy
-	core    *gateway.Core
-	ext     *externalAddr
-	uuid    string
-	epoch   time.Time
+	// instance holds the locks of the state directory and the nft table
+	// (see instance.go).
+	instance *instanceLock
+
+	store *gateway.FileStore // nil without a state directory
+	audit *auditLog
+	// refusals logs refused requests at the default level, bounded.
+	refusals *refusalLog
+	// probeMu guards probeList, the addresses probeAddrs gives, read at
+	// probeAt.
+	probeMu   sync.Mutex
+	probeList []netip.Addr
+	probeAt   time.Time
+	backend   gateway.Backend
+	nftb      *nft.Backend // the backend when it is nft, for Destroy
+	core      *gateway.Core
+	ext       *externalAddr
+	uuid      string
+	epoch     time.Time
 	// addrChanged is when the external address last changed, for PCP's
 	// epoch (see pcpEpoch); nil until it does.
 	addrChanged atomic.Pointer[time.Time]
@@ -73,12 +89,13 @@ type Daemon struct {
 	extWake   chan struct{}
 	announcer *announcer
 
-	lan       *lanPeers
-	upnpSvc   *upnpService
-	igd       *igd.Server
-	publisher *upnp.Publisher
-	http      []*httpListener
-	responder *ssdp.Responder
+	lan        *lanPeers
+	httpLimits *connLimiter // of the UPnP HTTP servers, all addresses together
+	upnpSvc    *upnpService
+	igd        *igd.Server
+	publisher  *upnp.Publisher
+	http       []*httpListener
+	responder  *ssdp.Responder
 
 	pmpConn   net.PacketConn
 	pmpServer *pmpServer
@@ -124,12 +141,20 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics(), start: time.Now()}
+	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics(), start: time.Now(), refusals: newRefusalLog(log)}
+	// First of all, before anything shared is touched (the nft table, the
+	// journal): make sure no other gateway runs on them.
+	if d.instance, err = acquireInstance(&d.cfg, d.start); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			d.cleanup(false)
 		}
 	}()
+	if err := d.checkRoles(); err != nil {
+		return nil, err
+	}
 
 	d.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
 	uctx, cancel := context.WithTimeout(ctx, startTimeout)
@@ -145,11 +170,19 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	} else {
 		log.Warn("no state directory: leases are kept in memory only and lost on restart")
 	}
+	if d.audit, err = openAuditLog(cfg.StateDir, cfg.Audit, log); err != nil {
+		return nil, err
+	}
 	if d.backend, err = d.openBackend(ctx); err != nil {
 		return nil, err
 	}
-	policy, _ := cfg.Policy.Policy() // validated above
-	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log}
+	policy, _ := cfg.effectivePolicy() // validated above
+	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log, Audit: d.audit.Record}
+	if canProbePorts {
+		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
+			return portServed(p, port, d.probeAddrs())
+		}
+	}
 	if d.store != nil {
 		gcfg.Store = d.store // not a typed nil in the interface
 	}
@@ -321,6 +354,55 @@ func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
 	return netip.IPv4Unspecified(), false
 }
 
+// probeAddrsTTL is how long the external addresses probed for the router's
+// own services are reused: reading them costs a netlink dump, and they
+// change seldom (a change is seen within this delay).
+const probeAddrsTTL = time.Second
+
+// probeAddrs are the addresses on which the router's own services are
+// looked for: the external addresses, or, when there is none, every
+// address (0.0.0.0), which errs on the side of refusing.
+func (d *Daemon) probeAddrs() []netip.Addr {
+	d.probeMu.Lock()
+	defer d.probeMu.Unlock()
+	if now := time.Now(); d.probeAt.IsZero() || now.Sub(d.probeAt) > probeAddrsTTL || now.Before(d.probeAt) {
+		d.probeList = d.externalAddrs()
+		if len(d.probeList) == 0 {
+			d.probeList = []netip.Addr{netip.IPv4Unspecified()}
+		}
+		d.probeAt = now
+	}
+	return d.probeList
+}
+
+// externalAddrs are the addresses through which the Internet reaches the
+// router: those of the external interfaces, and the external address.
+func (d *Daemon) externalAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, name := range d.cfg.Interfaces.External {
+		if strings.HasSuffix(name, "*") {
+			ifs, _ := net.Interfaces()
+			for _, ifi := range ifs {
+				if strings.HasPrefix(ifi.Name, strings.TrimSuffix(name, "*")) {
+					ps, _ := netroute.InterfaceAddrs(ifi.Name)
+					for _, p := range ps {
+						out = append(out, p.Addr())
+					}
+				}
+			}
+			continue
+		}
+		ps, _ := netroute.InterfaceAddrs(name)
+		for _, p := range ps {
+			out = append(out, p.Addr())
+		}
+	}
+	if a := d.ext.Get(); a.IsValid() {
+		out = append(out, a)
+	}
+	return out
+}
+
 // isLocalAddr reports whether a is an address of this host.
 func isLocalAddr(a netip.Addr) bool {
 	addrs, err := net.InterfaceAddrs()
@@ -374,6 +456,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 		PresentationURL:  cfg.Device.PresentationURL,
 		Logger:           d.log,
 		OnRequest:        func(action string, code int) { d.metrics.request("upnp", action, code) },
+		OnFault:          d.onUPnPFault,
 	}
 	if cfg.UPnP.Events {
 		d.publisher = upnp.NewPublisher(upnp.PublisherConfig{
@@ -389,6 +472,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 	}
 	d.igd = srv
 
+	d.httpLimits = newConnLimiter(httpMaxPerAddr, httpConnLimit(), d.log)
 	port := cfg.UPnP.HTTPPort
 	for _, name := range cfg.Interfaces.Internal {
 		addrs, err := d.lan.addrsOf(name)
@@ -440,9 +524,10 @@ func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPo
 	return &httpListener{
 		iface: iface,
 		addr:  got,
-		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, log: d.log},
+		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.httpLimits, log: d.log},
 		srv: &http.Server{
 			Handler:           d.igd,
+			ConnState:         d.httpLimits.connState,
 			ReadHeaderTimeout: httpReadHeaderTimeout,
 			ReadTimeout:       httpReadTimeout,
 			WriteTimeout:      httpWriteTimeout,
@@ -844,6 +929,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.log.Info("gateway serving",
 		"backend", d.backend.Name(), "external_address", d.ext.Get(), "internal", d.cfg.Interfaces.Internal,
 		"upnp", d.DescriptionURLs(), "natpmp", d.NATPMPAddrs(), "admin", d.AdminAddr(), "mappings", d.core.Len())
+	for _, line := range d.cfg.PolicySummary() {
+		d.log.Info("policy: " + line)
+	}
 	d.logAdminPage()
 
 	var failure error
@@ -933,6 +1021,10 @@ func (d *Daemon) cleanup(flush bool) error {
 			errs = append(errs, fmt.Errorf("closing the state directory: %w", err))
 		}
 	}
+	if d.audit != nil {
+		d.audit.Close()
+	}
+	d.instance.release() // last: the next gateway may now start
 	return errors.Join(errs...)
 }
 

@@ -54,6 +54,10 @@ func testConfig(t *testing.T) Config {
 	cfg.NATPMP.Port = 0
 	cfg.Admin.Address = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	// The tests map low ports (internal port 1) from many loopback
+	// clients: no rules, no quota. TestDefaultPolicy covers the defaults.
+	cfg.Policy.Rules = nil
+	cfg.Policy.MaxPerClient = 0
 	return cfg
 }
 

@@ -52,6 +52,7 @@ type converter struct {
 	internal []string
 	external []string
 	rules    []string
+	sawRule  bool
 	// stun and fixed are remembered until the end: miniupnpd prefers STUN
 	// when both are given.
 	stunHost, stunPort, fixedIP string
@@ -273,6 +274,7 @@ func (c *converter) listening(n int, orig, value string) {
 }
 
 func (c *converter) rule(n int, orig string, f []string) {
+	c.sawRule = true
 	if len(f) > 4 {
 		c.note("policy", n, orig, "has a description regex, which portfwd does not support; dropping only the regex would change what the rule matches, so the rule is left out: rewrite it without one")
 		return
@@ -314,6 +316,10 @@ func (c *converter) finish() {
 	}
 	if len(c.rules) > 0 {
 		c.set("policy", "rules", tomlStrings(c.rules))
+	} else if c.sawRule {
+		c.add("policy", tomlLine{comment: "no allow/deny line of miniupnpd.conf could be converted: portfwd's default rules apply (ports 1024-65535 only)"})
+	} else {
+		c.add("policy", tomlLine{comment: "miniupnpd.conf has no allow/deny line, so miniupnpd let clients map any port; portfwd's default rules allow ports 1024-65535 only (write rules = [] to allow every port)"})
 	}
 }
 

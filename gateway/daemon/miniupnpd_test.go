@@ -114,7 +114,7 @@ func TestConvertMiniupnpdLines(t *testing.T) {
 				return reflect.DeepEqual(c.Policy.Rules, []string{"allow 1024-65535 192.168.1.0/24 1024-65535"})
 			}, "description regex"},
 		{"bad rule", "allow 1024-65535 lan 1024-65535\n",
-			func(c Config) bool { return len(c.Policy.Rules) == 0 }, "is not an IP address or prefix; left out"},
+			func(c Config) bool { return reflect.DeepEqual(c.Policy.Rules, DefaultRules) }, "is not an IP address or prefix; left out"},
 		{"unknown", "frobnicate=yes\n", func(Config) bool { return true }, `"frobnicate=yes": unknown miniupnpd option`},
 		{"not an option", "just words\n", func(Config) bool { return true }, "not an option"},
 		{"pf", "anchor=miniupnpd\n", func(Config) bool { return true }, "a pf (BSD) option"},

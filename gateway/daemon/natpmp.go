@@ -73,7 +73,8 @@ func (h *natpmpHandler) Map(ctx context.Context, client netip.Addr, proto natpmp
 		if errors.Is(err, errRefusingPrivate) {
 			rc = natpmp.NetworkFailure
 		}
-		h.log.Debug("natpmp: request refused", "client", client, "action", action, "internal_port", internalPort, "result", rc, "err", err)
+		notePMP(ctx, action, gateway.Mapping{Protocol: p, ExternalPort: suggested, InternalAddr: client,
+			InternalPort: internalPort, Description: natpmpDescription}, err)
 	}
 	h.metrics.request("natpmp", action, int(rc))
 	return ext, granted, rc

@@ -44,7 +44,25 @@ func (h *pcpHandler) Map(ctx context.Context, mc pcp.MapContext) (g pcp.MapGrant
 		g, rc = h.add(ctx, mc)
 	}
 	h.metrics.request("pcp", action, int(rc))
+	if rc != pcp.ResultSuccess {
+		if n, ok := ctx.Value(pmpNoteKey{}).(*pmpNote); ok && !n.noted {
+			notePMP(ctx, action, mappingOfPCP(mc), nil)
+		}
+	}
 	return g, rc
+}
+
+// mappingOfPCP is what a MAP request asks for, for the audit trail.
+func mappingOfPCP(mc pcp.MapContext) gateway.Mapping {
+	m := gateway.Mapping{ExternalPort: mc.SuggestedExternalPort, InternalAddr: mc.InternalAddr(),
+		InternalPort: mc.InternalPort, Description: pcpDescription}
+	if p, ok := protocolOf(mc.Protocol); ok {
+		m.Protocol = p
+	}
+	if r, ok := remoteHostOf(mc.Filters); ok {
+		m.RemoteHost = r
+	}
+	return m
 }
 
 // Peer is not supported: the gateway creates outbound flows' mappings
@@ -124,7 +142,7 @@ func (h *pcpHandler) add(ctx context.Context, mc pcp.MapContext) (pcp.MapGrant, 
 		got, err = h.core.AddAny(ctx, req, m)
 	}
 	if err != nil {
-		h.log.Debug("pcp: request refused", "client", mc.Client, "mapping", m, "err", err)
+		notePMP(ctx, "map", m, err)
 		return pcp.MapGrant{}, h.result(err)
 	}
 	return pcp.MapGrant{ExternalPort: got.ExternalPort, ExternalAddr: extAddr, Lifetime: got.LeaseSeconds(h.core.Now())}, pcp.ResultSuccess

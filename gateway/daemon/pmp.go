@@ -2,13 +2,18 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
@@ -50,13 +55,62 @@ func newPMPServer(conn *net.UDPConn) (*pmpServer, error) {
 // to tell an oversized packet from a full one.
 const maxPMPPacket = pcp.MaxPacketLen + 1
 
+// Requests are answered by pmpWorkers goroutines, so that one slow request
+// (deleting thousands of mappings) never holds up the others. A client
+// has at most pmpPerClient requests in progress and pmpQueue wait in
+// all; beyond that, packets are dropped, as a busy UDP server does, and
+// the client's retransmission gets the answer.
+const (
+	pmpWorkers   = 4
+	pmpQueue     = 256
+	pmpPerClient = 2
+)
+
+// pmpRequest is one packet waiting for a worker.
+type pmpRequest struct {
+	buf    *[maxPMPPacket]byte
+	n      int
+	from   *net.UDPAddr
+	client netip.AddrPort
+	dst    netip.Addr
+}
+
 // serve answers requests until ctx ends (nil) or the socket fails.
 func (s *pmpServer) serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	buf := make([]byte, maxPMPPacket)
+	bufs := sync.Pool{New: func() any { return new([maxPMPPacket]byte) }}
+	queue := make(chan pmpRequest, pmpQueue)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	inProgress := map[netip.Addr]int{}
+	for range pmpWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range queue {
+				resp := s.answer(ctx, r.buf[:r.n], r.client, r.dst)
+				if resp != nil {
+					if _, err := s.p.WriteTo(resp, &ipv4.ControlMessage{Src: r.dst.AsSlice()}, r.from); err != nil && ctx.Err() == nil {
+						s.d.log.Warn("natpmp: cannot send a reply", "client", r.client, "err", err)
+					}
+				}
+				bufs.Put(r.buf)
+				mu.Lock()
+				if inProgress[r.client.Addr()]--; inProgress[r.client.Addr()] <= 0 {
+					delete(inProgress, r.client.Addr())
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	defer func() {
+		close(queue)
+		wg.Wait()
+	}()
 	for {
-		n, cm, src, err := s.p.ReadFrom(buf)
+		buf := bufs.Get().(*[maxPMPPacket]byte)
+		n, cm, src, err := s.p.ReadFrom(buf[:])
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -65,26 +119,44 @@ func (s *pmpServer) serve(ctx context.Context) error {
 		}
 		from, ok := src.(*net.UDPAddr)
 		if !ok {
+			bufs.Put(buf)
 			continue
 		}
 		client := from.AddrPort()
 		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 		dst, ok := s.accept(cm, client)
 		if !ok {
+			bufs.Put(buf)
 			continue
 		}
-		resp := s.answer(ctx, buf[:n], client, dst)
-		if resp == nil {
+		mu.Lock()
+		busy := inProgress[client.Addr()] >= pmpPerClient
+		if !busy {
+			inProgress[client.Addr()]++
+		}
+		mu.Unlock()
+		if busy {
+			s.d.log.Debug("natpmp: dropped a request: the client has others in progress", "client", client)
+			bufs.Put(buf)
 			continue
 		}
-		if _, err := s.p.WriteTo(resp, &ipv4.ControlMessage{Src: dst.AsSlice()}, from); err != nil && ctx.Err() == nil {
-			s.d.log.Warn("natpmp: cannot send a reply", "client", client, "err", err)
+		select {
+		case queue <- pmpRequest{buf: buf, n: n, from: from, client: client, dst: dst}:
+		default:
+			s.d.log.Debug("natpmp: dropped a request: every worker is busy", "client", client)
+			bufs.Put(buf)
+			mu.Lock()
+			if inProgress[client.Addr()]--; inProgress[client.Addr()] <= 0 {
+				delete(inProgress, client.Addr())
+			}
+			mu.Unlock()
 		}
 	}
 }
 
 // answer dispatches one request and returns the reply, or nil. A panic
-// costs this one request only.
+// costs this one request only. A reply with an error result is logged
+// and, for a mapping request, audited.
 func (s *pmpServer) answer(ctx context.Context, pkt []byte, client netip.AddrPort, dst netip.Addr) (resp []byte) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -93,8 +165,15 @@ func (s *pmpServer) answer(ctx context.Context, pkt []byte, client netip.AddrPor
 			resp = nil
 		}
 	}()
+	ctx, note := withPMPNote(ctx)
 	if pcp.IsPCP(pkt) && s.pcp != nil {
-		return s.pcp.HandleUDP(ctx, pkt, client, netip.AddrPortFrom(dst, 0))
+		resp = s.pcp.HandleUDP(ctx, pkt, client, netip.AddrPortFrom(dst, 0))
+		if len(resp) >= 4 && resp[3] != 0 {
+			op := pcp.Opcode(resp[1] &^ 0x80)
+			note.mapping = note.mapping || op == pcp.OpMap || op == pcp.OpPeer
+			s.d.onPMPRefusal(gateway.SourcePCP, client.Addr(), note, strings.ToLower(op.String()), pcp.ResultCode(resp[3]).String())
+		}
+		return resp
 	}
 	r, ok := natpmp.HandlePacket(ctx, pkt, client.Addr(), s.natpmp, s.epoch())
 	if !ok {
@@ -102,6 +181,22 @@ func (s *pmpServer) answer(ctx context.Context, pkt []byte, client netip.AddrPor
 		return nil
 	}
 	s.d.log.Debug("natpmp: request", "client", client, "request", fmt.Sprintf("% x", pkt), "reply", fmt.Sprintf("% x", r))
+	if len(r) >= 4 {
+		if rc := natpmp.ResultCode(binary.BigEndian.Uint16(r[2:4])); rc != natpmp.Success {
+			op := r[1] &^ 0x80
+			note.mapping = note.mapping || op == 1 || op == 2
+			action := "opcode " + strconv.Itoa(int(op))
+			switch op {
+			case 0:
+				action = "external_address"
+			case 1:
+				action = "map_udp"
+			case 2:
+				action = "map_tcp"
+			}
+			s.d.onPMPRefusal(gateway.SourceNATPMP, client.Addr(), note, action, rc.String())
+		}
+	}
 	return r
 }
 

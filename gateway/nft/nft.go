@@ -252,6 +252,71 @@ func (b *Backend) Delete(ctx context.Context, r gateway.Rule) error {
 	return nil
 }
 
+// InstalledRules implements gateway.RuleLister: the rules in the maps,
+// those a previous run left included, as read from the kernel when the
+// Backend was opened and kept up to date since.
+func (b *Backend) InstalledRules(ctx context.Context) ([]gateway.Rule, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]gateway.Rule, 0, len(b.installed))
+	for _, r := range b.installed {
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// DeleteBatch implements gateway.BatchDeleter: it removes the map
+// elements of rules restoreChunk at a time, each chunk one netlink batch,
+// instead of one round trip per rule.
+func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var olds []gateway.Rule
+	for _, r := range rules {
+		if old, ok := b.installed[keyOf(r)]; ok {
+			olds = append(olds, old)
+		}
+	}
+	for chunk := range slices.Chunk(olds, restoreChunk) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var plain, src []nftables.SetElement
+		for _, r := range chunk {
+			if r.RemoteHost.IsValid() {
+				src = append(src, nftables.SetElement{Key: encodeSrcKey(r)})
+			} else {
+				plain = append(plain, nftables.SetElement{Key: encodeKey(r)})
+			}
+		}
+		err := b.retry(func() error {
+			// One message per map: one acknowledgement each.
+			if len(plain) > 0 {
+				if err := b.conn.SetDeleteElements(b.fwd, plain); err != nil {
+					return err
+				}
+			}
+			if len(src) > 0 {
+				if err := b.conn.SetDeleteElements(b.fwdSrc, src); err != nil {
+					return err
+				}
+			}
+			return b.conn.Flush()
+		})
+		if err != nil {
+			return fmt.Errorf("nft: removing %d mappings: %w", len(chunk), err)
+		}
+		for _, r := range chunk {
+			delete(b.installed, keyOf(r))
+		}
+	}
+	b.log.Debug("mappings removed", "count", len(olds))
+	return nil
+}
+
 // retry runs op, a netlink batch on our table, and when it fails because
 // the table is gone (an administrator ran "nft flush ruleset", a firewall
 // reload) re-creates the table with every installed mapping and runs op

@@ -468,3 +468,38 @@ func TestInsertScale(t *testing.T) {
 
 // quietLogger drops the per-mapping debug logs of bulk tests.
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestDeleteBatchAndInstalledRules: a bulk delete goes in netlink batches
+// and removes exactly what it names; InstalledRules reports what a
+// previous run left, so that a restart can reconcile instead of flushing.
+func TestDeleteBatchAndInstalledRules(t *testing.T) {
+	ns := newLab(t).ns()
+	ctx := context.Background()
+	cfg := Config{ExternalInterfaces: []string{"wan0"}}
+	b := newBackend(t, ns, cfg)
+	var rules []gateway.Rule
+	for p := range 1200 {
+		r := udpRule(uint16(20000+p), lanHost, uint16(1+p))
+		if p%100 == 0 {
+			r.RemoteHost = remote
+		}
+		if err := b.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, r)
+	}
+	keep := tcpRule(18080, lanHost, 8080)
+	b.Add(ctx, keep)
+	b.Close()
+
+	b = newBackend(t, ns, cfg)
+	got, err := b.InstalledRules(ctx)
+	if err != nil || len(got) != 1201 {
+		t.Fatalf("InstalledRules after a restart: %d rules, %v; want 1201", len(got), err)
+	}
+	if err := b.DeleteBatch(ctx, rules); err != nil {
+		t.Fatal(err)
+	}
+	wantRules(t, b, keep)
+	wantElements(t, ns, mapFwdSrc)
+}

@@ -11,6 +11,7 @@ package igdtest
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -66,6 +67,16 @@ type Options struct {
 	// URLs may point anywhere on the server: every POST is answered as a
 	// control request for the action in its SOAPAction header.
 	Description []byte
+
+	// PermanentLease, when set, is the lease granted to a request for a
+	// permanent mapping (lease 0), as miniupnpd's IGDv2 grants 604800 s.
+	PermanentLease time.Duration
+	// IgnoreEnabled makes AddPortMapping keep every mapping enabled
+	// whatever NewEnabled says, as miniupnpd does.
+	IgnoreEnabled bool
+	// SecureMode refuses, with 718 as miniupnpd does, a mapping whose
+	// internal client is not the address the request came from.
+	SecureMode bool
 }
 
 // Fault is a scripted UPnP error.
@@ -85,6 +96,10 @@ type Fault struct {
 	// Match, when non-nil, restricts the fault to calls whose arguments it
 	// accepts.
 	Match func(upnp.Args) bool
+	// HTTPStatus, when set with Code 0 and no Raw, answers with that HTTP
+	// status and a body that is no SOAP at all, as a router's web server
+	// does for an action it lacks (501 Not Implemented, say).
+	HTTPStatus int
 }
 
 // Request is one control request the server received.
@@ -159,6 +174,11 @@ func Start(opts Options) *Server {
 
 // Close shuts the server down.
 func (s *Server) Close() { s.srv.Close() }
+
+// Handler returns the server's HTTP handler, for clients that call it
+// without a network (an in-memory http.RoundTripper, as tests under
+// testing/synctest need).
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Root returns the parsed root description, as a client would fetch it.
 func (s *Server) Root() (*upnp.Root, error) {
@@ -258,9 +278,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests = append(s.requests, Request{Path: r.URL.RequestURI(), SOAPAction: soapAction, Action: action, Args: args})
 	serviceType, _, _ := strings.Cut(soapAction, "#")
-	out, code := s.answer(serviceType, action, args)
+	from, _, _ := net.SplitHostPort(r.RemoteAddr)
+	out, code := s.answer(serviceType, action, args, from)
 	s.mu.Unlock()
 
+	if code < -1 { // a bare HTTP status
+		http.Error(w, http.StatusText(-code), -code)
+		return
+	}
 	w.Header().Set("Content-Type", `text/xml; charset="utf-8"`)
 	switch {
 	case code == -1: // verbatim body
@@ -279,8 +304,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // answer returns the response body and 0, a fault description and its
-// code, or a verbatim body and -1. s.mu is held.
-func (s *Server) answer(serviceType, action string, args upnp.Args) ([]byte, int) {
+// code, a verbatim body and -1, or nil and minus an HTTP status. from is
+// the requester's address. s.mu is held.
+func (s *Server) answer(serviceType, action string, args upnp.Args, from string) ([]byte, int) {
 	for i, f := range s.faults {
 		if f.Action != action || (f.Times > 0 && s.used[i] >= f.Times) || (f.Match != nil && !f.Match(args)) {
 			continue
@@ -288,6 +314,9 @@ func (s *Server) answer(serviceType, action string, args upnp.Args) ([]byte, int
 		s.used[i]++
 		if f.Raw != nil {
 			return f.Raw, -1
+		}
+		if f.Code == 0 && f.HTTPStatus != 0 {
+			return nil, -f.HTTPStatus
 		}
 		d := f.Description
 		if d == "" {
@@ -334,6 +363,9 @@ func (s *Server) answer(serviceType, action string, args upnp.Args) ([]byte, int
 		m, code := s.parseMapping(args)
 		if code != 0 {
 			return fault(code)
+		}
+		if s.opts.SecureMode && from != "" && m.InternalClient != from {
+			return fault(igd.CodeConflictInMappingEntry)
 		}
 		if action == "AddPortMapping" {
 			if i := s.find(m.Key()); i >= 0 {
@@ -489,15 +521,20 @@ func (s *Server) parseMapping(args upnp.Args) (igd.PortMapping, int) {
 	if lease != 0 && s.opts.OnlyPermanentLeases {
 		return igd.PortMapping{}, igd.CodeOnlyPermanentLeasesSupported
 	}
+	leaseD := time.Duration(lease) * time.Second
+	if lease == 0 && s.opts.PermanentLease > 0 {
+		leaseD = s.opts.PermanentLease
+	}
+	enabled := args.Value("NewEnabled") == "1" || s.opts.IgnoreEnabled
 	return igd.PortMapping{
 		RemoteHost:     k.RemoteHost,
 		ExternalPort:   k.ExternalPort,
 		Protocol:       k.Protocol,
 		InternalPort:   uint16(ip),
 		InternalClient: args.Value("NewInternalClient"),
-		Enabled:        args.Value("NewEnabled") == "1",
+		Enabled:        enabled,
 		Description:    args.Value("NewPortMappingDescription"),
-		LeaseDuration:  time.Duration(lease) * time.Second,
+		LeaseDuration:  leaseD,
 	}, 0
 }
 

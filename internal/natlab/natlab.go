@@ -5,6 +5,7 @@
 //	 LAN host                 router                        WAN host
 //	eth0 10.77.0.2 ──── lan0 10.77.0.1   wan0 203.0.113.1 ──── eth0 203.0.113.2 (+ .3)
 //	default via .1           miniupnpd, NAT                    STUN responder
+//	                         default via 203.0.113.2
 //
 // By default the router runs miniupnpd, the reference UPnP IGD / NAT-PMP /
 // PCP daemon, so portfwd's clients can be tested against a real peer; with
@@ -471,6 +472,10 @@ func (l *Lab) configure() error {
 			"link set " + RouterLANIf + " up",
 			"link set " + RouterWANIf + " up",
 			"route add 224.0.0.0/4 dev " + RouterLANIf,
+			// The router's way out is its WAN side, as behind any ISP:
+			// a gateway under test checks that its external interface
+			// carries the default route and its internal one does not.
+			"route add default via " + l.WANIP.String() + " dev " + RouterWANIf,
 		}},
 		// The WAN host knows only its own /24: no route to the LAN.
 		{l.WAN, []string{

@@ -78,6 +78,13 @@ func (l *Lab) DialContext(ctx context.Context, host, network, address string) (n
 	return c, err
 }
 
+// In runs fn on a thread inside host's network namespace: the sockets fn
+// creates belong to host, and work from any goroutine afterwards (see
+// Listen). For what Listen, ListenPacket and DialContext do not cover:
+// dialing from one of several addresses, opening many sockets at once.
+// Goroutines fn starts run in the test's own namespace.
+func (l *Lab) In(host string, fn func() error) error { return l.in(host, fn) }
+
 // in runs fn inside host's namespace (see do).
 func (l *Lab) in(host string, fn func() error) error {
 	f, err := l.nsFile(host)

@@ -86,6 +86,10 @@
     w.textContent = s.external_warning || '';
     w.hidden = !s.external_warning;
     $('#backend').textContent = s.backend;
+    $('#policy').replaceChildren(...(s.policy || []).map((line) => el('li', {}, line)));
+    const warnings = s.warnings || [];
+    $('#warnings').replaceChildren(...warnings.map((line) => el('li', {}, line)));
+    $('#warnings').hidden = warnings.length === 0;
     $('#secure-mode').textContent = s.secure_mode ? 'on: clients may map ports only to themselves' : 'off: any client may map to any host';
     $('#totals').textContent = totalsText(s.totals);
     $('#expired').textContent = String(s.expired);
@@ -103,6 +107,30 @@
       el('td', { 'data-label': 'Request' }, c.action),
       el('td', { 'data-label': 'Result' }, c.result ? String(c.result) : 'success'),
       el('td', { 'data-label': 'Count' }, String(c.count)))));
+  }
+
+  // ---- the audit trail ----------------------------------------------------
+
+  function auditRow(r) {
+    const t = new Date(r.time);
+    const pad = (n) => String(n).padStart(2, '0');
+    const local = `${t.getFullYear()}-${pad(t.getMonth() + 1)}-${pad(t.getDate())} ${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}`;
+    const what = (r.external_port ? `${r.external_port}/${r.protocol}` : '') + (r.internal ? ` → ${r.internal}` : '');
+    return el('tr', { class: `audit-${r.event}` },
+      el('td', { 'data-label': 'Time' }, el('time', { datetime: r.time }, local)),
+      el('td', { 'data-label': 'Event' }, r.event),
+      el('td', { 'data-label': 'Client' }, r.client || 'gateway'),
+      el('td', { 'data-label': 'Via' }, r.action ? `${r.via} ${r.action}` : r.via),
+      el('td', { 'data-label': 'Mapping' }, what),
+      el('td', { 'data-label': 'Description', class: 'desc' }, r.description || ''),
+      el('td', { 'data-label': 'Result' }, r.reason ? `${r.result}: ${r.reason}` : r.result));
+  }
+
+  function onAudit(a) {
+    $('#audit-rows').replaceChildren(...a.records.map(auditRow));
+    $('#audit-status').textContent = !a.kept ? 'This gateway keeps no audit trail.'
+      : a.records.length === 0 ? 'Nothing yet.'
+        : `The last ${a.records.length} change(s) and refusal(s), newest first; audit.jsonl in the state directory has them all.`;
   }
 
   function tick() {
@@ -153,6 +181,6 @@
     if (b) del(b);
   });
   setInterval(tick, 1000);
-  listen({ mappings: onMappings, status: onStatus }, () => notice('Live updates stopped: portfwd gateway may have been stopped or '
+  listen({ mappings: onMappings, status: onStatus, audit: onAudit }, () => notice('Live updates stopped: portfwd gateway may have been stopped or '
     + 'restarted (the token changes at each start). Reload with the new address.'));
 })();

@@ -245,24 +245,6 @@ func refusedErr(err error) error {
 	return &portmap.RefusedError{Method: portmap.UPnP, Code: upnp.ErrorCode(err), Text: igd.Explain(err), Err: err}
 }
 
-// conflict is portmap's error for a 718 on wanted, the holder being entry
-// i: igd looks the holder up and names it. With old set, the 718 came
-// while editing old, which was kept. g.mu is held.
-func (g *Gateway) conflict(wanted portmap.Mapping, i int, old *portmap.Mapping) error {
-	h := g.table[i].m
-	fault := &upnp.Error{Code: igd.CodeConflictInMappingEntry, Description: igd.CodeName(igd.CodeConflictInMappingEntry), HTTPStatus: 500, Action: "AddPortMapping"}
-	var err error = &igd.ConflictError{
-		Wanted:      igd.PortMapping{RemoteHost: wanted.RemoteHost, ExternalPort: wanted.ExternalPort, Protocol: string(wanted.Protocol)},
-		Holder:      igd.PortMapping{RemoteHost: h.RemoteHost, ExternalPort: h.ExternalPort, Protocol: string(h.Protocol), InternalClient: h.InternalClient, InternalPort: h.InternalPort, Description: h.Description},
-		HolderKnown: true,
-		Err:         fault,
-	}
-	if old != nil {
-		err = &igd.EditError{Old: igd.PortMapping{RemoteHost: old.RemoteHost, ExternalPort: old.ExternalPort, Protocol: string(old.Protocol)}, Err: err, Restored: true}
-	}
-	return refusedErr(err)
-}
-
 // maxLease is IGDv2's upper bound on a lease (one week).
 const maxLease = 604800 * time.Second
 
@@ -303,26 +285,39 @@ func (g *Gateway) Add(ctx context.Context, r portmap.Request) (portmap.Mapping, 
 	now := time.Now()
 	g.snapshot(now)
 	if g.method == portmap.NATPMP && client != g.local {
-		return portmap.Mapping{}, fmt.Errorf("NAT-PMP can only map ports to the host that asks (%s), not to %s: run portfwd on that host, or use UPnP", g.local, client)
+		return portmap.Mapping{}, &portmap.RefusedError{Method: portmap.NATPMP, Text: fmt.Sprintf(
+			"NAT-PMP can only map ports to the host that asks (%s), not to %s: run portfwd on that host, or use UPnP", g.local, client)}
 	}
+	// As portmap does: the port is looked up first, and a mapping there
+	// is renewed when it is the very one asked for, replaced only with
+	// Replace, passed over with Any (for the next free port), and refused
+	// otherwise.
 	i := g.find(m.Key())
-	if i >= 0 && g.table[i].m.InternalClient != m.InternalClient {
-		if !r.Any {
-			return portmap.Mapping{}, g.conflict(m, i, nil)
-		}
-		// AddAnyPortMapping: the router takes the next free port,
-		// wrapping past 65535 to 1024.
-		for range 65536 {
-			m.ExternalPort++
-			if m.ExternalPort == 0 {
-				m.ExternalPort = 1024
+	if i >= 0 {
+		cur := g.table[i].m
+		same := cur.InternalClient == m.InternalClient && cur.InternalPort == m.InternalPort &&
+			cur.Enabled == m.Enabled && cur.Description == m.Description && cur.RemoteHost == m.RemoteHost
+		switch {
+		case same:
+		case r.Replace:
+			g.table = slices.Delete(g.table, i, i+1)
+			i = -1
+		case r.Any:
+			for range 64 {
+				m.ExternalPort++
+				if m.ExternalPort == 0 {
+					m.ExternalPort = 1024
+				}
+				if i = g.find(m.Key()); i < 0 {
+					break
+				}
 			}
-			if i = g.find(m.Key()); i < 0 {
-				break
+			if i >= 0 {
+				return portmap.Mapping{}, fmt.Errorf("port %d/%s and the 64 ports after it are taken; ask for another port", ext, r.Protocol)
 			}
-		}
-		if i >= 0 {
-			return portmap.Mapping{}, refused("AddAnyPortMapping", igd.CodeNoPortMapsAvailable)
+		default:
+			held := g.snapshot(now)[i]
+			return portmap.Mapping{}, portmap.RefuseExisting(g.method, m.Key(), held, nil)
 		}
 	}
 	e := entry{m: m}
@@ -336,6 +331,7 @@ func (g *Gateway) Add(ctx context.Context, r portmap.Request) (portmap.Mapping, 
 		g.table = append(g.table, e)
 	}
 	m.Lease, m.Permanent, m.ExternalAddr = r.Lease, r.Lease == 0, g.ext
+	m.ReadBack = g.method == portmap.UPnP
 	return m, nil
 }
 
@@ -388,11 +384,10 @@ func (g *Gateway) Edit(ctx context.Context, key portmap.Key, c portmap.Change) (
 	if !e.expires.IsZero() && e.expires.Sub(now) > maxLease {
 		e.expires = now.Add(maxLease)
 	}
-	if j := g.find(m.Key()); j >= 0 && j != i && g.table[j].m.InternalClient != m.InternalClient {
-		return portmap.Mapping{}, g.conflict(*m, j, &old.m)
+	if j := g.find(m.Key()); j >= 0 && j != i && !c.Replace {
+		// Another mapping holds the new key: portmap refuses to replace it.
+		return portmap.Mapping{}, portmap.RefuseExisting(g.method, m.Key(), g.snapshot(now)[j], nil)
 	} else if j >= 0 && j != i {
-		// The same client already holds the new key: the router
-		// overwrites that entry, and the old one goes.
 		g.table[j] = e
 		g.table = slices.Delete(g.table, i, i+1)
 		return g.edited(e, now), nil
@@ -408,6 +403,7 @@ func (g *Gateway) edited(e entry, now time.Time) portmap.Mapping {
 	if !e.expires.IsZero() {
 		out.Lease = e.expires.Sub(now).Round(time.Second)
 	}
+	out.ReadBack = g.method == portmap.UPnP
 	return out
 }
 
@@ -427,23 +423,27 @@ func (g *Gateway) Delete(ctx context.Context, key portmap.Key) error {
 	return nil
 }
 
-// DeleteRange implements portmap.Gateway as portmap does on an IGDv2
-// router: DeletePortMappingRange does not say how many it removed, so the
-// count is -1, and an empty range (730) is no error.
-func (g *Gateway) DeleteRange(ctx context.Context, proto portmap.Protocol, start, end uint16) (int, error) {
+// DeleteRange implements portmap.Gateway as portmap does: it returns the
+// mappings removed, as they were.
+func (g *Gateway) DeleteRange(ctx context.Context, proto portmap.Protocol, start, end uint16) ([]portmap.Mapping, error) {
 	if err := g.begin(ctx, "DeleteRange"); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if start > end {
-		return 0, fmt.Errorf("igd: port range %d-%d is reversed", start, end)
+		return nil, fmt.Errorf("igd: port range %d-%d is reversed", start, end)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.snapshot(time.Now())
+	var gone []portmap.Mapping
+	for _, m := range g.snapshot(time.Now()) {
+		if m.Protocol == proto && m.ExternalPort >= start && m.ExternalPort <= end {
+			gone = append(gone, m)
+		}
+	}
 	g.table = slices.DeleteFunc(g.table, func(e entry) bool {
 		return e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end
 	})
-	return -1, nil
+	return gone, nil
 }
 
 var _ portmap.Gateway = (*Gateway)(nil)

@@ -46,7 +46,7 @@ func TestFakeMatchesPortmapOverIGD(t *testing.T) {
 
 	type result struct {
 		m    portmap.Mapping
-		n    int
+		gone []portmap.Mapping
 		err  error
 		list []portmap.Mapping
 	}
@@ -97,12 +97,12 @@ func TestFakeMatchesPortmapOverIGD(t *testing.T) {
 			return result{err: g.Delete(ctx, portmap.Key{Protocol: portmap.UDP, ExternalPort: 18080})}
 		}},
 		{"delete an empty range", func(ctx context.Context, g portmap.Gateway) result {
-			n, err := g.DeleteRange(ctx, portmap.UDP, 1, 65535)
-			return result{n: n, err: err}
+			gone, err := g.DeleteRange(ctx, portmap.UDP, 1, 65535)
+			return result{gone: gone, err: err}
 		}},
 		{"delete a range", func(ctx context.Context, g portmap.Gateway) result {
-			n, err := g.DeleteRange(ctx, portmap.TCP, 18000, 18085)
-			return result{n: n, err: err}
+			gone, err := g.DeleteRange(ctx, portmap.TCP, 18000, 18085)
+			return result{gone: gone, err: err}
 		}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -123,8 +123,16 @@ func TestFakeMatchesPortmapOverIGD(t *testing.T) {
 		if errors.As(want.err, &wre) != errors.As(got.err, &gre) || (wre != nil && gre != nil && wre.Code != gre.Code) {
 			t.Errorf("%s: fake refusal %#v, want %#v", st.name, gre, wre)
 		}
-		if got.n != want.n {
-			t.Errorf("%s: fake count %d, want %d", st.name, got.n, want.n)
+		if len(got.gone) != len(want.gone) {
+			t.Errorf("%s: fake deleted %+v, want %+v", st.name, got.gone, want.gone)
+		} else {
+			sortList(got.gone)
+			sortList(want.gone)
+			for i := range want.gone {
+				if !sameMapping(got.gone[i], want.gone[i]) {
+					t.Errorf("%s: fake deleted\n  %+v\nwant\n  %+v", st.name, got.gone[i], want.gone[i])
+				}
+			}
 		}
 		if !sameMapping(got.m, want.m) {
 			t.Errorf("%s: fake returned\n  %+v\nwant\n  %+v", st.name, got.m, want.m)

@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"net/netip"
+	"time"
+)
+
+// AuditEvent names what happened to a mapping in an AuditRecord.
+type AuditEvent string
+
+// The events of the audit trail.
+const (
+	AuditAdded   AuditEvent = "added"   // a new mapping
+	AuditRenewed AuditEvent = "renewed" // the same mapping asked for again: a new lease
+	AuditChanged AuditEvent = "changed" // the same key, now forwarding elsewhere or (dis)abled
+	AuditDeleted AuditEvent = "deleted" // removed at a client's or the operator's request
+	AuditExpired AuditEvent = "expired" // its lease ended
+	// AuditRefused is a request the gateway said no to (policy, conflict,
+	// quota, a malformed request); AuditFailed one it could not carry out
+	// (the backend or the store failed). The protocol adapters record
+	// these, since they know the answer the client got.
+	AuditRefused AuditEvent = "refused"
+	AuditFailed  AuditEvent = "failed"
+	// AuditDropped is a saved lease not restored at start (expired, or
+	// denied by the current policy); AuditParked one the backend refused
+	// at start, kept in the store for the next start but not served.
+	AuditDropped AuditEvent = "dropped"
+	AuditParked  AuditEvent = "parked"
+)
+
+// AuditRecord is one line of the audit trail: who did what to which
+// mapping, when, and how it ended. Its JSON form is the trail's file
+// format.
+type AuditRecord struct {
+	Time  time.Time  `json:"time"`
+	Event AuditEvent `json:"event"`
+	// Via is the protocol of the request: "UPnP", "NAT-PMP", "PCP", or
+	// "admin" for the operator and the gateway itself (expiry, restore).
+	Via string `json:"via"`
+	// Client is the address the request came from; the zero Addr for the
+	// operator and for the gateway's own actions.
+	Client       netip.Addr `json:"client,omitzero"`
+	Protocol     string     `json:"protocol,omitempty"` // "TCP" or "UDP"
+	ExternalPort uint16     `json:"external_port,omitempty"`
+	// Internal is where the mapping forwards to.
+	Internal   netip.AddrPort `json:"internal,omitzero"`
+	RemoteHost netip.Addr     `json:"remote_host,omitzero"`
+	// LeaseSeconds is the lease granted (0: permanent or not applicable).
+	LeaseSeconds uint32 `json:"lease_s,omitempty"`
+	Description  string `json:"description,omitempty"`
+	// Action is the request, for refusals: "AddPortMapping", "map",
+	// "delete", ...
+	Action string `json:"action,omitempty"`
+	// Result is "ok", or the answer sent: "606 Action not authorized",
+	// "NOT_AUTHORIZED", ...
+	Result string `json:"result"`
+	// Reason says why, in a sentence, when it was not a plain success.
+	Reason string `json:"reason,omitempty"`
+}
+
+// NewAuditRecord fills a record about m as requested by req.
+func NewAuditRecord(now time.Time, ev AuditEvent, req Requester, m Mapping) AuditRecord {
+	r := AuditRecord{
+		Time: now, Event: ev, Via: req.Source.String(), Client: req.Addr,
+		RemoteHost: m.RemoteHost, Description: m.Description, Result: "ok",
+	}
+	if m.Protocol != 0 {
+		r.Protocol = m.Protocol.String()
+	}
+	r.ExternalPort = m.ExternalPort
+	if m.InternalAddr.IsValid() {
+		r.Internal = netip.AddrPortFrom(m.InternalAddr, m.InternalPort)
+	}
+	if ev == AuditAdded || ev == AuditRenewed || ev == AuditChanged {
+		r.LeaseSeconds = m.LeaseSeconds(now)
+	}
+	return r
+}
+
+// audit hands r to the configured trail, if any.
+func (c *Core) audit(r AuditRecord) {
+	if c.auditf != nil {
+		c.auditf(r)
+	}
+}

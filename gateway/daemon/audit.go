@@ -1,0 +1,274 @@
+package daemon
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+)
+
+// The audit trail: who opened what, when. Every change to the table
+// (added, renewed, changed, deleted, expired), every refused or failed
+// request for one, and every saved lease dropped or parked at start, one
+// JSON object per line in audit.jsonl in the state directory. The file
+// is rotated at AuditConfig.MaxBytes (audit.jsonl.1, .2, ...; the oldest
+// beyond AuditConfig.Keep is removed), so it never grows without bound,
+// and the last records are kept in memory for the admin page.
+
+const (
+	auditFile = "audit.jsonl"
+	// auditRecent is how many records the admin page can show.
+	auditRecent = 500
+	// auditTailRead bounds what is read back of the file at start, to
+	// show the page the records of the previous run.
+	auditTailRead = 256 << 10
+)
+
+// auditLog writes the trail. It is safe for concurrent use.
+type auditLog struct {
+	path     string // "" without a state directory: memory only
+	maxBytes int64
+	keep     int
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	f       *os.File
+	size    int64
+	recent  []gateway.AuditRecord // a ring of the last auditRecent
+	next    int                   // where the next record goes in recent, once full
+	failing bool                  // a write failed; logged once until one succeeds
+	notify  map[int]func()
+	nextSub int
+	// Refusals are recorded at most auditRefusalRate a second, beyond a
+	// burst of auditRefusalBurst: a host hammering a denied port must not
+	// wear the router's flash out. The ones not recorded are counted, and
+	// the count is recorded with the next one that is.
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+const (
+	auditRefusalRate  = 50
+	auditRefusalBurst = 500
+)
+
+// openAuditLog opens the trail in dir ("" for memory only) and reads back
+// the end of the last run's.
+func openAuditLog(dir string, cfg AuditConfig, log *slog.Logger) (*auditLog, error) {
+	a := &auditLog{maxBytes: cfg.MaxBytes, keep: cfg.Keep, log: log, tokens: auditRefusalBurst}
+	if a.maxBytes <= 0 {
+		a.maxBytes = DefaultAuditMaxBytes
+	}
+	if a.keep < 0 {
+		a.keep = 0
+	}
+	if dir == "" || !cfg.Enabled {
+		return a, nil
+	}
+	a.path = filepath.Join(dir, auditFile)
+	a.readTail()
+	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the audit trail: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening the audit trail: %w", err)
+	}
+	a.f, a.size = f, st.Size()
+	return a, nil
+}
+
+// readTail fills recent with the last records of the file.
+func (a *auditLog) readTail() {
+	f, err := os.Open(a.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > auditTailRead {
+		f.Seek(st.Size()-auditTailRead, io.SeekStart)
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	first := true
+	for sc.Scan() {
+		var r gateway.AuditRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			if !first { // the first line may be cut by the seek
+				a.log.Debug("audit trail: skipping an unreadable line", "path", a.path)
+			}
+		} else {
+			a.remember(r)
+		}
+		first = false
+	}
+}
+
+// Record adds r to the trail.
+func (a *auditLog) Record(r gateway.AuditRecord) {
+	r.Time = r.Time.UTC()
+	a.mu.Lock()
+	if r.Event == gateway.AuditRefused || r.Event == gateway.AuditFailed {
+		if !a.refusalAllowedLocked(r.Time) {
+			a.suppressed++
+			a.mu.Unlock()
+			return
+		}
+		if a.suppressed > 0 {
+			r.Reason += fmt.Sprintf(" (and %d refusals before this one were not recorded: too many at once)", a.suppressed)
+			a.suppressed = 0
+		}
+	}
+	line, err := json.Marshal(r)
+	if err != nil {
+		a.mu.Unlock()
+		return // cannot happen: every field encodes
+	}
+	line = append(line, '\n')
+	a.remember(r)
+	if a.f != nil {
+		a.writeLocked(line)
+	}
+	notify := make([]func(), 0, len(a.notify))
+	for _, f := range a.notify {
+		notify = append(notify, f)
+	}
+	a.mu.Unlock()
+	for _, f := range notify {
+		f()
+	}
+}
+
+// refusalAllowedLocked takes a token of the refusals' budget.
+func (a *auditLog) refusalAllowedLocked(now time.Time) bool {
+	if !a.last.IsZero() && now.After(a.last) {
+		a.tokens = min(auditRefusalBurst, a.tokens+now.Sub(a.last).Seconds()*auditRefusalRate)
+	}
+	a.last = now
+	if a.tokens < 1 {
+		return false
+	}
+	a.tokens--
+	return true
+}
+
+func (a *auditLog) remember(r gateway.AuditRecord) {
+	if len(a.recent) < auditRecent {
+		a.recent = append(a.recent, r)
+		return
+	}
+	a.recent[a.next] = r
+	a.next = (a.next + 1) % auditRecent
+}
+
+func (a *auditLog) writeLocked(line []byte) {
+	if a.size+int64(len(line)) > a.maxBytes && a.size > 0 {
+		if err := a.rotateLocked(); err != nil {
+			a.failed(err)
+			return
+		}
+	}
+	n, err := a.f.Write(line)
+	a.size += int64(n)
+	if err != nil {
+		a.failed(err)
+		return
+	}
+	a.failing = false
+}
+
+func (a *auditLog) failed(err error) {
+	if !a.failing {
+		a.log.Error("cannot write the audit trail; records are kept in memory only until it works again", "path", a.path, "err", err)
+		a.failing = true
+	}
+}
+
+// rotateLocked moves audit.jsonl to audit.jsonl.1 (and .1 to .2, ...),
+// dropping the oldest beyond keep, and starts a new file.
+func (a *auditLog) rotateLocked() error {
+	a.f.Close()
+	a.f = nil
+	if a.keep == 0 {
+		os.Remove(a.path)
+	} else {
+		os.Remove(a.path + "." + strconv.Itoa(a.keep))
+		for i := a.keep - 1; i >= 1; i-- {
+			os.Rename(a.path+"."+strconv.Itoa(i), a.path+"."+strconv.Itoa(i+1))
+		}
+		if err := os.Rename(a.path, a.path+".1"); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	a.f, a.size = f, 0
+	return nil
+}
+
+// Recent returns the last records, newest first.
+func (a *auditLog) Recent() []gateway.AuditRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]gateway.AuditRecord, 0, len(a.recent))
+	out = append(out, a.recent[a.next:]...)
+	out = append(out, a.recent[:a.next]...)
+	slices.Reverse(out)
+	return out
+}
+
+// OnRecord calls f after every record until cancel is called; f must
+// not block.
+func (a *auditLog) OnRecord(f func()) (cancel func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.notify == nil {
+		a.notify = map[int]func(){}
+	}
+	id := a.nextSub
+	a.nextSub++
+	a.notify[id] = f
+	return func() {
+		a.mu.Lock()
+		delete(a.notify, id)
+		a.mu.Unlock()
+	}
+}
+
+// Close closes the file.
+func (a *auditLog) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return nil
+	}
+	err := a.f.Close()
+	a.f = nil
+	return err
+}
+
+// refusal is the audit record of a request the gateway said no to
+// (AuditRefused) or could not carry out (AuditFailed): the request, the
+// answer sent and why.
+func refusal(now time.Time, ev gateway.AuditEvent, req gateway.Requester, m gateway.Mapping, action, result string, why error) gateway.AuditRecord {
+	r := gateway.NewAuditRecord(now, ev, req, m)
+	r.Action, r.Result = action, result
+	if why != nil {
+		r.Reason = why.Error()
+	}
+	return r
+}

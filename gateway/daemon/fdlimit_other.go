@@ -1,0 +1,5 @@
+//go:build !unix
+
+package daemon
+
+func fdLimit() int { return 0 }
