@@ -12,6 +12,7 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/natpmp"
 )
 
@@ -147,7 +148,7 @@ func TestRecordedRouterThatCannotReadBack(t *testing.T) {
 	read := func(name string) []byte {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
-			t.Skipf("router corpus not available: %v", err)
+			testenv.Missing(t, "router corpus file missing (%v): the shared corpus is the directory shared/ beside the repository, or $%s", err, testenv.EnvShared)
 		}
 		return b
 	}

@@ -14,11 +14,12 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/upnp"
 )
 
 // routersDir holds the descriptions and SOAP answers of real routers.
-const routersDir = "../../shared/routers"
+var routersDir = filepath.Join(testenv.SharedDir(), "routers") // see internal/testenv
 
 // toFake is an HTTP client that takes every request, whatever host its URL
 // names, to the fake on loopback: real descriptions carry their routers'
@@ -67,9 +68,9 @@ var addressFaults = []addressFault{
 // more: the gateway is found, Info gives the whole description and says
 // what failed, and listing and adding are still attempted.
 func TestRealRoutersWhoseAddressRequestFailsAreKept(t *testing.T) {
-	entries, err := os.ReadDir(routersDir)
+	entries, err := os.ReadDir(testenv.Shared(t, "routers"))
 	if err != nil {
-		t.Skipf("router corpus not available (%v); it lives in shared/routers next to the repository", err)
+		t.Fatal(err)
 	}
 	seen := 0
 	for _, e := range entries {
