@@ -200,7 +200,8 @@ func (c *Client) ClearLostState() { c.epoch.clearLost() }
 // and reports whether it shows the gateway lost its state. The caller must
 // have checked that the packet came from the gateway.
 func (c *Client) ObserveEpoch(epoch uint32) (lost bool) {
-	return c.epoch.observe(epoch, time.Now())
+	now := time.Now()
+	return c.epoch.observe(epoch, now, now)
 }
 
 // lifetimeSeconds converts d to the protocol's whole seconds, rounding up so
@@ -288,7 +289,11 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 		return Response{}, false, fmt.Errorf("natpmp: %s request to %s: %w", req.Op, gw, err)
 	}
 	var waited time.Duration
+	var firstSent time.Time // the earliest the gateway can have read its epoch for the answer
 	for try := 1; try <= tries; try++ {
+		if try == 1 {
+			firstSent = time.Now()
+		}
 		if _, err := conn.Write(pkt); err != nil {
 			return fail(err)
 		}
@@ -313,7 +318,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 			}
 			var rebooted bool
 			if known {
-				rebooted = c.epoch.observe(resp.Epoch, time.Now())
+				rebooted = c.epoch.observe(resp.Epoch, firstSent, time.Now())
 				if rebooted {
 					log.Info("natpmp: the gateway's epoch went back: it lost its mappings", "epoch", resp.Epoch)
 				}

@@ -33,8 +33,9 @@ type epochTracker struct {
 
 // observe records that a packet carrying sssoe arrived at now, and reports
 // whether it shows the gateway lost its state since the previous packet.
-func (t *epochTracker) observe(sssoe uint32, now time.Time) (lost bool) {
-	return t.t.Observe(sssoe, now)
+// observe records an epoch the gateway read between sent and received.
+func (t *epochTracker) observe(sssoe uint32, sent, received time.Time) (lost bool) {
+	return t.t.ObserveSpan(sssoe, sent, received)
 }
 
 func (t *epochTracker) state() EpochState {

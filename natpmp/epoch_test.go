@@ -8,13 +8,13 @@ import (
 func TestEpochTracker(t *testing.T) {
 	var tr epochTracker
 	t0 := time.Now()
-	if tr.observe(50, t0) {
+	if tr.observe(50, t0, t0) {
 		t.Error("the first epoch cannot show a loss")
 	}
-	if !tr.observe(10, t0.Add(time.Second)) {
+	if !tr.observe(10, t0.Add(time.Second), t0.Add(time.Second)) {
 		t.Error("50 -> 10 one second later is a loss")
 	}
-	if tr.observe(11, t0.Add(2*time.Second)) {
+	if tr.observe(11, t0.Add(2*time.Second), t0.Add(2*time.Second)) {
 		t.Error("10 -> 11: the new baseline is 10, not 50")
 	}
 	st := tr.state()

@@ -351,7 +351,8 @@ func (c *Client) ClearLostState() { c.epoch.clearLost() }
 // reports whether it shows the server lost its state. The caller must have
 // checked that the packet came from the server.
 func (c *Client) ObserveEpoch(epoch uint32) (lost bool) {
-	return c.epoch.observe(epoch, time.Now())
+	now := time.Now()
+	return c.epoch.observe(epoch, now, now)
 }
 
 // checkMapping validates what MAP and PEER requests have in common.
@@ -507,8 +508,12 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 	}
 	buf := make([]byte, readBufSize)
 	var waited time.Duration
+	var firstSent time.Time // the earliest the server can have read its epoch for the answer
 	for try := 1; try <= tries; try++ {
 		wait := sched.next()
+		if try == 1 {
+			firstSent = time.Now()
+		}
 		if _, err := conn.Write(pkt); err != nil {
 			return failIO(err)
 		}
@@ -526,7 +531,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 			if err != nil {
 				return failIO(err)
 			}
-			rep, ok := c.match(sent, buf[:n])
+			rep, ok := c.match(sent, buf[:n], firstSent)
 			if !ok {
 				log.Debug("pcp: ignoring a packet that does not answer the request", "len", n)
 				continue
@@ -545,7 +550,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 // match decides whether b answers req, and if so records its epoch. It
 // returns false for packets to ignore: not PCP, or a reply to another
 // request (a late answer to an earlier exchange that used this port).
-func (c *Client) match(req Request, b []byte) (reply, bool) {
+func (c *Client) match(req Request, b []byte, sentAt time.Time) (reply, bool) {
 	if v, ok := unsupportedVersionReply(b); ok {
 		// No epoch: a NAT-PMP or draft server's clock is not the one
 		// RFC 6887 §8.5 is about.
@@ -569,7 +574,7 @@ func (c *Client) match(req Request, b []byte) (reply, bool) {
 			return reply{}, false
 		}
 	}
-	rebooted := c.epoch.observe(resp.Epoch, time.Now())
+	rebooted := c.epoch.observe(resp.Epoch, sentAt, time.Now())
 	return reply{resp: resp, version: Version, rebooted: rebooted}, true
 }
 

@@ -40,8 +40,9 @@ func (t *epochTracker) tracker() *epoch.Tracker {
 
 // observe records that a response carrying e arrived at now, and reports
 // whether it shows the server lost its state since the previous one.
-func (t *epochTracker) observe(e uint32, now time.Time) (lost bool) {
-	return t.tracker().Observe(e, now)
+// observe records an epoch the server read between sent and received.
+func (t *epochTracker) observe(e uint32, sent, received time.Time) (lost bool) {
+	return t.tracker().ObserveSpan(e, sent, received)
 }
 
 func (t *epochTracker) state() EpochState {

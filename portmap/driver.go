@@ -63,6 +63,7 @@ type reading struct {
 	clocks []clock
 	list   []Mapping
 	listed bool
+	sent   time.Time // when the reading's first request went out: its clocks were read after
 }
 
 // clock is one reading of a router clock that shows restarts: a NAT-PMP
@@ -159,14 +160,15 @@ func (d *restartDetector) reset(host netip.Addr) {
 	}
 }
 
-// observe feeds the clocks of one reading taken at now, and returns why
-// they show a restart, or "".
-func (d *restartDetector) observe(clocks []clock, now time.Time) string {
+// observe feeds the clocks of one reading, which the router took between
+// sent (its request went out) and now (its answer came back), and returns
+// why they show a restart, or "".
+func (d *restartDetector) observe(clocks []clock, sent, now time.Time) string {
 	for _, c := range clocks {
 		t := &d.trackers[c.rule]
 		t.Rule = c.rule
 		prev := t.State()
-		if !t.Observe(c.value, now) {
+		if !t.ObserveSpan(c.value, sent, now) {
 			continue
 		}
 		for i := range d.trackers {

@@ -376,21 +376,25 @@ func (k *Keeper) makeMapping(ctx context.Context, s *keepState) step {
 	if s.granted != 0 {
 		req.ExternalPort, req.Any = s.granted, false
 	}
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// The request runs to its end even when the Keeper is stopped
+	// meanwhile: a router that made the mapping must have it recorded, so
+	// that Close deletes it rather than leaving it behind.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	sent := time.Now()
 	m, clocks, err := s.drv.mapPort(actx, req)
 	var re *RefusedError
-	if err != nil && s.granted != 0 && k.cfg.Request.Any && errors.As(err, &re) && !re.Transient() {
+	if err != nil && s.granted != 0 && k.cfg.Request.Any && errors.As(err, &re) && !re.Transient() && ctx.Err() == nil {
 		m, clocks, err = s.drv.mapPort(actx, k.cfg.Request)
 	}
-	if ctx.Err() != nil {
-		return stepStop
-	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return stepStop
+		}
 		return k.failed(s, err, "")
 	}
 	s.failures = 0
-	s.det.observe(clocks, time.Now())
+	s.det.observe(clocks, sent, time.Now())
 	m.addNote(k.record(s.drv, m))
 	k.setState(s.drv, m, true)
 	kind, reason := EventMapped, s.lostCause
@@ -446,10 +450,13 @@ func (k *Keeper) giveUp(err error, what string) {
 // next renewal timer, and true when the Keeper gave up.
 func (k *Keeper) renewMapping(ctx context.Context, s *keepState) (<-chan time.Time, bool) {
 	m, _ := k.Mapping()
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// As in makeMapping, a renewal in flight is seen to its end, so that
+	// a mapping it moved to another port is the one Close deletes.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	sent := time.Now()
 	nm, clocks, err := s.drv.renew(actx, m, k.cfg.Request)
 	cancel()
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
 		return nil, true
 	}
 	if err != nil {
@@ -478,7 +485,7 @@ func (k *Keeper) renewMapping(ctx context.Context, s *keepState) (<-chan time.Ti
 		return nil, false
 	}
 	s.failures = 0
-	s.det.observe(clocks, time.Now())
+	s.det.observe(clocks, sent, time.Now())
 	nm.addNote(k.record(s.drv, nm))
 	k.setState(s.drv, nm, true)
 	if nm.ExternalPort != m.ExternalPort {
@@ -588,6 +595,7 @@ func (k *Keeper) verify(ctx context.Context, s *keepState) {
 		k.setState(s.drv, m, false)
 		s.drv = nil
 	}
+	sent := time.Now()
 	rd, err := s.drv.read(cctx, false)
 	if ctx.Err() != nil {
 		return
@@ -596,7 +604,7 @@ func (k *Keeper) verify(ctx context.Context, s *keepState) {
 		gone(err)
 		return
 	}
-	restart := s.det.observe(rd.clocks, time.Now())
+	restart := s.det.observe(rd.clocks, sent, time.Now())
 	if rd.extOK && rd.ext.IsValid() && !rd.ext.IsUnspecified() && m.ExternalAddr.IsValid() && rd.ext != m.ExternalAddr {
 		prev := m.ExternalAddr
 		m.ExternalAddr = rd.ext
@@ -638,11 +646,12 @@ func (k *Keeper) verify(ctx context.Context, s *keepState) {
 // refresh renews m at a check, on a protocol that cannot read it back. A
 // failure is left to the next renewal, which handles it.
 func (k *Keeper) refresh(ctx context.Context, s *keepState, m Mapping) {
+	sent := time.Now()
 	nm, clocks, err := s.drv.renew(ctx, m, k.cfg.Request)
 	if err != nil {
 		return
 	}
-	why := s.det.observe(clocks, time.Now())
+	why := s.det.observe(clocks, sent, time.Now())
 	nm.addNote(k.record(s.drv, nm))
 	k.setState(s.drv, nm, true)
 	if why != "" || nm.ExternalPort != m.ExternalPort {

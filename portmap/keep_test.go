@@ -493,3 +493,52 @@ func TestKeeperAndWatchOnAForeignGateway(t *testing.T) {
 		}
 	})
 }
+
+// slowAddGateway is a foreignGateway whose Add reaches the router at once
+// but answers only when released: a Keeper stopped meanwhile must still
+// learn of the mapping, or it leaves it behind.
+type slowAddGateway struct {
+	*foreignGateway
+	started, release chan struct{}
+}
+
+func (g *slowAddGateway) Add(ctx context.Context, r Request) (Mapping, error) {
+	m, err := g.foreignGateway.Add(ctx, r)
+	close(g.started)
+	<-g.release
+	return m, err
+}
+
+// TestKeeperCloseDuringAddLeavesNothing: Close (Ctrl-C, SIGTERM) arrives
+// while the request that makes the mapping is in flight. The request is
+// seen to its end and the mapping it made is deleted, not leaked.
+func TestKeeperCloseDuringAddLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		g := &slowAddGateway{foreignGateway: &foreignGateway{table: map[Key]Mapping{}},
+			started: make(chan struct{}), release: make(chan struct{})}
+		o := Options{NoDefaultGateway: true, NoMulticast: true, StateDir: dir}
+		k := Keep(context.Background(), KeepConfig{Options: o, Gateway: g, NoAnnouncements: true,
+			Request: Request{Protocol: TCP, InternalPort: 8080, ExternalPort: 18080, Lease: time.Hour}})
+		<-g.started
+		closed := make(chan error, 1)
+		go func() { closed <- k.Close(context.Background()) }()
+		synctest.Wait() // Close has stopped the Keeper and waits for the request
+		close(g.release)
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		var kinds []EventKind
+		for e := range k.Events() {
+			kinds = append(kinds, e.Kind)
+		}
+		if !slices.Contains(kinds, EventDeleted) {
+			t.Errorf("events %v: want the mapping made during Close deleted", kinds)
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if len(g.table) != 0 {
+			t.Errorf("the router still holds %v after Close", g.table)
+		}
+	})
+}

@@ -53,18 +53,18 @@ func TestKeepAndWatchAgreeOnAPCPRestart(t *testing.T) {
 func TestRestartDetectorReportsOneRestartOnce(t *testing.T) {
 	var d restartDetector
 	t0 := time.Now()
-	d.observe([]clock{{epoch.NATPMP, 5000}, {epoch.Uptime, 5000}}, t0)
-	why := d.observe([]clock{{epoch.NATPMP, 3}}, t0.Add(10*time.Second))
+	d.observe([]clock{{epoch.NATPMP, 5000}, {epoch.Uptime, 5000}}, t0, t0)
+	why := d.observe([]clock{{epoch.NATPMP, 3}}, t0.Add(10*time.Second), t0.Add(10*time.Second))
 	if !strings.Contains(why, "NAT-PMP epoch went back from 5000 to 3") {
 		t.Errorf("restart: %q", why)
 	}
-	if why := d.observe([]clock{{epoch.Uptime, 4}}, t0.Add(11*time.Second)); why != "" {
+	if why := d.observe([]clock{{epoch.Uptime, 4}}, t0.Add(11*time.Second), t0.Add(11*time.Second)); why != "" {
 		t.Errorf("the same restart reported again by the uptime: %q", why)
 	}
-	if why := d.observe([]clock{{epoch.PCP, 100}}, t0.Add(12*time.Second)); why != "" {
+	if why := d.observe([]clock{{epoch.PCP, 100}}, t0.Add(12*time.Second), t0.Add(12*time.Second)); why != "" {
 		t.Errorf("a first PCP reading is a baseline: %q", why)
 	}
-	if why := d.observe([]clock{{epoch.PCP, 100000}}, t0.Add(13*time.Second)); !strings.Contains(why, "PCP epoch") {
+	if why := d.observe([]clock{{epoch.PCP, 100000}}, t0.Add(13*time.Second), t0.Add(13*time.Second)); !strings.Contains(why, "PCP epoch") {
 		t.Errorf("a PCP epoch far ahead: %q", why)
 	}
 }

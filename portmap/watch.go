@@ -435,7 +435,10 @@ func (w *watcher) closeSubscriber(s *upnp.Subscriber, wait bool) {
 func (w *watcher) read(ctx context.Context, d driver) (reading, error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*w.requestTimeout())
 	defer cancel()
-	return d.read(rctx, true)
+	sent := time.Now()
+	r, err := d.read(rctx, true)
+	r.sent = sent
+	return r, err
 }
 
 // refresh reads the gateway and reports what changed since the last
@@ -456,7 +459,7 @@ func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string)
 		if s.listed {
 			w.st.list, w.st.listed, w.st.count = s.list, true, len(s.list)
 		}
-		w.det.observe(s.clocks, time.Now()) // baselines only
+		w.det.observe(s.clocks, s.sent, time.Now()) // baselines only
 		w.emit(WatchEvent{Kind: WatchInitial, Via: via, Reason: w.how()})
 		return
 	}
@@ -466,7 +469,7 @@ func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string)
 // apply reports the differences between a reading and the known state,
 // and records it: a restart first, since the other changes follow from it.
 func (w *watcher) apply(ctx context.Context, s reading, via WatchSource, evidence string) {
-	switch why := w.det.observe(s.clocks, time.Now()); {
+	switch why := w.det.observe(s.clocks, s.sent, time.Now()); {
 	case why != "":
 		// A Subscriber that gave evidence has subscribed anew already.
 		w.restarted(ctx, via, why, evidence == "")
@@ -641,7 +644,8 @@ func (w *watcher) onAnnouncement(ctx context.Context, a announcement) {
 	// announcement only prompts a reading; the reading of a PCP gateway
 	// asks for the epoch.
 	if a.version == 0 {
-		if why := w.det.observe([]clock{{rule: epoch.NATPMP, value: a.epoch}}, time.Now()); why != "" {
+		now := time.Now()
+		if why := w.det.observe([]clock{{rule: epoch.NATPMP, value: a.epoch}}, now, now); why != "" {
 			w.restarted(ctx, ViaAnnouncement, why, true)
 		}
 	}

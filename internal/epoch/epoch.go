@@ -67,14 +67,26 @@ const natpmpSlack = 2
 // backwards counts as no time passed.
 func Lost(rule Rule, prev uint32, prevAt time.Time, cur uint32, now time.Time, live bool) bool {
 	elapsed := max(now.Sub(prevAt), 0)
+	return lost(rule, prev, cur, elapsed, elapsed, live)
+}
+
+// lost applies rule when the client's time between the two readings is
+// known only to lie between minElapsed and maxElapsed: a gateway stamps
+// its clock at some moment between the request going out and the answer
+// coming back, and a slow gateway (miniupnpd reads the epoch when it reads
+// the request, then may take seconds to answer) would otherwise look as if
+// its clock had fallen behind. Each check takes the end of the span that
+// favours "no restart", so only a reading no timing can explain counts.
+func lost(rule Rule, prev, cur uint32, minElapsed, maxElapsed time.Duration, live bool) bool {
 	switch rule {
 	case PCP:
 		if int64(cur) < int64(prev)-1 {
 			return true
 		}
-		client := int64(elapsed / time.Second) // whole seconds, as the RFC reckons
-		server := int64(cur) - int64(prev)     // -1 at worst, past the check above
-		return client+2 < server-server/16 || server+2 < client-client/16
+		server := int64(cur) - int64(prev) // -1 at worst, past the check above
+		// Whole seconds, as the RFC reckons.
+		least, most := int64(minElapsed/time.Second), int64(maxElapsed/time.Second)
+		return most+2 < server-server/16 || server+2 < least-least/16
 	case Uptime:
 		if int64(cur)+natpmpSlack < int64(prev) {
 			return true // a plain step back
@@ -83,7 +95,7 @@ func Lost(rule Rule, prev uint32, prevAt time.Time, cur uint32, now time.Time, l
 			return false
 		}
 	}
-	expected := int64(prev) + int64(elapsed/8*7/time.Second)
+	expected := int64(prev) + int64(minElapsed/8*7/time.Second)
 	return int64(cur) < expected-natpmpSlack
 }
 
@@ -104,8 +116,13 @@ type State struct {
 	Valid bool
 	// Value is the most recent reading, in seconds.
 	Value uint32
-	// At is the local time of that reading.
+	// At is the local time of that reading: the latest moment the gateway
+	// can have read its clock (when its answer arrived).
 	At time.Time
+	// From is the earliest moment the gateway can have read its clock (when
+	// the request went out); it equals At for a reading taken at one
+	// instant.
+	From time.Time
 	// Lost reports that some reading since the last ClearLost showed lost
 	// state.
 	Lost bool
@@ -115,20 +132,29 @@ type State struct {
 // whether it shows that the gateway lost its state since the previous one.
 // The first reading only sets the baseline.
 func (t *Tracker) Observe(value uint32, now time.Time) (lost bool) {
+	return t.ObserveSpan(value, now, now)
+}
+
+// ObserveSpan is Observe for a reading the gateway took at some moment
+// between sent (the request went out; the first transmission, when it was
+// retransmitted) and received (its answer arrived).
+func (t *Tracker) ObserveSpan(value uint32, sent, received time.Time) (isLost bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.st.Valid {
-		lost = Lost(t.Rule, t.st.Value, t.st.At, value, now, t.live)
-		if !lost && value > t.st.Value {
+		minElapsed := max(sent.Sub(t.st.At), 0)
+		maxElapsed := max(received.Sub(t.st.From), 0)
+		isLost = lost(t.Rule, t.st.Value, value, minElapsed, maxElapsed, t.live)
+		if !isLost && value > t.st.Value {
 			t.live = true
 		}
 	}
-	if lost {
+	if isLost {
 		// A restarted router's uptime must be seen advancing afresh.
 		t.live = false
 	}
-	t.st = State{Valid: true, Value: value, At: now, Lost: t.st.Lost || lost}
-	return lost
+	t.st = State{Valid: true, Value: value, At: received, From: sent, Lost: t.st.Lost || isLost}
+	return isLost
 }
 
 // State returns what the tracker knows.

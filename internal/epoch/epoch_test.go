@@ -159,3 +159,39 @@ func TestTrackerStateClearAndReset(t *testing.T) {
 		t.Error("after Reset the next reading is a baseline")
 	}
 }
+
+// A slow gateway reads its clock when it reads the request and answers
+// seconds later (miniupnpd under load does): the reading belongs to the
+// whole span between request and answer, and only a value no moment of
+// that span explains shows lost state.
+func TestObserveSpanSlowGateway(t *testing.T) {
+	tests := []struct {
+		name       string
+		rule       Rule
+		sent, recv time.Duration // after the baseline, taken at one instant
+		value      uint32        // baseline 1000
+		want       bool
+	}{
+		{"NAT-PMP: stamped at the request, answered 10 s late", NATPMP, 10 * time.Second, 20 * time.Second, 1010, false},
+		{"NAT-PMP: a restart is still a restart", NATPMP, 10 * time.Second, 20 * time.Second, 3, true},
+		{"NAT-PMP: behind even the request's time", NATPMP, 10 * time.Second, 20 * time.Second, 1005, true},
+		{"PCP: stamped at the request, answered 30 s late", PCP, 10 * time.Second, 40 * time.Second, 1010, false},
+		{"PCP: stamped at the answer", PCP, 10 * time.Second, 40 * time.Second, 1040, false},
+		{"PCP: ahead of the answer", PCP, 10 * time.Second, 40 * time.Second, 1080, true},
+		{"PCP: a restart is still a restart", PCP, 10 * time.Second, 40 * time.Second, 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := Tracker{Rule: tt.rule}
+			tr.Observe(1000, t0)
+			if got := tr.ObserveSpan(tt.value, t0.Add(tt.sent), t0.Add(tt.recv)); got != tt.want {
+				t.Errorf("ObserveSpan(%d, +%v, +%v) = %v, want %v", tt.value, tt.sent, tt.recv, got, tt.want)
+			}
+		})
+	}
+	// The point form, at the answer's arrival, would have called the first
+	// case a restart: that is the false alarm the span removes.
+	if !Lost(NATPMP, 1000, t0, 1010, t0.Add(20*time.Second), false) {
+		t.Error("Lost at the answer's arrival: want the false alarm the span avoids")
+	}
+}
