@@ -8,7 +8,7 @@
 // parsed root description, the services that can map ports, best first.
 // Client is a typed binding of their actions, with the spec's argument names
 // and order and lenient decoding of what real routers answer. Its higher
-// level methods (ListPortMappings, AddMapping, EditMapping, DeleteRange) hold
+// level methods (ListPortMappings, AddMapping, EditMapping, RemoveRange) hold
 // the fallbacks that real routers need, each documented where it lives.
 //
 // The server side is Server, the http.Handler a router-side daemon serves:

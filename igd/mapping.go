@@ -421,64 +421,6 @@ func (c *Client) explainConflict(ctx context.Context, m PortMapping, err error) 
 	return &ConflictError{Wanted: m, Holder: holder, HolderKnown: herr == nil, Free: upnp.ErrorCode(herr) == CodeNoSuchEntryInArray, Err: err}
 }
 
-// DeleteRange removes every mapping of proto ("TCP", "UDP", or "" for both)
-// whose external port is in [start, end], and returns how many it removed,
-// or -1 when the router did it in one action without saying how many.
-// RemoveRange does the same and reports exactly which mappings went.
-//
-// A version 2 service is asked for DeletePortMappingRange with NewManage=1,
-// so that other hosts' mappings in the range go too where the router
-// allows it (the user asked for the range, not for their own entries). If
-// the router does not implement it (401, 602), refuses the manage flag
-// (606) or fails (501), or on a version 1 service, the table is listed and
-// each entry in the range deleted; entries that fail are reported together
-// and do not stop the others.
-func (c *Client) DeleteRange(ctx context.Context, start, end uint16, proto string) (int, error) {
-	if start > end {
-		return 0, fmt.Errorf("igd: port range %d-%d is reversed", start, end)
-	}
-	protos := []string{TCP, UDP}
-	if p := normProto(proto); p != "" {
-		if p != TCP && p != UDP {
-			return 0, fmt.Errorf("igd: protocol %q: use TCP or UDP", proto)
-		}
-		protos = []string{p}
-	}
-	if c.Version >= 2 {
-		err := c.deleteRangeV2(ctx, start, end, protos)
-		if err == nil {
-			return -1, nil
-		}
-		switch upnp.ErrorCode(err) {
-		case CodeInvalidAction, CodeOptionalActionNotImplemented, CodeActionNotAuthorized, CodeActionFailed:
-			c.logger().Debug("igd: DeletePortMappingRange failed; deleting entries one by one", "err", err)
-		default:
-			return 0, err
-		}
-	}
-	list, lerr := c.ListPortMappings(ctx, nil)
-	if lerr != nil && len(list) == 0 {
-		return 0, fmt.Errorf("igd: listing mappings to delete: %w", lerr)
-	}
-	n := 0
-	errs := []error{lerr}
-	for _, m := range list {
-		if m.ExternalPort < start || m.ExternalPort > end || !contains(protos, m.Protocol) {
-			continue
-		}
-		err := c.DeletePortMapping(ctx, m.RemoteHost, m.ExternalPort, m.Protocol)
-		switch {
-		case err == nil:
-			n++
-		case upnp.ErrorCode(err) == CodeNoSuchEntryInArray:
-			// Gone already (expired, or removed by someone else).
-		default:
-			errs = append(errs, fmt.Errorf("deleting %v: %w", m.Key(), err))
-		}
-	}
-	return n, errors.Join(errs...)
-}
-
 func (c *Client) deleteRangeV2(ctx context.Context, start, end uint16, protos []string) error {
 	for _, p := range protos {
 		err := c.DeletePortMappingRange(ctx, start, end, p, true)

@@ -286,8 +286,8 @@ func TestClientAgainstServer(t *testing.T) {
 				if err != nil || port == 8080 || port == 0 {
 					t.Errorf("AddAnyPortMapping = %d, %v; want a port other than 8080", port, err)
 				}
-				if n, err := c.DeleteRange(ctx, 8000, 9000, TCP); err != nil || n != -1 {
-					t.Errorf("DeleteRange = %d, %v", n, err)
+				if removed, err := c.RemoveRange(ctx, 8000, 9000, TCP); err != nil || len(removed) == 0 {
+					t.Errorf("RemoveRange = %v, %v; want the mappings in 8000-9000", removed, err)
 				}
 				if got, _ := f.lastCall("DeletePortMappingRange"); got.start != 8000 || got.end != 9000 || got.proto != TCP || !got.manage {
 					t.Errorf("Service got DeletePortMappingRange %+v", got)
