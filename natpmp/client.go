@@ -290,6 +290,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 	}
 	var waited time.Duration
 	var firstSent time.Time // the earliest the gateway can have read its epoch for the answer
+	log.Debug("natpmp: request", "request", req)
 	for try := 1; try <= tries; try++ {
 		if try == 1 {
 			firstSent = time.Now()
@@ -316,6 +317,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 				log.Debug("natpmp: ignoring a packet that does not answer the request", "len", n)
 				continue
 			}
+			log.Debug("natpmp: reply", "reply", resp, "took", time.Since(firstSent).Round(time.Microsecond))
 			var rebooted bool
 			if known {
 				rebooted = c.epoch.observe(resp.Epoch, firstSent, time.Now())

@@ -509,6 +509,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 	buf := make([]byte, readBufSize)
 	var waited time.Duration
 	var firstSent time.Time // the earliest the server can have read its epoch for the answer
+	log.Debug("pcp: request", "request", sent)
 	for try := 1; try <= tries; try++ {
 		wait := sched.next()
 		if try == 1 {
@@ -536,6 +537,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 				log.Debug("pcp: ignoring a packet that does not answer the request", "len", n)
 				continue
 			}
+			log.Debug("pcp: reply", "reply", rep.resp, "took", time.Since(firstSent).Round(time.Microsecond))
 			if rep.rebooted {
 				log.Info("pcp: the server's epoch is not consistent with the last one: it lost its mappings", "epoch", rep.resp.Epoch)
 			}

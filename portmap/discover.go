@@ -270,7 +270,7 @@ loop:
 		if len(errs) > 0 {
 			return nil, fmt.Errorf("%w (tried %s): %w", ErrNoGateway, joinComma(tried), errors.Join(errs...))
 		}
-		return nil, fmt.Errorf("%w (tried %s): nothing answered; is UPnP or NAT-PMP enabled on the router?", ErrNoGateway, joinComma(tried))
+		return nil, fmt.Errorf("%w (tried %s): nothing answered; is UPnP, NAT-PMP or PCP enabled on the router?", ErrNoGateway, joinComma(tried))
 	}
 	sortCandidates(found)
 	if g, ok := found[0].gw.(*upnpGateway); ok && !o.NoCache {
@@ -328,7 +328,6 @@ func searchUPnP(ctx context.Context, o *Options, st *store, so ssdp.SearchOption
 			return true
 		}
 		seen[r.Location] = true
-		o.logger().Debug("SSDP reply", "location", r.Location, "st", r.ST, "from", r.From, "server", r.Server)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
