@@ -17,7 +17,7 @@ import (
 )
 
 // Options configure discovery. The zero value searches every protocol on
-// every interface and uses the default route's gateway for NAT-PMP.
+// every interface and uses the default route's gateway for NAT-PMP and PCP.
 type Options struct {
 	// Methods limits the protocols tried; empty means all.
 	Methods []Method
@@ -61,7 +61,7 @@ type Options struct {
 	// NoMulticast skips SSDP multicast (only SSDPUnicast is searched).
 	NoMulticast bool
 	// NoDefaultGateway stops discovery from using the default route's
-	// gateway (unicast M-SEARCH and NAT-PMP).
+	// gateway (unicast M-SEARCH, NAT-PMP and PCP).
 	NoDefaultGateway bool
 }
 
