@@ -88,7 +88,7 @@ func TestDemoKeep(t *testing.T) {
 	}
 	args := append([]string{"list"}, strings.Fields(m[1])...)
 	args = append(args, "--state-dir", t.TempDir())
-	stdout, stderr, code := cli(t, args...)
+	stdout, stderr, code := portfwd(t, args...)
 	if code != exitOK || !strings.Contains(stdout, "portfwd demo") || !strings.Contains(stdout, "1 mapping(s)") {
 		t.Errorf("portfwd %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
 	}

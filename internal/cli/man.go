@@ -33,7 +33,8 @@ func (p *Program) WriteMan(w io.Writer) {
 				writeRoffFlags(w, own)
 			}
 			if len(sh) > 0 {
-				fmt.Fprintf(w, ".PP\nAnd the %s (below).\n", strings.ToLower(p.SharedTitle))
+				title, _, _ := strings.Cut(p.SharedTitle, " (")
+				fmt.Fprintf(w, ".PP\nIt also accepts the %s, listed below.\n", roffText(strings.ToLower(title)))
 			}
 			if len(c.Examples) > 0 {
 				fmt.Fprint(w, ".PP\nExamples:\n")
