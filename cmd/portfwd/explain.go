@@ -106,36 +106,36 @@ func classify(err error) int {
 // for the user (usage errors, refusals, unreachable ports) stand as they
 // are. Any other chain is cut to its first layer, which says what was
 // being done, and its last, which says what went wrong, in words
-// ("connection refused", "no answer in time"); when discovery found no
-// gateway, each way it tried says so in that form.
+// ("connection refused", "no answer in time"). An error that joins
+// several (discovery's probes, check's probe servers) lists each in that
+// form, after what they were for.
 func sentence(err error) string {
 	var ue usageError
 	if errors.As(err, &ue) {
 		return ue.msg
 	}
+	if parts, all := joined(err); all != nil {
+		return joinedSentence(err, parts, all)
+	}
 	if errors.Is(err, portmap.ErrNoGateway) {
-		return noGatewaySentence(err)
+		return trimPackage(err.Error())
 	}
 	return shorten(err)
 }
 
-// noGatewaySentence is "no gateway found (tried ...): <each way that
-// failed>: <why>", without the list of ways tried when every one failed
-// (each names itself).
-func noGatewaySentence(err error) string {
-	probes, all := joined(err)
-	if len(probes) == 0 {
-		return trimPackage(err.Error())
-	}
-	head := strings.TrimSuffix(err.Error(), ": "+all.Error())
-	if tried, ok := strings.CutPrefix(head, portmap.ErrNoGateway.Error()+" (tried "); ok && len(probes) >= topLevelItems(tried) {
+// joinedSentence is "<what was tried>: <each failure>: <why>; ...",
+// and for discovery "no gateway found (tried ...): ...", without the
+// list of ways tried when every one failed (each names itself).
+func joinedSentence(err error, parts []error, all error) string {
+	head := trimPackage(strings.TrimSuffix(err.Error(), ": "+all.Error()))
+	if tried, ok := strings.CutPrefix(head, portmap.ErrNoGateway.Error()+" (tried "); ok && len(parts) >= topLevelItems(tried) {
 		head = portmap.ErrNoGateway.Error()
 	}
-	var parts []string
-	for _, p := range probes {
-		parts = append(parts, shorten(p))
+	var out []string
+	for _, p := range parts {
+		out = append(out, shorten(p))
 	}
-	return head + ": " + strings.Join(parts, "; ")
+	return head + ": " + strings.Join(out, "; ")
 }
 
 // topLevelItems counts the comma-separated items of s, not counting
@@ -179,8 +179,13 @@ func joined(err error) ([]error, error) {
 func shorten(err error) string {
 	ls, last := layers(err)
 	cause := causeText(last, ls[len(ls)-1])
-	if len(ls) == 1 {
+	switch {
+	case len(ls) == 1:
 		return cause
+	case last == portmap.ErrNotSupported:
+		// A bare marker ("not supported by this protocol"), which the
+		// layer above it has already put in words.
+		return ls[len(ls)-2]
 	}
 	return ls[0] + ": " + cause
 }

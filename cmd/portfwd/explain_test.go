@@ -42,9 +42,25 @@ func TestSentence(t *testing.T) {
 		{fmt.Errorf("natpmp: map request to 10.0.0.1:5351: %w", os.NewSyscallError("write", syscall.ENETUNREACH)),
 			"map request to 10.0.0.1:5351: network unreachable"},
 		{errors.New("ssdp: search: no up, multicast-capable interface to search on"), "search: no up, multicast-capable interface to search on"},
+		{fmt.Errorf("PCP has no way to list a router's mappings (use --protocol upnp if the router also speaks UPnP): %w", portmap.ErrNotSupported),
+			"PCP has no way to list a router's mappings (use --protocol upnp if the router also speaks UPnP)"},
 	} {
 		if got := sentence(tt.err); got != tt.want {
 			t.Errorf("sentence(%v)\n got %s\nwant %s", tt.err, got, tt.want)
 		}
+	}
+}
+
+// TestSentenceOfSeveralProbes: check's failure over two probe servers is
+// one line naming each.
+func TestSentenceOfSeveralProbes(t *testing.T) {
+	noProbe := errors.New("no probe server ran the check")
+	err := fmt.Errorf("reach: %w: %w", noProbe, errors.Join(
+		fmt.Errorf("http://a:8999: %w", errors.New("429 Too Many Requests: slow down")),
+		fmt.Errorf("http://b:8999: %w", &url.Error{Op: "Post", URL: "http://b:8999/v1/check",
+			Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}})))
+	want := "no probe server ran the check: http://a:8999: 429 Too Many Requests: slow down; http://b:8999: connection refused"
+	if got := sentence(err); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
