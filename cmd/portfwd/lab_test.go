@@ -239,11 +239,11 @@ func TestLabNATPMPAgainstMiniupnpd(t *testing.T) {
 	pmp := []string{"--protocol", "natpmp"}
 
 	r := ok(t, l, append([]string{"discover"}, pmp...)...)
-	contains(t, "discover natpmp", r.stdout, "NATPMP", l.RouterLANIP.String()+":5351", "external IP: "+ext)
+	contains(t, "discover natpmp", r.stdout, "1. NAT-PMP  "+l.RouterLANIP.String()+":5351", "external IP: "+ext)
 	if r := ok(t, l, append([]string{"ip"}, pmp...)...); strings.TrimSpace(r.stdout) != ext {
 		t.Errorf("ip over NAT-PMP: %q", r.stdout)
 	}
-	contains(t, "info natpmp", ok(t, l, append([]string{"info"}, pmp...)...).stdout, "NATPMP", "Epoch")
+	contains(t, "info natpmp", ok(t, l, append([]string{"info"}, pmp...)...).stdout, "NAT-PMP server:", "Epoch")
 
 	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP, 19000), "lan-19000")
 	ok(t, l, append([]string{"add", "19000", "--external", "9000", "--lease", "10m"}, pmp...)...)

@@ -354,7 +354,7 @@ func TestLabAddressFailureKept(t *testing.T) {
 	t.Logf("add on the unconnected router: %s", strings.TrimSpace(r.stderr))
 	// NAT-PMP answers result 3 (network failure): kept too.
 	r = ok(t, l, "discover", "--protocol", "natpmp")
-	contains(t, "discover natpmp", r.stdout, "NATPMP", "not connected", "problem:")
+	contains(t, "discover natpmp", r.stdout, "NAT-PMP", "not connected", "problem:")
 }
 
 // TestLabKeepAndWatchSeeOnePCPRestart (point 9): keep and watch over PCP

@@ -304,3 +304,38 @@ func quoteAll(words []string) []string {
 	}
 	return out
 }
+
+// TestFishCompletion asks fish for completions from its script, where
+// fish is installed.
+func TestFishCompletion(t *testing.T) {
+	fish, err := exec.LookPath("fish")
+	if err != nil {
+		t.Skip("fish is not installed: its completions are not checked")
+	}
+	var script bytes.Buffer
+	if err := testProgram().WriteCompletion(&script, "fish"); err != nil {
+		t.Fatal(err)
+	}
+	for line, want := range map[string][]string{
+		"portfwd a":                 {"add"},
+		"portfwd add 8080 --proto ": {"both", "tcp", "udp"},
+		"portfwd add 8080 --le":     {"--lease"},
+		"portfwd completion ":       {"bash", "fish", "zsh"},
+	} {
+		cmd := exec.Command(fish, "--no-config", "-c", "source; complete -C '"+line+"'")
+		cmd.Stdin = bytes.NewReader(script.Bytes())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("fish: %v\n%s", err, out)
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if w, _, _ := strings.Cut(l, "\t"); w != "" {
+				got = append(got, w)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%q completes to %q, want %q", line, got, want)
+		}
+	}
+}
