@@ -104,7 +104,7 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		"a probe server's URL, like http://probe.example.net:8999; repeat it to try several in turn (default: probe_servers in the configuration file)")
 	fs.Var((*cli.Port)(&ext), "external", "the external port to check (default: the router's mapping to PORT on this host, else PORT)")
 	fs.Var(&cli.Enum{P: &p, Choices: []string{reach.TCP, reach.UDP}}, "proto", "the protocol to check")
-	configPath := fs.String("config", "", "the configuration `FILE` holding probe_servers (default $PORTFWD_CONFIG, else ~/.config/portfwd/config.toml)")
+	configPath := fs.String("config", "", "the configuration `file` holding probe_servers (default $PORTFWD_CONFIG, else ~/.config/portfwd/config.toml)")
 	noGateway := fs.Bool("no-gateway", false, "do not ask the router about its mappings (e.g. on a host with a public address)")
 	if err := parse(fs, args, &cf); err != nil {
 		return err

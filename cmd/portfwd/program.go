@@ -200,7 +200,7 @@ What is printed is the mapping as the router holds it, read back after the chang
 			},
 		},
 		"delete": {
-			Args:    "EXT/PROTO",
+			Args:    "EXT/PROTO | --range START-END",
 			Summary: "delete a mapping, or every mapping in a --range",
 			Description: `Deletes the mapping at external port EXT (EXT/tcp, EXT/udp or EXT/both; --proto when no /PROTO ` +
 				`is given), or, with --range START-END instead, every mapping of --proto whose external port is in the ` +
