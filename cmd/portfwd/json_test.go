@@ -115,7 +115,7 @@ func TestJSONGoldenStreams(t *testing.T) {
 
 	t.Run("keep", func(t *testing.T) {
 		_, flags := fake(t, igdtest.Options{ExternalIP: "198.51.100.7"})
-		stdout, stop := running(t, runKeep, append([]string{"8080", "--external", "18080", "--lease", "1h", "--json"}, flags...)...)
+		stdout, _, stop := running(t, runKeep, append([]string{"8080", "--external", "18080", "--lease", "1h", "--json"}, flags...)...)
 		waitOutput(t, stdout, `"event":"mapped"`, 5*time.Second)
 		if code := stop(); code != exitOK {
 			t.Errorf("keep: exit %d", code)
@@ -125,7 +125,7 @@ func TestJSONGoldenStreams(t *testing.T) {
 	})
 	t.Run("watch", func(t *testing.T) {
 		srv, flags := fake(t, igdtest.Options{Version: 2, ExternalIP: "198.51.100.7", Mappings: []igd.PortMapping{nas}})
-		stdout, stop := running(t, runWatch, append([]string{"--json", "--interval", "100ms", "--no-events"}, flags...)...)
+		stdout, _, stop := running(t, runWatch, append([]string{"--json", "--interval", "100ms", "--no-events"}, flags...)...)
 		waitOutput(t, stdout, `"event":"initial"`, 5*time.Second)
 		srv.SetMappings(nil)
 		waitOutput(t, stdout, `"event":"mappings_changed"`, 5*time.Second)
@@ -149,15 +149,15 @@ func TestJSONGoldenStreams(t *testing.T) {
 
 // running runs a command in-process until stop, which returns its exit
 // code.
-func running(t *testing.T, cmd func(context.Context, *env, []string) error, args ...string) (*watchOutput, func() int) {
+func running(t *testing.T, cmd func(context.Context, *env, []string) error, args ...string) (stdout, stderr *watchOutput, stop func() int) {
 	t.Helper()
-	stdout, stderr := &watchOutput{}, &watchOutput{}
+	stdout, stderr = &watchOutput{}, &watchOutput{}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	e := &env{stdout: stdout, stderr: stderr}
 	go func() { code <- exitCode(e, cmd(ctx, e, args)) }()
 	stopped := false
-	stop := func() int {
+	stop = func() int {
 		t.Helper()
 		cancel()
 		select {
@@ -174,5 +174,5 @@ func running(t *testing.T, cmd func(context.Context, *env, []string) error, args
 			stop()
 		}
 	})
-	return stdout, stop
+	return stdout, stderr, stop
 }

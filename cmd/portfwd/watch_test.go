@@ -35,30 +35,7 @@ func (s *watchOutput) String() string {
 // it; stop returns the exit code.
 func watching(t *testing.T, args ...string) (stdout, stderr *watchOutput, stop func() int) {
 	t.Helper()
-	stdout, stderr = &watchOutput{}, &watchOutput{}
-	ctx, cancel := context.WithCancel(context.Background())
-	code := make(chan int, 1)
-	e := &env{stdout: stdout, stderr: stderr}
-	go func() { code <- exitCode(e, runWatch(ctx, e, args)) }()
-	stopped := false
-	stop = func() int {
-		t.Helper()
-		cancel()
-		select {
-		case c := <-code:
-			stopped = true
-			return c
-		case <-time.After(5 * time.Second):
-			t.Fatal("watch did not exit within 5 s of its context ending")
-			return -1
-		}
-	}
-	t.Cleanup(func() {
-		if !stopped {
-			stop()
-		}
-	})
-	return stdout, stderr, stop
+	return running(t, runWatch, args...)
 }
 
 // waitOutput waits until the output holds want, for at most d.
