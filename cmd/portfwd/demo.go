@@ -125,8 +125,8 @@ func demo(ctx context.Context, w io.Writer, o demoOptions) (err error) {
 		return errors.New("the demo gateway has no address on the loopback interface")
 	}
 	say("1. gateway started: relay backend, external address %s", ext)
-	say("   UPnP IGD: %s", urls[0])
-	say("   NAT-PMP:  %s", pmp[0])
+	say("   UPnP IGD:        %s", urls[0])
+	say("   NAT-PMP and PCP: %s", pmp[0])
 
 	hello, err := net.Listen("tcp4", netip.AddrPortFrom(lan, 0).String())
 	if err != nil {
