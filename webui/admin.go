@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/webpage"
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -186,7 +188,7 @@ type AdminServer struct {
 
 	once      sync.Once
 	mux       *http.ServeMux
-	site      *site
+	site      *webpage.Site
 	done      chan struct{} // closed by Close: ends the event streams
 	closeOnce sync.Once
 }
@@ -206,9 +208,12 @@ func (a *AdminServer) init() {
 			from = "in " + a.TokenFile
 			advice = "Open the admin page's address with ?token= and the secret in " + a.TokenFile + " (readable by its owner only) added: it changes at each start of portfwd gateway."
 		}
-		a.site = newSite(a.Token, "portfwd gateway", from, advice, "admin.html", log)
+		a.site = webpage.New(webpage.Config{
+			Token: a.Token, Who: "portfwd gateway", TokenFrom: from, Advice: advice,
+			Files: assetFiles(), Page: "admin.html", Funcs: adminTemplateFuncs, Logger: log,
+		})
 		a.done = make(chan struct{})
-		mux, api := a.site.routes(a.handlePage, "no such admin API route: see docs/gateway.md")
+		mux, api := a.site.Routes(a.handlePage, "no such admin API route: see docs/gateway.md")
 		api("GET /api/mappings", a.handleMappings)
 		api("DELETE /api/mappings/{proto}/{port}", a.handleDelete)
 		api("GET /api/status", a.handleStatus)
@@ -238,7 +243,7 @@ func (a *AdminServer) Close() error {
 // addr, token included.
 func (a *AdminServer) URL(addr net.Addr) string {
 	a.init()
-	return pageURL(addr, a.Token)
+	return websec.PageURL(addr, a.Token)
 }
 
 // adminMappingJSON is a row as the API gives it: the lease as seconds
@@ -370,19 +375,19 @@ type adminPageData struct {
 
 func (a *AdminServer) handlePage(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
-	a.site.render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
+	a.site.Render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
 }
 
 func (a *AdminServer) handleAudit(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.audit())
+	websec.WriteJSON(w, http.StatusOK, a.audit())
 }
 
 func (a *AdminServer) handleMappings(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.table(time.Now()))
+	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
 }
 
 func (a *AdminServer) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.status(time.Now()))
+	websec.WriteJSON(w, http.StatusOK, a.status(time.Now()))
 }
 
 // handleDelete is DELETE /api/mappings/{proto}/{port}: it answers with the
@@ -390,12 +395,12 @@ func (a *AdminServer) handleStatus(w http.ResponseWriter, r *http.Request) {
 func (a *AdminServer) handleDelete(w http.ResponseWriter, r *http.Request) {
 	proto := strings.ToUpper(r.PathValue("proto"))
 	if proto != "TCP" && proto != "UDP" {
-		writeJSON(w, http.StatusBadRequest, errorJSON{Error: fmt.Sprintf("protocol %q: want tcp or udp", r.PathValue("proto")), Code: http.StatusBadRequest, Field: "protocol"})
+		websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("protocol %q: want tcp or udp", r.PathValue("proto")), Code: http.StatusBadRequest, Field: "protocol"})
 		return
 	}
 	port, err := strconv.ParseUint(r.PathValue("port"), 10, 16)
 	if err != nil || port == 0 {
-		writeJSON(w, http.StatusBadRequest, errorJSON{Error: fmt.Sprintf("external port %q: want a number from 1 to 65535", r.PathValue("port")), Code: http.StatusBadRequest, Field: "external_port"})
+		websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("external port %q: want a number from 1 to 65535", r.PathValue("port")), Code: http.StatusBadRequest, Field: "external_port"})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(a.Timeout, 10*time.Second))
@@ -407,12 +412,12 @@ func (a *AdminServer) handleDelete(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusNotFound
 			msg = fmt.Sprintf("nothing is mapped on %s %d (any more): it may have expired or been deleted by its client", proto, port)
 		}
-		a.site.log.Warn("admin page: delete failed", "protocol", proto, "port", port, "err", err)
-		writeError(w, status, msg)
+		a.site.Logger().Warn("admin page: delete failed", "protocol", proto, "port", port, "err", err)
+		websec.WriteError(w, status, msg)
 		return
 	}
-	a.site.log.Info("admin page: mapping deleted", "protocol", proto, "port", port, "by", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, a.table(time.Now()))
+	a.site.Logger().Info("admin page: mapping deleted", "protocol", proto, "port", port, "by", r.RemoteAddr)
+	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
 }
 
 // handleEvents is GET /api/events: the table and the status at once, then
@@ -420,7 +425,7 @@ func (a *AdminServer) handleDelete(w http.ResponseWriter, r *http.Request) {
 func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-a.done:
-		writeError(w, http.StatusServiceUnavailable, "portfwd gateway is stopping")
+		websec.WriteError(w, http.StatusServiceUnavailable, "portfwd gateway is stopping")
 		return
 	default:
 	}
@@ -442,25 +447,25 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 		})
 		defer cancel()
 	}
-	st, err := startSSE(w)
+	st, err := webpage.StartStream(w)
 	if err != nil {
 		return
 	}
 	sendAudit := func() bool {
 		data, _ := json.Marshal(a.audit())
-		return st.send("audit", data) == nil
+		return st.Send("audit", data) == nil
 	}
 	send := func(table bool) bool {
 		now := time.Now()
 		// These types always encode; json.Marshal escapes <, > and &.
 		if table {
 			data, _ := json.Marshal(a.table(now))
-			if st.send("mappings", data) != nil {
+			if st.Send("mappings", data) != nil {
 				return false
 			}
 		}
 		data, _ := json.Marshal(a.status(now))
-		return st.send("status", data) == nil && st.flush() == nil
+		return st.Send("status", data) == nil && st.Flush() == nil
 	}
 	if !sendAudit() || !send(true) {
 		return
@@ -483,7 +488,7 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-audited:
-			if !sendAudit() || st.flush() != nil {
+			if !sendAudit() || st.Flush() != nil {
 				return
 			}
 			select {

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/webpage"
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -130,20 +132,20 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.ensureDiscovery()
 	sub, initial := s.subscribe()
 	if sub == nil {
-		writeError(w, http.StatusServiceUnavailable, "portfwd ui is stopping")
+		websec.WriteError(w, http.StatusServiceUnavailable, "portfwd ui is stopping")
 		return
 	}
 	defer s.unsubscribe(sub)
-	st, err := startSSE(w)
+	st, err := webpage.StartStream(w)
 	if err != nil {
 		return
 	}
 	for _, ev := range initial {
-		if st.send(ev.name, ev.data) != nil {
+		if st.Send(ev.name, ev.data) != nil {
 			return
 		}
 	}
-	if st.flush() != nil {
+	if st.Flush() != nil {
 		return
 	}
 	ping := time.NewTicker(keepaliveInterval)
@@ -151,14 +153,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case ev := <-sub.ch:
-			if st.send(ev.name, ev.data) != nil {
+			if st.Send(ev.name, ev.data) != nil {
 				return
 			}
 			// Send what else is queued in the same flush.
 			for more := true; more; {
 				select {
 				case ev := <-sub.ch:
-					if st.send(ev.name, ev.data) != nil {
+					if st.Send(ev.name, ev.data) != nil {
 						return
 					}
 				default:
@@ -166,7 +168,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		case <-ping.C:
-			if st.keepalive() != nil {
+			if st.Keepalive() != nil {
 				return
 			}
 		case <-sub.gone:
@@ -174,7 +176,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
-		if st.flush() != nil {
+		if st.Flush() != nil {
 			return
 		}
 	}

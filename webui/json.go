@@ -2,13 +2,13 @@ package webui
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -109,18 +109,6 @@ type errorJSON struct {
 	Field string `json:"field,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(true)
-	_ = enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, errorJSON{Error: msg, Code: status})
-}
-
 // badRequest is a mistake in a request: a sentence for the user and the
 // field it is about.
 type badRequest struct {
@@ -141,7 +129,7 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	s.logger().Debug("request failed", "status", e.Code, "err", err)
-	writeJSON(w, e.Code, e)
+	websec.WriteJSON(w, e.Code, e)
 }
 
 // errorResponse classifies err.

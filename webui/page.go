@@ -4,19 +4,31 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
+	"io/fs"
 	"net/http"
 	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/webpage"
 	"github.com/portfwd/portfwd/portmap"
 )
 
-// assets are the page template, script and style sheet. They are plain
-// files: edit them and rebuild, there is no build step.
+// assets are the page template and script; the style sheet and what the
+// pages share are package webpage's. They are plain files: edit them and
+// rebuild, there is no build step.
 //
 //go:embed assets
 var assets embed.FS
+
+// assetFiles is the assets directory.
+func assetFiles() fs.FS {
+	f, err := fs.Sub(assets, "assets")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	return f
+}
 
 var templateFuncs = template.FuncMap{
 	"leaseText":     leaseText,
@@ -25,8 +37,11 @@ var templateFuncs = template.FuncMap{
 	"gatewayLabel":  gatewayLabel,
 	"discoveryText": discoveryText,
 	"tableStatus":   tableStatus,
-	// The admin page's.
-	"seconds":    formatSeconds,
+}
+
+// adminTemplateFuncs are the admin page's.
+var adminTemplateFuncs = template.FuncMap{
+	"seconds":    webpage.FormatSeconds,
 	"addrPort":   netip.AddrPortFrom,
 	"totalsText": totalsText,
 	"countsText": countsText,
@@ -51,24 +66,7 @@ func leaseText(m mappingJSON) string {
 	if m.Permanent {
 		return "permanent"
 	}
-	return formatSeconds(m.LeaseSeconds)
-}
-
-// formatSeconds writes a duration the way the script does: 1h 02m 03s.
-func formatSeconds(s int64) string {
-	if s <= 0 {
-		return "expired"
-	}
-	d, h, m, sec := s/86400, s/3600%24, s/60%60, s%60
-	switch {
-	case d > 0:
-		return fmt.Sprintf("%dd %02dh %02dm", d, h, m)
-	case h > 0:
-		return fmt.Sprintf("%dh %02dm %02ds", h, m, sec)
-	case m > 0:
-		return fmt.Sprintf("%dm %02ds", m, sec)
-	}
-	return fmt.Sprintf("%ds", sec)
+	return webpage.FormatSeconds(m.LeaseSeconds)
 }
 
 func gatewayLabel(g gatewayJSON) string {
@@ -139,7 +137,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		d.Table = s.mappingsPayloadLocked(g, time.Now())
 	}
 	s.mu.Unlock()
-	s.site.render(w, http.StatusOK, "page", d)
+	s.site.Render(w, http.StatusOK, "page", d)
 }
 
 // totalsText sums up the request counters as the admin page shows them

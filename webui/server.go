@@ -29,7 +29,6 @@ package webui
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -40,6 +39,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/webpage"
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -110,7 +111,7 @@ type Server struct {
 
 	once   sync.Once
 	mux    *http.ServeMux
-	site   *site
+	site   *webpage.Site
 	ctx    context.Context // background work; ends with Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -158,19 +159,16 @@ func gatewayID(g portmap.Gateway) string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// NewToken returns a random secret suitable for Server.Token.
-func NewToken() string {
-	return rand.Text()
-}
-
 func (s *Server) init() {
 	s.once.Do(func() {
 		if s.Token == "" {
 			s.Token = NewToken()
 		}
-		s.site = newSite(s.Token, "portfwd ui", "printed by portfwd ui",
-			"Open the address that portfwd ui printed in its terminal: it ends with ?token= and a secret that only that run knows.",
-			"index.html", s.logger())
+		s.site = webpage.New(webpage.Config{
+			Token: s.Token, Who: "portfwd ui", TokenFrom: "printed by portfwd ui",
+			Advice: "Open the address that portfwd ui printed in its terminal: it ends with ?token= and a secret that only that run knows.",
+			Files:  assetFiles(), Page: "index.html", Funcs: templateFuncs, Logger: s.logger(),
+		})
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.kick = make(chan struct{}, 1)
 		s.subs = map[*subscriber]struct{}{}
@@ -271,7 +269,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // (0.0.0.0, ::) is given as 127.0.0.1.
 func (s *Server) URL(addr net.Addr) string {
 	s.init()
-	return pageURL(addr, s.Token)
+	return websec.PageURL(addr, s.Token)
 }
 
 // selectedGateway returns the gateway requests act on by default.
