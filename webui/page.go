@@ -6,8 +6,6 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
-	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/portfwd/portfwd/internal/webpage"
@@ -37,15 +35,6 @@ var templateFuncs = template.FuncMap{
 	"gatewayLabel":  gatewayLabel,
 	"discoveryText": discoveryText,
 	"tableStatus":   tableStatus,
-}
-
-// adminTemplateFuncs are the admin page's.
-var adminTemplateFuncs = template.FuncMap{
-	"seconds":    webpage.FormatSeconds,
-	"addrPort":   netip.AddrPortFrom,
-	"totalsText": totalsText,
-	"countsText": countsText,
-	"countText":  countText,
 }
 
 // pageData is what the page template shows before the script takes over:
@@ -138,48 +127,4 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	s.site.Render(w, http.StatusOK, "page", d)
-}
-
-// totalsText sums up the request counters as the admin page shows them
-// (admin.js writes the same).
-func totalsText(ts []adminTotal) string {
-	if len(ts) == 0 {
-		return "none yet"
-	}
-	parts := make([]string, len(ts))
-	for i, t := range ts {
-		parts[i] = fmt.Sprintf("%s %d", t.Protocol, t.Requests)
-		if t.Errors > 0 {
-			parts[i] += fmt.Sprintf(" (%d with an error code)", t.Errors)
-		}
-	}
-	return strings.Join(parts, ", ")
-}
-
-// countsText lists the counts that are not zero, or says there are none.
-func countsText(cs []AdminCount) string {
-	var parts []string
-	for _, c := range cs {
-		if c.Count > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", c.Name, c.Count))
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
-}
-
-// countText is the admin table's summary line.
-func countText(t adminTableJSON) string {
-	if len(t.Mappings) == 0 {
-		return "No mappings."
-	}
-	var parts []string
-	for _, c := range t.BySource {
-		if c.Count > 0 {
-			parts = append(parts, fmt.Sprintf("%d by %s", c.Count, c.Name))
-		}
-	}
-	return fmt.Sprintf("%d mapping(s): %s.", len(t.Mappings), strings.Join(parts, ", "))
 }

@@ -14,12 +14,10 @@
 // not enough there: browsers attach cookies to cross-site requests, custom
 // headers need a CORS preflight we never grant). The Host header must name
 // the address the connection arrived on, which defeats DNS rebinding, and
-// an Origin header, when present, must be this server's own.
-//
-// The package also serves "portfwd gateway"'s admin page (AdminServer,
-// admin.go): every client's mappings and the gateway's status, over an
-// AdminBackend the daemon implements, with the same security model and
-// the same style sheet.
+// an Origin header, when present, must be this server's own. The guard is
+// internal/websec, the one the gateway's admin page (package gateway/admin)
+// uses too; the two pages also share their style sheet (internal/webpage),
+// and nothing else: the admin page belongs to the router side.
 //
 // The server never blocks a page on the router: discovery runs in the
 // background and streams its progress, each API call talks to the router

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/admin"
 	"github.com/portfwd/portfwd/gateway/nft"
 	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
@@ -26,7 +27,6 @@ import (
 	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
-	"github.com/portfwd/portfwd/webui"
 )
 
 // Timeouts of the HTTP servers. SOAP requests and descriptions are small
@@ -103,7 +103,7 @@ type Daemon struct {
 	adminMux *http.ServeMux
 	adminLn  net.Listener
 	admin    *http.Server
-	adminUI  *webui.AdminServer // the admin page, with admin.ui
+	adminUI  *admin.Server // the admin page, with admin.ui
 
 	unsubscribe func()
 	closeOnce   sync.Once
