@@ -18,6 +18,7 @@ import (
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pmp"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -609,7 +610,7 @@ func (r *pmpRouter) serve(t *testing.T, addr string) {
 	}
 	r.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &natpmp.Server{Handler: r, Epoch: r.epoch}
+	s := &pmp.Server{NATPMP: r, NATPMPEpoch: r.epoch}
 	done := make(chan struct{})
 	go func() { s.ServePacketConn(ctx, pc); close(done) }()
 	r.stop = func() { cancel(); pc.Close(); <-done }

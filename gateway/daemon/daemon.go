@@ -24,7 +24,7 @@ import (
 	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/netroute"
-	"github.com/portfwd/portfwd/pcp"
+	"github.com/portfwd/portfwd/pmp"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -87,7 +87,6 @@ type Daemon struct {
 	// the external address's refresh loop.
 	addrWatch *addrWatcher
 	extWake   chan struct{}
-	announcer *announcer
 
 	lan        *lanPeers
 	httpLimits *connLimiter // of the UPnP HTTP servers, all addresses together
@@ -97,8 +96,8 @@ type Daemon struct {
 	http       []*httpListener
 	responder  *ssdp.Responder
 
-	pmpConn   net.PacketConn
-	pmpServer *pmpServer
+	pmpConn net.PacketConn
+	pmp     *pmp.Server // NAT-PMP and PCP, with their announcements
 
 	adminMux *http.ServeMux
 	adminLn  net.Listener
@@ -219,9 +218,6 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	if err := d.setupAdmin(ctx); err != nil {
 		return nil, err
-	}
-	if d.pmpServer != nil {
-		d.announcer = newAnnouncer(gateway.SystemClock{}, d.announce)
 	}
 	d.openAddrWatch()
 	d.unsubscribe = d.core.Subscribe(d.onEvent)
@@ -712,8 +708,8 @@ func (d *Daemon) onAddressChange(netip.Addr) {
 	defer d.catch("address change")
 	now := time.Now()
 	d.addrChanged.Store(&now)
-	if d.announcer != nil {
-		d.announcer.Restart()
+	if d.pmp != nil {
+		d.pmp.Announce()
 	}
 	if d.publisher == nil {
 		return
@@ -739,38 +735,31 @@ func (d *Daemon) catch(what string) {
 	}
 }
 
-// setupNATPMP opens the socket of NAT-PMP and PCP. It listens on every
-// address; pmpServer answers only requests that arrived on an internal
-// interface, addressed to that interface.
+// setupNATPMP opens the socket of NAT-PMP and PCP and builds their
+// server (package pmp) over the protocol adapters. It listens on every
+// address; the server answers only requests that arrived on an internal
+// interface, addressed to that interface, and announces on the internal
+// interfaces only.
 func (d *Daemon) setupNATPMP(ctx context.Context) error {
-	var lc net.ListenConfig
-	addr := ":" + strconv.Itoa(d.cfg.NATPMP.Port)
-	pc, err := lc.ListenPacket(ctx, "udp4", addr)
-	if err != nil {
-		return fmt.Errorf("NAT-PMP and PCP on UDP %s: %w (is another NAT-PMP or PCP daemon, such as miniupnpd, running?)", addr, err)
-	}
-	d.pmpConn = pc
-	uc, ok := pc.(*net.UDPConn)
-	if !ok {
-		return errNotUDP
-	}
-	s, err := newPMPServer(uc)
+	pc, err := pmp.Listen(ctx, ":"+strconv.Itoa(d.cfg.NATPMP.Port))
 	if err != nil {
 		return err
 	}
-	s.d = d
-	s.interfaces = d.cfg.Interfaces.Internal
-	s.epoch = d.natpmpEpoch
-	s.natpmp = &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
-	if d.cfg.NATPMP.PCP {
-		s.pcp = &pcp.Server{
-			Handler: &pcpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log},
-			Epoch:   d.pcpEpoch,
-			Options: pcpOptions(d.cfg.Policy),
-			Logger:  d.log,
-		}
+	d.pmpConn = pc
+	d.pmp = &pmp.Server{
+		NATPMP:          &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log},
+		NATPMPEpoch:     d.natpmpEpoch,
+		Interfaces:      d.cfg.Interfaces.Internal,
+		ExternalAddress: d.ext.Get,
+		Logger:          d.log,
+		RequestContext:  func(ctx context.Context) context.Context { ctx, _ = withPMPNote(ctx); return ctx },
+		Answered:        d.onPMPAnswer,
 	}
-	d.pmpServer = s
+	if d.cfg.NATPMP.PCP {
+		d.pmp.PCP = &pcpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
+		d.pmp.PCPEpoch = d.pcpEpoch
+		d.pmp.PCPOptions = pcpOptions(d.cfg.Policy)
+	}
 	return nil
 }
 
@@ -801,33 +790,6 @@ func epochSince(origin time.Time) uint32 {
 		return 0 // the clock went back past the origin
 	}
 	return uint32(min(s, 1<<32-1))
-}
-
-// announce sends announcement i of the current burst (see announcer): a
-// NAT-PMP external address response and, with PCP on, a PCP ANNOUNCE,
-// each carrying the state of this moment.
-func (d *Daemon) announce(i int) {
-	defer d.catch("announcement")
-	ext := d.ext.Get()
-	pkts := [][]byte{natpmpAnnouncement(d.natpmpEpoch(), ext)}
-	if d.pmpServer.pcp != nil {
-		pkts = append(pkts, pcpAnnouncement(d.pcpEpoch()))
-	}
-	on, err := d.pmpServer.multicast(pkts)
-	level := slog.LevelDebug
-	if i == 0 {
-		level = slog.LevelInfo // once per burst; the other nine at debug level
-	}
-	if err != nil {
-		if i == 0 {
-			level = slog.LevelWarn
-		}
-		d.log.Log(context.Background(), level, "natpmp: cannot send an announcement", "n", i+1, "err", err)
-	}
-	if len(on) > 0 {
-		d.log.Log(context.Background(), level, "natpmp: announced the external address and epoch on the LAN",
-			"n", i+1, "of", announceCount, "external_address", ext, "epoch", d.natpmpEpoch(), "pcp_epoch", d.pcpEpoch(), "interfaces", on)
-	}
 }
 
 // setupAdmin opens the admin server with /metrics and /healthz, and the
@@ -912,11 +874,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if d.responder != nil {
 		run("SSDP responder", func() error { return d.responder.Serve(ctx) })
 	}
-	if d.pmpServer != nil {
-		run("NAT-PMP/PCP server", func() error { return d.pmpServer.serve(ctx) })
-		// Tell the LAN the gateway (re)started: clients whose mappings were
-		// lost see the epoch go back and make them again at once.
-		d.announcer.Restart()
+	if d.pmp != nil {
+		// It announces at once that the gateway (re)started: clients whose
+		// mappings were lost see the epoch go back and make them again.
+		run("NAT-PMP/PCP server", func() error { return d.pmp.ServePacketConn(ctx, d.pmpConn) })
 	}
 	if d.admin != nil {
 		run("admin server", func() error {
@@ -942,9 +903,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.log.Error("gateway stopping after a failure", "err", failure)
 	}
 	cancel()
-	if d.announcer != nil {
-		d.announcer.Stop()
-	}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer scancel()
 	for _, h := range d.http {
@@ -982,9 +940,6 @@ func (d *Daemon) cleanup(flush bool) error {
 		if f := d.adminUI.TokenFile; f != "" {
 			os.Remove(f) // the token dies with this run
 		}
-	}
-	if d.announcer != nil {
-		d.announcer.Stop()
 	}
 	if d.pmpConn != nil {
 		d.pmpConn.Close()

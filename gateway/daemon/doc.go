@@ -3,7 +3,8 @@
 // backend (nft, relay or memory), a lease store, and the protocol servers
 // that LAN hosts talk to: UPnP IGD over HTTP (package igd) with SSDP
 // discovery (package ssdp) and GENA eventing (package upnp), and NAT-PMP
-// (package natpmp) on UDP 5351.
+// (package natpmp) and PCP (package pcp) on UDP 5351, served by package
+// pmp.
 //
 // # Where requests are accepted
 //
@@ -34,9 +35,9 @@
 // protocol; the epoch is the time since the store's epoch origin, which
 // only resets when the lease store is lost.
 //
-// PCP (RFC 6887) shares UDP 5351 with NAT-PMP (pmp.go dispatches on the
-// version byte); its adapter (pcp.go) maps MAP requests onto the core with
-// the request's nonce, which the core stores: a mapping can be refreshed or
+// PCP (RFC 6887) shares UDP 5351 with NAT-PMP (package pmp's Server
+// dispatches on the version byte); its adapter (pcp.go) maps MAP requests
+// onto the core with the request's nonce, which the core stores: a mapping can be refreshed or
 // deleted only with the nonce that made it. PEER and THIRD_PARTY are not
 // supported; a FILTER naming one remote host becomes the mapping's remote
 // host.
@@ -52,11 +53,10 @@
 // subscribers, restarts PCP's epoch (RFC 6887 §8.5; NAT-PMP's epoch only
 // restarts with lost leases), and is announced.
 //
-// Announcements (announce.go) go to 224.0.0.1:5350 on the internal
+// Announcements (package pmp) go to 224.0.0.1:5350 on the internal
 // interfaces only, at start and on each address change: a NAT-PMP external
 // address response and a PCP unsolicited ANNOUNCE, 10 of each, at once and
-// then after 250 ms, doubling (RFC 6886 §3.2.1). The schedule runs on a
-// gateway.Clock, so that tests drive it with a fake one.
+// then after 250 ms, doubling (RFC 6886 §3.2.1).
 //
 // # Lifecycle
 //

@@ -17,7 +17,8 @@ import (
 // requester and its internal port; the requester is always the packet's
 // source address, which is also the mapping's internal address.
 //
-// PCP (RFC 6887) uses the same UDP port; pmpServer tells the two apart.
+// PCP (RFC 6887) uses the same UDP port; package pmp's Server tells the
+// two apart.
 type natpmpHandler struct {
 	core    *gateway.Core
 	ext     *externalAddr
