@@ -27,8 +27,7 @@
 // gateway.Core. UPnP: the requester is the TCP peer; IGDv2's lease 0
 // arrives as 604800 s (the igd server converts it); NewEnabled=0 stores a
 // mapping that holds its port without being installed in the backend; core
-// errors become UPnP codes through gateway.UPnPCode (UPnPCodeV1 when
-// serving IGDv1). NAT-PMP: a mapping is identified by the requester and
+// errors become UPnP codes (IGDv1's when serving IGDv1; see Errors below). NAT-PMP: a mapping is identified by the requester and
 // its internal port, so a repeated request returns the same external port;
 // the suggested port is a hint (AddAny); lifetime 0 deletes, and internal
 // port 0 with lifetime 0 deletes all of the requester's mappings of that
@@ -41,6 +40,37 @@
 // deleted only with the nonce that made it. PEER and THIRD_PARTY are not
 // supported; a FILTER naming one remote host becomes the mapping's remote
 // host.
+//
+// # Errors: the core's become each protocol's
+//
+// The core (package gateway) returns its own errors; each adapter maps
+// them to its protocol's codes (upnpCode, upnpCodeV1, natpmpResult,
+// pcpResult). "-" means the protocol has no operation that can produce
+// the error.
+//
+//	error                      UPnP (IGD:2)                        NAT-PMP            PCP
+//	ErrConflict                718 ConflictInMappingEntry          2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
+//	ErrNotAuthorized           606 Action not authorized           2 not authorized   2 NOT_AUTHORIZED
+//	ErrNoSuchEntry             714 NoSuchEntryInArray              -                  - (delete of absent = success)
+//	ErrNoneInRange             730 PortMappingNotFound             -                  -
+//	ErrIndexOutOfRange         713 SpecifiedArrayIndexInvalid      -                  -
+//	ErrQuota                   728 NoPortMapsAvailable             4 out of resources 10 USER_EX_QUOTA
+//	ErrTableFull               728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
+//	ErrNoPortsAvailable        728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
+//	ErrReservedPort            729 ConflictWithOtherMechanisms     2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
+//	ErrWildcardExternalPort    716 WildCardNotPermittedInExtPort   -                  -
+//	ErrWildcardInternalPort    732 WildCardNotPermittedInIntPort   2 not authorized   3 MALFORMED_REQUEST
+//	ErrRemoteHostNotSupported  726 RemoteHostOnlySupportsWildcard  -                  5 UNSUPP_OPTION
+//	ErrInconsistentRange       733 InconsistentParameters          -                  -
+//	ErrInvalidArgs             402 Invalid Args                    2 not authorized   3 MALFORMED_REQUEST
+//	ErrBackend, ErrStore,      501 Action Failed                   3 network failure  7 NETWORK_FAILURE
+//	ErrClosed, context errors
+//
+// For WANIPConnection:1 clients, which predate codes 728-733, upnpCodeV1
+// substitutes 501 for 728, 718 for 729, 714 for 730 and 402 for 732 and
+// 733. NAT-PMP (RFC 6886) has no codes for conflicts or malformed
+// arguments; its adapter uses AddAny, so conflicts and reserved ports
+// become another port, and the rest is a refusal.
 //
 // # Changes: the external address and restarts
 //

@@ -68,7 +68,7 @@ func (h *natpmpHandler) Map(ctx context.Context, client netip.Addr, proto natpmp
 	} else {
 		ext, granted, err = h.add(ctx, req, p, internalPort, suggested, lifetime)
 	}
-	rc = natpmp.ResultCode(gateway.NATPMPResult(err))
+	rc = natpmpResult(err)
 	if err != nil {
 		h.metrics.countErr(err)
 		if errors.Is(err, errRefusingPrivate) {
@@ -148,4 +148,23 @@ func (h *natpmpHandler) catch(what string, client netip.Addr, rc *natpmp.ResultC
 			"request", what, "client", client, "panic", p, "stack", string(debug.Stack()))
 		*rc = natpmp.NetworkFailure
 	}
+}
+
+// natpmpResult returns the NAT-PMP result code for a core error. NAT-PMP
+// has no "conflict" or "bad argument" code: this adapter uses AddAny, so
+// conflicts and reserved ports are answered with another port rather than
+// an error, and what is left is a refusal (NOT_AUTHORIZED). Failures the
+// client can only retry (backend, store) are NETWORK_FAILURE.
+func natpmpResult(err error) natpmp.ResultCode {
+	switch {
+	case err == nil:
+		return natpmp.Success
+	case errors.Is(err, gateway.ErrQuota), errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+		return natpmp.OutOfResources
+	case errors.Is(err, gateway.ErrNotAuthorized), errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrReservedPort),
+		errors.Is(err, gateway.ErrInvalidArgs), errors.Is(err, gateway.ErrWildcardInternalPort),
+		errors.Is(err, gateway.ErrWildcardExternalPort), errors.Is(err, gateway.ErrRemoteHostNotSupported):
+		return natpmp.NotAuthorized
+	}
+	return natpmp.NetworkFailure
 }

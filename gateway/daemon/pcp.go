@@ -88,7 +88,7 @@ func protocolOf(p pcp.Protocol) (gateway.Protocol, bool) {
 // that are the gateway's own.
 func (h *pcpHandler) result(err error) pcp.ResultCode {
 	h.metrics.countErr(err)
-	return pcp.ResultCode(gateway.PCPResult(err))
+	return pcpResult(err)
 }
 
 func (h *pcpHandler) add(ctx context.Context, mc pcp.MapContext) (pcp.MapGrant, pcp.ResultCode) {
@@ -232,4 +232,30 @@ func pcpOptions(p PolicyConfig) pcp.ServerOptions {
 		return uint32(s)
 	}
 	return pcp.ServerOptions{MinLifetime: secs(p.MinLease, 1), MaxLifetime: secs(p.MaxLease, math.MaxUint32)}
+}
+
+// pcpResult returns the PCP result code for a core error. ErrConflict and
+// ErrReservedPort only reach a PCP client that set PREFER_FAILURE (without
+// it the adapter uses AddAny), hence CANNOT_PROVIDE_EXTERNAL. A delete of
+// a mapping that does not exist is a success in PCP (RFC 6887 §15); the
+// adapter answers it before asking for a code.
+func pcpResult(err error) pcp.ResultCode {
+	switch {
+	case err == nil:
+		return pcp.ResultSuccess
+	case errors.Is(err, gateway.ErrQuota):
+		return pcp.ResultUserExQuota
+	case errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+		return pcp.ResultNoResources
+	case errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrReservedPort):
+		return pcp.ResultCannotProvideExternal
+	case errors.Is(err, gateway.ErrNotAuthorized):
+		return pcp.ResultNotAuthorized
+	case errors.Is(err, gateway.ErrRemoteHostNotSupported):
+		return pcp.ResultUnsuppOption
+	case errors.Is(err, gateway.ErrInvalidArgs), errors.Is(err, gateway.ErrWildcardInternalPort),
+		errors.Is(err, gateway.ErrWildcardExternalPort), errors.Is(err, gateway.ErrInconsistentRange):
+		return pcp.ResultMalformedRequest
+	}
+	return pcp.ResultNetworkFailure
 }
