@@ -18,6 +18,7 @@ import (
 	"github.com/portfwd/portfwd/internal/epoch"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -793,27 +794,29 @@ type announcement struct {
 	ext     netip.Addr // NAT-PMP only: the external address
 }
 
-// parseAnnouncement decodes an announcement. NAT-PMP's is a successful
-// external-address response (version 0, opcode 128, 12 bytes); PCP's an
-// ANNOUNCE response (version 2, opcode 128, at least the 24-byte header),
-// whose epoch time sits at bytes 8 to 11. Anything else is not one.
+// parseAnnouncement decodes an announcement with the protocols' own
+// parsers. NAT-PMP's is a successful external-address response (version
+// 0, 12 bytes); PCP's a successful ANNOUNCE response (version 2). Anything
+// else is not one.
 func parseAnnouncement(b []byte, from netip.Addr) (announcement, bool) {
 	a := announcement{from: from.Unmap().WithZone("")}
 	switch {
-	case len(b) >= 12 && b[0] == 0:
+	case len(b) >= 12 && b[0] == natpmp.Version:
 		r, err := natpmp.ParseResponse(b)
 		if err != nil || r.Op != natpmp.OpExternalAddress || r.Result != natpmp.Success {
 			return a, false
 		}
-		a.version, a.epoch, a.ext = 0, r.Epoch, r.ExternalAddr
+		a.version, a.epoch, a.ext = natpmp.Version, r.Epoch, r.ExternalAddr
 		if a.ext.IsUnspecified() {
 			a.ext = netip.Addr{} // not connected: tells nothing about the address
 		}
 		return a, true
-	case len(b) >= 24 && b[0] == 2 && b[1] == 0x80 && b[3] == 0:
-		// Version 2, response bit with opcode ANNOUNCE (0), result SUCCESS.
-		a.version = 2
-		a.epoch = uint32(b[8])<<24 | uint32(b[9])<<16 | uint32(b[10])<<8 | uint32(b[11])
+	case len(b) > 0 && b[0] == pcp.Version:
+		r, err := pcp.ParseResponse(b)
+		if err != nil || r.Op != pcp.OpAnnounce || r.Result != pcp.ResultSuccess {
+			return a, false
+		}
+		a.version, a.epoch = pcp.Version, r.Epoch
 		return a, true
 	}
 	return a, false
