@@ -239,18 +239,27 @@ func (k *Keeper) emit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	if n := sendNewest(k.events, e); n > 0 {
+		k.mu.Lock()
+		k.dropped += n
+		k.mu.Unlock()
+	}
+}
+
+// sendNewest queues v on ch without ever blocking: while ch is full, the
+// oldest queued value is dropped to make room, so that a slow reader
+// always finds the newest state (the Keeper's and the watcher's events
+// carry it whole). It returns how many values it dropped.
+func sendNewest[T any](ch chan T, v T) (dropped int) {
 	for {
 		select {
-		case k.events <- e:
-			return
+		case ch <- v:
+			return dropped
 		default:
 		}
-		// Full: drop the oldest so that the newest state is always there.
 		select {
-		case <-k.events:
-			k.mu.Lock()
-			k.dropped++
-			k.mu.Unlock()
+		case <-ch:
+			dropped++
 		default:
 		}
 	}

@@ -707,19 +707,10 @@ func (w *watcher) emit(e WatchEvent) {
 	if e.Kind != WatchMappingsChanged {
 		e.PreviousCount = e.Count
 	}
-	for {
-		select {
-		case w.out <- e:
-			return
-		default:
-		}
-		select {
-		case <-w.out:
-			w.dropped++
-			if w.dropped == 1 || w.dropped%100 == 0 {
-				w.log.Warn("watch: the reader is behind; oldest events dropped", "dropped", w.dropped)
-			}
-		default:
+	for range sendNewest(w.out, e) {
+		w.dropped++
+		if w.dropped == 1 || w.dropped%100 == 0 {
+			w.log.Warn("watch: the reader is behind; oldest events dropped", "dropped", w.dropped)
 		}
 	}
 }
