@@ -14,11 +14,11 @@ import (
 // CheckFunc adapts a function to the Checker interface, so that the
 // command can plug in the reachability checker (package reach) without
 // webui depending on it.
-type CheckFunc func(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error)
+type CheckFunc func(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error)
 
 // Check calls f.
-func (f CheckFunc) Check(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error) {
-	return f(ctx, proto, internalPort, externalPort)
+func (f CheckFunc) Check(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error) {
+	return f(ctx, g, proto, internalPort, externalPort)
 }
 
 // PortmapKeeper is the Keeper of the "keep open" toggle: one portmap.Keep

@@ -719,7 +719,7 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	result, err := s.Checker.Check(ctx, string(m.Protocol), m.InternalPort, m.ExternalPort)
+	result, err := s.Checker.Check(ctx, g.gw, string(m.Protocol), m.InternalPort, m.ExternalPort)
 	if err != nil {
 		s.writeErr(w, err)
 		return

@@ -694,7 +694,7 @@ type checkResult struct {
 
 func (c checkResult) String() string { return "reachable: " + c.Asked }
 
-func (checker) Check(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error) {
+func (checker) Check(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error) {
 	return checkResult{true, fmt.Sprintf("%s %d->%d", proto, externalPort, internalPort)}, nil
 }
 

@@ -73,10 +73,11 @@ type Watcher interface {
 // Checker tests whether a mapping is reachable from outside. The UI shows
 // a "check" button per mapping only when one is configured.
 type Checker interface {
-	// Check tests the mapping of externalPort to internalPort; proto is
-	// "TCP" or "UDP". The result is shown to the user as JSON, or as its
-	// String() when it is a fmt.Stringer.
-	Check(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error)
+	// Check tests g's mapping of externalPort to internalPort; proto is
+	// "TCP" or "UDP". The gateway is there to explain a failure (package
+	// reach's CheckGateway asks it). The result is shown to the user as
+	// JSON, or as its String() when it is a fmt.Stringer.
+	Check(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error)
 }
 
 // Server is the web UI. Set its fields before first use; it is then an

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/portfwd/portfwd/portmap"
 	"github.com/portfwd/portfwd/reach"
 	"github.com/portfwd/portfwd/webui"
 )
@@ -69,8 +70,8 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	}
 	if len(probes) > 0 {
 		rc := &reach.Checker{Probes: probes, Logger: log}
-		srv.Checker = webui.CheckFunc(func(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error) {
-			return rc.Check(ctx, strings.ToLower(proto), internalPort, externalPort)
+		srv.Checker = webui.CheckFunc(func(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error) {
+			return rc.CheckGateway(ctx, g, strings.ToLower(proto), internalPort, externalPort, cf.timeout)
 		})
 	}
 	url := srv.URL(ln.Addr())
