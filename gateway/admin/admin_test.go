@@ -20,7 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/portfwd/portfwd/gateway/admin"
-	"github.com/portfwd/portfwd/webui/webuitest"
+	"github.com/portfwd/portfwd/internal/browsertest"
 )
 
 // fakeAdmin is a gateway's table and status in memory, for the admin
@@ -397,7 +397,7 @@ func TestAdminEvents(t *testing.T) {
 // a mapping a client adds appearing without a reload, a description with
 // markup shown as text, a delete, and the status.
 func TestAdminBrowser(t *testing.T) {
-	b := webuitest.NewBrowser(t, webuitest.BrowserOptions{})
+	b := browsertest.NewBrowser(t, browsertest.BrowserOptions{})
 	f := newFakeAdmin(upnpMapping(18080, "web <b>server</b>"))
 	e, _ := newAdminEnv(t, f)
 
@@ -407,13 +407,13 @@ func TestAdminBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(row("TCP", 18080))),
 	)
 	b.WaitFor("the live indicator", `document.querySelector('#live').textContent === 'live'`)
-	if loc := webuitest.Eval[string](b, `location.href`); strings.Contains(loc, "token") {
+	if loc := browsertest.Eval[string](b, `location.href`); strings.Contains(loc, "token") {
 		t.Errorf("the token stays in the address bar: %s", loc)
 	}
-	if d := webuitest.Eval[string](b, `document.querySelector('#rows td.desc').textContent`); d != "web <b>server</b>" {
+	if d := browsertest.Eval[string](b, `document.querySelector('#rows td.desc').textContent`); d != "web <b>server</b>" {
 		t.Errorf("the description reads %q", d)
 	}
-	webuitest.Eval[bool](b, `window.samePage = true`)
+	browsertest.Eval[bool](b, `window.samePage = true`)
 
 	// A client maps a port: the row appears, made by NAT-PMP, counting down.
 	pmp := upnpMapping(9999, "game")
@@ -421,9 +421,9 @@ func TestAdminBrowser(t *testing.T) {
 	f.add(pmp)
 	b.WaitFor("the new row", fmt.Sprintf(`document.querySelector('%s .source')?.textContent === 'NAT-PMP'`, row("UDP", 9999)))
 	lease := fmt.Sprintf(`document.querySelector('%s .lease').textContent`, row("UDP", 9999))
-	first := webuitest.Eval[string](b, lease)
+	first := browsertest.Eval[string](b, lease)
 	b.WaitFor("the lease to tick", lease+" !== "+fmt.Sprintf("%q", first))
-	if s := webuitest.Eval[string](b, `document.querySelector('#table-status').textContent`); s != "2 mapping(s): 1 by UPnP, 1 by NAT-PMP." {
+	if s := browsertest.Eval[string](b, `document.querySelector('#table-status').textContent`); s != "2 mapping(s): 1 by UPnP, 1 by NAT-PMP." {
 		t.Errorf("the summary reads %q", s)
 	}
 
@@ -441,13 +441,13 @@ func TestAdminBrowser(t *testing.T) {
 	b.WaitFor("the notice", `document.querySelector('#notice-text').textContent.includes('nothing is mapped on UDP 9999')`)
 	b.WaitFor("the stale row to go", fmt.Sprintf(`!document.querySelector('%s')`, row("UDP", 9999)))
 
-	if !webuitest.Eval[bool](b, `window.samePage === true`) {
+	if !browsertest.Eval[bool](b, `window.samePage === true`) {
 		t.Error("the page was reloaded: live updates should not need it")
 	}
-	if up := webuitest.Eval[string](b, `document.querySelector('#uptime').textContent`); !strings.HasPrefix(up, "1h 30m") {
+	if up := browsertest.Eval[string](b, `document.querySelector('#uptime').textContent`); !strings.HasPrefix(up, "1h 30m") {
 		t.Errorf("uptime reads %q", up)
 	}
-	status := webuitest.Eval[int](b, `fetch('/api/mappings/tcp/1', {method: 'DELETE'}).then(r => r.status)`)
+	status := browsertest.Eval[int](b, `fetch('/api/mappings/tcp/1', {method: 'DELETE'}).then(r => r.status)`)
 	if status != http.StatusForbidden {
 		t.Errorf("a DELETE from the page without the token header: %d, want 403", status)
 	}
@@ -463,7 +463,7 @@ func TestAdminBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if over := webuitest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
+	if over := browsertest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 		t.Errorf("on a phone-sized screen the page scrolls sideways by %d px", over)
 	}
 	b.CheckProblems()
