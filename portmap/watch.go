@@ -101,6 +101,13 @@ type WatchEvent struct {
 	Reason string `json:"reason,omitempty"`
 	// Via says how the change was noticed.
 	Via WatchSource `json:"via"`
+	// Means, on the initial and gateway-back events, are how the gateway
+	// is watched from then on: ViaGENA when its UPnP events arrive,
+	// ViaAnnouncement when NAT-PMP/PCP announcements are heard, and
+	// ViaPoll always. (Reason says the same in words; this is for
+	// programs, such as the web UI, that poll by themselves when the
+	// router pushes nothing.)
+	Means []WatchSource `json:"-"`
 }
 
 // WatchOptions configure Watch. The zero value watches by every means.
@@ -338,6 +345,19 @@ func (w *watcher) attach(ctx context.Context) {
 	}
 }
 
+// means are how the gateway is watched, for the initial and gateway-back
+// events.
+func (w *watcher) means() []WatchSource {
+	var out []WatchSource
+	if w.sub != nil {
+		out = append(out, ViaGENA)
+	}
+	if w.annOK {
+		out = append(out, ViaAnnouncement)
+	}
+	return append(out, ViaPoll)
+}
+
 // how says how the gateway is watched, for the initial event.
 func (w *watcher) how() string {
 	var means []string
@@ -461,7 +481,7 @@ func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string)
 			w.st.list, w.st.listed, w.st.count = s.list, true, len(s.list)
 		}
 		w.det.observe(s.clocks, s.sent, time.Now()) // baselines only
-		w.emit(WatchEvent{Kind: WatchInitial, Via: via, Reason: w.how()})
+		w.emit(WatchEvent{Kind: WatchInitial, Via: via, Reason: w.how(), Means: w.means()})
 		return
 	}
 	w.apply(ctx, s, via, evidence)
@@ -692,7 +712,7 @@ func (w *watcher) rediscover(ctx context.Context) {
 		w.refresh(ctx, ViaDiscovery, "")
 		return
 	}
-	w.emit(WatchEvent{Kind: WatchGatewayBack, Via: ViaDiscovery, Reason: reason})
+	w.emit(WatchEvent{Kind: WatchGatewayBack, Via: ViaDiscovery, Reason: reason, Means: w.means()})
 	w.apply(ctx, s, ViaDiscovery, "")
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"time"
@@ -197,6 +198,7 @@ func (s *Server) poll(ctx context.Context) {
 			<-w.ended
 			w = nil
 		}
+		s.setFollowing(nil)
 	}
 	defer endWatch()
 	for {
@@ -205,6 +207,7 @@ func (s *Server) poll(ctx context.Context) {
 			endWatch()
 			if g != nil && !watchFailed[g] {
 				w = s.startWatch(ctx, g)
+				s.setFollowing(g)
 			}
 		}
 		if g != nil {
@@ -224,13 +227,29 @@ func (s *Server) poll(ctx context.Context) {
 		case <-tick:
 		case err := <-ended:
 			if ctx.Err() == nil {
-				s.logger().Warn("watching the gateway failed; polling it instead", "gateway", w.g.gw.Addr(), "err", err)
+				level := slog.LevelWarn
+				if errors.Is(err, ErrNoRouterEvents) {
+					level = slog.LevelInfo // a router without eventing: polling is the way
+				}
+				s.logger().Log(ctx, level, "watching the gateway failed; polling it instead", "gateway", w.g.gw.Addr(), "err", err)
 				watchFailed[w.g] = true
 			}
 			w.ended <- err // endWatch reads it
 			endWatch()
 		}
 	}
+}
+
+// setFollowing records the gateway whose events the poller follows (nil:
+// none), and tells the pages when that changes.
+func (s *Server) setFollowing(g *gateway) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.following == g {
+		return
+	}
+	s.following = g
+	s.broadcastLocked("gateways", s.gatewaysPayloadLocked())
 }
 
 // watch is a running Watcher.Watch call.

@@ -80,6 +80,11 @@ type gatewayJSON struct {
 	// with the failure as its problem.
 	Connected bool   `json:"connected"`
 	Problem   string `json:"problem,omitempty"`
+	// Updates says how the server keeps the gateway's table and address
+	// up to date while a page listens for events: "events" when it
+	// follows the router's own events (a Watcher), "polling" when it reads
+	// the router every PollInterval; empty when it is not reading it.
+	Updates string `json:"updates,omitempty"`
 }
 
 // gatewaysJSON is the discovery state and what it found.
@@ -226,6 +231,13 @@ func (s *Server) gatewayJSONLocked(g *gateway) gatewayJSON {
 	}
 	e := s.externalPayloadLocked(g)
 	j.ExternalIP, j.Class, j.Warning = e.ExternalIP, e.Class, e.Warning
+	switch {
+	case s.stopPolling == nil:
+	case g == s.following:
+		j.Updates = "events"
+	case g == s.selected:
+		j.Updates = "polling"
+	}
 	return j
 }
 

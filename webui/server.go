@@ -21,8 +21,10 @@
 //
 // The server never blocks a page on the router: discovery runs in the
 // background and streams its progress, each API call talks to the router
-// in its own request with a deadline, and the router is polled only while
-// a browser is listening for events.
+// in its own request with a deadline, and the router is read only while a
+// browser is listening for events: on the word of its own events when a
+// Watcher follows them (PortmapWatcher, over portmap.Watch, is the one
+// "portfwd ui" uses), and every PollInterval otherwise.
 package webui
 
 import (
@@ -95,7 +97,7 @@ type Server struct {
 	// the table and deleting many mappings get ten times as long.
 	Timeout time.Duration
 	// PollInterval is how often the router is re-read while a browser is
-	// listening for events and no Watcher is set (default 3 s).
+	// listening for events and no Watcher follows it (default 3 s).
 	PollInterval time.Duration
 	// Token is the secret every request must present. If empty, a random
 	// one is made on first use; read it back from this field afterwards.
@@ -123,6 +125,7 @@ type Server struct {
 	selected    *gateway
 	subs        map[*subscriber]struct{}
 	stopPolling context.CancelFunc
+	following   *gateway // the gateway whose events the poller follows
 	closed      bool
 }
 

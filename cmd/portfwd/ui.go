@@ -63,6 +63,9 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	keeper := &webui.PortmapKeeper{Options: o}
 	defer keeper.Close()
 	srv.Keeper = keeper
+	// The page follows the router's events, as portfwd watch does, and
+	// polls only a router that sends none.
+	srv.Watcher = &webui.PortmapWatcher{Options: o}
 	if len(probes) == 0 {
 		if c, err := loadConfig(defaultConfigPath(), false); err == nil {
 			probes = c.ProbeServers

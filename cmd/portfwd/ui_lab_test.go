@@ -127,9 +127,23 @@ func TestLabWebUI(t *testing.T) {
 		t.Fatalf("after adding in the UI, WAN -> 18080 got %q (reached %v)", got, reached)
 	}
 
-	// Another client maps a port: it appears in the page by itself.
+	// The UI follows the router's UPnP events, as portfwd watch does,
+	// rather than polling it: the API says which it does.
+	updates := func() string {
+		return browsertest.Eval[string](b, `fetch('/api/gateways').then((r) => r.json()).then((j) => (j.gateways.find((g) => g.selected) || {}).updates || '')`)
+	}
+	if !waitFor(10*time.Second, func() bool { return updates() == "events" }) {
+		t.Fatalf("portfwd ui does not follow the router's events (updates %q); its output:\n%s", updates(), ui.Output())
+	}
+
+	// Another client maps a port: it appears in the page by itself, on the
+	// router's word. The UI still follows the events then: it has not
+	// fallen back to polling (which, once it does, it keeps to).
 	lanRun(t, l, "upnpc", "-i", "-u", "http://"+l.RouterLANIP.String()+":5000/rootDesc.xml", "-e", "byupnpc", "-a", lan, "9999", "19999", "TCP")
 	b.WaitFor("upnpc's mapping in the UI", fmt.Sprintf(`document.querySelector('%s td.desc')?.textContent === 'byupnpc'`, uiRow("TCP", 19999)))
+	if u := updates(); u != "events" {
+		t.Errorf("after upnpc's mapping showed, the UI reads the router by %q, want events", u)
+	}
 
 	// Edit: the traffic follows to 8081.
 	b.Click("the edit button", uiRow("TCP", 18080)+" button.edit")
