@@ -41,10 +41,6 @@ type KeepConfig struct {
 	// 224.0.0.1:5350, which routers send when they restart or their
 	// address changes; with them a restart is noticed at once.
 	NoAnnouncements bool
-
-	// after, when set, replaces time.After for the Keeper's renewal and
-	// check timers: tests drive the schedule with it, without waiting.
-	after func(time.Duration) <-chan time.Time
 }
 
 // EventKind says what happened to a kept mapping.
@@ -291,7 +287,7 @@ func (k *Keeper) run(ctx context.Context) {
 	}
 	// The check timer is re-armed after each check, so a slow check never
 	// queues another behind it.
-	check := k.after(k.cfg.CheckInterval)
+	check := time.After(k.cfg.CheckInterval)
 	if !k.cfg.NoAnnouncements {
 		k.wg.Go(func() { k.listenAnnouncements(ctx) })
 	}
@@ -335,7 +331,7 @@ func (k *Keeper) run(ctx context.Context) {
 			}
 		case <-check:
 			k.verify(ctx, s)
-			check = k.after(k.cfg.CheckInterval)
+			check = time.After(k.cfg.CheckInterval)
 		case <-k.wake:
 			k.verify(ctx, s)
 		}
@@ -475,7 +471,7 @@ func (k *Keeper) renewMapping(ctx context.Context, s *keepState) (<-chan time.Ti
 			// The lease still runs: try again well before it ends.
 			k.emit(Event{Kind: EventFailed, Mapping: m, Reason: "renewal refused: " + err.Error()})
 			s.failures++
-			return k.after(min(backoff(s.failures), max(m.Lease/4, time.Second))), false
+			return time.After(min(backoff(s.failures), max(m.Lease/4, time.Second))), false
 		case errors.As(err, &re) && k.cfg.Request.Any:
 			// Our port is refused; the request allows another, which the
 			// next round asks for.
@@ -560,19 +556,11 @@ func (k *Keeper) deleteLeftovers(ctx context.Context, d driver) {
 	}
 }
 
-// after is time.After, or the test's replacement.
-func (k *Keeper) after(d time.Duration) <-chan time.Time {
-	if k.cfg.after != nil {
-		return k.cfg.after(d)
-	}
-	return time.After(d)
-}
-
 func (k *Keeper) renewTimer(m Mapping) <-chan time.Time {
 	if m.Permanent || m.Lease <= 0 {
 		return nil // a permanent mapping needs no renewal, only checks
 	}
-	return k.after(max(m.Lease/2, time.Second))
+	return time.After(max(m.Lease/2, time.Second))
 }
 
 func (k *Keeper) sleep(ctx context.Context, d time.Duration) bool {
