@@ -29,19 +29,19 @@ const adminTokenFile = "admin-token"
 // Its token is new at each start; it goes to the state directory, where
 // only root can read it, or, without one, into the log at start.
 func (d *Daemon) setupAdminPage() error {
-	d.adminUI = &admin.Server{Backend: adminBackend{d}, Token: websec.NewToken(), Logger: d.log}
+	d.adminSide.page = &admin.Server{Backend: adminBackend{d}, Token: websec.NewToken(), Logger: d.log}
 	if d.cfg.StateDir != "" {
 		path := filepath.Join(d.cfg.StateDir, adminTokenFile)
-		if err := writeSecret(path, d.adminUI.Token+"\n"); err != nil {
+		if err := writeSecret(path, d.adminSide.page.Token+"\n"); err != nil {
 			return fmt.Errorf("writing the admin page's token (admin.ui): %w", err)
 		}
-		d.adminUI.TokenFile = path
+		d.adminSide.page.TokenFile = path
 	}
 	if ap, err := netip.ParseAddrPort(d.cfg.Admin.Address); err == nil && !ap.Addr().IsLoopback() {
 		d.log.Warn("the admin page is served on "+ap.String()+", which other computers may reach: anyone who learns the token "+
 			"can delete port mappings, and plain HTTP does not hide it; prefer 127.0.0.1 and an SSH tunnel", "admin", ap)
 	}
-	d.adminMux.Handle("/", d.adminUI)
+	d.adminSide.mux.Handle("/", d.adminSide.page)
 	return nil
 }
 
@@ -70,10 +70,10 @@ func writeSecret(path, s string) error {
 // AdminPageURL returns the admin page's address with its token, or "" when
 // the page is off (admin.ui) or the admin address is.
 func (d *Daemon) AdminPageURL() string {
-	if d.adminUI == nil || d.adminLn == nil {
+	if d.adminSide.page == nil || d.adminSide.ln == nil {
 		return ""
 	}
-	return d.adminUI.URL(d.adminLn.Addr())
+	return d.adminSide.page.URL(d.adminSide.ln.Addr())
 }
 
 // logAdminPage says where the admin page is, at start. The token is
@@ -84,7 +84,7 @@ func (d *Daemon) logAdminPage() {
 	if url == "" {
 		return
 	}
-	if f := d.adminUI.TokenFile; f != "" {
+	if f := d.adminSide.page.TokenFile; f != "" {
 		base, _, _ := strings.Cut(url, "?")
 		d.log.Info("admin page: open "+base+"?token= with the token in "+f, "url", base, "token_file", f)
 		return
@@ -152,11 +152,11 @@ func (b adminBackend) Subscribe(changed func()) (cancel func()) {
 
 func (b adminBackend) Status() admin.Status {
 	d := b.d
-	addr, extErr := d.ext.current()
-	if err := d.ext.refusing(); err != nil {
+	addr, extErr := d.wan.ext.current()
+	if err := d.wan.ext.refusing(); err != nil {
 		extErr = err.Error()
 	}
-	source := d.ext.source()
+	source := d.wan.ext.source()
 	if d.cfg.ExternalAddress.Source == SourceFixed {
 		source = "the configuration" // the page reads "from the configuration"
 	}

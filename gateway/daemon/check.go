@@ -144,7 +144,8 @@ func Check(ctx context.Context, cfg Config) []Finding {
 			}
 		}
 	case BackendRelay:
-		d := &Daemon{cfg: cfg, ext: ext, log: discardLogger()}
+		d := &Daemon{cfg: cfg, log: discardLogger()}
+		d.wan.ext = ext
 		bind, _ := d.relayBind()
 		if err := tryBind("tcp4", netip.AddrPortFrom(bind, 0)); err != nil {
 			bad("relay backend cannot bind external ports on %s: %v", bind, err)

@@ -50,6 +50,11 @@ const (
 // Daemon is a running gateway. New builds it with every socket open; Serve
 // runs it. Its accessors are for the command that started it (the demo
 // prints its URLs) and for the admin page mounted on AdminMux.
+//
+// Its state is grouped by concern, as its files are: the core and what
+// keeps it (store, audit trail, backend), the external side (wan.go), the
+// UPnP servers (upnp.go), NAT-PMP and PCP (pmp.go), and the admin server
+// (adminui.go).
 type Daemon struct {
 	cfg     Config
 	log     *slog.Logger
@@ -64,51 +69,72 @@ type Daemon struct {
 	audit *auditLog
 	// refusals logs refused requests at the default level, bounded.
 	refusals *refusalLog
-	// probeMu guards probeList, the addresses probeAddrs gives, read at
-	// probeAt.
-	probeMu   sync.Mutex
-	probeList []netip.Addr
-	probeAt   time.Time
-	backend   gateway.Backend
-	nftb      *nft.Backend // the backend when it is nft, for Destroy
-	core      *gateway.Core
-	ext       *externalAddr
-	uuid      string
-	epoch     time.Time
-	// addrChanged is when the external address last changed, for PCP's
-	// epoch (see pcpEpoch); nil until it does.
-	addrChanged atomic.Pointer[time.Time]
+	backend  gateway.Backend
+	nftb     *nft.Backend // the backend when it is nft, for Destroy
+	core     *gateway.Core
+	uuid     string
+	// epoch is the origin of NAT-PMP's epoch (see natpmpEpoch).
+	epoch time.Time
+	// lan tells the LAN's hosts from others, for the UPnP listeners.
+	lan *lanPeers
 
-	// relay is the relay backend when it follows the external interface's
-	// address (see relayBackend); nil otherwise.
-	relay *relayBackend
-	// addrWatch reports address changes as they happen (Linux); nil when
-	// nothing needs them or they are unavailable. extWake carries them to
-	// the external address's refresh loop.
-	addrWatch *addrWatcher
-	extWake   chan struct{}
-
-	lan        *lanPeers
-	httpLimits *connLimiter // of the UPnP HTTP servers, all addresses together
-	upnpSvc    *upnpService
-	igd        *igd.Server
-	publisher  *upnp.Publisher
-	http       []*httpListener
-	responder  *ssdp.Responder
-
-	pmpConn net.PacketConn
-	pmp     *pmp.Server // NAT-PMP and PCP, with their announcements
-
-	adminMux *http.ServeMux
-	adminLn  net.Listener
-	admin    *http.Server
-	adminUI  *admin.Server // the admin page, with admin.ui
+	wan       wanSide
+	upnpSide  upnpSide
+	pmpSide   pmpSide
+	adminSide adminSide
 
 	unsubscribe func()
 	closeOnce   sync.Once
 	closeErr    error
 	serving     sync.Mutex // held by Serve: it runs once
 	served      bool
+}
+
+// wanSide is what the daemon knows of its external side, and follows.
+type wanSide struct {
+	ext *externalAddr
+	// addrChanged is when the external address last changed, for PCP's
+	// epoch (see pcpEpoch); nil until it does.
+	addrChanged atomic.Pointer[time.Time]
+	// relay is the relay backend when it follows the external interface's
+	// address (see relayBackend); nil otherwise.
+	relay *relayBackend
+	// addrWatch reports address changes as they happen (Linux); nil when
+	// nothing needs them or they are unavailable. wake carries them to the
+	// external address's refresh loop.
+	addrWatch *addrWatcher
+	wake      chan struct{}
+	// probeMu guards probeList, the addresses probeAddrs gives, read at
+	// probeAt.
+	probeMu   sync.Mutex
+	probeList []netip.Addr
+	probeAt   time.Time
+}
+
+// upnpSide is the UPnP IGD: the SOAP service over the core, its HTTP
+// listeners, GENA eventing and SSDP.
+type upnpSide struct {
+	svc       *upnpService
+	igd       *igd.Server
+	publisher *upnp.Publisher
+	http      []*httpListener
+	limits    *connLimiter // of the HTTP servers, all addresses together
+	responder *ssdp.Responder
+}
+
+// pmpSide is UDP 5351: NAT-PMP and PCP, with their announcements.
+type pmpSide struct {
+	conn   net.PacketConn
+	server *pmp.Server
+}
+
+// adminSide is the admin server: /metrics, /healthz and, with admin.ui,
+// the admin page.
+type adminSide struct {
+	mux  *http.ServeMux
+	ln   net.Listener
+	srv  *http.Server
+	page *admin.Server
 }
 
 // httpListener is the UPnP HTTP server on one internal address.
@@ -155,10 +181,10 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 
-	d.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
+	d.wan.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
 	uctx, cancel := context.WithTimeout(ctx, startTimeout)
-	if err := d.ext.update(uctx); err != nil {
-		log.Warn("no external address yet; reporting none until it is learned", "source", d.ext.source(), "err", err)
+	if err := d.wan.ext.update(uctx); err != nil {
+		log.Warn("no external address yet; reporting none until it is learned", "source", d.wan.ext.source(), "err", err)
 	}
 	cancel()
 
@@ -176,7 +202,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
-	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log, Audit: d.audit.Record}
+	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record}
 	if canProbePorts {
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
 			return portServed(p, port, d.probeAddrs())
@@ -221,7 +247,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.openAddrWatch()
 	d.unsubscribe = d.core.Subscribe(d.onEvent)
-	d.ext.OnChange(d.onAddressChange)
+	d.wan.ext.OnChange(d.onAddressChange)
 	return d, nil
 }
 
@@ -231,18 +257,18 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 // and the relay bound to it. Without them (another OS, no netlink) the
 // address is still read every refresh.
 func (d *Daemon) openAddrWatch() {
-	d.extWake = make(chan struct{}, 1)
-	if d.cfg.ExternalAddress.Source == SourceFixed && d.relay == nil || len(d.cfg.Interfaces.External) == 0 {
+	d.wan.wake = make(chan struct{}, 1)
+	if d.cfg.ExternalAddress.Source == SourceFixed && d.wan.relay == nil || len(d.cfg.Interfaces.External) == 0 {
 		return
 	}
 	w, err := openAddrWatcher(0)
 	if err != nil {
 		if addrEventsSupported {
-			d.log.Warn("external address changes will be noticed at the next refresh only", "refresh", d.ext.refresh, "err", err)
+			d.log.Warn("external address changes will be noticed at the next refresh only", "refresh", d.wan.ext.refresh, "err", err)
 		}
 		return
 	}
-	d.addrWatch = w
+	d.wan.addrWatch = w
 }
 
 // followAddresses acts on changes of the external interfaces' addresses
@@ -252,7 +278,7 @@ func (d *Daemon) openAddrWatch() {
 func (d *Daemon) followAddresses(ctx context.Context) {
 	external := d.cfg.Interfaces.External
 	concerns := func(ev addrEvent) bool { return matchInterface(ev.interfaceName(), external) }
-	err := followAddrEvents(ctx, d.addrWatch, concerns, func(evs []addrEvent) {
+	err := followAddrEvents(ctx, d.wan.addrWatch, concerns, func(evs []addrEvent) {
 		defer d.catch("address event")
 		for _, ev := range evs {
 			what := "added"
@@ -266,16 +292,16 @@ func (d *Daemon) followAddresses(ctx context.Context) {
 		}
 		if d.cfg.ExternalAddress.Source != SourceFixed {
 			select {
-			case d.extWake <- struct{}{}:
+			case d.wan.wake <- struct{}{}:
 			default: // a read is already due, and will see this change
 			}
 		}
-		if d.relay != nil {
+		if d.wan.relay != nil {
 			d.followRelay(ctx)
 		}
 	})
 	if err != nil {
-		d.log.Warn("stopped following address changes; the external address is now read every refresh only", "refresh", d.ext.refresh, "err", err)
+		d.log.Warn("stopped following address changes; the external address is now read every refresh only", "refresh", d.wan.ext.refresh, "err", err)
 	}
 }
 
@@ -283,12 +309,12 @@ func (d *Daemon) followAddresses(ctx context.Context) {
 // address, if it has one and it is another.
 func (d *Daemon) followRelay(ctx context.Context) {
 	a, err := interfaceIPv4(d.cfg.Interfaces.External[0])
-	if err != nil || a == d.relay.bindAddr() {
+	if err != nil || a == d.wan.relay.bindAddr() {
 		return // no address for now: the ports stay where they were
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := d.relay.rebind(rctx, a); err != nil {
+	if err := d.wan.relay.rebind(rctx, a); err != nil {
 		d.metrics.error(errKindBackend)
 		d.log.Error("relay backend: some ports could not move to the new address", "err", err)
 	}
@@ -319,8 +345,8 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 			Logger:          d.log,
 		}
 		if follow {
-			d.relay = newRelayBackend(rc, d.log)
-			return d.relay, nil
+			d.wan.relay = newRelayBackend(rc, d.log)
+			return d.wan.relay, nil
 		}
 		return relay.New(rc), nil
 	default:
@@ -343,7 +369,7 @@ func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
 			return a, true
 		}
 	}
-	if a, _ := d.ext.current(); a.IsValid() && isLocalAddr(a) {
+	if a, _ := d.wan.ext.current(); a.IsValid() && isLocalAddr(a) {
 		return a, false
 	}
 	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
@@ -359,16 +385,16 @@ const probeAddrsTTL = time.Second
 // looked for: the external addresses, or, when there is none, every
 // address (0.0.0.0), which errs on the side of refusing.
 func (d *Daemon) probeAddrs() []netip.Addr {
-	d.probeMu.Lock()
-	defer d.probeMu.Unlock()
-	if now := time.Now(); d.probeAt.IsZero() || now.Sub(d.probeAt) > probeAddrsTTL || now.Before(d.probeAt) {
-		d.probeList = d.externalAddrs()
-		if len(d.probeList) == 0 {
-			d.probeList = []netip.Addr{netip.IPv4Unspecified()}
+	d.wan.probeMu.Lock()
+	defer d.wan.probeMu.Unlock()
+	if now := time.Now(); d.wan.probeAt.IsZero() || now.Sub(d.wan.probeAt) > probeAddrsTTL || now.Before(d.wan.probeAt) {
+		d.wan.probeList = d.externalAddrs()
+		if len(d.wan.probeList) == 0 {
+			d.wan.probeList = []netip.Addr{netip.IPv4Unspecified()}
 		}
-		d.probeAt = now
+		d.wan.probeAt = now
 	}
-	return d.probeList
+	return d.wan.probeList
 }
 
 // externalAddrs are the addresses through which the Internet reaches the
@@ -393,7 +419,7 @@ func (d *Daemon) externalAddrs() []netip.Addr {
 			out = append(out, p.Addr())
 		}
 	}
-	if a := d.ext.Get(); a.IsValid() {
+	if a := d.wan.ext.Get(); a.IsValid() {
 		out = append(out, a)
 	}
 	return out
@@ -430,15 +456,15 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 	if cfg.UPnP.ForceIGDv1 {
 		version = 1
 	}
-	d.upnpSvc = &upnpService{
-		core: d.core, ext: d.ext, metrics: d.metrics, v1: version == 1, start: d.start,
+	d.upnpSide.svc = &upnpService{
+		core: d.core, ext: d.wan.ext, metrics: d.metrics, v1: version == 1, start: d.start,
 		bitsUp: cfg.Device.BitrateUp, bitsDown: cfg.Device.BitrateDown,
 	}
 	if len(cfg.Interfaces.External) > 0 {
-		d.upnpSvc.wanIf = cfg.Interfaces.External[0]
+		d.upnpSide.svc.wanIf = cfg.Interfaces.External[0]
 	}
 	scfg := igd.ServerConfig{
-		Service:          d.upnpSvc,
+		Service:          d.upnpSide.svc,
 		Version:          version,
 		UUID:             d.uuid,
 		FriendlyName:     cfg.Device.FriendlyName,
@@ -455,20 +481,20 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 		OnFault:          d.onUPnPFault,
 	}
 	if cfg.UPnP.Events {
-		d.publisher = upnp.NewPublisher(upnp.PublisherConfig{
+		d.upnpSide.publisher = upnp.NewPublisher(upnp.PublisherConfig{
 			Services:   d.eventedServices(version),
 			Moderation: 200 * time.Millisecond,
 			Logger:     d.log,
 		})
-		scfg.Events = d.publisher
+		scfg.Events = d.upnpSide.publisher
 	}
 	srv, err := igd.NewServer(scfg)
 	if err != nil {
 		return fmt.Errorf("building the UPnP IGD server: %w", err)
 	}
-	d.igd = srv
+	d.upnpSide.igd = srv
 
-	d.httpLimits = newConnLimiter(httpMaxPerAddr, httpConnLimit(), d.log)
+	d.upnpSide.limits = newConnLimiter(httpMaxPerAddr, httpConnLimit(), d.log)
 	port := cfg.UPnP.HTTPPort
 	for _, name := range cfg.Interfaces.Internal {
 		addrs, err := d.lan.addrsOf(name)
@@ -482,7 +508,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 			}
 			// With port 0, every address gets the port the first one got.
 			port = int(hl.addr.Port())
-			d.http = append(d.http, hl)
+			d.upnpSide.http = append(d.upnpSide.http, hl)
 		}
 	}
 	if cfg.UPnP.SSDP {
@@ -491,7 +517,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 				return fmt.Errorf("internal interface %s cannot do multicast, so SSDP discovery cannot work there: enable it (ip link set %s multicast on) or turn SSDP off (upnp.ssdp = false, --no-ssdp)", name, name)
 			}
 		}
-		d.responder = &ssdp.Responder{
+		d.upnpSide.responder = &ssdp.Responder{
 			Adverts:        advertsOf(srv.Root()),
 			Location:       d.descriptionURLFor,
 			NotifyInterval: time.Duration(cfg.UPnP.NotifyInterval),
@@ -520,10 +546,10 @@ func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPo
 	return &httpListener{
 		iface: iface,
 		addr:  got,
-		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.httpLimits, log: d.log},
+		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.upnpSide.limits, log: d.log},
 		srv: &http.Server{
-			Handler:           d.igd,
-			ConnState:         d.httpLimits.connState,
+			Handler:           d.upnpSide.igd,
+			ConnState:         d.upnpSide.limits.connState,
 			ReadHeaderTimeout: httpReadHeaderTimeout,
 			ReadTimeout:       httpReadTimeout,
 			WriteTimeout:      httpWriteTimeout,
@@ -537,7 +563,7 @@ func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPo
 // descriptionURLFor returns the description URL on the listener of local,
 // for SSDP answers on the interface holding it.
 func (d *Daemon) descriptionURLFor(local netip.Addr) string {
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		if h.addr.Addr() == local {
 			return "http://" + h.addr.String() + igd.DescriptionPath
 		}
@@ -549,7 +575,7 @@ func (d *Daemon) descriptionURLFor(local netip.Addr) string {
 // address, the URL a client may be given instead of SSDP discovery.
 func (d *Daemon) DescriptionURLs() []string {
 	var out []string
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		out = append(out, "http://"+h.addr.String()+igd.DescriptionPath)
 	}
 	return out
@@ -558,10 +584,10 @@ func (d *Daemon) DescriptionURLs() []string {
 // NATPMPAddrs returns where NAT-PMP is answered: every IPv4 address of the
 // internal interfaces, with the NAT-PMP port.
 func (d *Daemon) NATPMPAddrs() []netip.AddrPort {
-	if d.pmpConn == nil {
+	if d.pmpSide.conn == nil {
 		return nil
 	}
-	local, _ := netip.ParseAddrPort(d.pmpConn.LocalAddr().String())
+	local, _ := netip.ParseAddrPort(d.pmpSide.conn.LocalAddr().String())
 	var out []netip.AddrPort
 	for _, name := range d.cfg.Interfaces.Internal {
 		addrs, _ := d.lan.addrsOf(name)
@@ -575,17 +601,17 @@ func (d *Daemon) NATPMPAddrs() []netip.AddrPort {
 // AdminAddr returns the admin server's address, or the zero AddrPort
 // without one.
 func (d *Daemon) AdminAddr() netip.AddrPort {
-	if d.adminLn == nil {
+	if d.adminSide.ln == nil {
 		return netip.AddrPort{}
 	}
-	ap, _ := netip.ParseAddrPort(d.adminLn.Addr().String())
+	ap, _ := netip.ParseAddrPort(d.adminSide.ln.Addr().String())
 	return ap
 }
 
 // AdminMux is the admin server's request router, serving /metrics and
 // /healthz, and with admin.ui the admin page at "/". Code that embeds the
 // daemon may mount more handlers on it before Serve.
-func (d *Daemon) AdminMux() *http.ServeMux { return d.adminMux }
+func (d *Daemon) AdminMux() *http.ServeMux { return d.adminSide.mux }
 
 // Core returns the mapping table, for the admin page.
 func (d *Daemon) Core() *gateway.Core { return d.core }
@@ -595,7 +621,7 @@ func (d *Daemon) UUID() string { return d.uuid }
 
 // ExternalAddr returns the external address reported to clients (the zero
 // Addr while there is none).
-func (d *Daemon) ExternalAddr() netip.Addr { return d.ext.Get() }
+func (d *Daemon) ExternalAddr() netip.Addr { return d.wan.ext.Get() }
 
 // advertsOf returns the SSDP advertisements of a device tree: the root
 // device and each embedded one, with their service types.
@@ -630,7 +656,7 @@ func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
 	}
 	if version == 1 {
 		m[igd.Layer3ForwardingEventPath] = func() []upnp.Arg {
-			return []upnp.Arg{{Name: "DefaultConnectionService", Value: defaultConnectionService(d.igd.Root())}}
+			return []upnp.Arg{{Name: "DefaultConnectionService", Value: defaultConnectionService(d.upnpSide.igd.Root())}}
 		}
 	}
 	return m
@@ -638,9 +664,9 @@ func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
 
 // connectionVars are WANIPConnection's evented variables that change.
 func (d *Daemon) connectionVars(version int) []upnp.Arg {
-	status, _, _ := d.upnpSvc.ConnectionStatus(context.Background())
+	status, _, _ := d.upnpSide.svc.ConnectionStatus(context.Background())
 	ip := ""
-	if a := d.ext.Get(); a.Is4() {
+	if a := d.wan.ext.Get(); a.Is4() {
 		ip = a.String()
 	}
 	vars := []upnp.Arg{
@@ -649,13 +675,13 @@ func (d *Daemon) connectionVars(version int) []upnp.Arg {
 		{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(d.core.Len())},
 	}
 	if version >= 2 {
-		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(d.upnpSvc.updateID.Load()), 10)})
+		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(d.upnpSide.svc.updateID.Load()), 10)})
 	}
 	return vars
 }
 
 func (d *Daemon) linkStatus() string {
-	lp, _ := d.upnpSvc.LinkProperties(context.Background())
+	lp, _ := d.upnpSide.svc.LinkProperties(context.Background())
 	return lp.Status
 }
 
@@ -685,18 +711,18 @@ func defaultConnectionService(root *upnp.Root) string {
 func (d *Daemon) onEvent(e gateway.Event) {
 	defer d.catch("table event")
 	d.metrics.event(e)
-	if d.upnpSvc == nil {
+	if d.upnpSide.svc == nil {
 		return
 	}
-	id := d.upnpSvc.updateID.Add(1)
-	if d.publisher == nil {
+	id := d.upnpSide.svc.updateID.Add(1)
+	if d.upnpSide.publisher == nil {
 		return
 	}
 	vars := []upnp.Arg{{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(e.Count)}}
-	if !d.upnpSvc.v1 {
+	if !d.upnpSide.svc.v1 {
 		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(id), 10)})
 	}
-	d.publisher.Notify(igd.WANIPConnectionEventPath, vars)
+	d.upnpSide.publisher.Notify(igd.WANIPConnectionEventPath, vars)
 }
 
 // onAddressChange tells the LAN about a new external address: PCP's
@@ -707,23 +733,23 @@ func (d *Daemon) onEvent(e gateway.Event) {
 func (d *Daemon) onAddressChange(netip.Addr) {
 	defer d.catch("address change")
 	now := time.Now()
-	d.addrChanged.Store(&now)
-	if d.pmp != nil {
-		d.pmp.Announce()
+	d.wan.addrChanged.Store(&now)
+	if d.pmpSide.server != nil {
+		d.pmpSide.server.Announce()
 	}
-	if d.publisher == nil {
+	if d.upnpSide.publisher == nil {
 		return
 	}
-	status, _, _ := d.upnpSvc.ConnectionStatus(context.Background())
+	status, _, _ := d.upnpSide.svc.ConnectionStatus(context.Background())
 	ip := ""
-	if a := d.ext.Get(); a.Is4() {
+	if a := d.wan.ext.Get(); a.Is4() {
 		ip = a.String()
 	}
-	d.publisher.Notify(igd.WANIPConnectionEventPath, []upnp.Arg{
+	d.upnpSide.publisher.Notify(igd.WANIPConnectionEventPath, []upnp.Arg{
 		{Name: "ExternalIPAddress", Value: ip},
 		{Name: "ConnectionStatus", Value: status},
 	})
-	d.publisher.Notify(igd.WANCommonInterfaceConfigEventPath, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
+	d.upnpSide.publisher.Notify(igd.WANCommonInterfaceConfigEventPath, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
 }
 
 // catch recovers a panic in a callback of the daemon's, so that it costs
@@ -745,20 +771,20 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.pmpConn = pc
-	d.pmp = &pmp.Server{
-		NATPMP:          &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log},
+	d.pmpSide.conn = pc
+	d.pmpSide.server = &pmp.Server{
+		NATPMP:          &natpmpHandler{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log},
 		NATPMPEpoch:     d.natpmpEpoch,
 		Interfaces:      d.cfg.Interfaces.Internal,
-		ExternalAddress: d.ext.Get,
+		ExternalAddress: d.wan.ext.Get,
 		Logger:          d.log,
 		RequestContext:  func(ctx context.Context) context.Context { ctx, _ = withPMPNote(ctx); return ctx },
 		Answered:        d.onPMPAnswer,
 	}
 	if d.cfg.NATPMP.PCP {
-		d.pmp.PCP = &pcpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
-		d.pmp.PCPEpoch = d.pcpEpoch
-		d.pmp.PCPOptions = pcpOptions(d.cfg.Policy)
+		d.pmpSide.server.PCP = &pcpHandler{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log}
+		d.pmpSide.server.PCPEpoch = d.pcpEpoch
+		d.pmpSide.server.PCPOptions = pcpOptions(d.cfg.Policy)
 	}
 	return nil
 }
@@ -776,7 +802,7 @@ func (d *Daemon) natpmpEpoch() uint32 { return epochSince(d.epoch) }
 // client map again, and so learn the new address.
 func (d *Daemon) pcpEpoch() uint32 {
 	origin := d.epoch
-	if t := d.addrChanged.Load(); t != nil && t.After(origin) {
+	if t := d.wan.addrChanged.Load(); t != nil && t.After(origin) {
 		origin = *t
 	}
 	return epochSince(origin)
@@ -795,9 +821,9 @@ func epochSince(origin time.Time) uint32 {
 // setupAdmin opens the admin server with /metrics and /healthz, and the
 // admin page when admin.ui asks for it.
 func (d *Daemon) setupAdmin(ctx context.Context) error {
-	d.adminMux = http.NewServeMux()
-	d.adminMux.HandleFunc("/metrics", d.metricsHandler)
-	d.adminMux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	d.adminSide.mux = http.NewServeMux()
+	d.adminSide.mux.HandleFunc("/metrics", d.metricsHandler)
+	d.adminSide.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
@@ -814,9 +840,9 @@ func (d *Daemon) setupAdmin(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin server on %s: %w (change admin.address, or set it empty to disable)", d.cfg.Admin.Address, err)
 	}
-	d.adminLn = ln
-	d.admin = &http.Server{
-		Handler:           d.adminMux,
+	d.adminSide.ln = ln
+	d.adminSide.srv = &http.Server{
+		Handler:           d.adminSide.mux,
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		IdleTimeout:       httpIdleTimeout,
 		MaxHeaderBytes:    httpMaxHeaderBytes,
@@ -825,8 +851,8 @@ func (d *Daemon) setupAdmin(ctx context.Context) error {
 		// response. Shutdown ends those streams first, or it would wait
 		// for them.
 	}
-	if d.adminUI != nil {
-		d.admin.RegisterOnShutdown(func() { d.adminUI.Close() })
+	if d.adminSide.page != nil {
+		d.adminSide.srv.RegisterOnShutdown(func() { d.adminSide.page.Close() })
 	}
 	return nil
 }
@@ -846,7 +872,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 8+len(d.http))
+	errc := make(chan error, 8+len(d.upnpSide.http))
 	run := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -858,12 +884,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}()
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); d.ext.run(ctx, d.extWake) }()
-	if d.addrWatch != nil {
+	go func() { defer wg.Done(); d.wan.ext.run(ctx, d.wan.wake) }()
+	if d.wan.addrWatch != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followAddresses(ctx) }()
 	}
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		run("UPnP HTTP server on "+h.addr.String(), func() error {
 			if err := h.srv.Serve(h.ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -871,24 +897,24 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			return nil
 		})
 	}
-	if d.responder != nil {
-		run("SSDP responder", func() error { return d.responder.Serve(ctx) })
+	if d.upnpSide.responder != nil {
+		run("SSDP responder", func() error { return d.upnpSide.responder.Serve(ctx) })
 	}
-	if d.pmp != nil {
+	if d.pmpSide.server != nil {
 		// It announces at once that the gateway (re)started: clients whose
 		// mappings were lost see the epoch go back and make them again.
-		run("NAT-PMP/PCP server", func() error { return d.pmp.ServePacketConn(ctx, d.pmpConn) })
+		run("NAT-PMP/PCP server", func() error { return d.pmpSide.server.ServePacketConn(ctx, d.pmpSide.conn) })
 	}
-	if d.admin != nil {
+	if d.adminSide.srv != nil {
 		run("admin server", func() error {
-			if err := d.admin.Serve(d.adminLn); !errors.Is(err, http.ErrServerClosed) {
+			if err := d.adminSide.srv.Serve(d.adminSide.ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		})
 	}
 	d.log.Info("gateway serving",
-		"backend", d.backend.Name(), "external_address", d.ext.Get(), "internal", d.cfg.Interfaces.Internal,
+		"backend", d.backend.Name(), "external_address", d.wan.ext.Get(), "internal", d.cfg.Interfaces.Internal,
 		"upnp", d.DescriptionURLs(), "natpmp", d.NATPMPAddrs(), "admin", d.AdminAddr(), "mappings", d.core.Len())
 	for _, line := range d.cfg.PolicySummary() {
 		d.log.Info("policy: " + line)
@@ -905,11 +931,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	cancel()
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer scancel()
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		h.srv.Shutdown(sctx)
 	}
-	if d.admin != nil {
-		d.admin.Shutdown(sctx)
+	if d.adminSide.srv != nil {
+		d.adminSide.srv.Shutdown(sctx)
 	}
 	wg.Wait() // SSDP has said byebye, NAT-PMP has stopped
 	return errors.Join(failure, d.Close())
@@ -929,23 +955,23 @@ func (d *Daemon) cleanup(flush bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	var errs []error
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		h.ln.Close()
 	}
-	if d.adminLn != nil {
-		d.adminLn.Close()
+	if d.adminSide.ln != nil {
+		d.adminSide.ln.Close()
 	}
-	if d.adminUI != nil {
-		d.adminUI.Close()
-		if f := d.adminUI.TokenFile; f != "" {
+	if d.adminSide.page != nil {
+		d.adminSide.page.Close()
+		if f := d.adminSide.page.TokenFile; f != "" {
 			os.Remove(f) // the token dies with this run
 		}
 	}
-	if d.pmpConn != nil {
-		d.pmpConn.Close()
+	if d.pmpSide.conn != nil {
+		d.pmpSide.conn.Close()
 	}
-	if d.addrWatch != nil {
-		d.addrWatch.Close()
+	if d.wan.addrWatch != nil {
+		d.wan.addrWatch.Close()
 	}
 	if d.unsubscribe != nil {
 		d.unsubscribe()
@@ -958,8 +984,8 @@ func (d *Daemon) cleanup(flush bool) error {
 			d.log.Info("removed every mapping (flush on exit)")
 		}
 	}
-	if d.publisher != nil {
-		d.publisher.Close()
+	if d.upnpSide.publisher != nil {
+		d.upnpSide.publisher.Close()
 	}
 	if flush && d.nftb != nil {
 		if err := d.nftb.Destroy(ctx); err != nil {
