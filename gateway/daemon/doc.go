@@ -4,7 +4,29 @@
 // that LAN hosts talk to: UPnP IGD over HTTP (package igd) with SSDP
 // discovery (package ssdp) and GENA eventing (package upnp), and NAT-PMP
 // (package natpmp) and PCP (package pcp) on UDP 5351, served by package
-// pmp.
+// pmp; and an admin server (/metrics, /healthz, and the admin page of
+// package gateway/admin).
+//
+// It is the router side only: it imports no client package (portmap,
+// webui, reach). The protocol packages give it their server halves, and it
+// gives each a thin adapter onto the core; the core (package gateway)
+// knows no protocol.
+//
+// # Files
+//
+//	daemon.go      Daemon: New, Serve, Close; its state, grouped by concern
+//	config.go      Config, its file format and checks; check.go: --check;
+//	               miniupnpd.go: converting miniupnpd.conf; roles.go, policy.go
+//	wan.go         the external side: the address (external.go), its changes
+//	               (addrwatch*.go), the relay that follows it (relaybackend.go)
+//	backend.go     opening the nft, relay or memory backend
+//	upnpserve.go   the UPnP servers: HTTP listeners (lan.go: LAN-only), SSDP,
+//	               GENA; upnp.go: the IGD adapter onto the core
+//	pmp.go         UDP 5351 (package pmp) over natpmp.go and pcp.go, the
+//	               NAT-PMP and PCP adapters
+//	adminui.go     the admin server and the admin page's backend
+//	audit.go, refusals.go, metrics.go   what the daemon records of requests
+//	instance.go    one gateway per state directory and nft table
 //
 // # Where requests are accepted
 //
@@ -23,12 +45,12 @@
 //
 // # Protocol semantics
 //
-// The adapters in upnp.go and natpmp.go translate each protocol onto
-// gateway.Core. UPnP: the requester is the TCP peer; IGDv2's lease 0
+// The adapters in upnp.go, natpmp.go and pcp.go translate each protocol
+// onto gateway.Core. UPnP: the requester is the TCP peer; IGDv2's lease 0
 // arrives as 604800 s (the igd server converts it); NewEnabled=0 stores a
 // mapping that holds its port without being installed in the backend; core
-// errors become UPnP codes (IGDv1's when serving IGDv1; see Errors below). NAT-PMP: a mapping is identified by the requester and
-// its internal port, so a repeated request returns the same external port;
+// errors become UPnP codes (IGDv1's when serving IGDv1; see Errors below).
+// NAT-PMP: a mapping is identified by the requester and its internal port, so a repeated request returns the same external port;
 // the suggested port is a hint (AddAny); lifetime 0 deletes, and internal
 // port 0 with lifetime 0 deletes all of the requester's mappings of that
 // protocol; the epoch is the time since the store's epoch origin, which
@@ -36,8 +58,8 @@
 //
 // PCP (RFC 6887) shares UDP 5351 with NAT-PMP (package pmp's Server
 // dispatches on the version byte); its adapter (pcp.go) maps MAP requests
-// onto the core with the request's nonce, which the core stores: a mapping can be refreshed or
-// deleted only with the nonce that made it. PEER and THIRD_PARTY are not
+// onto the core with the request's nonce, which the core stores: a mapping
+// can be refreshed or deleted only with the nonce that made it. PEER and THIRD_PARTY are not
 // supported; a FILTER naming one remote host becomes the mapping's remote
 // host.
 //
