@@ -4,7 +4,6 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
-	"io/fs"
 	"net/http"
 	"time"
 
@@ -18,15 +17,6 @@ import (
 //
 //go:embed assets
 var assets embed.FS
-
-// assetFiles is the assets directory.
-func assetFiles() fs.FS {
-	f, err := fs.Sub(assets, "assets")
-	if err != nil {
-		panic(err) // the embedded tree is fixed at build time
-	}
-	return f
-}
 
 var templateFuncs = template.FuncMap{
 	"leaseText":     leaseText,

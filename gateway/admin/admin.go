@@ -218,7 +218,7 @@ func (a *Server) init() {
 		}
 		a.site = webpage.New(webpage.Config{
 			Token: a.Token, Who: "portfwd gateway", TokenFrom: from, Advice: advice,
-			Files: assetFiles(), Page: "admin.html", Funcs: templateFuncs, Logger: log,
+			Files: assets, Page: "admin.html", Funcs: templateFuncs, Logger: log,
 		})
 		a.done = make(chan struct{})
 		mux, api := a.site.Routes(a.handlePage, "no such admin API route: see docs/gateway.md")

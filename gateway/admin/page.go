@@ -4,7 +4,6 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
-	"io/fs"
 	"net/netip"
 	"strings"
 
@@ -17,15 +16,6 @@ import (
 //
 //go:embed assets
 var assets embed.FS
-
-// assetFiles is the assets directory.
-func assetFiles() fs.FS {
-	f, err := fs.Sub(assets, "assets")
-	if err != nil {
-		panic(err) // the embedded tree is fixed at build time
-	}
-	return f
-}
 
 // templateFuncs are what the page's template calls.
 var templateFuncs = template.FuncMap{

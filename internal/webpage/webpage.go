@@ -36,8 +36,10 @@ type Config struct {
 	// its user finds the token ("printed by portfwd ui"), and Advice the
 	// refusal page's hint on how to get in.
 	Who, TokenFrom, Advice string
-	// Files are the page's own files: its template, Page, and the static
-	// files served under /static/ beside the common ones (its script).
+	// Files are the page's own files, in an assets directory (as a
+	// package embeds them: //go:embed assets): its template, Page, and the
+	// static files served under /static/ beside the common ones (its
+	// script).
 	Files fs.FS
 	Page  string
 	// Funcs are the functions the page's template calls.
@@ -63,19 +65,20 @@ func New(c Config) *Site {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	commonFiles := sub(common)
+	commonFiles, pageFiles := sub(common), sub(c.Files)
 	tmpl := template.Must(template.New("").Funcs(c.Funcs).ParseFS(commonFiles, "common.html"))
-	tmpl = template.Must(tmpl.ParseFS(c.Files, c.Page))
+	tmpl = template.Must(tmpl.ParseFS(pageFiles, c.Page))
 	return &Site{
 		guard:  websec.NewGuard(c.Token, c.Who, c.TokenFrom),
 		advice: c.Advice,
 		tmpl:   tmpl,
-		files:  overlay{c.Files, commonFiles},
+		files:  overlay{pageFiles, commonFiles},
 		log:    log,
 	}
 }
 
-// sub is the assets directory of an embedded tree.
+// sub is the assets directory of an embedded tree; a tree without one is
+// a programming error, found by the first test that serves the page.
 func sub(f fs.FS) fs.FS {
 	s, err := fs.Sub(f, "assets")
 	if err != nil {
