@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,7 +151,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		d.uuid = d.store.UUID()
 	}
 	if d.uuid == "" {
-		d.uuid = randomUUID()
+		d.uuid = gateway.NewUUID()
 	}
 	d.epoch = d.start
 	if d.store != nil && !d.store.EpochOrigin().IsZero() {
@@ -181,14 +180,6 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	d.unsubscribe = d.core.Subscribe(d.onEvent)
 	d.wan.ext.OnChange(d.onAddressChange)
 	return d, nil
-}
-
-func randomUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // Core returns the mapping table, for the admin page.
