@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/epoch"
 	"github.com/portfwd/portfwd/internal/retransmit"
 )
 
@@ -56,7 +57,7 @@ type Client struct {
 
 	initOnce sync.Once
 	turn     chan struct{} // holds a token while an exchange is under way
-	epoch    epochTracker
+	epoch    epoch.Tracker // the zero value follows NAT-PMP's rule
 }
 
 // ExternalAddress is the answer to an external address request.
@@ -183,17 +184,17 @@ func (c *Client) unmap(ctx context.Context, op Opcode, internalPort uint16) erro
 }
 
 // Epoch returns what the client knows of the gateway's epoch.
-func (c *Client) Epoch() EpochState { return c.epoch.state() }
+func (c *Client) Epoch() EpochState { return c.epoch.ClientState() }
 
 // LostState reports whether a reply since the last ClearLostState showed
 // that the gateway rebooted or otherwise lost its mappings. A keep-alive
 // loop that sees it should, after a random delay of up to 5 seconds (RFC
 // 6886 §3.7), re-create its mappings one at a time and then ClearLostState.
-func (c *Client) LostState() bool { return c.epoch.state().LostState }
+func (c *Client) LostState() bool { return c.epoch.ClientState().LostState }
 
 // ClearLostState resets the flag LostState reports, once the caller has
 // re-created its mappings.
-func (c *Client) ClearLostState() { c.epoch.clearLost() }
+func (c *Client) ClearLostState() { c.epoch.ClearLost() }
 
 // ObserveEpoch feeds the client an epoch heard from the gateway outside a
 // request exchange, such as in an address announcement (RFC 6886 §3.2.1),
@@ -201,7 +202,7 @@ func (c *Client) ClearLostState() { c.epoch.clearLost() }
 // have checked that the packet came from the gateway.
 func (c *Client) ObserveEpoch(epoch uint32) (lost bool) {
 	now := time.Now()
-	return c.epoch.observe(epoch, now, now)
+	return c.epoch.ObserveSpan(epoch, now, now)
 }
 
 // lifetimeSeconds converts d to the protocol's whole seconds, rounding up so
@@ -290,7 +291,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 				return false
 			}
 			if known {
-				rebooted = c.epoch.observe(r.Epoch, firstSent, time.Now())
+				rebooted = c.epoch.ObserveSpan(r.Epoch, firstSent, time.Now())
 				if rebooted {
 					log.Info("natpmp: the gateway's epoch went back: it lost its mappings", "epoch", r.Epoch)
 				}

@@ -334,17 +334,17 @@ func (c *Client) Announce(ctx context.Context) (epoch uint32, err error) {
 }
 
 // Epoch returns what the client knows of the server's epoch.
-func (c *Client) Epoch() EpochState { return c.epoch.state() }
+func (c *Client) Epoch() EpochState { return c.epoch.tracker().ClientState() }
 
 // LostState reports whether a response since the last ClearLostState showed
 // that the server rebooted or otherwise lost its mappings (RFC 6887 §8.5).
 // A keep-alive loop that sees it should re-create its mappings, with
 // Refresh so that they get their old ports back if still free, and then
 // ClearLostState.
-func (c *Client) LostState() bool { return c.epoch.state().LostState }
+func (c *Client) LostState() bool { return c.epoch.tracker().ClientState().LostState }
 
 // ClearLostState resets the flag LostState reports.
-func (c *Client) ClearLostState() { c.epoch.clearLost() }
+func (c *Client) ClearLostState() { c.epoch.tracker().ClearLost() }
 
 // ObserveEpoch feeds the client an epoch heard from the server outside a
 // request exchange, such as in a multicast ANNOUNCE (RFC 6887 §14.1.3), and
@@ -352,7 +352,7 @@ func (c *Client) ClearLostState() { c.epoch.clearLost() }
 // checked that the packet came from the server.
 func (c *Client) ObserveEpoch(epoch uint32) (lost bool) {
 	now := time.Now()
-	return c.epoch.observe(epoch, now, now)
+	return c.epoch.tracker().ObserveSpan(epoch, now, now)
 }
 
 // checkMapping validates what MAP and PEER requests have in common.
@@ -547,7 +547,7 @@ func (c *Client) match(req Request, b []byte, sentAt time.Time) (reply, bool) {
 			return reply{}, false
 		}
 	}
-	rebooted := c.epoch.observe(resp.Epoch, sentAt, time.Now())
+	rebooted := c.epoch.tracker().ObserveSpan(resp.Epoch, sentAt, time.Now())
 	return reply{resp: resp, version: Version, rebooted: rebooted}, true
 }
 
