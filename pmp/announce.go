@@ -1,19 +1,10 @@
 package pmp
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
 	"net/netip"
-	"runtime/debug"
 	"sync"
 	"time"
 
-	"golang.org/x/net/ipv4"
-
-	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
 )
@@ -141,87 +132,4 @@ func pcpAnnouncement(epoch uint32) []byte {
 		panic("pcp: cannot encode an ANNOUNCE response: " + err.Error()) // a fixed 24-byte header
 	}
 	return b
-}
-
-// announce sends announcement i of the current burst: a NAT-PMP external
-// address response and, with PCP on, a PCP ANNOUNCE, each carrying the
-// state of this moment.
-func (s *Server) announce(i int) {
-	log := s.logger()
-	defer func() {
-		if p := recover(); p != nil {
-			log.Error("panic in announcement; carrying on", "panic", p, "stack", string(debug.Stack()))
-		}
-	}()
-	ext := s.ExternalAddress()
-	pkts := [][]byte{natpmpAnnouncement(s.natpmpEpoch(), ext)}
-	if s.PCP != nil {
-		pkts = append(pkts, pcpAnnouncement(s.pcpEpoch()))
-	}
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
-	on, err := multicast(c.p, s.Interfaces, pkts)
-	level := slog.LevelDebug
-	if i == 0 {
-		level = slog.LevelInfo // once per burst; the other nine at debug level
-	}
-	if err != nil {
-		if i == 0 {
-			level = slog.LevelWarn
-		}
-		log.Log(context.Background(), level, "natpmp: cannot send an announcement", "n", i+1, "err", err)
-	}
-	if len(on) > 0 {
-		log.Log(context.Background(), level, "natpmp: announced the external address and epoch on the LAN",
-			"n", i+1, "of", announceCount, "external_address", ext, "epoch", s.natpmpEpoch(), "pcp_epoch", s.pcpEpoch(), "interfaces", on)
-	}
-}
-
-// multicast sends each packet to the all-hosts group (224.0.0.1:5350) on
-// every interface of interfaces that can carry it, from the server's
-// socket, so that the source port is 5351 and the source address the
-// interface's own, which is what clients check an announcement against.
-// The outgoing interface is set per packet, never left to the routing
-// table: an announcement must not leave by the external interface. It
-// returns the interfaces it sent on.
-func multicast(p *ipv4.PacketConn, interfaces []string, pkts [][]byte) ([]string, error) {
-	dst := net.UDPAddrFromAddrPort(allHostsGroup)
-	var sent []string
-	var errs []error
-	for _, name := range interfaces {
-		ifi, src, ok := announceSource(name)
-		if !ok {
-			continue
-		}
-		cm := &ipv4.ControlMessage{IfIndex: ifi.Index, Src: src.AsSlice()}
-		var err error
-		for _, pkt := range pkts {
-			if _, werr := p.WriteTo(pkt, cm, dst); werr != nil {
-				err = werr
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("on %s: %w", name, err))
-			continue
-		}
-		sent = append(sent, name)
-	}
-	return sent, errors.Join(errs...)
-}
-
-// announceSource looks up the interface name and the address announcements
-// leave it from (its first IPv4 address). Interfaces that are down, cannot
-// multicast or are loopback get none: there is no LAN host there to hear
-// them (and so tests on loopback send nothing).
-func announceSource(name string) (*net.Interface, netip.Addr, bool) {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil || ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagMulticast == 0 || ifi.Flags&net.FlagLoopback != 0 {
-		return nil, netip.Addr{}, false
-	}
-	prefixes, err := netroute.InterfaceAddrs(name)
-	if err != nil || len(prefixes) == 0 {
-		return nil, netip.Addr{}, false
-	}
-	return ifi, prefixes[0].Addr(), true
 }
