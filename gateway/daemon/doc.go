@@ -24,7 +24,7 @@
 //	               GENA; upnp.go: the IGD adapter onto the core
 //	pmp.go         UDP 5351 (package pmp) over natpmp.go and pcp.go, the
 //	               NAT-PMP and PCP adapters
-//	adminui.go     the admin server and the admin page's backend
+//	admin.go       the admin server; adminui.go: the admin page's backend
 //	audit.go, refusals.go, metrics.go   what the daemon records of requests
 //	instance.go    one gateway per state directory and nft table
 //
