@@ -39,8 +39,8 @@ const (
 //
 // Its state is grouped by concern, as its files are: the core and what
 // keeps it (store, audit trail, backend), the external side (wan.go), the
-// UPnP servers (upnp.go), NAT-PMP and PCP (pmp.go), and the admin server
-// (adminui.go).
+// UPnP servers (upnpserve.go), NAT-PMP and PCP (pmp.go), and the admin
+// server (admin.go).
 type Daemon struct {
 	cfg     Config
 	log     *slog.Logger

@@ -19,7 +19,10 @@ import (
 //
 // PCP (RFC 6887) uses the same UDP port; package pmp's Server tells the
 // two apart.
-type natpmpHandler struct {
+type natpmpHandler struct{ pmpAdapter }
+
+// pmpAdapter is what the NAT-PMP and PCP adapters work with.
+type pmpAdapter struct {
 	core    *gateway.Core
 	ext     *externalAddr
 	metrics *metrics
@@ -33,7 +36,7 @@ var _ natpmp.Handler = (*natpmpHandler)(nil)
 const natpmpDescription = "NAT-PMP"
 
 func (h *natpmpHandler) ExternalAddress(_ context.Context, client netip.Addr) (addr netip.Addr, rc natpmp.ResultCode) {
-	defer h.catch("external address", client, &rc)
+	defer answerPanic(h.pmpAdapter, "natpmp", "external address", client, &rc, natpmp.NetworkFailure)
 	a := h.ext.Get()
 	rc = natpmp.Success
 	if !a.IsValid() {
@@ -54,7 +57,7 @@ func (h *natpmpHandler) ExternalAddress(_ context.Context, client netip.Addr) (a
 // a refusal. The lifetime is clamped by the policy (MinLease, MaxLease)
 // and the granted one is returned.
 func (h *natpmpHandler) Map(ctx context.Context, client netip.Addr, proto natpmp.Protocol, internalPort, suggested uint16, lifetime uint32) (ext uint16, granted uint32, rc natpmp.ResultCode) {
-	defer h.catch("map", client, &rc)
+	defer answerPanic(h.pmpAdapter, "natpmp", "map", client, &rc, natpmp.NetworkFailure)
 	p := gateway.TCP
 	action := "map_tcp"
 	if proto == natpmp.UDP {
@@ -139,14 +142,15 @@ func (h *natpmpHandler) delete(ctx context.Context, req gateway.Requester, p gat
 	return err
 }
 
-// catch turns a panic in a handler into a network-failure answer, so that
-// one bad request never stops the NAT-PMP server.
-func (h *natpmpHandler) catch(what string, client netip.Addr, rc *natpmp.ResultCode) {
+// answerPanic, deferred by a NAT-PMP or PCP handler, turns a panic into
+// the protocol's network-failure answer (failure, in *rc), so that one bad
+// request never stops the server.
+func answerPanic[C any](a pmpAdapter, proto, what string, client netip.Addr, rc *C, failure C) {
 	if p := recover(); p != nil {
-		h.metrics.error(errKindPanic)
-		h.log.Error("natpmp: panic while answering a request; answered network failure",
+		a.metrics.error(errKindPanic)
+		a.log.Error(proto+": panic while answering a request; answered network failure",
 			"request", what, "client", client, "panic", p, "stack", string(debug.Stack()))
-		*rc = natpmp.NetworkFailure
+		*rc = failure
 	}
 }
 

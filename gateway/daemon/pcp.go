@@ -3,10 +3,8 @@ package daemon
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"math"
 	"net/netip"
-	"runtime/debug"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -22,12 +20,7 @@ import (
 // FILTER naming one remote host (any port), which becomes the mapping's
 // remote host. Other filters, other protocols, PEER and THIRD_PARTY are
 // refused with the codes RFC 6887 gives for what a server does not do.
-type pcpHandler struct {
-	core    *gateway.Core
-	ext     *externalAddr
-	metrics *metrics
-	log     *slog.Logger
-}
+type pcpHandler struct{ pmpAdapter }
 
 var _ pcp.Handler = (*pcpHandler)(nil)
 
@@ -35,7 +28,7 @@ var _ pcp.Handler = (*pcpHandler)(nil)
 const pcpDescription = "PCP"
 
 func (h *pcpHandler) Map(ctx context.Context, mc pcp.MapContext) (g pcp.MapGrant, rc pcp.ResultCode) {
-	defer h.catch("map", mc.Client, &rc)
+	defer answerPanic(h.pmpAdapter, "pcp", "map", mc.Client, &rc, pcp.ResultNetworkFailure)
 	action := "map"
 	if mc.Lifetime == 0 {
 		action = "delete"
@@ -206,16 +199,6 @@ func (h *pcpHandler) delete(ctx context.Context, mc pcp.MapContext) (pcp.MapGran
 		return pcp.MapGrant{}, h.result(err)
 	}
 	return pcp.MapGrant{ExternalPort: held.ExternalPort, ExternalAddr: h.ext.Get()}, pcp.ResultSuccess
-}
-
-// catch turns a panic into a network-failure answer.
-func (h *pcpHandler) catch(what string, client netip.Addr, rc *pcp.ResultCode) {
-	if p := recover(); p != nil {
-		h.metrics.error(errKindPanic)
-		h.log.Error("pcp: panic while answering a request; answered network failure",
-			"request", what, "client", client, "panic", p, "stack", string(debug.Stack()))
-		*rc = pcp.ResultNetworkFailure
-	}
 }
 
 // pcpOptions are the PCP server's lifetime bounds, from the policy's lease

@@ -45,7 +45,7 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 	}
 	d.pmpSide.conn = pc
 	d.pmpSide.server = &pmp.Server{
-		NATPMP:          &natpmpHandler{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log},
+		NATPMP:          &natpmpHandler{d.pmpAdapter()},
 		NATPMPEpoch:     d.natpmpEpoch,
 		Interfaces:      d.cfg.Interfaces.Internal,
 		ExternalAddress: d.wan.ext.Get,
@@ -54,7 +54,7 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 		Answered:        d.onPMPAnswer,
 	}
 	if d.cfg.NATPMP.PCP {
-		d.pmpSide.server.PCP = &pcpHandler{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log}
+		d.pmpSide.server.PCP = &pcpHandler{d.pmpAdapter()}
 		d.pmpSide.server.PCPEpoch = d.pcpEpoch
 		d.pmpSide.server.PCPOptions = pcpOptions(d.cfg.Policy)
 	}
@@ -88,4 +88,9 @@ func epochSince(origin time.Time) uint32 {
 		return 0 // the clock went back past the origin
 	}
 	return uint32(min(s, 1<<32-1))
+}
+
+// pmpAdapter returns what the NAT-PMP and PCP adapters work with.
+func (d *Daemon) pmpAdapter() pmpAdapter {
+	return pmpAdapter{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log}
 }
