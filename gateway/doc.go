@@ -25,44 +25,14 @@
 //
 // # Errors
 //
-// Core methods return errors that wrap the sentinels below; adapters test
-// them with errors.Is, or use UPnPCode, UPnPCodeV1, NATPMPResult and
-// PCPResult, which implement this table. "-" means the protocol has no
-// operation that can produce the error.
-//
-//	error                      UPnP (IGD:2)                        NAT-PMP            PCP
-//	ErrConflict                718 ConflictInMappingEntry          2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
-//	ErrNotAuthorized           606 Action not authorized           2 not authorized   2 NOT_AUTHORIZED
-//	ErrNoSuchEntry             714 NoSuchEntryInArray              -                  - (delete of absent = success)
-//	ErrNoneInRange             730 PortMappingNotFound             -                  -
-//	ErrIndexOutOfRange         713 SpecifiedArrayIndexInvalid      -                  -
-//	ErrQuota                   728 NoPortMapsAvailable             4 out of resources 10 USER_EX_QUOTA
-//	ErrTableFull               728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
-//	ErrNoPortsAvailable        728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
-//	ErrReservedPort            729 ConflictWithOtherMechanisms     2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
-//	ErrWildcardExternalPort    716 WildCardNotPermittedInExtPort   -                  -
-//	ErrWildcardInternalPort    732 WildCardNotPermittedInIntPort   2 not authorized   3 MALFORMED_REQUEST
-//	ErrRemoteHostNotSupported  726 RemoteHostOnlySupportsWildcard  -                  5 UNSUPP_OPTION
-//	ErrInconsistentRange       733 InconsistentParameters          -                  -
-//	ErrInvalidArgs             402 Invalid Args                    2 not authorized   3 MALFORMED_REQUEST
-//	ErrBackend, ErrStore,      501 Action Failed                   3 network failure  7 NETWORK_FAILURE
-//	ErrClosed, context errors
-//
-// For WANIPConnection:1 clients, which predate codes 728-733, UPnPCodeV1
-// substitutes 501 for 728, 718 for 729, 714 for 730 and 402 for 732 and
-// 733. The Core never produces these UPnP codes, by design:
-//
-//   - 715 WildCardNotPermittedInSrcIP: a wildcard remote host is always
-//     accepted.
-//   - 724 SamePortValuesRequired: external and internal ports may differ.
-//   - 725 OnlyPermanentLeasesSupported: leases are supported; permanent
-//     requests are clamped to Policy.MaxLease instead of refused.
-//   - 727 ExternalPortOnlySupportsWildcard: specific external ports are
-//     supported.
-//
-// NAT-PMP (RFC 6886) has no codes for conflicts or malformed arguments;
-// its adapter uses AddAny, so conflicts and reserved ports become another
-// port, and the rest is a refusal.
+// Core methods return errors that wrap the sentinels of errors.go (and
+// *ConflictError, *BackendError); callers test them with errors.Is. The
+// core speaks no protocol: each protocol adapter turns these errors into
+// its protocol's codes (the table is in package gateway/daemon's
+// documentation). The Core never makes UPnP's 715, 724, 725 or 727, by
+// design: a wildcard remote host is always accepted, external and internal
+// ports may differ, permanent leases are clamped to Policy.MaxLease rather
+// than refused, and specific external ports are supported.
 //
 // # Persistence
 //

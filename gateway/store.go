@@ -470,7 +470,7 @@ func (s *FileStore) loadOrCreateUUID() (string, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("reading device UUID: %w", err)
 	}
-	u := newUUID()
+	u := NewUUID()
 	if err := writeSynced(path+".tmp", []byte(u+"\n")); err != nil {
 		return "", fmt.Errorf("saving device UUID: %w", err)
 	}
@@ -483,8 +483,10 @@ func (s *FileStore) loadOrCreateUUID() (string, error) {
 	return u, nil
 }
 
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
+// NewUUID returns a random (version 4) UUID, such as a gateway's device
+// UUID when it has no state directory to keep one in (FileStore keeps its
+// own across restarts).
+func NewUUID() string {
 	var b [16]byte
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40

@@ -1,12 +1,9 @@
 package igd
 
 import (
-	"context"
-	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -131,7 +128,8 @@ func isCommonConfig(serviceType string) bool {
 // WANDevice contributes its own services (MikroTik describes one per
 // uplink). A WANPPPConnection next to a WANIPConnection is kept, ranked
 // after it: on DD-WRT the PPP one refuses every action, and on an actual PPP
-// line the IP one may be the dead one, which is what Rank finds out.
+// line the IP one may be the dead one: a client probes them in order (package
+// portmap asks each for its status and external address) to find out.
 //
 // A service whose controlURL cannot be made absolute is left out. When a
 // controlURL is absolute but holds an unfilled printf template
@@ -226,75 +224,4 @@ func commonConfigFor(root *upnp.Root, chain []*upnp.Device) (controlURL, service
 		}
 	}
 	return "", ""
-}
-
-// Candidate is a connection service and what probing it found.
-type Candidate struct {
-	Ref ServiceRef
-	// Status and StatusErr are the result of GetStatusInfo.
-	Status    StatusInfo
-	StatusErr error
-	// ExternalIP and ExternalIPErr are the result of GetExternalIPAddress.
-	ExternalIP    netip.Addr
-	ExternalIPErr error
-}
-
-// Tier grades the candidate for Rank: 3 when the service is Connected with
-// a public external address, 2 when it is Connected or has some non-zero
-// external address (a private or shared one means another NAT upstream), 1
-// when it answered at least one probe, 0 when it answered none.
-func (c Candidate) Tier() int {
-	connected := c.StatusErr == nil && strings.EqualFold(c.Status.ConnectionStatus, "Connected")
-	hasAddr := c.ExternalIPErr == nil && c.ExternalIP.IsValid() && !c.ExternalIP.IsUnspecified()
-	switch {
-	case connected && hasAddr && IsPublic(c.ExternalIP):
-		return 3
-	case connected || hasAddr:
-		return 2
-	case c.StatusErr == nil || c.ExternalIPErr == nil:
-		return 1
-	}
-	return 0
-}
-
-// IsPublic reports whether a is a globally routable unicast address: not
-// private, shared (100.64.0.0/10, carrier-grade NAT), loopback, link-local
-// or unspecified. A router with a non-public external address is behind
-// another NAT, and its mappings will not be reachable from the internet.
-func IsPublic(a netip.Addr) bool {
-	a = a.Unmap()
-	if !a.IsValid() || !a.IsGlobalUnicast() || a.IsPrivate() {
-		return false
-	}
-	if a.Is4() && netip.MustParsePrefix("100.64.0.0/10").Contains(a) {
-		return false
-	}
-	return true
-}
-
-// Rank probes every service with GetStatusInfo and GetExternalIPAddress,
-// all at once, and returns them ordered by Tier, keeping the order of refs
-// (ConnectionServices' ranking) among equals. Callers should use the first
-// candidate, and the others only if it fails. Rank returns when every probe
-// has answered or ctx is done; soap's timeout bounds each probe.
-func Rank(ctx context.Context, refs []ServiceRef, soap *upnp.Client) []Candidate {
-	cands := make([]Candidate, len(refs))
-	var wg sync.WaitGroup
-	for i, ref := range refs {
-		cands[i].Ref = ref
-		c := NewClient(ref, soap)
-		cand := &cands[i]
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			cand.Status, cand.StatusErr = c.GetStatusInfo(ctx)
-		}()
-		go func() {
-			defer wg.Done()
-			cand.ExternalIP, cand.ExternalIPErr = c.GetExternalIPAddress(ctx)
-		}()
-	}
-	wg.Wait()
-	sort.SliceStable(cands, func(i, j int) bool { return cands[i].Tier() > cands[j].Tier() })
-	return cands
 }

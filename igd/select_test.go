@@ -1,16 +1,12 @@
 package igd_test
 
 import (
-	"context"
-	"errors"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/portfwd/portfwd/igd"
-	"github.com/portfwd/portfwd/igd/igdtest"
 	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -349,84 +345,4 @@ func TestKindString(t *testing.T) {
 			t.Errorf("Kind(%d).String() = %q, want %q", int(k), got, want)
 		}
 	}
-}
-
-func TestIsPublic(t *testing.T) {
-	for s, want := range map[string]bool{
-		"203.0.113.1":     true, // documentation range, but globally routable by the address rules
-		"8.8.8.8":         true,
-		"2001:4860::1":    true,
-		"192.168.1.1":     false,
-		"10.0.0.1":        false,
-		"172.16.5.4":      false,
-		"100.64.0.1":      false, // carrier-grade NAT
-		"100.127.255.254": false,
-		"100.128.0.1":     true,
-		"0.0.0.0":         false,
-		"127.0.0.1":       false,
-		"169.254.1.1":     false,
-		"fe80::1":         false,
-		"fd00::1":         false,
-		"::ffff:10.0.0.1": false,
-	} {
-		if got := igd.IsPublic(netip.MustParseAddr(s)); got != want {
-			t.Errorf("IsPublic(%s) = %v, want %v", s, got, want)
-		}
-	}
-	if igd.IsPublic(netip.Addr{}) {
-		t.Error("IsPublic(zero Addr) = true")
-	}
-}
-
-// TestRank reproduces the ddwrt-generic-x86 case: the PPP service ranked
-// second by type refuses everything, while on another router the IP service
-// ranked first is disconnected and its PPP one is up.
-func TestRank(t *testing.T) {
-	up := igdtest.NewServer(t, igdtest.Options{Version: 1, ExternalIP: "198.51.100.7"})
-	dead := igdtest.NewServer(t, igdtest.Options{Version: 1, PPP: true, Faults: []igdtest.Fault{
-		{Action: "GetStatusInfo", Code: igd.CodeActionFailed},
-		{Action: "GetExternalIPAddress", Code: igd.CodeActionFailed},
-	}})
-	private := igdtest.NewServer(t, igdtest.Options{Version: 2, ExternalIP: "10.1.2.3"})
-	down := igdtest.NewServer(t, igdtest.Options{Version: 2, Status: "Disconnected", ExternalIP: "0.0.0.0"})
-
-	ref := func(s *igdtest.Server, kind igd.Kind, v int) igd.ServiceRef {
-		return igd.ServiceRef{ControlURL: s.ControlURL, ServiceType: s.ServiceType, Version: v, Kind: kind}
-	}
-	soap := &upnp.Client{}
-
-	t.Run("dead PPP stays last", func(t *testing.T) {
-		got := igd.Rank(context.Background(), []igd.ServiceRef{ref(up, igd.KindIP, 1), ref(dead, igd.KindPPP, 1)}, soap)
-		if len(got) != 2 || got[0].Ref.ControlURL != up.ControlURL {
-			t.Fatalf("first is %+v, want the connected IP service", got[0])
-		}
-		if got[0].Tier() != 3 || got[1].Tier() != 0 {
-			t.Errorf("tiers %d, %d; want 3, 0", got[0].Tier(), got[1].Tier())
-		}
-		if got[0].ExternalIP != netip.MustParseAddr("198.51.100.7") || got[0].Status.ConnectionStatus != "Connected" {
-			t.Errorf("probe results not kept: %+v", got[0])
-		}
-		if upnp.ErrorCode(got[1].StatusErr) != igd.CodeActionFailed {
-			t.Errorf("dead service's error = %v, want the 501 fault", got[1].StatusErr)
-		}
-	})
-	t.Run("connected beats better type", func(t *testing.T) {
-		got := igd.Rank(context.Background(), []igd.ServiceRef{ref(down, igd.KindIP, 2), ref(private, igd.KindIP, 2), ref(up, igd.KindPPP, 1)}, soap)
-		order := []string{got[0].Ref.ControlURL, got[1].Ref.ControlURL, got[2].Ref.ControlURL}
-		want := []string{up.ControlURL, private.ControlURL, down.ControlURL}
-		if strings.Join(order, " ") != strings.Join(want, " ") {
-			t.Errorf("order %v, want public, then private (double NAT), then disconnected", order)
-		}
-		if got[1].Tier() != 2 || got[2].Tier() != 1 {
-			t.Errorf("tiers of private and down = %d, %d; want 2, 1", got[1].Tier(), got[2].Tier())
-		}
-	})
-	t.Run("cancelled context", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		got := igd.Rank(ctx, []igd.ServiceRef{ref(up, igd.KindIP, 1)}, soap)
-		if len(got) != 1 || got[0].Tier() != 0 || !errors.Is(got[0].StatusErr, context.Canceled) {
-			t.Errorf("got %+v, want one candidate of tier 0 failing with context.Canceled", got)
-		}
-	})
 }

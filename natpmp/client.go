@@ -8,10 +8,11 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/epoch"
+	"github.com/portfwd/portfwd/internal/retransmit"
 )
 
 // Client defaults (RFC 6886 §3.1).
@@ -56,7 +57,7 @@ type Client struct {
 
 	initOnce sync.Once
 	turn     chan struct{} // holds a token while an exchange is under way
-	epoch    epochTracker
+	epoch    epoch.Tracker // the zero value follows NAT-PMP's rule
 }
 
 // ExternalAddress is the answer to an external address request.
@@ -183,17 +184,17 @@ func (c *Client) unmap(ctx context.Context, op Opcode, internalPort uint16) erro
 }
 
 // Epoch returns what the client knows of the gateway's epoch.
-func (c *Client) Epoch() EpochState { return c.epoch.state() }
+func (c *Client) Epoch() EpochState { return c.epoch.ClientState() }
 
 // LostState reports whether a reply since the last ClearLostState showed
 // that the gateway rebooted or otherwise lost its mappings. A keep-alive
 // loop that sees it should, after a random delay of up to 5 seconds (RFC
 // 6886 §3.7), re-create its mappings one at a time and then ClearLostState.
-func (c *Client) LostState() bool { return c.epoch.state().LostState }
+func (c *Client) LostState() bool { return c.epoch.ClientState().LostState }
 
 // ClearLostState resets the flag LostState reports, once the caller has
 // re-created its mappings.
-func (c *Client) ClearLostState() { c.epoch.clearLost() }
+func (c *Client) ClearLostState() { c.epoch.ClearLost() }
 
 // ObserveEpoch feeds the client an epoch heard from the gateway outside a
 // request exchange, such as in an address announcement (RFC 6886 §3.2.1),
@@ -201,7 +202,7 @@ func (c *Client) ClearLostState() { c.epoch.clearLost() }
 // have checked that the packet came from the gateway.
 func (c *Client) ObserveEpoch(epoch uint32) (lost bool) {
 	now := time.Now()
-	return c.epoch.observe(epoch, now, now)
+	return c.epoch.ObserveSpan(epoch, now, now)
 }
 
 // lifetimeSeconds converts d to the protocol's whole seconds, rounding up so
@@ -265,13 +266,8 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 		return Response{}, false, fmt.Errorf("natpmp: cannot reach gateway %s: %w", gw, err)
 	}
 	defer conn.Close()
-	// Wake a blocked Read when ctx ends.
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
 
 	log := c.logger().With("gateway", gw.String(), "op", req.Op.String())
-	pkt := AppendRequest(nil, req)
-	buf := make([]byte, readBufSize)
 	tries := c.MaxTries
 	if tries <= 0 {
 		tries = DefaultMaxTries
@@ -280,58 +276,41 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 	if wait <= 0 {
 		wait = DefaultInitialTimeout
 	}
-	fail := func(err error) (Response, bool, error) {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		} else if errors.Is(err, syscall.ECONNREFUSED) {
-			err = ErrNotSupported
-		}
-		return Response{}, false, fmt.Errorf("natpmp: %s request to %s: %w", req.Op, gw, err)
+	next := func() time.Duration { // RFC 6886 §3.1: 250 ms, doubling
+		w := wait
+		wait *= 2
+		return w
 	}
-	var waited time.Duration
-	var firstSent time.Time // the earliest the gateway can have read its epoch for the answer
+	var resp Response
+	var rebooted bool
 	log.Debug("natpmp: request", "request", req)
-	for try := 1; try <= tries; try++ {
-		if try == 1 {
-			firstSent = time.Now()
-		}
-		if _, err := conn.Write(pkt); err != nil {
-			return fail(err)
-		}
-		conn.SetReadDeadline(time.Now().Add(wait))
-		// Checked after setting the deadline: had ctx ended before, the
-		// AfterFunc's deadline may just have been overwritten.
-		if ctx.Err() != nil {
-			return fail(ctx.Err())
-		}
-		for {
-			n, err := conn.Read(buf)
-			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
-				break
-			}
-			if err != nil {
-				return fail(err)
-			}
-			resp, known, ok := matchReply(req, buf[:n])
+	err = retransmit.Exchange(ctx, conn, AppendRequest(nil, req),
+		retransmit.Options{Tries: tries, Wait: next, BufSize: readBufSize, Name: "natpmp", Logger: log},
+		func(b []byte, firstSent time.Time) bool {
+			r, known, ok := matchReply(req, b)
 			if !ok {
-				log.Debug("natpmp: ignoring a packet that does not answer the request", "len", n)
-				continue
+				return false
 			}
-			log.Debug("natpmp: reply", "reply", resp, "took", time.Since(firstSent).Round(time.Microsecond))
-			var rebooted bool
+			log.Debug("natpmp: reply", "reply", r, "took", time.Since(firstSent).Round(time.Microsecond))
 			if known {
-				rebooted = c.epoch.observe(resp.Epoch, firstSent, time.Now())
+				rebooted = c.epoch.ObserveSpan(r.Epoch, firstSent, time.Now())
 				if rebooted {
-					log.Info("natpmp: the gateway's epoch went back: it lost its mappings", "epoch", resp.Epoch)
+					log.Info("natpmp: the gateway's epoch went back: it lost its mappings", "epoch", r.Epoch)
 				}
 			}
-			return resp, rebooted, nil
-		}
-		waited += wait
-		log.Debug("natpmp: no reply, retransmitting", "try", try, "waited", wait)
-		wait *= 2
+			resp = r
+			return true
+		})
+	var ex *retransmit.Exhausted
+	switch {
+	case err == nil:
+		return resp, rebooted, nil
+	case errors.Is(err, retransmit.ErrRefused):
+		err = ErrNotSupported
+	case errors.As(err, &ex):
+		err = fmt.Errorf("%w (%d attempts over %v)", ErrNoResponse, ex.Tries, ex.Waited)
 	}
-	return fail(fmt.Errorf("%w (%d attempts over %v)", ErrNoResponse, tries, waited))
+	return Response{}, false, fmt.Errorf("natpmp: %s request to %s: %w", req.Op, gw, err)
 }
 
 // matchReply decides whether b answers req. It returns the reply, whether

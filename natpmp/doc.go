@@ -8,9 +8,11 @@
 // fuzzed without a network. Client does one request exchange per call over a
 // fresh UDP socket connected to the gateway, retransmitting on the RFC 6886
 // §3.1 schedule (250 ms, doubling) until a reply arrives, the attempts run
-// out, or the context ends. Server reads requests from a UDP socket and
-// answers them through a Handler, which is where the router's mapping table
-// and firewall live; HandlePacket is the same dispatcher without the socket.
+// out, or the context ends. HandlePacket answers one request through a
+// Handler, which is where the router's mapping table and firewall live. The
+// socket of port 5351, which NAT-PMP shares with PCP, is package pmp's: its
+// Server reads the requests, hands NAT-PMP's to HandlePacket, and sends the
+// announcements.
 //
 // Every non-zero result code a gateway returns surfaces as a *ResultError,
 // whose message tells the user what to do about it. The client also tracks
@@ -37,8 +39,8 @@
 //     ErrNotSupported, as libnatpmp does.
 //
 // Unsolicited address announcements (RFC 6886 §3.2.1, multicast to
-// 224.0.0.1:5350) live with the roles that own the sockets: the gateway
-// daemon (package gateway/daemon) sends them on start and on every change
-// of the external address, and portmap's Keep and Watch listen for them.
+// 224.0.0.1:5350) live with the roles that own the sockets: package pmp's
+// Server sends them when the gateway starts and on every change of its
+// external address, and portmap's Keep and Watch listen for them.
 // Client.ObserveEpoch is how a listener feeds the epoch check.
 package natpmp

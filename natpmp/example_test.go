@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pmp"
 )
 
 // router is a stand-in for a real router's mapping table: it grants every
@@ -34,15 +35,15 @@ func ExampleClient_Map() {
 	defer cancel()
 
 	// So that the example runs anywhere, the "router" is a NAT-PMP server
-	// on the loopback interface. A real program would use its default
-	// gateway, on natpmp.ServerPort.
+	// (package pmp's, which gateways run) on the loopback interface. A
+	// real program would use its default gateway, on natpmp.ServerPort.
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer pc.Close()
-	go (&natpmp.Server{Handler: router{}}).ServePacketConn(ctx, pc)
+	go (&pmp.Server{NATPMP: router{}}).ServePacketConn(ctx, pc)
 	gateway := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	c := &natpmp.Client{Gateway: gateway}

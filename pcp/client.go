@@ -10,9 +10,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
-	"syscall"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/retransmit"
 )
 
 // Client retransmission defaults.
@@ -334,17 +334,17 @@ func (c *Client) Announce(ctx context.Context) (epoch uint32, err error) {
 }
 
 // Epoch returns what the client knows of the server's epoch.
-func (c *Client) Epoch() EpochState { return c.epoch.state() }
+func (c *Client) Epoch() EpochState { return c.epoch.tracker().ClientState() }
 
 // LostState reports whether a response since the last ClearLostState showed
 // that the server rebooted or otherwise lost its mappings (RFC 6887 §8.5).
 // A keep-alive loop that sees it should re-create its mappings, with
 // Refresh so that they get their old ports back if still free, and then
 // ClearLostState.
-func (c *Client) LostState() bool { return c.epoch.state().LostState }
+func (c *Client) LostState() bool { return c.epoch.tracker().ClientState().LostState }
 
 // ClearLostState resets the flag LostState reports.
-func (c *Client) ClearLostState() { c.epoch.clearLost() }
+func (c *Client) ClearLostState() { c.epoch.tracker().ClearLost() }
 
 // ObserveEpoch feeds the client an epoch heard from the server outside a
 // request exchange, such as in a multicast ANNOUNCE (RFC 6887 §14.1.3), and
@@ -352,7 +352,7 @@ func (c *Client) ClearLostState() { c.epoch.clearLost() }
 // checked that the packet came from the server.
 func (c *Client) ObserveEpoch(epoch uint32) (lost bool) {
 	now := time.Now()
-	return c.epoch.observe(epoch, now, now)
+	return c.epoch.tracker().ObserveSpan(epoch, now, now)
 }
 
 // checkMapping validates what MAP and PEER requests have in common.
@@ -488,65 +488,38 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 		return fail(fmt.Errorf("cannot re-read own request: %w", err))
 	}
 
-	// Wake a blocked Read when ctx ends.
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-
 	log := c.logger().With("gateway", gw.String(), "op", req.Op.String())
 	tries := c.MaxTries
 	if tries <= 0 {
 		tries = DefaultMaxTries
 	}
 	sched := retransmitSchedule{initial: c.InitialTimeout, max: c.MaxTimeout}
-	failIO := func(err error) (reply, error) {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		} else if errors.Is(err, syscall.ECONNREFUSED) {
-			err = ErrNotSupported
-		}
-		return fail(err)
-	}
-	buf := make([]byte, readBufSize)
-	var waited time.Duration
-	var firstSent time.Time // the earliest the server can have read its epoch for the answer
+	var rep reply
 	log.Debug("pcp: request", "request", sent)
-	for try := 1; try <= tries; try++ {
-		wait := sched.next()
-		if try == 1 {
-			firstSent = time.Now()
-		}
-		if _, err := conn.Write(pkt); err != nil {
-			return failIO(err)
-		}
-		conn.SetReadDeadline(time.Now().Add(wait))
-		// Checked after setting the deadline: had ctx ended before, the
-		// AfterFunc's deadline may just have been overwritten.
-		if ctx.Err() != nil {
-			return failIO(ctx.Err())
-		}
-		for {
-			n, err := conn.Read(buf)
-			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
-				break
-			}
-			if err != nil {
-				return failIO(err)
-			}
-			rep, ok := c.match(sent, buf[:n], firstSent)
+	err = retransmit.Exchange(ctx, conn, pkt,
+		retransmit.Options{Tries: tries, Wait: sched.next, BufSize: readBufSize, Name: "pcp", Logger: log},
+		func(b []byte, firstSent time.Time) bool {
+			r, ok := c.match(sent, b, firstSent)
 			if !ok {
-				log.Debug("pcp: ignoring a packet that does not answer the request", "len", n)
-				continue
+				return false
 			}
-			log.Debug("pcp: reply", "reply", rep.resp, "took", time.Since(firstSent).Round(time.Microsecond))
-			if rep.rebooted {
-				log.Info("pcp: the server's epoch is not consistent with the last one: it lost its mappings", "epoch", rep.resp.Epoch)
+			log.Debug("pcp: reply", "reply", r.resp, "took", time.Since(firstSent).Round(time.Microsecond))
+			if r.rebooted {
+				log.Info("pcp: the server's epoch is not consistent with the last one: it lost its mappings", "epoch", r.resp.Epoch)
 			}
-			return rep, nil
-		}
-		waited += wait
-		log.Debug("pcp: no reply, retransmitting", "try", try, "waited", wait)
+			rep = r
+			return true
+		})
+	var ex *retransmit.Exhausted
+	switch {
+	case err == nil:
+		return rep, nil
+	case errors.Is(err, retransmit.ErrRefused):
+		err = ErrNotSupported
+	case errors.As(err, &ex):
+		err = fmt.Errorf("%w (%d attempts over %v)", ErrNoResponse, ex.Tries, ex.Waited.Round(time.Millisecond))
 	}
-	return fail(fmt.Errorf("%w (%d attempts over %v)", ErrNoResponse, tries, waited.Round(time.Millisecond)))
+	return fail(err)
 }
 
 // match decides whether b answers req, and if so records its epoch. It
@@ -576,7 +549,7 @@ func (c *Client) match(req Request, b []byte, sentAt time.Time) (reply, bool) {
 			return reply{}, false
 		}
 	}
-	rebooted := c.epoch.observe(resp.Epoch, sentAt, time.Now())
+	rebooted := c.epoch.tracker().ObserveSpan(resp.Epoch, sentAt, time.Now())
 	return reply{resp: resp, version: Version, rebooted: rebooted}, true
 }
 

@@ -571,8 +571,9 @@ func TestClientAnnounceAndPeer(t *testing.T) {
 	}
 }
 
-// startServer serves s on a socket on 127.0.0.1 and returns its address.
-func startServer(t *testing.T, s *Server) netip.AddrPort {
+// startServer answers PCP with h (HandlePacket, the epoch counting from
+// the first packet) on a socket on 127.0.0.1 and returns its address.
+func startServer(t *testing.T, h Handler) netip.AddrPort {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, 0)))
 	if err != nil {
@@ -583,12 +584,17 @@ func startServer(t *testing.T, s *Server) netip.AddrPort {
 	go func() {
 		defer close(done)
 		buf := make([]byte, 1500)
+		var start time.Time
 		for {
 			n, from, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
 			}
-			if resp := s.HandleUDP(context.Background(), buf[:n], from, local); resp != nil {
+			if start.IsZero() {
+				start = time.Now()
+			}
+			epoch := uint32(time.Since(start) / time.Second)
+			if resp, ok := HandlePacket(context.Background(), buf[:n], from.Addr(), h, epoch, ServerOptions{}); ok {
 				conn.WriteToUDPAddrPort(resp, from)
 			}
 		}
@@ -606,7 +612,7 @@ func TestClientWithServer(t *testing.T) {
 	h := newMemHandler()
 	h.taken[443] = true
 	h.noFilters = true
-	gw := startServer(t, &Server{Handler: h, Logger: testLogger(t)})
+	gw := startServer(t, h)
 	c := fastClient(t, gw)
 	ctx := context.Background()
 
@@ -687,7 +693,7 @@ func TestClientWithServer(t *testing.T) {
 // TestClientConcurrent checks that one Client serves many goroutines.
 func TestClientConcurrent(t *testing.T) {
 	h := newMemHandler()
-	gw := startServer(t, &Server{Handler: h})
+	gw := startServer(t, h)
 	c := fastClient(t, gw)
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)

@@ -27,9 +27,11 @@
 // MapResult carries it; a program that deletes the mapping in a later
 // process keeps it on disk (portmap's state store does).
 //
-// HandlePacket and Server answer requests through a Handler, which is
-// where the router's mapping table lives; they own no socket, so that a
-// daemon can serve NAT-PMP and PCP on one.
+// HandlePacket answers one request through a Handler, which is where the
+// router's mapping table lives; it owns no socket. Port 5351, which PCP
+// shares with NAT-PMP, is served by package pmp's Server, which hands PCP's
+// packets to HandlePacket and sends the unsolicited ANNOUNCE (RFC 6887
+// §14.1.3) when the gateway starts or its external address changes.
 //
 // Quirks of deployed implementations that this package copes with are
 // documented where they are handled; in short:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/pcp"
+	"github.com/portfwd/portfwd/pmp"
 )
 
 // router is a stand-in for a real router's mapping table: it grants every
@@ -28,40 +29,20 @@ func (router) Peer(context.Context, pcp.PeerContext) (pcp.MapGrant, pcp.ResultCo
 	return pcp.MapGrant{}, pcp.ResultUnsuppOpcode
 }
 
-// serve answers PCP on pc with s until pc is closed, as a gateway daemon
-// would on port 5351 (where it would also hand packets for which IsPCP is
-// false to its NAT-PMP server).
-func serve(pc net.PacketConn, s *pcp.Server) {
-	buf := make([]byte, pcp.MaxPacketLen)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		src := from.(*net.UDPAddr).AddrPort()
-		if !pcp.IsPCP(buf[:n]) {
-			continue
-		}
-		if resp := s.HandleUDP(context.Background(), buf[:n], src, netip.AddrPort{}); resp != nil {
-			pc.WriteTo(resp, from)
-		}
-	}
-}
-
 func ExampleClient_Map() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	// So that the example runs anywhere, the "router" is a PCP server on
-	// the loopback interface. A real program would use its default
-	// gateway, on pcp.ServerPort.
+	// So that the example runs anywhere, the "router" is a PCP server
+	// (package pmp's, which gateways run) on the loopback interface. A
+	// real program would use its default gateway, on pcp.ServerPort.
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer pc.Close()
-	go serve(pc, &pcp.Server{Handler: router{}})
+	go (&pmp.Server{PCP: router{}}).ServePacketConn(ctx, pc)
 	gateway := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	c := &pcp.Client{Gateway: gateway}

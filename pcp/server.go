@@ -4,11 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net/netip"
-	"sync"
-	"time"
 )
 
 // MapContext is a validated MAP request, as a Handler receives it.
@@ -77,8 +73,8 @@ type MapGrant struct {
 }
 
 // A Handler owns a gateway's mapping table, and its firewall. HandlePacket
-// and Server call it with requests already decoded and validated, and turn
-// its answers into responses. Methods may be called concurrently.
+// calls it with requests already decoded and validated, and turns its
+// answers into responses. Methods may be called concurrently.
 //
 // The Handler keeps the nonce of every mapping and enforces it (RFC 6887
 // §11.3): a MAP or PEER request for an existing mapping of the same
@@ -152,8 +148,7 @@ func cmpOr(v, def uint32) uint32 {
 
 // IsPCP reports whether a packet that arrived on port 5351 is for the PCP
 // server rather than the NAT-PMP one: its first byte, the version, is not
-// NAT-PMP's 0. A daemon serving both protocols on one socket dispatches on
-// it. Versions other than 2 go to PCP too, which answers them with its
+// NAT-PMP's 0. The server of the port (package pmp) dispatches on it. Versions other than 2 go to PCP too, which answers them with its
 // UNSUPP_VERSION naming version 2 (RFC 6887 §9). An empty packet is
 // neither's.
 func IsPCP(pkt []byte) bool { return len(pkt) > 0 && pkt[0] != natpmpVersion }
@@ -384,71 +379,4 @@ func errorResponse(req []byte, code ResultCode, lifetime, epoch uint32, parsed b
 		clear(b[12:headerLen])
 	}
 	return b
-}
-
-// A Server answers PCP packets through a Handler. It does not own a
-// socket: a gateway daemon reads port 5351, hands the packets for which
-// IsPCP is true to HandleUDP, and sends back what it returns (the others go
-// to its NAT-PMP server). A Server must not be copied after first use.
-//
-// Unsolicited responses (the multicast ANNOUNCE after a restart, RFC 6887
-// §14.1.3, and mapping updates, §14.2) are not sent yet.
-type Server struct {
-	// Handler answers MAP and PEER requests. Required.
-	Handler Handler
-
-	// Epoch returns the seconds since the gateway's mapping table last
-	// started empty (RFC 6887 §8.5): it must restart from 0 whenever the
-	// table is lost, and when the external address changes. Nil means
-	// seconds since the Server's first packet.
-	Epoch func() uint32
-
-	// Options tune the checks and lifetimes; see ServerOptions.
-	Options ServerOptions
-
-	// Logger receives a debug line per request. Nil means no logging.
-	Logger *slog.Logger
-
-	startOnce sync.Once
-	start     time.Time
-}
-
-// HandleUDP answers one packet pkt that arrived from src, addressed to dst
-// (the zero AddrPort if the socket cannot tell), and returns the response
-// to send back to src, or nil to send nothing. Packets sent to a multicast
-// or broadcast address are dropped: requests are unicast to the server,
-// and answering one sent to many would answer for every gateway. The
-// daemon must only pass packets that arrived on its LAN side: PCP, like
-// NAT-PMP, must not be served to the Internet.
-func (s *Server) HandleUDP(ctx context.Context, pkt []byte, src, dst netip.AddrPort) []byte {
-	log := s.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if s.Handler == nil {
-		log.Error("pcp: Server.Handler is nil; set it to the gateway's mapping table")
-		return nil
-	}
-	if d := dst.Addr().Unmap(); d.IsMulticast() || d == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		log.Debug("pcp: dropped a request not sent to a unicast address", "client", src, "dst", dst)
-		return nil
-	}
-	resp, ok := HandlePacket(ctx, pkt, src.Addr(), s.Handler, s.epoch(), s.Options)
-	if !ok {
-		log.Debug("pcp: dropped a packet that is not a request", "client", src, "len", len(pkt))
-		return nil
-	}
-	if log.Enabled(ctx, slog.LevelDebug) {
-		log.Debug("pcp: request", "client", src, "op", Opcode(pkt[1]&^opResponse).String(),
-			"result", ResultCode(resp[3]).String(), "request", fmt.Sprintf("% x", pkt), "response", fmt.Sprintf("% x", resp))
-	}
-	return resp
-}
-
-func (s *Server) epoch() uint32 {
-	if s.Epoch != nil {
-		return s.Epoch()
-	}
-	s.startOnce.Do(func() { s.start = time.Now() })
-	return uint32(time.Since(s.start) / time.Second)
 }

@@ -3,7 +3,6 @@ package pcp
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -563,51 +562,5 @@ func TestIsPCP(t *testing.T) {
 		if got := IsPCP(tt.pkt); got != tt.want {
 			t.Errorf("IsPCP(% x) = %v, want %v", tt.pkt, got, tt.want)
 		}
-	}
-}
-
-func TestServerHandleUDP(t *testing.T) {
-	h := newMemHandler()
-	var epoch uint32 = 77
-	s := &Server{Handler: h, Epoch: func() uint32 { return epoch }, Logger: testLogger(t)}
-	src := netip.AddrPortFrom(lanClient, 40000)
-	gw := netip.MustParseAddrPort("10.77.0.1:5351")
-	req := mapReq(t, 600, tcp8080)
-
-	b := s.HandleUDP(context.Background(), req, src, gw)
-	r, err := ParseResponse(b)
-	if err != nil || r.Result != ResultSuccess || r.Epoch != 77 {
-		t.Fatalf("HandleUDP = %s, %v", show(r), err)
-	}
-	// An IPv4-mapped source, as from a dual-stack socket, is the same host.
-	if b := s.HandleUDP(context.Background(), req, netip.AddrPortFrom(netip.AddrFrom16(lanClient.As16()), 40000), gw); b == nil || b[3] != byte(ResultSuccess) {
-		t.Errorf("IPv4-mapped source: % x", b)
-	}
-	for _, dst := range []string{"224.0.0.1:5351", "255.255.255.255:5351", "[ff02::1]:5351"} {
-		if b := s.HandleUDP(context.Background(), req, src, netip.MustParseAddrPort(dst)); b != nil {
-			t.Errorf("request to %s answered % x", dst, b)
-		}
-	}
-	if b := s.HandleUDP(context.Background(), []byte{2}, src, gw); b != nil {
-		t.Errorf("1-byte packet answered % x", b)
-	}
-	// An unknown destination (socket without IP_PKTINFO) is served.
-	if b := s.HandleUDP(context.Background(), req, src, netip.AddrPort{}); b == nil {
-		t.Error("request with unknown destination dropped")
-	}
-	if b := (&Server{}).HandleUDP(context.Background(), req, src, gw); b != nil {
-		t.Errorf("Server without Handler answered % x", b)
-	}
-}
-
-func TestServerDefaultEpoch(t *testing.T) {
-	s := &Server{Handler: newMemHandler()}
-	req, _ := AppendRequest(nil, Request{Op: OpAnnounce, ClientAddr: lanClient})
-	b := s.HandleUDP(context.Background(), req, netip.AddrPortFrom(lanClient, 1), netip.AddrPort{})
-	if len(b) != headerLen {
-		t.Fatalf("ANNOUNCE answered % x", b)
-	}
-	if e := binary.BigEndian.Uint32(b[8:]); e != 0 {
-		t.Errorf("epoch %d on the first packet, want 0", e)
 	}
 }

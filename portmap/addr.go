@@ -1,99 +1,41 @@
 package portmap
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/portfwd/portfwd/internal/addrclass"
+)
 
 // AddrClass says what kind of address a router reported as its external
 // address, and so whether a mapping on it can be reached from the Internet.
-type AddrClass int
+// It is the project's one classification (internal/addrclass), which the
+// gateway daemon uses too.
+type AddrClass = addrclass.Class
 
+// The classes of Classify.
 const (
 	// AddrPublic is a globally routable address: mappings are reachable.
-	AddrPublic AddrClass = iota
+	AddrPublic = addrclass.Public
 	// AddrUnspecified is 0.0.0.0 or ::: the router has no WAN address yet
 	// (disconnected, or still negotiating).
-	AddrUnspecified
+	AddrUnspecified = addrclass.Unspecified
 	// AddrPrivate is RFC 1918 / unique local: the router sits behind another NAT.
-	AddrPrivate
+	AddrPrivate = addrclass.Private
 	// AddrCGNAT is 100.64.0.0/10 (RFC 6598): the ISP runs carrier-grade NAT.
-	AddrCGNAT
+	AddrCGNAT = addrclass.CGNAT
 	// AddrLoopback is 127/8 or ::1: a misconfigured or proxying router.
-	AddrLoopback
+	AddrLoopback = addrclass.Loopback
 	// AddrLinkLocal is 169.254/16 or fe80::/10: no DHCP lease on the WAN side.
-	AddrLinkLocal
+	AddrLinkLocal = addrclass.LinkLocal
 	// AddrDocumentation is TEST-NET-1/2/3 (RFC 5737) or 2001:db8::/32: used in
 	// labs and examples. It is not routable on the Internet, but unlike
 	// miniupnpc we do not refuse to work with it.
-	AddrDocumentation
+	AddrDocumentation = addrclass.Documentation
 	// AddrReserved is any other special-purpose range (240/4, benchmarking 198.18/15, multicast).
-	AddrReserved
-)
-
-var (
-	cgnat      = netip.MustParsePrefix("100.64.0.0/10")
-	docNets    = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")}
-	reserved4  = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("192.0.0.0/24"), netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
-	classNames = [...]string{"public", "unspecified", "private", "CGNAT", "loopback", "link-local", "documentation (TEST-NET)", "reserved"}
+	AddrReserved = addrclass.Reserved
 )
 
 // Classify returns the class of a, as seen from a user who wants a mapping
-// on it to be reachable from the Internet.
-func Classify(a netip.Addr) AddrClass {
-	a = a.Unmap()
-	switch {
-	case !a.IsValid() || a.IsUnspecified():
-		return AddrUnspecified
-	case a.IsLoopback():
-		return AddrLoopback
-	case a.IsLinkLocalUnicast():
-		return AddrLinkLocal
-	case a.IsPrivate():
-		return AddrPrivate
-	case cgnat.Contains(a):
-		return AddrCGNAT
-	case a.IsMulticast() || a.IsInterfaceLocalMulticast():
-		return AddrReserved
-	}
-	for _, p := range docNets {
-		if p.Contains(a) {
-			return AddrDocumentation
-		}
-	}
-	if a.Is4() {
-		for _, p := range reserved4 {
-			if p.Contains(a) {
-				return AddrReserved
-			}
-		}
-	}
-	return AddrPublic
-}
-
-func (c AddrClass) String() string {
-	if int(c) < len(classNames) {
-		return classNames[c]
-	}
-	return "unknown"
-}
-
-// Warning returns a sentence telling the user what an external address of
-// this class means for their mappings, or "" for a public address. It is
-// advice only: portfwd never refuses to act on such a gateway.
-func (c AddrClass) Warning() string {
-	switch c {
-	case AddrUnspecified:
-		return "the router reports no external address: it is not connected to the Internet (yet); mappings will not be reachable until it is"
-	case AddrPrivate:
-		return "the router's external address is private: it sits behind another router (double NAT); mappings are only reachable from that outer network unless the outer router forwards the same ports too (or puts this router in its DMZ)"
-	case AddrCGNAT:
-		return "the router's external address is in the carrier-grade NAT range 100.64.0.0/10: your ISP shares one public address between customers; mappings will not be reachable from the Internet. Ask the ISP for a public IPv4 address, or use IPv6"
-	case AddrLoopback:
-		return "the router reports a loopback external address: it is misconfigured; mappings will not be reachable"
-	case AddrLinkLocal:
-		return "the router's external address is link-local: it got no address from the ISP; mappings will not be reachable"
-	case AddrDocumentation:
-		return "the router's external address is a documentation (TEST-NET) address: fine in a lab, but not routable on the Internet"
-	case AddrReserved:
-		return "the router's external address is in a reserved range: mappings are unlikely to be reachable from the Internet"
-	}
-	return ""
-}
+// on it to be reachable from the Internet. Warning on the class says what
+// it means, in a sentence.
+func Classify(a netip.Addr) AddrClass { return addrclass.Of(a) }

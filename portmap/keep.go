@@ -41,10 +41,6 @@ type KeepConfig struct {
 	// 224.0.0.1:5350, which routers send when they restart or their
 	// address changes; with them a restart is noticed at once.
 	NoAnnouncements bool
-
-	// after, when set, replaces time.After for the Keeper's renewal and
-	// check timers: tests drive the schedule with it, without waiting.
-	after func(time.Duration) <-chan time.Time
 }
 
 // EventKind says what happened to a kept mapping.
@@ -239,18 +235,27 @@ func (k *Keeper) emit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	if n := sendNewest(k.events, e); n > 0 {
+		k.mu.Lock()
+		k.dropped += n
+		k.mu.Unlock()
+	}
+}
+
+// sendNewest queues v on ch without ever blocking: while ch is full, the
+// oldest queued value is dropped to make room, so that a slow reader
+// always finds the newest state (the Keeper's and the watcher's events
+// carry it whole). It returns how many values it dropped.
+func sendNewest[T any](ch chan T, v T) (dropped int) {
 	for {
 		select {
-		case k.events <- e:
-			return
+		case ch <- v:
+			return dropped
 		default:
 		}
-		// Full: drop the oldest so that the newest state is always there.
 		select {
-		case <-k.events:
-			k.mu.Lock()
-			k.dropped++
-			k.mu.Unlock()
+		case <-ch:
+			dropped++
 		default:
 		}
 	}
@@ -282,7 +287,7 @@ func (k *Keeper) run(ctx context.Context) {
 	}
 	// The check timer is re-armed after each check, so a slow check never
 	// queues another behind it.
-	check := k.after(k.cfg.CheckInterval)
+	check := time.After(k.cfg.CheckInterval)
 	if !k.cfg.NoAnnouncements {
 		k.wg.Go(func() { k.listenAnnouncements(ctx) })
 	}
@@ -326,7 +331,7 @@ func (k *Keeper) run(ctx context.Context) {
 			}
 		case <-check:
 			k.verify(ctx, s)
-			check = k.after(k.cfg.CheckInterval)
+			check = time.After(k.cfg.CheckInterval)
 		case <-k.wake:
 			k.verify(ctx, s)
 		}
@@ -466,7 +471,7 @@ func (k *Keeper) renewMapping(ctx context.Context, s *keepState) (<-chan time.Ti
 			// The lease still runs: try again well before it ends.
 			k.emit(Event{Kind: EventFailed, Mapping: m, Reason: "renewal refused: " + err.Error()})
 			s.failures++
-			return k.after(min(backoff(s.failures), max(m.Lease/4, time.Second))), false
+			return time.After(min(backoff(s.failures), max(m.Lease/4, time.Second))), false
 		case errors.As(err, &re) && k.cfg.Request.Any:
 			// Our port is refused; the request allows another, which the
 			// next round asks for.
@@ -551,19 +556,11 @@ func (k *Keeper) deleteLeftovers(ctx context.Context, d driver) {
 	}
 }
 
-// after is time.After, or the test's replacement.
-func (k *Keeper) after(d time.Duration) <-chan time.Time {
-	if k.cfg.after != nil {
-		return k.cfg.after(d)
-	}
-	return time.After(d)
-}
-
 func (k *Keeper) renewTimer(m Mapping) <-chan time.Time {
 	if m.Permanent || m.Lease <= 0 {
 		return nil // a permanent mapping needs no renewal, only checks
 	}
-	return k.after(max(m.Lease/2, time.Second))
+	return time.After(max(m.Lease/2, time.Second))
 }
 
 func (k *Keeper) sleep(ctx context.Context, d time.Duration) bool {

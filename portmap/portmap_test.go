@@ -15,6 +15,7 @@ import (
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pmp"
 	"github.com/portfwd/portfwd/ssdp"
 )
 
@@ -240,7 +241,7 @@ func startPMP(t *testing.T) (netip.AddrPort, *pmpHandler) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &natpmp.Server{Handler: h, Epoch: h.epoch.Load}
+	s := &pmp.Server{NATPMP: h, NATPMPEpoch: h.epoch.Load}
 	done := make(chan struct{})
 	go func() { s.ServePacketConn(ctx, pc); close(done) }()
 	t.Cleanup(func() { cancel(); pc.Close(); <-done })

@@ -18,6 +18,7 @@ import (
 	"github.com/portfwd/portfwd/internal/epoch"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -100,6 +101,13 @@ type WatchEvent struct {
 	Reason string `json:"reason,omitempty"`
 	// Via says how the change was noticed.
 	Via WatchSource `json:"via"`
+	// Means, on the initial and gateway-back events, are how the gateway
+	// is watched from then on: ViaGENA when its UPnP events arrive,
+	// ViaAnnouncement when NAT-PMP/PCP announcements are heard, and
+	// ViaPoll always. (Reason says the same in words; this is for
+	// programs, such as the web UI, that poll by themselves when the
+	// router pushes nothing.)
+	Means []WatchSource `json:"-"`
 }
 
 // WatchOptions configure Watch. The zero value watches by every means.
@@ -337,6 +345,19 @@ func (w *watcher) attach(ctx context.Context) {
 	}
 }
 
+// means are how the gateway is watched, for the initial and gateway-back
+// events.
+func (w *watcher) means() []WatchSource {
+	var out []WatchSource
+	if w.sub != nil {
+		out = append(out, ViaGENA)
+	}
+	if w.annOK {
+		out = append(out, ViaAnnouncement)
+	}
+	return append(out, ViaPoll)
+}
+
 // how says how the gateway is watched, for the initial event.
 func (w *watcher) how() string {
 	var means []string
@@ -460,7 +481,7 @@ func (w *watcher) refresh(ctx context.Context, via WatchSource, evidence string)
 			w.st.list, w.st.listed, w.st.count = s.list, true, len(s.list)
 		}
 		w.det.observe(s.clocks, s.sent, time.Now()) // baselines only
-		w.emit(WatchEvent{Kind: WatchInitial, Via: via, Reason: w.how()})
+		w.emit(WatchEvent{Kind: WatchInitial, Via: via, Reason: w.how(), Means: w.means()})
 		return
 	}
 	w.apply(ctx, s, via, evidence)
@@ -691,7 +712,7 @@ func (w *watcher) rediscover(ctx context.Context) {
 		w.refresh(ctx, ViaDiscovery, "")
 		return
 	}
-	w.emit(WatchEvent{Kind: WatchGatewayBack, Via: ViaDiscovery, Reason: reason})
+	w.emit(WatchEvent{Kind: WatchGatewayBack, Via: ViaDiscovery, Reason: reason, Means: w.means()})
 	w.apply(ctx, s, ViaDiscovery, "")
 }
 
@@ -706,19 +727,10 @@ func (w *watcher) emit(e WatchEvent) {
 	if e.Kind != WatchMappingsChanged {
 		e.PreviousCount = e.Count
 	}
-	for {
-		select {
-		case w.out <- e:
-			return
-		default:
-		}
-		select {
-		case <-w.out:
-			w.dropped++
-			if w.dropped == 1 || w.dropped%100 == 0 {
-				w.log.Warn("watch: the reader is behind; oldest events dropped", "dropped", w.dropped)
-			}
-		default:
+	for range sendNewest(w.out, e) {
+		w.dropped++
+		if w.dropped == 1 || w.dropped%100 == 0 {
+			w.log.Warn("watch: the reader is behind; oldest events dropped", "dropped", w.dropped)
 		}
 	}
 }
@@ -793,27 +805,29 @@ type announcement struct {
 	ext     netip.Addr // NAT-PMP only: the external address
 }
 
-// parseAnnouncement decodes an announcement. NAT-PMP's is a successful
-// external-address response (version 0, opcode 128, 12 bytes); PCP's an
-// ANNOUNCE response (version 2, opcode 128, at least the 24-byte header),
-// whose epoch time sits at bytes 8 to 11. Anything else is not one.
+// parseAnnouncement decodes an announcement with the protocols' own
+// parsers. NAT-PMP's is a successful external-address response (version
+// 0, 12 bytes); PCP's a successful ANNOUNCE response (version 2). Anything
+// else is not one.
 func parseAnnouncement(b []byte, from netip.Addr) (announcement, bool) {
 	a := announcement{from: from.Unmap().WithZone("")}
 	switch {
-	case len(b) >= 12 && b[0] == 0:
+	case len(b) >= 12 && b[0] == natpmp.Version:
 		r, err := natpmp.ParseResponse(b)
 		if err != nil || r.Op != natpmp.OpExternalAddress || r.Result != natpmp.Success {
 			return a, false
 		}
-		a.version, a.epoch, a.ext = 0, r.Epoch, r.ExternalAddr
+		a.version, a.epoch, a.ext = natpmp.Version, r.Epoch, r.ExternalAddr
 		if a.ext.IsUnspecified() {
 			a.ext = netip.Addr{} // not connected: tells nothing about the address
 		}
 		return a, true
-	case len(b) >= 24 && b[0] == 2 && b[1] == 0x80 && b[3] == 0:
-		// Version 2, response bit with opcode ANNOUNCE (0), result SUCCESS.
-		a.version = 2
-		a.epoch = uint32(b[8])<<24 | uint32(b[9])<<16 | uint32(b[10])<<8 | uint32(b[11])
+	case len(b) > 0 && b[0] == pcp.Version:
+		r, err := pcp.ParseResponse(b)
+		if err != nil || r.Op != pcp.OpAnnounce || r.Result != pcp.ResultSuccess {
+			return a, false
+		}
+		a.version, a.epoch = pcp.Version, r.Epoch
 		return a, true
 	}
 	return a, false

@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pmp"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -271,8 +273,8 @@ func TestWatchUPnPEventsReportEachChangeOnce(t *testing.T) {
 		first.ExternalAddr.String() != "198.51.100.7" || first.Count != 1 || first.Status != "Connected" || first.Via != ViaStart {
 		t.Errorf("initial event %+v", first)
 	}
-	if !strings.Contains(first.Reason, "UPnP events") {
-		t.Errorf("initial event should say it uses UPnP events: %q", first.Reason)
+	if !strings.Contains(first.Reason, "UPnP events") || !slices.Contains(first.Means, ViaGENA) || !slices.Contains(first.Means, ViaPoll) {
+		t.Errorf("initial event should say it uses UPnP events: %q, %v", first.Reason, first.Means)
 	}
 	// The initial NOTIFY restates what was just read: no event.
 	quiet(t, ch, 200*time.Millisecond)
@@ -384,7 +386,8 @@ func TestWatchWithoutEventingPolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := expect(t, ch, 3*time.Second, WatchInitial)
-	if !strings.Contains(ev.Reason, "watching by polling every 100ms; no UPnP events: ") || !strings.Contains(ev.Reason, "405") || ev.Count != 0 {
+	if !strings.Contains(ev.Reason, "watching by polling every 100ms; no UPnP events: ") || !strings.Contains(ev.Reason, "405") || ev.Count != 0 ||
+		!slices.Equal(ev.Means, []WatchSource{ViaPoll}) {
 		t.Errorf("initial %+v", ev)
 	}
 	srv.SetMappings([]igd.PortMapping{web})
@@ -609,7 +612,7 @@ func (r *pmpRouter) serve(t *testing.T, addr string) {
 	}
 	r.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &natpmp.Server{Handler: r, Epoch: r.epoch}
+	s := &pmp.Server{NATPMP: r, NATPMPEpoch: r.epoch}
 	done := make(chan struct{})
 	go func() { s.ServePacketConn(ctx, pc); close(done) }()
 	r.stop = func() { cancel(); pc.Close(); <-done }

@@ -1,10 +1,12 @@
 package reach
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/portfwd/portfwd/portmap"
 )
@@ -28,6 +30,61 @@ type Facts struct {
 	// Mapping is the router's mapping of the checked external port and
 	// protocol, when listed and found.
 	Mapping *portmap.Mapping
+}
+
+// RouterFacts asks the gateway g what Diagnose needs around a check of
+// proto ("tcp" or "udp") port: its external address, and its mapping of
+// the external port. With extPort 0, the external port is that of the
+// router's mapping to port on this host (fromTable is then true), else
+// port itself; ext is the port to check. timeout bounds each request (the
+// table gets twenty times as long, for a large one); 0 means only ctx
+// does. The router is context, not a precondition: what it does not
+// answer is left unknown in the Facts.
+func RouterFacts(ctx context.Context, g portmap.Gateway, proto string, port, extPort uint16, timeout time.Duration) (f Facts, ext uint16, fromTable bool) {
+	bounded := func(n time.Duration) (context.Context, context.CancelFunc) {
+		if timeout <= 0 {
+			return context.WithCancel(ctx)
+		}
+		return context.WithTimeout(ctx, n*timeout)
+	}
+	f.LocalAddr = g.LocalAddr()
+	rctx, cancel := bounded(1)
+	ip, err := g.ExternalIP(rctx)
+	cancel()
+	if err == nil && ip.IsValid() {
+		f.ExternalIP = ip
+	}
+	rctx, cancel = bounded(20)
+	ms, err := g.List(rctx, nil)
+	cancel()
+	// A partial table (err with mappings) can still show the mapping, but
+	// not its absence.
+	f.Listed, f.ListErr = err == nil, err
+	want := portmap.Protocol(strings.ToUpper(proto))
+	ext = extPort
+	if ext == 0 {
+		for _, m := range ms {
+			if m.Protocol == want && m.InternalPort == port && m.RemoteHost == "" && sameAddr(m.InternalClient, f.LocalAddr) {
+				ext, fromTable = m.ExternalPort, true
+				break
+			}
+		}
+	}
+	if ext == 0 {
+		ext = port
+	}
+	for _, m := range ms {
+		if m.Protocol == want && m.ExternalPort == ext && m.RemoteHost == "" {
+			f.Mapping = &m
+			break
+		}
+	}
+	return f, ext, fromTable
+}
+
+func sameAddr(s string, a netip.Addr) bool {
+	b, err := netip.ParseAddr(s)
+	return err == nil && a.IsValid() && b.Unmap() == a.Unmap()
 }
 
 // Diagnose says why a check came out as it did, in a sentence that tells
@@ -109,4 +166,40 @@ func doubleNAT(r Result, f Facts) string {
 			seen, ext)
 	}
 	return ""
+}
+
+// Report is a check and what explains it: the probe's Result and
+// Diagnose's sentence, given what the router said. The web UI shows it
+// (its String is the one line the page shows; the JSON form carries the
+// rest).
+type Report struct {
+	Result
+	// Diagnosis is Diagnose's sentence: why the check came out as it did,
+	// and what to do.
+	Diagnosis string
+}
+
+// String says in one line whether the port is reachable, and why not.
+func (r Report) String() string {
+	switch {
+	case r.Verified:
+		return fmt.Sprintf("reachable: %v/%s leads to port %d on this host (probe %s)", r.Address, strings.ToLower(r.Protocol), r.InternalPort, r.Probe)
+	case r.Reachable:
+		return "reachable, unverified: " + r.Diagnosis
+	}
+	return "not reachable: " + r.Diagnosis
+}
+
+// CheckGateway checks from outside that externalPort reaches internalPort
+// on this host (Check), and explains the outcome with what the gateway g
+// says about the port (RouterFacts, then Diagnose). externalPort 0 means
+// the one of g's mapping to internalPort, else internalPort. timeout
+// bounds each request to g.
+func (c *Checker) CheckGateway(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16, timeout time.Duration) (Report, error) {
+	f, ext, _ := RouterFacts(ctx, g, proto, internalPort, externalPort, timeout)
+	res, err := c.Check(ctx, proto, internalPort, ext)
+	if err != nil {
+		return Report{}, err
+	}
+	return Report{Result: res, Diagnosis: Diagnose(res, f)}, nil
 }

@@ -6,8 +6,12 @@
 // A router can accept a mapping and still not forward: another NAT in front
 // of it (double NAT, carrier-grade NAT), a firewall on the host, a mapping
 // pointing at another machine, a router that lies. Only traffic from outside
-// tells. Checker is the client side, ProbeServer the server side, Diagnose
-// turns a failure and what the router said into a sentence for the user.
+// tells. Checker is the client side, ProbeServer the server side.
+// RouterFacts asks the router what it says about the port (its external
+// address, its mapping), and Diagnose turns a failure and those facts into
+// a sentence for the user; CheckGateway does all three and returns a
+// Report. portfwd check and the web UI's check button both diagnose here,
+// so they always say the same.
 //
 // # Protocol
 //

@@ -16,27 +16,6 @@ import (
 	"time"
 )
 
-// Clock is the source of time for subscription expiry and event
-// moderation. Nil in a config means the system clock; tests substitute a
-// fake one so that expiry can be driven without sleeping.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f, in its own goroutine or whenever a fake decides,
-	// once d has elapsed.
-	AfterFunc(d time.Duration, f func()) Timer
-}
-
-// Timer is what Clock.AfterFunc returns; *time.Timer satisfies it.
-type Timer interface {
-	// Stop prevents the timer from firing; it reports whether it was armed.
-	Stop() bool
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                            { return time.Now() }
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
-
 // Defaults of PublisherConfig.
 const (
 	// UDA 1.1 §4.1.2: the granted duration SHOULD be at least 1800 s.
@@ -100,9 +79,6 @@ type PublisherConfig struct {
 	// UPnP/1.1 product/version". Empty means a portfwd default.
 	Server string
 
-	// Clock is the source of time; nil means the system clock.
-	Clock Clock
-
 	// Logger receives subscription and delivery events; nil discards them.
 	Logger *slog.Logger
 }
@@ -124,7 +100,6 @@ type PublisherConfig struct {
 // address, on the WAN side too.
 type Publisher struct {
 	cfg    PublisherConfig
-	clock  Clock
 	log    *slog.Logger
 	client *http.Client
 	ctx    context.Context // canceled by Close, aborting deliveries
@@ -158,7 +133,7 @@ type subscription struct {
 // moderated is the coalesced change of one path during a moderation window.
 type moderated struct {
 	vars  []Arg
-	timer Timer
+	timer *time.Timer
 }
 
 // NewPublisher returns a Publisher for cfg. The caller mounts it on the
@@ -188,7 +163,6 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	}
 	p := &Publisher{
 		cfg:      cfg,
-		clock:    cfg.Clock,
 		log:      cfg.Logger,
 		subs:     make(map[string]*subscription),
 		pending:  make(map[string]*moderated),
@@ -196,9 +170,6 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	}
 	for path, f := range cfg.Services {
 		p.services[path] = f
-	}
-	if p.clock == nil {
-		p.clock = systemClock{}
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -280,7 +251,7 @@ func (p *Publisher) subscribe(w http.ResponseWriter, r *http.Request, path strin
 		p.refuse(w, r, http.StatusServiceUnavailable, "publisher closed")
 		return
 	}
-	now := p.clock.Now()
+	now := time.Now()
 	p.sweepLocked(now)
 	perClient := 0
 	held := map[netip.Addr]int{}
@@ -402,7 +373,7 @@ func (p *Publisher) renew(w http.ResponseWriter, r *http.Request, path string) {
 	timeout := p.grant(r)
 	from := sourceAddr(r)
 	p.mu.Lock()
-	now := p.clock.Now()
+	now := time.Now()
 	p.sweepLocked(now)
 	sub, ok := p.subs[sid]
 	if !ok || sub.path != path {
@@ -440,7 +411,7 @@ func (p *Publisher) unsubscribe(w http.ResponseWriter, r *http.Request, path str
 	}
 	from := sourceAddr(r)
 	p.mu.Lock()
-	p.sweepLocked(p.clock.Now())
+	p.sweepLocked(time.Now())
 	sub, ok := p.subs[sid]
 	ok = ok && sub.path == path
 	mine := ok && sub.client == from
@@ -520,7 +491,7 @@ func (p *Publisher) Notify(path string, changed []Arg) {
 	if m == nil {
 		m = &moderated{}
 		p.pending[path] = m
-		m.timer = p.clock.AfterFunc(p.cfg.Moderation, func() { p.flush(path, m) })
+		m.timer = time.AfterFunc(p.cfg.Moderation, func() { p.flush(path, m) })
 	}
 	m.vars = mergeVars(m.vars, changed)
 }
@@ -539,7 +510,7 @@ func (p *Publisher) flush(path string, m *moderated) {
 // fanoutLocked queues an event carrying vars for every live subscriber of
 // path.
 func (p *Publisher) fanoutLocked(path string, vars []Arg) {
-	p.sweepLocked(p.clock.Now())
+	p.sweepLocked(time.Now())
 	for _, sub := range p.subs {
 		if sub.path != path {
 			continue
@@ -571,7 +542,7 @@ func (p *Publisher) deliver(sub *subscription) {
 	defer p.wg.Done()
 	for {
 		p.mu.Lock()
-		if !sub.gone && !p.clock.Now().Before(sub.expires) {
+		if !sub.gone && !time.Now().Before(sub.expires) {
 			p.removeLocked(sub)
 			p.log.Info("upnp: event subscription expired", "path", sub.path, "sid", sub.sid)
 		}
@@ -665,7 +636,7 @@ func (p *Publisher) removeLocked(sub *subscription) {
 func (p *Publisher) Subscribers(path string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.sweepLocked(p.clock.Now())
+	p.sweepLocked(time.Now())
 	n := 0
 	for _, sub := range p.subs {
 		if sub.path == path {

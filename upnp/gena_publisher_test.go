@@ -10,76 +10,26 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-// fakeClock is a Clock whose time moves only in Advance, which runs the
-// timers that fall due, in order, on the caller's goroutine.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
+// Expiry and moderation are tested under testing/synctest: the publisher
+// runs on real timers, and in a bubble time moves only when every
+// goroutine of the test waits, so the tests check exact instants without
+// sleeping. Deliveries then go to an in-memory transport (recorder,
+// memSink): a goroutine blocked on a real socket would keep the bubble's
+// time from moving.
 
-type fakeTimer struct {
-	c  *fakeClock
-	at time.Time
-	f  func()
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	for i, x := range t.c.timers {
-		if x == t {
-			t.c.timers = append(t.c.timers[:i], t.c.timers[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due, rest []*fakeTimer
-	for _, t := range c.timers {
-		if !t.at.After(c.now) {
-			due = append(due, t)
-		} else {
-			rest = append(rest, t)
-		}
-	}
-	c.timers = rest
-	c.mu.Unlock()
-	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
-	for _, t := range due {
-		t.f()
-	}
+// advance lets d pass in the bubble and waits until what fell due is done.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 // notifyMsg is one NOTIFY a test callback received.
@@ -188,6 +138,65 @@ func (rt *recorder) sent() []string {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	return append([]string(nil), rt.reqs...)
+}
+
+// memSink is a callback "server" in memory: an http.RoundTripper that
+// parses every NOTIFY, as sink does, and answers 200.
+type memSink struct{ got chan notifyMsg }
+
+func newMemSink() *memSink { return &memSink{got: make(chan notifyMsg, 64)} }
+
+func (s *memSink) RoundTrip(r *http.Request) (*http.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+	}
+	// As a server would read them: the publisher writes its header names
+	// in upper case, which Header.Get does not find as they are.
+	h := http.Header{}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
+	m := notifyMsg{path: r.URL.Path, header: h, sid: h.Get("SID")}
+	m.seq, _ = ParseSeq(h.Get("SEQ"))
+	m.vars, m.err = ParsePropertySet(body)
+	if r.Method != "NOTIFY" {
+		m.err = fmt.Errorf("method %s", r.Method)
+	}
+	s.got <- m
+	return &http.Response{StatusCode: 200, Status: "200 OK", Body: http.NoBody, Header: http.Header{}, Request: r}, nil
+}
+
+// next returns the NOTIFY delivered, once every delivery under way is
+// done (call it in the bubble).
+func (s *memSink) next(t *testing.T) notifyMsg {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case m := <-s.got:
+		if m.err != nil {
+			t.Fatalf("bad NOTIFY: %v", m.err)
+		}
+		return m
+	default:
+		t.Fatal("no NOTIFY delivered")
+		return notifyMsg{}
+	}
+}
+
+// none checks that nothing was delivered, once every delivery under way
+// is done (call it in the bubble).
+func (s *memSink) none(t *testing.T) {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case m := <-s.got:
+		t.Fatalf("unexpected NOTIFY SEQ %d %q", m.seq, m.vars)
+	default:
+	}
 }
 
 // state is a service's evented variables, changeable by the test.
@@ -509,51 +518,55 @@ func TestPublisherTimeout(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newFakeClock()
-			p := newTestPublisher(t, PublisherConfig{MinTimeout: tc.min, MaxTimeout: tc.max, Clock: clock, Client: &http.Client{Transport: &recorder{}}})
-			hdr := map[string]string{"NT": "upnp:event", "CALLBACK": "<http://127.0.0.1:9/>"}
-			if tc.timeout != "" {
-				hdr["TIMEOUT"] = tc.timeout
-			}
-			w := call(p, "SUBSCRIBE", evtPath, "127.0.0.1:1", hdr)
-			if got, want := respHeader(w, "TIMEOUT"), FormatTimeout(tc.want); got != want {
-				t.Fatalf("TIMEOUT %q, want %q", got, want)
-			}
-			// The subscription lasts exactly what was granted.
-			clock.Advance(tc.want - time.Second)
-			if n := p.Subscribers(evtPath); n != 1 {
-				t.Fatalf("%d subscribers a second before expiry", n)
-			}
-			clock.Advance(time.Second)
-			if n := p.Subscribers(evtPath); n != 0 {
-				t.Fatalf("%d subscribers at expiry", n)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				p := newTestPublisher(t, PublisherConfig{MinTimeout: tc.min, MaxTimeout: tc.max, Client: &http.Client{Transport: &recorder{}}})
+				hdr := map[string]string{"NT": "upnp:event", "CALLBACK": "<http://127.0.0.1:9/>"}
+				if tc.timeout != "" {
+					hdr["TIMEOUT"] = tc.timeout
+				}
+				w := call(p, "SUBSCRIBE", evtPath, "127.0.0.1:1", hdr)
+				if got, want := respHeader(w, "TIMEOUT"), FormatTimeout(tc.want); got != want {
+					t.Fatalf("TIMEOUT %q, want %q", got, want)
+				}
+				// The subscription lasts exactly what was granted.
+				advance(tc.want - time.Second)
+				if n := p.Subscribers(evtPath); n != 1 {
+					t.Fatalf("%d subscribers a second before expiry", n)
+				}
+				advance(time.Second)
+				if n := p.Subscribers(evtPath); n != 0 {
+					t.Fatalf("%d subscribers at expiry", n)
+				}
+			})
 		})
 	}
 }
 
 func TestPublisherRenewUnsubscribeExpiry(t *testing.T) {
-	clock := newFakeClock()
+	synctest.Test(t, testPublisherRenewUnsubscribeExpiry)
+}
+
+func testPublisherRenewUnsubscribeExpiry(t *testing.T) {
 	rt := &recorder{}
-	p := newTestPublisher(t, PublisherConfig{MinTimeout: 10 * time.Second, MaxTimeout: time.Hour, Clock: clock, Client: &http.Client{Transport: rt}})
+	p := newTestPublisher(t, PublisherConfig{MinTimeout: 10 * time.Second, MaxTimeout: time.Hour, Client: &http.Client{Transport: rt}})
 	sid := subscribe(t, p, "http://127.0.0.1:9/cb", "Second-100")
 	// The initial event goes out on its own goroutine: wait for it, or it
 	// may count below as an event after expiry.
 	rt.waitSent(t, 1)
 
-	clock.Advance(90 * time.Second)
+	advance(90 * time.Second)
 	w := call(p, "SUBSCRIBE", evtPath, "127.0.0.1:40001", map[string]string{"SID": sid, "TIMEOUT": "Second-100"})
 	if w.Code != 200 || respHeader(w, "SID") != sid || respHeader(w, "TIMEOUT") != "Second-100" {
 		t.Fatalf("renewal: %d SID %q TIMEOUT %q", w.Code, respHeader(w, "SID"), respHeader(w, "TIMEOUT"))
 	}
-	clock.Advance(90 * time.Second) // 180 s after subscribing: alive only thanks to the renewal
+	advance(90 * time.Second) // 180 s after subscribing: alive only thanks to the renewal
 	if n := p.Subscribers(evtPath); n != 1 {
 		t.Fatalf("%d subscribers after renewal", n)
 	}
 	if w := call(p, "SUBSCRIBE", "/evt/Other", "127.0.0.1:1", map[string]string{"SID": sid}); w.Code != 412 {
 		t.Errorf("renewal on another event path: %d, want 412", w.Code)
 	}
-	clock.Advance(10 * time.Second)
+	advance(10 * time.Second)
 	if n := p.Subscribers(evtPath); n != 0 {
 		t.Fatalf("%d subscribers after expiry", n)
 	}
@@ -568,7 +581,7 @@ func TestPublisherRenewUnsubscribeExpiry(t *testing.T) {
 	}
 
 	// UNSUBSCRIBE ends a subscription at once; a second one is refused.
-	p = newTestPublisher(t, PublisherConfig{Clock: clock, Client: &http.Client{Transport: rt}})
+	p = newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: rt}})
 	sid = subscribe(t, p, "http://127.0.0.1:9/cb", "")
 	if w := call(p, "UNSUBSCRIBE", "/evt/Other", "127.0.0.1:1", map[string]string{"SID": sid}); w.Code != 412 {
 		t.Errorf("UNSUBSCRIBE on another event path: %d, want 412", w.Code)
@@ -586,9 +599,10 @@ func TestPublisherRenewUnsubscribeExpiry(t *testing.T) {
 	}
 }
 
-func TestPublisherCaps(t *testing.T) {
-	clock := newFakeClock()
-	p := newTestPublisher(t, PublisherConfig{MaxPerClient: 2, MaxTotal: 3, Clock: clock, Client: &http.Client{Transport: &recorder{}}})
+func TestPublisherCaps(t *testing.T) { synctest.Test(t, testPublisherCaps) }
+
+func testPublisherCaps(t *testing.T) {
+	p := newTestPublisher(t, PublisherConfig{MaxPerClient: 2, MaxTotal: 3, Client: &http.Client{Transport: &recorder{}}})
 	sub := func(ip string) (int, string) {
 		w := call(p, "SUBSCRIBE", evtPath, ip+":1000", map[string]string{"NT": "upnp:event", "CALLBACK": "<http://" + ip + ":9/>"})
 		return w.Code, respHeader(w, "SID")
@@ -625,7 +639,7 @@ func TestPublisherCaps(t *testing.T) {
 		t.Fatalf("after UNSUBSCRIBE: %d, want 200", code)
 	}
 	// Expired ones do too.
-	clock.Advance(DefaultMaxTimeout)
+	advance(DefaultMaxTimeout)
 	for _, ip := range []string{"10.0.0.4", "10.0.0.4", "10.0.0.5"} {
 		if code, _ := sub(ip); code != 200 {
 			t.Fatalf("after expiry, from %s: %d, want 200", ip, code)
@@ -637,7 +651,7 @@ func TestPublisherCaps(t *testing.T) {
 // fill the default 128 only with 16 hosts, and even a full table takes a
 // newcomer in, at the expense of the host holding the most.
 func TestPublisherTotalCannotBeFilledByFewHosts(t *testing.T) {
-	p := newTestPublisher(t, PublisherConfig{Clock: newFakeClock(), Client: &http.Client{Transport: &recorder{}}})
+	p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: &recorder{}}})
 	sub := func(ip string) int {
 		return call(p, "SUBSCRIBE", evtPath, ip+":1000", map[string]string{"NT": "upnp:event", "CALLBACK": "<http://" + ip + ":9/>"}).Code
 	}
@@ -670,7 +684,7 @@ func TestPublisherTotalCannotBeFilledByFewHosts(t *testing.T) {
 // A subscription is bound to its subscriber's address: another host that
 // knows its SID can neither renew nor cancel it.
 func TestPublisherSIDIsBoundToItsSubscriber(t *testing.T) {
-	p := newTestPublisher(t, PublisherConfig{Clock: newFakeClock(), Client: &http.Client{Transport: &recorder{}}})
+	p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: &recorder{}}})
 	sid := subscribe(t, p, "http://127.0.0.1:9/cb", "")
 	for _, m := range []string{"SUBSCRIBE", "UNSUBSCRIBE"} {
 		if w := call(p, m, evtPath, "127.0.0.2:1", map[string]string{"SID": sid}); w.Code != 412 {
@@ -688,7 +702,7 @@ func TestPublisherSIDIsBoundToItsSubscriber(t *testing.T) {
 // A SUBSCRIBE answer carries SERVER and DATE once each, even behind a
 // handler that sets Server for every response.
 func TestPublisherAnswerHasEachHeaderOnce(t *testing.T) {
-	p := newTestPublisher(t, PublisherConfig{Clock: newFakeClock(), Client: &http.Client{Transport: &recorder{}}})
+	p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: &recorder{}}})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Server", "front/1")
 		p.ServeHTTP(w, r)
@@ -751,11 +765,12 @@ func TestPublisherInitialEvent(t *testing.T) {
 	a.none(t, 50*time.Millisecond)
 }
 
-func TestPublisherModeration(t *testing.T) {
-	clock := newFakeClock()
-	p := newTestPublisher(t, PublisherConfig{Moderation: 200 * time.Millisecond, Clock: clock})
-	s := newSink(t, 200, nil)
-	subscribe(t, p, s.url("/cb"), "")
+func TestPublisherModeration(t *testing.T) { synctest.Test(t, testPublisherModeration) }
+
+func testPublisherModeration(t *testing.T) {
+	s := newMemSink()
+	p := newTestPublisher(t, PublisherConfig{Moderation: 200 * time.Millisecond, Client: &http.Client{Transport: s}})
+	subscribe(t, p, "http://127.0.0.1:9/cb", "")
 	if m := s.next(t); m.seq != 0 {
 		t.Fatalf("initial event SEQ %d", m.seq) // not moderated
 	}
@@ -767,9 +782,9 @@ func TestPublisherModeration(t *testing.T) {
 		}
 		p.Notify(evtPath, changed)
 	}
-	clock.Advance(199 * time.Millisecond)
-	s.none(t, 50*time.Millisecond)
-	clock.Advance(time.Millisecond)
+	advance(199 * time.Millisecond)
+	s.none(t)
+	advance(time.Millisecond)
 	m := s.next(t)
 	want := []Arg{{"PortMappingNumberOfEntries", "10"}, {"ExternalIPAddress", "198.51.100.4"}}
 	if m.seq != 1 || !reflect.DeepEqual(m.vars, want) {
@@ -779,14 +794,14 @@ func TestPublisherModeration(t *testing.T) {
 	// The next window starts afresh; its event is SEQ 2, proving the burst
 	// produced a single event.
 	p.Notify(evtPath, []Arg{{"PortMappingNumberOfEntries", "11"}})
-	clock.Advance(200 * time.Millisecond)
+	advance(200 * time.Millisecond)
 	if m := s.next(t); m.seq != 2 || !reflect.DeepEqual(m.vars, []Arg{{"PortMappingNumberOfEntries", "11"}}) {
 		t.Fatalf("next event: SEQ %d vars %q", m.seq, m.vars)
 	}
 	// Other paths have windows of their own and no subscribers here.
 	p.Notify("/evt/Other", []Arg{{"A", "1"}})
-	clock.Advance(time.Second)
-	s.none(t, 50*time.Millisecond)
+	advance(time.Second)
+	s.none(t)
 }
 
 func TestPublisherSeqWrap(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,11 +15,11 @@ import (
 // CheckFunc adapts a function to the Checker interface, so that the
 // command can plug in the reachability checker (package reach) without
 // webui depending on it.
-type CheckFunc func(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error)
+type CheckFunc func(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error)
 
 // Check calls f.
-func (f CheckFunc) Check(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error) {
-	return f(ctx, proto, internalPort, externalPort)
+func (f CheckFunc) Check(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error) {
+	return f(ctx, g, proto, internalPort, externalPort)
 }
 
 // PortmapKeeper is the Keeper of the "keep open" toggle: one portmap.Keep
@@ -134,4 +135,54 @@ func (k *PortmapKeeper) Close() {
 			kp.Release()
 		}
 	}
+}
+
+// ErrNoRouterEvents is what PortmapWatcher.Watch returns when the gateway
+// pushes nothing the page could follow (its UPnP eventing is missing or
+// broken, or no NAT-PMP/PCP announcement can be heard): the server then
+// polls it instead.
+var ErrNoRouterEvents = errors.New("the router sends no events the page can follow")
+
+// PortmapWatcher is the Watcher of portfwd ui: portmap.Watch on the
+// gateway the page shows, which follows the router's UPnP events (GENA)
+// and NAT-PMP/PCP announcements, so that the page changes when the router
+// says it changed, as portfwd watch reports it, and the router is not
+// polled every few seconds. The watch still reads the router every
+// PollInterval as a safety net.
+type PortmapWatcher struct {
+	// Options are the base discovery options (timeouts, logger, HTTP
+	// client); the watched gateway is the one the page shows.
+	Options portmap.Options
+	// PollInterval is the watch's safety-net poll; zero means
+	// portmap.DefaultWatchPollInterval.
+	PollInterval time.Duration
+}
+
+// Watch follows g until ctx ends, calling changed after each change the
+// watch reports. It returns an error wrapping ErrNoRouterEvents at once
+// when g pushes nothing the page needs: UPnP events for a gateway whose
+// table the page lists, announcements for a NAT-PMP or PCP one.
+func (w *PortmapWatcher) Watch(ctx context.Context, g portmap.Gateway, changed func()) error {
+	o := w.Options
+	o.Wait, o.Progress = false, nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the watch, which unsubscribes in the background
+	evs, err := portmap.Watch(ctx, o, portmap.WatchOptions{Gateway: g, PollInterval: w.PollInterval})
+	if err != nil {
+		return err
+	}
+	for ev := range evs {
+		if ev.Kind != portmap.WatchInitial {
+			changed()
+			continue
+		}
+		need := portmap.ViaGENA
+		if g.Method() != portmap.UPnP {
+			need = portmap.ViaAnnouncement
+		}
+		if !slices.Contains(ev.Means, need) {
+			return fmt.Errorf("%w: %s", ErrNoRouterEvents, ev.Reason)
+		}
+	}
+	return ctx.Err()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -28,7 +29,7 @@ const maxLeaseSeconds = 1<<32 - 1
 const maxDescription = 256
 
 func (s *Server) routes() *http.ServeMux {
-	mux, api := s.site.routes(s.handlePage, "no such API route: see docs/api.md")
+	mux, api := s.site.Routes(s.handlePage, "no such API route: see docs/api.md")
 	api("GET /api/gateways", s.handleGateways)
 	api("POST /api/discover", s.handleDiscover)
 	api("GET /api/gateway", s.handleGateway)
@@ -86,7 +87,7 @@ func (s *Server) handleGateways(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	p := s.gatewaysPayloadLocked()
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, p)
+	websec.WriteJSON(w, http.StatusOK, p)
 }
 
 // handleDiscover is POST /api/discover: it starts a search and answers at
@@ -96,7 +97,7 @@ func (s *Server) handleDiscover(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	p := s.gatewaysPayloadLocked()
 	s.mu.Unlock()
-	writeJSON(w, http.StatusAccepted, p)
+	websec.WriteJSON(w, http.StatusAccepted, p)
 }
 
 // handleSelect is PUT /api/gateway {"id": ...}: choose the gateway that
@@ -124,7 +125,7 @@ func (s *Server) handleSelect(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	s.kickPoller()
-	writeJSON(w, http.StatusOK, p)
+	websec.WriteJSON(w, http.StatusOK, p)
 }
 
 // gatewayDetailJSON is GET /api/gateway's answer.
@@ -162,7 +163,7 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		d.Error = "some details could not be read: " + s.sentence(err)
 	}
-	writeJSON(w, http.StatusOK, d)
+	websec.WriteJSON(w, http.StatusOK, d)
 }
 
 // handleList is GET /api/mappings: the table, read afresh.
@@ -183,7 +184,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.storeMappings(g, ms, err, started))
+	websec.WriteJSON(w, http.StatusOK, s.storeMappings(g, ms, err, started))
 }
 
 // addRequest is POST /api/mappings's body.
@@ -335,12 +336,12 @@ func (s *Server) handleAdd(w http.ResponseWriter, r *http.Request) {
 				// "both": the first protocol's mapping was made; say so.
 				e.Error = fmt.Sprintf("%s (the %s mapping was added; delete it if you wanted both or neither)", e.Error, res.Mappings[0].Protocol)
 			}
-			writeJSON(w, e.Code, e)
+			websec.WriteJSON(w, e.Code, e)
 			return
 		}
 		res.Mappings = append(res.Mappings, s.single(g, m))
 	}
-	writeJSON(w, http.StatusCreated, res)
+	websec.WriteJSON(w, http.StatusCreated, res)
 }
 
 // single converts a mapping just returned by the gateway.
@@ -465,7 +466,7 @@ func (s *Server) handleEdit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	res.Mapping = s.single(g, m)
-	writeJSON(w, http.StatusOK, res)
+	websec.WriteJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) isKept(g *gateway, key portmap.Key) bool {
@@ -502,7 +503,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deleted": []keyJSON{toKeyJSON(key)}, "count": 1})
+	websec.WriteJSON(w, http.StatusOK, map[string]any{"deleted": []keyJSON{toKeyJSON(key)}, "count": 1})
 }
 
 // deleteManyRequest is POST /api/mappings/delete's body.
@@ -618,10 +619,10 @@ func (s *Server) handleDeleteMany(w http.ResponseWriter, r *http.Request) {
 		e := s.errorResponse(firstErr)
 		res.Error = fmt.Sprintf("%d of %d deletions failed; the first: %s", failures, len(req.Mappings)+len(ranges), e.Error)
 		res.Code, res.RouterCode = e.Code, e.RouterCode
-		writeJSON(w, e.Code, res)
+		websec.WriteJSON(w, e.Code, res)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	websec.WriteJSON(w, http.StatusOK, res)
 }
 
 // findMapping returns the mapping at key, from a fresh read of the table.
@@ -647,7 +648,7 @@ func (e *notFound) Error() string {
 // handleKeep is PUT /api/mappings/{proto}/{port}/keep {"keep": bool}.
 func (s *Server) handleKeep(w http.ResponseWriter, r *http.Request) {
 	if s.Keeper == nil {
-		writeError(w, http.StatusNotFound, "this portfwd ui cannot keep mappings open")
+		websec.WriteError(w, http.StatusNotFound, "this portfwd ui cannot keep mappings open")
 		return
 	}
 	key, err := pathKey(r)
@@ -692,13 +693,13 @@ func (s *Server) handleKeep(w http.ResponseWriter, r *http.Request) {
 		s.broadcastLocked("mappings", s.mappingsPayloadLocked(g, time.Now()))
 	}
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"mapping": toKeyJSON(key), "kept": *req.Keep})
+	websec.WriteJSON(w, http.StatusOK, map[string]any{"mapping": toKeyJSON(key), "kept": *req.Keep})
 }
 
 // handleCheck is POST /api/mappings/{proto}/{port}/check.
 func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 	if s.Checker == nil {
-		writeError(w, http.StatusNotFound, "this portfwd ui has no reachability checker")
+		websec.WriteError(w, http.StatusNotFound, "this portfwd ui has no reachability checker")
 		return
 	}
 	key, err := pathKey(r)
@@ -718,7 +719,7 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	result, err := s.Checker.Check(ctx, string(m.Protocol), m.InternalPort, m.ExternalPort)
+	result, err := s.Checker.Check(ctx, g.gw, string(m.Protocol), m.InternalPort, m.ExternalPort)
 	if err != nil {
 		s.writeErr(w, err)
 		return
@@ -727,5 +728,5 @@ func (s *Server) handleCheck(w http.ResponseWriter, r *http.Request) {
 	if st, ok := result.(fmt.Stringer); ok {
 		summary = st.String()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"mapping": toKeyJSON(key), "summary": summary, "result": result})
+	websec.WriteJSON(w, http.StatusOK, map[string]any{"mapping": toKeyJSON(key), "summary": summary, "result": result})
 }

@@ -593,6 +593,7 @@ func TestWatcherReplacesPolling(t *testing.T) {
 		s.Watcher = w
 	}, g)
 	st, _ := e.events(withToken())
+	next(st, "gateways", func(gw gateways) bool { return len(gw.Gateways) == 1 && gw.Gateways[0].Updates == "events" })
 	next[table](st, "mappings", nil)
 	select {
 	case <-w.started:
@@ -601,6 +602,25 @@ func TestWatcherReplacesPolling(t *testing.T) {
 	}
 	g.SetMappings(someMappings())
 	w.notify()
+	next(st, "mappings", func(tb table) bool { return len(tb.Mappings) == 2 })
+}
+
+// PortmapWatcher follows what the router pushes; a router that pushes
+// nothing (the in-memory gateway has no events) is polled instead, and its
+// changes still show.
+func TestPortmapWatcherFallsBackToPolling(t *testing.T) {
+	g := webuitest.New(webuitest.Options{})
+	w := &webui.PortmapWatcher{Options: portmap.Options{NoMulticast: true, NoDefaultGateway: true}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Watch(ctx, g, func() { t.Error("a change reported by a watch that cannot follow the router") }); !errors.Is(err, webui.ErrNoRouterEvents) {
+		t.Fatalf("Watch of a router without events: %v, want ErrNoRouterEvents", err)
+	}
+
+	e := newEnv(t, func(s *webui.Server) { s.Watcher = w }, g)
+	st, _ := e.events(withToken())
+	next(st, "gateways", func(gw gateways) bool { return len(gw.Gateways) == 1 && gw.Gateways[0].Updates == "polling" })
+	g.SetMappings(someMappings())
 	next(st, "mappings", func(tb table) bool { return len(tb.Mappings) == 2 })
 }
 
@@ -694,7 +714,7 @@ type checkResult struct {
 
 func (c checkResult) String() string { return "reachable: " + c.Asked }
 
-func (checker) Check(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error) {
+func (checker) Check(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error) {
 	return checkResult{true, fmt.Sprintf("%s %d->%d", proto, externalPort, internalPort)}, nil
 }
 

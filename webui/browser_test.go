@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/portfwd/portfwd/internal/browsertest"
 	"github.com/portfwd/portfwd/portmap"
 	"github.com/portfwd/portfwd/webui/webuitest"
 )
@@ -30,7 +31,7 @@ func rowSel(proto string, port int) string {
 // without a reload, edit, delete, delete many, read a refusal, and check
 // that a request without the token is refused.
 func TestBrowser(t *testing.T) {
-	b := webuitest.NewBrowser(t, webuitest.BrowserOptions{})
+	b := browsertest.NewBrowser(t, browsertest.BrowserOptions{})
 	g := webuitest.New(webuitest.Options{
 		ExternalIP: netip.MustParseAddr("192.168.0.2"), // behind another router: the page warns
 		Info:       portmap.Info{Method: portmap.UPnP, FriendlyName: "Living-room router", Manufacturer: "Example", ModelName: "AX-1800"},
@@ -48,33 +49,33 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(rowSel("TCP", 8443))),
 	)
 	b.WaitFor("the live indicator", `document.querySelector('#live').textContent === 'live'`)
-	if loc := webuitest.Eval[string](b, `location.href`); strings.Contains(loc, "token") {
+	if loc := browsertest.Eval[string](b, `location.href`); strings.Contains(loc, "token") {
 		t.Errorf("the token stays in the address bar: %s", loc)
 	}
-	if w := webuitest.Eval[string](b, `document.querySelector('#external-warning').textContent`); !strings.Contains(w, "double NAT") {
+	if w := browsertest.Eval[string](b, `document.querySelector('#external-warning').textContent`); !strings.Contains(w, "double NAT") {
 		t.Errorf("no double-NAT warning on the page: %q", w)
 	}
 	// Markup in a description is shown as text.
-	if d := webuitest.Eval[string](b, fmt.Sprintf(`document.querySelector('%s td.desc').textContent`, rowSel("TCP", 25565))); d != "<b>Minecraft</b> (paused)" {
+	if d := browsertest.Eval[string](b, fmt.Sprintf(`document.querySelector('%s td.desc').textContent`, rowSel("TCP", 25565))); d != "<b>Minecraft</b> (paused)" {
 		t.Errorf("the description reads %q", d)
 	}
-	if n := webuitest.Eval[int](b, `document.querySelectorAll('#rows b').length`); n != 0 {
+	if n := browsertest.Eval[int](b, `document.querySelectorAll('#rows b').length`); n != 0 {
 		t.Errorf("a description became markup")
 	}
 	// Marks this page load: a reload would lose it.
-	webuitest.Eval[bool](b, `window.samePage = true`)
+	browsertest.Eval[bool](b, `window.samePage = true`)
 
 	// Leases count down in the page, without asking the router.
 	lease := fmt.Sprintf(`document.querySelector('%s .lease').textContent`, rowSel("UDP", 51820))
-	first := webuitest.Eval[string](b, lease)
+	first := browsertest.Eval[string](b, lease)
 	b.WaitFor("the lease to tick", lease+" !== "+fmt.Sprintf("%q", first))
 
 	// Sorting by a column.
 	b.Do("sorting by description", chromedp.Click(chromedp.CSS(`th[data-sort="description"] button`)))
-	if got := webuitest.Eval[string](b, `[...document.querySelectorAll('#rows td.desc')].map(td => td.textContent).join('|')`); got != "<b>Minecraft</b> (paused)|NAS web interface|STUN|WireGuard" {
+	if got := browsertest.Eval[string](b, `[...document.querySelectorAll('#rows td.desc')].map(td => td.textContent).join('|')`); got != "<b>Minecraft</b> (paused)|NAS web interface|STUN|WireGuard" {
 		t.Errorf("sorted by description: %s", got)
 	}
-	if s := webuitest.Eval[string](b, `document.querySelector('th[data-sort="description"]').getAttribute('aria-sort')`); s != "ascending" {
+	if s := browsertest.Eval[string](b, `document.querySelector('th[data-sort="description"]').getAttribute('aria-sort')`); s != "ascending" {
 		t.Errorf("aria-sort %q", s)
 	}
 	b.Do("sorting back by port", chromedp.Click(chromedp.CSS(`th[data-sort="external_port"] button`)))
@@ -82,7 +83,7 @@ func TestBrowser(t *testing.T) {
 	// The form is keyboard-usable: it opens with the focus in its first
 	// field, and Escape closes it.
 	b.Do("opening the form", chromedp.Click(chromedp.CSS("#add")), chromedp.WaitVisible(chromedp.CSS("#edit-dialog")))
-	if id := webuitest.Eval[string](b, `document.activeElement.id`); id != "f-internal-port" {
+	if id := browsertest.Eval[string](b, `document.activeElement.id`); id != "f-internal-port" {
 		t.Errorf("the form opens with the focus on %q", id)
 	}
 	b.Do("closing with Escape", chromedp.KeyEvent(kb.Escape))
@@ -95,10 +96,10 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#edit-submit")),
 	)
 	b.WaitFor("the form's error", `!document.querySelector('#form-error').hidden`)
-	if msg := webuitest.Eval[string](b, `document.querySelector('#form-error').textContent`); !strings.Contains(msg, "1 to 65535") {
+	if msg := browsertest.Eval[string](b, `document.querySelector('#form-error').textContent`); !strings.Contains(msg, "1 to 65535") {
 		t.Errorf("validation message %q", msg)
 	}
-	if webuitest.Eval[string](b, `document.querySelector('#f-internal-port').getAttribute('aria-invalid')`) != "true" {
+	if browsertest.Eval[string](b, `document.querySelector('#f-internal-port').getAttribute('aria-invalid')`) != "true" {
 		t.Error("the bad field is not marked invalid")
 	}
 
@@ -114,7 +115,7 @@ func TestBrowser(t *testing.T) {
 	if !errors.As(refusal, &re) {
 		t.Fatalf("the fake did not refuse: %v", refusal)
 	}
-	if msg := webuitest.Eval[string](b, `document.querySelector('#form-error').textContent`); msg != re.Text {
+	if msg := browsertest.Eval[string](b, `document.querySelector('#form-error').textContent`); msg != re.Text {
 		t.Errorf("the form shows %q, want the router's sentence %q", msg, re.Text)
 	}
 
@@ -134,7 +135,7 @@ func TestBrowser(t *testing.T) {
 	}) {
 		t.Errorf("the router's table after adding: %+v", g.Mappings())
 	}
-	if txt := webuitest.Eval[string](b, fmt.Sprintf(`document.querySelector('%s').innerText`, rowSel("TCP", 18080))); !strings.Contains(txt, "this computer") {
+	if txt := browsertest.Eval[string](b, fmt.Sprintf(`document.querySelector('%s').innerText`, rowSel("TCP", 18080))); !strings.Contains(txt, "this computer") {
 		t.Errorf("the new row does not say it is this computer's: %q", txt)
 	}
 
@@ -148,7 +149,7 @@ func TestBrowser(t *testing.T) {
 	// Edit.
 	b.Click("the edit button", rowSel("TCP", 18080)+" button.edit")
 	b.Do("editing", chromedp.WaitVisible(chromedp.CSS("#edit-dialog")))
-	if v := webuitest.Eval[string](b, `document.querySelector('#f-description').value`); v != "Web server" {
+	if v := browsertest.Eval[string](b, `document.querySelector('#f-description').value`); v != "Web server" {
 		t.Errorf("the edit form starts with description %q", v)
 	}
 	b.Do("saving the edit",
@@ -175,7 +176,7 @@ func TestBrowser(t *testing.T) {
 	// Delete many with the checkboxes.
 	b.Click("a checkbox", rowSel("TCP", 2222)+" input.pick")
 	b.Click("another checkbox", rowSel("UDP", 3478)+" input.pick")
-	if txt := webuitest.Eval[string](b, `document.querySelector('#delete-selected').textContent`); txt != "Delete selected (2)" {
+	if txt := browsertest.Eval[string](b, `document.querySelector('#delete-selected').textContent`); txt != "Delete selected (2)" {
 		t.Errorf("the delete button reads %q", txt)
 	}
 	b.Do("confirming",
@@ -193,22 +194,22 @@ func TestBrowser(t *testing.T) {
 	b.Do("opening More information", chromedp.Click(chromedp.CSS("#more summary")))
 	b.WaitFor("the details", `document.querySelector('#info dl')?.innerText.includes('AX-1800')`)
 
-	if !webuitest.Eval[bool](b, `window.samePage === true`) {
+	if !browsertest.Eval[bool](b, `window.samePage === true`) {
 		t.Error("the page was reloaded: live updates should not need it")
 	}
 
 	// From the page, a request without the token header is refused, even
 	// though the browser sends the cookie; the page's own requests work.
-	status := webuitest.Eval[int](b, `fetch('/api/mappings', {method: 'POST', headers: {'Content-Type': 'application/json'},
+	status := browsertest.Eval[int](b, `fetch('/api/mappings', {method: 'POST', headers: {'Content-Type': 'application/json'},
 		body: JSON.stringify({protocol: 'tcp', internal_port: 1})}).then(r => r.status)`)
 	if status != 403 {
 		t.Errorf("a POST without the token header: %d, want 403", status)
 	}
-	status = webuitest.Eval[int](b, `fetch('/api/gateways', {credentials: 'omit'}).then(r => r.status)`)
+	status = browsertest.Eval[int](b, `fetch('/api/gateways', {credentials: 'omit'}).then(r => r.status)`)
 	if status != 403 {
 		t.Errorf("a GET without token or cookie: %d, want 403", status)
 	}
-	status = webuitest.Eval[int](b, `fetch('/api/gateways').then(r => r.status)`)
+	status = browsertest.Eval[int](b, `fetch('/api/gateways').then(r => r.status)`)
 	if status != 200 {
 		t.Errorf("a GET with the cookie: %d, want 200", status)
 	}
@@ -223,7 +224,7 @@ func TestBrowser(t *testing.T) {
 // screenshots saves the main page at desktop and phone sizes in the test's
 // output directory (and the desktop one in docs/ with -update-screenshot),
 // and checks that the phone layout has no horizontal scrolling.
-func screenshots(t *testing.T, b *webuitest.Browser, g *webuitest.Gateway) {
+func screenshots(t *testing.T, b *browsertest.Browser, g *webuitest.Gateway) {
 	g.SetExternalIP(netip.MustParseAddr("192.168.0.2"))
 	g.SetMappings([]portmap.Mapping{
 		{Protocol: portmap.TCP, ExternalPort: 8443, InternalClient: "192.168.1.20", InternalPort: 443, Enabled: true, Description: "NAS web interface"},
@@ -232,12 +233,12 @@ func screenshots(t *testing.T, b *webuitest.Browser, g *webuitest.Gateway) {
 		{Protocol: portmap.UDP, ExternalPort: 51820, InternalClient: "192.168.1.10", InternalPort: 51820, Enabled: true, Description: "WireGuard", Lease: 2 * time.Hour},
 	})
 	b.Do("reloading for the screenshot",
-		chromedp.Navigate(strings.TrimSuffix(webuitest.Eval[string](b, `location.origin`), "/")+"/"),
+		chromedp.Navigate(strings.TrimSuffix(browsertest.Eval[string](b, `location.origin`), "/")+"/"),
 		chromedp.WaitVisible(chromedp.CSS(rowSel("TCP", 18080))),
 	)
 	b.WaitFor("the live indicator", `document.querySelector('#live').textContent === 'live'`)
 	b.WaitFor("the details", `document.querySelector('#external-ip').textContent === '192.168.0.2'`)
-	webuitest.Eval[bool](b, `document.activeElement.blur(), true`)
+	browsertest.Eval[bool](b, `document.activeElement.blur(), true`)
 	dir := os.Getenv("PORTFWD_SCREENSHOT_DIR")
 	if dir == "" {
 		dir = t.TempDir()
@@ -252,7 +253,7 @@ func screenshots(t *testing.T, b *webuitest.Browser, g *webuitest.Gateway) {
 	}
 	desktop := shot("screenshot-ui.png", 1100, 700)
 	shot("screenshot-ui-phone.png", 390, 844)
-	if over := webuitest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
+	if over := browsertest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 		t.Errorf("on a phone-sized screen the page scrolls sideways by %d px", over)
 	}
 	if *updateScreenshot {

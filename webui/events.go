@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/webpage"
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -130,20 +133,20 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.ensureDiscovery()
 	sub, initial := s.subscribe()
 	if sub == nil {
-		writeError(w, http.StatusServiceUnavailable, "portfwd ui is stopping")
+		websec.WriteError(w, http.StatusServiceUnavailable, "portfwd ui is stopping")
 		return
 	}
 	defer s.unsubscribe(sub)
-	st, err := startSSE(w)
+	st, err := webpage.StartStream(w)
 	if err != nil {
 		return
 	}
 	for _, ev := range initial {
-		if st.send(ev.name, ev.data) != nil {
+		if st.Send(ev.name, ev.data) != nil {
 			return
 		}
 	}
-	if st.flush() != nil {
+	if st.Flush() != nil {
 		return
 	}
 	ping := time.NewTicker(keepaliveInterval)
@@ -151,14 +154,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case ev := <-sub.ch:
-			if st.send(ev.name, ev.data) != nil {
+			if st.Send(ev.name, ev.data) != nil {
 				return
 			}
 			// Send what else is queued in the same flush.
 			for more := true; more; {
 				select {
 				case ev := <-sub.ch:
-					if st.send(ev.name, ev.data) != nil {
+					if st.Send(ev.name, ev.data) != nil {
 						return
 					}
 				default:
@@ -166,7 +169,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		case <-ping.C:
-			if st.keepalive() != nil {
+			if st.Keepalive() != nil {
 				return
 			}
 		case <-sub.gone:
@@ -174,7 +177,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
-		if st.flush() != nil {
+		if st.Flush() != nil {
 			return
 		}
 	}
@@ -195,6 +198,7 @@ func (s *Server) poll(ctx context.Context) {
 			<-w.ended
 			w = nil
 		}
+		s.setFollowing(nil)
 	}
 	defer endWatch()
 	for {
@@ -203,6 +207,7 @@ func (s *Server) poll(ctx context.Context) {
 			endWatch()
 			if g != nil && !watchFailed[g] {
 				w = s.startWatch(ctx, g)
+				s.setFollowing(g)
 			}
 		}
 		if g != nil {
@@ -222,13 +227,29 @@ func (s *Server) poll(ctx context.Context) {
 		case <-tick:
 		case err := <-ended:
 			if ctx.Err() == nil {
-				s.logger().Warn("watching the gateway failed; polling it instead", "gateway", w.g.gw.Addr(), "err", err)
+				level := slog.LevelWarn
+				if errors.Is(err, ErrNoRouterEvents) {
+					level = slog.LevelInfo // a router without eventing: polling is the way
+				}
+				s.logger().Log(ctx, level, "watching the gateway failed; polling it instead", "gateway", w.g.gw.Addr(), "err", err)
 				watchFailed[w.g] = true
 			}
 			w.ended <- err // endWatch reads it
 			endWatch()
 		}
 	}
+}
+
+// setFollowing records the gateway whose events the poller follows (nil:
+// none), and tells the pages when that changes.
+func (s *Server) setFollowing(g *gateway) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.following == g {
+		return
+	}
+	s.following = g
+	s.broadcastLocked("gateways", s.gatewaysPayloadLocked())
 }
 
 // watch is a running Watcher.Watch call.

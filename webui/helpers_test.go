@@ -182,6 +182,7 @@ type gateway struct {
 	Class      string `json:"class"`
 	Warning    string `json:"warning"`
 	CanList    bool   `json:"can_list"`
+	Updates    string `json:"updates"`
 }
 
 type mapping struct {

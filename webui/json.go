@@ -2,13 +2,13 @@ package webui
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -80,6 +80,11 @@ type gatewayJSON struct {
 	// with the failure as its problem.
 	Connected bool   `json:"connected"`
 	Problem   string `json:"problem,omitempty"`
+	// Updates says how the server keeps the gateway's table and address
+	// up to date while a page listens for events: "events" when it
+	// follows the router's own events (a Watcher), "polling" when it reads
+	// the router every PollInterval; empty when it is not reading it.
+	Updates string `json:"updates,omitempty"`
 }
 
 // gatewaysJSON is the discovery state and what it found.
@@ -109,18 +114,6 @@ type errorJSON struct {
 	Field string `json:"field,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(true)
-	_ = enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, errorJSON{Error: msg, Code: status})
-}
-
 // badRequest is a mistake in a request: a sentence for the user and the
 // field it is about.
 type badRequest struct {
@@ -141,7 +134,7 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	s.logger().Debug("request failed", "status", e.Code, "err", err)
-	writeJSON(w, e.Code, e)
+	websec.WriteJSON(w, e.Code, e)
 }
 
 // errorResponse classifies err.
@@ -238,6 +231,13 @@ func (s *Server) gatewayJSONLocked(g *gateway) gatewayJSON {
 	}
 	e := s.externalPayloadLocked(g)
 	j.ExternalIP, j.Class, j.Warning = e.ExternalIP, e.Class, e.Warning
+	switch {
+	case s.stopPolling == nil:
+	case g == s.following:
+		j.Updates = "events"
+	case g == s.selected:
+		j.Updates = "polling"
+	}
 	return j
 }
 

@@ -5,15 +5,15 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"net/netip"
-	"strings"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/webpage"
 	"github.com/portfwd/portfwd/portmap"
 )
 
-// assets are the page template, script and style sheet. They are plain
-// files: edit them and rebuild, there is no build step.
+// assets are the page template and script; the style sheet and what the
+// pages share are package webpage's. They are plain files: edit them and
+// rebuild, there is no build step.
 //
 //go:embed assets
 var assets embed.FS
@@ -25,12 +25,6 @@ var templateFuncs = template.FuncMap{
 	"gatewayLabel":  gatewayLabel,
 	"discoveryText": discoveryText,
 	"tableStatus":   tableStatus,
-	// The admin page's.
-	"seconds":    formatSeconds,
-	"addrPort":   netip.AddrPortFrom,
-	"totalsText": totalsText,
-	"countsText": countsText,
-	"countText":  countText,
 }
 
 // pageData is what the page template shows before the script takes over:
@@ -51,24 +45,7 @@ func leaseText(m mappingJSON) string {
 	if m.Permanent {
 		return "permanent"
 	}
-	return formatSeconds(m.LeaseSeconds)
-}
-
-// formatSeconds writes a duration the way the script does: 1h 02m 03s.
-func formatSeconds(s int64) string {
-	if s <= 0 {
-		return "expired"
-	}
-	d, h, m, sec := s/86400, s/3600%24, s/60%60, s%60
-	switch {
-	case d > 0:
-		return fmt.Sprintf("%dd %02dh %02dm", d, h, m)
-	case h > 0:
-		return fmt.Sprintf("%dh %02dm %02ds", h, m, sec)
-	case m > 0:
-		return fmt.Sprintf("%dm %02ds", m, sec)
-	}
-	return fmt.Sprintf("%ds", sec)
+	return webpage.FormatSeconds(m.LeaseSeconds)
 }
 
 func gatewayLabel(g gatewayJSON) string {
@@ -139,49 +116,5 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		d.Table = s.mappingsPayloadLocked(g, time.Now())
 	}
 	s.mu.Unlock()
-	s.site.render(w, http.StatusOK, "page", d)
-}
-
-// totalsText sums up the request counters as the admin page shows them
-// (admin.js writes the same).
-func totalsText(ts []adminTotal) string {
-	if len(ts) == 0 {
-		return "none yet"
-	}
-	parts := make([]string, len(ts))
-	for i, t := range ts {
-		parts[i] = fmt.Sprintf("%s %d", t.Protocol, t.Requests)
-		if t.Errors > 0 {
-			parts[i] += fmt.Sprintf(" (%d with an error code)", t.Errors)
-		}
-	}
-	return strings.Join(parts, ", ")
-}
-
-// countsText lists the counts that are not zero, or says there are none.
-func countsText(cs []AdminCount) string {
-	var parts []string
-	for _, c := range cs {
-		if c.Count > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", c.Name, c.Count))
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
-}
-
-// countText is the admin table's summary line.
-func countText(t adminTableJSON) string {
-	if len(t.Mappings) == 0 {
-		return "No mappings."
-	}
-	var parts []string
-	for _, c := range t.BySource {
-		if c.Count > 0 {
-			parts = append(parts, fmt.Sprintf("%d by %s", c.Count, c.Name))
-		}
-	}
-	return fmt.Sprintf("%d mapping(s): %s.", len(t.Mappings), strings.Join(parts, ", "))
+	s.site.Render(w, http.StatusOK, "page", d)
 }

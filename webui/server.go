@@ -14,22 +14,21 @@
 // not enough there: browsers attach cookies to cross-site requests, custom
 // headers need a CORS preflight we never grant). The Host header must name
 // the address the connection arrived on, which defeats DNS rebinding, and
-// an Origin header, when present, must be this server's own.
-//
-// The package also serves "portfwd gateway"'s admin page (AdminServer,
-// admin.go): every client's mappings and the gateway's status, over an
-// AdminBackend the daemon implements, with the same security model and
-// the same style sheet.
+// an Origin header, when present, must be this server's own. The guard is
+// internal/websec, the one the gateway's admin page (package gateway/admin)
+// uses too; the two pages also share their style sheet (internal/webpage),
+// and nothing else: the admin page belongs to the router side.
 //
 // The server never blocks a page on the router: discovery runs in the
 // background and streams its progress, each API call talks to the router
-// in its own request with a deadline, and the router is polled only while
-// a browser is listening for events.
+// in its own request with a deadline, and the router is read only while a
+// browser is listening for events: on the word of its own events when a
+// Watcher follows them (PortmapWatcher, over portmap.Watch, is the one
+// "portfwd ui" uses), and every PollInterval otherwise.
 package webui
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -40,6 +39,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/webpage"
+	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -74,10 +75,11 @@ type Watcher interface {
 // Checker tests whether a mapping is reachable from outside. The UI shows
 // a "check" button per mapping only when one is configured.
 type Checker interface {
-	// Check tests the mapping of externalPort to internalPort; proto is
-	// "TCP" or "UDP". The result is shown to the user as JSON, or as its
-	// String() when it is a fmt.Stringer.
-	Check(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error)
+	// Check tests g's mapping of externalPort to internalPort; proto is
+	// "TCP" or "UDP". The gateway is there to explain a failure (package
+	// reach's CheckGateway asks it). The result is shown to the user as
+	// JSON, or as its String() when it is a fmt.Stringer.
+	Check(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error)
 }
 
 // Server is the web UI. Set its fields before first use; it is then an
@@ -95,7 +97,7 @@ type Server struct {
 	// the table and deleting many mappings get ten times as long.
 	Timeout time.Duration
 	// PollInterval is how often the router is re-read while a browser is
-	// listening for events and no Watcher is set (default 3 s).
+	// listening for events and no Watcher follows it (default 3 s).
 	PollInterval time.Duration
 	// Token is the secret every request must present. If empty, a random
 	// one is made on first use; read it back from this field afterwards.
@@ -110,7 +112,7 @@ type Server struct {
 
 	once   sync.Once
 	mux    *http.ServeMux
-	site   *site
+	site   *webpage.Site
 	ctx    context.Context // background work; ends with Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -123,6 +125,7 @@ type Server struct {
 	selected    *gateway
 	subs        map[*subscriber]struct{}
 	stopPolling context.CancelFunc
+	following   *gateway // the gateway whose events the poller follows
 	closed      bool
 }
 
@@ -158,19 +161,16 @@ func gatewayID(g portmap.Gateway) string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// NewToken returns a random secret suitable for Server.Token.
-func NewToken() string {
-	return rand.Text()
-}
-
 func (s *Server) init() {
 	s.once.Do(func() {
 		if s.Token == "" {
 			s.Token = NewToken()
 		}
-		s.site = newSite(s.Token, "portfwd ui", "printed by portfwd ui",
-			"Open the address that portfwd ui printed in its terminal: it ends with ?token= and a secret that only that run knows.",
-			"index.html", s.logger())
+		s.site = webpage.New(webpage.Config{
+			Token: s.Token, Who: "portfwd ui", TokenFrom: "printed by portfwd ui",
+			Advice: "Open the address that portfwd ui printed in its terminal: it ends with ?token= and a secret that only that run knows.",
+			Files:  assets, Page: "index.html", Funcs: templateFuncs, Logger: s.logger(),
+		})
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.kick = make(chan struct{}, 1)
 		s.subs = map[*subscriber]struct{}{}
@@ -271,7 +271,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // (0.0.0.0, ::) is given as 127.0.0.1.
 func (s *Server) URL(addr net.Addr) string {
 	s.init()
-	return pageURL(addr, s.Token)
+	return websec.PageURL(addr, s.Token)
 }
 
 // selectedGateway returns the gateway requests act on by default.

@@ -196,10 +196,9 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// routerFacts asks the gateway what Diagnose needs: its external address
-// and its mapping for the checked port. Without --external, a mapping of
-// the table to this host's port gives the external port. The router is
-// context, not a precondition: when none answers, the check runs anyway.
+// routerFacts asks the gateway what Diagnose needs (reach.RouterFacts)
+// and notes it in the JSON answer. The router is context, not a
+// precondition: when none answers, the check runs anyway.
 func routerFacts(ctx context.Context, e *env, cf *clientFlags, out *jsonCheck, proto string, port, extPort uint16) (reach.Facts, uint16, string, error) {
 	var f reach.Facts
 	g, err := cf.first(ctx, e)
@@ -215,49 +214,20 @@ func routerFacts(ctx context.Context, e *env, cf *clientFlags, out *jsonCheck, p
 		return f, extPort, "", nil
 	}
 	out.Gateway = g.Addr()
-	f.LocalAddr = g.LocalAddr()
-	rctx, cancel := cf.requestCtx(ctx, 1)
-	ip, err := g.ExternalIP(rctx)
-	cancel()
-	if err == nil && ip.IsValid() {
-		f.ExternalIP = ip
-		out.ExternalIP, out.ExternalIPClass = ip.String(), portmap.Classify(ip).String()
+	f, ext, fromTable := reach.RouterFacts(ctx, g, proto, port, extPort, cf.timeout)
+	if f.ExternalIP.IsValid() {
+		out.ExternalIP, out.ExternalIPClass = f.ExternalIP.String(), portmap.Classify(f.ExternalIP).String()
 	}
-	rctx, cancel = cf.requestCtx(ctx, 20)
-	ms, err := g.List(rctx, nil)
-	cancel()
-	// A partial table (err with mappings) can still show the mapping, but
-	// not its absence.
-	f.Listed, f.ListErr = err == nil, err
 	out.MappingsListed = f.Listed
-	want := portmap.Protocol(strings.ToUpper(proto))
+	if f.Mapping != nil {
+		j := toJSON(*f.Mapping)
+		out.Mapping = &j
+	}
 	note := ""
-	if extPort == 0 {
-		for _, m := range ms {
-			if m.Protocol == want && m.InternalPort == port && m.RemoteHost == "" && sameAddr(m.InternalClient, f.LocalAddr) {
-				extPort = m.ExternalPort
-				note = fmt.Sprintf("checking external port %d: the router maps it to port %d on this host", extPort, port)
-				break
-			}
-		}
+	if fromTable {
+		note = fmt.Sprintf("checking external port %d: the router maps it to port %d on this host", ext, port)
 	}
-	if extPort == 0 {
-		extPort = port
-	}
-	for _, m := range ms {
-		if m.Protocol == want && m.ExternalPort == extPort && m.RemoteHost == "" {
-			f.Mapping = &m
-			j := toJSON(m)
-			out.Mapping = &j
-			break
-		}
-	}
-	return f, extPort, note, nil
-}
-
-func sameAddr(s string, a netip.Addr) bool {
-	b, err := netip.ParseAddr(s)
-	return err == nil && a.IsValid() && b.Unmap() == a.Unmap()
+	return f, ext, note, nil
 }
 
 func runProbeServer(ctx context.Context, e *env, args []string) error {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/portfwd/portfwd/internal/cli"
+	"github.com/portfwd/portfwd/portmap"
 	"github.com/portfwd/portfwd/reach"
 	"github.com/portfwd/portfwd/webui"
 )
@@ -65,6 +66,9 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	keeper := &webui.PortmapKeeper{Options: o}
 	defer keeper.Close()
 	srv.Keeper = keeper
+	// The page follows the router's events, as portfwd watch does, and
+	// polls only a router that sends none.
+	srv.Watcher = &webui.PortmapWatcher{Options: o}
 	if len(probes) == 0 {
 		if c, err := loadConfig(defaultConfigPath(), false); err == nil {
 			probes = c.ProbeServers
@@ -72,8 +76,8 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	}
 	if len(probes) > 0 {
 		rc := &reach.Checker{Probes: probes, Logger: log}
-		srv.Checker = webui.CheckFunc(func(ctx context.Context, proto string, internalPort, externalPort uint16) (any, error) {
-			return rc.Check(ctx, strings.ToLower(proto), internalPort, externalPort)
+		srv.Checker = webui.CheckFunc(func(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error) {
+			return rc.CheckGateway(ctx, g, strings.ToLower(proto), internalPort, externalPort, cf.timeout)
 		})
 	}
 	url := srv.URL(ln.Addr())

@@ -15,8 +15,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/portfwd/portfwd/internal/browsertest"
 	"github.com/portfwd/portfwd/internal/natlab"
-	"github.com/portfwd/portfwd/webui/webuitest"
 )
 
 var updateScreenshots = flag.Bool("update-screenshot", false,
@@ -26,9 +26,9 @@ var updateScreenshots = flag.Bool("update-screenshot", false,
 // page it is to show is served on loopback: the browser is where the
 // user's would be. The test drives it over a pipe, which ip netns exec
 // hands on.
-func browserIn(t *testing.T, l *natlab.Lab, host string) *webuitest.Browser {
+func browserIn(t *testing.T, l *natlab.Lab, host string) *browsertest.Browser {
 	t.Helper()
-	return webuitest.NewBrowser(t, webuitest.BrowserOptions{Command: func(cmd *exec.Cmd) {
+	return browsertest.NewBrowser(t, browsertest.BrowserOptions{Command: func(cmd *exec.Cmd) {
 		w := l.Cmd(context.Background(), host, cmd.Path, cmd.Args[1:]...)
 		cmd.Path, cmd.Args = w.Path, w.Args
 		if w.Err != nil {
@@ -104,10 +104,10 @@ func TestLabWebUI(t *testing.T) {
 	b.WaitFor("our gateway, found", `document.querySelector('#gateway option:checked')?.textContent.includes('natlab portfwd gateway (UPnP')`)
 	b.WaitFor("the live indicator", `document.querySelector('#live').textContent === 'live'`)
 	b.WaitFor("the empty table", `document.querySelector('#table-status').textContent === 'No mappings.'`)
-	if ip := webuitest.Eval[string](b, `document.querySelector('#external-ip').textContent`); ip != l.RouterWANIP.String() {
+	if ip := browsertest.Eval[string](b, `document.querySelector('#external-ip').textContent`); ip != l.RouterWANIP.String() {
 		t.Errorf("the UI shows the external address %q, want %s", ip, l.RouterWANIP)
 	}
-	webuitest.Eval[bool](b, `window.samePage = true`)
+	browsertest.Eval[bool](b, `window.samePage = true`)
 
 	// Add through the form: WAN -> 18080 reaches the LAN host's 8080.
 	b.Do("adding a mapping",
@@ -120,16 +120,30 @@ func TestLabWebUI(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#edit-submit")),
 		chromedp.WaitVisible(chromedp.CSS(uiRow("TCP", 18080))),
 	)
-	if txt := webuitest.Eval[string](b, fmt.Sprintf(`document.querySelector('%s').innerText`, uiRow("TCP", 18080))); !strings.Contains(txt, lan) || !strings.Contains(txt, "this computer") {
+	if txt := browsertest.Eval[string](b, fmt.Sprintf(`document.querySelector('%s').innerText`, uiRow("TCP", 18080))); !strings.Contains(txt, lan) || !strings.Contains(txt, "this computer") {
 		t.Errorf("the new row reads %q", txt)
 	}
 	if got, reached := reachTCP(t, l, 18080, mustWork); !reached || got != "lan-8080" {
 		t.Fatalf("after adding in the UI, WAN -> 18080 got %q (reached %v)", got, reached)
 	}
 
-	// Another client maps a port: it appears in the page by itself.
+	// The UI follows the router's UPnP events, as portfwd watch does,
+	// rather than polling it: the API says which it does.
+	updates := func() string {
+		return browsertest.Eval[string](b, `fetch('/api/gateways').then((r) => r.json()).then((j) => (j.gateways.find((g) => g.selected) || {}).updates || '')`)
+	}
+	if !waitFor(10*time.Second, func() bool { return updates() == "events" }) {
+		t.Fatalf("portfwd ui does not follow the router's events (updates %q); its output:\n%s", updates(), ui.Output())
+	}
+
+	// Another client maps a port: it appears in the page by itself, on the
+	// router's word. The UI still follows the events then: it has not
+	// fallen back to polling (which, once it does, it keeps to).
 	lanRun(t, l, "upnpc", "-i", "-u", "http://"+l.RouterLANIP.String()+":5000/rootDesc.xml", "-e", "byupnpc", "-a", lan, "9999", "19999", "TCP")
 	b.WaitFor("upnpc's mapping in the UI", fmt.Sprintf(`document.querySelector('%s td.desc')?.textContent === 'byupnpc'`, uiRow("TCP", 19999)))
+	if u := updates(); u != "events" {
+		t.Errorf("after upnpc's mapping showed, the UI reads the router by %q, want events", u)
+	}
 
 	// Edit: the traffic follows to 8081.
 	b.Click("the edit button", uiRow("TCP", 18080)+" button.edit")
@@ -155,27 +169,27 @@ func TestLabWebUI(t *testing.T) {
 	adm.Do("loading the admin page", chromedp.Navigate("http://127.0.0.1:8900/?token="+strings.TrimSpace(string(tok))))
 	adm.WaitFor("the admin page's live indicator", `document.querySelector('#live').textContent === 'live'`)
 	adm.WaitFor("the UI's mapping", fmt.Sprintf(`document.querySelector('%s .source')?.textContent === 'UPnP'`, adminRow("TCP", 18080)))
-	if d := webuitest.Eval[string](adm, fmt.Sprintf(`document.querySelector('%s td.desc').textContent`, adminRow("TCP", 18080))); d != "lab <ui> & co, edited" {
+	if d := browsertest.Eval[string](adm, fmt.Sprintf(`document.querySelector('%s td.desc').textContent`, adminRow("TCP", 18080))); d != "lab <ui> & co, edited" {
 		t.Errorf("the admin page shows the description as %q", d)
 	}
-	if txt := webuitest.Eval[string](adm, fmt.Sprintf(`document.querySelector('%s').innerText`, adminRow("TCP", 18080))); !strings.Contains(txt, lan+":8081") {
+	if txt := browsertest.Eval[string](adm, fmt.Sprintf(`document.querySelector('%s').innerText`, adminRow("TCP", 18080))); !strings.Contains(txt, lan+":8081") {
 		t.Errorf("the admin page's row reads %q", txt)
 	}
-	webuitest.Eval[bool](adm, `window.samePage = true`)
+	browsertest.Eval[bool](adm, `window.samePage = true`)
 	// A NAT-PMP client: its mapping appears on both pages by itself.
 	lanRun(t, l, "natpmpc", "-g", l.RouterLANIP.String(), "-a", "9001", "19001", "udp", "3600")
 	adm.WaitFor("natpmpc's mapping", fmt.Sprintf(`document.querySelector('%s .source')?.textContent === 'NAT-PMP'`, adminRow("UDP", 9001)))
 	b.WaitFor("natpmpc's mapping in the UI", fmt.Sprintf(`!!document.querySelector('%s')`, uiRow("UDP", 9001)))
 	adm.WaitFor("the counters", `[...document.querySelectorAll('#counter-rows tr')].some((tr) => [...tr.cells].map((c) => c.textContent).join('|').startsWith('NAT-PMP|map_udp|success|'))`)
 	for _, want := range []string{natlab.RouterLANIf, natlab.RouterWANIf, l.RouterWANIP.String(), "nft", "3 mapping(s): 2 by UPnP, 1 by NAT-PMP."} {
-		if txt := webuitest.Eval[string](adm, `document.querySelector('main').innerText`); !strings.Contains(txt, want) {
+		if txt := browsertest.Eval[string](adm, `document.querySelector('main').innerText`); !strings.Contains(txt, want) {
 			t.Errorf("the admin page lacks %q", want)
 		}
 	}
 
 	// Screenshots, with three mappings made three ways.
 	// Without the focus ring and the "changed" toast over the table.
-	webuitest.Eval[bool](b, `document.activeElement.blur(), document.querySelector('#toast').hidden = true, true`)
+	browsertest.Eval[bool](b, `document.activeElement.blur(), document.querySelector('#toast').hidden = true, true`)
 	saveScreenshot(t, "screenshot-ui-lab.png", b.Screenshot(1100, 620))
 	saveScreenshot(t, "screenshot-admin.png", adm.Screenshot(1100, 760))
 
@@ -200,11 +214,11 @@ func TestLabWebUI(t *testing.T) {
 	adm.WaitFor("the admin page to lose it", fmt.Sprintf(`!document.querySelector('%s')`, adminRow("TCP", 18080)))
 
 	// Without the token, both refuse to change anything.
-	if st := webuitest.Eval[int](b, `fetch('/api/mappings', {method: 'POST', headers: {'Content-Type': 'application/json'},
+	if st := browsertest.Eval[int](b, `fetch('/api/mappings', {method: 'POST', headers: {'Content-Type': 'application/json'},
 		body: JSON.stringify({protocol: 'tcp', internal_port: 8080, external_port: 18090})}).then(r => r.status)`); st != 403 {
 		t.Errorf("the UI answered a POST without the token with %d, want 403", st)
 	}
-	if st := webuitest.Eval[int](adm, `fetch('/api/mappings/udp/9001', {method: 'DELETE'}).then(r => r.status)`); st != 403 {
+	if st := browsertest.Eval[int](adm, `fetch('/api/mappings/udp/9001', {method: 'DELETE'}).then(r => r.status)`); st != 403 {
 		t.Errorf("the admin page answered a DELETE without the token with %d, want 403", st)
 	}
 	adm.WaitFor("natpmpc's mapping, still there", fmt.Sprintf(`!!document.querySelector('%s')`, adminRow("UDP", 9001)))
@@ -212,8 +226,8 @@ func TestLabWebUI(t *testing.T) {
 		t.Error("the refused POST made a mapping")
 	}
 
-	for name, br := range map[string]*webuitest.Browser{"the UI": b, "the admin page": adm} {
-		if !webuitest.Eval[bool](br, `window.samePage === true`) {
+	for name, br := range map[string]*browsertest.Browser{"the UI": b, "the admin page": adm} {
+		if !browsertest.Eval[bool](br, `window.samePage === true`) {
 			t.Errorf("%s was reloaded: live updates should not need it", name)
 		}
 		br.CheckProblems()

@@ -95,8 +95,8 @@ func TestDaemonExternalAddressChange(t *testing.T) {
 	}
 
 	newAddr := netip.MustParseAddr("198.51.100.2")
-	d.ext.lookup = func(context.Context) (netip.Addr, error) { return newAddr, nil }
-	if err := d.ext.update(context.Background()); err != nil {
+	d.wan.ext.lookup = func(context.Context) (netip.Addr, error) { return newAddr, nil }
+	if err := d.wan.ext.update(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 

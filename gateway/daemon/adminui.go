@@ -14,10 +14,11 @@ import (
 	"strings"
 
 	"github.com/portfwd/portfwd/gateway"
-	"github.com/portfwd/portfwd/webui"
+	"github.com/portfwd/portfwd/gateway/admin"
+	"github.com/portfwd/portfwd/internal/websec"
 )
 
-// The admin page (admin.ui): package webui's AdminServer, mounted at the
+// The admin page (admin.ui): package gateway/admin's Server, mounted at the
 // root of the admin address, over the daemon's table and state.
 
 // adminTokenFile is the file in the state directory holding the admin
@@ -28,19 +29,19 @@ const adminTokenFile = "admin-token"
 // Its token is new at each start; it goes to the state directory, where
 // only root can read it, or, without one, into the log at start.
 func (d *Daemon) setupAdminPage() error {
-	d.adminUI = &webui.AdminServer{Backend: adminBackend{d}, Token: webui.NewToken(), Logger: d.log}
+	d.adminSide.page = &admin.Server{Backend: adminBackend{d}, Token: websec.NewToken(), Logger: d.log}
 	if d.cfg.StateDir != "" {
 		path := filepath.Join(d.cfg.StateDir, adminTokenFile)
-		if err := writeSecret(path, d.adminUI.Token+"\n"); err != nil {
+		if err := writeSecret(path, d.adminSide.page.Token+"\n"); err != nil {
 			return fmt.Errorf("writing the admin page's token (admin.ui): %w", err)
 		}
-		d.adminUI.TokenFile = path
+		d.adminSide.page.TokenFile = path
 	}
 	if ap, err := netip.ParseAddrPort(d.cfg.Admin.Address); err == nil && !ap.Addr().IsLoopback() {
 		d.log.Warn("the admin page is served on "+ap.String()+", which other computers may reach: anyone who learns the token "+
 			"can delete port mappings, and plain HTTP does not hide it; prefer 127.0.0.1 and an SSH tunnel", "admin", ap)
 	}
-	d.adminMux.Handle("/", d.adminUI)
+	d.adminSide.mux.Handle("/", d.adminSide.page)
 	return nil
 }
 
@@ -69,10 +70,10 @@ func writeSecret(path, s string) error {
 // AdminPageURL returns the admin page's address with its token, or "" when
 // the page is off (admin.ui) or the admin address is.
 func (d *Daemon) AdminPageURL() string {
-	if d.adminUI == nil || d.adminLn == nil {
+	if d.adminSide.page == nil || d.adminSide.ln == nil {
 		return ""
 	}
-	return d.adminUI.URL(d.adminLn.Addr())
+	return d.adminSide.page.URL(d.adminSide.ln.Addr())
 }
 
 // logAdminPage says where the admin page is, at start. The token is
@@ -83,7 +84,7 @@ func (d *Daemon) logAdminPage() {
 	if url == "" {
 		return
 	}
-	if f := d.adminUI.TokenFile; f != "" {
+	if f := d.adminSide.page.TokenFile; f != "" {
 		base, _, _ := strings.Cut(url, "?")
 		d.log.Info("admin page: open "+base+"?token= with the token in "+f, "url", base, "token_file", f)
 		return
@@ -91,7 +92,7 @@ func (d *Daemon) logAdminPage() {
 	d.log.Info("admin page: open "+url, "url", url)
 }
 
-// adminBackend is the daemon as webui.AdminServer sees it.
+// adminBackend is the daemon as admin.Server sees it.
 type adminBackend struct{ d *Daemon }
 
 // operator is the admin page's identity in the core: it sees every
@@ -99,11 +100,11 @@ type adminBackend struct{ d *Daemon }
 // says.
 func operator() gateway.Requester { return gateway.Requester{Source: gateway.SourceAdmin} }
 
-func (b adminBackend) Mappings() []webui.AdminMapping {
-	var out []webui.AdminMapping
+func (b adminBackend) Mappings() []admin.Mapping {
+	var out []admin.Mapping
 	for _, p := range []gateway.Protocol{gateway.TCP, gateway.UDP} {
 		for _, m := range b.d.core.List(operator(), p, 0, math.MaxUint16, 0) {
-			out = append(out, webui.AdminMapping{
+			out = append(out, admin.Mapping{
 				Protocol: m.Protocol.String(), ExternalPort: m.ExternalPort,
 				InternalAddr: m.InternalAddr, InternalPort: m.InternalPort,
 				Client: m.Owner, RemoteHost: m.RemoteHost, Source: m.Source.String(),
@@ -121,17 +122,17 @@ func (b adminBackend) Delete(ctx context.Context, proto string, port uint16) err
 	}
 	err = b.d.core.Delete(ctx, operator(), p, port, netip.Addr{})
 	if errors.Is(err, gateway.ErrNoSuchEntry) {
-		return fmt.Errorf("%w: %w", webui.ErrNoSuchMapping, err)
+		return fmt.Errorf("%w: %w", admin.ErrNoSuchMapping, err)
 	}
 	return err
 }
 
-// AuditTrail implements webui.AdminAuditor.
-func (b adminBackend) AuditTrail() []webui.AdminAuditRecord {
+// AuditTrail implements admin.Auditor.
+func (b adminBackend) AuditTrail() []admin.AuditRecord {
 	recs := b.d.audit.Recent()
-	out := make([]webui.AdminAuditRecord, len(recs))
+	out := make([]admin.AuditRecord, len(recs))
 	for i, r := range recs {
-		out[i] = webui.AdminAuditRecord{
+		out[i] = admin.AuditRecord{
 			Time: r.Time, Event: string(r.Event), Via: r.Via, Client: r.Client, Protocol: r.Protocol,
 			ExternalPort: r.ExternalPort, Internal: r.Internal, RemoteHost: r.RemoteHost, LeaseSeconds: r.LeaseSeconds,
 			Description: r.Description, Action: r.Action, Result: r.Result, Reason: r.Reason,
@@ -140,7 +141,7 @@ func (b adminBackend) AuditTrail() []webui.AdminAuditRecord {
 	return out
 }
 
-// SubscribeAudit implements webui.AdminAuditor.
+// SubscribeAudit implements admin.Auditor.
 func (b adminBackend) SubscribeAudit(changed func()) (cancel func()) {
 	return b.d.audit.OnRecord(changed)
 }
@@ -149,17 +150,17 @@ func (b adminBackend) Subscribe(changed func()) (cancel func()) {
 	return b.d.core.Subscribe(func(gateway.Event) { changed() })
 }
 
-func (b adminBackend) Status() webui.AdminStatus {
+func (b adminBackend) Status() admin.Status {
 	d := b.d
-	addr, extErr := d.ext.current()
-	if err := d.ext.refusing(); err != nil {
+	addr, extErr := d.wan.ext.current()
+	if err := d.wan.ext.refusing(); err != nil {
 		extErr = err.Error()
 	}
-	source := d.ext.source()
+	source := d.wan.ext.source()
 	if d.cfg.ExternalAddress.Source == SourceFixed {
 		source = "the configuration" // the page reads "from the configuration"
 	}
-	st := webui.AdminStatus{
+	st := admin.Status{
 		Name: d.cfg.Device.FriendlyName, Started: d.start, Backend: d.backend.Name(),
 		ExternalAddr: addr, ExternalSource: source, ExternalError: extErr,
 		SecureMode: d.cfg.Policy.SecureMode,
@@ -173,27 +174,27 @@ func (b adminBackend) Status() webui.AdminStatus {
 		st.Interfaces = append(st.Interfaces, interfaceStatus(name, "external")...)
 	}
 	for _, u := range d.DescriptionURLs() {
-		st.Services = append(st.Services, webui.AdminService{Name: "UPnP IGD", Addr: u})
+		st.Services = append(st.Services, admin.Service{Name: "UPnP IGD", Addr: u})
 	}
 	pmp := "NAT-PMP"
 	if d.cfg.NATPMP.PCP {
 		pmp = "NAT-PMP and PCP"
 	}
 	for _, a := range d.NATPMPAddrs() {
-		st.Services = append(st.Services, webui.AdminService{Name: pmp, Addr: "udp " + a.String()})
+		st.Services = append(st.Services, admin.Service{Name: pmp, Addr: "udp " + a.String()})
 	}
 
 	c := d.metrics.counts()
 	for k, n := range c.requests {
-		st.Requests = append(st.Requests, webui.AdminCounter{Protocol: protocolName(k.protocol), Action: k.action, Result: k.result, Count: n})
+		st.Requests = append(st.Requests, admin.Counter{Protocol: protocolName(k.protocol), Action: k.action, Result: k.result, Count: n})
 	}
-	slices.SortFunc(st.Requests, func(x, y webui.AdminCounter) int {
+	slices.SortFunc(st.Requests, func(x, y admin.Counter) int {
 		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.Action, y.Action), cmp.Compare(x.Result, y.Result))
 	})
 	for kind, n := range c.errors {
-		st.Errors = append(st.Errors, webui.AdminCount{Name: kind, Count: n})
+		st.Errors = append(st.Errors, admin.Count{Name: kind, Count: n})
 	}
-	slices.SortFunc(st.Errors, func(x, y webui.AdminCount) int { return cmp.Compare(x.Name, y.Name) })
+	slices.SortFunc(st.Errors, func(x, y admin.Count) int { return cmp.Compare(x.Name, y.Name) })
 	st.Expired = c.expired
 	return st
 }
@@ -235,12 +236,12 @@ func protocolName(label string) string {
 
 // interfaceStatus describes the interfaces a configured name stands for:
 // one, or those a pattern such as "ppp*" matches.
-func interfaceStatus(name, role string) []webui.AdminInterface {
+func interfaceStatus(name, role string) []admin.Interface {
 	var ifs []net.Interface
 	if prefix, ok := strings.CutSuffix(name, "*"); ok {
 		all, err := net.Interfaces()
 		if err != nil {
-			return []webui.AdminInterface{{Name: name, Role: role, Error: err.Error()}}
+			return []admin.Interface{{Name: name, Role: role, Error: err.Error()}}
 		}
 		for _, ifi := range all {
 			if strings.HasPrefix(ifi.Name, prefix) {
@@ -248,18 +249,18 @@ func interfaceStatus(name, role string) []webui.AdminInterface {
 			}
 		}
 		if len(ifs) == 0 {
-			return []webui.AdminInterface{{Name: name, Role: role, Error: "no interface matches now"}}
+			return []admin.Interface{{Name: name, Role: role, Error: "no interface matches now"}}
 		}
 	} else {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
-			return []webui.AdminInterface{{Name: name, Role: role, Error: "missing"}}
+			return []admin.Interface{{Name: name, Role: role, Error: "missing"}}
 		}
 		ifs = []net.Interface{*ifi}
 	}
-	out := make([]webui.AdminInterface, 0, len(ifs))
+	out := make([]admin.Interface, 0, len(ifs))
 	for _, ifi := range ifs {
-		ai := webui.AdminInterface{Name: ifi.Name, Role: role, Up: ifi.Flags&net.FlagUp != 0}
+		ai := admin.Interface{Name: ifi.Name, Role: role, Up: ifi.Flags&net.FlagUp != 0}
 		addrs, err := ifi.Addrs()
 		if err != nil {
 			ai.Error = err.Error()

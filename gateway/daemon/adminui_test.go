@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/admin"
 	"github.com/portfwd/portfwd/natpmp"
-	"github.com/portfwd/portfwd/webui"
 )
 
 // adminGet makes a request of the admin server with the page's token (or
@@ -22,7 +22,7 @@ func adminDo(t *testing.T, r *running, method, path, token string) (int, string)
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://"+r.AdminAddr().String()+path, nil)
 	if token != "" {
-		req.Header.Set(webui.TokenHeader, token)
+		req.Header.Set(admin.TokenHeader, token)
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
 	res, err := c.Do(req)
@@ -90,8 +90,8 @@ func TestDaemonAdminPage(t *testing.T) {
 	}
 	_, body = adminDo(t, r, "GET", "/api/status", token)
 	var st struct {
-		Requests []webui.AdminCounter `json:"requests"`
-		Services []webui.AdminService `json:"services"`
+		Requests []admin.Counter `json:"requests"`
+		Services []admin.Service `json:"services"`
 	}
 	json.Unmarshal([]byte(body), &st)
 	found := false
@@ -104,7 +104,7 @@ func TestDaemonAdminPage(t *testing.T) {
 
 	// A stream is open while the mapping goes: it hears of it.
 	req, _ := http.NewRequest("GET", "http://"+r.AdminAddr().String()+"/api/events", nil)
-	req.Header.Set(webui.TokenHeader, token)
+	req.Header.Set(admin.TokenHeader, token)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("events: %v %v", res, err)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway/nft"
-	"github.com/portfwd/portfwd/portmap"
+	"github.com/portfwd/portfwd/internal/addrclass"
 )
 
 // Finding is one result of Check: a sentence, and whether it is a problem
@@ -115,9 +115,9 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		bad("cannot learn the external address from %s: %v", ext.source(), err)
 	} else {
 		a, _ := ext.current()
-		c := portmap.Classify(a)
+		c := addrclass.Of(a)
 		switch {
-		case c == portmap.AddrPublic:
+		case c == addrclass.Public:
 			ok("external address %s (%s, from %s)", a, c, ext.source())
 		case cfg.ExternalAddress.RefusePrivateExternal:
 			bad("external address %s is %s and refuse_private_external is set, so every mapping would be refused: %s", a, c, c.Warning())
@@ -144,7 +144,8 @@ func Check(ctx context.Context, cfg Config) []Finding {
 			}
 		}
 	case BackendRelay:
-		d := &Daemon{cfg: cfg, ext: ext, log: discardLogger()}
+		d := &Daemon{cfg: cfg, log: discardLogger()}
+		d.wan.ext = ext
 		bind, _ := d.relayBind()
 		if err := tryBind("tcp4", netip.AddrPortFrom(bind, 0)); err != nil {
 			bad("relay backend cannot bind external ports on %s: %v", bind, err)

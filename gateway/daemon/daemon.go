@@ -2,31 +2,17 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/nft"
-	"github.com/portfwd/portfwd/gateway/relay"
-	"github.com/portfwd/portfwd/igd"
-	"github.com/portfwd/portfwd/internal/netroute"
-	"github.com/portfwd/portfwd/pcp"
-	"github.com/portfwd/portfwd/ssdp"
-	"github.com/portfwd/portfwd/upnp"
-	"github.com/portfwd/portfwd/webui"
 )
 
 // Timeouts of the HTTP servers. SOAP requests and descriptions are small
@@ -50,6 +36,11 @@ const (
 // Daemon is a running gateway. New builds it with every socket open; Serve
 // runs it. Its accessors are for the command that started it (the demo
 // prints its URLs) and for the admin page mounted on AdminMux.
+//
+// Its state is grouped by concern, as its files are: the core and what
+// keeps it (store, audit trail, backend), the external side (wan.go), the
+// UPnP servers (upnpserve.go), NAT-PMP and PCP (pmp.go), and the admin
+// server (admin.go).
 type Daemon struct {
 	cfg     Config
 	log     *slog.Logger
@@ -64,60 +55,25 @@ type Daemon struct {
 	audit *auditLog
 	// refusals logs refused requests at the default level, bounded.
 	refusals *refusalLog
-	// probeMu guards probeList, the addresses probeAddrs gives, read at
-	// probeAt.
-	probeMu   sync.Mutex
-	probeList []netip.Addr
-	probeAt   time.Time
-	backend   gateway.Backend
-	nftb      *nft.Backend // the backend when it is nft, for Destroy
-	core      *gateway.Core
-	ext       *externalAddr
-	uuid      string
-	epoch     time.Time
-	// addrChanged is when the external address last changed, for PCP's
-	// epoch (see pcpEpoch); nil until it does.
-	addrChanged atomic.Pointer[time.Time]
+	backend  gateway.Backend
+	nftb     *nft.Backend // the backend when it is nft, for Destroy
+	core     *gateway.Core
+	uuid     string
+	// epoch is the origin of NAT-PMP's epoch (see natpmpEpoch).
+	epoch time.Time
+	// lan tells the LAN's hosts from others, for the UPnP listeners.
+	lan *lanPeers
 
-	// relay is the relay backend when it follows the external interface's
-	// address (see relayBackend); nil otherwise.
-	relay *relayBackend
-	// addrWatch reports address changes as they happen (Linux); nil when
-	// nothing needs them or they are unavailable. extWake carries them to
-	// the external address's refresh loop.
-	addrWatch *addrWatcher
-	extWake   chan struct{}
-	announcer *announcer
-
-	lan        *lanPeers
-	httpLimits *connLimiter // of the UPnP HTTP servers, all addresses together
-	upnpSvc    *upnpService
-	igd        *igd.Server
-	publisher  *upnp.Publisher
-	http       []*httpListener
-	responder  *ssdp.Responder
-
-	pmpConn   net.PacketConn
-	pmpServer *pmpServer
-
-	adminMux *http.ServeMux
-	adminLn  net.Listener
-	admin    *http.Server
-	adminUI  *webui.AdminServer // the admin page, with admin.ui
+	wan       wanSide
+	upnpSide  upnpSide
+	pmpSide   pmpSide
+	adminSide adminSide
 
 	unsubscribe func()
 	closeOnce   sync.Once
 	closeErr    error
 	serving     sync.Mutex // held by Serve: it runs once
 	served      bool
-}
-
-// httpListener is the UPnP HTTP server on one internal address.
-type httpListener struct {
-	iface string
-	addr  netip.AddrPort
-	ln    net.Listener
-	srv   *http.Server
 }
 
 // Run builds the daemon for cfg and serves until ctx ends.
@@ -156,10 +112,10 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 
-	d.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
+	d.wan.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
 	uctx, cancel := context.WithTimeout(ctx, startTimeout)
-	if err := d.ext.update(uctx); err != nil {
-		log.Warn("no external address yet; reporting none until it is learned", "source", d.ext.source(), "err", err)
+	if err := d.wan.ext.update(uctx); err != nil {
+		log.Warn("no external address yet; reporting none until it is learned", "source", d.wan.ext.source(), "err", err)
 	}
 	cancel()
 
@@ -177,7 +133,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
-	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.ext.Get, Logger: log, Audit: d.audit.Record}
+	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record}
 	if canProbePorts {
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
 			return portServed(p, port, d.probeAddrs())
@@ -195,7 +151,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		d.uuid = d.store.UUID()
 	}
 	if d.uuid == "" {
-		d.uuid = randomUUID()
+		d.uuid = gateway.NewUUID()
 	}
 	d.epoch = d.start
 	if d.store != nil && !d.store.EpochOrigin().IsZero() {
@@ -220,515 +176,17 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err := d.setupAdmin(ctx); err != nil {
 		return nil, err
 	}
-	if d.pmpServer != nil {
-		d.announcer = newAnnouncer(gateway.SystemClock{}, d.announce)
-	}
 	d.openAddrWatch()
 	d.unsubscribe = d.core.Subscribe(d.onEvent)
-	d.ext.OnChange(d.onAddressChange)
+	d.wan.ext.OnChange(d.onAddressChange)
 	return d, nil
 }
-
-// openAddrWatch subscribes to the host's address changes when something
-// depends on the external interface's address: the external address read
-// from it (or learned over STUN, which is asked again when it changes),
-// and the relay bound to it. Without them (another OS, no netlink) the
-// address is still read every refresh.
-func (d *Daemon) openAddrWatch() {
-	d.extWake = make(chan struct{}, 1)
-	if d.cfg.ExternalAddress.Source == SourceFixed && d.relay == nil || len(d.cfg.Interfaces.External) == 0 {
-		return
-	}
-	w, err := openAddrWatcher(0)
-	if err != nil {
-		if addrEventsSupported {
-			d.log.Warn("external address changes will be noticed at the next refresh only", "refresh", d.ext.refresh, "err", err)
-		}
-		return
-	}
-	d.addrWatch = w
-}
-
-// followAddresses acts on changes of the external interfaces' addresses
-// as the kernel reports them: the external address is read (or asked from
-// STUN) again at once, and the relay moves to the interface's new address.
-// A watcher failure falls back to the periodic refresh.
-func (d *Daemon) followAddresses(ctx context.Context) {
-	external := d.cfg.Interfaces.External
-	concerns := func(ev addrEvent) bool { return matchInterface(ev.interfaceName(), external) }
-	err := followAddrEvents(ctx, d.addrWatch, concerns, func(evs []addrEvent) {
-		defer d.catch("address event")
-		for _, ev := range evs {
-			what := "added"
-			if ev.Deleted {
-				what = "removed"
-			}
-			d.log.Debug("external interface address "+what, "interface", ev.interfaceName(), "address", ev.Prefix)
-		}
-		if evs == nil {
-			d.log.Info("address events were lost; reading the external address again")
-		}
-		if d.cfg.ExternalAddress.Source != SourceFixed {
-			select {
-			case d.extWake <- struct{}{}:
-			default: // a read is already due, and will see this change
-			}
-		}
-		if d.relay != nil {
-			d.followRelay(ctx)
-		}
-	})
-	if err != nil {
-		d.log.Warn("stopped following address changes; the external address is now read every refresh only", "refresh", d.ext.refresh, "err", err)
-	}
-}
-
-// followRelay moves the relay to the external interface's current
-// address, if it has one and it is another.
-func (d *Daemon) followRelay(ctx context.Context) {
-	a, err := interfaceIPv4(d.cfg.Interfaces.External[0])
-	if err != nil || a == d.relay.bindAddr() {
-		return // no address for now: the ports stay where they were
-	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := d.relay.rebind(rctx, a); err != nil {
-		d.metrics.error(errKindBackend)
-		d.log.Error("relay backend: some ports could not move to the new address", "err", err)
-	}
-}
-
-// openBackend opens the backend the configuration names.
-func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
-	cfg := &d.cfg
-	switch cfg.resolvedBackend() {
-	case BackendNFT:
-		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External, Logger: d.log}
-		if cfg.NFT.Hairpin {
-			nc.InternalInterfaces = cfg.Interfaces.Internal
-		}
-		b, err := nft.New(ctx, nc)
-		if err != nil {
-			return nil, fmt.Errorf("opening the nft backend (it needs root or CAP_NET_ADMIN; --backend relay needs neither): %w", err)
-		}
-		d.nftb = b
-		return b, nil
-	case BackendRelay:
-		bind, follow := d.relayBind()
-		d.log.Info("relay backend: external ports are bound on " + bind.String())
-		rc := relay.Config{
-			BindAddr:        bind,
-			UDPIdleTimeout:  time.Duration(cfg.Relay.UDPIdleTimeout),
-			MaxConnsPerRule: cfg.Relay.MaxConnsPerRule,
-			Logger:          d.log,
-		}
-		if follow {
-			d.relay = newRelayBackend(rc, d.log)
-			return d.relay, nil
-		}
-		return relay.New(rc), nil
-	default:
-		d.log.Warn("memory backend: mappings are recorded but no traffic is forwarded")
-		return gateway.NewMemory(), nil
-	}
-}
-
-// relayBind picks the relay's bind address: the configured one, else the
-// external interface's address (which the relay then follows when it
-// changes), else the fixed external address when it is one of this
-// host's, else every address.
-func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
-	cfg := &d.cfg
-	if cfg.Relay.Bind != "" {
-		return netip.MustParseAddr(cfg.Relay.Bind), false // validated
-	}
-	if ext := cfg.Interfaces.External; len(ext) > 0 {
-		if a, err := interfaceIPv4(ext[0]); err == nil {
-			return a, true
-		}
-	}
-	if a, _ := d.ext.current(); a.IsValid() && isLocalAddr(a) {
-		return a, false
-	}
-	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
-	return netip.IPv4Unspecified(), false
-}
-
-// probeAddrsTTL is how long the external addresses probed for the router's
-// own services are reused: reading them costs a netlink dump, and they
-// change seldom (a change is seen within this delay).
-const probeAddrsTTL = time.Second
-
-// probeAddrs are the addresses on which the router's own services are
-// looked for: the external addresses, or, when there is none, every
-// address (0.0.0.0), which errs on the side of refusing.
-func (d *Daemon) probeAddrs() []netip.Addr {
-	d.probeMu.Lock()
-	defer d.probeMu.Unlock()
-	if now := time.Now(); d.probeAt.IsZero() || now.Sub(d.probeAt) > probeAddrsTTL || now.Before(d.probeAt) {
-		d.probeList = d.externalAddrs()
-		if len(d.probeList) == 0 {
-			d.probeList = []netip.Addr{netip.IPv4Unspecified()}
-		}
-		d.probeAt = now
-	}
-	return d.probeList
-}
-
-// externalAddrs are the addresses through which the Internet reaches the
-// router: those of the external interfaces, and the external address.
-func (d *Daemon) externalAddrs() []netip.Addr {
-	var out []netip.Addr
-	for _, name := range d.cfg.Interfaces.External {
-		if strings.HasSuffix(name, "*") {
-			ifs, _ := net.Interfaces()
-			for _, ifi := range ifs {
-				if strings.HasPrefix(ifi.Name, strings.TrimSuffix(name, "*")) {
-					ps, _ := netroute.InterfaceAddrs(ifi.Name)
-					for _, p := range ps {
-						out = append(out, p.Addr())
-					}
-				}
-			}
-			continue
-		}
-		ps, _ := netroute.InterfaceAddrs(name)
-		for _, p := range ps {
-			out = append(out, p.Addr())
-		}
-	}
-	if a := d.ext.Get(); a.IsValid() {
-		out = append(out, a)
-	}
-	return out
-}
-
-// isLocalAddr reports whether a is an address of this host.
-func isLocalAddr(a netip.Addr) bool {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, ia := range addrs {
-		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a {
-			return true
-		}
-	}
-	return false
-}
-
-func randomUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// setupUPnP builds the IGD server, its event publisher and SSDP responder,
-// and opens an HTTP listener on every IPv4 address of every internal
-// interface.
-func (d *Daemon) setupUPnP(ctx context.Context) error {
-	cfg := &d.cfg
-	version := 2
-	if cfg.UPnP.ForceIGDv1 {
-		version = 1
-	}
-	d.upnpSvc = &upnpService{
-		core: d.core, ext: d.ext, metrics: d.metrics, v1: version == 1, start: d.start,
-		bitsUp: cfg.Device.BitrateUp, bitsDown: cfg.Device.BitrateDown,
-	}
-	if len(cfg.Interfaces.External) > 0 {
-		d.upnpSvc.wanIf = cfg.Interfaces.External[0]
-	}
-	scfg := igd.ServerConfig{
-		Service:          d.upnpSvc,
-		Version:          version,
-		UUID:             d.uuid,
-		FriendlyName:     cfg.Device.FriendlyName,
-		Manufacturer:     cfg.Device.Manufacturer,
-		ManufacturerURL:  cfg.Device.ManufacturerURL,
-		ModelName:        cfg.Device.ModelName,
-		ModelNumber:      cfg.Device.ModelNumber,
-		ModelDescription: cfg.Device.ModelDescription,
-		ModelURL:         cfg.Device.ModelURL,
-		SerialNumber:     cfg.Device.SerialNumber,
-		PresentationURL:  cfg.Device.PresentationURL,
-		Logger:           d.log,
-		OnRequest:        func(action string, code int) { d.metrics.request("upnp", action, code) },
-		OnFault:          d.onUPnPFault,
-	}
-	if cfg.UPnP.Events {
-		d.publisher = upnp.NewPublisher(upnp.PublisherConfig{
-			Services:   d.eventedServices(version),
-			Moderation: 200 * time.Millisecond,
-			Logger:     d.log,
-		})
-		scfg.Events = d.publisher
-	}
-	srv, err := igd.NewServer(scfg)
-	if err != nil {
-		return fmt.Errorf("building the UPnP IGD server: %w", err)
-	}
-	d.igd = srv
-
-	d.httpLimits = newConnLimiter(httpMaxPerAddr, httpConnLimit(), d.log)
-	port := cfg.UPnP.HTTPPort
-	for _, name := range cfg.Interfaces.Internal {
-		addrs, err := d.lan.addrsOf(name)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			hl, err := d.listenHTTP(ctx, name, netip.AddrPortFrom(a, uint16(port)))
-			if err != nil {
-				return err
-			}
-			// With port 0, every address gets the port the first one got.
-			port = int(hl.addr.Port())
-			d.http = append(d.http, hl)
-		}
-	}
-	if cfg.UPnP.SSDP {
-		for _, name := range cfg.Interfaces.Internal {
-			if ifi, err := net.InterfaceByName(name); err == nil && ifi.Flags&net.FlagMulticast == 0 {
-				return fmt.Errorf("internal interface %s cannot do multicast, so SSDP discovery cannot work there: enable it (ip link set %s multicast on) or turn SSDP off (upnp.ssdp = false, --no-ssdp)", name, name)
-			}
-		}
-		d.responder = &ssdp.Responder{
-			Adverts:        advertsOf(srv.Root()),
-			Location:       d.descriptionURLFor,
-			NotifyInterval: time.Duration(cfg.UPnP.NotifyInterval),
-			Interfaces:     cfg.Interfaces.Internal,
-			BootID:         int(d.start.Unix()),
-			ConfigID:       srv.ConfigID(),
-			// One gateway per LAN: the random MX delay exists to spread the
-			// answers of many devices, and control points with short waits
-			// (python-miniupnpc waits 200 ms with MX 1) would miss a late one.
-			MaxMX:  -1,
-			Logger: d.log,
-		}
-	}
-	return nil
-}
-
-// listenHTTP opens the UPnP HTTP server's listener on addr.
-func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPort) (*httpListener, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp4", addr.String())
-	if err != nil {
-		return nil, fmt.Errorf("UPnP HTTP server on %s (%s): %w (is another UPnP daemon, such as miniupnpd, running? change upnp.http_port otherwise)", addr, iface, err)
-	}
-	got, _ := netip.ParseAddrPort(ln.Addr().String())
-	errLog := slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)
-	return &httpListener{
-		iface: iface,
-		addr:  got,
-		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.httpLimits, log: d.log},
-		srv: &http.Server{
-			Handler:           d.igd,
-			ConnState:         d.httpLimits.connState,
-			ReadHeaderTimeout: httpReadHeaderTimeout,
-			ReadTimeout:       httpReadTimeout,
-			WriteTimeout:      httpWriteTimeout,
-			IdleTimeout:       httpIdleTimeout,
-			MaxHeaderBytes:    httpMaxHeaderBytes,
-			ErrorLog:          errLog,
-		},
-	}, nil
-}
-
-// descriptionURLFor returns the description URL on the listener of local,
-// for SSDP answers on the interface holding it.
-func (d *Daemon) descriptionURLFor(local netip.Addr) string {
-	for _, h := range d.http {
-		if h.addr.Addr() == local {
-			return "http://" + h.addr.String() + igd.DescriptionPath
-		}
-	}
-	return ""
-}
-
-// DescriptionURLs returns the root description URL on every internal
-// address, the URL a client may be given instead of SSDP discovery.
-func (d *Daemon) DescriptionURLs() []string {
-	var out []string
-	for _, h := range d.http {
-		out = append(out, "http://"+h.addr.String()+igd.DescriptionPath)
-	}
-	return out
-}
-
-// NATPMPAddrs returns where NAT-PMP is answered: every IPv4 address of the
-// internal interfaces, with the NAT-PMP port.
-func (d *Daemon) NATPMPAddrs() []netip.AddrPort {
-	if d.pmpConn == nil {
-		return nil
-	}
-	local, _ := netip.ParseAddrPort(d.pmpConn.LocalAddr().String())
-	var out []netip.AddrPort
-	for _, name := range d.cfg.Interfaces.Internal {
-		addrs, _ := d.lan.addrsOf(name)
-		for _, a := range addrs {
-			out = append(out, netip.AddrPortFrom(a, local.Port()))
-		}
-	}
-	return out
-}
-
-// AdminAddr returns the admin server's address, or the zero AddrPort
-// without one.
-func (d *Daemon) AdminAddr() netip.AddrPort {
-	if d.adminLn == nil {
-		return netip.AddrPort{}
-	}
-	ap, _ := netip.ParseAddrPort(d.adminLn.Addr().String())
-	return ap
-}
-
-// AdminMux is the admin server's request router, serving /metrics and
-// /healthz, and with admin.ui the admin page at "/". Code that embeds the
-// daemon may mount more handlers on it before Serve.
-func (d *Daemon) AdminMux() *http.ServeMux { return d.adminMux }
 
 // Core returns the mapping table, for the admin page.
 func (d *Daemon) Core() *gateway.Core { return d.core }
 
 // UUID returns the device UUID.
 func (d *Daemon) UUID() string { return d.uuid }
-
-// ExternalAddr returns the external address reported to clients (the zero
-// Addr while there is none).
-func (d *Daemon) ExternalAddr() netip.Addr { return d.ext.Get() }
-
-// advertsOf returns the SSDP advertisements of a device tree: the root
-// device and each embedded one, with their service types.
-func advertsOf(root *upnp.Root) []ssdp.Advertisement {
-	var out []ssdp.Advertisement
-	var walk func(dev *upnp.Device, isRoot bool)
-	walk = func(dev *upnp.Device, isRoot bool) {
-		var types []string
-		for _, s := range dev.Services {
-			types = append(types, s.ServiceType)
-		}
-		out = append(out, ssdp.DeviceAdverts(dev.UDN, dev.DeviceType, isRoot, types...)...)
-		for i := range dev.Devices {
-			walk(&dev.Devices[i], false)
-		}
-	}
-	walk(&root.Device, true)
-	return out
-}
-
-// eventedServices returns, for the GENA publisher, the evented state
-// variables of each service by event path (read when a control point
-// subscribes).
-func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
-	m := map[string]func() []upnp.Arg{
-		igd.WANIPConnectionEventPath: func() []upnp.Arg {
-			return append([]upnp.Arg{{Name: "PossibleConnectionTypes", Value: "IP_Routed"}}, d.connectionVars(version)...)
-		},
-		igd.WANCommonInterfaceConfigEventPath: func() []upnp.Arg {
-			return []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}}
-		},
-	}
-	if version == 1 {
-		m[igd.Layer3ForwardingEventPath] = func() []upnp.Arg {
-			return []upnp.Arg{{Name: "DefaultConnectionService", Value: defaultConnectionService(d.igd.Root())}}
-		}
-	}
-	return m
-}
-
-// connectionVars are WANIPConnection's evented variables that change.
-func (d *Daemon) connectionVars(version int) []upnp.Arg {
-	status, _, _ := d.upnpSvc.ConnectionStatus(context.Background())
-	ip := ""
-	if a := d.ext.Get(); a.Is4() {
-		ip = a.String()
-	}
-	vars := []upnp.Arg{
-		{Name: "ConnectionStatus", Value: status},
-		{Name: "ExternalIPAddress", Value: ip},
-		{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(d.core.Len())},
-	}
-	if version >= 2 {
-		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(d.upnpSvc.updateID.Load()), 10)})
-	}
-	return vars
-}
-
-func (d *Daemon) linkStatus() string {
-	lp, _ := d.upnpSvc.LinkProperties(context.Background())
-	return lp.Status
-}
-
-// defaultConnectionService is Layer3Forwarding's name for the WAN
-// connection: the UDN of the device holding WANIPConnection, then its
-// service ID.
-func defaultConnectionService(root *upnp.Root) string {
-	var find func(dev *upnp.Device) string
-	find = func(dev *upnp.Device) string {
-		for _, s := range dev.Services {
-			if s.ServiceID == igd.ServiceIDWANIPConnection {
-				return dev.UDN + ":WANConnectionDevice:1," + s.ServiceID
-			}
-		}
-		for i := range dev.Devices {
-			if v := find(&dev.Devices[i]); v != "" {
-				return v
-			}
-		}
-		return ""
-	}
-	return find(&root.Device)
-}
-
-// onEvent follows the core's table changes: metrics, SystemUpdateID, and
-// the GENA event with the new entry count.
-func (d *Daemon) onEvent(e gateway.Event) {
-	defer d.catch("table event")
-	d.metrics.event(e)
-	if d.upnpSvc == nil {
-		return
-	}
-	id := d.upnpSvc.updateID.Add(1)
-	if d.publisher == nil {
-		return
-	}
-	vars := []upnp.Arg{{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(e.Count)}}
-	if !d.upnpSvc.v1 {
-		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(id), 10)})
-	}
-	d.publisher.Notify(igd.WANIPConnectionEventPath, vars)
-}
-
-// onAddressChange tells the LAN about a new external address: PCP's
-// epoch starts again, NAT-PMP and PCP announcements go out, and UPnP event
-// subscribers get ExternalIPAddress. (The core reads the address through
-// Config.ExternalAddr, and the nft rules match interfaces, not addresses:
-// neither needs more.)
-func (d *Daemon) onAddressChange(netip.Addr) {
-	defer d.catch("address change")
-	now := time.Now()
-	d.addrChanged.Store(&now)
-	if d.announcer != nil {
-		d.announcer.Restart()
-	}
-	if d.publisher == nil {
-		return
-	}
-	status, _, _ := d.upnpSvc.ConnectionStatus(context.Background())
-	ip := ""
-	if a := d.ext.Get(); a.Is4() {
-		ip = a.String()
-	}
-	d.publisher.Notify(igd.WANIPConnectionEventPath, []upnp.Arg{
-		{Name: "ExternalIPAddress", Value: ip},
-		{Name: "ConnectionStatus", Value: status},
-	})
-	d.publisher.Notify(igd.WANCommonInterfaceConfigEventPath, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
-}
 
 // catch recovers a panic in a callback of the daemon's, so that it costs
 // one event, never the daemon.
@@ -737,136 +195,6 @@ func (d *Daemon) catch(what string) {
 		d.metrics.error(errKindPanic)
 		d.log.Error("panic in "+what+"; carrying on", "panic", p, "stack", string(debug.Stack()))
 	}
-}
-
-// setupNATPMP opens the socket of NAT-PMP and PCP. It listens on every
-// address; pmpServer answers only requests that arrived on an internal
-// interface, addressed to that interface.
-func (d *Daemon) setupNATPMP(ctx context.Context) error {
-	var lc net.ListenConfig
-	addr := ":" + strconv.Itoa(d.cfg.NATPMP.Port)
-	pc, err := lc.ListenPacket(ctx, "udp4", addr)
-	if err != nil {
-		return fmt.Errorf("NAT-PMP and PCP on UDP %s: %w (is another NAT-PMP or PCP daemon, such as miniupnpd, running?)", addr, err)
-	}
-	d.pmpConn = pc
-	uc, ok := pc.(*net.UDPConn)
-	if !ok {
-		return errNotUDP
-	}
-	s, err := newPMPServer(uc)
-	if err != nil {
-		return err
-	}
-	s.d = d
-	s.interfaces = d.cfg.Interfaces.Internal
-	s.epoch = d.natpmpEpoch
-	s.natpmp = &natpmpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log}
-	if d.cfg.NATPMP.PCP {
-		s.pcp = &pcp.Server{
-			Handler: &pcpHandler{core: d.core, ext: d.ext, metrics: d.metrics, log: d.log},
-			Epoch:   d.pcpEpoch,
-			Options: pcpOptions(d.cfg.Policy),
-			Logger:  d.log,
-		}
-	}
-	d.pmpServer = s
-	return nil
-}
-
-// natpmpEpoch is NAT-PMP's seconds since start of epoch: the time since
-// the epoch origin the store keeps, which resets only when the leases are
-// lost, exactly when clients must re-create their mappings. A new external
-// address does not reset it: NAT-PMP's announcements and answers carry the
-// address itself.
-func (d *Daemon) natpmpEpoch() uint32 { return epochSince(d.epoch) }
-
-// pcpEpoch is PCP's epoch: NAT-PMP's, except that it also starts again
-// when the external address changes, as RFC 6887 §8.5 requires. PCP's
-// ANNOUNCE carries no address: its epoch going back is what makes a PCP
-// client map again, and so learn the new address.
-func (d *Daemon) pcpEpoch() uint32 {
-	origin := d.epoch
-	if t := d.addrChanged.Load(); t != nil && t.After(origin) {
-		origin = *t
-	}
-	return epochSince(origin)
-}
-
-// epochSince is the whole seconds since origin, as the epoch fields carry
-// them.
-func epochSince(origin time.Time) uint32 {
-	s := time.Since(origin) / time.Second
-	if s < 0 {
-		return 0 // the clock went back past the origin
-	}
-	return uint32(min(s, 1<<32-1))
-}
-
-// announce sends announcement i of the current burst (see announcer): a
-// NAT-PMP external address response and, with PCP on, a PCP ANNOUNCE,
-// each carrying the state of this moment.
-func (d *Daemon) announce(i int) {
-	defer d.catch("announcement")
-	ext := d.ext.Get()
-	pkts := [][]byte{natpmpAnnouncement(d.natpmpEpoch(), ext)}
-	if d.pmpServer.pcp != nil {
-		pkts = append(pkts, pcpAnnouncement(d.pcpEpoch()))
-	}
-	on, err := d.pmpServer.multicast(pkts)
-	level := slog.LevelDebug
-	if i == 0 {
-		level = slog.LevelInfo // once per burst; the other nine at debug level
-	}
-	if err != nil {
-		if i == 0 {
-			level = slog.LevelWarn
-		}
-		d.log.Log(context.Background(), level, "natpmp: cannot send an announcement", "n", i+1, "err", err)
-	}
-	if len(on) > 0 {
-		d.log.Log(context.Background(), level, "natpmp: announced the external address and epoch on the LAN",
-			"n", i+1, "of", announceCount, "external_address", ext, "epoch", d.natpmpEpoch(), "pcp_epoch", d.pcpEpoch(), "interfaces", on)
-	}
-}
-
-// setupAdmin opens the admin server with /metrics and /healthz, and the
-// admin page when admin.ui asks for it.
-func (d *Daemon) setupAdmin(ctx context.Context) error {
-	d.adminMux = http.NewServeMux()
-	d.adminMux.HandleFunc("/metrics", d.metricsHandler)
-	d.adminMux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
-	if d.cfg.Admin.Address == "" {
-		return nil
-	}
-	if d.cfg.Admin.UI {
-		if err := d.setupAdminPage(); err != nil {
-			return err
-		}
-	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", d.cfg.Admin.Address)
-	if err != nil {
-		return fmt.Errorf("admin server on %s: %w (change admin.address, or set it empty to disable)", d.cfg.Admin.Address, err)
-	}
-	d.adminLn = ln
-	d.admin = &http.Server{
-		Handler:           d.adminMux,
-		ReadHeaderTimeout: httpReadHeaderTimeout,
-		IdleTimeout:       httpIdleTimeout,
-		MaxHeaderBytes:    httpMaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
-		// No WriteTimeout: the admin page's event stream is a long
-		// response. Shutdown ends those streams first, or it would wait
-		// for them.
-	}
-	if d.adminUI != nil {
-		d.admin.RegisterOnShutdown(func() { d.adminUI.Close() })
-	}
-	return nil
 }
 
 // Serve answers requests until ctx ends or a server fails, then shuts the
@@ -884,7 +212,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 8+len(d.http))
+	errc := make(chan error, 8+len(d.upnpSide.http))
 	run := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -896,12 +224,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}()
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); d.ext.run(ctx, d.extWake) }()
-	if d.addrWatch != nil {
+	go func() { defer wg.Done(); d.wan.ext.run(ctx, d.wan.wake) }()
+	if d.wan.addrWatch != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followAddresses(ctx) }()
 	}
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		run("UPnP HTTP server on "+h.addr.String(), func() error {
 			if err := h.srv.Serve(h.ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -909,25 +237,24 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			return nil
 		})
 	}
-	if d.responder != nil {
-		run("SSDP responder", func() error { return d.responder.Serve(ctx) })
+	if d.upnpSide.responder != nil {
+		run("SSDP responder", func() error { return d.upnpSide.responder.Serve(ctx) })
 	}
-	if d.pmpServer != nil {
-		run("NAT-PMP/PCP server", func() error { return d.pmpServer.serve(ctx) })
-		// Tell the LAN the gateway (re)started: clients whose mappings were
-		// lost see the epoch go back and make them again at once.
-		d.announcer.Restart()
+	if d.pmpSide.server != nil {
+		// It announces at once that the gateway (re)started: clients whose
+		// mappings were lost see the epoch go back and make them again.
+		run("NAT-PMP/PCP server", func() error { return d.pmpSide.server.ServePacketConn(ctx, d.pmpSide.conn) })
 	}
-	if d.admin != nil {
+	if d.adminSide.srv != nil {
 		run("admin server", func() error {
-			if err := d.admin.Serve(d.adminLn); !errors.Is(err, http.ErrServerClosed) {
+			if err := d.adminSide.srv.Serve(d.adminSide.ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
 		})
 	}
 	d.log.Info("gateway serving",
-		"backend", d.backend.Name(), "external_address", d.ext.Get(), "internal", d.cfg.Interfaces.Internal,
+		"backend", d.backend.Name(), "external_address", d.wan.ext.Get(), "internal", d.cfg.Interfaces.Internal,
 		"upnp", d.DescriptionURLs(), "natpmp", d.NATPMPAddrs(), "admin", d.AdminAddr(), "mappings", d.core.Len())
 	for _, line := range d.cfg.PolicySummary() {
 		d.log.Info("policy: " + line)
@@ -942,16 +269,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.log.Error("gateway stopping after a failure", "err", failure)
 	}
 	cancel()
-	if d.announcer != nil {
-		d.announcer.Stop()
-	}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer scancel()
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		h.srv.Shutdown(sctx)
 	}
-	if d.admin != nil {
-		d.admin.Shutdown(sctx)
+	if d.adminSide.srv != nil {
+		d.adminSide.srv.Shutdown(sctx)
 	}
 	wg.Wait() // SSDP has said byebye, NAT-PMP has stopped
 	return errors.Join(failure, d.Close())
@@ -971,26 +295,23 @@ func (d *Daemon) cleanup(flush bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	var errs []error
-	for _, h := range d.http {
+	for _, h := range d.upnpSide.http {
 		h.ln.Close()
 	}
-	if d.adminLn != nil {
-		d.adminLn.Close()
+	if d.adminSide.ln != nil {
+		d.adminSide.ln.Close()
 	}
-	if d.adminUI != nil {
-		d.adminUI.Close()
-		if f := d.adminUI.TokenFile; f != "" {
+	if d.adminSide.page != nil {
+		d.adminSide.page.Close()
+		if f := d.adminSide.page.TokenFile; f != "" {
 			os.Remove(f) // the token dies with this run
 		}
 	}
-	if d.announcer != nil {
-		d.announcer.Stop()
+	if d.pmpSide.conn != nil {
+		d.pmpSide.conn.Close()
 	}
-	if d.pmpConn != nil {
-		d.pmpConn.Close()
-	}
-	if d.addrWatch != nil {
-		d.addrWatch.Close()
+	if d.wan.addrWatch != nil {
+		d.wan.addrWatch.Close()
 	}
 	if d.unsubscribe != nil {
 		d.unsubscribe()
@@ -1003,8 +324,8 @@ func (d *Daemon) cleanup(flush bool) error {
 			d.log.Info("removed every mapping (flush on exit)")
 		}
 	}
-	if d.publisher != nil {
-		d.publisher.Close()
+	if d.upnpSide.publisher != nil {
+		d.upnpSide.publisher.Close()
 	}
 	if flush && d.nftb != nil {
 		if err := d.nftb.Destroy(ctx); err != nil {

@@ -439,8 +439,8 @@ func TestDaemonPrivateExternalForwards(t *testing.T) {
 // A panic in a request costs that request, never the server.
 func TestNATPMPHandlerPanicIsAnswered(t *testing.T) {
 	m := newMetrics()
-	h := &natpmpHandler{core: nil, ext: newExternalAddr(ExternalAddressConfig{Source: SourceFixed, IP: "192.0.2.1"}, nil, discardLogger()),
-		metrics: m, log: discardLogger()}
+	h := &natpmpHandler{pmpAdapter{core: nil, ext: newExternalAddr(ExternalAddressConfig{Source: SourceFixed, IP: "192.0.2.1"}, nil, discardLogger()),
+		metrics: m, log: discardLogger()}}
 	_, _, rc := h.Map(context.Background(), netip.MustParseAddr("127.0.0.1"), natpmp.TCP, 1, 1, 60)
 	if rc != natpmp.NetworkFailure {
 		t.Errorf("result %v, want network failure", rc)

@@ -3,7 +3,30 @@
 // backend (nft, relay or memory), a lease store, and the protocol servers
 // that LAN hosts talk to: UPnP IGD over HTTP (package igd) with SSDP
 // discovery (package ssdp) and GENA eventing (package upnp), and NAT-PMP
-// (package natpmp) on UDP 5351.
+// (package natpmp) and PCP (package pcp) on UDP 5351, served by package
+// pmp; and an admin server (/metrics, /healthz, and the admin page of
+// package gateway/admin).
+//
+// It is the router side only: it imports no client package (portmap,
+// webui, reach). The protocol packages give it their server halves, and it
+// gives each a thin adapter onto the core; the core (package gateway)
+// knows no protocol.
+//
+// # Files
+//
+//	daemon.go      Daemon: New, Serve, Close; its state, grouped by concern
+//	config.go      Config, its file format and checks; check.go: --check;
+//	               miniupnpd.go: converting miniupnpd.conf; roles.go, policy.go
+//	wan.go         the external side: the address (external.go), its changes
+//	               (addrwatch*.go), the relay that follows it (relaybackend.go)
+//	backend.go     opening the nft, relay or memory backend
+//	upnpserve.go   the UPnP servers: HTTP listeners (lan.go: LAN-only), SSDP,
+//	               GENA; upnp.go: the IGD adapter onto the core
+//	pmp.go         UDP 5351 (package pmp) over natpmp.go and pcp.go, the
+//	               NAT-PMP and PCP adapters
+//	admin.go       the admin server; adminui.go: the admin page's backend
+//	audit.go, refusals.go, metrics.go   what the daemon records of requests
+//	instance.go    one gateway per state directory and nft table
 //
 // # Where requests are accepted
 //
@@ -22,24 +45,54 @@
 //
 // # Protocol semantics
 //
-// The adapters in upnp.go and natpmp.go translate each protocol onto
-// gateway.Core. UPnP: the requester is the TCP peer; IGDv2's lease 0
+// The adapters in upnp.go, natpmp.go and pcp.go translate each protocol
+// onto gateway.Core. UPnP: the requester is the TCP peer; IGDv2's lease 0
 // arrives as 604800 s (the igd server converts it); NewEnabled=0 stores a
 // mapping that holds its port without being installed in the backend; core
-// errors become UPnP codes through gateway.UPnPCode (UPnPCodeV1 when
-// serving IGDv1). NAT-PMP: a mapping is identified by the requester and
-// its internal port, so a repeated request returns the same external port;
+// errors become UPnP codes (IGDv1's when serving IGDv1; see Errors below).
+// NAT-PMP: a mapping is identified by the requester and its internal port, so a repeated request returns the same external port;
 // the suggested port is a hint (AddAny); lifetime 0 deletes, and internal
 // port 0 with lifetime 0 deletes all of the requester's mappings of that
 // protocol; the epoch is the time since the store's epoch origin, which
 // only resets when the lease store is lost.
 //
-// PCP (RFC 6887) shares UDP 5351 with NAT-PMP (pmp.go dispatches on the
-// version byte); its adapter (pcp.go) maps MAP requests onto the core with
-// the request's nonce, which the core stores: a mapping can be refreshed or
-// deleted only with the nonce that made it. PEER and THIRD_PARTY are not
+// PCP (RFC 6887) shares UDP 5351 with NAT-PMP (package pmp's Server
+// dispatches on the version byte); its adapter (pcp.go) maps MAP requests
+// onto the core with the request's nonce, which the core stores: a mapping
+// can be refreshed or deleted only with the nonce that made it. PEER and THIRD_PARTY are not
 // supported; a FILTER naming one remote host becomes the mapping's remote
 // host.
+//
+// # Errors: the core's become each protocol's
+//
+// The core (package gateway) returns its own errors; each adapter maps
+// them to its protocol's codes (upnpCode, upnpCodeV1, natpmpResult,
+// pcpResult). "-" means the protocol has no operation that can produce
+// the error.
+//
+//	error                      UPnP (IGD:2)                        NAT-PMP            PCP
+//	ErrConflict                718 ConflictInMappingEntry          2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
+//	ErrNotAuthorized           606 Action not authorized           2 not authorized   2 NOT_AUTHORIZED
+//	ErrNoSuchEntry             714 NoSuchEntryInArray              -                  - (delete of absent = success)
+//	ErrNoneInRange             730 PortMappingNotFound             -                  -
+//	ErrIndexOutOfRange         713 SpecifiedArrayIndexInvalid      -                  -
+//	ErrQuota                   728 NoPortMapsAvailable             4 out of resources 10 USER_EX_QUOTA
+//	ErrTableFull               728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
+//	ErrNoPortsAvailable        728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
+//	ErrReservedPort            729 ConflictWithOtherMechanisms     2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
+//	ErrWildcardExternalPort    716 WildCardNotPermittedInExtPort   -                  -
+//	ErrWildcardInternalPort    732 WildCardNotPermittedInIntPort   2 not authorized   3 MALFORMED_REQUEST
+//	ErrRemoteHostNotSupported  726 RemoteHostOnlySupportsWildcard  -                  5 UNSUPP_OPTION
+//	ErrInconsistentRange       733 InconsistentParameters          -                  -
+//	ErrInvalidArgs             402 Invalid Args                    2 not authorized   3 MALFORMED_REQUEST
+//	ErrBackend, ErrStore,      501 Action Failed                   3 network failure  7 NETWORK_FAILURE
+//	ErrClosed, context errors
+//
+// For WANIPConnection:1 clients, which predate codes 728-733, upnpCodeV1
+// substitutes 501 for 728, 718 for 729, 714 for 730 and 402 for 732 and
+// 733. NAT-PMP (RFC 6886) has no codes for conflicts or malformed
+// arguments; its adapter uses AddAny, so conflicts and reserved ports
+// become another port, and the rest is a refusal.
 //
 // # Changes: the external address and restarts
 //
@@ -52,11 +105,10 @@
 // subscribers, restarts PCP's epoch (RFC 6887 §8.5; NAT-PMP's epoch only
 // restarts with lost leases), and is announced.
 //
-// Announcements (announce.go) go to 224.0.0.1:5350 on the internal
+// Announcements (package pmp) go to 224.0.0.1:5350 on the internal
 // interfaces only, at start and on each address change: a NAT-PMP external
 // address response and a PCP unsolicited ANNOUNCE, 10 of each, at once and
-// then after 250 ms, doubling (RFC 6886 §3.2.1). The schedule runs on a
-// gateway.Clock, so that tests drive it with a fake one.
+// then after 250 ms, doubling (RFC 6886 §3.2.1).
 //
 // # Lifecycle
 //

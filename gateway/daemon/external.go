@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/addrclass"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/internal/stun"
-	"github.com/portfwd/portfwd/portmap"
 )
 
 // externalAddr keeps the gateway's current external address, from the
@@ -62,7 +62,7 @@ func newExternalAddr(cfg ExternalAddressConfig, external []string, log *slog.Log
 // unknown or, with RefusePrivateExternal, not public.
 func (e *externalAddr) Get() netip.Addr {
 	a, _ := e.current()
-	if e.cfg.RefusePrivateExternal && portmap.Classify(a) != portmap.AddrPublic {
+	if e.cfg.RefusePrivateExternal && addrclass.Of(a) != addrclass.Public {
 		return netip.Addr{}
 	}
 	return a
@@ -83,7 +83,7 @@ func (e *externalAddr) refusing() error {
 		return nil
 	}
 	a, _ := e.current()
-	if c := portmap.Classify(a); c != portmap.AddrPublic {
+	if c := addrclass.Of(a); c != addrclass.Public {
 		return fmt.Errorf("mappings are refused while the external address (%v) is %s, because refuse_private_external is set", a, c)
 	}
 	return nil
@@ -128,12 +128,12 @@ func (e *externalAddr) update(ctx context.Context) error {
 
 // describe logs a new address and what its class means for mappings.
 func (e *externalAddr) describe(a, old netip.Addr) {
-	class := portmap.Classify(a)
+	class := addrclass.Of(a)
 	attrs := []any{"address", a, "class", class.String(), "source", e.source()}
 	if old.IsValid() {
 		attrs = append(attrs, "was", old)
 	}
-	if class == portmap.AddrPublic {
+	if class == addrclass.Public {
 		e.log.Info("external address", attrs...)
 		return
 	}

@@ -17,8 +17,12 @@ import (
 // requester and its internal port; the requester is always the packet's
 // source address, which is also the mapping's internal address.
 //
-// PCP (RFC 6887) uses the same UDP port; pmpServer tells the two apart.
-type natpmpHandler struct {
+// PCP (RFC 6887) uses the same UDP port; package pmp's Server tells the
+// two apart.
+type natpmpHandler struct{ pmpAdapter }
+
+// pmpAdapter is what the NAT-PMP and PCP adapters work with.
+type pmpAdapter struct {
 	core    *gateway.Core
 	ext     *externalAddr
 	metrics *metrics
@@ -32,7 +36,7 @@ var _ natpmp.Handler = (*natpmpHandler)(nil)
 const natpmpDescription = "NAT-PMP"
 
 func (h *natpmpHandler) ExternalAddress(_ context.Context, client netip.Addr) (addr netip.Addr, rc natpmp.ResultCode) {
-	defer h.catch("external address", client, &rc)
+	defer answerPanic(h.pmpAdapter, "natpmp", "external address", client, &rc, natpmp.NetworkFailure)
 	a := h.ext.Get()
 	rc = natpmp.Success
 	if !a.IsValid() {
@@ -53,7 +57,7 @@ func (h *natpmpHandler) ExternalAddress(_ context.Context, client netip.Addr) (a
 // a refusal. The lifetime is clamped by the policy (MinLease, MaxLease)
 // and the granted one is returned.
 func (h *natpmpHandler) Map(ctx context.Context, client netip.Addr, proto natpmp.Protocol, internalPort, suggested uint16, lifetime uint32) (ext uint16, granted uint32, rc natpmp.ResultCode) {
-	defer h.catch("map", client, &rc)
+	defer answerPanic(h.pmpAdapter, "natpmp", "map", client, &rc, natpmp.NetworkFailure)
 	p := gateway.TCP
 	action := "map_tcp"
 	if proto == natpmp.UDP {
@@ -67,7 +71,7 @@ func (h *natpmpHandler) Map(ctx context.Context, client netip.Addr, proto natpmp
 	} else {
 		ext, granted, err = h.add(ctx, req, p, internalPort, suggested, lifetime)
 	}
-	rc = natpmp.ResultCode(gateway.NATPMPResult(err))
+	rc = natpmpResult(err)
 	if err != nil {
 		h.metrics.countErr(err)
 		if errors.Is(err, errRefusingPrivate) {
@@ -138,13 +142,33 @@ func (h *natpmpHandler) delete(ctx context.Context, req gateway.Requester, p gat
 	return err
 }
 
-// catch turns a panic in a handler into a network-failure answer, so that
-// one bad request never stops the NAT-PMP server.
-func (h *natpmpHandler) catch(what string, client netip.Addr, rc *natpmp.ResultCode) {
+// answerPanic, deferred by a NAT-PMP or PCP handler, turns a panic into
+// the protocol's network-failure answer (failure, in *rc), so that one bad
+// request never stops the server.
+func answerPanic[C any](a pmpAdapter, proto, what string, client netip.Addr, rc *C, failure C) {
 	if p := recover(); p != nil {
-		h.metrics.error(errKindPanic)
-		h.log.Error("natpmp: panic while answering a request; answered network failure",
+		a.metrics.error(errKindPanic)
+		a.log.Error(proto+": panic while answering a request; answered network failure",
 			"request", what, "client", client, "panic", p, "stack", string(debug.Stack()))
-		*rc = natpmp.NetworkFailure
+		*rc = failure
 	}
+}
+
+// natpmpResult returns the NAT-PMP result code for a core error. NAT-PMP
+// has no "conflict" or "bad argument" code: this adapter uses AddAny, so
+// conflicts and reserved ports are answered with another port rather than
+// an error, and what is left is a refusal (NOT_AUTHORIZED). Failures the
+// client can only retry (backend, store) are NETWORK_FAILURE.
+func natpmpResult(err error) natpmp.ResultCode {
+	switch {
+	case err == nil:
+		return natpmp.Success
+	case errors.Is(err, gateway.ErrQuota), errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+		return natpmp.OutOfResources
+	case errors.Is(err, gateway.ErrNotAuthorized), errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrReservedPort),
+		errors.Is(err, gateway.ErrInvalidArgs), errors.Is(err, gateway.ErrWildcardInternalPort),
+		errors.Is(err, gateway.ErrWildcardExternalPort), errors.Is(err, gateway.ErrRemoteHostNotSupported):
+		return natpmp.NotAuthorized
+	}
+	return natpmp.NetworkFailure
 }

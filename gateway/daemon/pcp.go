@@ -3,10 +3,8 @@ package daemon
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"math"
 	"net/netip"
-	"runtime/debug"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -22,12 +20,7 @@ import (
 // FILTER naming one remote host (any port), which becomes the mapping's
 // remote host. Other filters, other protocols, PEER and THIRD_PARTY are
 // refused with the codes RFC 6887 gives for what a server does not do.
-type pcpHandler struct {
-	core    *gateway.Core
-	ext     *externalAddr
-	metrics *metrics
-	log     *slog.Logger
-}
+type pcpHandler struct{ pmpAdapter }
 
 var _ pcp.Handler = (*pcpHandler)(nil)
 
@@ -35,7 +28,7 @@ var _ pcp.Handler = (*pcpHandler)(nil)
 const pcpDescription = "PCP"
 
 func (h *pcpHandler) Map(ctx context.Context, mc pcp.MapContext) (g pcp.MapGrant, rc pcp.ResultCode) {
-	defer h.catch("map", mc.Client, &rc)
+	defer answerPanic(h.pmpAdapter, "pcp", "map", mc.Client, &rc, pcp.ResultNetworkFailure)
 	action := "map"
 	if mc.Lifetime == 0 {
 		action = "delete"
@@ -88,7 +81,7 @@ func protocolOf(p pcp.Protocol) (gateway.Protocol, bool) {
 // that are the gateway's own.
 func (h *pcpHandler) result(err error) pcp.ResultCode {
 	h.metrics.countErr(err)
-	return pcp.ResultCode(gateway.PCPResult(err))
+	return pcpResult(err)
 }
 
 func (h *pcpHandler) add(ctx context.Context, mc pcp.MapContext) (pcp.MapGrant, pcp.ResultCode) {
@@ -208,16 +201,6 @@ func (h *pcpHandler) delete(ctx context.Context, mc pcp.MapContext) (pcp.MapGran
 	return pcp.MapGrant{ExternalPort: held.ExternalPort, ExternalAddr: h.ext.Get()}, pcp.ResultSuccess
 }
 
-// catch turns a panic into a network-failure answer.
-func (h *pcpHandler) catch(what string, client netip.Addr, rc *pcp.ResultCode) {
-	if p := recover(); p != nil {
-		h.metrics.error(errKindPanic)
-		h.log.Error("pcp: panic while answering a request; answered network failure",
-			"request", what, "client", client, "panic", p, "stack", string(debug.Stack()))
-		*rc = pcp.ResultNetworkFailure
-	}
-}
-
 // pcpOptions are the PCP server's lifetime bounds, from the policy's lease
 // bounds (0, no bound, becomes the widest PCP can express).
 func pcpOptions(p PolicyConfig) pcp.ServerOptions {
@@ -232,4 +215,30 @@ func pcpOptions(p PolicyConfig) pcp.ServerOptions {
 		return uint32(s)
 	}
 	return pcp.ServerOptions{MinLifetime: secs(p.MinLease, 1), MaxLifetime: secs(p.MaxLease, math.MaxUint32)}
+}
+
+// pcpResult returns the PCP result code for a core error. ErrConflict and
+// ErrReservedPort only reach a PCP client that set PREFER_FAILURE (without
+// it the adapter uses AddAny), hence CANNOT_PROVIDE_EXTERNAL. A delete of
+// a mapping that does not exist is a success in PCP (RFC 6887 §15); the
+// adapter answers it before asking for a code.
+func pcpResult(err error) pcp.ResultCode {
+	switch {
+	case err == nil:
+		return pcp.ResultSuccess
+	case errors.Is(err, gateway.ErrQuota):
+		return pcp.ResultUserExQuota
+	case errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+		return pcp.ResultNoResources
+	case errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrReservedPort):
+		return pcp.ResultCannotProvideExternal
+	case errors.Is(err, gateway.ErrNotAuthorized):
+		return pcp.ResultNotAuthorized
+	case errors.Is(err, gateway.ErrRemoteHostNotSupported):
+		return pcp.ResultUnsuppOption
+	case errors.Is(err, gateway.ErrInvalidArgs), errors.Is(err, gateway.ErrWildcardInternalPort),
+		errors.Is(err, gateway.ErrWildcardExternalPort), errors.Is(err, gateway.ErrInconsistentRange):
+		return pcp.ResultMalformedRequest
+	}
+	return pcp.ResultNetworkFailure
 }

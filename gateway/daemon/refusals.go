@@ -12,6 +12,7 @@ import (
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/pmp"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -172,7 +173,7 @@ type pmpNote struct {
 	m       gateway.Mapping
 	action  string
 	noted   bool
-	mapping bool // a MAP request (not an address or ANNOUNCE query)
+	mapping bool // the handler noted a mapping request
 }
 
 type pmpNoteKey struct{}
@@ -190,9 +191,33 @@ func notePMP(ctx context.Context, action string, m gateway.Mapping, err error) {
 	}
 }
 
+// onPMPAnswer follows the NAT-PMP and PCP server's answers: a panic is
+// counted, and a request answered with an error is logged and, for a
+// mapping request, audited, with what the handler noted of it (the
+// mapping asked for, the core's error).
+func (d *Daemon) onPMPAnswer(ctx context.Context, a pmp.Answer) {
+	if a.Panic != nil {
+		d.metrics.error(errKindPanic)
+		return
+	}
+	if a.Result == 0 {
+		return
+	}
+	n, ok := ctx.Value(pmpNoteKey{}).(*pmpNote)
+	if !ok {
+		n = &pmpNote{}
+	}
+	via := gateway.SourceNATPMP
+	if a.Protocol() == "pcp" {
+		via = gateway.SourcePCP
+	}
+	d.onPMPRefusal(via, a.Client.Addr(), n, a.Mapping(), a.Action(), a.ResultName())
+}
+
 // onPMPRefusal logs and audits a NAT-PMP or PCP request answered with an
-// error: via is the protocol, result the code's name.
-func (d *Daemon) onPMPRefusal(via gateway.Source, client netip.Addr, n *pmpNote, action, result string) {
+// error: via is the protocol, mapping whether it asked for a mapping,
+// result the code's name.
+func (d *Daemon) onPMPRefusal(via gateway.Source, client netip.Addr, n *pmpNote, mapping bool, action, result string) {
 	reason := result
 	if n.err != nil {
 		reason = n.err.Error()
@@ -202,7 +227,7 @@ func (d *Daemon) onPMPRefusal(via gateway.Source, client netip.Addr, n *pmpNote,
 	}
 	proto := strings.ToLower(via.String())
 	d.refusals.Log(proto+": request refused", "client", client, "action", action, "result", result, "reason", reason)
-	if !n.mapping {
+	if !mapping && !n.mapping {
 		return
 	}
 	ev := gateway.AuditRefused

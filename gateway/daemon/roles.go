@@ -6,8 +6,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/portfwd/portfwd/internal/addrclass"
 	"github.com/portfwd/portfwd/internal/netroute"
-	"github.com/portfwd/portfwd/portmap"
 )
 
 // ErrInterfaceRoles is what New's error wraps when the interfaces look
@@ -48,7 +48,7 @@ func roleProblems(cfg *Config) []string {
 		}
 		prefixes, _ := netroute.InterfaceAddrs(name)
 		for _, p := range prefixes {
-			if c := portmap.Classify(p.Addr()); c == portmap.AddrPublic {
+			if c := addrclass.Of(p.Addr()); c == addrclass.Public {
 				out = append(out, fmt.Sprintf("internal interface %s has the public address %s: UPnP and NAT-PMP would be answered to whoever reaches it from the Internet (are --internal and --external swapped?)", name, p.Addr()))
 			}
 		}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -48,9 +49,9 @@ func (s *upnpService) fault(err error) error {
 		return nil
 	}
 	s.metrics.countErr(err)
-	code := gateway.UPnPCode(err)
+	code := upnpCode(err)
 	if s.v1 {
-		code = gateway.UPnPCodeV1(err)
+		code = upnpCodeV1(err)
 	}
 	return fmt.Errorf("%w: %w", &upnp.Error{Code: code, Description: igd.CodeName(code)}, err)
 }
@@ -276,3 +277,55 @@ func (s *upnpService) ForceTermination(_ context.Context, client netip.Addr) err
 func (s *upnpService) PortMappingNumberOfEntries(context.Context) int { return s.core.Len() }
 
 func (s *upnpService) SystemUpdateID(context.Context) uint32 { return s.updateID.Load() }
+
+// upnpCode returns the WANIPConnection:2 error code for a core error, 0
+// for nil (the table of the package documentation). Errors the table does
+// not list (backend, store, cancellation) are 501 Action Failed.
+func upnpCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, gateway.ErrConflict):
+		return igd.CodeConflictInMappingEntry
+	case errors.Is(err, gateway.ErrNotAuthorized):
+		return igd.CodeActionNotAuthorized
+	case errors.Is(err, gateway.ErrNoSuchEntry):
+		return igd.CodeNoSuchEntryInArray
+	case errors.Is(err, gateway.ErrNoneInRange):
+		return igd.CodePortMappingNotFound
+	case errors.Is(err, gateway.ErrIndexOutOfRange):
+		return igd.CodeSpecifiedArrayIndexInvalid
+	case errors.Is(err, gateway.ErrQuota), errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+		return igd.CodeNoPortMapsAvailable
+	case errors.Is(err, gateway.ErrReservedPort):
+		return igd.CodeConflictWithOtherMechanisms
+	case errors.Is(err, gateway.ErrWildcardExternalPort):
+		return igd.CodeWildCardNotPermittedInExtPort
+	case errors.Is(err, gateway.ErrWildcardInternalPort):
+		return igd.CodeWildCardNotPermittedInIntPort
+	case errors.Is(err, gateway.ErrRemoteHostNotSupported):
+		return igd.CodeRemoteHostOnlySupportsWildcard
+	case errors.Is(err, gateway.ErrInconsistentRange):
+		return igd.CodeInconsistentParameters
+	case errors.Is(err, gateway.ErrInvalidArgs):
+		return igd.CodeInvalidArgs
+	}
+	return igd.CodeActionFailed
+}
+
+// upnpCodeV1 is upnpCode for WANIPConnection:1 clients, which predate
+// codes 728-733: each is replaced by the nearest IGD:1 code.
+func upnpCodeV1(err error) int {
+	switch c := upnpCode(err); c {
+	case igd.CodeNoPortMapsAvailable:
+		return igd.CodeActionFailed
+	case igd.CodeConflictWithOtherMechanisms:
+		return igd.CodeConflictInMappingEntry
+	case igd.CodePortMappingNotFound:
+		return igd.CodeNoSuchEntryInArray
+	case igd.CodeWildCardNotPermittedInIntPort, igd.CodeInconsistentParameters:
+		return igd.CodeInvalidArgs
+	default:
+		return c
+	}
+}

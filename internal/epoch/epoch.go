@@ -164,6 +164,28 @@ func (t *Tracker) State() State {
 	return t.st
 }
 
+// ClientState is a protocol client's record of its server's epoch: the
+// EpochState that natpmp.Client and pcp.Client report (their Epoch
+// method).
+type ClientState struct {
+	// Valid is false until a reply has been received.
+	Valid bool
+	// Epoch is the epoch of the most recent reply, in seconds.
+	Epoch uint32
+	// Received is the local time at which that reply arrived.
+	Received time.Time
+	// LostState reports that some reply since the last ClearLostState
+	// showed the server lost its mappings (its epoch went back, or out of
+	// step with the client's clock): they must be re-created.
+	LostState bool
+}
+
+// ClientState returns what the tracker knows, as a client reports it.
+func (t *Tracker) ClientState() ClientState {
+	s := t.State()
+	return ClientState{Valid: s.Valid, Epoch: s.Value, Received: s.At, LostState: s.Lost}
+}
+
 // ClearLost resets the flag State().Lost reports, once the caller has acted
 // on it (re-created its mappings).
 func (t *Tracker) ClearLost() {

@@ -1,4 +1,4 @@
-package gateway_test
+package daemon
 
 import (
 	"context"
@@ -7,15 +7,18 @@ import (
 	"testing"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
 )
 
-// TestErrorCodes is the error table of the package documentation.
+// TestErrorCodes is the table of the package documentation: how each
+// error of the core becomes each protocol's code.
 func TestErrorCodes(t *testing.T) {
 	tests := []struct {
 		err          error
 		upnp, upnpV1 int
-		natpmp       uint16
-		pcp          uint8
+		natpmp       natpmp.ResultCode
+		pcp          pcp.ResultCode
 	}{
 		{nil, 0, 0, 0, 0},
 		{&gateway.ConflictError{}, 718, 718, 2, 11},
@@ -43,17 +46,17 @@ func TestErrorCodes(t *testing.T) {
 		if err != nil {
 			err = fmt.Errorf("context: %w", err)
 		}
-		if got := gateway.UPnPCode(err); got != tt.upnp {
-			t.Errorf("UPnPCode(%v) = %d, want %d", tt.err, got, tt.upnp)
+		if got := upnpCode(err); got != tt.upnp {
+			t.Errorf("upnpCode(%v) = %d, want %d", tt.err, got, tt.upnp)
 		}
-		if got := gateway.UPnPCodeV1(err); got != tt.upnpV1 {
-			t.Errorf("UPnPCodeV1(%v) = %d, want %d", tt.err, got, tt.upnpV1)
+		if got := upnpCodeV1(err); got != tt.upnpV1 {
+			t.Errorf("upnpCodeV1(%v) = %d, want %d", tt.err, got, tt.upnpV1)
 		}
-		if got := gateway.NATPMPResult(err); got != tt.natpmp {
-			t.Errorf("NATPMPResult(%v) = %d, want %d", tt.err, got, tt.natpmp)
+		if got := natpmpResult(err); got != tt.natpmp {
+			t.Errorf("natpmpResult(%v) = %d, want %d", tt.err, got, tt.natpmp)
 		}
-		if got := gateway.PCPResult(err); got != tt.pcp {
-			t.Errorf("PCPResult(%v) = %d, want %d", tt.err, got, tt.pcp)
+		if got := pcpResult(err); got != tt.pcp {
+			t.Errorf("pcpResult(%v) = %d, want %d", tt.err, got, tt.pcp)
 		}
 	}
 }

@@ -1,9 +1,12 @@
 //go:build linux
 
-package natpmp
+package pmp
 
 import (
 	"context"
+	"os"
+	"runtime"
+
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portfwd/portfwd/natpmp"
 
 	"github.com/portfwd/portfwd/internal/testenv"
 )
@@ -24,6 +31,32 @@ func newNetns(t *testing.T) string {
 		t.Skip("skipping a network namespace test in -short mode")
 	}
 	return testenv.Netns(t)
+}
+
+// inNetns runs fn on a thread inside network namespace ns. The thread is
+// not handed back to the scheduler afterwards (no UnlockOSThread): it
+// exits with the goroutine instead of running other goroutines inside ns.
+func inNetns(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		defer func() { errc <- nil }()
+		fn()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // listenInNetns opens a UDP socket on addr inside network namespace ns.
@@ -45,13 +78,13 @@ func listenInNetns(t *testing.T, ns, addr string) net.PacketConn {
 func TestInteropNatpmpc(t *testing.T) {
 	natpmpc := testenv.Programs(t, "natpmpc")["natpmpc"]
 	ns := newNetns(t)
-	pc := listenInNetns(t, ns, fmt.Sprintf("127.0.0.1:%d", ServerPort))
+	pc := listenInNetns(t, ns, fmt.Sprintf("127.0.0.1:%d", natpmp.ServerPort))
 
 	h := &memHandler{ext: netip.MustParseAddr("203.0.113.1"), maxLifetime: 86400}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- (&Server{Handler: h, Epoch: func() uint32 { return 2132 }, Logger: testLogger(t)}).ServePacketConn(ctx, pc)
+		done <- (&Server{NATPMP: h, NATPMPEpoch: func() uint32 { return 2132 }, Logger: testLogger(t)}).ServePacketConn(ctx, pc)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -84,14 +117,14 @@ func TestInteropNatpmpc(t *testing.T) {
 	if !strings.Contains(out, "Mapped public port 9000 protocol TCP to local port 19000") {
 		t.Errorf("natpmpc output does not report the mapping:\n%s", out)
 	}
-	if got, ok := h.get(memKey{self, TCP, 19000}); !ok || got != (memMapping{9000, 3600}) {
+	if got, ok := h.get(memKey{self, natpmp.TCP, 19000}); !ok || got != (memMapping{9000, 3600}) {
 		t.Errorf("after natpmpc -a: table has %+v (present %v)", got, ok)
 	}
 
 	// natpmpc deletes with lifetime 0 but, unlike RFC 6886 §3.4 asks,
 	// keeps the public port in the request (see the natlab capture).
 	natpmpcRun("-a", "9000", "19000", "tcp", "0")
-	if _, ok := h.get(memKey{self, TCP, 19000}); ok {
+	if _, ok := h.get(memKey{self, natpmp.TCP, 19000}); ok {
 		t.Error("natpmpc's deletion left the mapping in place")
 	}
 

@@ -1,4 +1,17 @@
-package webui
+// Package admin is the admin page of "portfwd gateway", what OpenWrt's LuCI
+// shows on its UPnP status page: every active mapping, whoever made it and
+// through which protocol, with a delete button; the gateway's state
+// (interfaces, external address, uptime, backend, request counters, policy,
+// warnings) and its audit trail. It updates live, from the gateway's table
+// events, as server-sent events.
+//
+// Server is the page, an http.Handler the daemon mounts on its admin
+// address, over a Backend the daemon implements (package gateway/daemon),
+// so that this package knows nothing of the daemon. It is guarded exactly
+// like the client's web UI, by the same code (internal/websec: a per-run
+// token, the Host and Origin checks), and styled by the same sheet
+// (internal/webpage); it shares nothing else with the client side.
+package admin
 
 import (
 	"cmp"
@@ -16,48 +29,45 @@ import (
 	"sync"
 	"time"
 
-	"github.com/portfwd/portfwd/portmap"
+	"github.com/portfwd/portfwd/internal/addrclass"
+	"github.com/portfwd/portfwd/internal/webpage"
+	"github.com/portfwd/portfwd/internal/websec"
 )
 
-// The gateway's admin page: what OpenWrt's LuCI shows on its UPnP status
-// page, for "portfwd gateway". It lists every active mapping (whoever
-// made it and through which protocol) with a delete button, and the
-// gateway's state: interfaces, external address, uptime, backend, request
-// counters. It is served on the daemon's admin address, guarded exactly
-// like the client UI (a per-run token, the Host and Origin checks), and
-// updates live from the gateway's table events.
+// TokenHeader is the request header that carries the token.
+const TokenHeader = websec.TokenHeader
 
-// AdminBackend is the gateway as the admin page sees it. The daemon
+// Backend is the gateway as the admin page sees it. The daemon
 // implements it over its mapping table, so that this package does not
 // depend on the daemon.
-type AdminBackend interface {
+type Backend interface {
 	// Mappings returns every mapping in the table, every client's.
-	Mappings() []AdminMapping
+	Mappings() []Mapping
 	// Delete removes the mapping of proto ("TCP" or "UDP") and
 	// externalPort on the operator's authority, whoever made it. An error
 	// wrapping ErrNoSuchMapping means there is none.
 	Delete(ctx context.Context, proto string, externalPort uint16) error
 	// Status returns the gateway's state. It is called for every page and
 	// every few seconds while a page is open, so it must answer at once.
-	Status() AdminStatus
+	Status() Status
 	// Subscribe calls changed after every change to the table until cancel
 	// is called. changed does not block.
 	Subscribe(changed func()) (cancel func())
 }
 
-// AdminAuditor may be implemented by an AdminBackend that keeps an audit
+// Auditor may be implemented by an Backend that keeps an audit
 // trail: the page then shows who opened what, when.
-type AdminAuditor interface {
+type Auditor interface {
 	// AuditTrail returns the last records, newest first.
-	AuditTrail() []AdminAuditRecord
+	AuditTrail() []AuditRecord
 	// SubscribeAudit calls changed after every new record until cancel is
 	// called. changed does not block.
 	SubscribeAudit(changed func()) (cancel func())
 }
 
-// AdminAuditRecord is one line of the audit trail: a mapping added,
+// AuditRecord is one line of the audit trail: a mapping added,
 // renewed, changed, deleted, expired or refused.
-type AdminAuditRecord struct {
+type AuditRecord struct {
 	Time         time.Time      `json:"time"`
 	Event        string         `json:"event"`
 	Via          string         `json:"via"`
@@ -76,12 +86,12 @@ type AdminAuditRecord struct {
 // adminAuditShown is how many audit records the page shows.
 const adminAuditShown = 200
 
-// ErrNoSuchMapping is what AdminBackend.Delete wraps when there is no
+// ErrNoSuchMapping is what Backend.Delete wraps when there is no
 // mapping to delete.
 var ErrNoSuchMapping = errors.New("no such mapping")
 
-// AdminMapping is one row of the admin page's table.
-type AdminMapping struct {
+// Mapping is one row of the admin page's table.
+type Mapping struct {
 	Protocol     string     `json:"protocol"` // "TCP" or "UDP"
 	ExternalPort uint16     `json:"external_port"`
 	InternalAddr netip.Addr `json:"internal_addr"`
@@ -101,8 +111,8 @@ type AdminMapping struct {
 	Created time.Time `json:"created,omitzero"`
 }
 
-// AdminStatus is the gateway's state for the admin page.
-type AdminStatus struct {
+// Status is the gateway's state for the admin page.
+type Status struct {
 	// Name is the device's friendly name.
 	Name    string    `json:"name"`
 	Started time.Time `json:"started"`
@@ -120,21 +130,21 @@ type AdminStatus struct {
 	// Warnings are what the operator should know about the gateway's
 	// state: saved leases the backend refused at start, a damaged lease
 	// journal kept aside.
-	Warnings   []string         `json:"warnings,omitempty"`
-	Interfaces []AdminInterface `json:"interfaces"`
+	Warnings   []string    `json:"warnings,omitempty"`
+	Interfaces []Interface `json:"interfaces"`
 	// Services are where clients reach the gateway: the UPnP description
 	// URLs, the NAT-PMP and PCP addresses.
-	Services []AdminService `json:"services"`
-	Requests []AdminCounter `json:"requests"`
+	Services []Service `json:"services"`
+	Requests []Counter `json:"requests"`
 	// Errors count the gateway's own failures by kind (backend, store…).
-	Errors []AdminCount `json:"errors"`
+	Errors []Count `json:"errors"`
 	// Expired counts the mappings removed because their lease ended.
 	Expired uint64 `json:"expired"`
 }
 
-// AdminInterface is a network interface the gateway serves or forwards
+// Interface is a network interface the gateway serves or forwards
 // from.
-type AdminInterface struct {
+type Interface struct {
 	Name  string         `json:"name"`
 	Role  string         `json:"role"` // "internal" or "external"
 	Addrs []netip.Prefix `json:"addrs"`
@@ -143,33 +153,33 @@ type AdminInterface struct {
 	Error string `json:"error,omitempty"`
 }
 
-// AdminService is one way clients reach the gateway.
-type AdminService struct {
+// Service is one way clients reach the gateway.
+type Service struct {
 	Name string `json:"name"` // "UPnP IGD", "NAT-PMP", "PCP"
 	Addr string `json:"addr"`
 }
 
-// AdminCounter counts the requests of one protocol and action that ended
+// Counter counts the requests of one protocol and action that ended
 // with one result (the UPnP error code or the NAT-PMP/PCP result code; 0
 // is success).
-type AdminCounter struct {
+type Counter struct {
 	Protocol string `json:"protocol"`
 	Action   string `json:"action"`
 	Result   int    `json:"result"`
 	Count    uint64 `json:"count"`
 }
 
-// AdminCount is a named count.
-type AdminCount struct {
+// Count is a named count.
+type Count struct {
 	Name  string `json:"name"`
 	Count uint64 `json:"count"`
 }
 
-// AdminServer is the admin page. Set its fields before first use; it is
+// Server is the admin page. Set its fields before first use; it is
 // then an http.Handler, meant to be mounted at the root of the daemon's
 // admin address. Close ends the open event streams.
-type AdminServer struct {
-	Backend AdminBackend
+type Server struct {
+	Backend Backend
 	// Token is the secret every request must present. If empty, a random
 	// one is made on first use; read it back from this field afterwards.
 	Token string
@@ -186,15 +196,15 @@ type AdminServer struct {
 
 	once      sync.Once
 	mux       *http.ServeMux
-	site      *site
+	site      *webpage.Site
 	done      chan struct{} // closed by Close: ends the event streams
 	closeOnce sync.Once
 }
 
-func (a *AdminServer) init() {
+func (a *Server) init() {
 	a.once.Do(func() {
 		if a.Token == "" {
-			a.Token = NewToken()
+			a.Token = websec.NewToken()
 		}
 		log := a.Logger
 		if log == nil {
@@ -206,9 +216,12 @@ func (a *AdminServer) init() {
 			from = "in " + a.TokenFile
 			advice = "Open the admin page's address with ?token= and the secret in " + a.TokenFile + " (readable by its owner only) added: it changes at each start of portfwd gateway."
 		}
-		a.site = newSite(a.Token, "portfwd gateway", from, advice, "admin.html", log)
+		a.site = webpage.New(webpage.Config{
+			Token: a.Token, Who: "portfwd gateway", TokenFrom: from, Advice: advice,
+			Files: assets, Page: "admin.html", Funcs: templateFuncs, Logger: log,
+		})
 		a.done = make(chan struct{})
-		mux, api := a.site.routes(a.handlePage, "no such admin API route: see docs/gateway.md")
+		mux, api := a.site.Routes(a.handlePage, "no such admin API route: see docs/gateway.md")
 		api("GET /api/mappings", a.handleMappings)
 		api("DELETE /api/mappings/{proto}/{port}", a.handleDelete)
 		api("GET /api/status", a.handleStatus)
@@ -219,7 +232,7 @@ func (a *AdminServer) init() {
 }
 
 // ServeHTTP implements http.Handler.
-func (a *AdminServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.init()
 	a.mux.ServeHTTP(w, r)
 }
@@ -228,7 +241,7 @@ func (a *AdminServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // need not wait for them (http.Server.RegisterOnShutdown is the place to
 // call it). Pages still open reconnect, and are refused once the server
 // is gone.
-func (a *AdminServer) Close() error {
+func (a *Server) Close() error {
 	a.init()
 	a.closeOnce.Do(func() { close(a.done) })
 	return nil
@@ -236,15 +249,15 @@ func (a *AdminServer) Close() error {
 
 // URL returns the address a browser should open for the page served on
 // addr, token included.
-func (a *AdminServer) URL(addr net.Addr) string {
+func (a *Server) URL(addr net.Addr) string {
 	a.init()
-	return pageURL(addr, a.Token)
+	return websec.PageURL(addr, a.Token)
 }
 
 // adminMappingJSON is a row as the API gives it: the lease as seconds
 // left when the answer was made, for the page to count down.
 type adminMappingJSON struct {
-	AdminMapping
+	Mapping
 	Permanent bool  `json:"permanent"`
 	ExpiresIn int64 `json:"expires_in"`
 }
@@ -253,12 +266,12 @@ type adminMappingJSON struct {
 type adminTableJSON struct {
 	Mappings []adminMappingJSON `json:"mappings"`
 	// BySource counts the mappings by the protocol that made them.
-	BySource []AdminCount `json:"by_source"`
+	BySource []Count `json:"by_source"`
 }
 
 // adminStatusJSON is GET /api/status and the "status" event.
 type adminStatusJSON struct {
-	AdminStatus
+	Status
 	UptimeSeconds int64 `json:"uptime_seconds"`
 	// ExternalClass and ExternalWarning say what the external address
 	// means for mappings (a private address: double NAT).
@@ -288,15 +301,15 @@ func sourceOrder(name string) int {
 	return len(sources)
 }
 
-func (a *AdminServer) table(now time.Time) adminTableJSON {
+func (a *Server) table(now time.Time) adminTableJSON {
 	ms := a.Backend.Mappings()
-	slices.SortFunc(ms, func(x, y AdminMapping) int {
+	slices.SortFunc(ms, func(x, y Mapping) int {
 		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol))
 	})
 	t := adminTableJSON{Mappings: make([]adminMappingJSON, 0, len(ms))}
 	count := map[string]uint64{}
 	for _, m := range ms {
-		j := adminMappingJSON{AdminMapping: m, Permanent: m.Expires.IsZero()}
+		j := adminMappingJSON{Mapping: m, Permanent: m.Expires.IsZero()}
 		if !j.Permanent {
 			j.ExpiresIn = max(0, int64((m.Expires.Sub(now)+time.Second-1)/time.Second))
 		}
@@ -304,16 +317,16 @@ func (a *AdminServer) table(now time.Time) adminTableJSON {
 		count[m.Source]++
 	}
 	for _, s := range sources {
-		t.BySource = append(t.BySource, AdminCount{Name: s, Count: count[s]})
+		t.BySource = append(t.BySource, Count{Name: s, Count: count[s]})
 	}
 	return t
 }
 
-func (a *AdminServer) status(now time.Time) adminStatusJSON {
+func (a *Server) status(now time.Time) adminStatusJSON {
 	st := a.Backend.Status()
-	j := adminStatusJSON{AdminStatus: st, UptimeSeconds: max(0, int64(now.Sub(st.Started)/time.Second))}
+	j := adminStatusJSON{Status: st, UptimeSeconds: max(0, int64(now.Sub(st.Started)/time.Second))}
 	if st.ExternalAddr.IsValid() {
-		c := portmap.Classify(st.ExternalAddr)
+		c := addrclass.Of(st.ExternalAddr)
 		j.ExternalClass = c.String()
 		j.ExternalWarning = c.Warning()
 	}
@@ -340,21 +353,21 @@ func (a *AdminServer) status(now time.Time) adminStatusJSON {
 // adminAuditJSON is GET /api/audit and the "audit" event.
 type adminAuditJSON struct {
 	// Kept is false when the gateway keeps no audit trail.
-	Kept    bool               `json:"kept"`
-	Records []AdminAuditRecord `json:"records"`
+	Kept    bool          `json:"kept"`
+	Records []AuditRecord `json:"records"`
 }
 
-func (a *AdminServer) audit() adminAuditJSON {
-	au, ok := a.Backend.(AdminAuditor)
+func (a *Server) audit() adminAuditJSON {
+	au, ok := a.Backend.(Auditor)
 	if !ok {
-		return adminAuditJSON{Records: []AdminAuditRecord{}}
+		return adminAuditJSON{Records: []AuditRecord{}}
 	}
 	recs := au.AuditTrail()
 	if len(recs) > adminAuditShown {
 		recs = recs[:adminAuditShown]
 	}
 	if recs == nil {
-		recs = []AdminAuditRecord{}
+		recs = []AuditRecord{}
 	}
 	return adminAuditJSON{Kept: true, Records: recs}
 }
@@ -368,34 +381,34 @@ type adminPageData struct {
 	Audit  adminAuditJSON
 }
 
-func (a *AdminServer) handlePage(w http.ResponseWriter, r *http.Request) {
+func (a *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
-	a.site.render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
+	a.site.Render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
 }
 
-func (a *AdminServer) handleAudit(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.audit())
+func (a *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
+	websec.WriteJSON(w, http.StatusOK, a.audit())
 }
 
-func (a *AdminServer) handleMappings(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.table(time.Now()))
+func (a *Server) handleMappings(w http.ResponseWriter, r *http.Request) {
+	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
 }
 
-func (a *AdminServer) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.status(time.Now()))
+func (a *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	websec.WriteJSON(w, http.StatusOK, a.status(time.Now()))
 }
 
 // handleDelete is DELETE /api/mappings/{proto}/{port}: it answers with the
 // table as it is afterwards.
-func (a *AdminServer) handleDelete(w http.ResponseWriter, r *http.Request) {
+func (a *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	proto := strings.ToUpper(r.PathValue("proto"))
 	if proto != "TCP" && proto != "UDP" {
-		writeJSON(w, http.StatusBadRequest, errorJSON{Error: fmt.Sprintf("protocol %q: want tcp or udp", r.PathValue("proto")), Code: http.StatusBadRequest, Field: "protocol"})
+		websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("protocol %q: want tcp or udp", r.PathValue("proto")), Code: http.StatusBadRequest, Field: "protocol"})
 		return
 	}
 	port, err := strconv.ParseUint(r.PathValue("port"), 10, 16)
 	if err != nil || port == 0 {
-		writeJSON(w, http.StatusBadRequest, errorJSON{Error: fmt.Sprintf("external port %q: want a number from 1 to 65535", r.PathValue("port")), Code: http.StatusBadRequest, Field: "external_port"})
+		websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("external port %q: want a number from 1 to 65535", r.PathValue("port")), Code: http.StatusBadRequest, Field: "external_port"})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(a.Timeout, 10*time.Second))
@@ -407,20 +420,20 @@ func (a *AdminServer) handleDelete(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusNotFound
 			msg = fmt.Sprintf("nothing is mapped on %s %d (any more): it may have expired or been deleted by its client", proto, port)
 		}
-		a.site.log.Warn("admin page: delete failed", "protocol", proto, "port", port, "err", err)
-		writeError(w, status, msg)
+		a.site.Logger().Warn("admin page: delete failed", "protocol", proto, "port", port, "err", err)
+		websec.WriteError(w, status, msg)
 		return
 	}
-	a.site.log.Info("admin page: mapping deleted", "protocol", proto, "port", port, "by", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, a.table(time.Now()))
+	a.site.Logger().Info("admin page: mapping deleted", "protocol", proto, "port", port, "by", r.RemoteAddr)
+	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
 }
 
 // handleEvents is GET /api/events: the table and the status at once, then
 // the table after every change and the status every StatusInterval.
-func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
+func (a *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-a.done:
-		writeError(w, http.StatusServiceUnavailable, "portfwd gateway is stopping")
+		websec.WriteError(w, http.StatusServiceUnavailable, "portfwd gateway is stopping")
 		return
 	default:
 	}
@@ -433,7 +446,7 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 	})
 	defer cancel()
 	audited := make(chan struct{}, 1)
-	if au, ok := a.Backend.(AdminAuditor); ok {
+	if au, ok := a.Backend.(Auditor); ok {
 		cancel := au.SubscribeAudit(func() {
 			select {
 			case audited <- struct{}{}:
@@ -442,25 +455,25 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 		})
 		defer cancel()
 	}
-	st, err := startSSE(w)
+	st, err := webpage.StartStream(w)
 	if err != nil {
 		return
 	}
 	sendAudit := func() bool {
 		data, _ := json.Marshal(a.audit())
-		return st.send("audit", data) == nil
+		return st.Send("audit", data) == nil
 	}
 	send := func(table bool) bool {
 		now := time.Now()
 		// These types always encode; json.Marshal escapes <, > and &.
 		if table {
 			data, _ := json.Marshal(a.table(now))
-			if st.send("mappings", data) != nil {
+			if st.Send("mappings", data) != nil {
 				return false
 			}
 		}
 		data, _ := json.Marshal(a.status(now))
-		return st.send("status", data) == nil && st.flush() == nil
+		return st.Send("status", data) == nil && st.Flush() == nil
 	}
 	if !sendAudit() || !send(true) {
 		return
@@ -483,7 +496,7 @@ func (a *AdminServer) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-audited:
-			if !sendAudit() || st.flush() != nil {
+			if !sendAudit() || st.Flush() != nil {
 				return
 			}
 			select {

@@ -1,11 +1,10 @@
-package daemon
+package pmp
 
 import (
 	"net/netip"
 	"sync"
 	"time"
 
-	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
 )
@@ -40,9 +39,9 @@ func announceOffset(i int) time.Duration {
 // LAN hears the latest state promptly and as often as after a single
 // event. It does not build or send packets itself: send does, with the
 // state of the moment it is called (a later announcement of a burst may
-// carry a newer epoch), so the schedule can be tested on a fake clock.
+// carry a newer epoch), so that the schedule is tested on its own (under
+// testing/synctest).
 type announcer struct {
-	clock gateway.Clock
 	// send sends announcement i of the current burst (0 is the first). It
 	// is called without the announcer's lock, on Restart's goroutine for
 	// the first and on a timer's for the others.
@@ -51,12 +50,12 @@ type announcer struct {
 	mu      sync.Mutex
 	gen     uint64 // the current burst; timers of older ones do nothing
 	next    int    // index of the next announcement of the burst
-	timer   gateway.Timer
+	timer   *time.Timer
 	stopped bool
 }
 
-func newAnnouncer(clock gateway.Clock, send func(i int)) *announcer {
-	return &announcer{clock: clock, send: send}
+func newAnnouncer(send func(i int)) *announcer {
+	return &announcer{send: send}
 }
 
 // Restart starts a new burst: the first announcement is sent before
@@ -101,7 +100,7 @@ func (a *announcer) fire(gen uint64) {
 	a.next++
 	a.timer = nil
 	if a.next < announceCount {
-		a.timer = a.clock.AfterFunc(announceGap(a.next), func() { a.fire(gen) })
+		a.timer = time.AfterFunc(announceGap(a.next), func() { a.fire(gen) })
 	}
 	a.mu.Unlock()
 	a.send(i)

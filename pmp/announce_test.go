@@ -1,17 +1,20 @@
-package daemon
+package pmp
 
 import (
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
-	"github.com/portfwd/portfwd/gateway/clocktest"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
 )
 
-var epoch0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+// The schedule runs on real timers (time.AfterFunc); the tests run it in
+// a testing/synctest bubble, where time moves only when every goroutine
+// of the test waits, so they check exact instants without sleeping.
 
 // burst returns the times of a full burst started at start: RFC 6886
 // §3.2.1's first announcement at once, the second 250 ms later, and each
@@ -26,101 +29,138 @@ func burst(start time.Time) []time.Time {
 	return out
 }
 
-// recorder is an announcer on a fake clock that records when it sends
-// and which announcement of the burst each send is.
+// recorder is an announcer that records when it sends and which
+// announcement of the burst each send is.
 type recorder struct {
-	clock *clocktest.Fake
 	a     *announcer
+	mu    sync.Mutex
 	at    []time.Time
 	index []int
 }
 
 func newRecorder() *recorder {
-	r := &recorder{clock: clocktest.New(epoch0)}
-	r.a = newAnnouncer(r.clock, func(i int) {
-		r.at = append(r.at, r.clock.Now())
+	r := &recorder{}
+	r.a = newAnnouncer(func(i int) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.at = append(r.at, time.Now())
 		r.index = append(r.index, i)
 	})
 	return r
 }
 
+// sent returns what was sent so far.
+func (r *recorder) sent() ([]time.Time, []int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.at), slices.Clone(r.index)
+}
+
+// armed reports whether the announcer has a timer armed.
+func (r *recorder) armed() bool {
+	r.a.mu.Lock()
+	defer r.a.mu.Unlock()
+	return r.a.timer != nil
+}
+
+// advance lets d pass in the bubble, and waits until every timer due has
+// done its work.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
 func TestAnnouncerSchedule(t *testing.T) {
-	r := newRecorder()
-	r.a.Restart()
-	// The first goes out at once, before the clock moves.
-	if len(r.at) != 1 || !r.at[0].Equal(epoch0) {
-		t.Fatalf("after Restart: sent at %v, want once at the start", r.at)
-	}
-	r.clock.Advance(10 * time.Minute)
-	if want := burst(epoch0); !slices.EqualFunc(r.at, want, time.Time.Equal) {
-		t.Errorf("sent at offsets %v,\nwant %v", offsets(r.at, epoch0), offsets(want, epoch0))
-	}
-	if want := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(r.index, want) {
-		t.Errorf("announcement numbers %v, want %v", r.index, want)
-	}
-	if n := r.clock.Pending(); n != 0 {
-		t.Errorf("%d timers still armed after the burst", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		start := time.Now()
+		r.a.Restart()
+		// The first goes out at once, before the clock moves.
+		if at, _ := r.sent(); len(at) != 1 || !at[0].Equal(start) {
+			t.Fatalf("after Restart: sent at %v, want once at the start", at)
+		}
+		advance(10 * time.Minute)
+		at, index := r.sent()
+		if want := burst(start); !slices.EqualFunc(at, want, time.Time.Equal) {
+			t.Errorf("sent at offsets %v,\nwant %v", offsets(at, start), offsets(want, start))
+		}
+		if want := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(index, want) {
+			t.Errorf("announcement numbers %v, want %v", index, want)
+		}
+		if r.armed() {
+			t.Error("a timer is still armed after the burst")
+		}
+	})
 }
 
 // A new event during a burst starts the schedule again from its own
 // start; nothing more of the old burst is sent.
 func TestAnnouncerRestartDuringBurst(t *testing.T) {
-	r := newRecorder()
-	r.a.Restart()
-	r.clock.Advance(1100 * time.Millisecond) // 0, 250 ms, 750 ms sent; 1.75 s due next
-	second := r.clock.Now()
-	r.a.Restart()
-	r.clock.Advance(10 * time.Minute)
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		start := time.Now()
+		r.a.Restart()
+		advance(1100 * time.Millisecond) // 0, 250 ms, 750 ms sent; 1.75 s due next
+		second := time.Now()
+		r.a.Restart()
+		advance(10 * time.Minute)
 
-	want := append(burst(epoch0)[:3], burst(second)...)
-	if !slices.EqualFunc(r.at, want, time.Time.Equal) {
-		t.Errorf("sent at offsets %v,\nwant %v", offsets(r.at, epoch0), offsets(want, epoch0))
-	}
-	if wantIdx := []int{0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(r.index, wantIdx) {
-		t.Errorf("announcement numbers %v, want %v", r.index, wantIdx)
-	}
-	// The old burst's next announcement (at 1.75 s) is not among them.
-	if slices.ContainsFunc(r.at, func(at time.Time) bool { return at.Equal(epoch0.Add(1750 * time.Millisecond)) }) {
-		t.Error("the abandoned burst still sent its fourth announcement")
-	}
+		at, index := r.sent()
+		want := append(burst(start)[:3], burst(second)...)
+		if !slices.EqualFunc(at, want, time.Time.Equal) {
+			t.Errorf("sent at offsets %v,\nwant %v", offsets(at, start), offsets(want, start))
+		}
+		if wantIdx := []int{0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(index, wantIdx) {
+			t.Errorf("announcement numbers %v, want %v", index, wantIdx)
+		}
+		// The old burst's next announcement (at 1.75 s) is not among them.
+		if slices.ContainsFunc(at, func(at time.Time) bool { return at.Equal(start.Add(1750 * time.Millisecond)) }) {
+			t.Error("the abandoned burst still sent its fourth announcement")
+		}
+	})
 }
 
 // A burst that ended is started again by the next event, in full.
 func TestAnnouncerRestartAfterBurst(t *testing.T) {
-	r := newRecorder()
-	r.a.Restart()
-	r.clock.Advance(time.Hour)
-	later := r.clock.Now()
-	r.a.Restart()
-	r.clock.Advance(time.Hour)
-	if len(r.at) != 2*announceCount {
-		t.Fatalf("%d announcements for two events, want %d", len(r.at), 2*announceCount)
-	}
-	if got := r.at[announceCount:]; !slices.EqualFunc(got, burst(later), time.Time.Equal) {
-		t.Errorf("second burst at offsets %v", offsets(got, later))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		r.a.Restart()
+		advance(time.Hour)
+		later := time.Now()
+		r.a.Restart()
+		advance(time.Hour)
+		at, _ := r.sent()
+		if len(at) != 2*announceCount {
+			t.Fatalf("%d announcements for two events, want %d", len(at), 2*announceCount)
+		}
+		if got := at[announceCount:]; !slices.EqualFunc(got, burst(later), time.Time.Equal) {
+			t.Errorf("second burst at offsets %v", offsets(got, later))
+		}
+	})
 }
 
 func TestAnnouncerStop(t *testing.T) {
-	r := newRecorder()
-	r.a.Restart()
-	r.clock.Advance(300 * time.Millisecond)
-	r.a.Stop()
-	r.clock.Advance(time.Hour)
-	if len(r.at) != 2 {
-		t.Errorf("%d announcements, want the 2 sent before Stop", len(r.at))
-	}
-	if n := r.clock.Pending(); n != 0 {
-		t.Errorf("%d timers armed after Stop", n)
-	}
-	r.a.Restart()
-	if len(r.at) != 2 {
-		t.Error("Restart after Stop sent an announcement")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		r.a.Restart()
+		advance(300 * time.Millisecond)
+		r.a.Stop()
+		advance(time.Hour)
+		if at, _ := r.sent(); len(at) != 2 {
+			t.Errorf("%d announcements, want the 2 sent before Stop", len(at))
+		}
+		if r.armed() {
+			t.Error("a timer is armed after Stop")
+		}
+		r.a.Restart()
+		if at, _ := r.sent(); len(at) != 2 {
+			t.Error("Restart after Stop sent an announcement")
+		}
+	})
 }
 
 func TestAnnounceOffset(t *testing.T) {
+	epoch0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	for i, want := range burst(epoch0) {
 		if got := epoch0.Add(announceOffset(i)); !got.Equal(want) {
 			t.Errorf("announceOffset(%d) = %v, want %v", i, announceOffset(i), want.Sub(epoch0))

@@ -1,4 +1,4 @@
-package webui_test
+package admin_test
 
 import (
 	"bytes"
@@ -19,40 +19,40 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/portfwd/portfwd/webui"
-	"github.com/portfwd/portfwd/webui/webuitest"
+	"github.com/portfwd/portfwd/gateway/admin"
+	"github.com/portfwd/portfwd/internal/browsertest"
 )
 
 // fakeAdmin is a gateway's table and status in memory, for the admin
 // page's tests.
 type fakeAdmin struct {
 	mu      sync.Mutex
-	ms      []webui.AdminMapping
-	status  webui.AdminStatus
+	ms      []admin.Mapping
+	status  admin.Status
 	subs    map[int]func()
 	nextSub int
 	deletes []string // "TCP/9999", in order
 }
 
-func newFakeAdmin(ms ...webui.AdminMapping) *fakeAdmin {
-	return &fakeAdmin{ms: ms, subs: map[int]func(){}, status: webui.AdminStatus{
+func newFakeAdmin(ms ...admin.Mapping) *fakeAdmin {
+	return &fakeAdmin{ms: ms, subs: map[int]func(){}, status: admin.Status{
 		Name: "test gateway", Started: time.Now().Add(-90 * time.Minute), Backend: "memory",
 		ExternalAddr: netip.MustParseAddr("203.0.113.5"), ExternalSource: "interface wan0", SecureMode: true,
-		Interfaces: []webui.AdminInterface{
+		Interfaces: []admin.Interface{
 			{Name: "lan0", Role: "internal", Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}, Up: true},
 			{Name: "wan0", Role: "external", Addrs: []netip.Prefix{netip.MustParsePrefix("203.0.113.5/24")}, Up: true},
 		},
-		Services: []webui.AdminService{{Name: "UPnP IGD", Addr: "http://10.77.0.1:5000/rootDesc.xml"}},
-		Requests: []webui.AdminCounter{
+		Services: []admin.Service{{Name: "UPnP IGD", Addr: "http://10.77.0.1:5000/rootDesc.xml"}},
+		Requests: []admin.Counter{
 			{Protocol: "UPnP", Action: "AddPortMapping", Result: 0, Count: 4},
 			{Protocol: "UPnP", Action: "AddPortMapping", Result: 718, Count: 1},
 			{Protocol: "NAT-PMP", Action: "map", Result: 0, Count: 2},
 		},
-		Errors: []webui.AdminCount{{Name: "backend", Count: 0}},
+		Errors: []admin.Count{{Name: "backend", Count: 0}},
 	}}
 }
 
-func (f *fakeAdmin) Mappings() []webui.AdminMapping {
+func (f *fakeAdmin) Mappings() []admin.Mapping {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.ms)
@@ -60,10 +60,10 @@ func (f *fakeAdmin) Mappings() []webui.AdminMapping {
 
 func (f *fakeAdmin) Delete(ctx context.Context, proto string, port uint16) error {
 	f.mu.Lock()
-	i := slices.IndexFunc(f.ms, func(m webui.AdminMapping) bool { return m.Protocol == proto && m.ExternalPort == port })
+	i := slices.IndexFunc(f.ms, func(m admin.Mapping) bool { return m.Protocol == proto && m.ExternalPort == port })
 	if i < 0 {
 		f.mu.Unlock()
-		return fmt.Errorf("%w: %s/%d", webui.ErrNoSuchMapping, proto, port)
+		return fmt.Errorf("%w: %s/%d", admin.ErrNoSuchMapping, proto, port)
 	}
 	f.ms = slices.Delete(f.ms, i, i+1)
 	f.deletes = append(f.deletes, fmt.Sprintf("%s/%d", proto, port))
@@ -72,7 +72,7 @@ func (f *fakeAdmin) Delete(ctx context.Context, proto string, port uint16) error
 	return nil
 }
 
-func (f *fakeAdmin) Status() webui.AdminStatus {
+func (f *fakeAdmin) Status() admin.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.status
@@ -92,7 +92,7 @@ func (f *fakeAdmin) Subscribe(changed func()) func() {
 }
 
 // add puts m in the table as a client would, and tells the subscribers.
-func (f *fakeAdmin) add(m webui.AdminMapping) {
+func (f *fakeAdmin) add(m admin.Mapping) {
 	f.mu.Lock()
 	f.ms = append(f.ms, m)
 	f.mu.Unlock()
@@ -124,15 +124,15 @@ func (f *fakeAdmin) deleted() []string {
 }
 
 // upnpMapping is a mapping a LAN client made over UPnP.
-func upnpMapping(port uint16, desc string) webui.AdminMapping {
-	return webui.AdminMapping{Protocol: "TCP", ExternalPort: port, InternalAddr: netip.MustParseAddr("10.77.0.2"), InternalPort: 8080,
+func upnpMapping(port uint16, desc string) admin.Mapping {
+	return admin.Mapping{Protocol: "TCP", ExternalPort: port, InternalAddr: netip.MustParseAddr("10.77.0.2"), InternalPort: 8080,
 		Client: netip.MustParseAddr("10.77.0.2"), Source: "UPnP", Description: desc, Enabled: true, Expires: time.Now().Add(time.Hour)}
 }
 
 // newAdminEnv serves an admin page over backend on 127.0.0.1.
-func newAdminEnv(t *testing.T, backend webui.AdminBackend) (*env, *webui.AdminServer) {
+func newAdminEnv(t *testing.T, backend admin.Backend) (*env, *admin.Server) {
 	t.Helper()
-	a := &webui.AdminServer{
+	a := &admin.Server{
 		Backend: backend, Token: testToken, TokenFile: "/var/lib/portfwd/admin-token",
 		StatusInterval: 100 * time.Millisecond,
 		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -171,7 +171,7 @@ func (tb adminTable) ports() []int {
 }
 
 func TestAdminShowsTheTable(t *testing.T) {
-	permanent := webui.AdminMapping{Protocol: "UDP", ExternalPort: 51820, InternalAddr: netip.MustParseAddr("10.77.0.9"), InternalPort: 51820,
+	permanent := admin.Mapping{Protocol: "UDP", ExternalPort: 51820, InternalAddr: netip.MustParseAddr("10.77.0.9"), InternalPort: 51820,
 		Source: "admin", Description: "static", Enabled: true}
 	pmp := upnpMapping(9001, "")
 	pmp.Source, pmp.Protocol, pmp.Expires = "NAT-PMP", "UDP", time.Now().Add(90*time.Second)
@@ -281,7 +281,7 @@ func TestAdminRefusals(t *testing.T) {
 	for _, r := range []route{{"GET", "/api/mappings", nil}, {"GET", "/api/status", nil}, {"GET", "/api/events", nil}, {"DELETE", "/api/mappings/tcp/18080", nil}} {
 		for name, h := range map[string]http.Header{
 			"no token":    {},
-			"wrong token": {webui.TokenHeader: {testToken + "x"}},
+			"wrong token": {admin.TokenHeader: {testToken + "x"}},
 		} {
 			res, body := e.request(r.method, r.path, nil, h)
 			if res.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "/var/lib/portfwd/admin-token") {
@@ -397,7 +397,7 @@ func TestAdminEvents(t *testing.T) {
 // a mapping a client adds appearing without a reload, a description with
 // markup shown as text, a delete, and the status.
 func TestAdminBrowser(t *testing.T) {
-	b := webuitest.NewBrowser(t, webuitest.BrowserOptions{})
+	b := browsertest.NewBrowser(t, browsertest.BrowserOptions{})
 	f := newFakeAdmin(upnpMapping(18080, "web <b>server</b>"))
 	e, _ := newAdminEnv(t, f)
 
@@ -407,13 +407,13 @@ func TestAdminBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(row("TCP", 18080))),
 	)
 	b.WaitFor("the live indicator", `document.querySelector('#live').textContent === 'live'`)
-	if loc := webuitest.Eval[string](b, `location.href`); strings.Contains(loc, "token") {
+	if loc := browsertest.Eval[string](b, `location.href`); strings.Contains(loc, "token") {
 		t.Errorf("the token stays in the address bar: %s", loc)
 	}
-	if d := webuitest.Eval[string](b, `document.querySelector('#rows td.desc').textContent`); d != "web <b>server</b>" {
+	if d := browsertest.Eval[string](b, `document.querySelector('#rows td.desc').textContent`); d != "web <b>server</b>" {
 		t.Errorf("the description reads %q", d)
 	}
-	webuitest.Eval[bool](b, `window.samePage = true`)
+	browsertest.Eval[bool](b, `window.samePage = true`)
 
 	// A client maps a port: the row appears, made by NAT-PMP, counting down.
 	pmp := upnpMapping(9999, "game")
@@ -421,9 +421,9 @@ func TestAdminBrowser(t *testing.T) {
 	f.add(pmp)
 	b.WaitFor("the new row", fmt.Sprintf(`document.querySelector('%s .source')?.textContent === 'NAT-PMP'`, row("UDP", 9999)))
 	lease := fmt.Sprintf(`document.querySelector('%s .lease').textContent`, row("UDP", 9999))
-	first := webuitest.Eval[string](b, lease)
+	first := browsertest.Eval[string](b, lease)
 	b.WaitFor("the lease to tick", lease+" !== "+fmt.Sprintf("%q", first))
-	if s := webuitest.Eval[string](b, `document.querySelector('#table-status').textContent`); s != "2 mapping(s): 1 by UPnP, 1 by NAT-PMP." {
+	if s := browsertest.Eval[string](b, `document.querySelector('#table-status').textContent`); s != "2 mapping(s): 1 by UPnP, 1 by NAT-PMP." {
 		t.Errorf("the summary reads %q", s)
 	}
 
@@ -441,13 +441,13 @@ func TestAdminBrowser(t *testing.T) {
 	b.WaitFor("the notice", `document.querySelector('#notice-text').textContent.includes('nothing is mapped on UDP 9999')`)
 	b.WaitFor("the stale row to go", fmt.Sprintf(`!document.querySelector('%s')`, row("UDP", 9999)))
 
-	if !webuitest.Eval[bool](b, `window.samePage === true`) {
+	if !browsertest.Eval[bool](b, `window.samePage === true`) {
 		t.Error("the page was reloaded: live updates should not need it")
 	}
-	if up := webuitest.Eval[string](b, `document.querySelector('#uptime').textContent`); !strings.HasPrefix(up, "1h 30m") {
+	if up := browsertest.Eval[string](b, `document.querySelector('#uptime').textContent`); !strings.HasPrefix(up, "1h 30m") {
 		t.Errorf("uptime reads %q", up)
 	}
-	status := webuitest.Eval[int](b, `fetch('/api/mappings/tcp/1', {method: 'DELETE'}).then(r => r.status)`)
+	status := browsertest.Eval[int](b, `fetch('/api/mappings/tcp/1', {method: 'DELETE'}).then(r => r.status)`)
 	if status != http.StatusForbidden {
 		t.Errorf("a DELETE from the page without the token header: %d, want 403", status)
 	}
@@ -463,7 +463,7 @@ func TestAdminBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if over := webuitest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
+	if over := browsertest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 		t.Errorf("on a phone-sized screen the page scrolls sideways by %d px", over)
 	}
 	b.CheckProblems()
@@ -472,10 +472,10 @@ func TestAdminBrowser(t *testing.T) {
 // auditingAdmin is a fakeAdmin with an audit trail.
 type auditingAdmin struct {
 	*fakeAdmin
-	recs []webui.AdminAuditRecord
+	recs []admin.AuditRecord
 }
 
-func (a *auditingAdmin) AuditTrail() []webui.AdminAuditRecord { return slices.Clone(a.recs) }
+func (a *auditingAdmin) AuditTrail() []admin.AuditRecord      { return slices.Clone(a.recs) }
 func (a *auditingAdmin) SubscribeAudit(changed func()) func() { return func() {} }
 
 // TestAdminAuditTrail: the page says who opened what, when, and which
@@ -485,7 +485,7 @@ func TestAdminAuditTrail(t *testing.T) {
 	f := newFakeAdmin(upnpMapping(18080, "web"))
 	f.status.Policy = []string{"secure mode: a client may map ports only to itself", "ports: external and internal ports 1024-65535 only"}
 	f.status.Warnings = []string{"1 saved lease(s) refused by the nft backend at start"}
-	a := &auditingAdmin{fakeAdmin: f, recs: []webui.AdminAuditRecord{
+	a := &auditingAdmin{fakeAdmin: f, recs: []admin.AuditRecord{
 		{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Event: "refused", Via: "UPnP", Action: "AddPortMapping",
 			Client: netip.MustParseAddr("10.77.0.3"), Protocol: "TCP", ExternalPort: 22, Result: "606 ActionNotAuthorized",
 			Reason: "no permission rule allows mapping TCP port 22", Description: script},

@@ -1,4 +1,13 @@
-package webuitest
+// Package browsertest drives a headless Chromium for the tests of
+// portfwd's two web pages (the client's web UI and the gateway's admin
+// page), through chromedp: load a page, click, type, wait for what the
+// page shows, read values out of it, take screenshots, and fail the test
+// on a script error in the page.
+//
+// It lives under internal/ so that chromedp and cdproto, which only tests
+// need, stay out of the module graph of programs that use portfwd's
+// libraries.
+package browsertest
 
 import (
 	"context"

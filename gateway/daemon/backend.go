@@ -1,0 +1,68 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/nft"
+	"github.com/portfwd/portfwd/gateway/relay"
+)
+
+// openBackend opens the backend the configuration names.
+func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
+	cfg := &d.cfg
+	switch cfg.resolvedBackend() {
+	case BackendNFT:
+		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External, Logger: d.log}
+		if cfg.NFT.Hairpin {
+			nc.InternalInterfaces = cfg.Interfaces.Internal
+		}
+		b, err := nft.New(ctx, nc)
+		if err != nil {
+			return nil, fmt.Errorf("opening the nft backend (it needs root or CAP_NET_ADMIN; --backend relay needs neither): %w", err)
+		}
+		d.nftb = b
+		return b, nil
+	case BackendRelay:
+		bind, follow := d.relayBind()
+		d.log.Info("relay backend: external ports are bound on " + bind.String())
+		rc := relay.Config{
+			BindAddr:        bind,
+			UDPIdleTimeout:  time.Duration(cfg.Relay.UDPIdleTimeout),
+			MaxConnsPerRule: cfg.Relay.MaxConnsPerRule,
+			Logger:          d.log,
+		}
+		if follow {
+			d.wan.relay = newRelayBackend(rc, d.log)
+			return d.wan.relay, nil
+		}
+		return relay.New(rc), nil
+	default:
+		d.log.Warn("memory backend: mappings are recorded but no traffic is forwarded")
+		return gateway.NewMemory(), nil
+	}
+}
+
+// relayBind picks the relay's bind address: the configured one, else the
+// external interface's address (which the relay then follows when it
+// changes), else the fixed external address when it is one of this
+// host's, else every address.
+func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
+	cfg := &d.cfg
+	if cfg.Relay.Bind != "" {
+		return netip.MustParseAddr(cfg.Relay.Bind), false // validated
+	}
+	if ext := cfg.Interfaces.External; len(ext) > 0 {
+		if a, err := interfaceIPv4(ext[0]); err == nil {
+			return a, true
+		}
+	}
+	if a, _ := d.wan.ext.current(); a.IsValid() && isLocalAddr(a) {
+		return a, false
+	}
+	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
+	return netip.IPv4Unspecified(), false
+}

@@ -1,0 +1,272 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/ssdp"
+	"github.com/portfwd/portfwd/upnp"
+)
+
+// upnpSide is the UPnP IGD: the SOAP service over the core, its HTTP
+// listeners, GENA eventing and SSDP.
+type upnpSide struct {
+	svc       *upnpService
+	igd       *igd.Server
+	publisher *upnp.Publisher
+	http      []*httpListener
+	limits    *connLimiter // of the HTTP servers, all addresses together
+	responder *ssdp.Responder
+}
+
+// httpListener is the UPnP HTTP server on one internal address.
+type httpListener struct {
+	iface string
+	addr  netip.AddrPort
+	ln    net.Listener
+	srv   *http.Server
+}
+
+// setupUPnP builds the IGD server, its event publisher and SSDP responder,
+// and opens an HTTP listener on every IPv4 address of every internal
+// interface.
+func (d *Daemon) setupUPnP(ctx context.Context) error {
+	cfg := &d.cfg
+	version := 2
+	if cfg.UPnP.ForceIGDv1 {
+		version = 1
+	}
+	d.upnpSide.svc = &upnpService{
+		core: d.core, ext: d.wan.ext, metrics: d.metrics, v1: version == 1, start: d.start,
+		bitsUp: cfg.Device.BitrateUp, bitsDown: cfg.Device.BitrateDown,
+	}
+	if len(cfg.Interfaces.External) > 0 {
+		d.upnpSide.svc.wanIf = cfg.Interfaces.External[0]
+	}
+	scfg := igd.ServerConfig{
+		Service:          d.upnpSide.svc,
+		Version:          version,
+		UUID:             d.uuid,
+		FriendlyName:     cfg.Device.FriendlyName,
+		Manufacturer:     cfg.Device.Manufacturer,
+		ManufacturerURL:  cfg.Device.ManufacturerURL,
+		ModelName:        cfg.Device.ModelName,
+		ModelNumber:      cfg.Device.ModelNumber,
+		ModelDescription: cfg.Device.ModelDescription,
+		ModelURL:         cfg.Device.ModelURL,
+		SerialNumber:     cfg.Device.SerialNumber,
+		PresentationURL:  cfg.Device.PresentationURL,
+		Logger:           d.log,
+		OnRequest:        func(action string, code int) { d.metrics.request("upnp", action, code) },
+		OnFault:          d.onUPnPFault,
+	}
+	if cfg.UPnP.Events {
+		d.upnpSide.publisher = upnp.NewPublisher(upnp.PublisherConfig{
+			Services:   d.eventedServices(version),
+			Moderation: 200 * time.Millisecond,
+			Logger:     d.log,
+		})
+		scfg.Events = d.upnpSide.publisher
+	}
+	srv, err := igd.NewServer(scfg)
+	if err != nil {
+		return fmt.Errorf("building the UPnP IGD server: %w", err)
+	}
+	d.upnpSide.igd = srv
+
+	d.upnpSide.limits = newConnLimiter(httpMaxPerAddr, httpConnLimit(), d.log)
+	port := cfg.UPnP.HTTPPort
+	for _, name := range cfg.Interfaces.Internal {
+		addrs, err := d.lan.addrsOf(name)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			hl, err := d.listenHTTP(ctx, name, netip.AddrPortFrom(a, uint16(port)))
+			if err != nil {
+				return err
+			}
+			// With port 0, every address gets the port the first one got.
+			port = int(hl.addr.Port())
+			d.upnpSide.http = append(d.upnpSide.http, hl)
+		}
+	}
+	if cfg.UPnP.SSDP {
+		for _, name := range cfg.Interfaces.Internal {
+			if ifi, err := net.InterfaceByName(name); err == nil && ifi.Flags&net.FlagMulticast == 0 {
+				return fmt.Errorf("internal interface %s cannot do multicast, so SSDP discovery cannot work there: enable it (ip link set %s multicast on) or turn SSDP off (upnp.ssdp = false, --no-ssdp)", name, name)
+			}
+		}
+		d.upnpSide.responder = &ssdp.Responder{
+			Adverts:        advertsOf(srv.Root()),
+			Location:       d.descriptionURLFor,
+			NotifyInterval: time.Duration(cfg.UPnP.NotifyInterval),
+			Interfaces:     cfg.Interfaces.Internal,
+			BootID:         int(d.start.Unix()),
+			ConfigID:       srv.ConfigID(),
+			// One gateway per LAN: the random MX delay exists to spread the
+			// answers of many devices, and control points with short waits
+			// (python-miniupnpc waits 200 ms with MX 1) would miss a late one.
+			MaxMX:  -1,
+			Logger: d.log,
+		}
+	}
+	return nil
+}
+
+// listenHTTP opens the UPnP HTTP server's listener on addr.
+func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPort) (*httpListener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp4", addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("UPnP HTTP server on %s (%s): %w (is another UPnP daemon, such as miniupnpd, running? change upnp.http_port otherwise)", addr, iface, err)
+	}
+	got, _ := netip.ParseAddrPort(ln.Addr().String())
+	errLog := slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)
+	return &httpListener{
+		iface: iface,
+		addr:  got,
+		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.upnpSide.limits, log: d.log},
+		srv: &http.Server{
+			Handler:           d.upnpSide.igd,
+			ConnState:         d.upnpSide.limits.connState,
+			ReadHeaderTimeout: httpReadHeaderTimeout,
+			ReadTimeout:       httpReadTimeout,
+			WriteTimeout:      httpWriteTimeout,
+			IdleTimeout:       httpIdleTimeout,
+			MaxHeaderBytes:    httpMaxHeaderBytes,
+			ErrorLog:          errLog,
+		},
+	}, nil
+}
+
+// descriptionURLFor returns the description URL on the listener of local,
+// for SSDP answers on the interface holding it.
+func (d *Daemon) descriptionURLFor(local netip.Addr) string {
+	for _, h := range d.upnpSide.http {
+		if h.addr.Addr() == local {
+			return "http://" + h.addr.String() + igd.DescriptionPath
+		}
+	}
+	return ""
+}
+
+// DescriptionURLs returns the root description URL on every internal
+// address, the URL a client may be given instead of SSDP discovery.
+func (d *Daemon) DescriptionURLs() []string {
+	var out []string
+	for _, h := range d.upnpSide.http {
+		out = append(out, "http://"+h.addr.String()+igd.DescriptionPath)
+	}
+	return out
+}
+
+// advertsOf returns the SSDP advertisements of a device tree: the root
+// device and each embedded one, with their service types.
+func advertsOf(root *upnp.Root) []ssdp.Advertisement {
+	var out []ssdp.Advertisement
+	var walk func(dev *upnp.Device, isRoot bool)
+	walk = func(dev *upnp.Device, isRoot bool) {
+		var types []string
+		for _, s := range dev.Services {
+			types = append(types, s.ServiceType)
+		}
+		out = append(out, ssdp.DeviceAdverts(dev.UDN, dev.DeviceType, isRoot, types...)...)
+		for i := range dev.Devices {
+			walk(&dev.Devices[i], false)
+		}
+	}
+	walk(&root.Device, true)
+	return out
+}
+
+// eventedServices returns, for the GENA publisher, the evented state
+// variables of each service by event path (read when a control point
+// subscribes).
+func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
+	m := map[string]func() []upnp.Arg{
+		igd.WANIPConnectionEventPath: func() []upnp.Arg {
+			return append([]upnp.Arg{{Name: "PossibleConnectionTypes", Value: "IP_Routed"}}, d.connectionVars(version)...)
+		},
+		igd.WANCommonInterfaceConfigEventPath: func() []upnp.Arg {
+			return []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}}
+		},
+	}
+	if version == 1 {
+		m[igd.Layer3ForwardingEventPath] = func() []upnp.Arg {
+			return []upnp.Arg{{Name: "DefaultConnectionService", Value: defaultConnectionService(d.upnpSide.igd.Root())}}
+		}
+	}
+	return m
+}
+
+// connectionVars are WANIPConnection's evented variables that change.
+func (d *Daemon) connectionVars(version int) []upnp.Arg {
+	status, _, _ := d.upnpSide.svc.ConnectionStatus(context.Background())
+	ip := ""
+	if a := d.wan.ext.Get(); a.Is4() {
+		ip = a.String()
+	}
+	vars := []upnp.Arg{
+		{Name: "ConnectionStatus", Value: status},
+		{Name: "ExternalIPAddress", Value: ip},
+		{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(d.core.Len())},
+	}
+	if version >= 2 {
+		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(d.upnpSide.svc.updateID.Load()), 10)})
+	}
+	return vars
+}
+
+func (d *Daemon) linkStatus() string {
+	lp, _ := d.upnpSide.svc.LinkProperties(context.Background())
+	return lp.Status
+}
+
+// defaultConnectionService is Layer3Forwarding's name for the WAN
+// connection: the UDN of the device holding WANIPConnection, then its
+// service ID.
+func defaultConnectionService(root *upnp.Root) string {
+	var find func(dev *upnp.Device) string
+	find = func(dev *upnp.Device) string {
+		for _, s := range dev.Services {
+			if s.ServiceID == igd.ServiceIDWANIPConnection {
+				return dev.UDN + ":WANConnectionDevice:1," + s.ServiceID
+			}
+		}
+		for i := range dev.Devices {
+			if v := find(&dev.Devices[i]); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	return find(&root.Device)
+}
+
+// onEvent follows the core's table changes: metrics, SystemUpdateID, and
+// the GENA event with the new entry count.
+func (d *Daemon) onEvent(e gateway.Event) {
+	defer d.catch("table event")
+	d.metrics.event(e)
+	if d.upnpSide.svc == nil {
+		return
+	}
+	id := d.upnpSide.svc.updateID.Add(1)
+	if d.upnpSide.publisher == nil {
+		return
+	}
+	vars := []upnp.Arg{{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(e.Count)}}
+	if !d.upnpSide.svc.v1 {
+		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(id), 10)})
+	}
+	d.upnpSide.publisher.Notify(igd.WANIPConnectionEventPath, vars)
+}
