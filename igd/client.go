@@ -134,8 +134,44 @@ func (c *Client) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// call sends one SOAP action, and logs the exchange at debug level: the
+// request with its arguments, then the answer or the failure, with the
+// time it took.
 func (c *Client) call(ctx context.Context, action string, args upnp.Args) (upnp.Args, error) {
-	return c.soap().Call(ctx, c.ControlURL, c.ServiceType, action, args)
+	return c.callAt(ctx, c.ControlURL, c.ServiceType, action, args)
+}
+
+// callAt is call for a service at another control URL.
+func (c *Client) callAt(ctx context.Context, controlURL, serviceType, action string, args upnp.Args) (upnp.Args, error) {
+	log := c.logger()
+	log.Debug("igd: SOAP request", "action", action, "url", controlURL, "args", argsText(args))
+	start := time.Now()
+	out, err := c.soap().Call(ctx, controlURL, serviceType, action, args)
+	if err != nil {
+		log.Debug("igd: SOAP failed", "action", action, "took", time.Since(start).Round(time.Microsecond), "err", err)
+		return nil, err
+	}
+	log.Debug("igd: SOAP response", "action", action, "took", time.Since(start).Round(time.Microsecond), "args", argsText(out))
+	return out, nil
+}
+
+// argsText is a SOAP action's arguments on one line: Name=value,
+// separated by spaces, with values quoted when they need it.
+func argsText(args upnp.Args) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(a.Name)
+		b.WriteByte('=')
+		if a.Value == "" || strings.ContainsAny(a.Value, " \t\"=") {
+			b.WriteString(strconv.Quote(a.Value))
+		} else {
+			b.WriteString(a.Value)
+		}
+	}
+	return b.String()
 }
 
 func (c *Client) requireV2(action string) error {
@@ -394,7 +430,7 @@ func (c *Client) GetCommonLinkProperties(ctx context.Context, commonControlURL s
 	if st == "" {
 		st = URNWANCommonInterfaceConfig1
 	}
-	out, err := c.soap().Call(ctx, commonControlURL, st, "GetCommonLinkProperties", nil)
+	out, err := c.callAt(ctx, commonControlURL, st, "GetCommonLinkProperties", nil)
 	if err != nil {
 		return LinkProperties{}, err
 	}

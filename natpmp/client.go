@@ -283,6 +283,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 	}
 	var resp Response
 	var rebooted bool
+	log.Debug("natpmp: request", "request", req)
 	err = retransmit.Exchange(ctx, conn, AppendRequest(nil, req),
 		retransmit.Options{Tries: tries, Wait: next, BufSize: readBufSize, Name: "natpmp", Logger: log},
 		func(b []byte, firstSent time.Time) bool {
@@ -290,6 +291,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (Response, bool, err
 			if !ok {
 				return false
 			}
+			log.Debug("natpmp: reply", "reply", r, "took", time.Since(firstSent).Round(time.Microsecond))
 			if known {
 				rebooted = c.epoch.ObserveSpan(r.Epoch, firstSent, time.Now())
 				if rebooted {

@@ -495,6 +495,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 	}
 	sched := retransmitSchedule{initial: c.InitialTimeout, max: c.MaxTimeout}
 	var rep reply
+	log.Debug("pcp: request", "request", sent)
 	err = retransmit.Exchange(ctx, conn, pkt,
 		retransmit.Options{Tries: tries, Wait: sched.next, BufSize: readBufSize, Name: "pcp", Logger: log},
 		func(b []byte, firstSent time.Time) bool {
@@ -502,6 +503,7 @@ func (c *Client) exchange(ctx context.Context, req Request) (reply, error) {
 			if !ok {
 				return false
 			}
+			log.Debug("pcp: reply", "reply", r.resp, "took", time.Since(firstSent).Round(time.Microsecond))
 			if r.rebooted {
 				log.Info("pcp: the server's epoch is not consistent with the last one: it lost its mappings", "epoch", r.resp.Epoch)
 			}

@@ -17,7 +17,7 @@ import (
 )
 
 // Options configure discovery. The zero value searches every protocol on
-// every interface and uses the default route's gateway for NAT-PMP.
+// every interface and uses the default route's gateway for NAT-PMP and PCP.
 type Options struct {
 	// Methods limits the protocols tried; empty means all.
 	Methods []Method
@@ -61,7 +61,7 @@ type Options struct {
 	// NoMulticast skips SSDP multicast (only SSDPUnicast is searched).
 	NoMulticast bool
 	// NoDefaultGateway stops discovery from using the default route's
-	// gateway (unicast M-SEARCH and NAT-PMP).
+	// gateway (unicast M-SEARCH, NAT-PMP and PCP).
 	NoDefaultGateway bool
 }
 
@@ -270,7 +270,7 @@ loop:
 		if len(errs) > 0 {
 			return nil, fmt.Errorf("%w (tried %s): %w", ErrNoGateway, joinComma(tried), errors.Join(errs...))
 		}
-		return nil, fmt.Errorf("%w (tried %s): nothing answered; is UPnP or NAT-PMP enabled on the router?", ErrNoGateway, joinComma(tried))
+		return nil, fmt.Errorf("%w (tried %s): nothing answered; is UPnP, NAT-PMP or PCP enabled on the router?", ErrNoGateway, joinComma(tried))
 	}
 	sortCandidates(found)
 	if g, ok := found[0].gw.(*upnpGateway); ok && !o.NoCache {
@@ -328,7 +328,6 @@ func searchUPnP(ctx context.Context, o *Options, st *store, so ssdp.SearchOption
 			return true
 		}
 		seen[r.Location] = true
-		o.logger().Debug("SSDP reply", "location", r.Location, "st", r.ST, "from", r.From, "server", r.Server)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

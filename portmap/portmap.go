@@ -262,7 +262,8 @@ type Info struct {
 type Gateway interface {
 	// Method is the protocol used.
 	Method() Method
-	// Addr is a short identifier: the control URL for UPnP, host:port for NAT-PMP.
+	// Addr is a short identifier: the control URL for UPnP, host:port for
+	// NAT-PMP and PCP.
 	Addr() string
 	// ExternalIP returns the gateway's external address.
 	ExternalIP(ctx context.Context) (netip.Addr, error)

@@ -58,10 +58,16 @@ func probeUPnP(ctx context.Context, o *Options, st *store, location string) (*up
 		rctx, cancel = context.WithTimeout(ctx, o.RequestTimeout)
 		defer cancel()
 	}
+	log := o.logger()
+	log.Debug("upnp: fetching the description", "url", location)
+	start := time.Now()
 	root, err := upnp.FetchDescription(rctx, o.HTTPClient, location)
 	if err != nil {
+		log.Debug("upnp: description failed", "url", location, "took", time.Since(start).Round(time.Microsecond), "err", err)
 		return nil, 0, fmt.Errorf("UPnP description at %s: %w", location, err)
 	}
+	log.Debug("upnp: description", "url", location, "took", time.Since(start).Round(time.Microsecond),
+		"device", root.Device.FriendlyName, "model", root.Device.ModelName, "url_base", root.URLBase)
 	refs := igd.ConnectionServices(root)
 	if len(refs) == 0 {
 		return nil, 0, fmt.Errorf("UPnP device at %s (%s) has no WANIPConnection or WANPPPConnection service: it is not an Internet gateway", location, root.Device.FriendlyName)

@@ -172,7 +172,7 @@ func Search(ctx context.Context, opts SearchOptions, found func(Response) bool) 
 			}
 			seen[key] = true
 			r.From, r.Interface = p.from, p.iface
-			log.Debug("ssdp: found", "location", r.Location, "st", r.ST, "from", r.From, "interface", r.Interface)
+			log.Debug("ssdp: found", "location", r.Location, "st", r.ST, "from", r.From, "interface", r.Interface, "server", r.Server)
 			if !found(r) {
 				return nil
 			}
@@ -264,7 +264,7 @@ func openSearchConns(ctx context.Context, opts SearchOptions, log *slog.Logger) 
 		if len(errs) == 0 {
 			return nil, errors.New("ssdp: search: nothing to search: NoMulticast is set and Unicast is empty; clear NoMulticast or give a unicast destination")
 		}
-		return nil, fmt.Errorf("ssdp: search: no usable interface or destination (name an up, multicast-capable interface in Interfaces, or give a gateway in Unicast): %w", errors.Join(errs...))
+		return nil, fmt.Errorf("ssdp: search: no up, multicast-capable interface to search on, and no router to ask directly: %w", errors.Join(errs...))
 	}
 	return conns, nil
 }
@@ -382,6 +382,7 @@ func openMulticastConn(ctx context.Context, ia ifaceAddr) (net.PacketConn, error
 func sendRound(conns []*searchConn, log *slog.Logger) (sent int, err error) {
 	for _, c := range conns {
 		for _, d := range c.dsts {
+			n := 0
 			for _, m := range d.msgs {
 				if _, werr := c.pc.WriteTo(m, d.addr); werr != nil {
 					log.Debug("ssdp: sending M-SEARCH", "to", d.addr, "interface", c.iface, "err", werr)
@@ -390,8 +391,12 @@ func sendRound(conns []*searchConn, log *slog.Logger) (sent int, err error) {
 					}
 					continue
 				}
-				sent++
+				n++
 			}
+			if n > 0 {
+				log.Debug("ssdp: M-SEARCH sent", "to", d.addr, "interface", c.iface, "searches", n)
+			}
+			sent += n
 		}
 	}
 	return sent, err

@@ -376,7 +376,7 @@ func FetchDescription(ctx context.Context, hc *http.Client, location string) (*R
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("upnp: fetching device description from %s: HTTP %s; the device may have restarted or changed address, so discover it again", location, resp.Status)
+		return nil, fmt.Errorf("upnp: fetching device description from %s: %w", location, descriptionStatusError(resp.Status))
 	}
 	if resp.ContentLength > MaxDescriptionSize {
 		return nil, fmt.Errorf("upnp: device description at %s is %d bytes: %w", location, resp.ContentLength, ErrBodyTooLarge)
@@ -396,6 +396,14 @@ func FetchDescription(ctx context.Context, hc *http.Client, location string) (*R
 		return nil, fmt.Errorf("%w (fetched from %s)", err, location)
 	}
 	return root, nil
+}
+
+// descriptionStatusError is an HTTP status other than 200 OK in answer to
+// a description request.
+type descriptionStatusError string
+
+func (e descriptionStatusError) Error() string {
+	return "HTTP " + string(e) + "; the device may have restarted or changed address, so discover it again"
 }
 
 // Marshal renders the description as a UTF-8 XML document in the UDA

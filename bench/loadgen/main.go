@@ -1,4 +1,4 @@
-// Command loadgen drives a UPnP IGD and NAT-PMP server with the request
+// Command loadgen drives a UPnP IGD, NAT-PMP and PCP server with the request
 // patterns of portfwd's gateway benchmark and prints one JSON object per
 // phase. scripts/bench.sh runs it on the lab's LAN host against miniupnpd
 // and against portfwd's gateway alike, so both face the same client.

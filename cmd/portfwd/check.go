@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/portfwd/portfwd/internal/cli"
 	"github.com/portfwd/portfwd/portmap"
 	"github.com/portfwd/portfwd/reach"
 )
@@ -67,18 +67,9 @@ func loadConfig(path string, required bool) (config, error) {
 	return c, nil
 }
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (s *stringList) String() string { return strings.Join(*s, ",") }
-
-func (s *stringList) Set(v string) error {
-	*s = append(*s, v)
-	return nil
-}
-
 // jsonCheck is "portfwd check --json".
 type jsonCheck struct {
+	Schema       int     `json:"schema"`
 	Reachable    bool    `json:"reachable"`
 	Verified     bool    `json:"verified"`
 	Answered     bool    `json:"answered"`
@@ -89,26 +80,31 @@ type jsonCheck struct {
 	Listener     string  `json:"listener"`
 	Probe        string  `json:"probe"`
 	RTTMillis    float64 `json:"rtt_ms"`
-	Code         string  `json:"code,omitempty"`
+	Code         string  `json:"code"`
 	// Observed is what the probe saw; Reason adds what the router said.
 	Observed        string       `json:"observed"`
 	Reason          string       `json:"reason"`
-	Gateway         string       `json:"gateway,omitempty"`
-	GatewayError    string       `json:"gateway_error,omitempty"`
-	ExternalIP      string       `json:"external_ip,omitempty"`
-	ExternalIPClass string       `json:"external_ip_class,omitempty"`
+	Gateway         string       `json:"gateway"`
+	GatewayError    string       `json:"gateway_error"`
+	ExternalIP      string       `json:"external_ip"`
+	ExternalIPClass string       `json:"external_ip_class"`
 	MappingsListed  bool         `json:"mappings_listed"`
-	Mapping         *jsonMapping `json:"mapping,omitempty"`
+	Mapping         *jsonMapping `json:"mapping"`
 }
 
 func runCheck(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "check", &cf)
-	var probes stringList
-	fs.Var(&probes, "probe", "probe server URL, e.g. http://probe.example.net:8999; repeat to try several in turn (default: probe_servers in the config file)")
-	ext := fs.Uint("external", 0, "external port to check (default: the router's mapping to PORT on this host, else PORT)")
-	proto := fs.String("proto", "tcp", "tcp or udp")
-	configPath := fs.String("config", defaultConfigPath(), "configuration file holding probe_servers ($PORTFWD_CONFIG)")
+	var (
+		probes []string
+		ext    uint16
+		p      = reach.TCP
+	)
+	fs.Var(&cli.URLs{P: &probes, Example: "http://probe.example.net:8999"}, "probe",
+		"a probe server's URL, like http://probe.example.net:8999; repeat it to try several in turn (default: probe_servers in the configuration file)")
+	fs.Var((*cli.Port)(&ext), "external", "the external port to check (default: the router's mapping to PORT on this host, else PORT)")
+	fs.Var(&cli.Enum{P: &p, Choices: []string{reach.TCP, reach.UDP}}, "proto", "the protocol to check")
+	configPath := fs.String("config", "", "the configuration `file` holding probe_servers (default $PORTFWD_CONFIG, else ~/.config/portfwd/config.toml)")
 	noGateway := fs.Bool("no-gateway", false, "do not ask the router about its mappings (e.g. on a host with a public address)")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
@@ -120,27 +116,28 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *ext > 65535 {
-		return usagef("--external: %d is not a port number", *ext)
-	}
-	p := strings.ToLower(*proto)
-	if p != reach.TCP && p != reach.UDP {
-		return usagef("--proto must be tcp or udp, not %q", *proto)
-	}
 	if len(probes) == 0 {
-		explicit := false
-		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+		explicit := *configPath != ""
+		if !explicit {
+			*configPath = defaultConfigPath()
+		}
 		c, err := loadConfig(*configPath, explicit)
 		if err != nil {
 			return err
+		}
+		for _, u := range c.ProbeServers {
+			if err := cli.CheckHTTPURL(u, ""); err != nil {
+				return fmt.Errorf("probe_servers in %s: %v", *configPath, err)
+			}
 		}
 		probes = c.ProbeServers
 	}
 	if len(probes) == 0 {
 		return usagef("no probe server to check from: pass --probe URL, or set probe_servers = [\"http://HOST:PORT\"] in %s (run one with 'portfwd probe-server' on a host outside your network)", *configPath)
 	}
-	extPort := uint16(*ext)
-	out := jsonCheck{Protocol: p, InternalPort: port}
+	extPort := ext
+	out := jsonCheck{Schema: schemaVersion, Protocol: strings.ToUpper(p), InternalPort: port}
+	e.network("check")
 
 	var facts reach.Facts
 	if !*noGateway {
@@ -171,6 +168,12 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 	out.ExternalPort, out.Address, out.Listener = res.ExternalPort, res.Address.String(), string(res.Listener)
 	out.Probe, out.RTTMillis, out.Code = res.Probe, float64(res.RTT.Microseconds())/1000, res.Code
 	out.Observed, out.Reason = res.Reason, reason
+	if facts.ExternalIP.IsValid() {
+		out.ExternalIPClass = addrClass(portmap.Classify(facts.ExternalIP))
+	}
+	if facts.GatewayErr != nil {
+		out.GatewayError = sentence(facts.GatewayErr)
+	}
 	what := fmt.Sprintf("%v/%s", res.Address, p)
 	if cf.json {
 		if err := printJSON(e.stdout, out); err != nil {
@@ -187,7 +190,8 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if !res.Reachable {
-		return unreachableError{what}
+		// Under --json the object above says so: no second object.
+		return reported{unreachableError{what}}
 	}
 	return nil
 }
@@ -205,7 +209,7 @@ func routerFacts(ctx context.Context, e *env, cf *clientFlags, out *jsonCheck, p
 		f.GatewayErr = err
 		out.GatewayError = err.Error()
 		if !cf.json {
-			fmt.Fprintf(e.stderr, "warning: %v; checking from outside anyway\n", err)
+			fmt.Fprintf(e.stderr, "warning: %s; checking from outside anyway\n", sentence(err))
 		}
 		return f, extPort, "", nil
 	}
@@ -228,14 +232,14 @@ func routerFacts(ctx context.Context, e *env, cf *clientFlags, out *jsonCheck, p
 
 func runProbeServer(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags // for positional arguments only: none are taken
-	fs := flag.NewFlagSet("probe-server", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	listen := fs.String("listen", "", "address to listen on, e.g. :8999 (required)")
-	rate := fs.String("rate", "10/min", "checks allowed per source address: N/s, N/min, N/h (cannot be turned off)")
-	burst := fs.Int("burst", 0, "checks a source may make at once (default: the N of --rate)")
-	timeout := fs.Duration("connect-timeout", reach.MaxConnectTimeout, "how long to try to reach a client (at most 5s)")
-	maxConc := fs.Int("max-concurrent", 64, "checks running at once; more are answered 503")
-	verbose := fs.Bool("v", false, "log debugging details")
+	fs := plainFlagSet(e, "probe-server", &cf)
+	listen := fs.String("listen", "", "the `address` to listen on, host:port, like :8999 (required)")
+	rate := fs.String("rate", "10/min", "the `rate` of checks allowed per source address: N/s, N/min or N/h; it cannot be turned off")
+	burst := fs.Int("burst", 0, "the checks a source may make at once (default: the N of --rate)")
+	timeout := reach.MaxConnectTimeout
+	fs.Var(&cli.Duration{P: &timeout}, "connect-timeout", "how long to try to reach a client (at most 5s)")
+	maxConc := fs.Int("max-concurrent", 64, "the checks running at once; more are answered 503")
+	verbose := fs.Bool("v", false, "log every check's details")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
 	}
@@ -244,8 +248,8 @@ func runProbeServer(ctx context.Context, e *env, args []string) error {
 		return usagef("probe-server takes no arguments, only flags (got %q)", cf.positions[0])
 	case *listen == "":
 		return usagef("probe-server needs --listen ADDRESS:PORT, e.g. --listen :8999")
-	case *timeout <= 0 || *timeout > reach.MaxConnectTimeout:
-		return usagef("--connect-timeout must be above 0 and at most %v", reach.MaxConnectTimeout)
+	case timeout > reach.MaxConnectTimeout:
+		return usagef("--connect-timeout must be at most %v", reach.MaxConnectTimeout)
 	case *maxConc <= 0:
 		return usagef("--max-concurrent must be at least 1")
 	case *burst < 0:
@@ -261,13 +265,14 @@ func runProbeServer(ctx context.Context, e *env, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	e.network("probe-server")
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("probe-server: cannot listen on %s: %w", *listen, err)
 	}
-	s := &reach.ProbeServer{Limit: limit, ConnectTimeout: *timeout, MaxConcurrent: *maxConc, Logger: log}
+	s := &reach.ProbeServer{Limit: limit, ConnectTimeout: timeout, MaxConcurrent: *maxConc, Logger: log}
 	log.Info("probe server listening", "addr", ln.Addr().String(), "path", reach.Path, "rate_limit", limit.String(),
-		"connect_timeout", timeout.String(), "max_concurrent", *maxConc)
+		"connect_timeout", timeout, "max_concurrent", *maxConc)
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 		log.Warn("other hosts can reach this probe server: it connects back to whoever asks, only to the asker's own address, at most " +
 			limit.String() + " per address; serve it directly, never behind a reverse proxy (it would probe the proxy)")

@@ -10,64 +10,41 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/cli"
 	"github.com/portfwd/portfwd/portmap"
 )
-
-// jsonMapping is a mapping as --json prints it.
-type jsonMapping struct {
-	portmap.Mapping
-	LeaseSeconds int64 `json:"lease_seconds"`
-}
-
-func toJSON(m portmap.Mapping) jsonMapping {
-	return jsonMapping{Mapping: m, LeaseSeconds: int64(m.Lease / time.Second)}
-}
 
 func runDiscover(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "discover", &cf)
 	fs.BoolVar(&cf.wait, "wait", false, "collect every gateway until --timeout instead of stopping at the first usable one")
-	if err := parse(fs, args, &cf); err != nil {
+	if err := cf.parseNoArgs(fs, args); err != nil {
 		return err
 	}
 	gws, err := cf.discover(ctx, e)
 	if err != nil {
 		return err
 	}
-	type jsonGateway struct {
-		Method      portmap.Method `json:"method"`
-		Addr        string         `json:"addr"`
-		Location    string         `json:"location,omitempty"`
-		ServiceType string         `json:"service_type,omitempty"`
-		Status      string         `json:"status,omitempty"`
-		Connected   bool           `json:"connected"`
-		Problem     string         `json:"problem,omitempty"`
-		ExternalIP  string         `json:"external_ip,omitempty"`
-		AddrClass   string         `json:"external_ip_class,omitempty"`
-		Warning     string         `json:"warning,omitempty"`
-		Error       string         `json:"error,omitempty"`
-	}
 	out := make([]jsonGateway, 0, len(gws))
 	for _, g := range gws {
 		rctx, cancel := cf.requestCtx(ctx, 1)
 		info, err := g.Info(rctx)
 		cancel()
-		j := jsonGateway{Method: g.Method(), Addr: g.Addr(), Location: info.Location, ServiceType: info.ServiceType,
-			Status: info.ConnectionStatus, Connected: info.Connected, Problem: info.Problem}
-		if err != nil {
-			j.Error = err.Error()
-		}
-		if info.ExternalIP.IsValid() && !info.ExternalIP.IsUnspecified() {
-			c := portmap.Classify(info.ExternalIP)
-			j.ExternalIP, j.AddrClass, j.Warning = info.ExternalIP.String(), c.String(), c.Warning()
+		j := jsonGateway{Method: g.Method(), Gateway: g.Addr(), Location: info.Location, ServiceType: info.ServiceType,
+			Status: info.ConnectionStatus, Connected: info.Connected, Problem: info.Problem, jsonExternalIP: externalIP(info.ExternalIP)}
+		if err != nil && j.Problem == "" {
+			j.Problem = sentence(err)
 		}
 		out = append(out, j)
 	}
 	if cf.json {
-		return printJSON(e.stdout, map[string]any{"gateways": out})
+		return printJSON(e.stdout, struct {
+			Schema   int           `json:"schema"`
+			Gateways []jsonGateway `json:"gateways"`
+		}{schemaVersion, out})
 	}
 	for i, g := range out {
-		fmt.Fprintf(e.stdout, "%d. %s  %s\n", i+1, strings.ToUpper(string(g.Method)), g.Addr)
+		fmt.Fprintf(e.stdout, "%d. %s  %s\n", i+1, g.Method.Name(), g.Gateway)
 		if g.Location != "" {
 			fmt.Fprintf(e.stdout, "   description: %s\n", g.Location)
 		}
@@ -86,13 +63,10 @@ func runDiscover(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "   problem:     %s\n", g.Problem)
 		}
 		if g.ExternalIP != "" {
-			fmt.Fprintf(e.stdout, "   external IP: %s (%s)\n", g.ExternalIP, g.AddrClass)
+			fmt.Fprintf(e.stdout, "   external IP: %s (%s)\n", g.ExternalIP, portmap.Classify(netip.MustParseAddr(g.ExternalIP)))
 		}
 		if g.Warning != "" {
 			fmt.Fprintf(e.stdout, "   warning:     %s\n", g.Warning)
-		}
-		if g.Error != "" {
-			fmt.Fprintf(e.stdout, "   error:       %s\n", g.Error)
 		}
 	}
 	return nil
@@ -112,7 +86,7 @@ func runInfo(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if cf.json {
-		return printJSON(e.stdout, info)
+		return printJSON(e.stdout, toJSONInfo(g, info))
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
@@ -120,7 +94,7 @@ func runInfo(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
 		}
 	}
-	row("Protocol", strings.ToUpper(string(info.Method)))
+	row("Protocol", info.Method.Name())
 	row("Friendly name", info.FriendlyName)
 	mf := info.Manufacturer
 	if info.ManufacturerURL != "" {
@@ -205,10 +179,12 @@ func runIP(ctx context.Context, e *env, args []string) error {
 	}
 	c := portmap.Classify(ip)
 	if cf.json {
-		return printJSON(e.stdout, map[string]any{
-			"external_ip": ip.String(), "class": c.String(), "warning": c.Warning(),
-			"method": g.Method(), "gateway": g.Addr(),
-		})
+		return printJSON(e.stdout, struct {
+			Schema  int            `json:"schema"`
+			Method  portmap.Method `json:"method"`
+			Gateway string         `json:"gateway"`
+			jsonExternalIP
+		}{schemaVersion, g.Method(), g.Addr(), externalIP(ip)})
 	}
 	fmt.Fprintln(e.stdout, ip)
 	if w := c.Warning(); w != "" {
@@ -239,18 +215,13 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if cf.json {
-		out := make([]jsonMapping, len(ms))
-		for i, m := range ms {
-			out[i] = toJSON(m)
-		}
-		j := map[string]any{"method": g.Method(), "gateway": g.Addr(), "mappings": out}
-		if err != nil {
-			j["error"] = err.Error()
-		}
-		if perr := printJSON(e.stdout, j); perr != nil {
-			return perr
-		}
-		return err
+		return reportJSON(e, struct {
+			Schema   int            `json:"schema"`
+			Method   portmap.Method `json:"method"`
+			Gateway  string         `json:"gateway"`
+			Mappings []jsonMapping  `json:"mappings"`
+			Error    *jsonError     `json:"error,omitempty"`
+		}{schemaVersion, g.Method(), g.Addr(), toJSONs(ms), jsonErrorOf(err)}, err)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROTO\tEXTERNAL\tINTERNAL\tENABLED\tLEASE\tREMOTE\tDESCRIPTION")
@@ -286,9 +257,9 @@ func yesNo(b bool) string {
 }
 
 // mappingArgs parses the command line of a command that takes one internal
-// PORT with --external and --proto (add, keep). ext and proto are the
-// flags' pointers: their values exist only once parsing is done.
-func (cf *clientFlags) mappingArgs(fs *flag.FlagSet, args []string, example string, ext *uint, proto *string) (uint16, []portmap.Protocol, error) {
+// PORT with --external and --proto (add, keep). proto is the flag's
+// value: it exists only once parsing is done.
+func (cf *clientFlags) mappingArgs(fs *flag.FlagSet, args []string, example string, proto *string) (uint16, []portmap.Protocol, error) {
 	if err := parse(fs, args, cf); err != nil {
 		return 0, nil, err
 	}
@@ -300,86 +271,142 @@ func (cf *clientFlags) mappingArgs(fs *flag.FlagSet, args []string, example stri
 	if err != nil {
 		return 0, nil, err
 	}
-	if *ext > 65535 {
-		return 0, nil, usagef("--external: %d is not a port number", *ext)
-	}
-	protos, err := protocols(*proto)
-	if err != nil {
-		return 0, nil, err
-	}
-	return port, protos, nil
+	return port, protocols(*proto), nil
 }
 
-// protocols parses --proto: tcp, udp or both.
-func protocols(s string) ([]portmap.Protocol, error) {
-	if strings.EqualFold(s, "both") {
-		return []portmap.Protocol{portmap.TCP, portmap.UDP}, nil
-	}
-	p, err := portmap.ParseProtocol(s)
-	if err != nil {
-		return nil, usagef("--proto must be tcp, udp or both, not %q", s)
-	}
-	return []portmap.Protocol{p}, nil
+// protoFlag is the --proto flag of a mapping: tcp, udp or both.
+func protoFlag(p *string) *cli.Enum {
+	*p = "tcp"
+	return &cli.Enum{P: p, Choices: []string{"tcp", "udp", "both"}}
 }
 
+// protocols are the protocols of a --proto value (tcp, udp or both).
+func protocols(s string) []portmap.Protocol {
+	switch strings.ToLower(s) {
+	case "both":
+		return []portmap.Protocol{portmap.TCP, portmap.UDP}
+	case "udp":
+		return []portmap.Protocol{portmap.UDP}
+	}
+	return []portmap.Protocol{portmap.TCP}
+}
+
+// parsePort parses a positional port argument; what names it.
 func parsePort(s, what string) (uint16, error) {
-	p, err := strconv.ParseUint(s, 10, 16)
-	if err != nil || p == 0 {
-		return 0, usagef("%s: %q is not a port number (1-65535)", what, s)
+	p, err := cli.ParsePort(s)
+	if err != nil {
+		return 0, usagef("%s: %v", what, err)
 	}
-	return uint16(p), nil
+	return p, nil
+}
+
+// leaseFlag is the --lease flag of a mapping: 0 or at least a second
+// (UPnP counts leases in seconds, and 0 there means permanent).
+func leaseFlag(d *time.Duration) *cli.Duration {
+	return &cli.Duration{P: d, ZeroOK: true, Min: time.Second}
+}
+
+// descNote is what to add to a mapping's note when the user gave a
+// description that the protocol cannot carry.
+func descNote(m portmap.Mapping, given bool) string {
+	if !given || m.Method == portmap.UPnP || m.Description == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s has no descriptions: %q is kept in this host's records only", m.Method.Name(), m.Description)
+}
+
+// addNote appends note to m's.
+func addNote(m *portmap.Mapping, note string) {
+	switch {
+	case note == "":
+	case m.Note == "":
+		m.Note = note
+	default:
+		m.Note += "; " + note
+	}
+}
+
+// given reports whether the flag name was on the command line.
+func given(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
+// reportJSON prints a command's JSON object, which carries err when the
+// command failed after part of its work, and returns err marked as
+// printed.
+func reportJSON(e *env, v any, err error) error {
+	if perr := printJSON(e.stdout, v); perr != nil {
+		return perr
+	}
+	if err != nil {
+		return reported{err}
+	}
+	return nil
+}
+
+// jsonMappings is the object of add and edit.
+type jsonMappings struct {
+	Schema   int           `json:"schema"`
+	Mappings []jsonMapping `json:"mappings"`
+	Error    *jsonError    `json:"error,omitempty"`
 }
 
 func runAdd(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "add", &cf)
-	ext := fs.Uint("external", 0, "external port (default: the same as the internal port)")
-	proto := fs.String("proto", "tcp", "tcp, udp or both")
-	client := fs.String("client", "", "LAN address to forward to (default: this host)")
-	lease := fs.Duration("lease", 0, "lease duration, e.g. 1h (0: permanent on UPnP, 2h on NAT-PMP)")
-	desc := fs.String("desc", "portfwd", "description shown on the router")
-	anyPort := fs.Bool("any", false, "accept another external port if the wanted one is taken")
-	replace := fs.Bool("replace", false, "replace a mapping already at the external port (by default portfwd refuses, naming it)")
-	port, protos, err := cf.mappingArgs(fs, args, "add 8080 --external 18080", ext, proto)
+	var (
+		ext    uint16
+		proto  string
+		lease  time.Duration
+		client cli.Addr
+	)
+	fs.Var((*cli.Port)(&ext), "external", "the external port (default: PORT, the internal one)")
+	fs.Var(protoFlag(&proto), "proto", "the protocol to map")
+	fs.Var(leaseFlag(&lease), "lease", "how long the mapping lasts; 0 asks for a permanent one on UPnP and 2h on NAT-PMP and PCP (the router decides)")
+	fs.Var(&client, "client", "the LAN host to forward to (default: this host)")
+	desc := fs.String("desc", "portfwd", "the `text` the router shows beside the mapping (NAT-PMP and PCP keep none)")
+	anyPort := fs.Bool("any", false, "accept another external port when the one asked for is taken")
+	replace := fs.Bool("replace", false, "replace a mapping already at the external port (without it, portfwd refuses and names it)")
+	port, protos, err := cf.mappingArgs(fs, args, "add 8080 --external 18080", &proto)
 	if err != nil {
 		return err
 	}
-	req := portmap.Request{InternalPort: port, ExternalPort: uint16(*ext), Lease: *lease, Description: *desc, Any: *anyPort, Replace: *replace}
-	if *client != "" {
-		a, err := netip.ParseAddr(*client)
-		if err != nil {
-			return usagef("--client: %q is not an IP address", *client)
-		}
-		req.InternalClient = a
-	}
+	req := portmap.Request{InternalPort: port, ExternalPort: ext, Lease: lease, Description: *desc, Any: *anyPort,
+		Replace: *replace, InternalClient: netip.Addr(client)}
 	g, err := cf.first(ctx, e)
 	if err != nil {
 		return err
 	}
-	var made []jsonMapping
+	made := []jsonMapping{}
 	for _, p := range protos {
 		req.Protocol = p
 		rctx, cancel := cf.requestCtx(ctx, 2)
 		m, err := g.Add(rctx, req)
 		cancel()
 		if err != nil {
+			if cf.json && len(made) > 0 {
+				return reportJSON(e, jsonMappings{schemaVersion, made, jsonErrorOf(err)}, err)
+			}
 			return err
 		}
+		addNote(&m, descNote(m, given(fs, "desc")))
 		made = append(made, toJSON(m))
 		if !cf.json {
-			fmt.Fprintf(e.stdout, "added %s\n", describe(m))
+			fmt.Fprintf(e.stdout, "added %s\n", describeMapping(m))
 			printNote(e, m)
 		}
 	}
 	if cf.json {
-		return printJSON(e.stdout, map[string]any{"mappings": made})
+		return printJSON(e.stdout, jsonMappings{Schema: schemaVersion, Mappings: made})
 	}
 	return nil
 }
 
-// describe is one line for a mapping as the router granted it: where the
-// world reaches it, where it leads, its lease, and how that is known.
-func describe(m portmap.Mapping) string {
+// describeMapping is one line for a mapping as the router granted it:
+// where it is mapped, where it leads, its lease, and how that is known.
+func describeMapping(m portmap.Mapping) string {
 	pub := "external port "
 	if m.ExternalAddr.IsValid() {
 		pub = m.ExternalAddr.String() + ":"
@@ -399,19 +426,24 @@ func printNote(e *env, m portmap.Mapping) {
 		fmt.Fprintf(e.stderr, "note: %s\n", m.Note)
 	}
 }
+
+// parseKey parses a mapping argument, EXT/PROTO, whose protocol is
+// defProto when it has none.
 func parseKey(s, defProto string) ([]portmap.Key, error) {
 	portPart, protoPart, found := strings.Cut(s, "/")
 	if !found {
 		protoPart = defProto
 	}
-	port, err := parsePort(portPart, "external port")
+	port, err := cli.ParsePort(portPart)
 	if err != nil {
-		return nil, err
+		return nil, usagef("%q: the external port: %v", s, err)
 	}
-	protos, err := protocols(protoPart)
-	if err != nil {
-		return nil, err
+	switch strings.ToLower(protoPart) {
+	case "tcp", "udp", "both":
+	default:
+		return nil, usagef("%q: the protocol after the / must be tcp, udp or both, not %q", s, protoPart)
 	}
+	protos := protocols(protoPart)
 	keys := make([]portmap.Key, len(protos))
 	for i, p := range protos {
 		keys[i] = portmap.Key{Protocol: p, ExternalPort: port}
@@ -422,15 +454,20 @@ func parseKey(s, defProto string) ([]portmap.Key, error) {
 func runEdit(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "edit", &cf)
-	var c portmap.Change
-	internal := fs.Uint("internal", 0, "new internal port")
-	external := fs.Uint("external", 0, "new external port")
-	client := fs.String("client", "", "new LAN address")
-	desc := fs.String("desc", "", "new description")
-	lease := fs.Duration("lease", 0, "new lease duration (0: permanent)")
+	var (
+		c                  portmap.Change
+		internal, external uint16
+		client, remote     cli.Addr
+		lease              time.Duration
+	)
+	fs.Var((*cli.Port)(&internal), "internal", "the new internal port")
+	fs.Var((*cli.Port)(&external), "external", "the new external port")
+	fs.Var(&client, "client", "the new LAN host")
+	desc := fs.String("desc", "", "the new description, as `text`")
+	fs.Var(leaseFlag(&lease), "lease", "the new lease; 0 asks for a permanent mapping")
 	enabled := fs.Bool("enabled", true, "enable or disable the mapping (--enabled=false)")
-	remote := fs.String("remote", "", "remote host of the entry to edit (UPnP; default any)")
-	fs.BoolVar(&c.Replace, "replace", false, "with --external: replace a mapping already at the new external port (by default portfwd refuses, naming it)")
+	fs.Var(&remote, "remote", "the remote host of the entry to edit (UPnP; default: any)")
+	fs.BoolVar(&c.Replace, "replace", false, "with --external: replace a mapping already at the new external port (without it, portfwd refuses and names it)")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
 	}
@@ -441,63 +478,51 @@ func runEdit(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var bad error
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "internal", "external":
-			v := *internal
-			if f.Name == "external" {
-				v = *external
-			}
-			if v == 0 || v > 65535 {
-				bad = usagef("--%s: %d is not a port number", f.Name, v)
-				return
-			}
-			p := uint16(v)
-			if f.Name == "internal" {
-				c.InternalPort = &p
-			} else {
-				c.ExternalPort = &p
-			}
+		case "internal":
+			c.InternalPort = &internal
+		case "external":
+			c.ExternalPort = &external
 		case "client":
-			a, err := netip.ParseAddr(*client)
-			if err != nil {
-				bad = usagef("--client: %q is not an IP address", *client)
-				return
-			}
+			a := netip.Addr(client)
 			c.InternalClient = &a
 		case "desc":
 			c.Description = desc
 		case "lease":
-			c.Lease = lease
+			c.Lease = &lease
 		case "enabled":
 			c.Enabled = enabled
 		}
 	})
-	if bad != nil {
-		return bad
+	if c == (portmap.Change{Replace: c.Replace}) {
+		return usagef("edit needs something to change: --internal, --external, --client, --desc, --lease or --enabled")
 	}
 	g, err := cf.first(ctx, e)
 	if err != nil {
 		return err
 	}
-	var out []jsonMapping
+	out := []jsonMapping{}
 	for _, k := range keys {
-		k.RemoteHost = *remote
+		k.RemoteHost = remote.String()
 		rctx, cancel := cf.requestCtx(ctx, 3)
 		m, err := g.Edit(rctx, k, c)
 		cancel()
 		if err != nil {
+			if cf.json && len(out) > 0 {
+				return reportJSON(e, jsonMappings{schemaVersion, out, jsonErrorOf(err)}, err)
+			}
 			return err
 		}
+		addNote(&m, descNote(m, c.Description != nil))
 		out = append(out, toJSON(m))
 		if !cf.json {
-			fmt.Fprintf(e.stdout, "edited %s: now %s enabled=%s %q\n", k, describe(m), yesNo(m.Enabled), m.Description)
+			fmt.Fprintf(e.stdout, "edited %s: now %s enabled=%s %q\n", k, describeMapping(m), yesNo(m.Enabled), m.Description)
 			printNote(e, m)
 		}
 	}
 	if cf.json {
-		return printJSON(e.stdout, map[string]any{"mappings": out})
+		return printJSON(e.stdout, jsonMappings{Schema: schemaVersion, Mappings: out})
 	}
 	return nil
 }
@@ -505,92 +530,116 @@ func runEdit(ctx context.Context, e *env, args []string) error {
 func runDelete(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "delete", &cf)
-	rng := fs.String("range", "", "delete every mapping whose external port is in START-END")
-	proto := fs.String("proto", "tcp", "tcp, udp or both (when the mapping has no /PROTO suffix)")
-	remote := fs.String("remote", "", "remote host of the entry (UPnP; default any)")
+	var (
+		rng    portRange
+		proto  string
+		remote cli.Addr
+	)
+	fs.Var(&rng, "range", "delete every mapping of --proto whose external port is in this range")
+	fs.Var(protoFlag(&proto), "proto", "the protocol, for --range and for a mapping given without /PROTO")
+	fs.Var(&remote, "remote", "the remote host of the entry (UPnP; default: any)")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
 	}
-	if (*rng == "") == (len(cf.positions) == 0) || len(cf.positions) > 1 {
-		return usagef("delete takes one mapping (e.g. 18080/tcp) or --range START-END")
+	if (rng.end == 0) == (len(cf.positions) == 0) || len(cf.positions) > 1 {
+		return usagef("delete takes one mapping (e.g. 'portfwd delete 18080/tcp') or --range START-END")
 	}
-	var result struct {
-		Deleted []portmap.Key `json:"deleted,omitempty"`
-		Count   int           `json:"count"`
-	}
-	done := func(err error) error {
-		if cf.json {
-			if perr := printJSON(e.stdout, result); perr != nil {
-				return perr
-			}
+	var keys []portmap.Key
+	if rng.end == 0 {
+		var err error
+		if keys, err = parseKey(cf.positions[0], proto); err != nil {
+			return err
 		}
+	}
+	result := struct {
+		Schema  int        `json:"schema"`
+		Deleted []jsonKey  `json:"deleted"`
+		Count   int        `json:"count"`
+		Error   *jsonError `json:"error,omitempty"`
+	}{Schema: schemaVersion, Deleted: []jsonKey{}}
+	done := func(err error) error {
+		if !cf.json {
+			return err
+		}
+		if len(result.Deleted) == 0 && err != nil {
+			return err
+		}
+		result.Error = jsonErrorOf(err)
+		return reportJSON(e, result, err)
+	}
+	g, err := cf.first(ctx, e)
+	if err != nil {
 		return err
 	}
-	if *rng != "" {
-		a, b, ok := strings.Cut(*rng, "-")
-		if !ok {
-			return usagef("--range must look like 18000-18100")
-		}
-		start, err := parsePort(a, "--range start")
-		if err != nil {
-			return err
-		}
-		end, err := parsePort(b, "--range end")
-		if err != nil {
-			return err
-		}
-		if end < start {
-			return usagef("--range: %d is below %d", end, start)
-		}
-		protos, err := protocols(*proto)
-		if err != nil {
-			return err
-		}
-		g, err := cf.first(ctx, e)
-		if err != nil {
-			return err
-		}
-		for _, p := range protos {
+	if rng.end != 0 {
+		for _, p := range protocols(proto) {
 			rctx, cancel := cf.requestCtx(ctx, 20)
-			gone, err := g.DeleteRange(rctx, p, start, end)
+			gone, err := g.DeleteRange(rctx, p, rng.start, rng.end)
 			cancel()
 			for _, m := range gone {
-				result.Deleted = append(result.Deleted, m.Key())
+				result.Deleted = append(result.Deleted, jsonKey{Protocol: m.Protocol, ExternalPort: m.ExternalPort, RemoteHost: m.RemoteHost,
+					InternalClient: m.InternalClient, InternalPort: m.InternalPort, Description: m.Description})
 				result.Count++
 				if !cf.json {
 					fmt.Fprintf(e.stdout, "deleted %s -> %s:%d %q\n", m.Key(), m.InternalClient, m.InternalPort, m.Description)
 				}
 			}
 			if !cf.json {
-				fmt.Fprintf(e.stdout, "deleted %d %s mapping(s) in %d-%d\n", len(gone), p, start, end)
+				fmt.Fprintf(e.stdout, "deleted %d %s mapping(s) in %d-%d\n", len(gone), p, rng.start, rng.end)
 			}
 			if err != nil {
 				return done(err)
 			}
 		}
-	} else {
-		keys, err := parseKey(cf.positions[0], *proto)
+		return done(nil)
+	}
+	for _, k := range keys {
+		k.RemoteHost = remote.String()
+		rctx, cancel := cf.requestCtx(ctx, 1)
+		err := g.Delete(rctx, k)
+		cancel()
 		if err != nil {
-			return err
+			return done(err)
 		}
-		g, err := cf.first(ctx, e)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			k.RemoteHost = *remote
-			rctx, cancel := cf.requestCtx(ctx, 1)
-			err := g.Delete(rctx, k)
-			cancel()
-			if err != nil {
-				return done(err)
-			}
-			result.Deleted = append(result.Deleted, k)
-			result.Count++
-			if !cf.json {
-				fmt.Fprintf(e.stdout, "deleted %s\n", k)
-			}
+		result.Deleted = append(result.Deleted, jsonKey{Protocol: k.Protocol, ExternalPort: k.ExternalPort, RemoteHost: k.RemoteHost})
+		result.Count++
+		if !cf.json {
+			fmt.Fprintf(e.stdout, "deleted %s\n", k)
 		}
 	}
 	return done(nil)
+}
+
+// portRange is --range START-END.
+type portRange struct{ start, end uint16 }
+
+func (r *portRange) String() string {
+	if r.end == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", r.start, r.end)
+}
+
+// Placeholder is how help names the value.
+func (r *portRange) Placeholder() string { return "START-END" }
+
+// Set parses START-END.
+func (r *portRange) Set(s string) error {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return &cli.ValueError{Msg: fmt.Sprintf("%q is not a range of ports like 18000-18100", s)}
+	}
+	start, err := cli.ParsePort(a)
+	if err != nil {
+		return &cli.ValueError{Msg: fmt.Sprintf("the start: %v", err)}
+	}
+	end, err := cli.ParsePort(b)
+	if err != nil {
+		return &cli.ValueError{Msg: fmt.Sprintf("the end: %v", err)}
+	}
+	if end < start {
+		return &cli.ValueError{Msg: fmt.Sprintf("%s ends below its start", s)}
+	}
+	r.start, r.end = start, end
+	return nil
 }

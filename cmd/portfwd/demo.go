@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,20 +32,17 @@ type demoOptions struct {
 }
 
 func runDemo(ctx context.Context, e *env, args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	var cf clientFlags // for positional arguments only: none are taken
+	fs := plainFlagSet(e, "demo", &cf)
 	keep := fs.Bool("keep", false, "keep the demo gateway running and print commands to try against it (stop with Ctrl-C)")
 	verbose := fs.Bool("v", false, "show the gateway's log on stderr")
-	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, "Usage: portfwd demo [--keep] [-v]\n\nRuns a gateway and a client on loopback, without a router or root, and shows a\nmapping carrying a connection. Nothing is sent beyond this machine's loopback.\n\nFlags:")
-		fs.PrintDefaults()
+	if err := parse(fs, args, &cf); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelpShown
-		}
-		return usageError{err.Error()}
+	if len(cf.positions) > 0 {
+		return usagef("demo takes no arguments, only flags (got %q)", cf.positions[0])
 	}
+	e.network("demo (loopback only)")
 	o := demoOptions{keep: *keep, self: "portfwd"}
 	if strings.Contains(os.Args[0], "go-build") {
 		o.self = "go run ./cmd/portfwd" // started with go run, as the README says
@@ -62,8 +58,8 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 // connect through it, list it, delete it, and show that the connection now
 // fails. Every step prints one line.
 //
-// Loopback stands in for both sides: the LAN is 127.0.0.1 (UPnP, NAT-PMP
-// and the server) and the "external address" is 127.0.0.2, where the relay
+// Loopback stands in for both sides: the LAN is 127.0.0.1 (UPnP, NAT-PMP,
+// PCP and the server) and the "external address" is 127.0.0.2, where the relay
 // binds the mapped ports. On Linux all of 127.0.0.0/8 is local, so this
 // needs no configuration; elsewhere the demo falls back to 127.0.0.1 for
 // both. No SSDP multicast is sent: the client is given the gateway's URL.
@@ -129,8 +125,8 @@ func demo(ctx context.Context, w io.Writer, o demoOptions) (err error) {
 		return errors.New("the demo gateway has no address on the loopback interface")
 	}
 	say("1. gateway started: relay backend, external address %s", ext)
-	say("   UPnP IGD: %s", urls[0])
-	say("   NAT-PMP:  %s", pmp[0])
+	say("   UPnP IGD:        %s", urls[0])
+	say("   NAT-PMP and PCP: %s", pmp[0])
 
 	hello, err := net.Listen("tcp4", netip.AddrPortFrom(lan, 0).String())
 	if err != nil {

@@ -45,8 +45,8 @@ func TestDemo(t *testing.T) {
 	// Each step, in order, saying what it proved.
 	steps := []string{
 		`1\. gateway started: relay backend, external address 127\.0\.0\.\d`,
-		`UPnP IGD: http://127\.0\.0\.1:\d+/rootDesc\.xml`,
-		`NAT-PMP:  127\.0\.0\.1:\d+`,
+		`UPnP IGD: +http://127\.0\.0\.1:\d+/rootDesc\.xml`,
+		`NAT-PMP and PCP: 127\.0\.0\.1:\d+`,
 		`2\. a TCP server \(the "LAN host"\) listens on 127\.0\.0\.1:\d+`,
 		`3\. the client found the gateway over UPnP: http://127\.0\.0\.1:\d+/ctl/IPConn`,
 		`4\. added 127\.0\.0\.\d:(\d+)/TCP -> 127\.0\.0\.1:\d+ \(lease 10m0s\)`,
@@ -88,7 +88,7 @@ func TestDemoKeep(t *testing.T) {
 	}
 	args := append([]string{"list"}, strings.Fields(m[1])...)
 	args = append(args, "--state-dir", t.TempDir())
-	stdout, stderr, code := cli(t, args...)
+	stdout, stderr, code := portfwd(t, args...)
 	if code != exitOK || !strings.Contains(stdout, "portfwd demo") || !strings.Contains(stdout, "1 mapping(s)") {
 		t.Errorf("portfwd %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
 	}

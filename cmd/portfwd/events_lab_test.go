@@ -478,7 +478,7 @@ func TestLabGatewayEvents(t *testing.T) {
 		for proto, w := range watchers {
 			name := "watch (" + proto + ")"
 			observers[name] = func() bool {
-				ev, _, ok := nextWatchEvent(t, w, 1, 0, kind("external-address-changed"))
+				ev, _, ok := nextWatchEvent(t, w, 1, 0, kind("external_address_changed"))
 				via[name] = ev.Via
 				return ok && ev.ExternalAddr == newWANIP.String()
 			}
@@ -510,6 +510,13 @@ func TestLabGatewayEvents(t *testing.T) {
 		for proto, w := range watchers {
 			if _, ok := seen["watch ("+proto+")"]; !ok {
 				t.Logf("watch (%s) output:\n%s", proto, w.Output())
+			}
+		}
+		// keep says where the mapping is now, and never that it is
+		// reachable: nothing checked that.
+		for _, k := range keepers {
+			if out := k.proc.Output(); !strings.Contains(out, "now mapped at "+newWANIP.String()) || strings.Contains(out, "reachable at") {
+				t.Errorf("keep (%s) does not say \"now mapped at %v\", or says \"reachable at\":\n%s", k.name, newWANIP, out)
 			}
 		}
 		// And the mappings carry traffic on the new address.

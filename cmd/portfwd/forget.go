@@ -17,24 +17,25 @@ func runForget(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "forget", &cf)
 	all := fs.Bool("all", false, "forget every record (except those of a running portfwd keep)")
-	proto := fs.String("proto", "tcp", "tcp, udp or both (when a mapping has no /PROTO suffix)")
+	var proto string
+	fs.Var(protoFlag(&proto), "proto", "the protocol of a mapping given without /PROTO")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
 	}
 	if *all && len(cf.positions) > 0 {
 		return usagef("forget takes mappings (e.g. 9000/tcp) or --all, not both")
 	}
+	var keys []portmap.Key
+	for _, p := range cf.positions {
+		ks, err := parseKey(p, proto)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, ks...)
+	}
 	var out []portmap.Forgotten
 	switch {
 	case *all || len(cf.positions) > 0:
-		var keys []portmap.Key
-		for _, p := range cf.positions {
-			ks, err := parseKey(p, *proto)
-			if err != nil {
-				return err
-			}
-			keys = append(keys, ks...)
-		}
 		gone, err := portmap.Forget(cf.stateDir, func(r portmap.Record) bool {
 			if *all {
 				return true
@@ -64,7 +65,7 @@ func runForget(ctx context.Context, e *env, args []string) error {
 			if r.Method == portmap.UPnP && !r.Expired(time.Now()) {
 				g, err := cf.first(ctx, e)
 				if err != nil {
-					fmt.Fprintf(e.stderr, "portfwd: cannot check the UPnP records against the router (%v); they are kept\n", err)
+					fmt.Fprintf(e.stderr, "portfwd: cannot check the UPnP records against the router (%s); they are kept\n", sentence(err))
 				} else {
 					gws = append(gws, g)
 				}
@@ -83,10 +84,16 @@ func runForget(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if cf.json {
-		if out == nil {
-			out = []portmap.Forgotten{}
+		recs := make([]jsonRecord, len(out))
+		for i, f := range out {
+			recs[i] = toJSONRecord(f)
 		}
-		return printJSON(e.stdout, map[string]any{"forgotten": out, "kept": len(left), "state_dir": cf.stateDir})
+		return printJSON(e.stdout, struct {
+			Schema    int          `json:"schema"`
+			Forgotten []jsonRecord `json:"forgotten"`
+			Kept      int          `json:"kept"`
+			StateDir  string       `json:"state_dir"`
+		}{schemaVersion, recs, len(left), cf.stateDir})
 	}
 	for _, f := range out {
 		fmt.Fprintf(e.stdout, "forgot %s via %s %s (-> %s): %s\n", f.Key(), f.Method.Name(), f.Gateway,

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/portfwd/portfwd/gateway/daemon"
+	"github.com/portfwd/portfwd/internal/cli"
 )
 
 // gatewayFlags are the command-line overrides of the gateway's
@@ -32,19 +33,6 @@ type gatewayFlags struct {
 	logLevel, logFormat         string
 }
 
-const gatewayUsage = `Usage: portfwd gateway --internal IF --external IF [flags]
-       portfwd gateway --config FILE [flags]
-       portfwd gateway --check [--config FILE] [flags]
-       portfwd gateway --import-miniupnpd /etc/miniupnpd/miniupnpd.conf > gateway.toml
-
-Runs the router side: answers UPnP IGD (with SSDP), NAT-PMP and PCP on the internal
-interfaces and forwards the mapped ports from the external ones, through
-nftables (as root) or a userspace relay. Flags override the configuration file;
-docs/gateway.md and dist/gateway.example.toml document every option.
-
-Flags:
-`
-
 // parseBytes reads sizes such as 40MiB, 512KiB, 1GiB or a plain number of bytes.
 func parseBytes(s string) (int64, error) {
 	units := []struct {
@@ -65,12 +53,8 @@ func parseBytes(s string) (int64, error) {
 
 func runGateway(ctx context.Context, e *env, args []string) error {
 	var gf gatewayFlags
-	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprint(e.stderr, gatewayUsage)
-		fs.PrintDefaults()
-	}
+	var cf clientFlags // for positional arguments only: none are taken
+	fs := plainFlagSet(e, "gateway", &cf)
 	fs.StringVar(&gf.config, "config", "", "TOML configuration `file` (every key optional; see dist/gateway.example.toml)")
 	fs.BoolVar(&gf.check, "check", false, "check the configuration, interfaces, backend access and ports, then exit 0 (fine) or 1 (problems)")
 	fs.BoolVar(&gf.printConfig, "print-config", false, "print the effective configuration as TOML and exit")
@@ -79,31 +63,28 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&gf.external, "external", "", "external (WAN) `interfaces`, comma-separated; a trailing * matches a prefix (ppp*)")
 	fs.StringVar(&gf.externalIP, "external-ip", "", "report this external `IP` instead of the external interface's address")
 	fs.StringVar(&gf.stun, "stun", "", "learn the external address from this STUN `server` (host[:port]), for a router behind a 1:1 NAT")
-	fs.StringVar(&gf.backend, "backend", "", "`name` of the backend: nft, relay or memory (default: nft as root, relay otherwise)")
-	fs.StringVar(&gf.stateDir, "state-dir", "", "where leases, the NAT-PMP epoch and the device UUID are kept (default "+daemon.DefaultStateDir+")")
+	fs.Var(&cli.Enum{P: &gf.backend, Choices: []string{"nft", "relay", "memory"}}, "backend", "how mapped ports are forwarded (default: nft as root, relay otherwise)")
+	fs.StringVar(&gf.stateDir, "state-dir", "", "the `directory` of leases, the NAT-PMP/PCP epoch, the device UUID and the audit trail (default "+daemon.DefaultStateDir+")")
 	fs.IntVar(&gf.httpPort, "http-port", daemon.DefaultHTTPPort, "UPnP HTTP `port` on the internal addresses (0 picks a free one)")
 	fs.StringVar(&gf.admin, "admin", "", "admin `address` serving /metrics and /healthz (default "+daemon.DefaultAdminAddress+"; \"off\" disables)")
 	fs.BoolVar(&gf.adminUI, "admin-ui", false, "also serve the admin page on the admin address: every mapping, live, with delete buttons (its token goes to admin-token in the state directory)")
 	fs.BoolVar(&gf.flushOnExit, "flush-on-exit", false, "remove every mapping when stopping (by default they stay installed and stored)")
 	fs.BoolVar(&gf.forceIGDv1, "force-igd-v1", false, "serve InternetGatewayDevice:1, for control points that do not know IGDv2")
-	fs.BoolVar(&gf.secureMode, "secure-mode", true, "clients may map ports only to themselves and change only their own mappings")
+	fs.BoolVar(&gf.secureMode, "secure-mode", true, "clients may map ports only to themselves and change only their own mappings; --secure-mode=false lets any client map to any host")
 	fs.BoolVar(&gf.noUPnP, "no-upnp", false, "do not serve UPnP IGD")
 	fs.BoolVar(&gf.noNATPMP, "no-natpmp", false, "do not serve NAT-PMP nor PCP (UDP 5351)")
 	fs.BoolVar(&gf.noPCP, "no-pcp", false, "serve NAT-PMP without PCP (PCP clients are told to fall back to NAT-PMP)")
 	fs.BoolVar(&gf.force, "force", false, "start even though the interface roles look wrong (an internal interface with the default route or a public address, an external one with no route out)")
 	fs.BoolVar(&gf.noSSDP, "no-ssdp", false, "serve UPnP without SSDP discovery (clients need the description URL)")
-	fs.StringVar(&gf.logLevel, "log-level", "", "debug, info, warn or error (default info)")
-	fs.StringVar(&gf.logFormat, "log-format", "", "text or json (default text)")
+	fs.Var(&cli.Enum{P: &gf.logLevel, Choices: []string{"debug", "info", "warn", "error"}}, "log-level", "the least severe log records shown (default info)")
+	fs.Var(&cli.Enum{P: &gf.logFormat, Choices: []string{"text", "json"}}, "log-format", "the format of the log (default text)")
 	fs.BoolVar(&gf.verbose, "v", false, "log at debug level")
-	memLimit := fs.String("memory-limit", "40MiB", "soft memory limit for the Go runtime (e.g. 40MiB, 1GiB; \"off\"); $GOMEMLIMIT wins when set")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelpShown
-		}
-		return usageError{err.Error()}
+	memLimit := fs.String("memory-limit", "40MiB", "the Go runtime's soft memory `limit`, like 40MiB or 1GiB, or \"off\"; $GOMEMLIMIT wins when set")
+	if err := parse(fs, args, &cf); err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("gateway takes no arguments, only flags (got %q); run 'portfwd gateway -h'", fs.Arg(0))
+	if len(cf.positions) > 0 {
+		return usagef("gateway takes no arguments, only flags (got %q); run 'portfwd gateway --help'", cf.positions[0])
 	}
 
 	if gf.importMiniupnpd != "" {
@@ -119,6 +100,10 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	if gf.config != "" {
 		var err error
 		if cfg, err = daemon.LoadConfig(gf.config); err != nil {
+			if looksLikeMiniupnpd(gf.config) {
+				return usagef("%s is a miniupnpd configuration, not portfwd's (TOML); convert it with "+
+					"'portfwd gateway --import-miniupnpd %s > gateway.toml' and give that to --config", gf.config, gf.config)
+			}
 			return usageError{err.Error()}
 		}
 	}
@@ -134,6 +119,7 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 		_, err = e.stdout.Write(b)
 		return err
 	}
+	e.network("gateway")
 	if gf.check {
 		problems := 0
 		for _, f := range daemon.Check(ctx, cfg) {
@@ -234,6 +220,34 @@ func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
 		err = usagef("--external-ip and --stun both say where the external address comes from; give one")
 	}
 	return err
+}
+
+// looksLikeMiniupnpd reports whether the file at path is a miniupnpd.conf:
+// key=value lines with miniupnpd's keys, or its allow/deny rules.
+func looksLikeMiniupnpd(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	keys := []string{"ext_ifname", "ext_ifname6", "listening_ip", "enable_natpmp", "enable_pcp_pcp", "enable_upnp",
+		"secure_mode", "upnp_forward_chain", "upnp_nat_chain", "lease_file", "system_uptime", "clean_ruleset_interval",
+		"notify_interval", "uuid", "ext_ip", "ext_perform_stun", "min_lifetime", "max_lifetime"}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if f := strings.Fields(line); len(f) >= 3 && (f[0] == "allow" || f[0] == "deny") {
+			return true
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.ContainsAny(v, "\"'") {
+			continue
+		}
+		for _, key := range keys {
+			if strings.TrimSpace(k) == key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

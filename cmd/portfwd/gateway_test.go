@@ -25,7 +25,7 @@ func loopbackName(t *testing.T) string {
 func TestGatewayImportMiniupnpd(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "miniupnpd.conf")
 	os.WriteFile(conf, []byte("ext_ifname=eth1\nlistening_ip=br-lan\nsecure_mode=no\nallow 1024-65535 192.168.0.0/24 1024-65535\nfoo=bar\n"), 0o644)
-	stdout, stderr, code := cli(t, "gateway", "--import-miniupnpd", conf)
+	stdout, stderr, code := portfwd(t, "gateway", "--import-miniupnpd", conf)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -39,7 +39,7 @@ func TestGatewayImportMiniupnpd(t *testing.T) {
 	if !strings.Contains(stdout, `"foo=bar": unknown miniupnpd option`) {
 		t.Errorf("unknown option not reported:\n%s", stdout)
 	}
-	if _, stderr, code := cli(t, "gateway", "--import-miniupnpd", filepath.Join(t.TempDir(), "missing.conf")); code != exitFailure || !strings.Contains(stderr, "reading the miniupnpd configuration") {
+	if _, stderr, code := portfwd(t, "gateway", "--import-miniupnpd", filepath.Join(t.TempDir(), "missing.conf")); code != exitFailure || !strings.Contains(stderr, "reading the miniupnpd configuration") {
 		t.Errorf("missing file: exit %d, %s", code, stderr)
 	}
 }
@@ -48,7 +48,7 @@ func TestGatewayImportMiniupnpd(t *testing.T) {
 func TestGatewayPrintConfigAppliesFlags(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "gw.toml")
 	os.WriteFile(file, []byte("[upnp]\nhttp_port = 6000\nforce_igd_v1 = true\n[natpmp]\nenabled = false\n"), 0o644)
-	stdout, stderr, code := cli(t, "gateway", "--config", file, "--print-config",
+	stdout, stderr, code := portfwd(t, "gateway", "--config", file, "--print-config",
 		"--internal", "lan0, lan1", "--external", "wan0", "--external-ip", "192.0.2.9", "--backend", "relay",
 		"--state-dir", "/tmp/x", "--admin", "off", "--secure-mode=false", "--no-ssdp", "--flush-on-exit", "-v")
 	if code != exitOK {
@@ -69,7 +69,7 @@ func TestGatewayPrintConfigAppliesFlags(t *testing.T) {
 	}
 
 	// --admin-ui turns the admin page on, on the default admin address.
-	stdout, stderr, code = cli(t, "gateway", "--print-config", "--admin-ui")
+	stdout, stderr, code = portfwd(t, "gateway", "--print-config", "--admin-ui")
 	if code != exitOK {
 		t.Fatalf("--admin-ui: exit %d: %s", code, stderr)
 	}
@@ -93,12 +93,12 @@ func TestGatewayUsageErrors(t *testing.T) {
 		{"gateway", "--external-ip", "192.0.2.1", "--stun", "stun.example.org", "--print-config"},
 		{"gateway", "--config", "/nonexistent/gateway.toml"},
 	} {
-		if _, stderr, code := cli(t, args...); code != exitUsage || stderr == "" {
+		if _, stderr, code := portfwd(t, args...); code != exitUsage || stderr == "" {
 			t.Errorf("%v: exit %d, stderr %q; want exit 1 with a message", args, code, stderr)
 		}
 	}
 	// An invalid configuration is refused before anything starts.
-	_, stderr, code := cli(t, "gateway", "--external-ip", "192.0.2.1", "--backend", "memory", "--state-dir", t.TempDir())
+	_, stderr, code := portfwd(t, "gateway", "--external-ip", "192.0.2.1", "--backend", "memory", "--state-dir", t.TempDir())
 	if code != exitUsage || !strings.Contains(stderr, "no internal interface") {
 		t.Errorf("gateway without --internal: exit %d, %s", code, stderr)
 	}
@@ -117,7 +117,7 @@ func TestGatewayCheck(t *testing.T) {
 	}
 	port := free.Addr().(*net.TCPAddr).Port
 	free.Close()
-	stdout, stderr, code := cli(t, append(base, "--http-port", strconv.Itoa(port))...)
+	stdout, stderr, code := portfwd(t, append(base, "--http-port", strconv.Itoa(port))...)
 	if code != exitOK || strings.Contains(stdout, "problem:") || !strings.Contains(stdout, "the gateway is ready to start") {
 		t.Errorf("--check on a good setup: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -129,7 +129,7 @@ func TestGatewayCheck(t *testing.T) {
 	defer busy.Close()
 	bad := []string{"gateway", "--check", "--internal", lo + ",nosuchif0", "--external-ip", "192.0.2.1", "--backend", "memory",
 		"--state-dir", t.TempDir(), "--no-ssdp", "--admin", "off", "--http-port", strconv.Itoa(busy.Addr().(*net.TCPAddr).Port)}
-	stdout, stderr, code = cli(t, bad...)
+	stdout, stderr, code = portfwd(t, bad...)
 	if code != exitUsage {
 		t.Errorf("--check with problems: exit %d, want 1", code)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/cli"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -14,13 +15,19 @@ import (
 func runKeep(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "keep", &cf)
-	ext := fs.Uint("external", 0, "external port (default: the same as the internal port)")
-	proto := fs.String("proto", "tcp", "tcp, udp or both")
-	lease := fs.Duration("lease", time.Hour, "lease asked for at each renewal (renewed at half)")
-	desc := fs.String("desc", "portfwd keep", "description shown on the router")
-	check := fs.Duration("check-interval", 30*time.Second, "how often to verify the mapping is still there")
-	anyPort := fs.Bool("any", false, "accept another external port if the wanted one is taken")
-	port, protos, err := cf.mappingArgs(fs, args, "keep 8080", ext, proto)
+	var (
+		ext   uint16
+		proto string
+		lease = time.Hour
+		check = 30 * time.Second
+	)
+	fs.Var((*cli.Port)(&ext), "external", "the external port (default: PORT, the internal one)")
+	fs.Var(protoFlag(&proto), "proto", "the protocol to map")
+	fs.Var(&cli.Duration{P: &lease, Min: time.Second}, "lease", "the lease asked for at each renewal; it is renewed at half its life")
+	desc := fs.String("desc", "portfwd keep", "the `text` the router shows beside the mapping (NAT-PMP and PCP keep none)")
+	fs.Var(&cli.Duration{P: &check}, "check-interval", "how often to check that the router still holds the mapping")
+	anyPort := fs.Bool("any", false, "accept another external port when the one asked for is taken")
+	port, protos, err := cf.mappingArgs(fs, args, "keep 8080", &proto)
 	if err != nil {
 		return err
 	}
@@ -29,6 +36,8 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	o.Progress = nil // the keeper reports through its events
+	descGiven := given(fs, "desc")
+	e.network("keep")
 	var (
 		keepers []*portmap.Keeper
 		mu      sync.Mutex // serializes output lines from the keepers
@@ -37,8 +46,8 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 	for _, p := range protos {
 		k := portmap.Keep(ctx, portmap.KeepConfig{
 			Options:       o,
-			Request:       portmap.Request{Protocol: p, InternalPort: port, ExternalPort: uint16(*ext), Lease: *lease, Description: *desc, Any: *anyPort},
-			CheckInterval: *check,
+			Request:       portmap.Request{Protocol: p, InternalPort: port, ExternalPort: ext, Lease: lease, Description: *desc, Any: *anyPort},
+			CheckInterval: check,
 		})
 		keepers = append(keepers, k)
 		wg.Add(1)
@@ -46,6 +55,9 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 			defer wg.Done()
 			for ev := range k.Events() {
 				mu.Lock()
+				if ev.Kind == portmap.EventMapped {
+					addNote(&ev.Mapping, descNote(ev.Mapping, descGiven))
+				}
 				printEvent(e, cf.json, ev)
 				mu.Unlock()
 			}
@@ -88,11 +100,8 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 
 func printEvent(e *env, asJSON bool, ev portmap.Event) {
 	if asJSON {
-		j := struct {
-			portmap.Event
-			LeaseSeconds int64 `json:"lease_seconds"`
-		}{ev, int64(ev.Mapping.Lease / time.Second)}
-		b, _ := json.Marshal(j)
+		b, _ := json.Marshal(jsonKeepEvent{Schema: schemaVersion, Event: snake(string(ev.Kind)), Time: ev.Time,
+			Mapping: toJSON(ev.Mapping), Reason: ev.Reason, PreviousIP: addrString(ev.Previous)})
 		fmt.Fprintln(e.stdout, string(b))
 		return
 	}
@@ -114,7 +123,7 @@ func printEvent(e *env, asJSON bool, ev portmap.Event) {
 	case portmap.EventLost:
 		fmt.Fprintf(e.stdout, "%s lost the mapping: %s\n", ts, ev.Reason)
 	case portmap.EventAddressChanged:
-		fmt.Fprintf(e.stdout, "%s external address changed: %s -> %s; now reachable at %s\n", ts, ev.Previous, m.ExternalAddr, where)
+		fmt.Fprintf(e.stdout, "%s external address changed: %s -> %s; now mapped at %s\n", ts, ev.Previous, m.ExternalAddr, where)
 	case portmap.EventGatewayGone:
 		fmt.Fprintf(e.stdout, "%s gateway unreachable: %s (retrying)\n", ts, ev.Reason)
 	case portmap.EventGatewayBack:

@@ -1,19 +1,29 @@
-// Command portfwd opens ports on a NAT router from the command line
-// (UPnP IGD, NAT-PMP, PCP), and runs the router side as a daemon.
+// Command portfwd opens ports on a NAT router from the command line, over
+// UPnP IGD, NAT-PMP and PCP, and runs the router side of the same three
+// protocols as a daemon (portfwd gateway).
 //
-// Run "portfwd help" for the list of commands. Every client command accepts
-// --json, --gateway, --natpmp, --protocol, --interface and --timeout; see
-// README.md for the JSON schema and exit codes.
+// Run "portfwd help" for the list of commands and "portfwd help COMMAND"
+// for one; "portfwd man" prints the manual page. Every client command
+// accepts --json, --gateway, --natpmp, --protocol, --interface, --timeout,
+// --state-dir, --no-cache and -v. README.md documents the JSON schema and
+// the exit codes.
+//
+// The commands' documentation (program.go) and their flags (defined by
+// each command's run function) are the one source of the help, the man
+// page and the shell completions; package internal/cli renders them.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/portfwd/portfwd/internal/cli"
 )
 
 // Exit codes, documented in README.md.
@@ -28,9 +38,8 @@ const (
 )
 
 type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, env *env, args []string) error
+	name string
+	run  func(ctx context.Context, e *env, args []string) error
 }
 
 // env is what a command writes to; tests substitute buffers.
@@ -38,26 +47,57 @@ type env struct {
 	stdout, stderr io.Writer
 	// stderrIsTerminal enables the discovery progress line.
 	stderrIsTerminal bool
+
+	// json and verbose are the command's --json and -v, once parsed:
+	// they decide how an error is printed.
+	json, verbose bool
+	// flagSink, when set, receives the command's flag set instead of its
+	// help being printed (for the man page and the completions).
+	flagSink func(*flag.FlagSet)
+	// beforeNetwork, when set, is called just before a command first
+	// sends or listens on the network; tests use it to prove that usage
+	// errors come before any traffic.
+	beforeNetwork func(what string)
+}
+
+// network marks the moment a command starts to use the network.
+func (e *env) network(what string) {
+	if e.beforeNetwork != nil {
+		e.beforeNetwork(what)
+	}
 }
 
 func commands() []command {
 	return []command{
-		{"discover", "find gateways: protocol, control URL, service, status, external IP", runDiscover},
-		{"info", "show the gateway's device information", runInfo},
-		{"ip", "show the external address (warns about double NAT)", runIP},
-		{"list", "list port mappings", runList},
-		{"add", "add a port mapping: add PORT [--external N] [--proto tcp|udp|both] ...", runAdd},
-		{"edit", "change a mapping: edit EXT/PROTO [--internal N] [--desc ...] ...", runEdit},
-		{"delete", "delete mappings: delete EXT/PROTO, or delete --range A-B --proto P", runDelete},
-		{"gateway", "run the router side (UPnP IGD + NAT-PMP daemon): gateway --internal IF --external IF", runGateway},
-		{"demo", "a gateway and a client on loopback, showing a mapping at work (no router, no root)", runDemo},
-		{"check", "prove a forward works from outside: check PORT [--external N] [--proto tcp|udp] --probe URL", runCheck},
-		{"probe-server", "answer 'check' from a host outside the NAT: probe-server --listen :8999 [--rate 10/min]", runProbeServer},
-		{"ui", "web interface on this computer: ui [--listen 127.0.0.1:0] [--open]", runUI},
-		{"watch", "print each change on the gateway until Ctrl-C: external address, mappings, restarts", runWatch},
-		{"keep", "keep a port open until Ctrl-C: renew, recover after router restarts, delete on exit", runKeep},
-		{"forget", "drop remembered mappings that are gone (or those named, or --all); changes nothing on the router", runForget},
+		{"discover", runDiscover},
+		{"info", runInfo},
+		{"ip", runIP},
+		{"list", runList},
+		{"add", runAdd},
+		{"edit", runEdit},
+		{"delete", runDelete},
+		{"keep", runKeep},
+		{"forget", runForget},
+		{"watch", runWatch},
+		{"check", runCheck},
+		{"ui", runUI},
+		{"gateway", runGateway},
+		{"probe-server", runProbeServer},
+		{"demo", runDemo},
+		{"version", runVersion},
+		{"completion", runCompletion},
+		{"man", runMan},
+		{"help", runHelp},
 	}
+}
+
+func lookup(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
 }
 
 func main() {
@@ -73,29 +113,71 @@ func isTerminal(f *os.File) bool {
 }
 
 func run(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(e.stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
+	if len(args) == 0 {
+		// Help on stdout, as for "portfwd help", but a command was
+		// expected: exit 1.
+		program().WriteIndex(e.stdout)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		program().WriteIndex(e.stdout)
 		return exitOK
+	case "-version", "--version":
+		return exitCode(e, runVersion(ctx, e, args[1:]))
 	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			return exitCode(e, c.run(ctx, e, args[1:]))
-		}
+	if c, ok := lookup(args[0]); ok {
+		return exitCode(e, c.run(ctx, e, args[1:]))
 	}
-	fmt.Fprintf(e.stderr, "portfwd: unknown command %q (run 'portfwd help')\n", args[0])
-	return exitUsage
+	e.json = wantsJSON(args)
+	msg := fmt.Sprintf("unknown command %q", args[0])
+	if len(args[0]) > 1 && args[0][0] == '-' {
+		msg = fmt.Sprintf("%s is not a command; flags come after the command, as in 'portfwd list --json'", args[0])
+	} else if s := cli.Suggest(args[0], program().CommandNames()); s != "" {
+		msg += fmt.Sprintf("; did you mean 'portfwd %s'?", s)
+	}
+	return exitCode(e, usagef("%s (run 'portfwd help' for the list of commands)", msg))
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "portfwd: open ports on your NAT router (UPnP IGD, NAT-PMP) and run one.")
-	fmt.Fprintln(w, "\nUsage: portfwd COMMAND [arguments] [flags]\n\nCommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
+// runHelp is "portfwd help [COMMAND]".
+func runHelp(ctx context.Context, e *env, args []string) error {
+	var cf clientFlags
+	fs := plainFlagSet(e, "help", &cf)
+	if err := parse(fs, args, &cf); err != nil {
+		return err
 	}
-	fmt.Fprintln(w, "\nRun 'portfwd COMMAND -h' for a command's flags.")
+	switch len(cf.positions) {
+	case 0:
+		program().WriteIndex(e.stdout)
+		return nil
+	case 1:
+	default:
+		return usagef("help takes one command, e.g. 'portfwd help add'")
+	}
+	name := cf.positions[0]
+	c, ok := lookup(name)
+	if !ok {
+		msg := fmt.Sprintf("no command %q", name)
+		if s := cli.Suggest(name, program().CommandNames()); s != "" {
+			msg += fmt.Sprintf("; did you mean 'portfwd help %s'?", s)
+		}
+		return usagef("%s (run 'portfwd help' for the list of commands)", msg)
+	}
+	return c.run(ctx, e, []string{"--help"})
+}
+
+// wantsJSON reports whether args ask for JSON, for an error found before
+// the flags are parsed.
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--json", "-json", "--json=true", "-json=true":
+			return true
+		}
+	}
+	return false
 }
 
 // usageError marks a mistake in the command line (exit 1).
@@ -105,14 +187,5 @@ func (u usageError) Error() string { return u.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
-// exitCode prints err for the user and picks the process exit code.
-func exitCode(e *env, err error) int {
-	if err == nil {
-		return exitOK
-	}
-	if errors.Is(err, errHelpShown) {
-		return exitOK
-	}
-	fmt.Fprintf(e.stderr, "portfwd: %v\n", err)
-	return classify(err)
-}
+// errHelpShown ends a command whose help was asked for (exit 0).
+var errHelpShown = errors.New("help shown")

@@ -155,8 +155,8 @@ func TestLabDeleteRangeCounts(t *testing.T) {
 	}
 	j := decode[struct {
 		Deleted []struct {
-			Protocol     string
-			ExternalPort int
+			Protocol     string `json:"protocol"`
+			ExternalPort int    `json:"external_port"`
 		} `json:"deleted"`
 		Count int `json:"count"`
 	}](t, ok(t, l, "delete", "--range", "18100-18101", "--proto", "tcp", "--json").stdout)
@@ -287,7 +287,7 @@ func TestLabKeepDeletesCrashedLeftovers(t *testing.T) {
 	reachesLAN(t, l, 18095, "kept") // left behind
 	second := l.Start(t, natlab.HostLAN, portfwdBinary(t), "keep", "8080", "--external", "18096", "--json", "--no-cache")
 	evs := waitKeep(t, second, "mapped", 1, 10*time.Second)
-	if evs[0].Event != "leftover-deleted" || evs[0].Mapping.ExternalPort != 18095 || !strings.Contains(evs[0].Reason, fmt.Sprint(first.PID())) {
+	if evs[0].Event != "leftover_deleted" || evs[0].Mapping.ExternalPort != 18095 || !strings.Contains(evs[0].Reason, fmt.Sprint(first.PID())) {
 		t.Errorf("the second keep's first event: %+v", evs[0])
 	}
 	unreachable(t, l, 18095)
@@ -348,13 +348,13 @@ func TestLabAddressFailureKept(t *testing.T) {
 	r := ok(t, l, append([]string{"info"}, gw...)...)
 	contains(t, "info", r.stdout, l.Conf.FriendlyName, "Status:", "not connected", "Problem:", "GetExternalIPAddress", "Services:")
 	r = ok(t, l, "discover", "--protocol", "upnp")
-	contains(t, "discover", r.stdout, "UPNP", "not connected", "problem:")
+	contains(t, "discover", r.stdout, "UPnP", "not connected", "problem:")
 	ok(t, l, append([]string{"list"}, gw...)...)
 	r = refused(t, l, []string{"501"}, append([]string{"add", "8080", "--external", "18080"}, gw...)...)
 	t.Logf("add on the unconnected router: %s", strings.TrimSpace(r.stderr))
 	// NAT-PMP answers result 3 (network failure): kept too.
 	r = ok(t, l, "discover", "--protocol", "natpmp")
-	contains(t, "discover natpmp", r.stdout, "NATPMP", "not connected", "problem:")
+	contains(t, "discover natpmp", r.stdout, "NAT-PMP", "not connected", "problem:")
 }
 
 // TestLabKeepAndWatchSeeOnePCPRestart (point 9): keep and watch over PCP
@@ -378,7 +378,7 @@ func TestLabKeepAndWatchSeeOnePCPRestart(t *testing.T) {
 	waitEpoch(t, l, 3)
 	restartMiniupnpd(t, l)
 	waitKeep(t, keep, "recreated", 1, 10*time.Second)
-	ev, _, found := nextWatchEvent(t, w, 1, 5*time.Second, kind("router-restarted"))
+	ev, _, found := nextWatchEvent(t, w, 1, 5*time.Second, kind("router_restarted"))
 	if !found || !strings.Contains(ev.Reason, "PCP epoch") && !strings.Contains(ev.Reason, "NAT-PMP epoch") {
 		t.Fatalf("watch: %+v (found %v); its output:\n%s", ev, found, w.Output())
 	}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/portfwd/portfwd/internal/cli"
 	"github.com/portfwd/portfwd/portmap"
 	"github.com/portfwd/portfwd/reach"
 	"github.com/portfwd/portfwd/webui"
@@ -21,10 +22,11 @@ import (
 func runUI(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "ui", &cf)
-	listen := fs.String("listen", "127.0.0.1:0", "address to serve on (port 0: any free port); an address other computers can reach prints a warning")
+	listen := fs.String("listen", "127.0.0.1:0", "the `address` to serve on, host:port (port 0: any free port); an address other computers can reach gets a warning")
 	open := fs.Bool("open", false, "open the page in the web browser (with xdg-open)")
-	var probes stringList
-	fs.Var(&probes, "probe", "probe server URL for the page's check buttons; repeat for several (default: probe_servers in the config file)")
+	var probes []string
+	fs.Var(&cli.URLs{P: &probes, Example: "http://probe.example.net:8999"}, "probe",
+		"a probe server's URL for the page's check buttons; repeat it for several (default: probe_servers in the configuration file)")
 	fs.BoolVar(&cf.wait, "wait", false, "collect every gateway until --timeout instead of stopping at the first usable one")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
@@ -42,6 +44,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	}
 	// The page shows discovery's progress; the terminal keeps the address.
 	o.Progress = nil
+	e.network("ui")
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -83,7 +86,12 @@ func runUI(ctx context.Context, e *env, args []string) error {
 			"your router's port mappings, and plain HTTP does not hide it on the network. Use --listen 127.0.0.1:PORT unless you mean it.\n", ln.Addr())
 	}
 	if cf.json {
-		if err := printJSON(e.stdout, map[string]string{"url": url, "listen": ln.Addr().String(), "token": srv.Token}); err != nil {
+		if err := printJSON(e.stdout, struct {
+			Schema int    `json:"schema"`
+			URL    string `json:"url"`
+			Listen string `json:"listen"`
+			Token  string `json:"token"`
+		}{schemaVersion, url, ln.Addr().String(), srv.Token}); err != nil {
 			ln.Close()
 			return err
 		}

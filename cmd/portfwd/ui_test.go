@@ -79,12 +79,16 @@ func startUI(t *testing.T, args ...string) (map[string]string, *uiStderr) {
 			t.Error("portfwd ui did not stop when its context ended")
 		}
 	})
-	var out map[string]string
-	if err := json.NewDecoder(pr).Decode(&out); err != nil {
+	var printed struct {
+		URL    string `json:"url"`
+		Listen string `json:"listen"`
+		Token  string `json:"token"`
+	}
+	if err := json.NewDecoder(pr).Decode(&printed); err != nil {
 		t.Fatalf("reading the address: %v (stderr: %s)", err, stderr.String())
 	}
 	go io.Copy(io.Discard, pr)
-	return out, stderr
+	return map[string]string{"url": printed.URL, "listen": printed.Listen, "token": printed.Token}, stderr
 }
 
 func TestUIServesTheGatewaysTable(t *testing.T) {

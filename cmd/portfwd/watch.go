@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/cli"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -17,20 +18,21 @@ import (
 //
 // With --json it prints one JSON object per line, a portmap.WatchEvent:
 //
-//	event           initial, external-address-changed, mappings-changed,
-//	                router-restarted, status-changed, gateway-gone, gateway-back
+//	schema          1
+//	event           initial, external_address_changed, mappings_changed,
+//	                router_restarted, status_changed, gateway_gone, gateway_back
 //	time            RFC 3339 time of the event
 //	gateway         control URL (UPnP) or host:port (NAT-PMP, PCP)
 //	method          upnp, natpmp or pcp
-//	external_addr   the external address after the event, when known
-//	previous        the old address (external-address-changed)
+//	external_ip     the external address after the event; "" when unknown
+//	previous_external_ip  the old address (external_address_changed)
 //	count           number of mappings after the event; -1 when the
 //	                protocol cannot list them (NAT-PMP, PCP)
-//	previous_count  the count before a mappings-changed event (else = count)
-//	added, removed  mappings-changed: the entries that appeared and went
-//	                (mapping objects as 'list --json' prints them)
-//	status          UPnP connection status, when known
-//	previous_status the old status (status-changed)
+//	previous_count  the count before a mappings_changed event (else = count)
+//	added, removed  mappings_changed: the entries that appeared and went
+//	                (mapping objects as 'list --json' prints them; [] else)
+//	status          UPnP connection status; "" when unknown
+//	previous_status the old status (status_changed)
 //	reason          what showed a restart, why the gateway is gone, which
 //	                gateway is back; for initial, how the gateway is watched
 //	via             how the change was noticed: start, gena (UPnP event),
@@ -38,32 +40,28 @@ import (
 func runWatch(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "watch", &cf)
-	interval := fs.Duration("interval", portmap.DefaultWatchPollInterval, "read the gateway this often: a safety net under UPnP events and announcements, the only means when a router has neither")
+	interval := portmap.DefaultWatchPollInterval
+	var callback cli.Addr
+	fs.Var(&cli.Duration{P: &interval}, "interval", "read the gateway this often: a safety net under UPnP events and announcements, the only means when a router has neither")
 	noEvents := fs.Bool("no-events", false, "do not subscribe to the router's UPnP events (GENA); poll only")
 	noAnn := fs.Bool("no-announcements", false, "do not listen for NAT-PMP/PCP announcements on 224.0.0.1:5350")
-	callback := fs.String("callback", "", "local address to receive UPnP events on (default: this host's address towards the router)")
+	fs.Var(&callback, "callback", "the local address to receive UPnP events on (default: this host's address towards the router)")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
 	}
 	if len(cf.positions) > 0 {
 		return usagef("watch takes no arguments (got %q); it watches the gateway discovery finds", cf.positions[0])
 	}
-	if *interval <= 0 {
-		return usagef("--interval must be positive, like 30s")
-	}
-	wo := portmap.WatchOptions{PollInterval: *interval, NoGENA: *noEvents, NoAnnouncements: *noAnn}
-	if *callback != "" {
-		a, err := netip.ParseAddr(*callback)
-		if err != nil || a.IsUnspecified() {
-			return usagef("--callback: %q is not a local IP address (and not a wildcard)", *callback)
-		}
-		wo.CallbackAddr = a
+	wo := portmap.WatchOptions{PollInterval: interval, NoGENA: *noEvents, NoAnnouncements: *noAnn, CallbackAddr: netip.Addr(callback)}
+	if wo.CallbackAddr.IsUnspecified() {
+		return usagef("--callback: %s is a wildcard; give this host's address on the router's network", wo.CallbackAddr)
 	}
 	o, err := cf.options(e)
 	if err != nil {
 		return err
 	}
 	o.Progress = nil // events say what happens
+	e.network("watch")
 	events, err := portmap.Watch(ctx, o, wo)
 	if err != nil {
 		return err
@@ -74,24 +72,9 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// jsonWatchEvent is a WatchEvent as --json prints it: mappings carry
-// lease_seconds, as everywhere else.
-type jsonWatchEvent struct {
-	portmap.WatchEvent
-	Added   []jsonMapping `json:"added,omitempty"`
-	Removed []jsonMapping `json:"removed,omitempty"`
-}
-
 func printWatchEvent(e *env, asJSON bool, ev portmap.WatchEvent) {
 	if asJSON {
-		j := jsonWatchEvent{WatchEvent: ev}
-		for _, m := range ev.Added {
-			j.Added = append(j.Added, toJSON(m))
-		}
-		for _, m := range ev.Removed {
-			j.Removed = append(j.Removed, toJSON(m))
-		}
-		b, _ := json.Marshal(j)
+		b, _ := json.Marshal(toJSONWatchEvent(ev))
 		fmt.Fprintln(e.stdout, string(b))
 		return
 	}
@@ -102,7 +85,7 @@ func printWatchEvent(e *env, asJSON bool, ev portmap.WatchEvent) {
 	}
 	switch ev.Kind {
 	case portmap.WatchInitial:
-		fmt.Fprintf(e.stdout, "%s %s gateway at %s: %s (%s)\n", ts, strings.ToUpper(string(ev.Method)), ev.Gateway, stateText(ev), ev.Reason)
+		fmt.Fprintf(e.stdout, "%s %s gateway at %s: %s (%s)\n", ts, ev.Method.Name(), ev.Gateway, stateText(ev), ev.Reason)
 		if w := portmap.Classify(ev.ExternalAddr).Warning(); w != "" && ev.ExternalAddr.IsValid() {
 			fmt.Fprintf(e.stderr, "warning: %s\n", w)
 		}

@@ -15,7 +15,7 @@ type labWatchEvent struct {
 	Event         string `json:"event"`
 	Via           string `json:"via"`
 	Reason        string `json:"reason"`
-	ExternalAddr  string `json:"external_addr"`
+	ExternalAddr  string `json:"external_ip"`
 	Count         int    `json:"count"`
 	PreviousCount int    `json:"previous_count"`
 	Added         []struct {
@@ -90,7 +90,7 @@ func TestLabWatchAgainstMiniupnpd(t *testing.T) {
 		t.Fatalf("upnpc -a: %v\n%s", err, out)
 	}
 	added := time.Now()
-	ev, n, ok := nextWatchEvent(t, w, n+1, time.Second, kind("mappings-changed"))
+	ev, n, ok := nextWatchEvent(t, w, n+1, time.Second, kind("mappings_changed"))
 	if !ok {
 		t.Fatalf("no mappings-changed within 1 s of upnpc adding a mapping; watch's output:\n%s", w.Output())
 	}
@@ -108,7 +108,7 @@ func TestLabWatchAgainstMiniupnpd(t *testing.T) {
 	if out, err := l.Run(t, natlab.HostLAN, "upnpc", "-i", "-u", l.MiniupnpdURL(), "-d", "18080", "TCP"); err != nil {
 		t.Fatalf("upnpc -d: %v\n%s", err, out)
 	}
-	ev, _, ok = nextWatchEvent(t, w, n+1, time.Second, kind("mappings-changed"))
+	ev, _, ok = nextWatchEvent(t, w, n+1, time.Second, kind("mappings_changed"))
 	if !ok || ev.Via != "gena" || len(ev.Removed) != 1 || ev.Removed[0].ExternalPort != 18080 || ev.Count != 0 {
 		t.Fatalf("after upnpc -d: %+v (found %v); watch's output:\n%s", ev, ok, w.Output())
 	}
@@ -140,7 +140,7 @@ func TestLabWatchNATPMPRouterRestart(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	restartMiniupnpd(t, l)
 	restarted := time.Now()
-	ev, _, ok := nextWatchEvent(t, w, n+1, 5*time.Second, kind("router-restarted"))
+	ev, _, ok := nextWatchEvent(t, w, n+1, 5*time.Second, kind("router_restarted"))
 	if !ok {
 		t.Fatalf("no router-restarted within 5 s of miniupnpd restarting; watch's output:\n%s", w.Output())
 	}
@@ -155,7 +155,7 @@ func onlyOneRestart(t *testing.T, w *natlab.Process) {
 	time.Sleep(2 * time.Second)
 	count := 0
 	for _, e := range watchEvents(t, w) {
-		if e.Event == "router-restarted" {
+		if e.Event == "router_restarted" {
 			count++
 		}
 	}
@@ -177,7 +177,7 @@ func TestLabWatchUPnPRouterRestart(t *testing.T) {
 	time.Sleep(4 * time.Second) // an uptime worth going back from
 	restartMiniupnpd(t, l)
 	restarted := time.Now()
-	ev, n, ok := nextWatchEvent(t, w, 1, 5*time.Second, kind("router-restarted"))
+	ev, n, ok := nextWatchEvent(t, w, 1, 5*time.Second, kind("router_restarted"))
 	if !ok {
 		t.Fatalf("no router-restarted within 5 s of miniupnpd restarting; watch's output:\n%s", w.Output())
 	}
@@ -187,7 +187,7 @@ func TestLabWatchUPnPRouterRestart(t *testing.T) {
 	if out, err := l.Run(t, natlab.HostLAN, "upnpc", "-i", "-u", l.MiniupnpdURL(), "-e", "x", "-a", l.LANIP.String(), "8080", "18080", "TCP"); err != nil {
 		t.Fatalf("upnpc -a: %v\n%s", err, out)
 	}
-	ev, _, ok = nextWatchEvent(t, w, n+1, time.Second, kind("mappings-changed"))
+	ev, _, ok = nextWatchEvent(t, w, n+1, time.Second, kind("mappings_changed"))
 	if !ok || len(ev.Added) != 1 {
 		t.Fatalf("no mappings-changed within 1 s after the restart (%+v); watch's output:\n%s", ev, w.Output())
 	}
@@ -242,7 +242,7 @@ func TestLabWatchExternalAddressChange(t *testing.T) {
 	}
 	changed := time.Now()
 	for name, w := range map[string]*natlab.Process{"UPnP": wu, "NAT-PMP": wp} {
-		ev, _, ok := nextWatchEvent(t, w, 1, 15*time.Second, kind("external-address-changed"))
+		ev, _, ok := nextWatchEvent(t, w, 1, 15*time.Second, kind("external_address_changed"))
 		if !ok {
 			t.Fatalf("%s watch: no external-address-changed within 15 s; its output:\n%s\nminiupnpd's log: %s", name, w.Output(), l.Miniupnpd.Log)
 		}

@@ -35,30 +35,7 @@ func (s *watchOutput) String() string {
 // it; stop returns the exit code.
 func watching(t *testing.T, args ...string) (stdout, stderr *watchOutput, stop func() int) {
 	t.Helper()
-	stdout, stderr = &watchOutput{}, &watchOutput{}
-	ctx, cancel := context.WithCancel(context.Background())
-	code := make(chan int, 1)
-	e := &env{stdout: stdout, stderr: stderr}
-	go func() { code <- exitCode(e, runWatch(ctx, e, args)) }()
-	stopped := false
-	stop = func() int {
-		t.Helper()
-		cancel()
-		select {
-		case c := <-code:
-			stopped = true
-			return c
-		case <-time.After(5 * time.Second):
-			t.Fatal("watch did not exit within 5 s of its context ending")
-			return -1
-		}
-	}
-	t.Cleanup(func() {
-		if !stopped {
-			stop()
-		}
-	})
-	return stdout, stderr, stop
+	return running(t, runWatch, args...)
 }
 
 // waitOutput waits until the output holds want, for at most d.
@@ -82,7 +59,7 @@ func TestWatchJSONLines(t *testing.T) {
 	waitOutput(t, stdout, `"event":"initial"`, 3*time.Second)
 	web := igd.PortMapping{ExternalPort: 18081, Protocol: "TCP", InternalPort: 8081, InternalClient: "192.168.1.10", Enabled: true, Description: "web", LeaseDuration: time.Hour}
 	srv.SetMappings([]igd.PortMapping{nas, web})
-	waitOutput(t, stdout, `"event":"mappings-changed"`, 2*time.Second)
+	waitOutput(t, stdout, `"event":"mappings_changed"`, 2*time.Second)
 	if code := stop(); code != exitOK {
 		t.Fatalf("exit %d after Ctrl-C; stderr: %s", code, stderr)
 	}
@@ -92,7 +69,7 @@ func TestWatchJSONLines(t *testing.T) {
 		Time          time.Time
 		Gateway       string `json:"gateway"`
 		Method        string `json:"method"`
-		ExternalAddr  string `json:"external_addr"`
+		ExternalAddr  string `json:"external_ip"`
 		Count         int    `json:"count"`
 		PreviousCount int    `json:"previous_count"`
 		Status        string `json:"status"`
@@ -136,7 +113,7 @@ func TestWatchJSONLines(t *testing.T) {
 func TestWatchText(t *testing.T) {
 	srv, base := fake(t, igdtest.Options{Version: 1, ExternalIP: "100.64.3.4", Mappings: []igd.PortMapping{nas}})
 	stdout, stderr, stop := watching(t, append([]string{"--interval", "100ms", "--no-announcements"}, base...)...)
-	waitOutput(t, stdout, "UPNP gateway at "+srv.ControlURL+": external address 100.64.3.4, 1 mapping, Connected (watching by polling", 3*time.Second)
+	waitOutput(t, stdout, "UPnP gateway at "+srv.ControlURL+": external address 100.64.3.4, 1 mapping, Connected (watching by polling", 3*time.Second)
 	srv.SetMappings(nil)
 	waitOutput(t, stdout, "mappings changed: 1 mapping -> 0 mappings [poll]\n  - 7000/UDP -> 192.168.1.9:7000 \"voip\"\n", 2*time.Second)
 	stop()

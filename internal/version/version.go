@@ -1,7 +1,9 @@
-// Package version names portfwd in the protocol headers that carry a
-// product token: SSDP's SERVER and USER-AGENT, the IGD's HTTP SERVER, GENA
-// SUBSCRIBE answers and NOTIFY requests. They are defined once, here, so
-// that every header says the same product and version.
+// Package version says which portfwd this is: the version named in the
+// protocol headers that carry a product token (SSDP's SERVER and
+// USER-AGENT, the IGD's HTTP SERVER, GENA SUBSCRIBE answers and NOTIFY
+// requests), defined once, here, so that every header says the same
+// product and version; and the build's module version, source revision
+// and Go version, which "portfwd version" prints.
 package version
 
 import "runtime"
