@@ -109,6 +109,10 @@ type Mapping struct {
 	Nonce [12]byte
 	// Created is when the mapping was first added. Updates keep it.
 	Created time.Time
+	// Upstream is the half of a chained mapping on the router above (see
+	// Upstream); the zero value when the mapping is not chained. The Core
+	// sets it.
+	Upstream UpstreamHalf
 }
 
 // Key returns the mapping's table key.
@@ -160,6 +164,9 @@ func (m Mapping) String() string {
 	if !m.Enabled {
 		s += " disabled"
 	}
+	if m.Chained() && m.Upstream.Public.IsValid() {
+		s += " via " + m.Upstream.Public.String() + " (" + m.Upstream.Method + " upstream)"
+	}
 	return s
 }
 
@@ -188,6 +195,8 @@ func (m Mapping) normalize() Mapping {
 	m.Owner = normalizeAddr(m.Owner)
 	m.Expires = m.Expires.Round(0)
 	m.Created = m.Created.Round(0)
+	m.Upstream.Granted = m.Upstream.Granted.Round(0)
+	m.Upstream.Expires = m.Upstream.Expires.Round(0)
 	m.Description = truncateUTF8(m.Description, MaxDescriptionLen)
 	return m
 }
