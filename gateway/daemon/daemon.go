@@ -118,6 +118,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		log.Warn("no external address yet; reporting none until it is learned", "source", d.wan.ext.source(), "err", err)
 	}
 	cancel()
+	d.setupUpstream()
 
 	if cfg.StateDir != "" {
 		if d.store, err = gateway.OpenFileStore(cfg.StateDir, &gateway.FileStoreOptions{Logger: log}); err != nil {
@@ -142,8 +143,14 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.store != nil {
 		gcfg.Store = d.store // not a typed nil in the interface
 	}
+	if d.wan.up != nil {
+		gcfg.Upstream = d.wan.up
+	}
 	if d.core, err = gateway.New(ctx, gcfg); err != nil {
 		return nil, err
+	}
+	if d.wan.up != nil {
+		d.wan.up.Attach(d.core)
 	}
 
 	d.uuid = cfg.Device.UUID
@@ -225,6 +232,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); d.wan.ext.run(ctx, d.wan.wake) }()
+	if d.wan.up != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.wan.up.Run(ctx) }()
+	}
 	if d.wan.addrWatch != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followAddresses(ctx) }()
