@@ -31,6 +31,7 @@ type gatewayFlags struct {
 	noPCP                       bool
 	force                       bool
 	logLevel, logFormat         string
+	upstream                    string
 }
 
 // parseBytes reads sizes such as 40MiB, 512KiB, 1GiB or a plain number of bytes.
@@ -79,6 +80,7 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.Var(&cli.Enum{P: &gf.logLevel, Choices: []string{"debug", "info", "warn", "error"}}, "log-level", "the least severe log records shown (default info)")
 	fs.Var(&cli.Enum{P: &gf.logFormat, Choices: []string{"text", "json"}}, "log-format", "the format of the log (default text)")
 	fs.BoolVar(&gf.verbose, "v", false, "log at debug level")
+	fs.StringVar(&gf.upstream, "upstream", "", "chain mappings to the router above (double NAT): `mode` auto (when the external address is private or CGNAT), off, pcp, natpmp, upnp, or its UPnP description URL (default auto)")
 	memLimit := fs.String("memory-limit", "40MiB", "the Go runtime's soft memory `limit`, like 40MiB or 1GiB, or \"off\"; $GOMEMLIMIT wins when set")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
@@ -206,6 +208,8 @@ func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
 			cfg.UPnP.SSDP = !gf.noSSDP
 		case "force":
 			cfg.Interfaces.Force = gf.force
+		case "upstream":
+			cfg.Upstream = gf.upstream
 		case "log-level":
 			cfg.LogLevel = gf.logLevel
 		case "log-format":

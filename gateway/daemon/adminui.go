@@ -109,6 +109,7 @@ func (b adminBackend) Mappings() []admin.Mapping {
 				InternalAddr: m.InternalAddr, InternalPort: m.InternalPort,
 				Client: m.Owner, RemoteHost: m.RemoteHost, Source: m.Source.String(),
 				Description: m.Description, Enabled: m.Enabled, Expires: m.Expires, Created: m.Created,
+				Upstream: upstreamHalfOf(m),
 			})
 		}
 	}
@@ -166,7 +167,9 @@ func (b adminBackend) Status() admin.Status {
 		SecureMode: d.cfg.Policy.SecureMode,
 		Policy:     d.cfg.PolicySummary(),
 		Warnings:   d.warnings(),
+		Upstream:   d.upstreamStatus(),
 	}
+	st.UpstreamText = st.Upstream.Text()
 	for _, name := range d.cfg.Interfaces.Internal {
 		st.Interfaces = append(st.Interfaces, interfaceStatus(name, "internal")...)
 	}

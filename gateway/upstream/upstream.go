@@ -411,14 +411,21 @@ func (u *Manager) gatewayAddr() (netip.Addr, error) {
 	return gw, nil
 }
 
-// needed reports whether auto mode should chain: the external address is
-// private, CGNAT or otherwise not public.
+// needed reports whether auto mode should chain: the external interface's
+// address is private (RFC 1918) or carrier-grade NAT (RFC 6598), the
+// addresses a router above hands out. Other classes (documentation,
+// reserved) are no sign of a router above; an explicit mode chains
+// whatever the address.
 func (u *Manager) needed() bool {
 	if u.cfg.Mode != ModeAuto {
 		return true
 	}
 	a := u.cfg.LocalAddr()
-	return a.IsValid() && addrclass.Of(a) != addrclass.Public
+	switch addrclass.Of(a) {
+	case addrclass.Private, addrclass.CGNAT:
+		return true
+	}
+	return false
 }
 
 func (u *Manager) allowed(p string) bool {
