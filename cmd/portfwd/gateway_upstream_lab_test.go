@@ -175,6 +175,11 @@ func TestLabGatewayChainsToTheRouterAbove(t *testing.T) {
 	}
 	waitLog(t, g, "the router above announced a restart", 5*time.Second)
 	t.Logf("timing: traffic back %v after the restarted ISP enabled forwarding", took.Round(time.Millisecond))
+	for _, line := range strings.Split(g.proc.Output(), "\n") {
+		if strings.Contains(line, "router above") && !strings.Contains(line, "level=DEBUG") {
+			t.Logf("gateway: %s", line)
+		}
+	}
 	if !waitFor(5*time.Second, func() bool { return sameSet(d.ISPMappings(t), before) }) {
 		t.Errorf("after the ISP's restart its table is %v, want %v", d.ISPMappings(t), before)
 	}

@@ -82,7 +82,8 @@ func bindToDevice(iface string) func(network, address string, c syscall.RawConn)
 
 // pcpMethod speaks PCP (RFC 6887) to the router above.
 type pcpMethod struct {
-	c *pcp.Client
+	c   *pcp.Client
+	pmp *natpmp.Client // for the public address only
 }
 
 func newPCP(gw netip.Addr, local netip.Addr, iface string) *pcpMethod {
@@ -91,7 +92,7 @@ func newPCP(gw netip.Addr, local netip.Addr, iface string) *pcpMethod {
 		Dial:       dialFrom(local, iface),
 		MaxTries:   3,
 		MaxTimeout: time.Second,
-	}}
+	}, pmp: &natpmp.Client{Gateway: netip.AddrPortFrom(gw, natpmp.ServerPort), MaxTries: 2}}
 }
 
 func (p *pcpMethod) name() string   { return "pcp" }
@@ -103,14 +104,22 @@ func (p *pcpMethod) probe(ctx context.Context) (netip.Addr, bool, error) {
 	}
 	lost := p.c.LostState()
 	p.c.ClearLostState()
-	// PCP has no "external address" request: a short MAP of the discard
-	// port tells it (RFC 6887 §11.6), deleted at once.
+	// PCP has no "external address" request. NAT-PMP's, which PCP servers
+	// such as miniupnpd answer on the same port, is asked first; failing
+	// that, a MAP of a high port with PREFER_FAILURE, deleted at once (RFC
+	// 6887 §11.6). Not a low port without PREFER_FAILURE: miniupnpd then
+	// searches every port its rules deny before answering.
+	if ea, err := p.pmp.ExternalAddress(ctx); err == nil && ea.Addr.IsValid() {
+		return ea.Addr, lost, nil
+	}
 	n := pcp.NewNonce()
-	r, err := p.c.Map(ctx, pcp.MapRequest{Protocol: pcp.UDP, InternalPort: 9, Lifetime: 30 * time.Second, Nonce: n})
+	const probePort = 65535
+	r, err := p.c.Map(ctx, pcp.MapRequest{Protocol: pcp.UDP, InternalPort: probePort, SuggestedExternalPort: probePort,
+		PreferFailure: true, Lifetime: 30 * time.Second, Nonce: n})
 	if err != nil {
 		return netip.Addr{}, lost, p.classify(err)
 	}
-	_ = p.c.Delete(ctx, pcp.UDP, 9, n)
+	_ = p.c.Delete(ctx, pcp.UDP, probePort, n)
 	return r.ExternalAddr.Unmap(), lost || r.Rebooted, nil
 }
 
