@@ -215,3 +215,82 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// TestLabGatewayUpstreamDownAndBack: while the router above is dead, new
+// mappings are refused with each protocol's transient code (nothing is
+// granted that the Internet cannot reach), /metrics says so; once it is
+// back they are granted again.
+func TestLabGatewayUpstreamDownAndBack(t *testing.T) {
+	natlab.Require(t, "upnpc", "natpmpc")
+	d := natlab.StartDouble(t, natlab.DoubleOptions{})
+	g := doubleGateway(t, d)
+	d.ServeTCP(t, natlab.HostLAN, ap(d.LANIP, 8080), "lan-8080")
+	desc := fmt.Sprintf("http://%s:5000/rootDesc.xml", d.RouterLANIP)
+
+	d.StopISP(t)
+	out, _ := d.Run(t, natlab.HostLAN, "upnpc", "-i", "-u", desc, "-a", d.LANIP.String(), "8080", "18080", "TCP", "3600")
+	contains(t, "upnpc -a with the router above down", out, "501")
+	out, err := d.Run(t, natlab.HostLAN, "natpmpc", "-g", d.RouterLANIP.String(), "-a", "18081", "8080", "tcp", "3600")
+	contains(t, "natpmpc -a with the router above down", fmt.Sprint(out, err), "network failure")
+	if strings.Contains(d.NftRuleset(t), "18080") || strings.Contains(d.NftRuleset(t), "18081") {
+		t.Errorf("a refused chained add left a rule at home")
+	}
+	contains(t, "/metrics", g.metrics(t), `portfwd_upstream_up{method="pcp"} 0`)
+
+	d.RestartISP(t)
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(g.metrics(t), `portfwd_upstream_up{method="pcp"} 1`) }) {
+		t.Fatalf("the router above is back but the gateway does not say so:\n%s", tailOf(g.proc.Output(), 3000))
+	}
+	lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-a", d.LANIP.String(), "8080", "18080", "TCP", "3600")
+	if got, reached := reachPublic(t, d, 18080, mustWork); !reached || got != "lan-8080" {
+		t.Fatalf("after the router above came back: %q (reached %v)", got, reached)
+	}
+	lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-d", "18080", "TCP")
+	g.stop(t)
+}
+
+// TestLabGatewayUpstreamMethods: the same chained mapping over each
+// protocol the router above speaks, chosen by upstream = natpmp | upnp,
+// and upstream = off keeps mappings local (reachable from the ISP's side
+// only, the classic trap).
+func TestLabGatewayUpstreamMethods(t *testing.T) {
+	natlab.Require(t, "upnpc")
+	d := natlab.StartDouble(t, natlab.DoubleOptions{})
+	d.ServeTCP(t, natlab.HostLAN, ap(d.LANIP, 8080), "lan-8080")
+	desc := fmt.Sprintf("http://%s:5000/rootDesc.xml", d.RouterLANIP)
+	home := d.RouterWANIP.String()
+	for _, method := range []string{"natpmp", "upnp"} {
+		g := doubleGateway(t, d, "--upstream", method)
+		contains(t, "gateway log", g.proc.Output(), "method="+method)
+		lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-a", d.LANIP.String(), "8080", "18080", "TCP", "3600")
+		if got, reached := reachPublic(t, d, 18080, mustWork); !reached || got != "lan-8080" {
+			t.Fatalf("upstream %s: %q (reached %v)", method, got, reached)
+		}
+		ms := d.ISPMappings(t)
+		if !hasMapping(ms, "TCP 18080->"+home+":18080") {
+			t.Errorf("upstream %s: the ISP holds %v", method, ms)
+		}
+		lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-d", "18080", "TCP")
+		if ms := d.ISPMappings(t); len(ms) != 0 {
+			t.Errorf("upstream %s: after delete the ISP holds %v", method, ms)
+		}
+		g.stop(t)
+		os.RemoveAll(g.stateDir)
+	}
+
+	g := &labGateway{l: d.Lab, stateDir: filepath.Join(d.RunDir, "gw"), args: []string{"gateway", "--config", filepath.Join(d.RunDir, "gateway.toml"),
+		"--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf, "--backend", "nft",
+		"--state-dir", filepath.Join(d.RunDir, "gw"), "--upstream", "off", "-v"}}
+	g.start(t)
+	lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-a", d.LANIP.String(), "8080", "18080", "TCP", "3600")
+	if _, reached := reachPublic(t, d, 18080, mustFail); reached {
+		t.Error("upstream = off: the WAN host reached a local-only mapping through the ISP")
+	}
+	if got, err := d.DialTCP(t, natlab.HostISP, ap(d.RouterWANIP, 18080), mustWork); err != nil || got != "lan-8080" {
+		t.Errorf("upstream = off: the local mapping does not work from the ISP's side: %q, %v", got, err)
+	}
+	if ms := d.ISPMappings(t); len(ms) != 0 {
+		t.Errorf("upstream = off: the ISP holds %v", ms)
+	}
+	g.stop(t)
+}

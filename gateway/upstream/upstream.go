@@ -60,7 +60,11 @@ const (
 	// unmapTimeout bounds the delete tried at once; a failed one is
 	// retried in the background.
 	unmapTimeout = time.Second
-	minBackoff   = 500 * time.Millisecond
+	// minBackoff is the first retry of a router above that stopped
+	// answering. It is short: miniupnpd sends its ANNOUNCE before its STUN
+	// test (seconds, when an answer is late) and only then serves, so after
+	// a restart it is asked again quickly until it answers.
+	minBackoff = 100 * time.Millisecond
 	maxBackoff   = 30 * time.Second
 	// parallel bounds the requests in flight when re-creating every half.
 	parallel = 16
@@ -218,7 +222,10 @@ func (u *Manager) Map(ctx context.Context, m gateway.Mapping, h gateway.Upstream
 		h = gateway.UpstreamHalf{Method: meth.name(), Nonce: pcp.NewNonce(), Public: h.Public}
 	}
 	if state == "down" {
-		return h, upErr(meth, gateway.ErrUpstreamDown, errors.New(u.Status().LastErr))
+		u.mu.Lock()
+		since := u.since
+		u.mu.Unlock()
+		return h, upErr(meth, gateway.ErrUpstreamDown, fmt.Errorf("no answer since %s; retrying with backoff", since.Format(time.TimeOnly)))
 	}
 	now := time.Now()
 	life := u.cfg.MaxLifetime
@@ -321,6 +328,9 @@ func (u *Manager) noticeRestart(why string) {
 	u.mu.Lock()
 	if u.recreate == "" {
 		u.recreate = why
+	}
+	if u.m == nil || u.state == "down" {
+		u.nextTry = time.Time{} // it speaks again: try now, not at the end of the backoff
 	}
 	u.mu.Unlock()
 	u.poke()

@@ -351,7 +351,8 @@ func (d *Double) StopISP(t testing.TB) {
 func (d *Double) RestartISP(t testing.TB) {
 	t.Helper()
 	if p := d.ISPMiniupnpd; p != nil {
-		if p.cmd.Process != nil {
+		// Only a process not reaped yet: its PID cannot have been reused.
+		if exited, _ := p.Exited(); !exited {
 			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		}
 		<-p.Done()
