@@ -65,7 +65,7 @@ const (
 	// test (seconds, when an answer is late) and only then serves, so after
 	// a restart it is asked again quickly until it answers.
 	minBackoff = 100 * time.Millisecond
-	maxBackoff   = 30 * time.Second
+	maxBackoff = 30 * time.Second
 	// parallel bounds the requests in flight when re-creating every half.
 	parallel = 16
 )
