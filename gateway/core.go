@@ -211,7 +211,7 @@ func (c *Core) restore(ctx context.Context) error {
 	var rewrite []Mapping
 	expired, denied := 0, 0
 	for _, m := range saved {
-		switch m.Upstream.State {
+		switch m.Half().State {
 		case HalfPendingNew:
 			// An intent never committed: the client was never answered.
 			// The half may exist upstream; the Upstream deletes it.
@@ -220,7 +220,7 @@ func (c *Core) restore(ctx context.Context) error {
 			continue
 		case HalfPendingChain:
 			c.orphans = append(c.orphans, m)
-			m.Upstream = UpstreamHalf{}
+			m.Upstream = nil
 			rewrite = append(rewrite, m)
 		}
 		if !m.Permanent() && !m.Expires.After(now) {

@@ -237,7 +237,7 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(desc)))
 	dst = append(dst, desc...)
 	if m.Chained() {
-		h := m.Upstream
+		h := *m.Upstream
 		method := truncateUTF8(h.Method, 0xff)
 		dst = append(dst, byte(len(method)))
 		dst = append(dst, method...)
@@ -320,7 +320,8 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 			m.Created = d.time()
 			m.Description = string(d.bytes(int(d.u16())))
 			if flags&2 != 0 {
-				h := &m.Upstream
+				h := &UpstreamHalf{}
+				m.Upstream = h
 				h.Method = string(d.bytes(int(d.u8())))
 				if h.Method == "" {
 					d.fail("chained mapping without an upstream method")

@@ -110,9 +110,11 @@ type Mapping struct {
 	// Created is when the mapping was first added. Updates keep it.
 	Created time.Time
 	// Upstream is the half of a chained mapping on the router above (see
-	// Upstream); the zero value when the mapping is not chained. The Core
-	// sets it.
-	Upstream UpstreamHalf
+	// Upstream); nil when the mapping is not chained. The Core sets it. It
+	// is never changed in place: a new half is a new value, so Mappings
+	// stay immutable (and a pointer keeps a full table of unchained
+	// mappings small).
+	Upstream *UpstreamHalf
 }
 
 // Key returns the mapping's table key.
@@ -195,8 +197,11 @@ func (m Mapping) normalize() Mapping {
 	m.Owner = normalizeAddr(m.Owner)
 	m.Expires = m.Expires.Round(0)
 	m.Created = m.Created.Round(0)
-	m.Upstream.Granted = m.Upstream.Granted.Round(0)
-	m.Upstream.Expires = m.Upstream.Expires.Round(0)
+	if m.Upstream != nil {
+		h := *m.Upstream
+		h.Granted, h.Expires = h.Granted.Round(0), h.Expires.Round(0)
+		m.Upstream = &h
+	}
 	m.Description = truncateUTF8(m.Description, MaxDescriptionLen)
 	return m
 }

@@ -63,7 +63,15 @@ type UpstreamHalf struct {
 }
 
 // Chained reports whether m has an upstream half.
-func (m Mapping) Chained() bool { return m.Upstream.Method != "" }
+func (m Mapping) Chained() bool { return m.Upstream != nil && m.Upstream.Method != "" }
+
+// Half returns m's upstream half, the zero value when m is not chained.
+func (m Mapping) Half() UpstreamHalf {
+	if m.Upstream == nil {
+		return UpstreamHalf{}
+	}
+	return *m.Upstream
+}
 
 // PublicPort returns the port the Internet reaches m on: the upstream
 // half's when chained, else the external port.
@@ -150,7 +158,7 @@ const maxUPnPAnyTries = 16
 // upstream fails. exact asks for the same public port as the local one.
 func (c *Core) chain(ctx context.Context, m *Mapping, prev Mapping, hadPrev, exact bool) error {
 	if c.up == nil || !m.Enabled {
-		m.Upstream = UpstreamHalf{}
+		m.Upstream = nil
 		return nil
 	}
 	if hadPrev && prev.Chained() && prev.Upstream.State == HalfActive {
@@ -159,27 +167,28 @@ func (c *Core) chain(ctx context.Context, m *Mapping, prev Mapping, hadPrev, exa
 			c.clampToHalf(m)
 			return nil
 		}
-		got, err := c.up.Map(ctx, *m, prev.Upstream, true)
+		got, err := c.up.Map(ctx, *m, *prev.Upstream, true)
 		if err != nil {
 			return err
 		}
-		m.Upstream = got
+		got.State = HalfActive
+		m.Upstream = &got
 		c.clampToHalf(m)
 		return nil
 	}
 	h, ok := c.up.Prepare(*m)
 	if !ok {
-		m.Upstream = UpstreamHalf{}
+		m.Upstream = nil
 		return nil
 	}
 	if c.store != nil {
-		intent := *m
-		h.State = HalfPendingNew
+		intent, ih := *m, h
+		ih.State = HalfPendingNew
 		if hadPrev {
 			intent = prev
-			h.State = HalfPendingChain
+			ih.State = HalfPendingChain
 		}
-		intent.Upstream = h
+		intent.Upstream = &ih
 		if err := c.store.Save([]Mapping{intent}, nil); err != nil {
 			return fmt.Errorf("%w: recording the upstream intent: %w", ErrStore, err)
 		}
@@ -191,7 +200,7 @@ func (c *Core) chain(ctx context.Context, m *Mapping, prev Mapping, hadPrev, exa
 		return err
 	}
 	got.State = HalfActive
-	m.Upstream = got
+	m.Upstream = &got
 	c.clampToHalf(m)
 	return nil
 }
@@ -217,7 +226,7 @@ func (c *Core) dropIntent(k Key, prev Mapping, hadPrev bool) {
 // above keeps it (RFC 7648). Permanent leases stay permanent: the
 // gateway renews the half for as long as the mapping lives.
 func (c *Core) clampToHalf(m *Mapping) {
-	if m.Permanent() || m.Upstream.Expires.IsZero() {
+	if m.Permanent() || m.Upstream == nil || m.Upstream.Expires.IsZero() {
 		return
 	}
 	if m.Expires.After(m.Upstream.Expires) {
@@ -281,12 +290,11 @@ func (c *Core) Rechain(ctx context.Context, k Key) (Mapping, error) {
 	m := prev
 	var err error
 	if prev.Chained() {
-		h := prev.Upstream
 		var got UpstreamHalf
-		got, err = c.up.Map(ctx, m, h, false)
+		got, err = c.up.Map(ctx, m, *prev.Upstream, false)
 		if err == nil {
 			got.State = HalfActive
-			m.Upstream = got
+			m.Upstream = &got
 		}
 	} else {
 		err = c.chain(ctx, &m, prev, true, prev.Source == SourceUPnP)
@@ -300,7 +308,7 @@ func (c *Core) Rechain(ctx context.Context, k Key) (Mapping, error) {
 	c.mu.Lock()
 	if err == nil && m.Chained() {
 		c.tab.put(m)
-		if m.Upstream.Public != prev.Upstream.Public {
+		if m.Half().Public != prev.Half().Public {
 			c.events.publish(Event{Kind: EventUpdated, Mapping: m, Count: c.tab.len()})
 		}
 	}
@@ -313,7 +321,7 @@ func (c *Core) Rechain(ctx context.Context, k Key) (Mapping, error) {
 	if !m.Chained() {
 		return m, fmt.Errorf("%w: %s is not to be chained", ErrNoSuchEntry, k)
 	}
-	if prev.Chained() && prev.Upstream.Public != m.Upstream.Public {
+	if prev.Chained() && prev.Half().Public != m.Half().Public {
 		c.log.Warn("the router above gave this mapping another public port or address; clients are told",
 			"mapping", m, "was", prev.Upstream.Public, "now", m.Upstream.Public)
 	}

@@ -301,11 +301,13 @@ var DefaultRules = []string{
 // not set.
 func DefaultConfig() Config {
 	return Config{
-		ExternalAddress: ExternalAddressConfig{Source: SourceInterface},
-		StateDir:        DefaultStateDir,
-		Upstream:        upstream.ModeAuto,
-		LogLevel:        "info",
-		LogFormat:       "text",
+		ExternalAddress:       ExternalAddressConfig{Source: SourceInterface},
+		StateDir:              DefaultStateDir,
+		Upstream:              upstream.ModeAuto,
+		UpstreamProtocols:     []string{upstream.ModePCP, upstream.ModeNATPMP, upstream.ModeUPnP},
+		UpstreamCheckInterval: Duration(upstream.DefaultCheckInterval),
+		LogLevel:              "info",
+		LogFormat:             "text",
 		UPnP: UPnPConfig{
 			Enabled:        true,
 			HTTPPort:       DefaultHTTPPort,

@@ -698,7 +698,7 @@ func (u *Manager) rechain(ctx context.Context, ms []gateway.Mapping, reason stri
 				failed++
 				u.log.Warn("could not make a mapping's half on the router above again", "mapping", m, "reason", reason, "err", err)
 			default:
-				if got.Upstream.Public != m.Upstream.Public {
+				if got.Half().Public != m.Half().Public {
 					changed++
 				}
 			}
