@@ -240,3 +240,26 @@ func rulesOf(be *gateway.Memory) []gateway.Rule {
 	r, _ := be.InstalledRules(context.Background())
 	return r
 }
+
+func TestChainingObeysThePolicyFirst(t *testing.T) {
+	up := newFakeUpstream()
+	be := gateway.NewMemory()
+	c, err := gateway.New(context.Background(), gateway.Config{Backend: be, Upstream: up, Clock: clocktest.New(t0),
+		Policy: gateway.Policy{Rules: []gateway.PermRule{{Allow: true, External: gateway.PortRange{Min: 1024, Max: 65535},
+			Client: netip.MustParsePrefix("10.77.0.0/24"), Internal: gateway.PortRange{Min: 1, Max: 65535}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background(), false)
+	// A port the rules deny, and another host's address in secure mode:
+	// refused here, and the router above is never asked.
+	if _, err := c.Add(context.Background(), upnp("10.77.0.2"), tcp(80, "10.77.0.2", 8080)); !errors.Is(err, gateway.ErrNotAuthorized) {
+		t.Errorf("port 80: %v, want ErrNotAuthorized", err)
+	}
+	if _, err := c.Add(context.Background(), upnp("10.77.0.2"), tcp(18080, "10.77.0.9", 8080)); !errors.Is(err, gateway.ErrNotAuthorized) {
+		t.Errorf("another host: %v, want ErrNotAuthorized", err)
+	}
+	if len(up.held) != 0 || up.nextNon != 0 {
+		t.Errorf("the router above was asked for refused mappings: %v", up.held)
+	}
+}
