@@ -83,7 +83,7 @@ func TestLabGatewayChainsToTheRouterAbove(t *testing.T) {
 	d.ServeUDPEcho(t, natlab.HostLAN, ap(d.LANIP, 9000))
 	desc := fmt.Sprintf("http://%s:5000/rootDesc.xml", d.RouterLANIP)
 	public := d.ISPOutsideIP.String()
-	home := fmt.Sprintf("%s", d.RouterWANIP)
+	home := d.RouterWANIP.String()
 
 	// The LAN sees the ISP's public address, over every protocol.
 	out := lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-s")
