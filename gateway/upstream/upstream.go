@@ -134,6 +134,9 @@ type Manager struct {
 	core *gateway.Core
 
 	wake chan struct{}
+	// methodsFor returns the protocols to try with the router above at
+	// gw; tests replace it.
+	methodsFor func(gw netip.Addr) []method
 
 	mu        sync.Mutex
 	m         method // nil until discovered
@@ -174,8 +177,10 @@ func New(cfg Config) *Manager {
 	if cfg.Mode == ModeOff {
 		st = "off"
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), state: st,
+	u := &Manager{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), state: st,
 		requests: map[string]uint64{}, recreated: map[string]uint64{}}
+	u.methodsFor = u.candidates
+	return u
 }
 
 // ValidMode reports whether s is a valid Config.Mode, with the reason.
@@ -476,7 +481,7 @@ func (u *Manager) discover(ctx context.Context) (method, netip.Addr, error) {
 		return nil, netip.Addr{}, err
 	}
 	var errs []error
-	for _, m := range u.candidates(gw) {
+	for _, m := range u.methodsFor(gw) {
 		pctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		pub, _, err := m.probe(pctx)
 		cancel()
@@ -492,11 +497,16 @@ func (u *Manager) discover(ctx context.Context) (method, netip.Addr, error) {
 }
 
 // Run discovers the router above and keeps the halves until ctx ends.
-func (u *Manager) Run(ctx context.Context) {
+func (u *Manager) Run(ctx context.Context) { u.run(ctx, true) }
+
+// run is Run, with or without the announcement listener (tests).
+func (u *Manager) run(ctx context.Context, listen bool) {
 	if u.cfg.Mode == ModeOff || u.core == nil {
 		return
 	}
-	go u.listenAnnouncements(ctx)
+	if listen {
+		go u.listenAnnouncements(ctx)
+	}
 	// The intents a killed gateway left: deleted upstream once it answers.
 	orphans := u.core.UpstreamOrphans()
 	timer := time.NewTimer(0)
