@@ -246,6 +246,15 @@ func TestLabGatewayUpstreamDownAndBack(t *testing.T) {
 		t.Fatalf("after the router above came back: %q (reached %v)", got, reached)
 	}
 	lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-d", "18080", "TCP")
+
+	// A lease that runs out takes its upstream half with it.
+	lanRun(t, d.Lab, "natpmpc", "-g", d.RouterLANIP.String(), "-a", "18090", "8080", "tcp", "2")
+	if ms := d.ISPMappings(t); !hasMapping(ms, "TCP 18090->"+d.RouterWANIP.String()+":18090") {
+		t.Fatalf("the ISP lacks the short lease's half: %v", ms)
+	}
+	if !waitFor(10*time.Second, func() bool { return len(d.ISPMappings(t)) == 0 }) {
+		t.Errorf("the lease expired at home but the ISP still holds %v", d.ISPMappings(t))
+	}
 	g.stop(t)
 }
 
