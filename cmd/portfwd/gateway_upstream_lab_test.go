@@ -253,7 +253,7 @@ func TestLabGatewayUpstreamDownAndBack(t *testing.T) {
 		t.Fatalf("the ISP lacks the short lease's half: %v", ms)
 	}
 	if !waitFor(10*time.Second, func() bool { return len(d.ISPMappings(t)) == 0 }) {
-		t.Errorf("the lease expired at home but the ISP still holds %v", d.ISPMappings(t))
+		t.Errorf("the lease expired at home but the ISP still holds %v; gateway log:\n%s", d.ISPMappings(t), tailOf(g.proc.Output(), 3000))
 	}
 	g.stop(t)
 }
