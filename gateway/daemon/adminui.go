@@ -161,6 +161,12 @@ func (b adminBackend) Status() admin.Status {
 	if d.cfg.ExternalAddress.Source == SourceFixed {
 		source = "the configuration" // the page reads "from the configuration"
 	}
+	if p := d.wan.ext.chainedPublic(); p.IsValid() {
+		// What clients are told, and the Internet reaches: the router
+		// above's (double NAT).
+		source = "the router above, through " + source + " (" + addr.String() + ")"
+		addr = p
+	}
 	st := admin.Status{
 		Name: d.cfg.Device.FriendlyName, Started: d.start, Backend: d.backend.Name(),
 		ExternalAddr: addr, ExternalSource: source, ExternalError: extErr,

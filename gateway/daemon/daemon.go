@@ -113,12 +113,12 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	d.wan.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
+	d.setupUpstream()
 	uctx, cancel := context.WithTimeout(ctx, startTimeout)
 	if err := d.wan.ext.update(uctx); err != nil {
 		log.Warn("no external address yet; reporting none until it is learned", "source", d.wan.ext.source(), "err", err)
 	}
 	cancel()
-	d.setupUpstream()
 
 	if cfg.StateDir != "" {
 		if d.store, err = gateway.OpenFileStore(cfg.StateDir, &gateway.FileStoreOptions{Logger: log}); err != nil {

@@ -31,6 +31,7 @@ type externalAddr struct {
 	// public is the router above's public address while mappings are
 	// chained to it (double NAT): what LAN clients are told.
 	public   netip.Addr
+	chaining bool // an upstream Manager will chain mappings (see describe)
 	lastErr  string
 	looked   bool // the first lookup (New's) is done
 	onChange []func(netip.Addr)
@@ -165,6 +166,9 @@ func (e *externalAddr) describe(a, old netip.Addr) {
 		return
 	}
 	what := "forwarding anyway: mappings work from wherever this address is reachable"
+	if e.chaining && (class == addrclass.Private || class == addrclass.CGNAT) {
+		what = "looking for the router above through the external interface, to chain every mapping to it (upstream)"
+	}
 	if e.cfg.RefusePrivateExternal {
 		what = "refusing mappings until it is public (refuse_private_external is set)"
 	}

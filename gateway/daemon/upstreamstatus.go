@@ -55,7 +55,7 @@ func sortedKeys(m map[string]uint64) []string {
 // upstreamStatus is the admin page's "Upstream" box.
 func (d *Daemon) upstreamStatus() *admin.Upstream {
 	if d.wan.up == nil {
-		return &admin.Upstream{State: "off", Note: "upstream = \"off\": mappings are not chained to a router above"}
+		return &admin.Upstream{State: "off", Note: "upstream = \"off\" (or no external interface to look through): mappings are not chained to a router above"}
 	}
 	s := d.wan.up.Status()
 	u := &admin.Upstream{Mode: s.Mode, State: s.State, Method: s.Method, Server: s.Server, LastError: s.LastErr,
@@ -71,13 +71,13 @@ func (d *Daemon) upstreamStatus() *admin.Upstream {
 	}
 	switch s.State {
 	case "up":
-		u.Note = "every mapping is also made on the router above, which the Internet reaches"
+		u.Note = "Every mapping is also made on the router above, which the Internet reaches"
 	case "down":
-		u.Note = "the router above stopped answering: new mappings are refused, existing ones kept, retried with backoff"
+		u.Note = "The router above stopped answering: new mappings are refused, existing ones kept, retried with backoff"
 	case "searching":
-		u.Note = "no router above answers yet: mappings are local only"
+		u.Note = "No router above answers yet: mappings are local only"
 	case "not needed":
-		u.Note = "the external address is public: nothing to chain"
+		u.Note = "The external address is public: nothing to chain"
 	}
 	return u
 }

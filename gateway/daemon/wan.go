@@ -197,6 +197,7 @@ func (d *Daemon) setupUpstream() {
 		return
 	}
 	iface := d.cfg.Interfaces.External[0]
+	d.wan.ext.chaining = true
 	d.wan.up = upstream.New(upstream.Config{
 		Mode:          d.cfg.Upstream,
 		Protocols:     d.cfg.UpstreamProtocols,
