@@ -12,6 +12,11 @@ import (
 // address announcements (RFC 6886 §3.2.1) arrive, multicast to 224.0.0.1.
 const announcePort = 5350
 
+// announceHold is the least time between two re-creations of every half
+// triggered by announcements (RFC 6887 §14.1.3 spaces a server's own
+// announcements further apart).
+const announceHold = 500 * time.Millisecond
+
 // listenAnnouncements watches the external interface for the router
 // above's announcements: after a restart it sends a PCP ANNOUNCE (miniupnpd
 // sends one once it is ready to forward), after an address change a
@@ -39,6 +44,10 @@ func (u *Manager) listenAnnouncements(ctx context.Context) {
 	defer stop()
 	defer pc.Close()
 	buf := make([]byte, 1100)
+	// Another host on the CGNAT segment could send look-alike packets
+	// from the gateway's address: at most one re-creation of every half
+	// per announceHold, so a flood costs the router above little.
+	var last time.Time
 	for {
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
@@ -53,8 +62,13 @@ func (u *Manager) listenAnnouncements(ctx context.Context) {
 		}
 		src := ua.AddrPort().Addr().Unmap()
 		gw, gerr := u.gatewayAddr()
-		if gerr != nil || src != gw || n < 2 {
+		if gerr != nil || src != gw || n < 2 || ua.Port != 5351 {
 			continue
+		}
+		if now := time.Now(); now.Sub(last) < announceHold {
+			continue
+		} else {
+			last = now
 		}
 		switch {
 		case buf[0] == 2 && buf[1] == 0x80: // PCP ANNOUNCE response
