@@ -543,6 +543,10 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 				break
 			}
 			u.setState("up", m, pub, nil)
+			if len(orphans) > 0 {
+				u.log.Info("deleting the halves on the router above that the last run asked for but never recorded as granted (it was killed meanwhile)",
+					"count", len(orphans))
+			}
 			for _, o := range orphans {
 				u.Unmap(ctx, o)
 			}
