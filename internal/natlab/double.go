@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -65,7 +66,7 @@ func StartDouble(t testing.TB, opts DoubleOptions) *Double {
 	if os.Geteuid() != 0 {
 		unavailable(t, "the NAT lab needs root (network namespaces, nftables); run the tests as root, e.g. through scripts/test.sh")
 	}
-	paths := Programs(t, "ip", "nft", "miniupnpd", "sh", "mount")
+	paths := programs(t, "ip", "nft", "miniupnpd", "sh", "mount")
 	l := &Lab{
 		opts:        Options{Router: RouterNone},
 		ip:          paths["ip"],
@@ -101,7 +102,7 @@ func StartDouble(t testing.TB, opts DoubleOptions) *Double {
 	t.Cleanup(func() { l.teardown(t) })
 
 	if err := d.createNamespaces(); err != nil {
-		if strings.Contains(err.Error(), errNoNetns.Error()) {
+		if errors.Is(err, errNoNetns) {
 			unavailable(t, "%v", err)
 		}
 		t.Fatal(err)
@@ -122,8 +123,9 @@ func StartDouble(t testing.TB, opts DoubleOptions) *Double {
 	return d
 }
 
-// Programs is testenv.Programs for this package's callers.
-func Programs(t testing.TB, names ...string) map[string]string {
+// programs checks that the named programs exist (skipping or failing t as
+// Require does) and returns their paths.
+func programs(t testing.TB, names ...string) map[string]string {
 	t.Helper()
 	Require(t, names...)
 	out := map[string]string{}
