@@ -82,6 +82,10 @@ func hasMapping(ms []string, want string) bool { return slices.Contains(ms, want
 func TestLabGatewayChainsToTheRouterAbove(t *testing.T) {
 	natlab.Require(t, "upnpc", "natpmpc")
 	d := natlab.StartDouble(t, natlab.DoubleOptions{})
+	// --check says what will happen, without asking anything upstream.
+	r := pf(t, d.Lab, natlab.HostRouter, "gateway", "--check", "--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
+		"--backend", "nft", "--state-dir", filepath.Join(d.RunDir, "gw"))
+	contains(t, "gateway --check", r.stdout, "upstream = auto: 100.64.0.2 on wan0 is CGNAT, so the gateway will ask the router above (100.64.0.1, the default gateway of wan0)")
 	g := doubleGateway(t, d)
 	d.ServeTCP(t, natlab.HostLAN, ap(d.LANIP, 8080), "lan-8080")
 	d.ServeTCP(t, natlab.HostLAN, ap(d.LANIP, 8081), "lan-8081")
@@ -123,7 +127,7 @@ func TestLabGatewayChainsToTheRouterAbove(t *testing.T) {
 	}
 
 	// Our own client, over PCP: the answer carries the public address.
-	r := ok(t, d.Lab, "add", "8081", "--external", "18081", "--lease", "10m", "--protocol", "pcp")
+	r = ok(t, d.Lab, "add", "8081", "--external", "18081", "--lease", "10m", "--protocol", "pcp")
 	contains(t, "portfwd add over PCP", r.stdout, public+":18081/TCP")
 	if got, reached := reachPublic(t, d, 18081, mustWork); !reached || got != "lan-8081" {
 		t.Fatalf("our client's mapping through both NATs: got %q (reached %v)", got, reached)

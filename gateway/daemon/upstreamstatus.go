@@ -7,6 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portfwd/portfwd/gateway/upstream"
+	"github.com/portfwd/portfwd/internal/addrclass"
+	"github.com/portfwd/portfwd/internal/netroute"
+
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/admin"
 )
@@ -89,4 +93,42 @@ func upstreamHalfOf(m gateway.Mapping) *admin.UpstreamHalf {
 		return nil
 	}
 	return &admin.UpstreamHalf{Public: m.Upstream.Public.String(), Method: m.Upstream.Method, Expires: m.Upstream.Expires}
+}
+
+// upstreamFinding says, for --check, whether and how mappings will be
+// chained to the router above. It reads the configuration, the external
+// interface's address and the routing table; it sends nothing.
+func upstreamFinding(cfg Config) Finding {
+	ok := func(format string, a ...any) Finding { return Finding{Text: fmt.Sprintf(format, a...)} }
+	switch {
+	case cfg.Upstream == upstream.ModeOff:
+		return ok("upstream = off: mappings are not chained to a router above (behind a double NAT they work from the outer router's side only)")
+	case len(cfg.Interfaces.External) == 0 || strings.HasSuffix(cfg.Interfaces.External[0], "*"):
+		return ok("upstream: no named external interface to look for the router above through, so mappings are not chained")
+	}
+	iface := cfg.Interfaces.External[0]
+	gw := "no default route through " + iface + " (yet?)"
+	if routes, err := mainRoutes(); err == nil {
+		routes = slices.DeleteFunc(routes, func(r netroute.Route) bool { return r.Iface != iface })
+		if a, _, err := netroute.DefaultGatewayFrom(routes); err == nil {
+			gw = a.String() + ", the default gateway of " + iface
+		}
+	}
+	protos := strings.Join(cfg.UpstreamProtocols, ", ")
+	if protos == "" {
+		protos = "pcp, natpmp, upnp"
+	}
+	if cfg.Upstream != upstream.ModeAuto && cfg.Upstream != "" {
+		return ok("upstream = %s: every mapping is chained to the router above (%s)", cfg.Upstream, gw)
+	}
+	a, err := interfaceIPv4(iface)
+	if err != nil {
+		return ok("upstream = auto: %s has no IPv4 address yet; mappings are chained once it has a private or CGNAT one and a router above answers", iface)
+	}
+	switch c := addrclass.Of(a); c {
+	case addrclass.Private, addrclass.CGNAT:
+		return ok("upstream = auto: %s on %s is %s, so the gateway will ask the router above (%s) over %s and chain every mapping to it", a, iface, c, gw, protos)
+	default:
+		return ok("upstream = auto: %s on %s is %s, not private or CGNAT: mappings are not chained", a, iface, c)
+	}
 }
