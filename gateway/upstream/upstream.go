@@ -68,6 +68,9 @@ const (
 	maxBackoff = 30 * time.Second
 	// parallel bounds the requests in flight when re-creating every half.
 	parallel = 16
+	// stickFor is how long a router above that stopped answering is
+	// asked again in the protocol it spoke before the others are tried.
+	stickFor = 30 * time.Second
 )
 
 // Config configures a Manager.
@@ -537,7 +540,24 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 				u.mu.Unlock()
 				break
 			}
-			m, pub, err := u.discover(ctx)
+			var (
+				m   method
+				pub netip.Addr
+				err error
+			)
+			if meth != nil && now.Sub(u.Status().Since) < stickFor {
+				// The router above that stopped answering is asked
+				// again in the same protocol: a restarting miniupnpd
+				// serves UPnP before PCP and NAT-PMP, and switching
+				// protocols would make every half again under another
+				// name, leaving the old ones to expire upstream.
+				m = meth
+				pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+				pub, _, err = m.probe(pctx)
+				cancel()
+			} else {
+				m, pub, err = u.discover(ctx)
+			}
 			if err != nil {
 				u.retryLater(meth, err)
 				break
