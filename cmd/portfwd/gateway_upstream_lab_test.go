@@ -278,8 +278,12 @@ func TestLabGatewayUpstreamMethods(t *testing.T) {
 	d.ServeTCP(t, natlab.HostLAN, ap(d.LANIP, 8080), "lan-8080")
 	desc := fmt.Sprintf("http://%s:5000/rootDesc.xml", d.RouterLANIP)
 	home := d.RouterWANIP.String()
-	for _, method := range []string{"natpmp", "upnp"} {
-		g := doubleGateway(t, d, "--upstream", method)
+	for _, mode := range []string{"natpmp", "upnp", d.ISPURL()} {
+		method := mode
+		if strings.HasPrefix(mode, "http://") {
+			method = "upnp" // the router above named by its description URL
+		}
+		g := doubleGateway(t, d, "--upstream", mode)
 		contains(t, "gateway log", g.proc.Output(), "method="+method)
 		lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-a", d.LANIP.String(), "8080", "18080", "TCP", "3600")
 		if got, reached := reachPublic(t, d, 18080, mustWork); !reached || got != "lan-8080" {
