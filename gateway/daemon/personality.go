@@ -19,14 +19,14 @@ import (
 // WANPPPConnection layout (Connection); portfwd serves WANIPConnection on
 // its own paths (/ctl/IPConn).
 type Personality struct {
-	Slug                           string
-	FriendlyName, Manufacturer     string
-	ModelName, ModelNumber         string
-	IGD                            int    // 1 or 2: InternetGatewayDevice:N
-	Connection                     string // the WAN connection service type
-	Control                        string // its control URL as recorded
-	Server                         string // the SERVER header recorded, if any
-	Quirks                         []string
+	Slug                       string
+	FriendlyName, Manufacturer string
+	ModelName, ModelNumber     string
+	IGD                        int    // 1 or 2: InternetGatewayDevice:N
+	Connection                 string // the WAN connection service type
+	Control                    string // its control URL as recorded
+	Server                     string // the SERVER header recorded, if any
+	Quirks                     []string
 	// Evidence says where the quirks come from: R recorded in the corpus,
 	// P public report on the make or stack, I inferred (see
 	// docs/quirks.md).
