@@ -326,9 +326,10 @@ func DefaultConfig() Config {
 			Manufacturer: "portfwd",
 			ModelName:    "portfwd gateway",
 		},
-		Admin: AdminConfig{Address: DefaultAdminAddress},
-		Audit: AuditConfig{Enabled: true, MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
-		NFT:   NFTConfig{Table: nft.DefaultTable, Hairpin: true},
+		Quirks: []string{},
+		Admin:  AdminConfig{Address: DefaultAdminAddress},
+		Audit:  AuditConfig{Enabled: true, MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
+		NFT:    NFTConfig{Table: nft.DefaultTable, Hairpin: true},
 	}
 }
 
