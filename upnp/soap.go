@@ -76,11 +76,12 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("upnp: %s at %s: HTTP %s with no UPnPError%s; the router may not support this action", e.Action, e.URL, e.Status, e.detail)
 }
 
-// IsBareFault reports whether err is (or wraps) a *StatusError: the
-// router refused without saying why.
+// IsBareFault reports whether err is (or wraps) a *StatusError with
+// HTTP 500, the status of a SOAP fault: the router refused without saying
+// why. Other statuses (503, 404 ...) are not faults but trouble.
 func IsBareFault(err error) bool {
 	var se *StatusError
-	return errors.As(err, &se)
+	return errors.As(err, &se) && se.StatusCode == http.StatusInternalServerError
 }
 
 // ErrorCode returns the UPnP error code carried by err, or 0 when err is
