@@ -381,8 +381,13 @@ func (d *Daemon) serverHeader() string {
 }
 
 // quirkPolicy applies table-full to the core's policy: the whole table is
-// capped, and no per-client cap comes first.
+// capped, and no per-client cap comes first. permanent-only lifts the
+// lease clamp, so that a permanent mapping stays permanent, as on the
+// devices it comes from (IGDv2 still turns "permanent" into 604800 s).
 func (d *Daemon) quirkPolicy(p *gateway.Policy) {
+	if d.quirks.PermanentOnly {
+		p.MaxLease = 0
+	}
 	if n := d.quirks.TableFull; n > 0 {
 		p.MaxMappings = n
 		if p.MaxPerClient > 0 && p.MaxPerClient < n {
