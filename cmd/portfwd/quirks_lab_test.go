@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,6 +157,7 @@ func runQuirkRow(t *testing.T, l *natlab.Lab, i int, q string) quirkRowResult {
 				t.Fatalf("the gateway never forgot its table:\n%s", g.proc.Output())
 			}
 		}
+		checkSSDPWire(t, l, q)
 		// upnpc's discovery takes seconds; it runs beside our cells.
 		refList := make(chan string, 1)
 		go func() { refList <- refRun(t, l, 12*time.Second, "upnpc", "-i", "-s") }()
@@ -432,4 +435,65 @@ func formatMatrix(title string, cols []string, rows []matrixRow) string {
 		fmt.Fprintf(&b, "| %s | %s |\n", r.quirk, strings.Join(cells, " | "))
 	}
 	return b.String()
+}
+
+// ssdpAsk sends one M-SEARCH for st with MX 1 from the LAN host to dst
+// and returns the first answer's source and delay, or ok false after
+// wait.
+func ssdpAsk(t *testing.T, l *natlab.Lab, dst netip.AddrPort, st string, wait time.Duration) (src netip.AddrPort, delay time.Duration, ok bool) {
+	t.Helper()
+	pc, err := l.ListenPacket(natlab.HostLAN, "udp4", l.LANIP.String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	req := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: " + st + "\r\n\r\n"
+	start := time.Now()
+	if _, err := pc.WriteTo([]byte(req), net.UDPAddrFromAddrPort(dst)); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(start.Add(wait))
+	buf := make([]byte, 2048)
+	_, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		return netip.AddrPort{}, 0, false
+	}
+	return from.(*net.UDPAddr).AddrPort(), time.Since(start), true
+}
+
+// checkSSDPWire proves the SSDP quirks on the wire, beside what the
+// clients make of them: the source port of the answer, its delay, which
+// searches get none.
+func checkSSDPWire(t *testing.T, l *natlab.Lab, q string) {
+	group := netip.MustParseAddrPort("239.255.255.250:1900")
+	unicast := netip.AddrPortFrom(l.RouterLANIP, 1900)
+	const igd1, igd2 = "urn:schemas-upnp-org:device:InternetGatewayDevice:1", "urn:schemas-upnp-org:device:InternetGatewayDevice:2"
+	switch q {
+	case "":
+		if src, _, ok := ssdpAsk(t, l, group, igd1, 2*time.Second); !ok || src.Port() != 1900 {
+			t.Errorf("a correct gateway answers an IGD:1 search from port 1900: %v (answered %v)", src, ok)
+		}
+	case "ssdp-other-port":
+		if src, _, ok := ssdpAsk(t, l, group, igd1, 2*time.Second); !ok || src.Port() == 1900 {
+			t.Errorf("ssdp-other-port: the answer came from %v (answered %v), not from another port", src, ok)
+		}
+	case "ssdp-silent":
+		if _, _, ok := ssdpAsk(t, l, group, igd1, 1500*time.Millisecond); ok {
+			t.Error("ssdp-silent: a multicast search was answered")
+		}
+		if _, _, ok := ssdpAsk(t, l, unicast, igd1, 2*time.Second); !ok {
+			t.Error("ssdp-silent: a unicast search was not answered")
+		}
+	case "ssdp-slow":
+		if _, d, ok := ssdpAsk(t, l, group, igd1, 3*time.Second); !ok || d < time.Second {
+			t.Errorf("ssdp-slow: answered %v after %v; want after the search's MX (1 s)", ok, d)
+		}
+	case "igd2-only":
+		if _, _, ok := ssdpAsk(t, l, group, igd1, 1500*time.Millisecond); ok {
+			t.Error("igd2-only: an IGD:1 search was answered")
+		}
+		if _, _, ok := ssdpAsk(t, l, group, igd2, 2*time.Second); !ok {
+			t.Error("igd2-only: an IGD:2 search was not answered")
+		}
+	}
 }
