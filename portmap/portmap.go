@@ -107,6 +107,15 @@ type Mapping struct {
 	// sentence or several, joined by "; ". Nothing in it is a failure: a
 	// field the router ignored is an error (*IgnoredError), not a note.
 	Note string `json:"note,omitempty"`
+	// Family is IPv4 for a port mapping and IPv6 for a pinhole: an inbound
+	// IPv6 firewall rule, with no translation, so that ExternalAddr and
+	// ExternalPort are InternalClient and InternalPort. Empty means IPv4.
+	Family Family `json:"family,omitempty"`
+	// ID is a pinhole's identifier: the router's UniqueID (UPnP), or
+	// "pcp-" and the start of its nonce (PCP). Empty for port mappings.
+	ID string `json:"id,omitempty"`
+	// RemotePort restricts a pinhole to one remote port; 0 is any.
+	RemotePort uint16 `json:"remote_port,omitempty"`
 }
 
 // addNote appends sentences to m's Note.
