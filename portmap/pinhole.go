@@ -78,7 +78,9 @@ type PinholeOptions struct {
 	Addrs func() ([]HostAddr6, error)
 }
 
-func (o *PinholeOptions) wants(m Method) bool { return len(o.Methods) == 0 || slices.Contains(o.Methods, m) }
+func (o *PinholeOptions) wants(m Method) bool {
+	return len(o.Methods) == 0 || slices.Contains(o.Methods, m)
+}
 
 func (o *PinholeOptions) timeout() time.Duration {
 	if o.RequestTimeout > 0 {
