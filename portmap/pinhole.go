@@ -419,11 +419,15 @@ func (p *Pinholer) Open(ctx context.Context, r PinholeRequest) (Mapping, error) 
 		InternalClient: host.Addr.WithZone(""), InternalPort: r.Port,
 		RemoteHost: r.RemoteHost, RemotePort: r.RemotePort, Description: r.Description,
 	}
-	rec, granted, err := p.open(ctx, rec, proto, lease, pcp.Nonce{})
+	// The same tuple again is a refresh: PCP needs the nonce that made
+	// it (miniupnpd refuses another one for the same port), and UPnP's
+	// AddPinhole returns the existing pinhole's ID.
+	prev, _ := p.sameTuple(rec)
+	rec, granted, err := p.open(ctx, rec, proto, lease, prev.Nonce)
 	if err != nil {
 		return Mapping{}, err
 	}
-	if _, err := p.put(rec); err != nil {
+	if _, err := p.update(prev.ID, rec); err != nil {
 		return Mapping{}, err
 	}
 	m := rec.Mapping(rec.Made)
@@ -581,6 +585,9 @@ func (p *Pinholer) Close(ctx context.Context, id string) (note string, err error
 	case PCP:
 		proto, _ := ianaProto(rec.Protocol)
 		err = p.pcpClient(rec.InternalClient).Delete(rctx, pcp.Protocol(proto), rec.InternalPort, rec.Nonce)
+		if pcpCode(err) == pcp.ResultNotAuthorized {
+			return "", p.cutLease(rctx, rec, proto, err)
+		}
 	}
 	if err != nil {
 		return "", err
@@ -590,6 +597,29 @@ func (p *Pinholer) Close(ctx context.Context, id string) (note string, err error
 		return nil
 	})
 	return note, err
+}
+
+// cutLease handles a PCP delete refused with NOT_AUTHORIZED although the
+// request carried the nonce that made the pinhole. miniupnpd 2.3.1 does
+// that to any IPv6 pinhole it has refreshed: its nftables update_pinhole
+// re-adds the rule without the description, where it keeps the nonce, so
+// the nonce check of a later delete can never pass. The pinhole cannot
+// be closed then; the best is to shorten it to the server's minimum
+// lifetime (a refresh with the same nonce, which that version does not
+// check), and to say so.
+func (p *Pinholer) cutLease(ctx context.Context, rec PinholeRecord, proto uint16, refused error) error {
+	res, err := p.pcpClient(rec.InternalClient).Map(ctx, pcp.MapRequest{
+		Protocol: pcp.Protocol(proto), InternalPort: rec.InternalPort,
+		SuggestedExternalPort: rec.InternalPort, SuggestedExternalAddr: rec.InternalClient,
+		Lifetime: time.Second, Nonce: rec.Nonce,
+	})
+	if err != nil {
+		return fmt.Errorf("the router refused to close pinhole %s (%w), and shortening it failed too: %v", rec.ID, refused, err)
+	}
+	now := time.Now()
+	rec.Made, rec.Expires = now, now.Add(res.Lifetime)
+	p.update(rec.ID, rec)
+	return fmt.Errorf("the router refused to close pinhole %s although the request carried the nonce that opened it (NOT_AUTHORIZED): miniupnpd 2.3.1 loses that nonce when it refreshes an IPv6 pinhole; the pinhole was shortened to the router's minimum, %v, and closes then", rec.ID, res.Lifetime)
 }
 
 // Pinholes returns the pinholes this host opened on this gateway, from
@@ -718,6 +748,22 @@ func (p *Pinholer) record(id string) (PinholeRecord, error) {
 
 func (p *Pinholer) put(rec PinholeRecord) (string, error) { return p.update(rec.ID, rec) }
 
+// sameTuple returns the record of a pinhole with rec's tuple on this
+// gateway, if any.
+func (p *Pinholer) sameTuple(rec PinholeRecord) (PinholeRecord, bool) {
+	var prev PinholeRecord
+	found := false
+	p.st.view(func(d *stateData) {
+		for _, r := range d.Pinholes {
+			if r.Gateway == p.Addr() && r.Method == rec.Method && r.Protocol == rec.Protocol && r.InternalClient == rec.InternalClient &&
+				r.InternalPort == rec.InternalPort && r.RemoteHost == rec.RemoteHost && r.RemotePort == rec.RemotePort {
+				prev, found = r, true
+			}
+		}
+	})
+	return prev, found
+}
+
 // update replaces the record of oldID (or adds rec), and drops records
 // expired for a day.
 func (p *Pinholer) update(oldID string, rec PinholeRecord) (string, error) {
@@ -730,4 +776,19 @@ func (p *Pinholer) update(oldID string, rec PinholeRecord) (string, error) {
 		d.Pinholes = append(d.Pinholes, rec)
 		return nil
 	})
+}
+
+// RememberedPinholes returns the pinholes recorded in the state directory
+// dir (every gateway), expired ones left out.
+func RememberedPinholes(dir string) ([]PinholeRecord, error) {
+	var out []PinholeRecord
+	now := time.Now()
+	err := newStore(dir, nil).view(func(d *stateData) {
+		for _, r := range d.Pinholes {
+			if r.Expires.After(now) {
+				out = append(out, r)
+			}
+		}
+	})
+	return out, err
 }
