@@ -130,12 +130,16 @@ func openSearchConns6(ctx context.Context, names []string, log *slog.Logger) ([]
 			continue
 		}
 		p := ipv6.NewPacketConn(pc)
-		if err := p.SetMulticastInterface(ifi); err == nil {
+		// Loopback off, as over IPv4: this host's own search must not
+		// reach a responder running here as if from the LAN.
+		err = p.SetMulticastInterface(ifi)
+		if err == nil {
 			err = p.SetMulticastHopLimit(multicastTTL)
-			if err == nil {
-				err = p.SetMulticastLoopback(false)
-			}
-		} else {
+		}
+		if err == nil {
+			err = p.SetMulticastLoopback(false)
+		}
+		if err != nil {
 			pc.Close()
 			log.Warn("ssdp: cannot search over IPv6 on interface", "interface", ifi.Name, "err", err)
 			errs = append(errs, fmt.Errorf("ssdp: setting up IPv6 multicast on %q: %w", ifi.Name, err))
