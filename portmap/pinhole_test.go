@@ -1,6 +1,7 @@
 package portmap
 
 import (
+	"github.com/portfwd/portfwd/ssdp"
 	"net/netip"
 	"strings"
 	"testing"
@@ -163,5 +164,20 @@ func TestPinholeRecordsPersist(t *testing.T) {
 	}
 	if err := p.Adopt("not-a-number"); err == nil {
 		t.Error("Adopt accepted a non-numeric UPnP ID")
+	}
+}
+
+// A link-local LOCATION gets the zone of the interface the answer came in
+// on (RFC 6874's %25 in a URL): the device cannot know it.
+func TestZoneLocation(t *testing.T) {
+	for _, tc := range []struct{ loc, iface, want string }{
+		{"http://[fe80::1]:5000/rootDesc.xml", "eth0", "http://[fe80::1%25eth0]:5000/rootDesc.xml"},
+		{"http://[fe80::1%25wlan0]:5000/rootDesc.xml", "eth0", "http://[fe80::1%25wlan0]:5000/rootDesc.xml"},
+		{"http://[2001:db8:77::1]:5000/rootDesc.xml", "eth0", "http://[2001:db8:77::1]:5000/rootDesc.xml"},
+		{"http://[fe80::1]:5000/rootDesc.xml", "", "http://[fe80::1]:5000/rootDesc.xml"},
+	} {
+		if got := zoneLocation(ssdp.Response{Location: tc.loc, Interface: tc.iface}); got != tc.want {
+			t.Errorf("zoneLocation(%q, %q) = %q, want %q", tc.loc, tc.iface, got, tc.want)
+		}
 	}
 }

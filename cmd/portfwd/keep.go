@@ -133,7 +133,9 @@ func printEvent(e *env, asJSON bool, ev portmap.Event) {
 	switch ev.Kind {
 	case portmap.EventMapped:
 		fmt.Fprintf(e.stdout, "%s mapped %s (%s, %s)\n", ts, where, m.Method.Name(), leaseText(m))
-		if w := portmap.Classify(m.ExternalAddr).Warning(); w != "" {
+		// The warning speaks of a router's external IPv4 address; a
+		// pinhole's address is this host's, and its note says what to know.
+		if w := portmap.Classify(m.ExternalAddr).Warning(); w != "" && m.Family != portmap.IPv6 {
 			fmt.Fprintf(e.stderr, "warning: %s\n", w)
 		}
 		printNote(e, m)
