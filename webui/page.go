@@ -25,7 +25,6 @@ var templateFuncs = template.FuncMap{
 	"gatewayLabel":  gatewayLabel,
 	"discoveryText": discoveryText,
 	"tableStatus":   tableStatus,
-	"methodName":    methodName,
 }
 
 // pageData is what the page template shows before the script takes over:

@@ -17,6 +17,8 @@ type pinholeJSON struct {
 	portmap.Mapping
 	// LeaseSeconds is the lease left when the response was made.
 	LeaseSeconds int64 `json:"lease_seconds"`
+	// Via is the protocol as people write it ("UPnP", "PCP").
+	Via string `json:"via"`
 }
 
 // pinholesJSON is GET /api/pinholes's answer.
@@ -36,7 +38,7 @@ func (s *Server) pinholesPayload() pinholesJSON {
 		p.Error = "this computer's records of its pinholes could not be read: " + s.sentence(err)
 	}
 	for _, m := range ms {
-		p.Pinholes = append(p.Pinholes, pinholeJSON{Mapping: m, LeaseSeconds: int64(m.Lease / time.Second)})
+		p.Pinholes = append(p.Pinholes, pinholeJSON{Mapping: m, LeaseSeconds: int64(m.Lease / time.Second), Via: methodName(m.Method)})
 	}
 	return p
 }
