@@ -9,6 +9,10 @@
 // ends); nothing here waits a fixed window. Every call takes a context, and
 // long work reports progress through a callback, so a caller is never
 // blocked by a slow router.
+//
+// IPv6 pinholes (inbound firewall rules to this host's own address, over
+// UPnP's WANIPv6FirewallControl or PCP) go through FindPinholer and its
+// Pinholer: a pinhole is a Mapping with Family IPv6 and an ID (pinhole.go).
 package portmap
 
 import (
