@@ -222,14 +222,14 @@ func hostIPv6() (netip.Addr, string, error) {
 }
 
 // pinholeKeeper makes keep's IPv6 keepers.
-func pinholeKeepers(ctx context.Context, e *env, cf *clientFlags, port uint16, protos []portmap.Protocol, lease time.Duration, desc string) ([]keeper, error) {
+func pinholeKeepers(ctx context.Context, e *env, cf *clientFlags, port uint16, protos []portmap.Protocol, lease, check time.Duration, desc string) ([]keeper, error) {
 	p, err := cf.pinholer(ctx, e, "keep")
 	if err != nil {
 		return nil, err
 	}
 	var ks []keeper
 	for _, proto := range protos {
-		ks = append(ks, portmap.KeepPinhole(ctx, p, portmap.PinholeRequest{Protocol: proto, Port: port, Lease: lease, Description: desc}))
+		ks = append(ks, portmap.KeepPinhole(ctx, p, portmap.PinholeRequest{Protocol: proto, Port: port, Lease: lease, Description: desc}, check))
 	}
 	return ks, nil
 }

@@ -139,6 +139,37 @@ func TestLabPinholeKeepRenews(t *testing.T) {
 	}
 }
 
+// TestLabPinholeKeepRecreates: a pinhole closed behind keep's back (upnpc
+// -6 -D, as a router restart would lose it) is open again at the next
+// check: the renewal finds the ID gone and adds the tuple again.
+func TestLabPinholeKeepRecreates(t *testing.T) {
+	natlab.Require(t, "upnpc")
+	l := natlab.Start(t, natlab.Options{IPv6: true})
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8091), "kept6")
+	keep := l.Start(t, natlab.HostLAN, portfwdBinary(t), "keep", "8091", "--ipv6", "--lease", "1h", "--check-interval", "300ms")
+	if !waitFor(5*time.Second, func() bool { _, ok := reach6(t, l, 8091, 200*time.Millisecond); return ok }) {
+		t.Fatalf("keep --ipv6 never opened the pinhole; its output:\n%s", keep.Output())
+	}
+	deleted := time.Now()
+	if out, err := l.Run(t, natlab.HostLAN, "upnpc", "-6", "-i", "-u", l.MiniupnpdURL6(), "-D", "1"); err != nil || !strings.Contains(out, "returned : 0") {
+		t.Fatalf("upnpc -6 -D 1: %v\n%s", err, out)
+	}
+	if !waitFor(5*time.Second, func() bool { _, ok := reach6(t, l, 8091, 200*time.Millisecond); return ok && strings.Contains(keep.Output(), "recreated") }) {
+		t.Fatalf("keep did not open the pinhole again; its output:\n%s", keep.Output())
+	}
+	t.Logf("pinhole back %v after it was deleted (check interval 300 ms)", time.Since(deleted).Round(time.Millisecond))
+	keep.Stop()
+	out := keep.Output()
+	contains(t, "keep output", out, "recreated pinhole", "deleted pinhole")
+	t.Logf("keep output:\n%s", out)
+	if _, reached := reach6(t, l, 8090, mustFail); reached {
+		t.Fatalf("pinhole still open after keep exited:\n%s", out)
+	}
+	if _, reached := reachTCP(t, l, 8090, mustFail); reached {
+		t.Fatalf("IPv4 mapping still there after keep exited:\n%s", out)
+	}
+}
+
 // TestLabPinholePCPAgainstMiniupnpd: the same through PCP over IPv6: a MAP
 // from the host's own address is a pinhole (miniupnpd hands back the
 // host's address and port), and a later process closes it with the nonce
