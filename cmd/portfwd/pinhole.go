@@ -153,9 +153,12 @@ func runDeletePinhole(ctx context.Context, e *env, cf *clientFlags, keys []portm
 			if m.InternalPort != 0 {
 				what += fmt.Sprintf(" (%s/%s)", netip.AddrPortFrom(m.ExternalAddr, m.InternalPort), m.Protocol)
 			}
-			fmt.Fprintf(e.stdout, "closed %s\n", what)
 			if note != "" {
+				// Nothing was closed: say what the router said.
+				fmt.Fprintf(e.stdout, "%s was already gone\n", what)
 				fmt.Fprintf(e.stderr, "note: %s\n", note)
+			} else {
+				fmt.Fprintf(e.stdout, "closed %s\n", what)
 			}
 		}
 	}

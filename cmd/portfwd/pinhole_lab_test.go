@@ -71,6 +71,7 @@ func TestLabPinholeUPnPAgainstMiniupnpd(t *testing.T) {
 	// nftables lookup "finds" any ID), read as already gone.
 	r = ok(t, l, "delete", "--id", "1", "--protocol", "upnp")
 	contains(t, "delete --id of a closed pinhole", r.stderr, "had no pinhole 1 any more")
+	contains(t, "delete --id of a closed pinhole", r.stdout, "pinhole 1 was already gone")
 
 	// --client names another of this host's addresses: the request is
 	// sent from it, so miniupnpd accepts it (a body-only address would be
