@@ -467,7 +467,7 @@ func (p *Pinholer) open(ctx context.Context, rec PinholeRecord, proto uint16, le
 			Protocol: proto, Lease: lease,
 		})
 		if err != nil {
-			return rec, 0, err
+			return rec, 0, refused(err)
 		}
 		rec.ID = strconv.Itoa(int(id))
 	case PCP:
@@ -481,7 +481,7 @@ func (p *Pinholer) open(ctx context.Context, rec PinholeRecord, proto uint16, le
 		}
 		res, err := p.pcpClient(rec.InternalClient).Map(rctx, req)
 		if err != nil {
-			return rec, 0, err
+			return rec, 0, refusedPCP(err)
 		}
 		// Report what the router did: a firewall gives the host's own
 		// address and port back; anything else is a translation (NPTv6,
@@ -534,7 +534,7 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 			break
 		}
 		if !igd.PinholeGone(err) {
-			return Mapping{}, false, err
+			return Mapping{}, false, refused(err)
 		}
 		p.log.Info("portmap: UpdatePinhole failed; opening the pinhole again", "id", rec.ID, "err", err)
 		if rec, _, err = p.open(ctx, rec, proto, lease, pcp.Nonce{}); err != nil {
@@ -588,9 +588,10 @@ func (p *Pinholer) Close(ctx context.Context, id string) (note string, err error
 		if pcpCode(err) == pcp.ResultNotAuthorized {
 			return "", p.cutLease(rctx, rec, proto, err)
 		}
+		err = refusedPCP(err)
 	}
 	if err != nil {
-		return "", err
+		return "", refused(err)
 	}
 	_, err = p.st.update(func(d *stateData) error {
 		d.Pinholes = slices.DeleteFunc(d.Pinholes, func(r PinholeRecord) bool { return r.Gateway == p.Addr() && r.ID == rec.ID })
@@ -619,7 +620,8 @@ func (p *Pinholer) cutLease(ctx context.Context, rec PinholeRecord, proto uint16
 	now := time.Now()
 	rec.Made, rec.Expires = now, now.Add(res.Lifetime)
 	p.update(rec.ID, rec)
-	return fmt.Errorf("the router refused to close pinhole %s although the request carried the nonce that opened it (NOT_AUTHORIZED): miniupnpd 2.3.1 loses that nonce when it refreshes an IPv6 pinhole; the pinhole was shortened to the router's minimum, %v, and closes then", rec.ID, res.Lifetime)
+	return &RefusedError{Method: PCP, Code: int(pcp.ResultNotAuthorized), Err: refused, Text: fmt.Sprintf(
+		"the router refused to close pinhole %s although the request carried the nonce that opened it (NOT_AUTHORIZED): miniupnpd 2.3.1 loses that nonce when it refreshes an IPv6 pinhole; the pinhole was shortened to the router's minimum, %v, and closes then", rec.ID, res.Lifetime)}
 }
 
 // Pinholes returns the pinholes this host opened on this gateway, from

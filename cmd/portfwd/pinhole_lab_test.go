@@ -97,6 +97,11 @@ func TestLabPinholeUPnPAgainstMiniupnpd(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "not an address of this host") {
 		t.Errorf("add --client of another host: %v", r)
 	}
+	// miniupnpd refuses ports below 1024 (606): exit 3, refused, with the reason.
+	r = pf(t, l, natlab.HostLAN, "add", "80", "--ipv6", "--protocol", "upnp")
+	if r.code != exitRefused || !strings.Contains(r.stderr, "606 (ActionNotAuthorized)") || !strings.Contains(r.stderr, "ports 1024 and up") {
+		t.Errorf("add 80 --ipv6: %v", r)
+	}
 	ok(t, l, "delete", "8081/tcp", "--ipv6", "--protocol", "upnp")
 
 	// ip shows both families.
@@ -205,7 +210,7 @@ func TestLabPinholePCPAgainstMiniupnpd(t *testing.T) {
 		t.Errorf("%d pinhole rules after a refresh, want 1: %v", len(rules), rules)
 	}
 	r = pf(t, l, natlab.HostLAN, append([]string{"delete", "8085/tcp", "--ipv6"}, pcpFlags...)...)
-	if r.code == 0 || !strings.Contains(r.stderr, "loses that nonce") || !strings.Contains(r.stderr, "shortened to the router's minimum, 2m0s") {
+	if r.code != exitRefused || !strings.Contains(r.stderr, "loses that nonce") || !strings.Contains(r.stderr, "shortened to the router's minimum, 2m0s") {
 		t.Errorf("delete of a refreshed PCP pinhole: %v", r)
 	}
 	r = ok(t, l, "list", "--ipv6")
