@@ -160,7 +160,10 @@ func TestLabPinholeKeepRecreates(t *testing.T) {
 	if out, err := l.Run(t, natlab.HostLAN, "upnpc", "-6", "-i", "-u", l.MiniupnpdURL6(), "-D", "1"); err != nil || !strings.Contains(out, "returned : 0") {
 		t.Fatalf("upnpc -6 -D 1: %v\n%s", err, out)
 	}
-	if !waitFor(5*time.Second, func() bool { _, ok := reach6(t, l, 8091, 200*time.Millisecond); return ok && strings.Contains(keep.Output(), "recreated") }) {
+	if !waitFor(5*time.Second, func() bool {
+		_, ok := reach6(t, l, 8091, 200*time.Millisecond)
+		return ok && strings.Contains(keep.Output(), "recreated")
+	}) {
 		t.Fatalf("keep did not open the pinhole again; its output:\n%s", keep.Output())
 	}
 	t.Logf("pinhole back %v after it was deleted (check interval 300 ms)", time.Since(deleted).Round(time.Millisecond))
