@@ -432,8 +432,17 @@ func (p *Pinholer) Open(ctx context.Context, r PinholeRequest) (Mapping, error) 
 	}
 	m := rec.Mapping(rec.Made)
 	m.Lease = granted
-	m.addNote("for "+why, leaseNote)
+	m.addNote("for "+why, leaseNote, grantedNote(lease, granted))
 	return m, nil
+}
+
+// grantedNote says when the router granted another lease than asked (a
+// PCP server clamps to its own bounds: miniupnpd's min_lifetime is 120 s).
+func grantedNote(asked, granted time.Duration) string {
+	if granted == asked || granted == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the router granted a lease of %v instead of %v", granted, asked)
 }
 
 // pinholeLease applies the default and UPnP's 1 s..24 h range.
@@ -521,7 +530,7 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 	if err != nil {
 		return Mapping{}, false, err
 	}
-	oldID := rec.ID
+	oldID, asked := rec.ID, lease
 	switch p.method {
 	case UPnP:
 		id, _ := strconv.ParseUint(rec.ID, 10, 16)
@@ -552,8 +561,8 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 		return Mapping{}, recreated, err
 	}
 	out := rec.Mapping(rec.Made)
-	out.Lease = lease
-	out.addNote(note)
+	out.Lease = time.Duration(rec.Lease) * time.Second
+	out.addNote(note, grantedNote(asked, out.Lease))
 	if recreated && oldID != rec.ID {
 		out.addNote(fmt.Sprintf("the router no longer knew pinhole %s; it was opened again as %s", oldID, rec.ID))
 	}
