@@ -553,7 +553,7 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 	case PCP:
 		// The same nonce: a refresh; after a server restart it makes the
 		// pinhole again.
-		if rec, lease, err = p.open(ctx, rec, proto, lease, rec.Nonce); err != nil {
+		if rec, _, err = p.open(ctx, rec, proto, lease, rec.Nonce); err != nil {
 			return Mapping{}, false, err
 		}
 	}
