@@ -360,6 +360,21 @@ func TestLabGatewayKill9WithChainedAddsInFlight(t *testing.T) {
 		t.Errorf("after kill -9 and restart the gateway holds %d chained mappings, fewer than the %d granted: some were lost", home, granted.Load())
 	}
 	isp := d.ISPMappings(t)
+	if len(isp) != home {
+		// Give the router above a moment, and say which ports differ.
+		waitFor(5*time.Second, func() bool { isp = d.ISPMappings(t); return len(isp) == home })
+	}
+	if len(isp) != home {
+		seen := map[string]bool{}
+		for _, m := range isp {
+			seen[strings.Fields(m)[1]] = true
+		}
+		for _, line := range strings.Split(g.proc.Output(), "\n") {
+			if m := regexp.MustCompile(`mapping installed.*rule="TCP (\d+) `).FindStringSubmatch(line); m != nil && !seen[m[1]+"->"+d.RouterWANIP.String()+":"+m[1]] {
+				t.Logf("installed at home, missing on the ISP: %s", m[1])
+			}
+		}
+	}
 	orphans := regexp.MustCompile(`never recorded as granted.*count=(\d+)`).FindStringSubmatch(g.proc.Output())
 	t.Logf("after the restart: %d chained mappings at home, %d on the ISP; uncommitted intents deleted upstream: %v", home, len(isp), orphans)
 	if len(isp) != home {
