@@ -71,6 +71,10 @@ type Config struct {
 	// Refusals are not the Core's to record: the protocol adapters know
 	// what the client was answered. It must not call the Core.
 	Audit func(AuditRecord)
+	// Upstream, if set, chains mappings to the router above (double NAT,
+	// see Upstream): each mapping it agrees to chain is made there too
+	// before it is granted here, and removed there when it ends here.
+	Upstream Upstream
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -98,6 +102,10 @@ type Core struct {
 	inUse func(Protocol, uint16) bool
 	// parked are saved leases the backend refused at start.
 	parked []Mapping
+	// up is Config.Upstream; orphans are the uncommitted upstream intents
+	// found at start (UpstreamOrphans).
+	up      Upstream
+	orphans []Mapping
 
 	mu         sync.Mutex
 	tab        *table
@@ -159,6 +167,7 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		pendingBy: make(map[netip.Addr]int),
 		auditf:    cfg.Audit,
 		inUse:     cfg.PortInUse,
+		up:        cfg.Upstream,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
@@ -202,6 +211,18 @@ func (c *Core) restore(ctx context.Context) error {
 	var rewrite []Mapping
 	expired, denied := 0, 0
 	for _, m := range saved {
+		switch m.Half().State {
+		case HalfPendingNew:
+			// An intent never committed: the client was never answered.
+			// The half may exist upstream; the Upstream deletes it.
+			c.orphans = append(c.orphans, m)
+			drop = append(drop, m.Key())
+			continue
+		case HalfPendingChain:
+			c.orphans = append(c.orphans, m)
+			m.Upstream = nil
+			rewrite = append(rewrite, m)
+		}
 		if !m.Permanent() && !m.Expires.After(now) {
 			drop = append(drop, m.Key())
 			expired++
@@ -412,25 +433,55 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
-	c.mu.Lock()
 	var (
 		op      *inflight
 		prev    Mapping
 		hadPrev bool
 		err     error
 	)
-	if anyPort {
-		op, prev, hadPrev, err = c.claimAnyLocked(ctx, req, &m)
-	} else {
-		op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
+	// A UPnP client names its mapping by the port it was given, so its
+	// chained mapping needs the same port here and upstream: an AddAny
+	// moves on to the next port the router above holds too.
+	exact := !anyPort || req.Source == SourceUPnP
+	tries := 1
+	if anyPort && exact && c.up != nil {
+		tries = maxUPnPAnyTries
 	}
-	c.mu.Unlock()
-	if err != nil {
-		c.log.Debug("port mapping refused", "mapping", m, "err", err)
-		return Mapping{}, err
+	for try := 0; ; try++ {
+		c.mu.Lock()
+		if anyPort {
+			op, prev, hadPrev, err = c.claimAnyLocked(ctx, req, &m)
+		} else {
+			op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.log.Debug("port mapping refused", "mapping", m, "err", err)
+			return Mapping{}, err
+		}
+		err = c.chain(ctx, &m, prev, hadPrev, exact)
+		if err == nil || !errors.Is(err, ErrUpstreamConflict) || try+1 >= tries || hadPrev || m.ExternalPort == 65535 {
+			break
+		}
+		c.mu.Lock()
+		c.releaseLocked(m.Key().pack(), op)
+		c.mu.Unlock()
+		m.ExternalPort++
 	}
-
-	err = c.apply(ctx, prev, hadPrev, m)
+	if err == nil {
+		err = c.apply(ctx, prev, hadPrev, m)
+		if err != nil && m.Chained() && m.Upstream != prev.Upstream {
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundTimeout)
+			c.up.Unmap(uctx, m)
+			cancel()
+			c.dropIntent(m.Key(), prev, hadPrev)
+		}
+	}
+	if err == nil && hadPrev && prev.Chained() && !m.Chained() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundTimeout)
+		c.up.Unmap(uctx, prev) // disabled, or no longer chained
+		cancel()
+	}
 
 	c.mu.Lock()
 	k := m.Key().pack()
@@ -832,6 +883,7 @@ func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPor
 	op := c.markBusyLocked(req, k, netip.Addr{}, false, false)
 	c.mu.Unlock()
 
+	c.unchain(ctx, []Mapping{m})
 	ok, err := c.removeBatch(ctx, []Mapping{m}, false)
 
 	c.mu.Lock()
@@ -1037,6 +1089,7 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		}
 		c.mu.Unlock()
 
+		c.unchain(ctx, batch)
 		ok, err := c.removeBatch(ctx, batch, false)
 
 		c.mu.Lock()
@@ -1242,6 +1295,7 @@ func (c *Core) expire() {
 	c.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+	c.unchain(ctx, batch)
 	ok, err := c.removeBatch(ctx, batch, true)
 	cancel()
 
@@ -1356,6 +1410,7 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 
 	var errs []error
 	if flush {
+		c.unchain(ctx, all)
 		if err := c.backend.Flush(ctx); err != nil {
 			errs = append(errs, &BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
 		}

@@ -19,9 +19,12 @@ import (
 //	                                 payload)
 //	payload = op*                    (applied all or nothing)
 //	op      = 1 put | 2 del | 3 epoch
-//	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled) |
-//	          source u8 | internal addr | remote addr | owner addr |
-//	          nonce [12] | expires time | created time | desc
+//	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled,
+//	          bit 1 chained) | source u8 | internal addr | remote addr |
+//	          owner addr | nonce [12] | expires time | created time | desc |
+//	          [half, when chained]
+//	half    = method (len u8 | bytes) | state u8 | public addr |
+//	          public port u16 | nonce [12] | granted time | expires time
 //	del     = proto u8 | ext u16
 //	epoch   = time
 //	addr    = len u8 (0, 4 or 16) | bytes
@@ -220,6 +223,9 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 	if m.Enabled {
 		flags |= 1
 	}
+	if m.Chained() {
+		flags |= 2
+	}
 	dst = append(dst, flags, byte(m.Source))
 	dst = appendAddr(dst, m.InternalAddr)
 	dst = appendAddr(dst, m.RemoteHost)
@@ -229,7 +235,20 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 	dst = appendTime(dst, m.Created)
 	desc := truncateUTF8(m.Description, 0xffff)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(desc)))
-	return append(dst, desc...)
+	dst = append(dst, desc...)
+	if m.Chained() {
+		h := *m.Upstream
+		method := truncateUTF8(h.Method, 0xff)
+		dst = append(dst, byte(len(method)))
+		dst = append(dst, method...)
+		dst = append(dst, byte(h.State))
+		dst = appendAddr(dst, h.Public.Addr())
+		dst = binary.LittleEndian.AppendUint16(dst, h.Public.Port())
+		dst = append(dst, h.Nonce[:]...)
+		dst = appendTime(dst, h.Granted)
+		dst = appendTime(dst, h.Expires)
+	}
+	return dst
 }
 
 func appendDelOp(dst []byte, k Key) []byte {
@@ -289,7 +308,7 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 			m.InternalPort = d.u16()
 			flags := d.u8()
 			m.Enabled = flags&1 != 0
-			if flags&^1 != 0 {
+			if flags&^3 != 0 {
 				d.fail("unknown flags %#x", flags)
 			}
 			m.Source = Source(d.u8())
@@ -300,6 +319,26 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 			m.Expires = d.time()
 			m.Created = d.time()
 			m.Description = string(d.bytes(int(d.u16())))
+			if flags&2 != 0 {
+				h := &UpstreamHalf{}
+				m.Upstream = h
+				h.Method = string(d.bytes(int(d.u8())))
+				if h.Method == "" {
+					d.fail("chained mapping without an upstream method")
+				}
+				h.State = HalfState(d.u8())
+				if h.State > HalfPendingChain {
+					d.fail("unknown upstream state %d", h.State)
+				}
+				a := d.addr()
+				port := d.u16()
+				if a.IsValid() {
+					h.Public = netip.AddrPortFrom(a, port)
+				}
+				copy(h.Nonce[:], d.bytes(len(h.Nonce)))
+				h.Granted = d.time()
+				h.Expires = d.time()
+			}
 			op.key = m.Key()
 			op.raw = payload[start : len(payload)-len(d.b)]
 		case opDel:

@@ -109,6 +109,62 @@ type Mapping struct {
 	// Expires is when the lease ends; the zero Time means permanent.
 	Expires time.Time `json:"-"`
 	Created time.Time `json:"created,omitzero"`
+	// Upstream is the mapping's half on the router above (double NAT),
+	// nil when it is not chained.
+	Upstream *UpstreamHalf `json:"upstream,omitempty"`
+}
+
+// UpstreamHalf is a chained mapping's half on the router above: where the
+// Internet reaches it, through which protocol, until when.
+type UpstreamHalf struct {
+	Public  string    `json:"public"` // "203.0.113.1:18080"
+	Method  string    `json:"method"` // "pcp", "natpmp", "upnp"
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Upstream is the router above's status (double NAT).
+type Upstream struct {
+	Mode           string `json:"mode,omitempty"`
+	State          string `json:"state"` // "off", "not needed", "searching", "up", "down"
+	Method         string `json:"method,omitempty"`
+	Server         string `json:"server,omitempty"`
+	Public         string `json:"public,omitempty"`
+	Since          string `json:"since,omitempty"`
+	LastError      string `json:"last_error,omitempty"`
+	NextTry        string `json:"next_try,omitempty"`
+	Chained        int    `json:"chained"`
+	PendingDeletes int    `json:"pending_deletes"`
+	Note           string `json:"note,omitempty"`
+}
+
+// Text is the one line the page shows for u.
+func (u *Upstream) Text() string {
+	if u == nil {
+		return ""
+	}
+	s := u.State
+	if u.Method != "" {
+		s += " (" + u.Method + " to " + u.Server + ")"
+	}
+	if u.Public != "" {
+		s += ", public address " + u.Public
+	}
+	if u.State == "up" || u.Chained > 0 {
+		s += fmt.Sprintf(", %d mappings chained", u.Chained)
+	}
+	if u.PendingDeletes > 0 {
+		s += fmt.Sprintf(", %d deletes waiting", u.PendingDeletes)
+	}
+	if u.LastError != "" && u.State != "up" {
+		s += "; last error: " + u.LastError
+	}
+	if u.NextTry != "" {
+		s += "; next try " + u.NextTry
+	}
+	if u.Note != "" {
+		s += ". " + u.Note
+	}
+	return s
 }
 
 // Status is the gateway's state for the admin page.
@@ -140,6 +196,11 @@ type Status struct {
 	Errors []Count `json:"errors"`
 	// Expired counts the mappings removed because their lease ended.
 	Expired uint64 `json:"expired"`
+	// Upstream is the router above's status, nil when the daemon has
+	// none to report.
+	Upstream *Upstream `json:"upstream,omitempty"`
+	// UpstreamText is Upstream.Text(), for the page's script.
+	UpstreamText string `json:"upstream_text,omitempty"`
 }
 
 // Interface is a network interface the gateway serves or forwards

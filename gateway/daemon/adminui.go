@@ -109,6 +109,7 @@ func (b adminBackend) Mappings() []admin.Mapping {
 				InternalAddr: m.InternalAddr, InternalPort: m.InternalPort,
 				Client: m.Owner, RemoteHost: m.RemoteHost, Source: m.Source.String(),
 				Description: m.Description, Enabled: m.Enabled, Expires: m.Expires, Created: m.Created,
+				Upstream: upstreamHalfOf(m),
 			})
 		}
 	}
@@ -160,13 +161,21 @@ func (b adminBackend) Status() admin.Status {
 	if d.cfg.ExternalAddress.Source == SourceFixed {
 		source = "the configuration" // the page reads "from the configuration"
 	}
+	if p := d.wan.ext.chainedPublic(); p.IsValid() {
+		// What clients are told, and the Internet reaches: the router
+		// above's (double NAT).
+		source = "the router above, through " + source + " (" + addr.String() + ")"
+		addr = p
+	}
 	st := admin.Status{
 		Name: d.cfg.Device.FriendlyName, Started: d.start, Backend: d.backend.Name(),
 		ExternalAddr: addr, ExternalSource: source, ExternalError: extErr,
 		SecureMode: d.cfg.Policy.SecureMode,
 		Policy:     d.cfg.PolicySummary(),
 		Warnings:   d.warnings(),
+		Upstream:   d.upstreamStatus(),
 	}
+	st.UpstreamText = st.Upstream.Text()
 	for _, name := range d.cfg.Interfaces.Internal {
 		st.Interfaces = append(st.Interfaces, interfaceStatus(name, "internal")...)
 	}

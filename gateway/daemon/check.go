@@ -126,6 +126,8 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		}
 	}
 
+	out = append(out, upstreamFinding(cfg))
+
 	switch backend := cfg.resolvedBackend(); backend {
 	case BackendNFT:
 		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External}

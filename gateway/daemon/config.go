@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/nft"
+	"github.com/portfwd/portfwd/gateway/upstream"
 )
 
 // Backend names accepted in Config.Backend.
@@ -84,6 +85,20 @@ type Config struct {
 	// They are read by the command that builds Logger.
 	LogLevel  string `toml:"log_level"`
 	LogFormat string `toml:"log_format"`
+
+	// Upstream chains every mapping to the router above this one (double
+	// NAT, carrier-grade NAT; RFC 6970, RFC 7648): "auto" (the default)
+	// when the external address is private or CGNAT and a router above
+	// answers PCP, NAT-PMP or UPnP through the external interface; "pcp",
+	// "natpmp" or "upnp" to use only that protocol, whatever the address;
+	// the http:// URL of the router above's UPnP description; or "off".
+	Upstream string `toml:"upstream"`
+	// UpstreamProtocols is the allow-list of protocols spoken to the
+	// router above, in order of preference; empty means pcp, natpmp, upnp.
+	UpstreamProtocols []string `toml:"upstream_protocols"`
+	// UpstreamCheckInterval is how often the router above is probed for a
+	// restart or an address change no announcement told; 0 means 30 s.
+	UpstreamCheckInterval Duration `toml:"upstream_check_interval"`
 
 	UPnP   UPnPConfig   `toml:"upnp"`
 	NATPMP NATPMPConfig `toml:"natpmp"`
@@ -301,10 +316,13 @@ var DefaultRules = []string{
 // not set.
 func DefaultConfig() Config {
 	return Config{
-		ExternalAddress: ExternalAddressConfig{Source: SourceInterface},
-		StateDir:        DefaultStateDir,
-		LogLevel:        "info",
-		LogFormat:       "text",
+		ExternalAddress:       ExternalAddressConfig{Source: SourceInterface},
+		StateDir:              DefaultStateDir,
+		Upstream:              upstream.ModeAuto,
+		UpstreamProtocols:     []string{upstream.ModePCP, upstream.ModeNATPMP, upstream.ModeUPnP},
+		UpstreamCheckInterval: Duration(upstream.DefaultCheckInterval),
+		LogLevel:              "info",
+		LogFormat:             "text",
 		UPnP: UPnPConfig{
 			Enabled:        true,
 			HTTPPort:       DefaultHTTPPort,
@@ -419,6 +437,17 @@ func (c *Config) Validate() error {
 	}
 	if ea.Source != SourceFixed && ea.IP != "" {
 		bad("external_address.ip is set but source is %q: set source = \"fixed\" to use it", ea.Source)
+	}
+	if err := upstream.ValidMode(c.Upstream); err != nil {
+		bad("%v", err)
+	}
+	for _, p := range c.UpstreamProtocols {
+		if p != upstream.ModePCP && p != upstream.ModeNATPMP && p != upstream.ModeUPnP {
+			bad("upstream_protocols: %q is not pcp, natpmp or upnp", p)
+		}
+	}
+	if c.UpstreamCheckInterval < 0 {
+		bad("upstream_check_interval must not be negative")
 	}
 	if ea.Refresh < 0 {
 		bad("external_address.refresh must not be negative")

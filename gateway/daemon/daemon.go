@@ -123,6 +123,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	d.wan.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
+	d.setupUpstream()
 	uctx, cancel := context.WithTimeout(ctx, startTimeout)
 	if err := d.wan.ext.update(uctx); err != nil {
 		log.Warn("no external address yet; reporting none until it is learned", "source", d.wan.ext.source(), "err", err)
@@ -156,8 +157,14 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.store != nil {
 		gcfg.Store = d.store // not a typed nil in the interface
 	}
+	if d.wan.up != nil {
+		gcfg.Upstream = d.wan.up
+	}
 	if d.core, err = gateway.New(ctx, gcfg); err != nil {
 		return nil, err
+	}
+	if d.wan.up != nil {
+		d.wan.up.Attach(d.core)
 	}
 
 	d.seedStale(ctx)
@@ -241,6 +248,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); d.wan.ext.run(ctx, d.wan.wake) }()
+	if d.wan.up != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.wan.up.Run(ctx) }()
+	}
 	if d.wan.addrWatch != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followAddresses(ctx) }()

@@ -85,8 +85,16 @@
 //	ErrRemoteHostNotSupported  726 RemoteHostOnlySupportsWildcard  -                  5 UNSUPP_OPTION
 //	ErrInconsistentRange       733 InconsistentParameters          -                  -
 //	ErrInvalidArgs             402 Invalid Args                    2 not authorized   3 MALFORMED_REQUEST
+//	ErrUpstreamConflict        718 ConflictInMappingEntry          2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
+//	ErrUpstreamRefused         606 Action not authorized           2 not authorized   2 NOT_AUTHORIZED
+//	ErrUpstreamExhausted       728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
 //	ErrBackend, ErrStore,      501 Action Failed                   3 network failure  7 NETWORK_FAILURE
-//	ErrClosed, context errors
+//	ErrUpstreamDown, ErrClosed, context errors
+//
+// The ErrUpstream errors come from the router above, when mappings are
+// chained to it (double NAT, package gateway/upstream): the table is RFC
+// 6970's for UPnP. A chained mapping is answered with the router above's
+// public address and port and a lease no longer than its grant.
 //
 // For WANIPConnection:1 clients, which predate codes 728-733, upnpCodeV1
 // substitutes 501 for 728, 718 for 729, 714 for 730 and 402 for 732 and

@@ -216,4 +216,5 @@ func (d *Daemon) metricsHandler(w http.ResponseWriter, r *http.Request) {
 	if err := d.metrics.write(w, d.core, d.backend.Name()); err != nil {
 		d.log.Debug("writing metrics", "err", err)
 	}
+	d.writeUpstreamMetrics(w)
 }

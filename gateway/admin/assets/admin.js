@@ -46,7 +46,8 @@
       el('td', { 'data-label': 'Forwards to' }, `${m.internal_addr}:${m.internal_port}`,
         m.enabled ? null : ' ', m.enabled ? null : el('span', { class: 'muted' }, '(disabled)')),
       el('td', { 'data-label': 'External port' }, String(m.external_port),
-        m.remote_host ? ' ' : null, m.remote_host ? el('span', { class: 'muted' }, `only from ${m.remote_host}`) : null),
+        m.remote_host ? ' ' : null, m.remote_host ? el('span', { class: 'muted' }, `only from ${m.remote_host}`) : null,
+        m.upstream ? ' ' : null, m.upstream ? el('span', { class: 'muted upstream' }, `⇐ ${m.upstream.public} (${m.upstream.method} upstream)`) : null),
       el('td', { 'data-label': 'Protocol' }, m.protocol),
       el('td', { 'data-label': 'Made by' }, el('span', { class: 'badge source' }, m.source)),
       el('td', { 'data-label': 'Description', class: 'desc' }, m.description),
@@ -86,6 +87,7 @@
     w.textContent = s.external_warning || '';
     w.hidden = !s.external_warning;
     $('#backend').textContent = s.backend;
+    $('#upstream').textContent = s.upstream_text || 'not chained';
     $('#policy').replaceChildren(...(s.policy || []).map((line) => el('li', {}, line)));
     const warnings = s.warnings || [];
     $('#warnings').replaceChildren(...warnings.map((line) => el('li', {}, line)));
