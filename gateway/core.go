@@ -71,6 +71,16 @@ type Config struct {
 	// Refusals are not the Core's to record: the protocol adapters know
 	// what the client was answered. It must not call the Core.
 	Audit func(AuditRecord)
+	// SameHost, if set, reports whether two IPv6 addresses belong to the
+	// same LAN host (the daemon asks the kernel's neighbour table: the
+	// same link-layer address on the same internal interface). Secure
+	// mode lets a client open pinholes to any address of its own host, so
+	// that a host with stable, temporary and unique-local addresses works
+	// whichever one it sends from. Nil: only the requester's own address.
+	SameHost func(requester, target netip.Addr) bool
+	// OwnAddr, if set, reports whether a is one of the gateway's own
+	// addresses, to which no pinhole may be opened.
+	OwnAddr func(a netip.Addr) bool
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -98,6 +108,10 @@ type Core struct {
 	inUse func(Protocol, uint16) bool
 	// parked are saved leases the backend refused at start.
 	parked []Mapping
+	// pins is the IPv6 pinhole table (pinhole.go).
+	pins     *pinTable
+	sameHost func(requester, target netip.Addr) bool
+	ownAddr  func(netip.Addr) bool
 
 	mu         sync.Mutex
 	tab        *table
@@ -159,6 +173,9 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		pendingBy: make(map[netip.Addr]int),
 		auditf:    cfg.Audit,
 		inUse:     cfg.PortInUse,
+		pins:      newPinTable(),
+		sameHost:  cfg.SameHost,
+		ownAddr:   cfg.OwnAddr,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
@@ -167,6 +184,9 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if err := c.restore(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.restorePins(ctx); err != nil {
 		return nil, err
 	}
 	c.events = newDispatcher(maxQueuedEvents)
@@ -1355,6 +1375,9 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 	c.mu.Unlock()
 
 	var errs []error
+	if err := c.closePins(ctx, flush); err != nil {
+		errs = append(errs, err)
+	}
 	if flush {
 		if err := c.backend.Flush(ctx); err != nil {
 			errs = append(errs, &BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
