@@ -225,11 +225,12 @@ func (b *Memory) CountPinholePacket(k PinholeKey, n uint64) {
 	}
 }
 
-// InstalledPinholes implements PinholeLister.
+// InstalledPinholes implements PinholeLister. SetFault does not see it,
+// so that tests of the port mappings' restore see their own calls only.
 func (b *Memory) InstalledPinholes(ctx context.Context) ([]PinholeRule, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.check(ctx, "list", Rule{}); err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return b.pinholesLocked(), nil
