@@ -22,7 +22,7 @@ type Memory struct {
 
 // MemoryCalls counts the calls a Memory received, failed ones included.
 type MemoryCalls struct {
-	Add, Delete, Flush int
+	Add, Delete, Flush        int
 	AddPinhole, DeletePinhole int
 }
 
