@@ -133,7 +133,8 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
-	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record}
+	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record,
+		SameHost: d.sameLANHost, OwnAddr: isLocalAddr}
 	if canProbePorts {
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
 			return portServed(p, port, d.probeAddrs())

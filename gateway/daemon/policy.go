@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/portfwd/portfwd/gateway"
 )
@@ -45,6 +46,14 @@ func (c *Config) effectivePolicy() (gateway.Policy, error) {
 		return p, err
 	}
 	p.Reserved = append(p.Reserved, c.ownPorts()...)
+	p.DisablePinholes = !c.IPv6.Pinholes
+	p.MaxPinholes = c.IPv6.MaxPinholes
+	p.MaxPinholesPerClient = c.IPv6.MaxPerClient
+	p.MinPinholeLease = time.Duration(c.IPv6.MinLease)
+	p.MaxPinholeLease = time.Duration(c.IPv6.MaxLease)
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("ipv6: %w", err)
+	}
 	return p, nil
 }
 
