@@ -29,8 +29,10 @@ type neighbour struct {
 }
 
 // neighProbeWait bounds how long sameHost waits for the kernel to resolve
-// an address that is not in the neighbour table yet.
-const neighProbeWait = time.Second
+// an address that is not in the neighbour table yet: three of neighbour
+// discovery's solicitations, which the kernel repeats every second
+// (retrans_time_ms), since the first one is sometimes not answered.
+const neighProbeWait = 3 * time.Second
 
 // sameHost reports whether a and b are addresses of one host on one of the
 // internal interfaces ifindexes (nil: any). When b is not in the table it
@@ -96,6 +98,6 @@ func nudge(a netip.Addr) {
 	if err != nil {
 		return
 	}
-	c.Write(nil)
+	c.Write([]byte{0})
 	c.Close()
 }

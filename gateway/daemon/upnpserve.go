@@ -223,6 +223,11 @@ func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
 			return []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}}
 		},
 	}
+	if version >= 2 {
+		m[igd.WANIPv6FirewallControlEventPath] = func() []upnp.Arg {
+			return d.upnpSide.igd.EventedVariables(context.Background(), igd.WANIPv6FirewallControlEventPath)
+		}
+	}
 	if version == 1 {
 		m[igd.Layer3ForwardingEventPath] = func() []upnp.Arg {
 			return []upnp.Arg{{Name: "DefaultConnectionService", Value: defaultConnectionService(d.upnpSide.igd.Root())}}
