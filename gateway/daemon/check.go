@@ -143,6 +143,19 @@ func Check(ctx context.Context, cfg Config) []Finding {
 				bad("nftables: %s", p)
 			}
 		}
+		if cfg.IPv6.Pinholes {
+			nc.ForwardTable, nc.ForwardChain = cfg.NFT.ForwardTable, cfg.NFT.ForwardChain
+			oks, problems, err := nft.CheckPinholes(ctx, nc)
+			if err != nil {
+				bad("cannot inspect nftables for IPv6 pinholes: %v", err)
+			}
+			for _, s := range oks {
+				ok("nftables: %s", s)
+			}
+			for _, p := range problems {
+				bad("nftables: %s", p)
+			}
+		}
 	case BackendRelay:
 		d := &Daemon{cfg: cfg, log: discardLogger()}
 		d.wan.ext = ext
@@ -151,6 +164,9 @@ func Check(ctx context.Context, cfg Config) []Finding {
 			bad("relay backend cannot bind external ports on %s: %v", bind, err)
 		} else {
 			ok("relay backend can bind external ports on %s", bind)
+		}
+		if cfg.IPv6.Pinholes {
+			ok("relay backend: no IPv6 pinholes (a userspace relay cannot open the router's firewall); UPnP InboundPinholeAllowed is 0 and PCP MAP over IPv6 is refused")
 		}
 		if os.Geteuid() != 0 {
 			if start := unprivilegedPortStart(); start > 1 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -481,4 +482,68 @@ func (b *Backend) pinTableName() string {
 // accept decides nothing against a drop elsewhere).
 func (b *Backend) PinholeTarget() (where string, shared bool) {
 	return fmt.Sprintf("chain %s of table %s", b.pins.chain.Name, b.pinTableName()), b.pins.shared
+}
+
+// CheckPinholes describes, for --check, where IPv6 pinholes will be
+// accepted and what will stand in their way: the chain named by
+// ForwardTable/ForwardChain missing, or, without them, a forward chain
+// of the administrator's with policy drop for IPv6, which an accept in
+// our own table cannot override. ok holds the sentences that are fine,
+// problems those that are not.
+func CheckPinholes(ctx context.Context, cfg Config) (ok, problems []string, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	var fwd []byte
+	if err := inNetNS(cfg.NetNS, func() (err error) {
+		fwd, err = os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding")
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("nft: check: reading net.ipv6.conf.all.forwarding: %w", err)
+	}
+	if strings.TrimSpace(string(fwd)) == "0" {
+		problems = append(problems, "net.ipv6.conf.all.forwarding is 0, so the router forwards no IPv6 and pinholes lead nowhere: set it to 1")
+	}
+	conn, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(cfg.NetNS))
+	if err != nil {
+		return nil, nil, fmt.Errorf("nft: check: %w", permHint(err))
+	}
+	defer conn.CloseLasting()
+	chains, err := conn.ListChains()
+	if err != nil {
+		return nil, nil, fmt.Errorf("nft: check: listing chains: %w", permHint(err))
+	}
+	if cfg.ForwardTable != "" {
+		t, err := parseForwardTable(cfg.ForwardTable)
+		if err != nil {
+			return nil, append(problems, err.Error()), nil
+		}
+		found := false
+		for _, c := range chains {
+			found = found || c.Table.Family == t.Family && c.Table.Name == t.Name && c.Name == cfg.ForwardChain
+		}
+		if !found {
+			return ok, append(problems, fmt.Sprintf("nft.forward_chain %q is not in table %s: create it and make your forward chain jump to it, or leave forward_table and forward_chain empty", cfg.ForwardChain, cfg.ForwardTable)), nil
+		}
+		return append(ok, fmt.Sprintf("IPv6 pinholes will be accepted in chain %s of table %s (make sure your forward chain jumps there before it drops)", cfg.ForwardChain, cfg.ForwardTable)), problems, nil
+	}
+	for _, c := range chains {
+		if c.Hooknum == nil || *c.Hooknum != *nftables.ChainHookForward || c.Type != nftables.ChainTypeFilter {
+			continue
+		}
+		if c.Table.Family != nftables.TableFamilyINet && c.Table.Family != nftables.TableFamilyIPv6 {
+			continue
+		}
+		if c.Table.Family == nftables.TableFamilyINet && c.Table.Name == cfg.table() {
+			continue
+		}
+		if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
+			problems = append(problems, fmt.Sprintf("IPv6 pinholes will meet %s's policy drop: an accept in portfwd's own table cannot override it; set nft.forward_table and nft.forward_chain to a chain that %s jumps to (OpenWrt fw4: \"inet fw4\" and \"upnp_forward\")",
+				describe(c), c.Name))
+		}
+	}
+	if len(problems) == 0 {
+		ok = append(ok, "IPv6 pinholes go into portfwd's own table; no forward chain of yours has policy drop, so inbound IPv6 may not be filtered at all")
+	}
+	return ok, problems, nil
 }
