@@ -245,6 +245,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		// It announces at once that the gateway (re)started: clients whose
 		// mappings were lost see the epoch go back and make them again.
 		run("NAT-PMP/PCP server", func() error { return d.pmpSide.server.ServePacketConn(ctx, d.pmpSide.conn) })
+		if d.pmpSide.conn6 != nil {
+			run("PCP server (IPv6)", func() error { return d.pmpSide.server.ServePCPIPv6(ctx, d.pmpSide.conn6) })
+		}
 	}
 	if d.adminSide.srv != nil {
 		run("admin server", func() error {
@@ -307,6 +310,9 @@ func (d *Daemon) cleanup(flush bool) error {
 		if f := d.adminSide.page.TokenFile; f != "" {
 			os.Remove(f) // the token dies with this run
 		}
+	}
+	if d.pmpSide.conn6 != nil {
+		d.pmpSide.conn6.Close()
 	}
 	if d.pmpSide.conn != nil {
 		d.pmpSide.conn.Close()

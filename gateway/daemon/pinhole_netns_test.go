@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/testenv"
+	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/upnp"
 	"golang.org/x/sys/unix"
 )
@@ -213,5 +215,106 @@ func TestDaemonPinholesFromAHostWithTwoAddresses(t *testing.T) {
 	}
 	if len(left) != 1 {
 		t.Fatalf("left: %+v", left)
+	}
+}
+
+// pcp6 sends one PCP request from the LAN host's address from to the
+// daemon's IPv6 PCP socket and returns the response.
+func (l *v6LAN) pcp6(t *testing.T, port int, from string, req pcp.Request) pcp.Response {
+	t.Helper()
+	pkt, err := pcp.AppendRequest(nil, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp pcp.Response
+	var rerr error
+	l.in(t, func() {
+		c, err := net.DialUDP("udp6", &net.UDPAddr{IP: net.ParseIP(from)}, &net.UDPAddr{IP: net.ParseIP("2001:db8:77::1"), Port: port})
+		if err != nil {
+			rerr = err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write(pkt); err != nil {
+			rerr = err
+			return
+		}
+		buf := make([]byte, 1100)
+		n, err := c.Read(buf)
+		if err != nil {
+			rerr = err
+			return
+		}
+		resp, rerr = pcp.ParseResponse(buf[:n])
+	})
+	if rerr != nil {
+		t.Fatalf("PCP over IPv6 from %s: %v", from, rerr)
+	}
+	return resp
+}
+
+func pcpMap(from string, port uint16, lifetime uint32, nonce pcp.Nonce, opts ...pcp.Option) pcp.Request {
+	return pcp.Request{Op: pcp.OpMap, Lifetime: lifetime, ClientAddr: netip.MustParseAddr(from),
+		Map: &pcp.MapPayload{Nonce: nonce, Protocol: pcp.TCP, InternalPort: port, ExternalPort: 18080}, Options: opts}
+}
+
+// TestDaemonPCPOverIPv6 maps a pinhole with PCP over IPv6: the grant is
+// the host's own address and port; refresh and delete need the nonce; a
+// client address other than the source is ADDRESS_MISMATCH; a FILTER for
+// one remote host restricts the pinhole, a wider one is UNSUPP_OPTION;
+// PEER is UNSUPP_OPCODE.
+func TestDaemonPCPOverIPv6(t *testing.T) {
+	lan := newV6LAN(t)
+	cfg := testConfig(t)
+	cfg.Interfaces.Internal = []string{lan.router}
+	r := start(t, cfg)
+	if r.pmpSide.conn6 == nil {
+		t.Fatal("no PCP IPv6 socket")
+	}
+	port := local4Port(r.pmpSide.conn6)
+	nonce := pcp.NewNonce()
+
+	resp := lan.pcp6(t, port, "2001:db8:77::2", pcpMap("2001:db8:77::2", 8080, 600, nonce))
+	if resp.Result != pcp.ResultSuccess || resp.Map == nil || resp.Map.ExternalAddr != netip.MustParseAddr("2001:db8:77::2") ||
+		resp.Map.ExternalPort != 8080 || resp.Lifetime != 600 {
+		t.Fatalf("MAP: %+v %+v; want success, [2001:db8:77::2]:8080 for 600 s", resp, resp.Map)
+	}
+	pins := r.core.Pinholes()
+	if len(pins) != 1 || pins[0].Source != gateway.SourcePCP || pins[0].Nonce != nonce {
+		t.Fatalf("pinholes %+v", pins)
+	}
+	other := pcp.NewNonce()
+	if resp := lan.pcp6(t, port, "2001:db8:77::2", pcpMap("2001:db8:77::2", 8080, 600, other)); resp.Result != pcp.ResultNotAuthorized {
+		t.Fatalf("refresh with another nonce: %v; want NOT_AUTHORIZED", resp.Result)
+	}
+	if resp := lan.pcp6(t, port, "2001:db8:77::2", pcpMap("2001:db8:77::2", 8080, 0, other)); resp.Result != pcp.ResultNotAuthorized {
+		t.Fatalf("delete with another nonce: %v; want NOT_AUTHORIZED", resp.Result)
+	}
+	if resp := lan.pcp6(t, port, "2001:db8:77::2", pcpMap("2001:db8:77::99", 8081, 600, nonce)); resp.Result != pcp.ResultAddressMismatch {
+		t.Fatalf("MAP naming another client address: %v; want ADDRESS_MISMATCH", resp.Result)
+	}
+	one := pcp.FilterOption(pcp.Filter{Prefix: netip.MustParsePrefix("2001:db8:113::2/128"), Port: 0})
+	if resp := lan.pcp6(t, port, "2001:db8:77::22", pcpMap("2001:db8:77::22", 8082, 600, nonce, one)); resp.Result != pcp.ResultSuccess {
+		t.Fatalf("MAP with a one-host FILTER: %v", resp.Result)
+	}
+	wide := pcp.FilterOption(pcp.Filter{Prefix: netip.MustParsePrefix("2001:db8:113::/64")})
+	if resp := lan.pcp6(t, port, "2001:db8:77::22", pcpMap("2001:db8:77::22", 8083, 600, nonce, wide)); resp.Result != pcp.ResultUnsuppOption {
+		t.Fatalf("MAP with a /64 FILTER: %v; want UNSUPP_OPTION (never ignored)", resp.Result)
+	}
+	peer := pcp.Request{Op: pcp.OpPeer, Lifetime: 600, ClientAddr: netip.MustParseAddr("2001:db8:77::2"),
+		Peer: &pcp.PeerPayload{MapPayload: pcp.MapPayload{Nonce: nonce, Protocol: pcp.TCP, InternalPort: 8080, ExternalPort: 8080},
+			RemotePort: 443, RemoteAddr: netip.MustParseAddr("2001:db8:113::2")}}
+	if resp := lan.pcp6(t, port, "2001:db8:77::2", peer); resp.Result != pcp.ResultUnsuppOpcode {
+		t.Fatalf("PEER: %v; want UNSUPP_OPCODE", resp.Result)
+	}
+	if resp := lan.pcp6(t, port, "2001:db8:77::2", pcpMap("2001:db8:77::2", 8080, 0, nonce)); resp.Result != pcp.ResultSuccess {
+		t.Fatalf("delete: %v", resp.Result)
+	}
+	if got := r.core.Pinholes(); len(got) != 1 || got[0].InternalPort != 8082 || got[0].RemoteHost != netip.MustParseAddr("2001:db8:113::2") {
+		t.Fatalf("after delete: %+v; want only the filtered pinhole of 8082", got)
+	}
+	if resp := lan.pcp6(t, port, "2001:db8:77::2", pcpMap("2001:db8:77::2", 8080, 0, nonce)); resp.Result != pcp.ResultSuccess {
+		t.Fatalf("delete of what is gone: %v; want SUCCESS (RFC 6887 §15)", resp.Result)
 	}
 }
