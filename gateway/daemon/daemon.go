@@ -240,6 +240,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	if d.upnpSide.responder != nil {
 		run("SSDP responder", func() error { return d.upnpSide.responder.Serve(ctx) })
+		if d.hasIPv6LAN() {
+			// IPv6 control points (pinholes) discover on ff02::c/ff05::c.
+			// Without it the gateway still serves IPv4: not fatal.
+			run("SSDP responder (IPv6)", func() error {
+				if err := d.upnpSide.responder.ServeIPv6(ctx); err != nil && ctx.Err() == nil {
+					d.log.Warn("no SSDP over IPv6; IPv6 control points must be given the description URL", "err", err)
+				}
+				return nil
+			})
+		}
 	}
 	if d.pmpSide.server != nil {
 		// It announces at once that the gateway (re)started: clients whose

@@ -318,3 +318,44 @@ func TestDaemonPCPOverIPv6(t *testing.T) {
 		t.Fatalf("delete of what is gone: %v; want SUCCESS (RFC 6887 §15)", resp.Result)
 	}
 }
+
+// TestDaemonSSDPOverIPv6: an IPv6 control point on the LAN finds the
+// gateway with an M-SEARCH to ff02::c, and is given a LOCATION on the
+// router's global address of that link.
+func TestDaemonSSDPOverIPv6(t *testing.T) {
+	lan := newV6LAN(t)
+	cfg := testConfig(t)
+	cfg.Interfaces.Internal = []string{lan.router}
+	cfg.UPnP.SSDP = true // inside the test's own namespaces
+	start(t, cfg)
+	search := "M-SEARCH * HTTP/1.1\r\nHOST: [FF02::C]:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: urn:schemas-upnp-org:service:WANIPv6FirewallControl:1\r\n\r\n"
+	var got string
+	var gerr error
+	deadline := time.Now().Add(10 * time.Second)
+	for got == "" && time.Now().Before(deadline) {
+		lan.in(t, func() {
+			c, err := net.ListenUDP("udp6", &net.UDPAddr{})
+			if err != nil {
+				gerr = err
+				return
+			}
+			defer c.Close()
+			if _, err := c.WriteTo([]byte(search), &net.UDPAddr{IP: net.ParseIP("ff02::c"), Port: 1900, Zone: "eth0"}); err != nil {
+				gerr = err // the link may still be coming up: try again
+				time.Sleep(200 * time.Millisecond)
+				return
+			}
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 2048)
+			if n, _, err := c.ReadFrom(buf); err == nil {
+				got = string(buf[:n])
+			}
+		})
+	}
+	if got == "" {
+		t.Fatalf("no answer to an IPv6 M-SEARCH (last error: %v)", gerr)
+	}
+	if !strings.Contains(got, "LOCATION: http://[2001:db8:77::1]:") || !strings.Contains(got, "WANIPv6FirewallControl:1") {
+		t.Fatalf("answer to an IPv6 M-SEARCH: %q; want LOCATION on [2001:db8:77::1] and the service's ST", got)
+	}
+}

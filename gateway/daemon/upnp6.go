@@ -185,3 +185,14 @@ func ipv6PrefixesOf(name string) []netip.Prefix {
 	}
 	return out
 }
+
+// hasIPv6LAN reports whether the UPnP server listens on an IPv6 address of
+// an internal interface, which SSDP over IPv6 then advertises.
+func (d *Daemon) hasIPv6LAN() bool {
+	for _, h := range d.upnpSide.http {
+		if h.addr.Addr().Is6() {
+			return true
+		}
+	}
+	return false
+}
