@@ -26,46 +26,28 @@ const (
 	WANIPv6FirewallControlEventPath   = "/evt/IP6FCtl"
 
 	ServiceIDWANIPv6FirewallControl = "urn:upnp-org:serviceId:WANIPv6Firewall1"
-	// URNWANIPv6FirewallControl1 is the service type.
-	URNWANIPv6FirewallControl1 = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
 )
 
-// The error codes of WANIPv6FirewallControl:1. They reuse numbers
-// WANIPConnection gives other names (704 is ConnectionSetupFailed there),
-// so the server names them by service.
+// The error codes of WANIPv6FirewallControl:1 (FirewallCode). They
+// reuse numbers WANIPConnection gives other names (704 is
+// ConnectionSetupFailed there), so the server names them by service.
 const (
-	codePinholeSpaceExhausted             = 701
-	codeFirewallDisabled                  = 702
-	codeInboundPinholeNotAllowed          = 703
-	codeNoSuchEntry                       = 704
-	codeProtocolNotSupported              = 705
-	codeInternalPortWildcardingNotAllowed = 706
-	codeProtocolWildcardingNotAllowed     = 707
-	codeWildCardNotPermittedInSrcIP6      = 708
-	codeNoTrafficReceived                 = 709
+	codePinholeSpaceExhausted             = int(PinholeSpaceExhausted)
+	codeFirewallDisabled                  = int(FirewallDisabled)
+	codeInboundPinholeNotAllowed          = int(InboundPinholeNotAllowed)
+	codeNoSuchEntry                       = int(NoSuchEntry)
+	codeProtocolNotSupported              = int(ProtocolNotSupported)
+	codeInternalPortWildcardingNotAllowed = int(InternalPortWildcardingNotAllowed)
+	codeProtocolWildcardingNotAllowed     = int(ProtocolWildcardingNotAllowed)
+	codeWildCardNotPermittedInSrcIP6      = int(WildCardNotPermittedInSrcIP)
+	codeNoTrafficReceived                 = int(NoTrafficReceived)
 )
 
-// firewallFaultText is the errorDescription of the service's own codes.
+// firewallFaultText is the errorDescription of a code of the service: its
+// name in the spec for 701-709, UDA's for the generic ones.
 func firewallFaultText(code int) string {
-	switch code {
-	case codePinholeSpaceExhausted:
-		return "PinholeSpaceExhausted"
-	case codeFirewallDisabled:
-		return "FirewallDisabled"
-	case codeInboundPinholeNotAllowed:
-		return "InboundPinholeNotAllowed"
-	case codeNoSuchEntry:
-		return "NoSuchEntry"
-	case codeProtocolNotSupported:
-		return "ProtocolNotSupported"
-	case codeInternalPortWildcardingNotAllowed:
-		return "InternalPortWildcardingNotAllowed"
-	case codeProtocolWildcardingNotAllowed:
-		return "ProtocolWildcardingNotAllowed"
-	case codeWildCardNotPermittedInSrcIP6:
-		return "WildCardNotPermittedInSrcIP"
-	case codeNoTrafficReceived:
-		return "NoTrafficReceived"
+	if n := FirewallCode(code).Name(); n != "" {
+		return n
 	}
 	return faultText(code)
 }
@@ -74,27 +56,16 @@ func fwFault(code int) error {
 	return &upnp.Error{Code: code, Description: firewallFaultText(code)}
 }
 
-// PinholeArgs is a pinhole as AddPinhole and GetOutboundPinholeTimeout
-// name it, validated by the server.
-type PinholeArgs struct {
-	// RemoteHost is the zero Addr for any host, else an IPv6 address.
-	RemoteHost netip.Addr
-	// RemotePort is 0 for any port.
-	RemotePort uint16
-	// InternalClient is an IPv6 address (not checked further: whether it
-	// is the client's own, the gateway's, link-local... is the service's
-	// to decide).
-	InternalClient netip.Addr
-	// InternalPort is not 0 in AddPinhole; it may be 0 in
-	// GetOutboundPinholeTimeout.
-	InternalPort uint16
-	// Protocol is the IANA protocol number: 6 (TCP) or 17 (UDP) in
-	// AddPinhole; any but 65535 in GetOutboundPinholeTimeout.
-	Protocol uint16
-}
-
 // FirewallService answers the WANIPv6FirewallControl:1 actions; see
 // ServerConfig.FirewallControl. client is the TCP peer, as for Service.
+//
+// The server hands it a Pinhole it validated: RemoteHost the zero Addr
+// (any) or an IPv6 address; RemotePort 0 for any; InternalClient an IPv6
+// address, not v4-mapped, without zone (whether it is the client's own,
+// the gateway's, link-local... is the service's to decide); InternalPort
+// not 0 and Protocol 6 or 17 in AddPinhole (in GetOutboundPinholeTimeout
+// any port, and any protocol but 65535); Lease 1s to 86400s in
+// AddPinhole, 0 in GetOutboundPinholeTimeout.
 // Errors carry their UPnP code as an *upnp.Error, as for Service; the
 // codes of this service (701 to 709) are described by their names here.
 type FirewallService interface {
@@ -104,10 +75,10 @@ type FirewallService interface {
 	FirewallStatus(ctx context.Context) (enabled, inboundPinholeAllowed bool)
 	// OutboundPinholeTimeout returns how long the firewall keeps an idle
 	// outbound flow of p's kind.
-	OutboundPinholeTimeout(ctx context.Context, client netip.Addr, p PinholeArgs) (time.Duration, error)
-	// AddPinhole opens p for lease (1s to 86400s), or renews the pinhole
-	// with p's 5-tuple, and returns its unique ID.
-	AddPinhole(ctx context.Context, client netip.Addr, p PinholeArgs, lease time.Duration) (id uint16, err error)
+	OutboundPinholeTimeout(ctx context.Context, client netip.Addr, p Pinhole) (time.Duration, error)
+	// AddPinhole opens p for p.Lease (1s to 86400s), or renews the
+	// pinhole with p's 5-tuple, and returns its unique ID.
+	AddPinhole(ctx context.Context, client netip.Addr, p Pinhole) (id uint16, err error)
 	// UpdatePinhole sets pinhole id's lease (1s to 86400s).
 	UpdatePinhole(ctx context.Context, client netip.Addr, id uint16, lease time.Duration) error
 	// DeletePinhole closes pinhole id.
@@ -139,9 +110,9 @@ var firewallServiceDef = serviceDef{
 
 // Protocol numbers of the service.
 const (
-	protoWildcard = 65535
-	protoTCP      = 6
-	protoUDP      = 17
+	protoWildcard = ProtoAny
+	protoTCP      = ProtoTCP
+	protoUDP      = ProtoUDP
 )
 
 // status answers 702 or 703 when the firewall state forbids pinhole
@@ -216,8 +187,8 @@ func ipv6Arg(v string) (netip.Addr, bool) {
 // not an IPv6 literal: 402), InternalPort (402; 0: 706 when forAdd),
 // Protocol (402; 65535: 707; other than 6 or 17: 705 when forAdd). An
 // absent argument is 402, except RemoteHost, which is the wildcard.
-func (c *call) pinholeArgs(forAdd bool) (PinholeArgs, error) {
-	var p PinholeArgs
+func (c *call) pinholeArgs(forAdd bool) (Pinhole, error) {
+	var p Pinhole
 	rh, _ := c.arg("RemoteHost")
 	if rh = strings.TrimSpace(rh); rh != "" && rh != "*" {
 		a, ok := ipv6Arg(rh)
@@ -305,11 +276,10 @@ func (s *Server) addPinhole(ctx context.Context, c *call) (upnp.Args, error) {
 	if err != nil {
 		return nil, err
 	}
-	lease, err := c.leaseArg("LeaseTime")
-	if err != nil {
+	if p.Lease, err = c.leaseArg("LeaseTime"); err != nil {
 		return nil, err
 	}
-	id, err := s.fw.AddPinhole(ctx, c.client, p, lease)
+	id, err := s.fw.AddPinhole(ctx, c.client, p)
 	if err != nil {
 		return nil, err
 	}

@@ -26,14 +26,14 @@ type fakeFirewall struct {
 }
 
 type fakePin struct {
-	args    PinholeArgs
+	args    Pinhole
 	lease   time.Duration
 	packets uint64
 }
 
 func newFakeFirewall() *fakeFirewall {
 	return &fakeFirewall{
-		pins: map[uint16]fakePin{1: {args: PinholeArgs{InternalClient: netip.MustParseAddr("2001:db8:77::2"), InternalPort: 9999, Protocol: 6}, lease: time.Hour, packets: 5}},
+		pins: map[uint16]fakePin{1: {args: Pinhole{InternalClient: netip.MustParseAddr("2001:db8:77::2"), InternalPort: 9999, Protocol: 6}, lease: time.Hour, packets: 5}},
 		next: 2,
 	}
 }
@@ -51,7 +51,7 @@ func (f *fakeFirewall) FirewallStatus(context.Context) (bool, bool) {
 	return !f.disabled, !f.closed
 }
 
-func (f *fakeFirewall) OutboundPinholeTimeout(_ context.Context, _ netip.Addr, p PinholeArgs) (time.Duration, error) {
+func (f *fakeFirewall) OutboundPinholeTimeout(_ context.Context, _ netip.Addr, p Pinhole) (time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("OutboundPinholeTimeout"); err != nil {
@@ -63,7 +63,9 @@ func (f *fakeFirewall) OutboundPinholeTimeout(_ context.Context, _ netip.Addr, p
 	return 432000 * time.Second, nil
 }
 
-func (f *fakeFirewall) AddPinhole(_ context.Context, _ netip.Addr, p PinholeArgs, lease time.Duration) (uint16, error) {
+func (f *fakeFirewall) AddPinhole(_ context.Context, _ netip.Addr, p Pinhole) (uint16, error) {
+	lease := p.Lease
+	p.Lease = 0 // the tuple is the key
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("AddPinhole"); err != nil {
@@ -147,7 +149,7 @@ func TestFirewallServiceInDescriptionOnIGDv2Only(t *testing.T) {
 			}
 		})
 		desc := string(s.Description(""))
-		if got := strings.Contains(desc, URNWANIPv6FirewallControl1); got != tc.want {
+		if got := strings.Contains(desc, ServiceWANIPv6FirewallControl); got != tc.want {
 			t.Errorf("IGDv%d, firewall service %v: description offers WANIPv6FirewallControl:1 = %v; want %v", tc.version, tc.fw, got, tc.want)
 		}
 		if !tc.want {
@@ -159,7 +161,7 @@ func TestFirewallServiceInDescriptionOnIGDv2Only(t *testing.T) {
 		wcd := root.Device.Devices[0].Devices[0]
 		found := false
 		for _, svc := range wcd.Services {
-			found = found || svc.ServiceType == URNWANIPv6FirewallControl1 && svc.ServiceID == ServiceIDWANIPv6FirewallControl
+			found = found || svc.ServiceType == ServiceWANIPv6FirewallControl && svc.ServiceID == ServiceIDWANIPv6FirewallControl
 		}
 		if !found {
 			t.Errorf("WANIPv6FirewallControl:1 is not in the WANConnectionDevice: %+v", wcd.Services)
@@ -167,7 +169,7 @@ func TestFirewallServiceInDescriptionOnIGDv2Only(t *testing.T) {
 	}
 }
 
-const fwURN = URNWANIPv6FirewallControl1
+const fwURN = ServiceWANIPv6FirewallControl
 
 // addArgs6 are AddPinhole's arguments in miniupnpc's order (not the
 // SCPD's), with replacements by name.
@@ -343,9 +345,9 @@ func TestFirewallStatusGatesTheActions(t *testing.T) {
 	}
 }
 
-// FuzzPinholeArgs: the argument reader never panics, and whatever it
+// FuzzPinhole: the argument reader never panics, and whatever it
 // accepts is a pinhole the service can act on as documented.
-func FuzzPinholeArgs(f *testing.F) {
+func FuzzPinhole(f *testing.F) {
 	f.Add("", "0", "2001:db8::2", "8080", "6", "3600")
 	f.Add("2001:db8::9", "443", "2001:DB8:0:0::2", "1", "17", "86400")
 	f.Add("*", "", "*", "0", "65535", "0")

@@ -208,7 +208,7 @@ func TestQueryStateVariableMatchesSCPD(t *testing.T) {
 		URNWANCommonInterfaceConfig1: {"WANAccessType", "Layer1UpstreamMaxBitRate", "Layer1DownstreamMaxBitRate", "PhysicalLinkStatus",
 			"TotalBytesSent", "TotalBytesReceived", "TotalPacketsSent", "TotalPacketsReceived"},
 		URNLayer3Forwarding1:       {"DefaultConnectionService"},
-		URNWANIPv6FirewallControl1: {"FirewallEnabled", "InboundPinholeAllowed"},
+		ServiceWANIPv6FirewallControl: {"FirewallEnabled", "InboundPinholeAllowed"},
 	}
 	for _, version := range []int{1, 2} {
 		srv, s := newTestServer(t, version, newFake(), nil)

@@ -88,7 +88,7 @@ func TestDescription(t *testing.T) {
 		// IGDv2 adds WANIPv6FirewallControl:1 beside the connection.
 		wantWCD := []string{tc.ipConn}
 		if tc.version == 2 {
-			wantWCD = append(wantWCD, URNWANIPv6FirewallControl1)
+			wantWCD = append(wantWCD, ServiceWANIPv6FirewallControl)
 		}
 		var gotWCD []string
 		for _, svc := range wcd.Services {

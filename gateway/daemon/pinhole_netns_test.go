@@ -104,7 +104,7 @@ func (l *v6LAN) firewallClient(t *testing.T, url, from string) func(action strin
 		for i := 0; i < len(args); i += 2 {
 			in = append(in, upnp.Arg{Name: args[i], Value: args[i+1]})
 		}
-		return c.Call(context.Background(), url, igd.URNWANIPv6FirewallControl1, action, in)
+		return c.Call(context.Background(), url, igd.ServiceWANIPv6FirewallControl, action, in)
 	}
 }
 

@@ -73,7 +73,7 @@ func firewallCode(err error) int {
 	return igd.CodeActionFailed
 }
 
-func (s *firewallService) AddPinhole(ctx context.Context, client netip.Addr, p igd.PinholeArgs, lease time.Duration) (uint16, error) {
+func (s *firewallService) AddPinhole(ctx context.Context, client netip.Addr, p igd.Pinhole) (uint16, error) {
 	got, err := s.core.AddPinhole(ctx, s.requester(client), gateway.Pinhole{
 		Protocol:     gateway.Protocol(p.Protocol),
 		InternalAddr: p.InternalClient,
@@ -81,7 +81,7 @@ func (s *firewallService) AddPinhole(ctx context.Context, client netip.Addr, p i
 		RemoteHost:   p.RemoteHost,
 		RemotePort:   p.RemotePort,
 		Description:  "UPnP pinhole",
-	}, lease)
+	}, p.Lease)
 	if err != nil {
 		return 0, s.fault(err)
 	}
@@ -106,7 +106,7 @@ func (s *firewallService) PinholePackets(ctx context.Context, client netip.Addr,
 // protocol: how long an outbound flow stays open without traffic, which is
 // what an application sizes its keep-alives by. miniupnpd answers 501
 // (not implemented).
-func (s *firewallService) OutboundPinholeTimeout(_ context.Context, _ netip.Addr, p igd.PinholeArgs) (time.Duration, error) {
+func (s *firewallService) OutboundPinholeTimeout(_ context.Context, _ netip.Addr, p igd.Pinhole) (time.Duration, error) {
 	switch p.Protocol {
 	case 6:
 		return conntrackTimeout("nf_conntrack_tcp_timeout_established", 432000), nil
