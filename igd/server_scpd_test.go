@@ -207,7 +207,7 @@ func TestQueryStateVariableMatchesSCPD(t *testing.T) {
 			"RSIPAvailable", "NATEnabled", "ExternalIPAddress", "PortMappingNumberOfEntries", "SystemUpdateID"},
 		URNWANCommonInterfaceConfig1: {"WANAccessType", "Layer1UpstreamMaxBitRate", "Layer1DownstreamMaxBitRate", "PhysicalLinkStatus",
 			"TotalBytesSent", "TotalBytesReceived", "TotalPacketsSent", "TotalPacketsReceived"},
-		URNLayer3Forwarding1:       {"DefaultConnectionService"},
+		URNLayer3Forwarding1:          {"DefaultConnectionService"},
 		ServiceWANIPv6FirewallControl: {"FirewallEnabled", "InboundPinholeAllowed"},
 	}
 	for _, version := range []int{1, 2} {
