@@ -43,8 +43,7 @@ const (
 // the ID space is 16 bits.
 const DefaultMaxPinholes = 65535
 
-// Errors of the pinhole methods (beside ErrNotAuthorized, ErrNoSuchEntry,
-// ErrInvalidArgs, ErrWildcardInternalPort, ErrBackend and ErrStore).
+// Errors of the pinhole methods (beside ErrNotAuthorized, ErrInvalidArgs, ErrWildcardInternalPort, ErrBackend and ErrStore).
 var (
 	// ErrPinholesDisabled: the policy forbids inbound pinholes
 	// (Policy.DisablePinholes); UPnP 703 InboundPinholeNotAllowed.
@@ -58,6 +57,8 @@ var (
 	// ErrNoPinholeBackend: the backend cannot open pinholes (the relay);
 	// UPnP 501.
 	ErrNoPinholeBackend = errors.New("the backend cannot open IPv6 pinholes")
+	// ErrNoSuchPinhole: no pinhole has that ID; UPnP 704 NoSuchEntry.
+	ErrNoSuchPinhole = errors.New("no such pinhole")
 )
 
 // Pinhole is one IPv6 firewall pinhole.
@@ -538,7 +539,7 @@ func (c *Core) lookupPinhole(req Requester, id uint16) (Pinhole, error) {
 	defer t.mu.Unlock()
 	p, ok := t.byID[id]
 	if !ok {
-		return Pinhole{}, fmt.Errorf("%w: no pinhole has ID %d", ErrNoSuchEntry, id)
+		return Pinhole{}, fmt.Errorf("%w: no pinhole has ID %d (it expired, was closed, or never existed)", ErrNoSuchPinhole, id)
 	}
 	if !c.mayChangePinhole(req, p) {
 		return Pinhole{}, fmt.Errorf("%w: pinhole %d belongs to another client", ErrNotAuthorized, id)

@@ -123,7 +123,7 @@ func TestPinholeOwnerKeepsControlAfterItsAddressRotates(t *testing.T) {
 	if n := len(r.mem.Pinholes()); n != 0 {
 		t.Fatalf("backend still holds %d pinholes after delete", n)
 	}
-	if err := r.core.DeletePinhole(ctx, upnp(aStable), p.ID); !errors.Is(err, gateway.ErrNoSuchEntry) {
+	if err := r.core.DeletePinhole(ctx, upnp(aStable), p.ID); !errors.Is(err, gateway.ErrNoSuchPinhole) {
 		t.Fatalf("second delete: %v; want ErrNoSuchEntry", err)
 	}
 }

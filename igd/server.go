@@ -451,9 +451,12 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, d *service
 	}
 	out, err := s.dispatch(r.Context(), d, serviceType, action, args, client)
 	if err != nil {
-		code, desc := s.faultFor(action, client, err)
+		var code int
+		var desc string
 		if d.name == firewallServiceDef.name {
 			code, desc = s.firewallFaultFor(action, client, err)
+		} else {
+			code, desc = s.faultFor(action, client, err)
 		}
 		upnp.WriteFault(w, code, desc)
 		s.report(action, code)

@@ -86,7 +86,7 @@ func (h *pcpHandler) deletePinhole(ctx context.Context, mc pcp.MapContext, req g
 		}
 	}
 	for _, p := range victims {
-		if err := h.core.DeletePinhole(ctx, req, p.ID); err != nil && !errors.Is(err, gateway.ErrNoSuchEntry) {
+		if err := h.core.DeletePinhole(ctx, req, p.ID); err != nil && !errors.Is(err, gateway.ErrNoSuchPinhole) {
 			return pcp.MapGrant{}, h.pinholeResult(err)
 		}
 	}

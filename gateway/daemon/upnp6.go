@@ -59,7 +59,7 @@ func firewallCode(err error) int {
 		return 703 // InboundPinholeNotAllowed
 	case errors.Is(err, gateway.ErrPinholeSpace):
 		return 701 // PinholeSpaceExhausted
-	case errors.Is(err, gateway.ErrNoSuchEntry):
+	case errors.Is(err, gateway.ErrNoSuchPinhole):
 		return 704 // NoSuchEntry
 	case errors.Is(err, gateway.ErrProtocolNotSupported):
 		return 705 // ProtocolNotSupported
