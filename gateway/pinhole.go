@@ -205,6 +205,44 @@ type pinTable struct {
 	timer Timer
 	// parked are saved pinholes the backend refused at start.
 	parked []Pinhole
+	// subs are told of every change (SubscribePinholes).
+	subs map[int]func()
+	nsub int
+}
+
+// SubscribePinholes calls changed after every change to the pinhole table
+// (added, renewed, closed, expired) until cancel is called. changed is
+// called synchronously, after the change; it must not block or call the
+// Core's pinhole methods.
+func (c *Core) SubscribePinholes(changed func()) (cancel func()) {
+	t := c.pins
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.subs == nil {
+		t.subs = map[int]func(){}
+	}
+	t.nsub++
+	id := t.nsub
+	t.subs[id] = changed
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(t.subs, id)
+	}
+}
+
+// notifyPins tells the subscribers of a change.
+func (c *Core) notifyPins() {
+	t := c.pins
+	t.mu.Lock()
+	fs := make([]func(), 0, len(t.subs))
+	for _, f := range t.subs {
+		fs = append(fs, f)
+	}
+	t.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
 }
 
 func newPinTable() *pinTable {
@@ -428,6 +466,7 @@ func (c *Core) AddPinhole(ctx context.Context, req Requester, p Pinhole, lease t
 		ev = AuditRenewed
 	}
 	c.auditPinhole(now, ev, req, p, "")
+	c.notifyPins()
 	if held == nil {
 		c.log.Info("pinhole opened", "pinhole", p, "lease", granted)
 	}
@@ -589,6 +628,7 @@ func (c *Core) UpdatePinhole(ctx context.Context, req Requester, id uint16, leas
 	c.rearmPinsLocked()
 	t.mu.Unlock()
 	c.auditPinhole(now, AuditRenewed, req, p, "")
+	c.notifyPins()
 	return p, nil
 }
 
@@ -633,6 +673,7 @@ func (c *Core) removePinhole(ctx context.Context, pb PinholeBackend, req Request
 	t.removeLocked(p.ID)
 	t.mu.Unlock()
 	c.auditPinhole(now, ev, req, p, "")
+	c.notifyPins()
 	if ev == AuditExpired {
 		c.log.Info("pinhole expired", "pinhole", p)
 	} else {
