@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
-	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/gateway/nft"
+	"github.com/portfwd/portfwd/internal/netroute"
 )
 
 // Timeouts of the HTTP servers. SOAP requests and descriptions are small
