@@ -209,11 +209,7 @@ func TestDaemonPinholesFromAHostWithTwoAddresses(t *testing.T) {
 	if _, err := fromStable("DeletePinhole", "UniqueID", id); upnp.ErrorCode(err) != 704 {
 		t.Fatalf("DeletePinhole again: %v; want 704", err)
 	}
-	var left []gateway.Pinhole
-	for _, p := range r2.core.Pinholes() {
-		left = append(left, p)
-	}
-	if len(left) != 1 {
+	if left := r2.core.Pinholes(); len(left) != 1 {
 		t.Fatalf("left: %+v", left)
 	}
 }
