@@ -78,6 +78,11 @@ type Config struct {
 	// that a host with stable, temporary and unique-local addresses works
 	// whichever one it sends from. Nil: only the requester's own address.
 	SameHost func(requester, target netip.Addr) bool
+	// SameHostNow is SameHost from what is known at once, never waiting
+	// (no neighbour discovery): ownership checks use it, so that a client
+	// naming another host's pinhole cannot make every pinhole change wait.
+	// Nil: SameHost.
+	SameHostNow func(requester, target netip.Addr) bool
 	// OwnAddr, if set, reports whether a is one of the gateway's own
 	// addresses, to which no pinhole may be opened.
 	OwnAddr func(a netip.Addr) bool
@@ -109,9 +114,10 @@ type Core struct {
 	// parked are saved leases the backend refused at start.
 	parked []Mapping
 	// pins is the IPv6 pinhole table (pinhole.go).
-	pins     *pinTable
-	sameHost func(requester, target netip.Addr) bool
-	ownAddr  func(netip.Addr) bool
+	pins        *pinTable
+	sameHost    func(requester, target netip.Addr) bool
+	sameHostNow func(requester, target netip.Addr) bool
+	ownAddr     func(netip.Addr) bool
 
 	mu         sync.Mutex
 	tab        *table
@@ -162,23 +168,27 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		return nil, fmt.Errorf("gateway: invalid policy: %w", err)
 	}
 	c := &Core{
-		backend:   cfg.Backend,
-		store:     cfg.Store,
-		clock:     cfg.Clock,
-		pol:       pol,
-		extAddr:   cfg.ExternalAddr,
-		log:       cfg.Logger,
-		tab:       newTable(),
-		busy:      make(map[uint32]*inflight),
-		pendingBy: make(map[netip.Addr]int),
-		auditf:    cfg.Audit,
-		inUse:     cfg.PortInUse,
-		pins:      newPinTable(),
-		sameHost:  cfg.SameHost,
-		ownAddr:   cfg.OwnAddr,
+		backend:     cfg.Backend,
+		store:       cfg.Store,
+		clock:       cfg.Clock,
+		pol:         pol,
+		extAddr:     cfg.ExternalAddr,
+		log:         cfg.Logger,
+		tab:         newTable(),
+		busy:        make(map[uint32]*inflight),
+		pendingBy:   make(map[netip.Addr]int),
+		auditf:      cfg.Audit,
+		inUse:       cfg.PortInUse,
+		pins:        newPinTable(),
+		sameHost:    cfg.SameHost,
+		sameHostNow: cfg.SameHostNow,
+		ownAddr:     cfg.OwnAddr,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
+	}
+	if c.sameHostNow == nil {
+		c.sameHostNow = c.sameHost
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

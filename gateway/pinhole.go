@@ -301,7 +301,8 @@ func (c *Core) mayTarget(req Requester, target netip.Addr) bool {
 	return c.sameHost != nil && c.sameHost(req.Addr, target)
 }
 
-// mayChangePinhole reports whether req may renew, read or delete p: the
+// mayChangePinhole reports whether req may renew, read or delete p (never
+// under t.mu: the daemon's answer reads the kernel's neighbour table): the
 // operator, anyone in insecure mode (except the operator's own), its owner,
 // and a client of the same host as the owner or as the pinhole's target
 // (so that a host whose source address rotated keeps control of its
@@ -316,7 +317,9 @@ func (c *Core) mayChangePinhole(req Requester, p *Pinhole) bool {
 	if c.pol.InsecureMode || req.Addr == p.Owner || req.Addr == p.InternalAddr {
 		return true
 	}
-	return c.sameHost != nil && (c.sameHost(req.Addr, p.InternalAddr) || c.sameHost(req.Addr, p.Owner))
+	// What is known now, without waiting for neighbour discovery: the
+	// owner made the pinhole, so its host is in the neighbour table.
+	return c.sameHostNow != nil && (c.sameHostNow(req.Addr, p.InternalAddr) || c.sameHostNow(req.Addr, p.Owner))
 }
 
 // pinholePermitted applies the permission rules to a pinhole to
@@ -409,15 +412,19 @@ func (c *Core) AddPinhole(ctx context.Context, req Requester, p Pinhole, lease t
 		return Pinhole{}, err
 	}
 	now := c.now()
+	// t.ops is held: the table changes only under it, so what is read
+	// here stays true until this change is made.
 	t.mu.Lock()
 	var held *Pinhole
 	if id, ok := t.byKey[p.Key()]; ok {
-		held = t.byID[id]
+		cp := *t.byID[id]
+		held = &cp
 	}
+	t.mu.Unlock()
 	if held != nil && !c.mayChangePinhole(req, held) {
-		t.mu.Unlock()
 		return Pinhole{}, fmt.Errorf("%w: %s belongs to another client", ErrNotAuthorized, held)
 	}
+	t.mu.Lock()
 	next := t.next
 	if held == nil {
 		if err := c.pinRoomLocked(req); err != nil {
@@ -516,9 +523,12 @@ func (c *Core) pinRoomLocked(req Requester) error {
 		per = c.pol.MaxPerClient
 	}
 	if per > 0 {
+		// By requesting address: counting a whole host's addresses
+		// would read the neighbour table once per pinhole, under the
+		// lock. The table cap bounds a host with many addresses.
 		n := 0
 		for _, p := range t.byID {
-			if p.Owner == req.Addr || (c.sameHost != nil && c.sameHost(req.Addr, p.Owner)) {
+			if p.Owner == req.Addr {
 				n++
 			}
 		}
@@ -575,15 +585,19 @@ func (c *Core) savePins(put []Pinhole, del []uint16, next uint16) error {
 func (c *Core) lookupPinhole(req Requester, id uint16) (Pinhole, error) {
 	t := c.pins
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	p, ok := t.byID[id]
+	var cp Pinhole
+	if ok {
+		cp = *p
+	}
+	t.mu.Unlock()
 	if !ok {
 		return Pinhole{}, fmt.Errorf("%w: no pinhole has ID %d (it expired, was closed, or never existed)", ErrNoSuchPinhole, id)
 	}
-	if !c.mayChangePinhole(req, p) {
+	if !c.mayChangePinhole(req, &cp) {
 		return Pinhole{}, fmt.Errorf("%w: pinhole %d belongs to another client", ErrNotAuthorized, id)
 	}
-	return *p, nil
+	return cp, nil
 }
 
 // UpdatePinhole sets pinhole id's lease to lease from now (clamped as in

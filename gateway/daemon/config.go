@@ -287,7 +287,8 @@ type IPv6Config struct {
 	// unfiltered: pinholes then mean nothing and the actions answer 702.
 	Firewall bool `toml:"firewall"`
 	// MaxPinholes caps the pinhole table (0: 65535, the ID space);
-	// MaxPerClient the pinholes of one host (0: policy.max_per_client).
+	// MaxPerClient the pinholes one requesting address holds (0:
+	// policy.max_per_client).
 	MaxPinholes  int `toml:"max_pinholes"`
 	MaxPerClient int `toml:"max_per_client"`
 	// MinLease and MaxLease narrow the spec's 1 s..86400 s pinhole leases;

@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record,
-		SameHost: d.sameLANHost, OwnAddr: netroute.IsLocalAddr}
+		SameHost: d.sameLANHost, SameHostNow: d.sameLANHostNow, OwnAddr: netroute.IsLocalAddr}
 	if canProbePorts {
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
 			return portServed(p, port, d.probeAddrs())

@@ -35,10 +35,11 @@ type neighbour struct {
 const neighProbeWait = 3 * time.Second
 
 // sameHost reports whether a and b are addresses of one host on one of the
-// internal interfaces ifindexes (nil: any). When b is not in the table it
-// sends one datagram to it, which makes the kernel resolve it (neighbour
-// discovery), and looks again for up to neighProbeWait.
-func sameHost(ifindexes map[int]bool, a, b netip.Addr) bool {
+// internal interfaces ifindexes (nil: any). When one is not in the table
+// and probe is set, it sends one datagram to each, which makes the kernel
+// resolve them (neighbour discovery), and looks again for up to
+// neighProbeWait.
+func sameHost(ifindexes map[int]bool, a, b netip.Addr, probe bool) bool {
 	if a == b {
 		return true
 	}
@@ -68,7 +69,7 @@ func sameHost(ifindexes map[int]bool, a, b netip.Addr) bool {
 		}
 		return true, na.ifindex == nb.ifindex && len(na.lladdr) > 0 && bytes.Equal(na.lladdr, nb.lladdr)
 	}
-	if found, same := check(); found {
+	if found, same := check(); found || !probe {
 		return same
 	}
 	// Not resolved yet (a pinhole is often asked for an address that has

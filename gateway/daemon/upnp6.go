@@ -132,13 +132,23 @@ func conntrackTimeout(name string, def int) time.Duration {
 // sameLANHost is the core's Config.SameHost: two IPv6 addresses with the
 // same link-layer address on the same internal interface (neigh.go).
 func (d *Daemon) sameLANHost(requester, target netip.Addr) bool {
+	return sameHost(d.internalIndexes(), requester, target, true)
+}
+
+// sameLANHostNow is sameLANHost without waiting for neighbour discovery:
+// the core's Config.SameHostNow, for ownership checks.
+func (d *Daemon) sameLANHostNow(requester, target netip.Addr) bool {
+	return sameHost(d.internalIndexes(), requester, target, false)
+}
+
+func (d *Daemon) internalIndexes() map[int]bool {
 	idx := map[int]bool{}
 	for _, name := range d.cfg.Interfaces.Internal {
 		if ifi, err := net.InterfaceByName(name); err == nil {
 			idx[ifi.Index] = true
 		}
 	}
-	return sameHost(idx, requester, target)
+	return idx
 }
 
 // ipv6AddrsOf returns the global and unique-local IPv6 addresses of
