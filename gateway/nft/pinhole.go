@@ -538,7 +538,7 @@ func CheckPinholes(ctx context.Context, cfg Config) (ok, problems []string, err 
 			continue
 		}
 		if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
-			problems = append(problems, fmt.Sprintf("IPv6 pinholes will meet %s's policy drop: an accept in portfwd's own table cannot override it; set nft.forward_table and nft.forward_chain to a chain that %s jumps to (OpenWrt fw4: \"inet fw4\" and \"upnp_forward\")",
+			problems = append(problems, fmt.Sprintf("IPv6 pinholes will meet the policy drop of %s: an accept in portfwd's own table cannot override it; set nft.forward_table and nft.forward_chain to a chain that %s jumps to before it drops (OpenWrt fw4: \"inet fw4\" and \"upnp_forward\")",
 				describe(c), c.Name))
 		}
 	}
