@@ -29,7 +29,7 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 		d.nftb = b
 		if where, shared := b.PinholeTarget(); shared {
 			d.log.Info("IPv6 pinholes are accepted in " + where + " of your firewall (nft.forward_table, nft.forward_chain)")
-		} else if cfg.IPv6.Pinholes {
+		} else if cfg.IPv6.Pinholes && internalIPv6(cfg) {
 			d.log.Warn("IPv6 pinholes are accepted in " + where + ", portfwd's own table: a drop in your forward chain still applies to them, so they work only where your policy lets that traffic through; set nft.forward_table and nft.forward_chain to a chain your forward chain jumps to (OpenWrt fw4: \"inet fw4\", \"upnp_forward\")")
 		}
 		return b, nil

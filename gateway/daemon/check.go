@@ -143,7 +143,9 @@ func Check(ctx context.Context, cfg Config) []Finding {
 				bad("nftables: %s", p)
 			}
 		}
-		if cfg.IPv6.Pinholes {
+		if cfg.IPv6.Pinholes && !internalIPv6(&cfg) {
+			ok("IPv6 pinholes: the internal interfaces have no global or unique-local IPv6 address, so there is no IPv6 LAN to open pinholes for")
+		} else if cfg.IPv6.Pinholes {
 			nc.ForwardTable, nc.ForwardChain = cfg.NFT.ForwardTable, cfg.NFT.ForwardChain
 			oks, problems, err := nft.CheckPinholes(ctx, nc)
 			if err != nil {
@@ -296,4 +298,16 @@ func checkWritable(dir string) error {
 	name := f.Name()
 	f.Close()
 	return os.Remove(filepath.Clean(name))
+}
+
+// internalIPv6 reports whether an internal interface has a global or
+// unique-local IPv6 address: only then are there IPv6 pinholes to serve,
+// and their nftables findings matter.
+func internalIPv6(cfg *Config) bool {
+	for _, name := range cfg.Interfaces.Internal {
+		if len(ipv6AddrsOf(name)) > 0 {
+			return true
+		}
+	}
+	return false
 }
