@@ -432,8 +432,17 @@ func (p *Pinholer) Open(ctx context.Context, r PinholeRequest) (Mapping, error) 
 	}
 	m := rec.Mapping(rec.Made)
 	m.Lease = granted
-	m.addNote("for "+why, leaseNote)
+	m.addNote("for "+why, leaseNote, grantedNote(lease, granted))
 	return m, nil
+}
+
+// grantedNote says when the router granted another lease than asked (a
+// PCP server clamps to its own bounds: miniupnpd's min_lifetime is 120 s).
+func grantedNote(asked, granted time.Duration) string {
+	if granted == asked || granted == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the router granted a lease of %v instead of %v", granted, asked)
 }
 
 // pinholeLease applies the default and UPnP's 1 s..24 h range.
@@ -467,7 +476,7 @@ func (p *Pinholer) open(ctx context.Context, rec PinholeRecord, proto uint16, le
 			Protocol: proto, Lease: lease,
 		})
 		if err != nil {
-			return rec, 0, err
+			return rec, 0, refused(err)
 		}
 		rec.ID = strconv.Itoa(int(id))
 	case PCP:
@@ -481,7 +490,7 @@ func (p *Pinholer) open(ctx context.Context, rec PinholeRecord, proto uint16, le
 		}
 		res, err := p.pcpClient(rec.InternalClient).Map(rctx, req)
 		if err != nil {
-			return rec, 0, err
+			return rec, 0, refusedPCP(err)
 		}
 		// Report what the router did: a firewall gives the host's own
 		// address and port back; anything else is a translation (NPTv6,
@@ -521,7 +530,7 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 	if err != nil {
 		return Mapping{}, false, err
 	}
-	oldID := rec.ID
+	oldID, asked := rec.ID, lease
 	switch p.method {
 	case UPnP:
 		id, _ := strconv.ParseUint(rec.ID, 10, 16)
@@ -534,7 +543,7 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 			break
 		}
 		if !igd.PinholeGone(err) {
-			return Mapping{}, false, err
+			return Mapping{}, false, refused(err)
 		}
 		p.log.Info("portmap: UpdatePinhole failed; opening the pinhole again", "id", rec.ID, "err", err)
 		if rec, _, err = p.open(ctx, rec, proto, lease, pcp.Nonce{}); err != nil {
@@ -544,7 +553,7 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 	case PCP:
 		// The same nonce: a refresh; after a server restart it makes the
 		// pinhole again.
-		if rec, lease, err = p.open(ctx, rec, proto, lease, rec.Nonce); err != nil {
+		if rec, _, err = p.open(ctx, rec, proto, lease, rec.Nonce); err != nil {
 			return Mapping{}, false, err
 		}
 	}
@@ -552,8 +561,8 @@ func (p *Pinholer) Renew(ctx context.Context, m Mapping, lease time.Duration) (_
 		return Mapping{}, recreated, err
 	}
 	out := rec.Mapping(rec.Made)
-	out.Lease = lease
-	out.addNote(note)
+	out.Lease = time.Duration(rec.Lease) * time.Second
+	out.addNote(note, grantedNote(asked, out.Lease))
 	if recreated && oldID != rec.ID {
 		out.addNote(fmt.Sprintf("the router no longer knew pinhole %s; it was opened again as %s", oldID, rec.ID))
 	}
@@ -588,9 +597,10 @@ func (p *Pinholer) Close(ctx context.Context, id string) (note string, err error
 		if pcpCode(err) == pcp.ResultNotAuthorized {
 			return "", p.cutLease(rctx, rec, proto, err)
 		}
+		err = refusedPCP(err)
 	}
 	if err != nil {
-		return "", err
+		return "", refused(err)
 	}
 	_, err = p.st.update(func(d *stateData) error {
 		d.Pinholes = slices.DeleteFunc(d.Pinholes, func(r PinholeRecord) bool { return r.Gateway == p.Addr() && r.ID == rec.ID })
@@ -619,7 +629,8 @@ func (p *Pinholer) cutLease(ctx context.Context, rec PinholeRecord, proto uint16
 	now := time.Now()
 	rec.Made, rec.Expires = now, now.Add(res.Lifetime)
 	p.update(rec.ID, rec)
-	return fmt.Errorf("the router refused to close pinhole %s although the request carried the nonce that opened it (NOT_AUTHORIZED): miniupnpd 2.3.1 loses that nonce when it refreshes an IPv6 pinhole; the pinhole was shortened to the router's minimum, %v, and closes then", rec.ID, res.Lifetime)
+	return &RefusedError{Method: PCP, Code: int(pcp.ResultNotAuthorized), Err: refused, Text: fmt.Sprintf(
+		"the router refused to close pinhole %s although the request carried the nonce that opened it (NOT_AUTHORIZED): miniupnpd 2.3.1 loses that nonce when it refreshes an IPv6 pinhole; the pinhole was shortened to the router's minimum, %v, and closes then", rec.ID, res.Lifetime)}
 }
 
 // Pinholes returns the pinholes this host opened on this gateway, from

@@ -17,9 +17,16 @@ import (
 // backoff, gives up on refusals that will not (the firewall off, pinholes
 // forbidden, not authorised), and closes it on Close. It reports through
 // the same Events as a Keeper, whose Mapping has Family IPv6.
+//
+// Neither protocol can read a pinhole back, and miniupnpd's
+// GetPinholePackets answers 0 for any ID, so the check that the router
+// still holds it is the renewal itself: it is sent every check interval
+// (when shorter than half the lease), one request, and a pinhole the
+// router lost (a restart, someone deleting it) is opened again then.
 type PinholeKeeper struct {
 	p      *Pinholer
 	req    PinholeRequest
+	check  time.Duration
 	events chan Event
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -29,10 +36,12 @@ type PinholeKeeper struct {
 	err error
 }
 
-// KeepPinhole starts keeping the pinhole r on p, until Close or ctx ends.
-func KeepPinhole(ctx context.Context, p *Pinholer, r PinholeRequest) *PinholeKeeper {
+// KeepPinhole starts keeping the pinhole r on p, until Close or ctx ends,
+// renewing it at half its lease or every check interval, whichever comes
+// first (0: half the lease only).
+func KeepPinhole(ctx context.Context, p *Pinholer, r PinholeRequest, check time.Duration) *PinholeKeeper {
 	ctx, cancel := context.WithCancel(ctx)
-	k := &PinholeKeeper{p: p, req: r, events: make(chan Event, 16), cancel: cancel, done: make(chan struct{})}
+	k := &PinholeKeeper{p: p, req: r, check: check, events: make(chan Event, 16), cancel: cancel, done: make(chan struct{})}
 	go k.run(ctx)
 	return k
 }
@@ -98,8 +107,14 @@ func (k *PinholeKeeper) run(ctx context.Context) {
 	k.set(m)
 	k.emit(EventMapped, m, "")
 	lease := m.Lease
+	// Renewals at half the lease are reported; those made early as a
+	// check, only when they found something (a loss, a failure).
+	nextReport := time.Now().Add(lease / 2)
 	for {
 		wait := max(lease/2, time.Second)
+		if k.check > 0 && k.check < wait {
+			wait = k.check
+		}
 		if !sleepCtx(ctx, wait) {
 			return
 		}
@@ -117,9 +132,13 @@ func (k *PinholeKeeper) run(ctx context.Context) {
 		case recreated:
 			k.set(nm)
 			k.emit(EventRecreated, nm, nm.Note)
+			nextReport = time.Now().Add(nm.Lease / 2)
 		default:
 			k.set(nm)
-			k.emit(EventRenewed, nm, "")
+			if !time.Now().Before(nextReport) {
+				k.emit(EventRenewed, nm, "")
+				nextReport = time.Now().Add(nm.Lease / 2)
+			}
 		}
 		lease = nm.Lease
 	}

@@ -181,3 +181,12 @@ func TestZoneLocation(t *testing.T) {
 		}
 	}
 }
+
+func TestGrantedNote(t *testing.T) {
+	if n := grantedNote(10*time.Second, 2*time.Minute); n != "the router granted a lease of 2m0s instead of 10s" {
+		t.Errorf("note %q", n)
+	}
+	if n := grantedNote(time.Hour, time.Hour); n != "" {
+		t.Errorf("note %q for the lease asked", n)
+	}
+}

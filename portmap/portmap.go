@@ -342,7 +342,8 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 func (e *RefusedError) Transient() bool {
 	switch e.Method {
 	case UPnP:
-		return e.Code == 501 || e.Code == 728
+		// 701: no room for another IPv6 pinhole, for now.
+		return e.Code == 501 || e.Code == 728 || e.Code == 701
 	case NATPMP:
 		return e.Code == int(natpmp.NetworkFailure) || e.Code == int(natpmp.OutOfResources)
 	case PCP:

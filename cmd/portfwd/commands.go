@@ -250,7 +250,7 @@ func runList(ctx context.Context, e *env, args []string) error {
 		}
 		return printPinholes(e, pins, via)
 	}
-	g, err := cf.first(ctx, e)
+	g, err := cf.listable(ctx, e)
 	if err != nil {
 		return err
 	}

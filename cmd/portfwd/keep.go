@@ -50,7 +50,7 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 		wg      sync.WaitGroup
 	)
 	if *want6 {
-		ks, err := pinholeKeepers(ctx, e, &cf, port, protos, lease, *desc)
+		ks, err := pinholeKeepers(ctx, e, &cf, port, protos, lease, check, *desc)
 		if err != nil {
 			return err
 		}

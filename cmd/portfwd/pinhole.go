@@ -153,9 +153,12 @@ func runDeletePinhole(ctx context.Context, e *env, cf *clientFlags, keys []portm
 			if m.InternalPort != 0 {
 				what += fmt.Sprintf(" (%s/%s)", netip.AddrPortFrom(m.ExternalAddr, m.InternalPort), m.Protocol)
 			}
-			fmt.Fprintf(e.stdout, "closed %s\n", what)
 			if note != "" {
+				// Nothing was closed: say what the router said.
+				fmt.Fprintf(e.stdout, "%s was already gone\n", what)
 				fmt.Fprintf(e.stderr, "note: %s\n", note)
+			} else {
+				fmt.Fprintf(e.stdout, "closed %s\n", what)
 			}
 		}
 	}
@@ -222,14 +225,14 @@ func hostIPv6() (netip.Addr, string, error) {
 }
 
 // pinholeKeeper makes keep's IPv6 keepers.
-func pinholeKeepers(ctx context.Context, e *env, cf *clientFlags, port uint16, protos []portmap.Protocol, lease time.Duration, desc string) ([]keeper, error) {
+func pinholeKeepers(ctx context.Context, e *env, cf *clientFlags, port uint16, protos []portmap.Protocol, lease, check time.Duration, desc string) ([]keeper, error) {
 	p, err := cf.pinholer(ctx, e, "keep")
 	if err != nil {
 		return nil, err
 	}
 	var ks []keeper
 	for _, proto := range protos {
-		ks = append(ks, portmap.KeepPinhole(ctx, p, portmap.PinholeRequest{Protocol: proto, Port: port, Lease: lease, Description: desc}))
+		ks = append(ks, portmap.KeepPinhole(ctx, p, portmap.PinholeRequest{Protocol: proto, Port: port, Lease: lease, Description: desc}, check))
 	}
 	return ks, nil
 }

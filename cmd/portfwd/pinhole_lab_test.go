@@ -71,6 +71,7 @@ func TestLabPinholeUPnPAgainstMiniupnpd(t *testing.T) {
 	// nftables lookup "finds" any ID), read as already gone.
 	r = ok(t, l, "delete", "--id", "1", "--protocol", "upnp")
 	contains(t, "delete --id of a closed pinhole", r.stderr, "had no pinhole 1 any more")
+	contains(t, "delete --id of a closed pinhole", r.stdout, "pinhole 1 was already gone")
 
 	// --client names another of this host's addresses: the request is
 	// sent from it, so miniupnpd accepts it (a body-only address would be
@@ -95,6 +96,11 @@ func TestLabPinholeUPnPAgainstMiniupnpd(t *testing.T) {
 	r = pf(t, l, natlab.HostLAN, "add", "8082", "--ipv6", "--client", "2001:db8:77::99", "--protocol", "upnp")
 	if r.code == 0 || !strings.Contains(r.stderr, "not an address of this host") {
 		t.Errorf("add --client of another host: %v", r)
+	}
+	// miniupnpd refuses ports below 1024 (606): exit 3, refused, with the reason.
+	r = pf(t, l, natlab.HostLAN, "add", "80", "--ipv6", "--protocol", "upnp")
+	if r.code != exitRefused || !strings.Contains(r.stderr, "606 (ActionNotAuthorized)") || !strings.Contains(r.stderr, "ports 1024 and up") {
+		t.Errorf("add 80 --ipv6: %v", r)
 	}
 	ok(t, l, "delete", "8081/tcp", "--ipv6", "--protocol", "upnp")
 
@@ -139,6 +145,40 @@ func TestLabPinholeKeepRenews(t *testing.T) {
 	}
 }
 
+// TestLabPinholeKeepRecreates: a pinhole closed behind keep's back (upnpc
+// -6 -D, as a router restart would lose it) is open again at the next
+// check: the renewal finds the ID gone and adds the tuple again.
+func TestLabPinholeKeepRecreates(t *testing.T) {
+	natlab.Require(t, "upnpc")
+	l := natlab.Start(t, natlab.Options{IPv6: true})
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8091), "kept6")
+	keep := l.Start(t, natlab.HostLAN, portfwdBinary(t), "keep", "8091", "--ipv6", "--lease", "1h", "--check-interval", "300ms")
+	if !waitFor(5*time.Second, func() bool { _, ok := reach6(t, l, 8091, 200*time.Millisecond); return ok }) {
+		t.Fatalf("keep --ipv6 never opened the pinhole; its output:\n%s", keep.Output())
+	}
+	deleted := time.Now()
+	if out, err := l.Run(t, natlab.HostLAN, "upnpc", "-6", "-i", "-u", l.MiniupnpdURL6(), "-D", "1"); err != nil || !strings.Contains(out, "returned : 0") {
+		t.Fatalf("upnpc -6 -D 1: %v\n%s", err, out)
+	}
+	if !waitFor(5*time.Second, func() bool {
+		_, ok := reach6(t, l, 8091, 200*time.Millisecond)
+		return ok && strings.Contains(keep.Output(), "recreated")
+	}) {
+		t.Fatalf("keep did not open the pinhole again; its output:\n%s", keep.Output())
+	}
+	t.Logf("pinhole back %v after it was deleted (check interval 300 ms)", time.Since(deleted).Round(time.Millisecond))
+	keep.Stop()
+	out := keep.Output()
+	contains(t, "keep output", out, "recreated pinhole", "deleted pinhole")
+	t.Logf("keep output:\n%s", out)
+	if _, reached := reach6(t, l, 8090, mustFail); reached {
+		t.Fatalf("pinhole still open after keep exited:\n%s", out)
+	}
+	if _, reached := reachTCP(t, l, 8090, mustFail); reached {
+		t.Fatalf("IPv4 mapping still there after keep exited:\n%s", out)
+	}
+}
+
 // TestLabPinholePCPAgainstMiniupnpd: the same through PCP over IPv6: a MAP
 // from the host's own address is a pinhole (miniupnpd hands back the
 // host's address and port), and a later process closes it with the nonce
@@ -173,7 +213,7 @@ func TestLabPinholePCPAgainstMiniupnpd(t *testing.T) {
 		t.Errorf("%d pinhole rules after a refresh, want 1: %v", len(rules), rules)
 	}
 	r = pf(t, l, natlab.HostLAN, append([]string{"delete", "8085/tcp", "--ipv6"}, pcpFlags...)...)
-	if r.code == 0 || !strings.Contains(r.stderr, "loses that nonce") || !strings.Contains(r.stderr, "shortened to the router's minimum, 2m0s") {
+	if r.code != exitRefused || !strings.Contains(r.stderr, "loses that nonce") || !strings.Contains(r.stderr, "shortened to the router's minimum, 2m0s") {
 		t.Errorf("delete of a refreshed PCP pinhole: %v", r)
 	}
 	r = ok(t, l, "list", "--ipv6")
