@@ -75,6 +75,21 @@ type Config struct {
 	// see Upstream): each mapping it agrees to chain is made there too
 	// before it is granted here, and removed there when it ends here.
 	Upstream Upstream
+	// SameHost, if set, reports whether two IPv6 addresses belong to the
+	// same LAN host (the daemon asks the kernel's neighbour table: the
+	// same link-layer address on the same internal interface). Secure
+	// mode lets a client open pinholes to any address of its own host, so
+	// that a host with stable, temporary and unique-local addresses works
+	// whichever one it sends from. Nil: only the requester's own address.
+	SameHost func(requester, target netip.Addr) bool
+	// SameHostNow is SameHost from what is known at once, never waiting
+	// (no neighbour discovery): ownership checks use it, so that a client
+	// naming another host's pinhole cannot make every pinhole change wait.
+	// Nil: SameHost.
+	SameHostNow func(requester, target netip.Addr) bool
+	// OwnAddr, if set, reports whether a is one of the gateway's own
+	// addresses, to which no pinhole may be opened.
+	OwnAddr func(a netip.Addr) bool
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -106,6 +121,11 @@ type Core struct {
 	// found at start (UpstreamOrphans).
 	up      Upstream
 	orphans []Mapping
+	// pins is the IPv6 pinhole table (pinhole.go).
+	pins        *pinTable
+	sameHost    func(requester, target netip.Addr) bool
+	sameHostNow func(requester, target netip.Addr) bool
+	ownAddr     func(netip.Addr) bool
 
 	mu         sync.Mutex
 	tab        *table
@@ -156,26 +176,36 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		return nil, fmt.Errorf("gateway: invalid policy: %w", err)
 	}
 	c := &Core{
-		backend:   cfg.Backend,
-		store:     cfg.Store,
-		clock:     cfg.Clock,
-		pol:       pol,
-		extAddr:   cfg.ExternalAddr,
-		log:       cfg.Logger,
-		tab:       newTable(),
-		busy:      make(map[uint32]*inflight),
-		pendingBy: make(map[netip.Addr]int),
-		auditf:    cfg.Audit,
-		inUse:     cfg.PortInUse,
-		up:        cfg.Upstream,
+		backend:     cfg.Backend,
+		store:       cfg.Store,
+		clock:       cfg.Clock,
+		pol:         pol,
+		extAddr:     cfg.ExternalAddr,
+		log:         cfg.Logger,
+		tab:         newTable(),
+		busy:        make(map[uint32]*inflight),
+		pendingBy:   make(map[netip.Addr]int),
+		auditf:      cfg.Audit,
+		inUse:       cfg.PortInUse,
+		up:          cfg.Upstream,
+		pins:        newPinTable(),
+		sameHost:    cfg.SameHost,
+		sameHostNow: cfg.SameHostNow,
+		ownAddr:     cfg.OwnAddr,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
+	}
+	if c.sameHostNow == nil {
+		c.sameHostNow = c.sameHost
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if err := c.restore(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.restorePins(ctx); err != nil {
 		return nil, err
 	}
 	c.events = newDispatcher(maxQueuedEvents)
@@ -1409,6 +1439,9 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 	c.mu.Unlock()
 
 	var errs []error
+	if err := c.closePins(ctx, flush); err != nil {
+		errs = append(errs, err)
+	}
 	if flush {
 		c.unchain(ctx, all)
 		if err := c.backend.Flush(ctx); err != nil {

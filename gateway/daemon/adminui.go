@@ -148,7 +148,29 @@ func (b adminBackend) SubscribeAudit(changed func()) (cancel func()) {
 }
 
 func (b adminBackend) Subscribe(changed func()) (cancel func()) {
-	return b.d.core.Subscribe(func(gateway.Event) { changed() })
+	c1 := b.d.core.Subscribe(func(gateway.Event) { changed() })
+	c2 := b.d.core.SubscribePinholes(changed)
+	return func() { c1(); c2() }
+}
+
+// Pinholes implements admin.PinholeBackend.
+func (b adminBackend) Pinholes() []admin.Pinhole {
+	var out []admin.Pinhole
+	for _, p := range b.d.core.Pinholes() {
+		out = append(out, admin.Pinhole{ID: p.ID, Protocol: p.Protocol.String(), InternalAddr: p.InternalAddr, InternalPort: p.InternalPort,
+			RemoteHost: p.RemoteHost, RemotePort: p.RemotePort, Client: p.Owner, Source: p.Source.String(),
+			Description: p.Description, Expires: p.Expires})
+	}
+	return out
+}
+
+// DeletePinhole implements admin.PinholeBackend.
+func (b adminBackend) DeletePinhole(ctx context.Context, id uint16) error {
+	err := b.d.core.DeletePinhole(ctx, operator(), id)
+	if errors.Is(err, gateway.ErrNoSuchPinhole) {
+		return fmt.Errorf("%w: %w", admin.ErrNoSuchMapping, err)
+	}
+	return err
 }
 
 func (b adminBackend) Status() admin.Status {

@@ -102,6 +102,25 @@
 // arguments; its adapter uses AddAny, so conflicts and reserved ports
 // become another port, and the rest is a refusal.
 //
+// IPv6 pinholes (pinhole.go in package gateway) have errors of their own
+// too; the WANIPv6FirewallControl adapter (upnp6.go, firewallCode) and the
+// PCP one (pcp6.go, pinholeResult) map them:
+//
+//	error                      WANIPv6FirewallControl:1            PCP over IPv6
+//	ErrPinholesDisabled        703 InboundPinholeNotAllowed        2 NOT_AUTHORIZED
+//	ErrNoPinholeBackend        501 Action Failed (and 703 in
+//	                           GetFirewallStatus beforehand)       2 NOT_AUTHORIZED
+//	ErrPinholeSpace            701 PinholeSpaceExhausted           8 NO_RESOURCES
+//	ErrNoSuchPinhole           704 NoSuchEntry                     - (delete of absent = success)
+//	ErrProtocolNotSupported    705 ProtocolNotSupported            9 UNSUPP_PROTOCOL
+//	ErrWildcardInternalPort    706 InternalPortWildcardingNotAllowed 3 MALFORMED_REQUEST
+//	ErrNotAuthorized           606 Action not authorized           2 NOT_AUTHORIZED
+//	ErrInvalidArgs             402 Invalid Args                    3 MALFORMED_REQUEST
+//	ErrBackend, ErrStore       501 Action Failed                   7 NETWORK_FAILURE
+//
+// The firewall service's own argument checks (702, 707, 708, 402 for
+// malformed values) happen in package igd before the core is asked.
+//
 // # Changes: the external address and restarts
 //
 // On Linux a netlink subscription to the kernel's address events

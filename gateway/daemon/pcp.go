@@ -30,10 +30,17 @@ const pcpDescription = "PCP"
 func (h *pcpHandler) Map(ctx context.Context, mc pcp.MapContext) (g pcp.MapGrant, rc pcp.ResultCode) {
 	defer answerPanic(h.pmpAdapter, "pcp", "map", mc.Client, &rc, pcp.ResultNetworkFailure)
 	action := "map"
-	if mc.Lifetime == 0 {
+	switch {
+	case isIPv6Client(mc.Client):
+		action = "pinhole"
+		if mc.Lifetime == 0 {
+			action = "delete pinhole"
+		}
+		g, rc = h.mapPinhole(ctx, mc)
+	case mc.Lifetime == 0:
 		action = "delete"
 		g, rc = h.delete(ctx, mc)
-	} else {
+	default:
 		g, rc = h.add(ctx, mc)
 	}
 	h.metrics.request("pcp", action, int(rc))
