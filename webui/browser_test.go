@@ -115,8 +115,14 @@ func TestBrowser(t *testing.T) {
 	if !errors.As(refusal, &re) {
 		t.Fatalf("the fake did not refuse: %v", refusal)
 	}
-	if msg := browsertest.Eval[string](b, `document.querySelector('#form-error').textContent`); msg != re.Text {
-		t.Errorf("the form shows %q, want the router's sentence %q", msg, re.Text)
+	var ee *portmap.ExistsError
+	if !errors.As(refusal, &ee) {
+		t.Fatalf("the fake's refusal names no mapping in the way: %v", refusal)
+	}
+	// The refusal's sentence, with the page's advice instead of the
+	// CLI's --replace.
+	if msg := browsertest.Eval[string](b, `document.querySelector('#form-error').textContent`); !strings.HasPrefix(msg, ee.Error()+"; ") || strings.Contains(msg, "--") {
+		t.Errorf("the form shows %q, want the refusal's sentence %q with the page's advice", msg, ee.Error())
 	}
 
 	// Add through the form.
@@ -124,7 +130,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#f-internal-port"), "8080"),
 		chromedp.SetValue(chromedp.CSS("#f-external-port"), "18080"),
 		chromedp.SetValue(chromedp.CSS("#f-description"), "Web server"),
-		chromedp.SetValue(chromedp.CSS("#f-lease"), "3"),
+		chromedp.SetValue(chromedp.CSS("#f-lease"), "3h"),
 		chromedp.Click(chromedp.CSS("#edit-submit")),
 		chromedp.WaitVisible(chromedp.CSS(rowSel("TCP", 18080))),
 	)

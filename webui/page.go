@@ -25,6 +25,38 @@ var templateFuncs = template.FuncMap{
 	"gatewayLabel":  gatewayLabel,
 	"discoveryText": discoveryText,
 	"tableStatus":   tableStatus,
+	"placeholder":   placeholder,
+	"gatewayDetail": gatewayDetail,
+}
+
+// placeholder is the router list's line while it is empty (app.js writes
+// the same): it never says "none found" while a discovery is finding one.
+func placeholder(d discoveryStatus) string {
+	switch {
+	case d.Running && d.Found > 0:
+		return "found, reading its details…"
+	case d.Running:
+		return "searching…"
+	case d.Done:
+		return "none found"
+	}
+	return "searching…"
+}
+
+// gatewayDetail is the line under the router list (app.js writes the
+// same): the selected router's whole name, protocol and address, which a
+// phone-wide list cannot show.
+func gatewayDetail(p pageData) string {
+	for _, g := range p.Gateways {
+		if g.Selected {
+			name := g.Name
+			if name == "" {
+				name = g.Addr
+			}
+			return fmt.Sprintf("%s: %s at %s", name, methodName(g.Method), g.Addr)
+		}
+	}
+	return ""
 }
 
 // pageData is what the page template shows before the script takes over:
@@ -48,16 +80,14 @@ func leaseText(m mappingJSON) string {
 	return webpage.FormatSeconds(m.LeaseSeconds)
 }
 
+// gatewayLabel names a router in the list (app.js writes the same), short
+// enough for a phone: the external address is shown below the list.
 func gatewayLabel(g gatewayJSON) string {
 	name := g.Name
 	if name == "" {
 		name = g.Addr
 	}
-	s := fmt.Sprintf("%s (%s", name, methodName(g.Method))
-	if g.ExternalIP != "" {
-		s += ", " + g.ExternalIP
-	}
-	return s + ")"
+	return fmt.Sprintf("%s (%s)", name, methodName(g.Method))
 }
 
 // methodName is a protocol as people write it.
