@@ -3,260 +3,27 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"runtime/debug"
-	"strconv"
-	"strings"
 
-	"github.com/portfwd/portfwd/gateway/daemon"
 	"github.com/portfwd/portfwd/internal/cli"
+	"github.com/portfwd/portfwd/internal/gatewaycmd"
 )
 
-// gatewayFlags are the command-line overrides of the gateway's
-// configuration; each applies only when given, so that a configuration
-// file's value stands otherwise.
-type gatewayFlags struct {
-	config, importMiniupnpd     string
-	check, printConfig, verbose bool
-	internal, external          string
-	externalIP, stun, backend   string
-	stateDir, admin             string
-	httpPort                    int
-	flushOnExit, forceIGDv1     bool
-	adminUI                     bool
-	secureMode                  bool
-	noUPnP, noNATPMP, noSSDP    bool
-	noPCP                       bool
-	force                       bool
-	logLevel, logFormat         string
-}
-
-// parseBytes reads sizes such as 40MiB, 512KiB, 1GiB or a plain number of bytes.
-func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mul    int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			v, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-			if err != nil || v <= 0 {
-				return 0, fmt.Errorf("%q is not a size such as 40MiB", s)
-			}
-			return v * u.mul, nil
-		}
-	}
-	return 0, fmt.Errorf("%q is not a size such as 40MiB", s)
-}
-
+// runGateway is "portfwd gateway": package gatewaycmd's command, which
+// cmd/portfwd-gateway runs alone.
 func runGateway(ctx context.Context, e *env, args []string) error {
-	var gf gatewayFlags
+	var gf gatewaycmd.Flags
 	var cf clientFlags // for positional arguments only: none are taken
 	fs := plainFlagSet(e, "gateway", &cf)
-	fs.StringVar(&gf.config, "config", "", "TOML configuration `file` (every key optional; see dist/gateway.example.toml)")
-	fs.BoolVar(&gf.check, "check", false, "check the configuration, interfaces, backend access and ports, then exit 0 (fine) or 1 (problems)")
-	fs.BoolVar(&gf.printConfig, "print-config", false, "print the effective configuration as TOML and exit")
-	fs.StringVar(&gf.importMiniupnpd, "import-miniupnpd", "", "convert a miniupnpd.conf `file` to portfwd's TOML on stdout and exit")
-	fs.StringVar(&gf.internal, "internal", "", "internal (LAN) `interfaces`, comma-separated: UPnP, SSDP, NAT-PMP and PCP are served there only")
-	fs.StringVar(&gf.external, "external", "", "external (WAN) `interfaces`, comma-separated; a trailing * matches a prefix (ppp*)")
-	fs.StringVar(&gf.externalIP, "external-ip", "", "report this external `IP` instead of the external interface's address")
-	fs.StringVar(&gf.stun, "stun", "", "learn the external address from this STUN `server` (host[:port]), for a router behind a 1:1 NAT")
-	fs.Var(&cli.Enum{P: &gf.backend, Choices: []string{"nft", "relay", "memory"}}, "backend", "how mapped ports are forwarded (default: nft as root, relay otherwise)")
-	fs.StringVar(&gf.stateDir, "state-dir", "", "the `directory` of leases, the NAT-PMP/PCP epoch, the device UUID and the audit trail (default "+daemon.DefaultStateDir+")")
-	fs.IntVar(&gf.httpPort, "http-port", daemon.DefaultHTTPPort, "UPnP HTTP `port` on the internal addresses (0 picks a free one)")
-	fs.StringVar(&gf.admin, "admin", "", "admin `address` serving /metrics and /healthz (default "+daemon.DefaultAdminAddress+"; \"off\" disables)")
-	fs.BoolVar(&gf.adminUI, "admin-ui", false, "also serve the admin page on the admin address: every mapping, live, with delete buttons (its token goes to admin-token in the state directory)")
-	fs.BoolVar(&gf.flushOnExit, "flush-on-exit", false, "remove every mapping when stopping (by default they stay installed and stored)")
-	fs.BoolVar(&gf.forceIGDv1, "force-igd-v1", false, "serve InternetGatewayDevice:1, for control points that do not know IGDv2")
-	fs.BoolVar(&gf.secureMode, "secure-mode", true, "clients may map ports only to themselves and change only their own mappings; --secure-mode=false lets any client map to any host")
-	fs.BoolVar(&gf.noUPnP, "no-upnp", false, "do not serve UPnP IGD")
-	fs.BoolVar(&gf.noNATPMP, "no-natpmp", false, "do not serve NAT-PMP nor PCP (UDP 5351)")
-	fs.BoolVar(&gf.noPCP, "no-pcp", false, "serve NAT-PMP without PCP (PCP clients are told to fall back to NAT-PMP)")
-	fs.BoolVar(&gf.force, "force", false, "start even though the interface roles look wrong (an internal interface with the default route or a public address, an external one with no route out)")
-	fs.BoolVar(&gf.noSSDP, "no-ssdp", false, "serve UPnP without SSDP discovery (clients need the description URL)")
-	fs.Var(&cli.Enum{P: &gf.logLevel, Choices: []string{"debug", "info", "warn", "error"}}, "log-level", "the least severe log records shown (default info)")
-	fs.Var(&cli.Enum{P: &gf.logFormat, Choices: []string{"text", "json"}}, "log-format", "the format of the log (default text)")
-	fs.BoolVar(&gf.verbose, "v", false, "log at debug level")
-	memLimit := fs.String("memory-limit", "40MiB", "the Go runtime's soft memory `limit`, like 40MiB or 1GiB, or \"off\"; $GOMEMLIMIT wins when set")
+	gf.Define(fs)
 	if err := parse(fs, args, &cf); err != nil {
 		return err
 	}
 	if len(cf.positions) > 0 {
 		return usagef("gateway takes no arguments, only flags (got %q); run 'portfwd gateway --help'", cf.positions[0])
 	}
-
-	if gf.importMiniupnpd != "" {
-		src, err := os.ReadFile(gf.importMiniupnpd)
-		if err != nil {
-			return fmt.Errorf("reading the miniupnpd configuration: %w", err)
-		}
-		_, err = e.stdout.Write(daemon.ConvertMiniupnpd(src))
-		return err
-	}
-
-	cfg := daemon.DefaultConfig()
-	if gf.config != "" {
-		var err error
-		if cfg, err = daemon.LoadConfig(gf.config); err != nil {
-			if looksLikeMiniupnpd(gf.config) {
-				return usagef("%s is a miniupnpd configuration, not portfwd's (TOML); convert it with "+
-					"'portfwd gateway --import-miniupnpd %s > gateway.toml' and give that to --config", gf.config, gf.config)
-			}
-			return usageError{err.Error()}
-		}
-	}
-	if err := gf.apply(fs, &cfg); err != nil {
-		return err
-	}
-
-	if gf.printConfig {
-		b, err := cfg.Encode()
-		if err != nil {
-			return err
-		}
-		_, err = e.stdout.Write(b)
-		return err
-	}
-	e.network("gateway")
-	if gf.check {
-		problems := 0
-		for _, f := range daemon.Check(ctx, cfg) {
-			fmt.Fprintln(e.stdout, f)
-			if f.Problem {
-				problems++
-			}
-		}
-		if problems > 0 {
-			return usagef("the check found %d problem(s); fix them and run --check again", problems)
-		}
-		fmt.Fprintln(e.stdout, "the gateway is ready to start")
-		return nil
-	}
-
-	if err := cfg.Validate(); err != nil {
-		return usagef("the configuration is not usable:\n%v", err)
-	}
-	log, err := cfg.NewLogger(e.stderr)
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	cfg.Logger = log
-	// The collector otherwise lets garbage grow to the size of the live
-	// heap before it runs: with 65,535 mappings that is ~90 MiB of RSS for
-	// ~40 MiB of live data. A soft limit makes it collect earlier, which
-	// costs a little CPU only when the table is that large. It is soft: a
-	// bigger live heap still works, it is just collected more often.
-	if os.Getenv("GOMEMLIMIT") == "" && *memLimit != "off" {
-		n, err := parseBytes(*memLimit)
-		if err != nil {
-			return usagef("--memory-limit: %v", err)
-		}
-		debug.SetMemoryLimit(n)
-	}
-	if err := daemon.Run(ctx, cfg); err != nil {
-		if errors.Is(err, daemon.ErrInterfaceRoles) {
-			return usageError{"gateway: " + err.Error()}
-		}
-		return fmt.Errorf("gateway: %w", err)
-	}
-	return nil
-}
-
-// apply sets on cfg the flags that were given.
-func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
-	var err error
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "internal":
-			cfg.Interfaces.Internal = splitList(gf.internal)
-		case "external":
-			cfg.Interfaces.External = splitList(gf.external)
-		case "external-ip":
-			cfg.ExternalAddress.Source, cfg.ExternalAddress.IP = daemon.SourceFixed, gf.externalIP
-		case "stun":
-			cfg.ExternalAddress.Source, cfg.ExternalAddress.STUNServer = daemon.SourceSTUN, gf.stun
-		case "backend":
-			cfg.Backend = gf.backend
-		case "state-dir":
-			cfg.StateDir = gf.stateDir
-		case "http-port":
-			cfg.UPnP.HTTPPort = gf.httpPort
-		case "admin":
-			cfg.Admin.Address = gf.admin
-			if strings.EqualFold(gf.admin, "off") {
-				cfg.Admin.Address = ""
-			}
-		case "admin-ui":
-			cfg.Admin.UI = gf.adminUI
-		case "flush-on-exit":
-			cfg.FlushOnExit = gf.flushOnExit
-		case "force-igd-v1":
-			cfg.UPnP.ForceIGDv1 = gf.forceIGDv1
-		case "secure-mode":
-			cfg.Policy.SecureMode = gf.secureMode
-		case "no-upnp":
-			cfg.UPnP.Enabled = !gf.noUPnP
-		case "no-natpmp":
-			cfg.NATPMP.Enabled = !gf.noNATPMP
-		case "no-pcp":
-			cfg.NATPMP.PCP = !gf.noPCP
-		case "no-ssdp":
-			cfg.UPnP.SSDP = !gf.noSSDP
-		case "force":
-			cfg.Interfaces.Force = gf.force
-		case "log-level":
-			cfg.LogLevel = gf.logLevel
-		case "log-format":
-			cfg.LogFormat = gf.logFormat
-		case "v":
-			if gf.verbose {
-				cfg.LogLevel = "debug"
-			}
-		}
-	})
-	if gf.externalIP != "" && gf.stun != "" {
-		err = usagef("--external-ip and --stun both say where the external address comes from; give one")
+	err := gf.Run(ctx, fs, e.stdout, e.stderr, func() { e.network("gateway") })
+	if ue := (*cli.UsageError)(nil); errors.As(err, &ue) {
+		return usageError{ue.Msg}
 	}
 	return err
-}
-
-// looksLikeMiniupnpd reports whether the file at path is a miniupnpd.conf:
-// key=value lines with miniupnpd's keys, or its allow/deny rules.
-func looksLikeMiniupnpd(path string) bool {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	keys := []string{"ext_ifname", "ext_ifname6", "listening_ip", "enable_natpmp", "enable_pcp_pcp", "enable_upnp",
-		"secure_mode", "upnp_forward_chain", "upnp_nat_chain", "lease_file", "system_uptime", "clean_ruleset_interval",
-		"notify_interval", "uuid", "ext_ip", "ext_perform_stun", "min_lifetime", "max_lifetime"}
-	for _, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if f := strings.Fields(line); len(f) >= 3 && (f[0] == "allow" || f[0] == "deny") {
-			return true
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || strings.ContainsAny(v, "\"'") {
-			continue
-		}
-		for _, key := range keys {
-			if strings.TrimSpace(k) == key {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
