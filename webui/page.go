@@ -4,6 +4,7 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"time"
 
@@ -18,7 +19,14 @@ import (
 //go:embed assets
 var assets embed.FS
 
+// page is the page's template. Its head starts with webpage.Head.
+var page = template.Must(template.New("").Funcs(templateFuncs).ParseFS(webpage.Sub(assets), "index.html"))
+
+// renderPage is the site's Render: the page for a pageData.
+func renderPage(w io.Writer, data any) error { return page.ExecuteTemplate(w, "page", data) }
+
 var templateFuncs = template.FuncMap{
+	"head":          func() template.HTML { return template.HTML(webpage.Head) },
 	"leaseText":     leaseText,
 	"mappingKey":    func(m mappingJSON) string { return fmt.Sprintf("%s/%d/%s", m.Protocol, m.ExternalPort, m.RemoteHost) },
 	"deref":         func(b *bool) bool { return b != nil && *b },
@@ -146,5 +154,5 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		d.Table = s.mappingsPayloadLocked(g, time.Now())
 	}
 	s.mu.Unlock()
-	s.site.Render(w, http.StatusOK, "page", d)
+	s.site.Render(w, http.StatusOK, d)
 }

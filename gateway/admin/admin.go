@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -218,7 +219,7 @@ func (a *Server) init() {
 		}
 		a.site = webpage.New(webpage.Config{
 			Token: a.Token, Who: "portfwd gateway", TokenFrom: from, Advice: advice,
-			Files: assets, Page: "admin.html", Funcs: templateFuncs, Logger: log,
+			Files: assets, Render: func(w io.Writer, data any) error { return renderPage(w, data.(adminPageData)) }, Logger: log,
 		})
 		a.done = make(chan struct{})
 		mux, api := a.site.Routes(a.handlePage, "no such admin API route: see docs/gateway.md")
@@ -372,7 +373,7 @@ func (a *Server) audit() adminAuditJSON {
 	return adminAuditJSON{Kept: true, Records: recs}
 }
 
-// adminPageData is what the page template shows before the script takes
+// adminPageData is what the page (renderPage) shows before the script takes
 // over.
 type adminPageData struct {
 	Token  string
@@ -383,7 +384,7 @@ type adminPageData struct {
 
 func (a *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
-	a.site.Render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
+	a.site.Render(w, http.StatusOK, adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
 }
 
 func (a *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
