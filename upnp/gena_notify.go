@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 )
 
 // notifyTransport is the Publisher's default transport: each NOTIFY on a
 // connection of its own, closed after the answer, as miniupnpd sends
-// them. It is written on net.Conn with net/http's Request.Write and
-// ReadResponse rather than with an http.Client, whose transport (a
+// them. It is written on net.Conn by hand and read with net/http's
+// ReadResponse, rather than with an http.Client, whose transport (a
 // connection pool, proxies, HTTP/2, gzip) would add 0.4 MB to a gateway
 // built for a router's flash, and which a subscriber sent a few events a
 // minute has no use for.
@@ -51,8 +53,7 @@ func (notifyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	req.Close = true // Connection: close
-	if err := req.Write(conn); err != nil {
+	if err := writeNotify(conn, req); err != nil {
 		return fail(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(io.LimitReader(conn, maxNotifyResponseHeader+4<<10)), req)
@@ -61,6 +62,39 @@ func (notifyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &connBody{ReadCloser: resp.Body, close: func() { stop(); conn.Close() }}
 	return resp, nil
+}
+
+// writeNotify writes req on w as HTTP/1.1 with Connection: close, its
+// headers as the publisher spelled them, and its body with a
+// Content-Length. (By hand: Request.Write brings net/http's client-side
+// writer, for a request this simple.)
+func writeNotify(w io.Writer, req *http.Request) error {
+	var body []byte
+	if req.Body != nil {
+		var err error
+		if body, err = io.ReadAll(req.Body); err != nil {
+			return err
+		}
+		req.Body.Close()
+	}
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "%s %s HTTP/1.1\r\nHost: %s\r\n", req.Method, req.URL.RequestURI(), req.URL.Host)
+	keys := make([]string, 0, len(req.Header))
+	for k := range req.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range req.Header[k] {
+			if strings.ContainsAny(k+v, "\r\n") {
+				return fmt.Errorf("header %q: a line break in a header", k)
+			}
+			fmt.Fprintf(bw, "%s: %s\r\n", k, v)
+		}
+	}
+	fmt.Fprintf(bw, "Content-Length: %d\r\nConnection: close\r\n\r\n", len(body))
+	bw.Write(body)
+	return bw.Flush()
 }
 
 // connBody closes the connection with the body.

@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -304,8 +305,9 @@ func sourceOrder(name string) int {
 
 func (a *Server) table(now time.Time) adminTableJSON {
 	ms := a.Backend.Mappings()
-	slices.SortFunc(ms, func(x, y Mapping) int {
-		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol))
+	sort.Slice(ms, func(i, j int) bool {
+		x, y := ms[i], ms[j]
+		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol)) < 0
 	})
 	t := adminTableJSON{Mappings: make([]adminMappingJSON, 0, len(ms))}
 	count := map[string]uint64{}
@@ -345,8 +347,9 @@ func (a *Server) status(now time.Time) adminStatusJSON {
 	for _, t := range totals {
 		j.Totals = append(j.Totals, t)
 	}
-	slices.SortFunc(j.Totals, func(x, y adminTotal) int {
-		return cmp.Or(cmp.Compare(sourceOrder(x.Protocol), sourceOrder(y.Protocol)), cmp.Compare(x.Protocol, y.Protocol))
+	sort.Slice(j.Totals, func(a, b int) bool {
+		x, y := j.Totals[a], j.Totals[b]
+		return cmp.Or(cmp.Compare(sourceOrder(x.Protocol), sourceOrder(y.Protocol)), cmp.Compare(x.Protocol, y.Protocol)) < 0
 	})
 	return j
 }
