@@ -19,7 +19,7 @@ import (
 	"github.com/portfwd/portfwd/webui/webuitest"
 )
 
-var updateScreenshot = flag.Bool("update-screenshot", false, "write the main page's screenshot to ../docs/screenshot-ui.png")
+var updateScreenshot = flag.Bool("update-screenshot", false, "write the main page's screenshots to ../docs/screenshot-ui.png and screenshot-ui-phone.png")
 
 // rowSel selects the table row of a mapping.
 func rowSel(proto string, port int) string {
@@ -258,13 +258,15 @@ func screenshots(t *testing.T, b *browsertest.Browser, g *webuitest.Gateway) {
 		return png
 	}
 	desktop := shot("screenshot-ui.png", 1100, 700)
-	shot("screenshot-ui-phone.png", 390, 844)
+	phone := shot("screenshot-ui-phone.png", 390, 844)
 	if over := browsertest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 		t.Errorf("on a phone-sized screen the page scrolls sideways by %d px", over)
 	}
 	if *updateScreenshot {
-		if err := os.WriteFile("../docs/screenshot-ui.png", desktop, 0o644); err != nil {
-			t.Fatal(err)
+		for name, png := range map[string][]byte{"screenshot-ui.png": desktop, "screenshot-ui-phone.png": phone} {
+			if err := os.WriteFile("../docs/"+name, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
