@@ -57,14 +57,6 @@ func hiddenIf(cond bool) string {
 	return ""
 }
 
-// orText is s, or what an empty s is shown as.
-func orText(s, empty string) string {
-	if s == "" {
-		return empty
-	}
-	return s
-}
-
 // addrText is a valid address as text, or what an invalid one is shown
 // as.
 func addrText(a netip.Addr, invalid string) string {
