@@ -636,7 +636,10 @@
     button.disabled = true;
     try {
       const res = await api('POST', `/api/mappings/${m.protocol.toLowerCase()}/${m.external_port}/check`, undefined, `Checking ${nameOf(m)}…`);
-      toast(`${nameOf(m)}: ${res.summary || JSON.stringify(res.result)}`);
+      const text = `${nameOf(m)}: ${res.summary || JSON.stringify(res.result)}`;
+      // A port found unreachable stays on screen with its diagnosis.
+      if (res.result && res.result.reachable === false) notice(text);
+      else toast(text);
     } catch (e) {
       notice(`${nameOf(m)}: ${e.message}`);
     } finally {
