@@ -197,7 +197,10 @@ func runIP(ctx context.Context, e *env, args []string) error {
 func runList(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "list", &cf)
-	g, err := cf.parseAndFind(ctx, e, fs, args)
+	if err := cf.parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	g, err := cf.listable(ctx, e)
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,8 @@ type Flags struct {
 	noPCP                       bool
 	force                       bool
 	logLevel, logFormat         string
+	quirks, personality         string
+	quirksOnPublic              bool
 	memLimit                    string
 }
 
@@ -97,6 +99,9 @@ func (f *Flags) Define(fs *flag.FlagSet) {
 	fs.Var(&cli.Enum{P: &f.logLevel, Choices: []string{"debug", "info", "warn", "error"}}, "log-level", "the least severe log records shown (default info)")
 	fs.Var(&cli.Enum{P: &f.logFormat, Choices: []string{"text", "json"}}, "log-format", "the format of the log (default text)")
 	fs.BoolVar(&f.verbose, "v", false, "log at debug level")
+	fs.StringVar(&f.quirks, "quirks", "", "misbehave on purpose as real routers do, to test clients: quirk `names`, comma-separated (\"list\" lists them; docs/quirks.md)")
+	fs.StringVar(&f.personality, "personality", "", "serve a real router's description (name, maker, model, IGD version) with its known quirks: a `slug` (\"list\" lists them)")
+	fs.BoolVar(&f.quirksOnPublic, "quirks-on-public", false, "allow --quirks and --personality on a gateway whose external side has a public address")
 	fs.StringVar(&f.memLimit, "memory-limit", "40MiB", "the Go runtime's soft memory `limit`, like 40MiB or 1GiB, or \"off\"; $GOMEMLIMIT wins when set")
 }
 
@@ -124,6 +129,20 @@ func parseBytes(s string) (int64, error) {
 // the configuration are *cli.UsageError. beforeNetwork, when not nil, is
 // called just before the gateway first touches the network.
 func (f *Flags) Run(ctx context.Context, fs *flag.FlagSet, stdout, stderr io.Writer, beforeNetwork func()) error {
+	if f.quirks == "list" {
+		fmt.Fprintf(stdout, "quirks (%s --quirks NAME[:PARAM],...; every one is off by default):\n", f.prog())
+		for _, line := range daemon.QuirkHelp() {
+			fmt.Fprintln(stdout, "  "+line)
+		}
+		return nil
+	}
+	if f.personality == "list" {
+		fmt.Fprintf(stdout, "personalities (%s --personality SLUG): real routers' descriptions, with the quirks they are known for:\n", f.prog())
+		for _, line := range daemon.PersonalityHelp() {
+			fmt.Fprintln(stdout, "  "+line)
+		}
+		return nil
+	}
 	if f.importMiniupnpd != "" {
 		src, err := os.ReadFile(f.importMiniupnpd)
 		if err != nil {
@@ -249,6 +268,12 @@ func (gf *Flags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
 			cfg.LogLevel = gf.logLevel
 		case "log-format":
 			cfg.LogFormat = gf.logFormat
+		case "quirks":
+			cfg.Quirks = splitList(gf.quirks)
+		case "personality":
+			cfg.Personality = gf.personality
+		case "quirks-on-public":
+			cfg.QuirksOnPublic = gf.quirksOnPublic
 		case "v":
 			if gf.verbose {
 				cfg.LogLevel = "debug"
