@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 )
@@ -228,11 +229,9 @@ func (c *Core) restore(ctx context.Context) error {
 	}
 	// Oldest first, so that when a lowered quota or cap cannot keep them
 	// all, the mappings that have been working longest survive.
-	slices.SortStableFunc(saved, func(a, b Mapping) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Key().pack(), b.Key().pack())
+	sort.SliceStable(saved, func(i, j int) bool {
+		a, b := saved[i], saved[j]
+		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.Key().pack(), b.Key().pack())) < 0
 	})
 
 	now := c.now()
@@ -1238,7 +1237,7 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 	}
 	c.mu.Unlock()
 	if !sorted {
-		slices.SortFunc(out, func(a, b Mapping) int { return cmp.Compare(a.ExternalPort, b.ExternalPort) })
+		sort.Slice(out, func(i, j int) bool { return out[i].ExternalPort < out[j].ExternalPort })
 	}
 	if max > 0 && len(out) > max {
 		out = out[:max]

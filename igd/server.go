@@ -327,7 +327,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt.svc == nil {
 			body = s.description(r.Host)
 		} else {
-			body = rt.svc.scpd
+			body = []byte(rt.svc.scpd)
 		}
 		if body == nil {
 			http.Error(w, "igd: the device description could not be rendered; see the daemon's log", http.StatusInternalServerError)

@@ -104,7 +104,7 @@ var firewallActions = []actionDef{
 var firewallServiceDef = serviceDef{
 	name: "WANIPv6FirewallControl", version: 1, id: ServiceIDWANIPv6FirewallControl,
 	scpdPath: WANIPv6FirewallControlSCPDPath, controlPath: WANIPv6FirewallControlControlPath, eventPath: WANIPv6FirewallControlEventPath,
-	minIGD: 2, maxIGD: 2, scpd: []byte(scpdWANIPv6FirewallControl1), actions: firewallActions,
+	minIGD: 2, maxIGD: 2, scpd: scpdWANIPv6FirewallControl1, actions: firewallActions,
 	evented: []string{"FirewallEnabled", "InboundPinholeAllowed"},
 }
 

@@ -214,7 +214,7 @@ func TestQueryStateVariableMatchesSCPD(t *testing.T) {
 		srv, s := newTestServer(t, version, newFake(), nil)
 		for i := range s.services {
 			def := &s.services[i]
-			doc := parseSCPD(t, def.scpd)
+			doc := parseSCPD(t, []byte(def.scpd))
 			want := answered[def.serviceType()]
 			for _, v := range doc.Vars {
 				out, err := soapCall(t, srv, def.controlPath, controlURN, "QueryStateVariable", "varName", v.Name)
@@ -242,7 +242,7 @@ func TestQueryStateVariableMatchesSCPD(t *testing.T) {
 // are well-formed XML throughout, not just where the struct above looks.
 func TestSCPDServedVerbatim(t *testing.T) {
 	for _, d := range serviceDefs {
-		dec := xml.NewDecoder(strings.NewReader(string(d.scpd)))
+		dec := xml.NewDecoder(strings.NewReader(d.scpd))
 		for {
 			_, err := dec.Token()
 			if errors.Is(err, io.EOF) {
@@ -266,7 +266,7 @@ func TestEventedVariables(t *testing.T) {
 		_, services := s.Paths()
 		for i, svc := range services {
 			var want []string
-			for _, v := range parseSCPD(t, s.services[i].scpd).Vars {
+			for _, v := range parseSCPD(t, []byte(s.services[i].scpd)).Vars {
 				if v.SendEvents == "yes" {
 					want = append(want, v.Name)
 				}

@@ -19,11 +19,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,7 +308,7 @@ func (a *Server) init() {
 		}
 		a.site = webpage.New(webpage.Config{
 			Token: a.Token, Who: "portfwd gateway", TokenFrom: from, Advice: advice,
-			Files: assets, Page: "admin.html", Funcs: templateFuncs, Logger: log,
+			Files: assets, Render: func(w io.Writer, data any) error { return renderPage(w, data.(adminPageData)) }, Logger: log,
 		})
 		a.done = make(chan struct{})
 		mux, api := a.site.Routes(a.handlePage, "no such admin API route: see docs/gateway.md")
@@ -400,8 +402,9 @@ func sourceOrder(name string) int {
 
 func (a *Server) table(now time.Time) adminTableJSON {
 	ms := a.Backend.Mappings()
-	slices.SortFunc(ms, func(x, y Mapping) int {
-		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol))
+	sort.Slice(ms, func(i, j int) bool {
+		x, y := ms[i], ms[j]
+		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol)) < 0
 	})
 	t := adminTableJSON{Mappings: make([]adminMappingJSON, 0, len(ms))}
 	count := map[string]uint64{}
@@ -449,8 +452,9 @@ func (a *Server) status(now time.Time) adminStatusJSON {
 	for _, t := range totals {
 		j.Totals = append(j.Totals, t)
 	}
-	slices.SortFunc(j.Totals, func(x, y adminTotal) int {
-		return cmp.Or(cmp.Compare(sourceOrder(x.Protocol), sourceOrder(y.Protocol)), cmp.Compare(x.Protocol, y.Protocol))
+	sort.Slice(j.Totals, func(a, b int) bool {
+		x, y := j.Totals[a], j.Totals[b]
+		return cmp.Or(cmp.Compare(sourceOrder(x.Protocol), sourceOrder(y.Protocol)), cmp.Compare(x.Protocol, y.Protocol)) < 0
 	})
 	return j
 }
@@ -477,7 +481,7 @@ func (a *Server) audit() adminAuditJSON {
 	return adminAuditJSON{Kept: true, Records: recs}
 }
 
-// adminPageData is what the page template shows before the script takes
+// adminPageData is what the page (renderPage) shows before the script takes
 // over.
 type adminPageData struct {
 	Token  string
@@ -488,7 +492,7 @@ type adminPageData struct {
 
 func (a *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
-	a.site.Render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
+	a.site.Render(w, http.StatusOK, adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
 }
 
 func (a *Server) handleAudit(w http.ResponseWriter, r *http.Request) {

@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
+	"sort"
 	"strings"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -219,13 +219,14 @@ func (b adminBackend) Status() admin.Status {
 	for k, n := range c.requests {
 		st.Requests = append(st.Requests, admin.Counter{Protocol: protocolName(k.protocol), Action: k.action, Result: k.result, Count: n})
 	}
-	slices.SortFunc(st.Requests, func(x, y admin.Counter) int {
-		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.Action, y.Action), cmp.Compare(x.Result, y.Result))
+	sort.Slice(st.Requests, func(i, j int) bool {
+		x, y := st.Requests[i], st.Requests[j]
+		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.Action, y.Action), cmp.Compare(x.Result, y.Result)) < 0
 	})
 	for kind, n := range c.errors {
 		st.Errors = append(st.Errors, admin.Count{Name: kind, Count: n})
 	}
-	slices.SortFunc(st.Errors, func(x, y admin.Count) int { return cmp.Compare(x.Name, y.Name) })
+	sort.Slice(st.Errors, func(i, j int) bool { return st.Errors[i].Name < st.Errors[j].Name })
 	st.Expired = c.expired
 	return st
 }

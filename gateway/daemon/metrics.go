@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -165,14 +166,18 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 	for k := range gauges {
 		gk = append(gk, k)
 	}
-	slices.SortFunc(gk, func(a, b gaugeKey) int { return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.source, b.source)) })
+	sort.Slice(gk, func(i, j int) bool {
+		a, b := gk[i], gk[j]
+		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.source, b.source)) < 0
+	})
 	for _, k := range gk {
 		fmt.Fprintf(bw, "portfwd_mappings{protocol=%s,source=%s} %d\n", label(k.proto), label(k.source), gauges[k])
 	}
 
 	head("portfwd_requests_total", "counter", "Requests answered, by protocol, action and result (UPnP error code or NAT-PMP result code; 0 is success).")
-	slices.SortFunc(reqs, func(a, b requestKey) int {
-		return cmp.Or(cmp.Compare(a.protocol, b.protocol), cmp.Compare(a.action, b.action), cmp.Compare(a.result, b.result))
+	sort.Slice(reqs, func(i, j int) bool {
+		a, b := reqs[i], reqs[j]
+		return cmp.Or(cmp.Compare(a.protocol, b.protocol), cmp.Compare(a.action, b.action), cmp.Compare(a.result, b.result)) < 0
 	})
 	for _, k := range reqs {
 		fmt.Fprintf(bw, "portfwd_requests_total{protocol=%s,action=%s,result=\"%d\"} %d\n", label(k.protocol), label(k.action), k.result, c.requests[k])

@@ -4,12 +4,12 @@ package nft
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/google/nftables"
@@ -523,9 +523,7 @@ func (b *Backend) readMaps() ([]gateway.Rule, error) {
 			rules = append(rules, r)
 		}
 	}
-	slices.SortFunc(rules, func(x, y gateway.Rule) int {
-		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort))
-	})
+	sort.Slice(rules, func(i, j int) bool { return gateway.CompareRules(rules[i], rules[j]) < 0 })
 	return rules, nil
 }
 

@@ -101,7 +101,7 @@
   function onStatus(s) {
     state.uptime = s.uptime_seconds;
     state.uptimeAt = Date.now();
-    $('#gw-name').textContent = s.name;
+    $('#gw-name').textContent = s.name || 'portfwd gateway';
     $('#external-ip').textContent = s.external_addr || 'unknown';
     $('#external-class').textContent = s.external_class ? `(${s.external_class})` : '';
     $('#external-source').textContent = s.external_source ? `from ${s.external_source}` : '';
@@ -194,6 +194,23 @@
 
   // ---- delete -------------------------------------------------------------
 
+  // confirmDelete asks before deleting: the port closes at once, and the
+  // client that made the mapping may be in the middle of a game or a call.
+  let toDelete = null;
+  function confirmDelete(button) {
+    const key = button.closest('tr').dataset.key;
+    const m = state.table && state.table.mappings.find((x) => keyOf(x) === key);
+    const [proto, port] = key.split('/');
+    toDelete = button;
+    $('#confirm-title').textContent = `Delete ${port}/${proto}?`;
+    $('#confirm-text').textContent = m
+      ? `The gateway will stop forwarding external port ${port}/${proto} to ${m.internal_addr}:${m.internal_port} at once`
+        + ` (made by ${m.source}${m.client ? ` for ${m.client}` : ''}${m.description ? `, "${m.description}"` : ''}); its client may ask for it again.`
+      : `The gateway will stop forwarding external port ${port}/${proto} at once; its client may ask for it again.`;
+    $('#confirm-dialog').showModal();
+    $('#confirm-cancel').focus();
+  }
+
   async function del(button) {
     const [proto, port] = button.closest('tr').dataset.key.split('/');
     button.disabled = true;
@@ -226,12 +243,20 @@
   // here.
   $('#rows').addEventListener('click', (ev) => {
     const b = ev.target.closest('button.delete');
+    if (b) confirmDelete(b);
+  });
+  $('#confirm-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    $('#confirm-dialog').close();
+    const b = toDelete;
+    toDelete = null;
     if (b) del(b);
   });
   $('#pin-rows').addEventListener('click', (ev) => {
     const b = ev.target.closest('button.delete');
     if (b) closePinhole(b);
   });
+  $('#confirm-cancel').addEventListener('click', () => { toDelete = null; $('#confirm-dialog').close(); });
   setInterval(tick, 1000);
   listen({ mappings: onMappings, status: onStatus, audit: onAudit }, () => notice('Live updates stopped: portfwd gateway may have been stopped or '
     + 'restarted (the token changes at each start). Reload with the new address.'));
