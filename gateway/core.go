@@ -641,6 +641,21 @@ func (c *Core) sameClient(req Requester, held, want Mapping) bool {
 	return c.pol.InsecureMode || held.Owner == req.Addr
 }
 
+// sameMapping reports whether an exact Add of want may update held, the
+// mapping at its external port. UPnP's AddPortMapping updates whatever
+// the same client holds there (the spec's overwrite rule). NAT-PMP and PCP
+// name a mapping by its internal address, port and protocol (RFC 6886
+// §3.3, RFC 6887 §11.1): a request for another internal port is another
+// mapping, so it must not take over the port of one the host already
+// holds (a PCP MAP with PREFER_FAILURE is then refused, as the port is
+// taken), whichever protocol made that one.
+func (c *Core) sameMapping(held, want Mapping) bool {
+	if want.Source != SourceNATPMP && want.Source != SourcePCP {
+		return true
+	}
+	return held.InternalPort == want.InternalPort
+}
+
 // mayModify reports whether req may delete held.
 func (c *Core) mayModify(req Requester, held Mapping) bool {
 	switch {
@@ -695,7 +710,7 @@ func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping) (*inf
 		return nil, Mapping{}, false, err
 	}
 	if e != nil {
-		if !c.sameClient(req, e.m, *m) {
+		if !c.sameClient(req, e.m, *m) || !c.sameMapping(e.m, *m) {
 			return nil, Mapping{}, false, &ConflictError{Holder: e.m}
 		}
 		op, err := c.claimUpdateLocked(req, k, e.m, m)
