@@ -74,6 +74,11 @@ func rssMiB(t *testing.T, pid int) float64 {
 // router, as a daemon would run (info logging off: warn only), and waits
 // until it answers.
 func startGateway(t *testing.T, l *natlab.Lab, stateDir string) (*natlab.Process, time.Duration) {
+	return startGatewayArgs(t, l, stateDir)
+}
+
+// startGatewayArgs is startGateway with more arguments for the gateway.
+func startGatewayArgs(t *testing.T, l *natlab.Lab, stateDir string, extra ...string) (*natlab.Process, time.Duration) {
 	bin := natlab.GoBuild(t, "github.com/portfwd/portfwd/cmd/portfwd")
 	// One load generator plays every client: no per-client quota, no
 	// table cap, as miniupnpd has none.
@@ -82,8 +87,9 @@ func startGateway(t *testing.T, l *natlab.Lab, stateDir string) (*natlab.Process
 		t.Fatal(err)
 	}
 	start := time.Now()
-	p := l.Start(t, natlab.HostRouter, bin, "gateway", "--config", conf, "--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
-		"--external-ip", l.RouterWANIP.String(), "--backend", "nft", "--state-dir", stateDir, "--log-level", "warn", "--admin", "off")
+	args := []string{"gateway", "--config", conf, "--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
+		"--external-ip", l.RouterWANIP.String(), "--backend", "nft", "--state-dir", stateDir, "--log-level", "warn", "--admin", "off"}
+	p := l.Start(t, natlab.HostRouter, bin, append(args, extra...)...)
 	l.WaitTCP(t, natlab.HostLAN, netip.AddrPortFrom(l.RouterLANIP, 5000), 30*time.Second, p)
 	return p, time.Since(start)
 }

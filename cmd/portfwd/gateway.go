@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -79,6 +80,7 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.Var(&cli.Enum{P: &gf.logLevel, Choices: []string{"debug", "info", "warn", "error"}}, "log-level", "the least severe log records shown (default info)")
 	fs.Var(&cli.Enum{P: &gf.logFormat, Choices: []string{"text", "json"}}, "log-format", "the format of the log (default text)")
 	fs.BoolVar(&gf.verbose, "v", false, "log at debug level")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (go tool pprof) of the whole run to `file`, for performance reports")
 	memLimit := fs.String("memory-limit", "40MiB", "the Go runtime's soft memory `limit`, like 40MiB or 1GiB, or \"off\"; $GOMEMLIMIT wins when set")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
@@ -154,6 +156,20 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 			return usagef("--memory-limit: %v", err)
 		}
 		debug.SetMemoryLimit(n)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return usagef("--cpu-profile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return usagef("--cpu-profile: %v", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	if err := daemon.Run(ctx, cfg); err != nil {
 		if errors.Is(err, daemon.ErrInterfaceRoles) {
