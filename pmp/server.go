@@ -96,6 +96,8 @@ type Server struct {
 	// goroutine (it must not block for long).
 	Answered func(ctx context.Context, a Answer)
 
+	ingress ingressCache
+
 	mu      sync.Mutex
 	conn    *packetConn // while serving
 	ann     *announcer  // while serving, with ExternalAddress
@@ -355,7 +357,7 @@ func (s *Server) serve(ctx context.Context, c *packetConn) error {
 		}
 		client := from.AddrPort()
 		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-		dst, why := CheckIngress(cm, s.Interfaces)
+		dst, why := s.ingress.check(cm, s.Interfaces)
 		if why != "" {
 			log.Debug("natpmp: dropped a request "+why, "client", client)
 			bufs.Put(buf)
@@ -488,6 +490,37 @@ func (c *packetConn) reply(b []byte, from netip.Addr, to net.Addr) error {
 // ingress, never by an address the client claims. It returns the address
 // the request was sent to, or why it is dropped.
 func CheckIngress(cm *ipv4.ControlMessage, interfaces []string) (dst netip.Addr, why string) {
+	return checkIngress(cm, interfaces, lookupInterface)
+}
+
+// ifaceInfo is what CheckIngress needs to know of an interface.
+type ifaceInfo struct {
+	name  string
+	addrs []netip.Addr
+}
+
+// lookupInterface asks the kernel for interface index's name and addresses.
+func lookupInterface(index int) (ifaceInfo, error) {
+	ifi, err := net.InterfaceByIndex(index)
+	if err != nil {
+		return ifaceInfo{}, err
+	}
+	info := ifaceInfo{name: ifi.Name}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return info, fmt.Errorf("on %s, whose addresses cannot be listed: %w", ifi.Name, err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				info.addrs = append(info.addrs, ip.Unmap())
+			}
+		}
+	}
+	return info, nil
+}
+
+func checkIngress(cm *ipv4.ControlMessage, interfaces []string, lookup func(int) (ifaceInfo, error)) (dst netip.Addr, why string) {
 	if cm != nil && cm.Dst != nil {
 		d, ok := netip.AddrFromSlice(cm.Dst)
 		dst = d.Unmap()
@@ -501,25 +534,71 @@ func CheckIngress(cm *ipv4.ControlMessage, interfaces []string) (dst netip.Addr,
 	if cm == nil || cm.IfIndex == 0 || !dst.IsValid() {
 		return netip.Addr{}, "whose arrival interface or address is unknown"
 	}
-	// Looked up per packet rather than once, so that interfaces that are
-	// re-created (bridges, VPN tunnels) keep working; NAT-PMP traffic is
-	// a handful of packets per client per hour.
-	ifi, err := net.InterfaceByIndex(cm.IfIndex)
-	if err != nil || !slices.Contains(interfaces, ifi.Name) {
+	ifi, err := lookup(cm.IfIndex)
+	if ifi.name == "" || !slices.Contains(interfaces, ifi.name) {
 		return netip.Addr{}, fmt.Sprintf("from interface %d, which is not one it serves", cm.IfIndex)
 	}
-	addrs, err := ifi.Addrs()
 	if err != nil {
-		return netip.Addr{}, fmt.Sprintf("on %s, whose addresses cannot be listed: %v", ifi.Name, err)
+		return netip.Addr{}, err.Error()
 	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == dst {
-				return dst, ""
-			}
+	if slices.Contains(ifi.addrs, dst) {
+		return dst, ""
+	}
+	return netip.Addr{}, fmt.Sprintf("on %s not addressed to its own address (%v)", ifi.name, dst)
+}
+
+// ingressTTL is how long the server trusts what it learnt of an interface
+// that accepted a request. Asking the kernel per packet (two netlink dumps)
+// cost a quarter of the CPU a NAT-PMP request takes; interfaces that are
+// re-created (bridges, VPN tunnels) or renumbered are seen again within
+// this time, and a request the cached view would drop is always checked
+// again against the kernel first, so a new interface or address works at
+// once.
+const ingressTTL = time.Second
+
+// ingressCache remembers interfaces by index for CheckIngress.
+type ingressCache struct {
+	mu   sync.Mutex
+	byIx map[int]ingressEntry
+}
+
+type ingressEntry struct {
+	info ifaceInfo
+	at   time.Time
+}
+
+// check is CheckIngress through the cache: an accepted request needs no
+// system call, a dropped one is decided on a fresh look-up.
+func (c *ingressCache) check(cm *ipv4.ControlMessage, interfaces []string) (netip.Addr, string) {
+	if len(interfaces) == 0 || cm == nil || cm.IfIndex == 0 {
+		return CheckIngress(cm, interfaces)
+	}
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.byIx[cm.IfIndex]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < ingressTTL {
+		if dst, why := checkIngress(cm, interfaces, func(int) (ifaceInfo, error) { return e.info, nil }); why == "" {
+			return dst, ""
 		}
 	}
-	return netip.Addr{}, fmt.Sprintf("on %s not addressed to its own address (%v)", ifi.Name, dst)
+	var fresh ifaceInfo
+	dst, why := checkIngress(cm, interfaces, func(ix int) (ifaceInfo, error) {
+		info, err := lookupInterface(ix)
+		fresh = info
+		return info, err
+	})
+	c.mu.Lock()
+	if c.byIx == nil || len(c.byIx) > 1024 {
+		c.byIx = make(map[int]ingressEntry) // bounded: indexes grow as interfaces come and go
+	}
+	if fresh.name != "" {
+		c.byIx[cm.IfIndex] = ingressEntry{info: fresh, at: now}
+	} else {
+		delete(c.byIx, cm.IfIndex)
+	}
+	c.mu.Unlock()
+	return dst, why
 }
 
 // announce sends announcement i of the current burst: a NAT-PMP external
