@@ -172,23 +172,14 @@ const maxPacket = pcp.MaxPacketLen + 1
 
 // Requests are answered by workers goroutines, so that one slow request
 // (deleting thousands of mappings) never holds up the others. A client has
-// at most perClient requests in progress and queueLen wait in all; beyond
-// that, packets are dropped, as a busy UDP server does, and the client's
-// retransmission gets the answer.
+// at most perClient requests in progress; beyond that its packets are
+// dropped, as a busy UDP server does, and the client's retransmission gets
+// the answer. While every worker is busy, requests wait in the socket's
+// buffer, and beyond it the kernel drops them.
 const (
 	workers   = 4
-	queueLen  = 256
 	perClient = 2
 )
-
-// request is one packet waiting for a worker.
-type request struct {
-	buf    *[maxPacket]byte
-	n      int
-	from   *net.UDPAddr
-	client netip.AddrPort
-	dst    netip.Addr // the zero Addr when the socket cannot tell
-}
 
 // Listen opens the UDP socket a Server serves, on addr ("" means :5351,
 // every IPv4 address: the server's Interfaces then say which requests are
@@ -306,17 +297,28 @@ func (s *Server) sinceStart() uint32 {
 	return uint32(time.Since(start) / time.Second)
 }
 
-// serve reads requests and hands them to the workers until ctx ends (nil)
-// or the socket fails.
+// serve answers requests until ctx ends (nil) or the socket fails. Each
+// of the workers reads a request, answers it and sends the reply itself:
+// no hand-off between goroutines on a request's path, which on a busy
+// machine cost as much as answering. While every worker is busy, requests
+// wait in the socket's buffer.
 func (s *Server) serve(ctx context.Context, c *packetConn) error {
 	log := s.logger()
 	stop := context.AfterFunc(ctx, func() { c.pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	bufs := sync.Pool{New: func() any { return new([maxPacket]byte) }}
-	queue := make(chan request, queueLen)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	inProgress := map[netip.Addr]int{}
+	// begin counts a request of client in progress, or reports that the
+	// client already has perClient.
+	begin := func(client netip.Addr) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if inProgress[client] >= perClient {
+			return false
+		}
+		inProgress[client]++
+		return true
+	}
 	done := func(client netip.Addr) {
 		mu.Lock()
 		if inProgress[client]--; inProgress[client] <= 0 {
@@ -324,64 +326,54 @@ func (s *Server) serve(ctx context.Context, c *packetConn) error {
 		}
 		mu.Unlock()
 	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
 	for range workers {
 		wg.Go(func() {
-			for r := range queue {
-				if resp := s.answer(ctx, r.buf[:r.n], r.client, r.dst); resp != nil {
-					if err := c.reply(resp, r.dst, r.from); err != nil && ctx.Err() == nil {
-						log.Warn("natpmp: cannot send a reply", "client", r.client, "err", err)
+			var buf [maxPacket]byte
+			for {
+				n, cm, src, err := c.read(buf[:])
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					errs <- fmt.Errorf("reading NAT-PMP/PCP requests on %s: %w", c.pc.LocalAddr(), err)
+					c.pc.SetReadDeadline(time.Unix(1, 0)) // stop the other workers
+					return
+				}
+				from, ok := src.(*net.UDPAddr)
+				if !ok {
+					continue
+				}
+				client := from.AddrPort()
+				client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+				dst, why := s.ingress.check(cm, s.Interfaces)
+				if why != "" {
+					log.Debug("natpmp: dropped a request "+why, "client", client)
+					continue
+				}
+				if !begin(client.Addr()) {
+					log.Debug("natpmp: dropped a request: the client has others in progress", "client", client)
+					continue
+				}
+				if resp := s.answer(ctx, buf[:n], client, dst); resp != nil {
+					if err := c.reply(resp, dst, from); err != nil && ctx.Err() == nil {
+						log.Warn("natpmp: cannot send a reply", "client", client, "err", err)
 					}
 				}
-				bufs.Put(r.buf)
-				done(r.client.Addr())
+				done(client.Addr())
 			}
 		})
 	}
-	defer func() {
-		close(queue)
-		wg.Wait()
-	}()
-	for {
-		buf := bufs.Get().(*[maxPacket]byte)
-		n, cm, src, err := c.read(buf[:])
-		if ctx.Err() != nil {
-			return nil
+	wg.Wait()
+	select {
+	case err := <-errs:
+		if ctx.Err() == nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("reading NAT-PMP/PCP requests on %s: %w", c.pc.LocalAddr(), err)
-		}
-		from, ok := src.(*net.UDPAddr)
-		if !ok {
-			bufs.Put(buf)
-			continue
-		}
-		client := from.AddrPort()
-		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-		dst, why := s.ingress.check(cm, s.Interfaces)
-		if why != "" {
-			log.Debug("natpmp: dropped a request "+why, "client", client)
-			bufs.Put(buf)
-			continue
-		}
-		mu.Lock()
-		busy := inProgress[client.Addr()] >= perClient
-		if !busy {
-			inProgress[client.Addr()]++
-		}
-		mu.Unlock()
-		if busy {
-			log.Debug("natpmp: dropped a request: the client has others in progress", "client", client)
-			bufs.Put(buf)
-			continue
-		}
-		select {
-		case queue <- request{buf: buf, n: n, from: from, client: client, dst: dst}:
-		default:
-			log.Debug("natpmp: dropped a request: every worker is busy", "client", client)
-			bufs.Put(buf)
-			done(client.Addr())
-		}
+	default:
 	}
+	return nil
 }
 
 // answer dispatches one request and returns the reply, or nil. A panic
