@@ -23,9 +23,12 @@ type phase struct {
 	Seconds          float64 `json:"seconds"`
 	PerSec           float64 `json:"per_sec"`
 	P50ms            float64 `json:"p50_ms"`
+	P99ms            float64 `json:"p99_ms"`
 	FirstTenthPerSec float64 `json:"first_tenth_per_sec"`
 	LastTenthPerSec  float64 `json:"last_tenth_per_sec"`
 	Entries          int     `json:"entries"`
+	Clients          int     `json:"clients"`
+	Error            string  `json:"error"`
 }
 
 // load runs the load generator on the LAN host and returns its phases.

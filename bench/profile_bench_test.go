@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,7 +41,9 @@ func TestLabProfileGateway(t *testing.T) {
 				load(t, l, "-phases", "soap-list")
 			}
 		} else {
-			load(t, l, "-n", strconv.Itoa(n), "-phases", phase)
+			for _, p := range load(t, l, "-n", strconv.Itoa(n), "-phases", phase) {
+				fmt.Printf("%s: %.0f/s, p50 %.3f ms, p99 %.3f ms\n", p.Phase, p.PerSec, p.P50ms, p.P99ms)
+			}
 		}
 		gw.Stop()
 		<-gw.Done()

@@ -100,6 +100,9 @@ func main() {
 		fail("-n and -clients must be at least 1 (and -clients at most 4096)")
 	}
 	growPorts := *n * *clients
+	if !strings.Contains(*phases, "soap-") {
+		growPorts = *clients // the pairs' ports only
+	}
 	if *base < 1 || *base+growPorts > 65536 {
 		fail("-n x -clients and -base must keep ports within 1-65535")
 	}
