@@ -433,7 +433,7 @@ func (t *table) earliest(skip func(uint32) bool) (int64, bool) {
 
 // due returns the keys whose expiry is at or before now, except those for
 // which skip is true. It visits only due nodes and their children.
-func (t *table) due(now int64, skip func(uint32) bool) []uint32 {
+func (t *table) due(now int64, skip func(uint32) bool, limit int) []uint32 {
 	var keys []uint32
 	var stack [64]int
 	todo := stack[:0]
@@ -449,6 +449,9 @@ func (t *table) due(now int64, skip func(uint32) bool) []uint32 {
 		}
 		if k := t.heapKey(i); !skip(k) {
 			keys = append(keys, k)
+			if len(keys) == limit {
+				break
+			}
 		}
 		for _, c := range [2]int{2*i + 1, 2*i + 2} {
 			if c < len(t.heap) {
