@@ -193,13 +193,14 @@ func (c *Core) restore(ctx context.Context) error {
 	}
 	// Oldest first, so that when a lowered quota or cap cannot keep them
 	// all, the mappings that have been working longest survive.
-	slices.SortStableFunc(saved, func(a, b Mapping) int {
+	slices.SortFunc(saved, func(a, b Mapping) int { // keys are unique: no need for a stable sort
 		if c := a.Created.Compare(b.Created); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Key().pack(), b.Key().pack())
 	})
 
+	c.tab.grow(len(saved))
 	now := c.now()
 	restoring := Requester{Source: SourceAdmin}
 	var drop []Key

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -107,6 +108,20 @@ func newTable() *table {
 }
 
 func (t *table) len() int { return len(t.entries) }
+
+// grow makes room for n more entries at once, so that restoring a million
+// leases does not copy the table and rehash its indexes twenty times.
+func (t *table) grow(n int) {
+	if n <= 0 {
+		return
+	}
+	t.entries = slices.Grow(t.entries, n)
+	t.heap = slices.Grow(t.heap, n)
+	if len(t.slots) == 0 {
+		t.slots = make(map[uint32]int32, n)
+		t.byInternal = make(map[internalKey][]uint32, n)
+	}
+}
 
 // lookup returns the entry for k, or nil. The pointer is valid until the
 // table is next changed.
