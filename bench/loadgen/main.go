@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,6 +106,11 @@ func main() {
 	}
 	if *base < 1 || *base+growPorts > 65536 {
 		fail("-n x -clients and -base must keep ports within 1-65535")
+	}
+	if *clients == 1 {
+		// One client runs one request at a time: a second P only spins
+		// looking for work, taking CPU from the server measured.
+		runtime.GOMAXPROCS(1)
 	}
 	srcs, err := parseSources(*sources)
 	if err != nil {
