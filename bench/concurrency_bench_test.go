@@ -16,36 +16,54 @@ import (
 )
 
 // subscriberNet is where addSubscribers numbers the LAN host's extra
-// addresses: hosts behind the LAN host, routed to it by the router, as a
-// carrier's subscribers sit behind an access network.
+// addresses for many subscribers: hosts behind the LAN host, routed to it
+// by the router, as a carrier's subscribers sit behind an access network.
 var subscriberNet = netip.MustParsePrefix("10.78.0.0/16")
 
 // addSubscribers gives the LAN host count more addresses in subscriberNet
-// (one ip -batch run) and routes them to it from the router; it returns
-// the first.
+// and routes them to it from the router; it returns the first.
 func addSubscribers(t *testing.T, l *natlab.Lab, count int) netip.Addr {
 	t.Helper()
 	if count > 65000 {
 		t.Fatalf("addSubscribers: %d addresses do not fit %v", count, subscriberNet)
 	}
 	first := subscriberNet.Addr().Next()
+	addAddrs(t, l, first, count)
+	if _, err := l.Run(t, natlab.HostRouter, "ip", "route", "add", subscriberNet.String(), "via", l.LANIP.String(), "dev", natlab.RouterLANIf); err != nil {
+		t.Fatal(err)
+	}
+	return first
+}
+
+// addLANClients gives the LAN host count more addresses on the LAN itself,
+// from .100 on, where miniupnpd's permission rules allow them too; it
+// returns the first.
+func addLANClients(t *testing.T, l *natlab.Lab, count int) netip.Addr {
+	t.Helper()
+	b := l.LANIP.As4()
+	b[3] = 100
+	first := netip.AddrFrom4(b)
+	addAddrs(t, l, first, count)
+	return first
+}
+
+// addAddrs adds count addresses from first to the LAN host's interface in
+// one ip -batch run.
+func addAddrs(t *testing.T, l *natlab.Lab, first netip.Addr, count int) {
+	t.Helper()
 	var b strings.Builder
 	a := first
 	for range count {
 		fmt.Fprintf(&b, "address add %s/32 dev %s\n", a, natlab.HostIf)
 		a = a.Next()
 	}
-	batch := filepath.Join(l.RunDir, "subscribers.batch")
+	batch := filepath.Join(l.RunDir, fmt.Sprintf("addrs-%s.batch", first))
 	if err := os.WriteFile(batch, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Run(t, natlab.HostLAN, "ip", "-batch", batch); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Run(t, natlab.HostRouter, "ip", "route", "add", subscriberNet.String(), "via", l.LANIP.String(), "dev", natlab.RouterLANIf); err != nil {
-		t.Fatal(err)
-	}
-	return first
 }
 
 // TestLabBenchConcurrency measures portfwd's gateway with many clients at
@@ -56,7 +74,7 @@ func TestLabBenchConcurrency(t *testing.T) {
 	requireBench(t)
 	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
 	gw, _ := startGateway(t, l, filepath.Join(l.RunDir, "gw"))
-	first := addSubscribers(t, l, 9)
+	first := addLANClients(t, l, 9)
 	eight := first.String() + "+8"
 	quiet := first
 	for range 8 {

@@ -189,13 +189,22 @@ func main() {
 						return err
 					}, nil
 				case "pcp-grow":
-					w := wireFor(i)
+					// With more sources than clients, client i speaks for
+					// sources i, i+clients, ... in turn, one socket each,
+					// as a carrier's subscribers arrive interleaved.
+					var ws []*wire
+					for k := i; k == i || k < len(srcs); k += *clients {
+						ws = append(ws, wireFor(k))
+					}
 					ib := internalBase(i)
-					if ib+*n > 65536 {
-						return nil, fmt.Errorf("client %d: internal ports %d+%d pass 65535: use more -sources", i, ib, *n)
+					if len(srcs) > *clients {
+						ib = 1024
+					}
+					if ib+*n/len(ws) > 65536 {
+						return nil, fmt.Errorf("client %d: internal ports %d+%d pass 65535: use more -sources", i, ib, *n/len(ws))
 					}
 					return func(j int) error {
-						_, err := w.pcpMap(pcp.NewNonce(), uint16(ib+j), 0, uint32(*lifetime))
+						_, err := ws[j%len(ws)].pcpMap(pcp.NewNonce(), uint16(ib+j/len(ws)), 0, uint32(*lifetime))
 						return err
 					}, nil
 				case "soap-pairs":

@@ -135,8 +135,9 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	policy, _ := cfg.effectivePolicy() // validated above
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record}
 	if canProbePorts {
+		bound := newBoundPorts()
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
-			return portServed(p, port, d.probeAddrs())
+			return bound.mayBeServed(p, port) && portServed(p, port, d.probeAddrs())
 		}
 	}
 	if d.store != nil {
