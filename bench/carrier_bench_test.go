@@ -20,6 +20,7 @@ import (
 func TestLabBenchCarrier(t *testing.T) {
 	requireBench(t)
 	const subscribers, each = 10000, 6
+	loadStart := loadavg()
 	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
 	state := filepath.Join(l.RunDir, "gw")
 	gw, _ := startGatewayArgs(t, l, state, "--memory-limit", "1GiB")
@@ -43,7 +44,7 @@ func TestLabBenchCarrier(t *testing.T) {
 	if got != subscribers*each {
 		t.Errorf("after kill -9 and restart %d mappings are listed, want %d", got, subscribers*each)
 	}
-	fmt.Printf("\ncarrier: %d PCP mappings from %d subscribers, 8 clients at once: %.0f adds/s (p50 %.2f ms, p99 %.2f ms); RSS %.1f MiB; kill -9, restart to serving: %v; %d listed after\n",
-		grow.N, subscribers, grow.PerSec, grow.P50ms, grow.P99ms, rss, restart.Round(1e6), got)
+	fmt.Printf("\ncarrier (load average %s at the start, %s at the end): %d PCP mappings from %d subscribers, 8 clients at once: %.0f adds/s (p50 %.2f ms, p99 %.2f ms); RSS %.1f MiB; kill -9, restart to serving: %v; %d listed after\n",
+		loadStart, loadavg(), grow.N, subscribers, grow.PerSec, grow.P50ms, grow.P99ms, rss, restart.Round(1e6), got)
 	_ = gw
 }

@@ -72,6 +72,7 @@ func addAddrs(t *testing.T, l *natlab.Lab, first netip.Addr, count int) {
 // fills the table with 63,500 NAT-PMP mappings as fast as it can.
 func TestLabBenchConcurrency(t *testing.T) {
 	requireBench(t)
+	loadStart := loadavg()
 	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
 	gw, _ := startGateway(t, l, filepath.Join(l.RunDir, "gw"))
 	first := addLANClients(t, l, 9)
@@ -131,7 +132,7 @@ func TestLabBenchConcurrency(t *testing.T) {
 	rss := rssMiB(t, gw.PID())
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nconcurrency: portfwd gateway (nft), 8 clients from 8 addresses vs 1\n")
+	fmt.Fprintf(&b, "\nconcurrency: portfwd gateway (nft), 8 clients from 8 addresses vs 1 (load average %s at the start, %s at the end)\n", loadStart, loadavg())
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "phase\t1 client\t8 clients\tgrowth")
 	for _, r := range rows {
