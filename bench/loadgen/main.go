@@ -262,7 +262,7 @@ func main() {
 			c := soapClient()
 			c.ServiceType, c.Version = igd.URNWANIPConnection2, 2
 			t0 := time.Now()
-			list, err := c.GetListOfPortMappings(ctx, 0, 65535, *proto, false, 0)
+			list, err := c.GetListOfPortMappings(ctx, 1, 65535, *proto, false, 0)
 			d := time.Since(t0)
 			r = result{Phase: ph, N: 1, Entries: len(list), Seconds: d.Seconds()}
 			if err != nil {
