@@ -9,6 +9,7 @@ import (
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/nft"
 	"github.com/portfwd/portfwd/gateway/relay"
+	"github.com/portfwd/portfwd/internal/netroute"
 )
 
 // openBackend opens the backend the configuration names.
@@ -60,7 +61,7 @@ func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
 			return a, true
 		}
 	}
-	if a, _ := d.wan.ext.current(); a.IsValid() && isLocalAddr(a) {
+	if a, _ := d.wan.ext.current(); a.IsValid() && netroute.IsLocalAddr(a) {
 		return a, false
 	}
 	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")

@@ -153,20 +153,6 @@ func (d *Daemon) externalAddrs() []netip.Addr {
 	return out
 }
 
-// isLocalAddr reports whether a is an address of this host.
-func isLocalAddr(a netip.Addr) bool {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, ia := range addrs {
-		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a {
-			return true
-		}
-	}
-	return false
-}
-
 // ExternalAddr returns the external address reported to clients (the zero
 // Addr while there is none).
 func (d *Daemon) ExternalAddr() netip.Addr { return d.wan.ext.Get() }

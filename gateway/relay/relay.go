@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/internal/netroute"
 )
 
 // Defaults for the zero Config fields.
@@ -212,19 +213,7 @@ func (r *Relay) isOwnAddr(a netip.Addr) bool {
 	if a == bind || (a.IsLoopback() && (bind.IsLoopback() || bind.IsUnspecified())) {
 		return true
 	}
-	if !bind.IsUnspecified() {
-		return false
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, ia := range addrs {
-		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a {
-			return true
-		}
-	}
-	return false
+	return bind.IsUnspecified() && netroute.IsLocalAddr(a)
 }
 
 // listen binds the external port of rule.

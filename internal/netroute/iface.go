@@ -54,6 +54,23 @@ func InterfaceAddrs(name string) ([]netip.Prefix, error) {
 	return ipv4Prefixes(addrs), nil
 }
 
+// IsLocalAddr reports whether a is an address of one of this host's
+// interfaces (in the caller's network namespace). An error listing the
+// interfaces reads as "not local".
+func IsLocalAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
+
 // ErrNotOnLink means no interface has a subnet containing the address.
 var ErrNotOnLink = errors.New("netroute: the address is not on any of this host's IPv4 subnets")
 

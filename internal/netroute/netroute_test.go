@@ -273,3 +273,20 @@ func TestInterfaceAddrsLoopback(t *testing.T) {
 		t.Errorf("LocalAddrFor(127.0.0.9) = %v on %q, %v", addr, ifi.Name, err)
 	}
 }
+
+func TestIsLocalAddr(t *testing.T) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil || len(addrs) == 0 {
+		t.Skipf("this namespace lists no interface addresses (%v)", err)
+	}
+	own := netip.MustParsePrefix(addrs[0].String()).Addr()
+	if !IsLocalAddr(own) {
+		t.Errorf("IsLocalAddr(%v) = false for an address of this host's interfaces", own)
+	}
+	if own.Is4() && !IsLocalAddr(netip.AddrFrom16(own.As16())) {
+		t.Errorf("IsLocalAddr does not unmap the IPv4-mapped form of %v", own)
+	}
+	if a := netip.MustParseAddr("192.0.2.254"); IsLocalAddr(a) {
+		t.Errorf("IsLocalAddr(%v) = true for a documentation address no interface here has", a)
+	}
+}
