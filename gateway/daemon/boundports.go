@@ -14,12 +14,12 @@ import (
 // boundPorts narrows the bind probe of the router's own services
 // (portServed) to the ports some socket of this network namespace holds at
 // all, as /proc/net/{tcp,tcp6,udp,udp6} lists them: a port no socket
-// holds cannot be served, and needs no probe. A restore of a million
-// leases then probes the few ports the router's services hold instead of
-// making four system calls per lease, and a NAT-PMP request saves a
-// tenth of its CPU. The list is read again after boundPortsTTL; a service
-// that starts listening within that second is probed from the next read
-// on. Where /proc/net cannot be read, every port is probed, as before.
+// holds cannot be served, and needs no probe. The restore of a million
+// leases at start then probes the few ports the router's services hold
+// instead of making four system calls per lease. The list is read again
+// after boundPortsTTL, so it may miss a service that started listening
+// within that second: it is used only while the leases are restored, never
+// for a request. Where /proc/net cannot be read, every port is probed.
 type boundPorts struct {
 	mu       sync.Mutex
 	at       time.Time

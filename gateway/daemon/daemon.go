@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -134,16 +135,27 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record}
+	// While New restores the saved leases (nothing is served yet), the
+	// probe is narrowed to the ports some socket holds (boundPorts), one
+	// reading for all of them; once serving, every port about to be given
+	// is probed, so that a service started a moment ago is never missed.
+	var restoring atomic.Bool
+	restoring.Store(true)
 	if canProbePorts {
 		bound := newBoundPorts()
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
-			return bound.mayBeServed(p, port) && portServed(p, port, d.probeAddrs())
+			if restoring.Load() && !bound.mayBeServed(p, port) {
+				return false
+			}
+			return portServed(p, port, d.probeAddrs())
 		}
 	}
 	if d.store != nil {
 		gcfg.Store = d.store // not a typed nil in the interface
 	}
-	if d.core, err = gateway.New(ctx, gcfg); err != nil {
+	d.core, err = gateway.New(ctx, gcfg)
+	restoring.Store(false)
+	if err != nil {
 		return nil, err
 	}
 
