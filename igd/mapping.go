@@ -161,9 +161,10 @@ func (c *Client) walk(ctx context.Context, progress func(int)) ([]PortMapping, e
 			switch {
 			case isEndOfTable(code):
 				return out, nil
-			case code != 0 && i > 0:
+			case (code != 0 || upnp.IsBareFault(err)) && i > 0:
 				// Past the first entry, routers end the table with
-				// assorted faults (501, 500-ish codes, 725 ...).
+				// assorted faults (501, 500-ish codes, 725 ..., or an
+				// HTTP 500 without a UPnPError).
 				c.logger().Debug("igd: mapping table walk ended by an unusual fault", "index", i, "err", err)
 				return out, nil
 			case i > 0:

@@ -14,6 +14,7 @@ import (
 	"github.com/portfwd/portfwd/igd/igdtest"
 	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/upnp"
 )
 
 // miniupnpdLike is igdtest playing miniupnpd 2.3 where it matters here:
@@ -251,5 +252,58 @@ func TestMappingMadeIsNeverReportedFailed(t *testing.T) {
 	}
 	if m.ExternalPort != 9000 || !strings.Contains(m.Note, "could not be remembered") {
 		t.Errorf("Add = %+v", m)
+	}
+}
+
+// TestEmptyFaultRouter: a router whose faults are HTTP 500 with no
+// UPnPError (portfwd gateway --quirks soap-500-no-body) hides 714, so
+// GetSpecificPortMappingEntry cannot say "no such entry". The client walks
+// the table instead: the add is checked before and read back after, the
+// listing ends at the bare 500 past the last entry, and an edit finds the
+// entry to change.
+func TestEmptyFaultRouter(t *testing.T) {
+	pastFirst := func(a upnp.Args) bool { return a.Value("NewPortMappingIndex") != "0" }
+	srv := igdtest.NewServer(t, igdtest.Options{Version: 1, Faults: []igdtest.Fault{
+		{Action: "GetSpecificPortMappingEntry", HTTPStatus: 500},
+		{Action: "GetGenericPortMappingEntry", HTTPStatus: 500, Match: pastFirst},
+	}})
+	o := testOptions(t)
+	o.GatewayURL, o.HTTPClient = srv.Location, toFake(srv)
+	g := discoverOne(t, o)
+	ctx := ctxT(t)
+	m, err := g.Add(ctx, Request{Protocol: TCP, InternalPort: 8080, InternalClient: netip.MustParseAddr("192.168.1.20"), Lease: time.Hour, Description: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.ReadBack || m.Description != "web" {
+		t.Errorf("Add = %+v, want it read back from the table walk", m)
+	}
+	list, err := g.List(ctx, nil)
+	if err != nil || len(list) != 1 {
+		t.Errorf("List = %+v, %v; want the one mapping, the bare 500 ending the walk", list, err)
+	}
+	desc := "web2"
+	if m, err := g.Edit(ctx, Key{Protocol: TCP, ExternalPort: 8080}, Change{Description: &desc}); err != nil || m.Description != "web2" {
+		t.Errorf("Edit = %+v, %v", m, err)
+	}
+}
+
+// TestUnavailableIsNotTheEnd: an HTTP 503 past the first entry is trouble,
+// not the end of the table: the listing says it is incomplete.
+func TestUnavailableIsNotTheEnd(t *testing.T) {
+	srv := igdtest.NewServer(t, igdtest.Options{Version: 1,
+		Mappings: []igd.PortMapping{
+			{ExternalPort: 1, Protocol: "TCP", InternalPort: 1, InternalClient: "192.168.1.2", Enabled: true},
+			{ExternalPort: 2, Protocol: "TCP", InternalPort: 2, InternalClient: "192.168.1.2", Enabled: true},
+		},
+		Faults: []igdtest.Fault{{Action: "GetGenericPortMappingEntry", HTTPStatus: 503,
+			Match: func(a upnp.Args) bool { return a.Value("NewPortMappingIndex") == "1" }}},
+	})
+	o := testOptions(t)
+	o.GatewayURL, o.HTTPClient = srv.Location, toFake(srv)
+	g := discoverOne(t, o)
+	list, err := g.List(ctxT(t), nil)
+	if err == nil || len(list) != 1 {
+		t.Errorf("List = %+v, %v; want one entry and an error", list, err)
 	}
 }

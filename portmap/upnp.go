@@ -263,16 +263,41 @@ func (g *upnpGateway) toIGD(r Request) (igd.PortMapping, error) {
 // entry nor with 714 (some answer 402, others lack the action) cannot be
 // asked: errNoLookup.
 func (g *upnpGateway) lookup(ctx context.Context, key Key) (Mapping, error) {
-	pm, err := g.c.GetSpecificPortMappingEntry(ctx, key.RemoteHost, key.ExternalPort, string(key.Protocol))
-	switch code := upnp.ErrorCode(err); {
-	case err == nil:
-		return g.fromIGD(pm), nil
-	case code == igd.CodeNoSuchEntryInArray:
-		return Mapping{}, fmt.Errorf("%s: %w", key, errNoEntry)
-	case code != 0:
-		return Mapping{}, fmt.Errorf("%w (GetSpecificPortMappingEntry: %v)", errNoLookup, err)
+	pm, err := g.entry(ctx, key)
+	if err != nil {
+		return Mapping{}, err
 	}
-	return Mapping{}, err
+	return g.fromIGD(pm), nil
+}
+
+// entry reads the entry at key with GetSpecificPortMappingEntry. When the
+// router cannot answer that (a fault other than 714, or an HTTP 500 with
+// no UPnPError, which hides whether the entry exists), the table is
+// walked instead, as a careful client does: an entry found there is the
+// answer; when the walk fails or does not find it (some routers end their
+// table early, so that proves nothing), the answer is errNoLookup.
+func (g *upnpGateway) entry(ctx context.Context, key Key) (igd.PortMapping, error) {
+	pm, err := g.c.GetSpecificPortMappingEntry(ctx, key.RemoteHost, key.ExternalPort, string(key.Protocol))
+	code := upnp.ErrorCode(err)
+	switch {
+	case err == nil:
+		return pm, nil
+	case code == igd.CodeNoSuchEntryInArray:
+		return igd.PortMapping{}, fmt.Errorf("%s: %w: %w", key, errNoEntry, err)
+	case code == 0 && !upnp.IsBareFault(err):
+		return igd.PortMapping{}, err // the router could not be reached
+	}
+	all, werr := g.c.ListPortMappings(ctx, nil)
+	if werr != nil {
+		return igd.PortMapping{}, fmt.Errorf("%w (GetSpecificPortMappingEntry: %v; listing: %v)", errNoLookup, err, werr)
+	}
+	for _, m := range all {
+		if m.ExternalPort == key.ExternalPort && strings.EqualFold(m.Protocol, string(key.Protocol)) && m.RemoteHost == key.RemoteHost {
+			return m, nil
+		}
+	}
+	// Absent from a walk is no proof: some routers end their table early.
+	return igd.PortMapping{}, fmt.Errorf("%w (GetSpecificPortMappingEntry: %v; %s is not in the router's list)", errNoLookup, err, key)
 }
 
 // sameMapping reports whether the entry cur is the mapping pm asks for, so
@@ -530,7 +555,7 @@ func (g *upnpGateway) renew(ctx context.Context, m Mapping, r Request) (Mapping,
 }
 
 func (g *upnpGateway) Edit(ctx context.Context, key Key, c Change) (Mapping, error) {
-	old, err := g.c.GetSpecificPortMappingEntry(ctx, key.RemoteHost, key.ExternalPort, string(key.Protocol))
+	old, err := g.entry(ctx, key)
 	if err != nil {
 		return Mapping{}, refused(err)
 	}

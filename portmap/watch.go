@@ -550,6 +550,13 @@ func (w *watcher) setList(list []Mapping, via WatchSource) {
 	prevCount, wasListed, prev := w.st.count, w.st.listed, w.st.list
 	w.st.list, w.st.listed, w.st.count = list, true, len(list)
 	if !wasListed {
+		if prevCount == 0 && len(list) > 0 {
+			// The table could not be read while empty (some routers fault
+			// on index 0 of an empty table), but it was known to be
+			// empty: everything in it now is new.
+			w.emit(WatchEvent{Kind: WatchMappingsChanged, Via: via, PreviousCount: 0, Added: list})
+			return
+		}
 		if prevCount >= 0 && prevCount != len(list) {
 			w.emit(WatchEvent{Kind: WatchMappingsChanged, Via: via, PreviousCount: prevCount})
 		}

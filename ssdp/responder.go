@@ -72,8 +72,34 @@ type Responder struct {
 	// afresh. 0 means DefaultSourceBurst; negative, no limit (tests).
 	SourceBurst int
 
+	// Quirks make the responder misbehave as some real devices do, for
+	// testing control points (portfwd gateway --quirks); all off by
+	// default.
+	Quirks ResponderQuirks
+
 	// Logger receives the responder's logs; nil means none.
 	Logger *slog.Logger
+}
+
+// ResponderQuirks are deliberate departures from UDA 1.1 that real
+// devices are known for. Each is documented with its sources in
+// docs/quirks.md.
+type ResponderQuirks struct {
+	// SameVersionOnly answers a search for a type only at the version
+	// advertised, never a lower one (UDA 1.1 requires lower versions to be
+	// answered): an IGD:2 device stays silent to IGD:1 searches.
+	SameVersionOnly bool
+	// OtherPort sends each answer from a fresh ephemeral port instead of
+	// the SSDP port, as libupnp 1.6 stacks (TP-Link ER605, Sagemcom Home
+	// Hub 3000) do.
+	OtherPort bool
+	// FullMX answers every search (unicast ones too) only after its whole
+	// MX, clamped to [1, 5] s: the latest a device may answer.
+	FullMX bool
+	// UnicastOnly ignores searches sent to the multicast group and sends
+	// no NOTIFY: only a search sent to the device's own address is
+	// answered, as when multicast is broken on the LAN.
+	UnicastOnly bool
 }
 
 // DefaultSourceBurst is the default Responder.SourceBurst: room for one
@@ -299,13 +325,20 @@ func (s *responder) handle(ctx context.Context, b []byte, cm *ipv4.ControlMessag
 		s.log.Debug("ssdp: ignoring malformed search", "from", from, "interface", ifi.Name, "err", err)
 		return
 	}
-	ads := answers(s.cfg.Adverts, st)
-	if len(ads) == 0 {
-		return
-	}
 	dst, _ := netip.AddrFromSlice(cm.Dst)
 	dst = dst.Unmap()
 	multicast := dst.IsMulticast()
+	if multicast && s.cfg.Quirks.UnicastOnly {
+		s.log.Debug("ssdp: ignoring a multicast search (quirk ssdp-silent)", "from", from, "st", st)
+		return
+	}
+	ads := answers(s.cfg.Adverts, st)
+	if s.cfg.Quirks.SameVersionOnly {
+		ads = sameVersion(ads, s.cfg.Adverts)
+	}
+	if len(ads) == 0 {
+		return
+	}
 	local := dst
 	if multicast || !local.IsValid() {
 		if local, err = interfaceIPv4(ifi, from.Addr()); err != nil {
@@ -332,7 +365,10 @@ func (s *responder) handle(ctx context.Context, b []byte, cm *ipv4.ControlMessag
 		}
 	}
 	var delay time.Duration
-	if multicast {
+	switch {
+	case s.cfg.Quirks.FullMX:
+		delay = time.Duration(min(max(mx, 1), defaultMaxMX)) * time.Second
+	case multicast:
 		delay = s.delay(mx)
 	}
 	select {
@@ -357,12 +393,47 @@ func (s *responder) handle(ctx context.Context, b []byte, cm *ipv4.ControlMessag
 				return
 			}
 		}
+		if s.cfg.Quirks.OtherPort {
+			s.sendFromOtherPort(msgs, local, to)
+			return
+		}
 		for _, m := range msgs {
 			if _, err := s.p.WriteTo(m, cmOut, to); err != nil {
 				s.log.Debug("ssdp: sending answer", "to", to, "err", err)
 			}
 		}
 	}()
+}
+
+// sendFromOtherPort sends answers from a fresh socket on an ephemeral port
+// of local (quirk ssdp-other-port).
+func (s *responder) sendFromOtherPort(msgs [][]byte, local netip.Addr, to *net.UDPAddr) {
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	if err != nil {
+		s.log.Debug("ssdp: opening a socket for an answer from another port", "err", err)
+		return
+	}
+	defer c.Close()
+	for _, m := range msgs {
+		if _, err := c.WriteTo(m, to); err != nil {
+			s.log.Debug("ssdp: sending answer", "to", to, "err", err)
+		}
+	}
+}
+
+// sameVersion keeps the answers whose ST is advertised as it is, dropping
+// those that echo a lower version than the device's.
+func sameVersion(ads, advertised []Advertisement) []Advertisement {
+	var out []Advertisement
+	for _, a := range ads {
+		for _, b := range advertised {
+			if a.NT == b.NT {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // delay picks the random wait before answering a multicast search. A search
@@ -412,6 +483,9 @@ func (s *responder) announceTwice(ctx context.Context, nts string) {
 // interface. The outgoing interface and source address are set per packet
 // (IP_PKTINFO), so that one socket serves every interface.
 func (s *responder) announce(nts string) {
+	if s.cfg.Quirks.UnicastOnly {
+		return
+	}
 	for _, ifi := range s.ifaces {
 		local, err := interfaceIPv4(ifi, netip.Addr{})
 		if err != nil {

@@ -71,3 +71,25 @@ func TestAnswers(t *testing.T) {
 		})
 	}
 }
+
+// With ResponderQuirks.SameVersionOnly (quirk igd2-only), an IGD:2 device
+// answers searches for its own types only, never the :1 versions UDA 1.1
+// says it must also answer.
+func TestSameVersionOnly(t *testing.T) {
+	ads := DeviceAdverts("uuid:x", "urn:schemas-upnp-org:device:InternetGatewayDevice:2", true,
+		"urn:schemas-upnp-org:service:WANIPConnection:2")
+	for st, want := range map[string]int{
+		"urn:schemas-upnp-org:device:InternetGatewayDevice:1": 0,
+		"urn:schemas-upnp-org:service:WANIPConnection:1":      0,
+		"urn:schemas-upnp-org:device:InternetGatewayDevice:2": 1,
+		STRootDevice: 1,
+		STAll:        len(ads),
+	} {
+		if got := len(sameVersion(answers(ads, st), ads)); got != want {
+			t.Errorf("search %s: %d answers, want %d", st, got, want)
+		}
+		if st == "urn:schemas-upnp-org:device:InternetGatewayDevice:1" && len(answers(ads, st)) != 1 {
+			t.Errorf("without the quirk, the :1 search is answered")
+		}
+	}
+}

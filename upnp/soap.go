@@ -62,6 +62,28 @@ func (e *Error) Error() string {
 	return s
 }
 
+// StatusError is an answer other than 200 OK that carries no UPnPError:
+// an empty HTTP 500 (some routers fault that way), or a page that is not
+// SOAP. The refusal is certain; its reason is unknown.
+type StatusError struct {
+	Action, URL string
+	Status      string // "500 Internal Server Error"
+	StatusCode  int
+	detail      string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("upnp: %s at %s: HTTP %s with no UPnPError%s; the router may not support this action", e.Action, e.URL, e.Status, e.detail)
+}
+
+// IsBareFault reports whether err is (or wraps) a *StatusError with
+// HTTP 500, the status of a SOAP fault: the router refused without saying
+// why. Other statuses (503, 404 ...) are not faults but trouble.
+func IsBareFault(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.StatusCode == http.StatusInternalServerError
+}
+
 // ErrorCode returns the UPnP error code carried by err, or 0 when err is
 // not (and does not wrap) an *Error.
 func ErrorCode(err error) int {
@@ -331,7 +353,7 @@ func (c *Client) Call(ctx context.Context, controlURL, serviceType, action strin
 		if perr != nil {
 			detail = " (" + perr.Error() + ")"
 		}
-		return nil, fmt.Errorf("upnp: %s at %s: HTTP %s with no UPnPError%s; the router may not support this action", action, controlURL, resp.Status, detail)
+		return nil, &StatusError{Action: action, URL: controlURL, Status: resp.Status, StatusCode: resp.StatusCode, detail: detail}
 	}
 	if perr != nil {
 		return nil, fmt.Errorf("upnp: %s at %s: bad response: %w", action, controlURL, perr)

@@ -281,6 +281,33 @@ func (cf *clientFlags) first(ctx context.Context, e *env) (portmap.Gateway, erro
 	return gws[0], nil
 }
 
+// listable returns the best gateway that can list mappings, which only
+// UPnP can. When the race settled on NAT-PMP or PCP (a UPnP gateway that
+// reports no external address ranks below them, one whose SSDP answer
+// comes late is not waited for), UPnP is looked for again, alone, for the
+// whole --timeout, before settling for a gateway that cannot list.
+func (cf *clientFlags) listable(ctx context.Context, e *env) (portmap.Gateway, error) {
+	gws, err := cf.discover(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range gws {
+		if g.Method() == portmap.UPnP {
+			return g, nil
+		}
+	}
+	if cf.protocol != "" && cf.protocol != "auto" {
+		return gws[0], nil
+	}
+	saved := cf.protocol
+	cf.protocol = "upnp"
+	defer func() { cf.protocol = saved }()
+	if up, uerr := cf.discover(ctx, e); uerr == nil {
+		return up[0], nil
+	}
+	return gws[0], nil
+}
+
 // requestCtx bounds one operation on a found gateway by --timeout; listing a
 // large table gets more (the per-request timeout still applies inside).
 func (cf *clientFlags) requestCtx(ctx context.Context, factor int) (context.Context, context.CancelFunc) {

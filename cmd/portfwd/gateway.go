@@ -33,6 +33,8 @@ type gatewayFlags struct {
 	noPCP                       bool
 	force                       bool
 	logLevel, logFormat         string
+	quirks, personality         string
+	quirksOnPublic              bool
 }
 
 // parseBytes reads sizes such as 40MiB, 512KiB, 1GiB or a plain number of bytes.
@@ -81,6 +83,9 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.Var(&cli.Enum{P: &gf.logLevel, Choices: []string{"debug", "info", "warn", "error"}}, "log-level", "the least severe log records shown (default info)")
 	fs.Var(&cli.Enum{P: &gf.logFormat, Choices: []string{"text", "json"}}, "log-format", "the format of the log (default text)")
 	fs.BoolVar(&gf.verbose, "v", false, "log at debug level")
+	fs.StringVar(&gf.quirks, "quirks", "", "misbehave on purpose as real routers do, to test clients: quirk `names`, comma-separated (\"list\" lists them; docs/quirks.md)")
+	fs.StringVar(&gf.personality, "personality", "", "serve a real router's description (name, maker, model, IGD version) with its known quirks: a `slug` (\"list\" lists them)")
+	fs.BoolVar(&gf.quirksOnPublic, "quirks-on-public", false, "allow --quirks and --personality on a gateway whose external side has a public address")
 	procs := fs.Int("procs", 1, "how many CPUs run the gateway's Go code at once (GOMAXPROCS); 0 means all; $GOMAXPROCS wins when set")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (go tool pprof) of the whole run to `file`, for performance reports")
 	memLimit := fs.String("memory-limit", "40MiB", "the Go runtime's soft memory `limit`, like 40MiB or 1GiB, or \"off\"; $GOMEMLIMIT wins when set")
@@ -91,6 +96,20 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 		return usagef("gateway takes no arguments, only flags (got %q); run 'portfwd gateway --help'", cf.positions[0])
 	}
 
+	if gf.quirks == "list" {
+		fmt.Fprintln(e.stdout, "quirks (portfwd gateway --quirks NAME[:PARAM],...; every one is off by default):")
+		for _, line := range daemon.QuirkHelp() {
+			fmt.Fprintln(e.stdout, "  "+line)
+		}
+		return nil
+	}
+	if gf.personality == "list" {
+		fmt.Fprintln(e.stdout, "personalities (portfwd gateway --personality SLUG): real routers' descriptions, with the quirks they are known for:")
+		for _, line := range daemon.PersonalityHelp() {
+			fmt.Fprintln(e.stdout, "  "+line)
+		}
+		return nil
+	}
 	if gf.importMiniupnpd != "" {
 		src, err := os.ReadFile(gf.importMiniupnpd)
 		if err != nil {
@@ -243,6 +262,12 @@ func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
 			cfg.LogLevel = gf.logLevel
 		case "log-format":
 			cfg.LogFormat = gf.logFormat
+		case "quirks":
+			cfg.Quirks = splitList(gf.quirks)
+		case "personality":
+			cfg.Personality = gf.personality
+		case "quirks-on-public":
+			cfg.QuirksOnPublic = gf.quirksOnPublic
 		case "v":
 			if gf.verbose {
 				cfg.LogLevel = "debug"

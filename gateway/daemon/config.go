@@ -94,6 +94,21 @@ type Config struct {
 	NFT    NFTConfig    `toml:"nft"`
 	Relay  RelayConfig  `toml:"relay"`
 
+	// Quirks make the gateway misbehave on purpose as real routers do, to
+	// test port-mapping clients: "permanent-only", "table-full:3", ...
+	// (`portfwd gateway --quirks list`; docs/quirks.md). All are off by
+	// default, each is logged at start, and none is allowed on a gateway
+	// whose external side has a public address unless QuirksOnPublic.
+	Quirks []string `toml:"quirks"`
+	// QuirksOnPublic allows Quirks on a gateway with a public external
+	// address.
+	QuirksOnPublic bool `toml:"quirks_on_public"`
+	// Personality serves the description of a real router (its friendly
+	// name, maker, model, IGD version) with the quirks it is known for:
+	// "mikrotik-chr-7.10" (`portfwd gateway --personality list`). Device
+	// strings set in [device] are replaced.
+	Personality string `toml:"personality"`
+
 	// Logger receives the daemon's logs; nil means slog.Default().
 	Logger *slog.Logger `toml:"-"`
 }
@@ -311,9 +326,10 @@ func DefaultConfig() Config {
 			Manufacturer: "portfwd",
 			ModelName:    "portfwd gateway",
 		},
-		Admin: AdminConfig{Address: DefaultAdminAddress},
-		Audit: AuditConfig{Enabled: true, MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
-		NFT:   NFTConfig{Table: nft.DefaultTable, Hairpin: true},
+		Quirks: []string{},
+		Admin:  AdminConfig{Address: DefaultAdminAddress},
+		Audit:  AuditConfig{Enabled: true, MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
+		NFT:    NFTConfig{Table: nft.DefaultTable, Hairpin: true},
 	}
 }
 
@@ -447,6 +463,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Policy.Policy(); err != nil {
 		errs = append(errs, err)
+	}
+	if q, err := c.EffectiveQuirks(); err != nil {
+		errs = append(errs, err)
+	} else if q.IGD2Only && c.UPnP.ForceIGDv1 && c.Personality == "" {
+		bad("quirk igd2-only and upnp.force_igd_v1 contradict each other: drop one")
 	}
 	return errors.Join(errs...)
 }
@@ -644,4 +665,18 @@ func (d Duration) String() string {
 		return strconv.FormatInt(int64(x/time.Minute), 10) + "m"
 	}
 	return x.String()
+}
+
+// EffectiveQuirks returns the quirks of the personality, if any, and of
+// Quirks together.
+func (c *Config) EffectiveQuirks() (Quirks, error) {
+	items := c.Quirks
+	if c.Personality != "" {
+		p, err := LookupPersonality(c.Personality)
+		if err != nil {
+			return Quirks{}, err
+		}
+		items = append(slices.Clone(p.Quirks), items...)
+	}
+	return ParseQuirks(items)
 }

@@ -70,6 +70,13 @@ type Daemon struct {
 	pmpSide   pmpSide
 	adminSide adminSide
 
+	// quirks are the deliberate misbehaviours asked for (quirks.go), with
+	// personality's; forgotten holds the keys of the mappings forget
+	// deleted, whose events are told to nobody.
+	quirks      Quirks
+	personality *Personality
+	forgotten   sync.Map // gateway.Key -> struct{}
+
 	unsubscribe func()
 	closeOnce   sync.Once
 	closeErr    error
@@ -99,6 +106,9 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		log = slog.Default()
 	}
 	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics(), start: time.Now(), refusals: newRefusalLog(log)}
+	if err := d.setupQuirks(); err != nil {
+		return nil, err
+	}
 	// First of all, before anything shared is touched (the nft table, the
 	// journal): make sure no other gateway runs on them.
 	if d.instance, err = acquireInstance(&d.cfg, d.start); err != nil {
@@ -119,6 +129,9 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		log.Warn("no external address yet; reporting none until it is learned", "source", d.wan.ext.source(), "err", err)
 	}
 	cancel()
+	if err := d.checkQuirksPublic(); err != nil {
+		return nil, err
+	}
 
 	if cfg.StateDir != "" {
 		if d.store, err = gateway.OpenFileStore(cfg.StateDir, &gateway.FileStoreOptions{Logger: log}); err != nil {
@@ -134,6 +147,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
+	d.quirkPolicy(&policy)
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record}
 	// While New restores the saved leases (nothing is served yet), the
 	// probe is narrowed to the ports some socket holds (boundPorts), one
@@ -158,6 +172,8 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+
+	d.seedStale(ctx)
 
 	d.uuid = cfg.Device.UUID
 	if d.uuid == "" && d.store != nil {
@@ -242,6 +258,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followAddresses(ctx) }()
 	}
+	if d.quirks.Forgetful > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.forgetEvery(ctx, d.quirks.Forgetful) }()
+	}
 	for _, h := range d.upnpSide.http {
 		run("UPnP HTTP server on "+h.addr.String(), func() error {
 			if err := h.srv.Serve(h.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -273,6 +293,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.log.Info("policy: " + line)
 	}
 	d.logAdminPage()
+	d.logQuirks()
 
 	var failure error
 	select {
@@ -329,6 +350,7 @@ func (d *Daemon) cleanup(flush bool) error {
 	if d.unsubscribe != nil {
 		d.unsubscribe()
 	}
+	d.unseedStale(ctx)
 	if d.core != nil {
 		if err := d.core.Close(ctx, flush); err != nil {
 			errs = append(errs, fmt.Errorf("closing the mapping table: %w", err))

@@ -27,6 +27,9 @@ type pmpAdapter struct {
 	ext     *externalAddr
 	metrics *metrics
 	log     *slog.Logger
+	// noExternalIP is the quirk no-external-ip: the address request
+	// fails with result 3 (network failure).
+	noExternalIP bool
 }
 
 var _ natpmp.Handler = (*natpmpHandler)(nil)
@@ -39,7 +42,7 @@ func (h *natpmpHandler) ExternalAddress(_ context.Context, client netip.Addr) (a
 	defer answerPanic(h.pmpAdapter, "natpmp", "external address", client, &rc, natpmp.NetworkFailure)
 	a := h.ext.Get()
 	rc = natpmp.Success
-	if !a.IsValid() {
+	if !a.IsValid() || h.noExternalIP {
 		rc = natpmp.NetworkFailure
 	}
 	h.metrics.request("natpmp", "external_address", int(rc))

@@ -66,13 +66,21 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 // lost, exactly when clients must re-create their mappings. A new external
 // address does not reset it: NAT-PMP's announcements and answers carry the
 // address itself.
-func (d *Daemon) natpmpEpoch() uint32 { return epochSince(d.epoch) }
+func (d *Daemon) natpmpEpoch() uint32 {
+	if d.quirks.PMPEpochZero {
+		return 0
+	}
+	return epochSince(d.epoch)
+}
 
 // pcpEpoch is PCP's epoch: NAT-PMP's, except that it also starts again
 // when the external address changes, as RFC 6887 §8.5 requires. PCP's
 // ANNOUNCE carries no address: its epoch going back is what makes a PCP
 // client map again, and so learn the new address.
 func (d *Daemon) pcpEpoch() uint32 {
+	if d.quirks.PMPEpochZero {
+		return 0
+	}
 	origin := d.epoch
 	if t := d.wan.addrChanged.Load(); t != nil && t.After(origin) {
 		origin = *t
@@ -92,5 +100,5 @@ func epochSince(origin time.Time) uint32 {
 
 // pmpAdapter returns what the NAT-PMP and PCP adapters work with.
 func (d *Daemon) pmpAdapter() pmpAdapter {
-	return pmpAdapter{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log}
+	return pmpAdapter{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log, noExternalIP: d.quirks.NoExternalIP}
 }

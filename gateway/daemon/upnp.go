@@ -31,6 +31,8 @@ type upnpService struct {
 	bitsDown uint64
 	// updateID is IGDv2's SystemUpdateID: it counts changes to the table.
 	updateID atomic.Uint32
+	// quirks are those of Quirks that change the table's answers.
+	quirks Quirks
 }
 
 var (
@@ -57,6 +59,12 @@ func (s *upnpService) fault(err error) error {
 }
 
 func (s *upnpService) ExternalIPAddress(context.Context) (netip.Addr, error) {
+	if s.quirks.NoExternalIP {
+		if s.quirks.NoExternalIP501 {
+			return netip.Addr{}, fmt.Errorf("%w: quirk no-external-ip:501", &upnp.Error{Code: igd.CodeActionFailed})
+		}
+		return netip.Addr{}, nil // sent as the empty string
+	}
 	return s.ext.Get(), nil
 }
 
@@ -64,7 +72,7 @@ func (s *upnpService) ExternalIPAddress(context.Context) (netip.Addr, error) {
 // address (and, with refuse_private_external, a public one). The uptime is
 // the daemon's: portfwd does not manage the WAN link itself.
 func (s *upnpService) ConnectionStatus(context.Context) (string, time.Duration, string) {
-	if !s.ext.Get().IsValid() {
+	if !s.ext.Get().IsValid() || s.quirks.NoExternalIP {
 		return "Disconnected", 0, "ERROR_NONE"
 	}
 	return "Connected", time.Since(s.start), "ERROR_NONE"
@@ -115,7 +123,7 @@ func (s *upnpService) toCore(m igd.PortMapping) (gateway.Mapping, error) {
 		ExternalPort: m.ExternalPort,
 		InternalAddr: client,
 		InternalPort: m.InternalPort,
-		Enabled:      m.Enabled,
+		Enabled:      m.Enabled || s.quirks.EnabledIgnored,
 		Description:  m.Description,
 	}
 	if out.RemoteHost, err = parseRemoteHost(m.RemoteHost); err != nil {
@@ -206,6 +214,19 @@ func (s *upnpService) DeletePortMappingRange(ctx context.Context, client netip.A
 
 func (s *upnpService) GetGenericPortMappingEntry(_ context.Context, client netip.Addr, index int) (igd.PortMapping, error) {
 	m, err := s.core.Index(s.requester(client), index)
+	if errors.Is(err, gateway.ErrIndexOutOfRange) {
+		switch {
+		case s.quirks.NoList:
+			return igd.PortMapping{}, fmt.Errorf("%w: quirk no-list: past the end of the table", &upnp.Error{Code: igd.CodeInvalidArgs})
+		case s.quirks.DuplicateEntries:
+			// The last entry, again and again.
+			for i := min(index, s.core.Len()) - 1; i >= 0; i-- {
+				if last, lerr := s.core.Index(s.requester(client), i); lerr == nil {
+					return s.fromCore(last), nil
+				}
+			}
+		}
+	}
 	if err != nil {
 		return igd.PortMapping{}, s.fault(err)
 	}

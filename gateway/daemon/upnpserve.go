@@ -46,7 +46,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 	}
 	d.upnpSide.svc = &upnpService{
 		core: d.core, ext: d.wan.ext, metrics: d.metrics, v1: version == 1, start: d.start,
-		bitsUp: cfg.Device.BitrateUp, bitsDown: cfg.Device.BitrateDown,
+		bitsUp: cfg.Device.BitrateUp, bitsDown: cfg.Device.BitrateDown, quirks: d.quirks,
 	}
 	if len(cfg.Interfaces.External) > 0 {
 		d.upnpSide.svc.wanIf = cfg.Interfaces.External[0]
@@ -64,6 +64,7 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 		ModelURL:         cfg.Device.ModelURL,
 		SerialNumber:     cfg.Device.SerialNumber,
 		PresentationURL:  cfg.Device.PresentationURL,
+		ServerHeader:     d.serverHeader(),
 		Logger:           d.log,
 		OnRequest:        func(action string, code int) { d.metrics.request("upnp", action, code) },
 		OnFault:          d.onUPnPFault,
@@ -116,6 +117,13 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 			// answers of many devices, and control points with short waits
 			// (python-miniupnpc waits 200 ms with MX 1) would miss a late one.
 			MaxMX:  -1,
+			Server: d.serverHeader(),
+			Quirks: ssdp.ResponderQuirks{
+				SameVersionOnly: d.quirks.IGD2Only,
+				OtherPort:       d.quirks.SSDPOtherPort,
+				FullMX:          d.quirks.SSDPSlow,
+				UnicastOnly:     d.quirks.SSDPSilent,
+			},
 			Logger: d.log,
 		}
 	}
@@ -136,7 +144,7 @@ func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPo
 		addr:  got,
 		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.upnpSide.limits, log: d.log},
 		srv: &http.Server{
-			Handler:           d.upnpSide.igd,
+			Handler:           wrapQuirks(d.upnpSide.igd, d.quirks, d.log, d.metrics),
 			ConnState:         d.upnpSide.limits.connState,
 			ReadHeaderTimeout: httpReadHeaderTimeout,
 			ReadTimeout:       httpReadTimeout,
@@ -267,6 +275,9 @@ func (d *Daemon) onEvent(e gateway.Event) {
 	vars := []upnp.Arg{{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(e.Count)}}
 	if !d.upnpSide.svc.v1 {
 		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(id), 10)})
+	}
+	if _, ok := d.forgotten.LoadAndDelete(e.Mapping.Key()); ok && e.Kind == gateway.EventDeleted {
+		return // quirk forgetful: the loss is told to nobody
 	}
 	d.upnpSide.publisher.Notify(igd.WANIPConnectionEventPath, vars)
 }
