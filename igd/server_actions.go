@@ -746,6 +746,14 @@ func (s *Server) stateVariable(ctx context.Context, d *serviceDef, name string) 
 		if v, ok := out.Get("New" + name); ok {
 			return v, true, nil
 		}
+	case firewallServiceDef.name:
+		enabled, allowed := s.fw.FirewallStatus(ctx)
+		switch name {
+		case "FirewallEnabled":
+			return boolArg(enabled), true, nil
+		case "InboundPinholeAllowed":
+			return boolArg(allowed), true, nil
+		}
 	case "Layer3Forwarding":
 		if name == "DefaultConnectionService" {
 			return s.defaultConnectionService(), true, nil

@@ -63,7 +63,7 @@ func parseSCPD(t *testing.T, data []byte) *scpdDoc {
 
 // lenientArgs are the in arguments the handler lets a control point leave
 // out, with the defaults TestLenientArguments checks.
-var lenientArgs = []string{"NewRemoteHost", "NewEnabled", "NewPortMappingDescription", "NewLeaseDuration", "NewManage", "NewInternalClient"}
+var lenientArgs = []string{"RemoteHost", "NewRemoteHost", "NewEnabled", "NewPortMappingDescription", "NewLeaseDuration", "NewManage", "NewInternalClient"}
 
 // sampleArgs holds a valid value for every in argument name.
 var sampleArgs = map[string]string{
@@ -82,6 +82,15 @@ var sampleArgs = map[string]string{
 	"NewManage":                   "1",
 	"NewNumberOfPorts":            "0",
 	"NewDefaultConnectionService": "", // filled from the server
+	// WANIPv6FirewallControl:1
+	"RemoteHost":     "",
+	"RemotePort":     "0",
+	"InternalClient": "2001:db8:77::2",
+	"InternalPort":   "8080",
+	"Protocol":       "6",
+	"LeaseTime":      "3600",
+	"UniqueID":       "1", // the fake's pinhole with traffic
+	"NewLeaseTime":   "3600",
 }
 
 // TestSCPDMatchesHandler checks each served SCPD against the handler, both
@@ -198,7 +207,8 @@ func TestQueryStateVariableMatchesSCPD(t *testing.T) {
 			"RSIPAvailable", "NATEnabled", "ExternalIPAddress", "PortMappingNumberOfEntries", "SystemUpdateID"},
 		URNWANCommonInterfaceConfig1: {"WANAccessType", "Layer1UpstreamMaxBitRate", "Layer1DownstreamMaxBitRate", "PhysicalLinkStatus",
 			"TotalBytesSent", "TotalBytesReceived", "TotalPacketsSent", "TotalPacketsReceived"},
-		URNLayer3Forwarding1: {"DefaultConnectionService"},
+		URNLayer3Forwarding1:          {"DefaultConnectionService"},
+		ServiceWANIPv6FirewallControl: {"FirewallEnabled", "InboundPinholeAllowed"},
 	}
 	for _, version := range []int{1, 2} {
 		srv, s := newTestServer(t, version, newFake(), nil)

@@ -33,6 +33,7 @@ type gatewayFlags struct {
 	noPCP                       bool
 	force                       bool
 	logLevel, logFormat         string
+	upstream                    string
 	quirks, personality         string
 	quirksOnPublic              bool
 }
@@ -83,6 +84,7 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 	fs.Var(&cli.Enum{P: &gf.logLevel, Choices: []string{"debug", "info", "warn", "error"}}, "log-level", "the least severe log records shown (default info)")
 	fs.Var(&cli.Enum{P: &gf.logFormat, Choices: []string{"text", "json"}}, "log-format", "the format of the log (default text)")
 	fs.BoolVar(&gf.verbose, "v", false, "log at debug level")
+	fs.StringVar(&gf.upstream, "upstream", "", "chain mappings to the router above (double NAT): `mode` auto (when the external address is private or CGNAT), off, pcp, natpmp, upnp, or its UPnP description URL (default auto)")
 	fs.StringVar(&gf.quirks, "quirks", "", "misbehave on purpose as real routers do, to test clients: quirk `names`, comma-separated (\"list\" lists them; docs/quirks.md)")
 	fs.StringVar(&gf.personality, "personality", "", "serve a real router's description (name, maker, model, IGD version) with its known quirks: a `slug` (\"list\" lists them)")
 	fs.BoolVar(&gf.quirksOnPublic, "quirks-on-public", false, "allow --quirks and --personality on a gateway whose external side has a public address")
@@ -258,6 +260,8 @@ func (gf *gatewayFlags) apply(fs *flag.FlagSet, cfg *daemon.Config) error {
 			cfg.UPnP.SSDP = !gf.noSSDP
 		case "force":
 			cfg.Interfaces.Force = gf.force
+		case "upstream":
+			cfg.Upstream = gf.upstream
 		case "log-level":
 			cfg.LogLevel = gf.logLevel
 		case "log-format":

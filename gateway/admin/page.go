@@ -24,6 +24,12 @@ var templateFuncs = template.FuncMap{
 	"totalsText": totalsText,
 	"countsText": countsText,
 	"countText":  countText,
+	"pinCountText": func(t adminTableJSON) string {
+		if len(t.Pinholes) == 0 {
+			return "No IPv6 pinholes."
+		}
+		return fmt.Sprintf("%d IPv6 pinhole(s).", len(t.Pinholes))
+	},
 }
 
 // totalsText sums up the request counters as the admin page shows them

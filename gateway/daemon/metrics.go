@@ -191,6 +191,8 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 	head("portfwd_leases_expired_total", "counter", "Mappings removed because their lease ended.")
 	fmt.Fprintf(bw, "portfwd_leases_expired_total %d\n", c.expired)
 
+	head("portfwd_pinholes", "gauge", "IPv6 pinholes open.")
+	fmt.Fprintf(bw, "portfwd_pinholes %d\n", core.PinholeCount())
 	head("portfwd_info", "gauge", "Always 1; the backend in use is a label.")
 	fmt.Fprintf(bw, "portfwd_info{backend=%s} 1\n", label(backend))
 
@@ -216,4 +218,5 @@ func (d *Daemon) metricsHandler(w http.ResponseWriter, r *http.Request) {
 	if err := d.metrics.write(w, d.core, d.backend.Name()); err != nil {
 		d.log.Debug("writing metrics", "err", err)
 	}
+	d.writeUpstreamMetrics(w)
 }
