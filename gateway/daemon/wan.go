@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -177,9 +176,11 @@ func (d *Daemon) onAddressChange(netip.Addr) {
 	if a := d.wan.ext.Get(); a.Is4() {
 		ip = a.String()
 	}
-	d.upnpSide.publisher.Notify(igd.WANIPConnectionEventPath, []upnp.Arg{
+	d.upnpSide.publisher.Notify(d.upnpSide.events.conn, []upnp.Arg{
 		{Name: "ExternalIPAddress", Value: ip},
 		{Name: "ConnectionStatus", Value: status},
 	})
-	d.upnpSide.publisher.Notify(igd.WANCommonInterfaceConfigEventPath, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
+	if d.upnpSide.events.common != "" {
+		d.upnpSide.publisher.Notify(d.upnpSide.events.common, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
+	}
 }
