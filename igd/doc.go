@@ -11,6 +11,15 @@
 // level methods (ListPortMappings, AddMapping, EditMapping, RemoveRange) hold
 // the fallbacks that real routers need, each documented where it lives.
 //
+// FirewallClient is the client of IGD:2's WANIPv6FirewallControl:1: IPv6
+// pinholes (AddPinhole, UpdatePinhole, DeletePinhole, GetPinholePackets,
+// CheckPinholeWorking, GetFirewallStatus, GetOutboundPinholeTimeout). Its
+// error codes 701-709 are FirewallCode values, each an error with one
+// sentence, that errors.Is finds in the *FirewallError a failed action
+// returns. The router checks that the pinhole is for the request's source,
+// so the SOAP client must send from that address, over IPv6 (see
+// portmap's Pinholer); miniupnpd's quirks are documented on the methods.
+//
 // The server side is Server, the http.Handler a router-side daemon serves:
 // the root description, the service descriptions (SCPDs) and SOAP control of
 // WANIPConnection (version 1 or 2), WANCommonInterfaceConfig:1 and, for

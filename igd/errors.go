@@ -119,7 +119,7 @@ func CodeName(code int) string {
 	case CodeInconsistentParameters:
 		return "InconsistentParameters"
 	}
-	return ""
+	return FirewallCode(code).Name()
 }
 
 // codeAdvice is the sentence Explain gives for a UPnP error code: what the
@@ -164,6 +164,9 @@ func codeAdvice(code int) string {
 		return "The router requires a specific internal port; give one instead of 0."
 	case CodeInconsistentParameters:
 		return "The router found the arguments inconsistent; check that the start port is not above the end port."
+	}
+	if f, ok := firewallCodes[FirewallCode(code)]; ok {
+		return capitalize(f[1]) + "."
 	}
 	return ""
 }
@@ -296,6 +299,10 @@ func Explain(err error) string {
 	}
 	if errors.Is(err, ErrNotSupported) {
 		return "The router's UPnP service does not offer this operation (it may only speak IGD version 1)."
+	}
+	var fe *FirewallError
+	if errors.As(err, &fe) {
+		return capitalize(fe.Error()) + "."
 	}
 	var ue *upnp.Error
 	if errors.As(err, &ue) {

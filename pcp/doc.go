@@ -48,6 +48,16 @@
 //     lifetime errors, and answers an option valid for MAP only that comes
 //     with PEER with MALFORMED_REQUEST (this package's server answers
 //     MALFORMED_OPTION).
+//   - Over IPv6, a MAP from a host's own address is a firewall pinhole on a
+//     router without NAT66: miniupnpd 2.3.1 answers with the host's own
+//     address and internal port, whatever external port was suggested
+//     (portmap's Pinholer checks that and refuses a translation). It
+//     checks the nonce of a delete but not of a refresh (fixed in 2.3.8),
+//     and its nftables backend loses the nonce when it refreshes a
+//     pinhole (update_pinhole re-adds the rule without its description),
+//     so a refreshed pinhole can never be deleted: the delete is refused
+//     NOT_AUTHORIZED whatever nonce it carries. portmap shortens such a
+//     pinhole to the server's minimum lifetime instead and says so.
 //   - tailscale's portmapper releases its PCP mappings with a fresh nonce,
 //     which servers that check nonces refuse; this package's Delete
 //     requires the mapping's nonce for that reason.

@@ -157,7 +157,12 @@ func Discover(ctx context.Context, o Options) ([]Gateway, error) {
 				results <- candidate{gw: g, health: health}
 			})
 		} else {
-			so := ssdp.SearchOptions{Interfaces: o.Interfaces, NoMulticast: o.NoMulticast, Unicast: o.SSDPUnicast, Logger: o.Logger}
+			// IPv4 only: port mappings are made for this host's IPv4
+			// address, which the IGD's IPv4 URL gives (an IGD found over
+			// IPv6 serves the same services at an IPv6 URL, from which
+			// the local address would be IPv6). Pinholes search over
+			// IPv6, see FindPinholer.
+			so := ssdp.SearchOptions{Interfaces: o.Interfaces, NoMulticast: o.NoMulticast, Unicast: o.SSDPUnicast, Logger: o.Logger, Family: ssdp.IPv4Only}
 			if defGW.IsValid() {
 				so.Unicast = append(so.Unicast, netip.AddrPortFrom(defGW, 1900))
 			}

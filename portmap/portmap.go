@@ -9,6 +9,10 @@
 // ends); nothing here waits a fixed window. Every call takes a context, and
 // long work reports progress through a callback, so a caller is never
 // blocked by a slow router.
+//
+// IPv6 pinholes (inbound firewall rules to this host's own address, over
+// UPnP's WANIPv6FirewallControl or PCP) go through FindPinholer and its
+// Pinholer: a pinhole is a Mapping with Family IPv6 and an ID (pinhole.go).
 package portmap
 
 import (
@@ -107,6 +111,15 @@ type Mapping struct {
 	// sentence or several, joined by "; ". Nothing in it is a failure: a
 	// field the router ignored is an error (*IgnoredError), not a note.
 	Note string `json:"note,omitempty"`
+	// Family is IPv4 for a port mapping and IPv6 for a pinhole: an inbound
+	// IPv6 firewall rule, with no translation, so that ExternalAddr and
+	// ExternalPort are InternalClient and InternalPort. Empty means IPv4.
+	Family Family `json:"family,omitempty"`
+	// ID is a pinhole's identifier: the router's UniqueID (UPnP), or
+	// "pcp-" and the start of its nonce (PCP). Empty for port mappings.
+	ID string `json:"id,omitempty"`
+	// RemotePort restricts a pinhole to one remote port; 0 is any.
+	RemotePort uint16 `json:"remote_port,omitempty"`
 }
 
 // addNote appends sentences to m's Note.
@@ -329,7 +342,8 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 func (e *RefusedError) Transient() bool {
 	switch e.Method {
 	case UPnP:
-		return e.Code == 501 || e.Code == 728
+		// 701: no room for another IPv6 pinhole, for now.
+		return e.Code == 501 || e.Code == 728 || e.Code == 701
 	case NATPMP:
 		return e.Code == int(natpmp.NetworkFailure) || e.Code == int(natpmp.OutOfResources)
 	case PCP:

@@ -113,6 +113,9 @@ type stateData struct {
 	Version  int          `json:"version"`
 	Mappings []Record     `json:"mappings"`
 	Gateways []cacheEntry `json:"gateways,omitempty"`
+	// Pinholes are the IPv6 pinholes this host opened (pinhole.go):
+	// routers have no action to list them.
+	Pinholes []PinholeRecord `json:"pinholes,omitempty"`
 }
 
 // store is the state directory of one set of Options. The zero Dir keeps

@@ -337,3 +337,23 @@ func TestResponseRoundTrip(t *testing.T) {
 		t.Errorf("byebye NT/USN = %q/%q, want %q/%q", m.Get("NT"), m.Get("USN"), in.ST, in.USN)
 	}
 }
+
+// An IPv6 search names its group in HOST as a bracketed literal, and the
+// families select which searches go out.
+func TestSearchHost6(t *testing.T) {
+	if got := searchHost6(LinkLocalGroup6); got != "[FF02::C]:1900" {
+		t.Errorf("link-local HOST = %q", got)
+	}
+	if got := searchHost6(SiteLocalGroup6); got != "[FF05::C]:1900" {
+		t.Errorf("site-local HOST = %q", got)
+	}
+	msg := string(AppendSearch(nil, STIGDv2, 2, searchHost6(LinkLocalGroup6)))
+	if !strings.Contains(msg, "\r\nHOST: [FF02::C]:1900\r\n") {
+		t.Errorf("M-SEARCH over IPv6:\n%s", msg)
+	}
+	for f, want := range map[Family][2]bool{BothFamilies: {true, true}, IPv4Only: {true, false}, IPv6Only: {false, true}} {
+		if f.v4() != want[0] || f.v6() != want[1] {
+			t.Errorf("Family %d: v4 %v v6 %v", f, f.v4(), f.v6())
+		}
+	}
+}

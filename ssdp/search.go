@@ -34,6 +34,10 @@ type SearchOptions struct {
 	// NoMulticast skips multicast entirely: only Unicast is searched.
 	NoMulticast bool
 
+	// Family selects IPv4 (239.255.255.250), IPv6 (ff02::c and ff05::c on
+	// each interface with an IPv6 address) or, by default, both at once.
+	Family Family
+
 	// Unicast lists extra destinations for a unicast M-SEARCH, typically
 	// the default gateway's port 1900: some routers answer those when
 	// multicast is filtered on the LAN (Wi-Fi isolation, IGMP snooping).
@@ -222,11 +226,16 @@ type packet struct {
 func openSearchConns(ctx context.Context, opts SearchOptions, log *slog.Logger) ([]*searchConn, error) {
 	var conns []*searchConn
 	var errs []error
-	if !opts.NoMulticast {
+	if !opts.NoMulticast && opts.Family.v6() {
+		c6, errs6 := openSearchConns6(ctx, opts.Interfaces, log)
+		conns = append(conns, c6...)
+		errs = append(errs, errs6...)
+	}
+	if !opts.NoMulticast && opts.Family.v4() {
 		ifaces, err := multicastInterfaces(opts.Interfaces)
 		if err != nil {
 			errs = append(errs, err)
-			if len(ifaces) > 0 {
+			if len(ifaces) > 0 || len(conns) > 0 {
 				log.Warn("ssdp: skipping interfaces", "err", err)
 			}
 		}

@@ -42,6 +42,7 @@ func (s *Server) routes() *http.ServeMux {
 	api("PUT /api/mappings/{proto}/{port}/keep", s.handleKeep)
 	api("POST /api/mappings/{proto}/{port}/check", s.handleCheck)
 	api("GET /api/events", s.handleEvents)
+	api("GET /api/pinholes", s.handlePinholes)
 	return mux
 }
 

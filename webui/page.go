@@ -38,6 +38,7 @@ type pageData struct {
 	External  externalJSON
 	Listed    bool
 	Table     mappingsJSON
+	Pinholes  pinholesJSON
 }
 
 // leaseText is a lease as the table shows it; the script counts it down.
@@ -107,7 +108,7 @@ func tableStatus(p pageData) string {
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	s.ensureDiscovery()
 	s.mu.Lock()
-	d := pageData{Token: s.Token, Features: s.features(), Discovery: s.disc}
+	d := pageData{Token: s.Token, Features: s.features(), Discovery: s.disc, Pinholes: s.pinholesPayload()}
 	gws := s.gatewaysPayloadLocked()
 	d.Gateways = gws.Gateways
 	if g := s.selected; g != nil {

@@ -107,6 +107,9 @@ type Server struct {
 	Keeper  Keeper
 	Watcher Watcher
 	Checker Checker
+	// Pinholes, if set, lists the IPv6 pinholes this computer opened (from
+	// the state directory: routers cannot list them); the page shows them.
+	Pinholes func() ([]portmap.Mapping, error)
 
 	Logger *slog.Logger
 

@@ -167,7 +167,36 @@ func bps(v uint64) string {
 func runIP(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "ip", &cf)
-	g, err := cf.parseAndFind(ctx, e, fs, args)
+	only4 := fs.Bool("ipv4", false, "show only the router's external IPv4 address")
+	only6 := fs.Bool("ipv6", false, "show only this host's global IPv6 address (no NAT: it is public itself; no discovery)")
+	if err := cf.parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if *only4 && *only6 {
+		return usagef("--ipv4 and --ipv6 together are the default: leave both out")
+	}
+	var ip6 netip.Addr
+	var why6 string
+	if !*only4 {
+		var err error
+		ip6, why6, err = hostIPv6()
+		if err != nil && *only6 {
+			return err
+		}
+	}
+	if *only6 {
+		if cf.json {
+			return printJSON(e.stdout, struct {
+				Schema   int    `json:"schema"`
+				IPv6     string `json:"ipv6"`
+				IPv6Note string `json:"ipv6_note"`
+			}{schemaVersion, ip6.String(), why6})
+		}
+		fmt.Fprintln(e.stdout, ip6)
+		fmt.Fprintf(e.stderr, "note: %s; it is public itself (no NAT on IPv6), and the router lets inbound connections in only through a pinhole ('portfwd add PORT --ipv6')\n", why6)
+		return nil
+	}
+	g, err := cf.first(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -184,12 +213,19 @@ func runIP(ctx context.Context, e *env, args []string) error {
 			Method  portmap.Method `json:"method"`
 			Gateway string         `json:"gateway"`
 			jsonExternalIP
-		}{schemaVersion, g.Method(), g.Addr(), externalIP(ip)})
+			IPv6     string `json:"ipv6"`
+			IPv6Note string `json:"ipv6_note"`
+		}{schemaVersion, g.Method(), g.Addr(), externalIP(ip), addrString(ip6), why6})
 	}
 	fmt.Fprintln(e.stdout, ip)
 	if w := c.Warning(); w != "" {
 		// On stderr, so that "$(portfwd ip)" stays just the address.
 		fmt.Fprintf(e.stderr, "warning: %s\n", w)
+	}
+	if ip6.IsValid() {
+		// Second line: this host's own IPv6 address (pass --ipv4 for
+		// the IPv4 address alone).
+		fmt.Fprintln(e.stdout, ip6)
 	}
 	return nil
 }
@@ -197,8 +233,22 @@ func runIP(ctx context.Context, e *env, args []string) error {
 func runList(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "list", &cf)
+	ipv6 := fs.Bool("ipv6", false, "list only the IPv6 pinholes this host opened, from its records (no discovery)")
 	if err := cf.parseNoArgs(fs, args); err != nil {
 		return err
+	}
+	pins, via, perr := pinholeRecords(cf.stateDir)
+	if *ipv6 {
+		if perr != nil {
+			return perr
+		}
+		if cf.json {
+			return printJSON(e.stdout, struct {
+				Schema   int           `json:"schema"`
+				Pinholes []jsonMapping `json:"pinholes"`
+			}{schemaVersion, toJSONs(pins)})
+		}
+		return printPinholes(e, pins, via)
 	}
 	g, err := cf.listable(ctx, e)
 	if err != nil {
@@ -223,8 +273,9 @@ func runList(ctx context.Context, e *env, args []string) error {
 			Method   portmap.Method `json:"method"`
 			Gateway  string         `json:"gateway"`
 			Mappings []jsonMapping  `json:"mappings"`
+			Pinholes []jsonMapping  `json:"pinholes"`
 			Error    *jsonError     `json:"error,omitempty"`
-		}{schemaVersion, g.Method(), g.Addr(), toJSONs(ms), jsonErrorOf(err)}, err)
+		}{schemaVersion, g.Method(), g.Addr(), toJSONs(ms), toJSONs(pins), jsonErrorOf(err)}, err)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROTO\tEXTERNAL\tINTERNAL\tENABLED\tLEASE\tREMOTE\tDESCRIPTION")
@@ -244,6 +295,11 @@ func runList(ctx context.Context, e *env, args []string) error {
 		return ferr
 	}
 	fmt.Fprintf(e.stdout, "%d mapping(s) on %s\n", len(ms), g.Addr())
+	if len(pins) > 0 {
+		if perr := printPinholes(e, pins, via); perr != nil {
+			return perr
+		}
+	}
 	return err
 }
 
@@ -368,13 +424,17 @@ func runAdd(ctx context.Context, e *env, args []string) error {
 	fs.Var((*cli.Port)(&ext), "external", "the external port (default: PORT, the internal one)")
 	fs.Var(protoFlag(&proto), "proto", "the protocol to map")
 	fs.Var(leaseFlag(&lease), "lease", "how long the mapping lasts; 0 asks for a permanent one on UPnP and 2h on NAT-PMP and PCP (the router decides)")
-	fs.Var(&client, "client", "the LAN host to forward to (default: this host)")
+	fs.Var(&client, "client", "the LAN host to forward to (default: this host); with --ipv6, which of this host's own IPv6 addresses the pinhole is for (default: its stable global one)")
 	desc := fs.String("desc", "portfwd", "the `text` the router shows beside the mapping (NAT-PMP and PCP keep none)")
 	anyPort := fs.Bool("any", false, "accept another external port when the one asked for is taken")
 	replace := fs.Bool("replace", false, "replace a mapping already at the external port (without it, portfwd refuses and names it)")
+	ipv6 := fs.Bool("ipv6", false, "open an IPv6 pinhole to this host's own address instead of an IPv4 port mapping (UPnP WANIPv6FirewallControl or PCP; lease default 1h)")
 	port, protos, err := cf.mappingArgs(fs, args, "add 8080 --external 18080", &proto)
 	if err != nil {
 		return err
+	}
+	if *ipv6 {
+		return runAddPinhole(ctx, e, fs, &cf, port, protos, netip.Addr(client), netip.Addr{}, lease, *desc)
 	}
 	req := portmap.Request{InternalPort: port, ExternalPort: ext, Lease: lease, Description: *desc, Any: *anyPort,
 		Replace: *replace, InternalClient: netip.Addr(client)}
@@ -541,8 +601,29 @@ func runDelete(ctx context.Context, e *env, args []string) error {
 	fs.Var(&rng, "range", "delete every mapping of --proto whose external port is in this range")
 	fs.Var(protoFlag(&proto), "proto", "the protocol, for --range and for a mapping given without /PROTO")
 	fs.Var(&remote, "remote", "the remote host of the entry (UPnP; default: any)")
+	ipv6 := fs.Bool("ipv6", false, "close an IPv6 pinhole this host opened (by PORT/PROTO, or --id) instead of an IPv4 port mapping")
+	var id string
+	fs.Var(idFlag{&id}, "id", "close the IPv6 pinhole with this ID (as `portfwd list` shows it; implies --ipv6)")
+	var client cli.Addr
+	fs.Var(&client, "client", "with --ipv6, the address of this host whose pinhole to close, when it has several")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
+	}
+	if *ipv6 || id != "" {
+		if rng.end != 0 || given(fs, "remote") {
+			return usagef("--range and --remote do not apply to pinholes; close one by PORT/PROTO or --id")
+		}
+		if (id == "") == (len(cf.positions) == 0) || len(cf.positions) > 1 {
+			return usagef("delete --ipv6 takes one pinhole: 'portfwd delete 8080/tcp --ipv6' or 'portfwd delete --id 3'")
+		}
+		var keys []portmap.Key
+		if len(cf.positions) == 1 {
+			var err error
+			if keys, err = parseKey(cf.positions[0], proto); err != nil {
+				return err
+			}
+		}
+		return runDeletePinhole(ctx, e, &cf, keys, id, netip.Addr(client))
 	}
 	if (rng.end == 0) == (len(cf.positions) == 0) || len(cf.positions) > 1 {
 		return usagef("delete takes one mapping (e.g. 'portfwd delete 18080/tcp') or --range START-END")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"time"
@@ -42,10 +43,21 @@ type jsonMapping struct {
 	Method         portmap.Method   `json:"method"`
 	ReadBack       bool             `json:"read_back"`
 	Note           string           `json:"note"`
+	// Family is "ipv4" for a port mapping, "ipv6" for a pinhole (no
+	// translation: external_ip:external_port is the host's own address
+	// and port); ID is the pinhole's (UPnP UniqueID, or pcp-…), and
+	// RemotePort the remote port it is restricted to (0: any).
+	Family     string `json:"family"`
+	ID         string `json:"id"`
+	RemotePort uint16 `json:"remote_port"`
 }
 
 func toJSON(m portmap.Mapping) jsonMapping {
-	return jsonMapping{Protocol: m.Protocol, ExternalPort: m.ExternalPort, InternalClient: m.InternalClient,
+	family := m.Family
+	if family == "" {
+		family = portmap.IPv4
+	}
+	return jsonMapping{Family: string(family), ID: m.ID, RemotePort: m.RemotePort, Protocol: m.Protocol, ExternalPort: m.ExternalPort, InternalClient: m.InternalClient,
 		InternalPort: m.InternalPort, Enabled: m.Enabled, Description: m.Description, RemoteHost: m.RemoteHost,
 		Permanent: m.Permanent, LeaseSeconds: int64(m.Lease / time.Second), ExternalIP: addrString(m.ExternalAddr),
 		Method: m.Method, ReadBack: m.ReadBack, Note: m.Note}
@@ -181,6 +193,19 @@ type jsonKey struct {
 	InternalClient string           `json:"internal_client"`
 	InternalPort   uint16           `json:"internal_port"`
 	Description    string           `json:"description"`
+	// Family is "ipv4" (a port mapping) or "ipv6" (a pinhole, whose ID
+	// is set).
+	Family string `json:"family"`
+	ID     string `json:"id"`
+}
+
+// MarshalJSON writes k with Family "ipv4" when unset.
+func (k jsonKey) MarshalJSON() ([]byte, error) {
+	type plain jsonKey
+	if k.Family == "" {
+		k.Family = string(portmap.IPv4)
+	}
+	return json.Marshal(plain(k))
 }
 
 // jsonRecord is a record of the state directory, as forget lists it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -27,9 +28,14 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 	desc := fs.String("desc", "portfwd keep", "the `text` the router shows beside the mapping (NAT-PMP and PCP keep none)")
 	fs.Var(&cli.Duration{P: &check}, "check-interval", "how often to check that the router still holds the mapping")
 	anyPort := fs.Bool("any", false, "accept another external port when the one asked for is taken")
+	want4 := fs.Bool("ipv4", false, "keep an IPv4 port mapping (the default; with --ipv6, both)")
+	want6 := fs.Bool("ipv6", false, "keep an IPv6 pinhole to this host's own address, renewed with UpdatePinhole or a PCP refresh")
 	port, protos, err := cf.mappingArgs(fs, args, "keep 8080", &proto)
 	if err != nil {
 		return err
+	}
+	if *want6 && !*want4 && (given(fs, "external") || *anyPort) {
+		return usagef("--external and --any do not apply to --ipv6 alone: a pinhole opens the port on this host's own address")
 	}
 	o, err := cf.options(e)
 	if err != nil {
@@ -39,17 +45,27 @@ func runKeep(ctx context.Context, e *env, args []string) error {
 	descGiven := given(fs, "desc")
 	e.network("keep")
 	var (
-		keepers []*portmap.Keeper
+		keepers []keeper
 		mu      sync.Mutex // serializes output lines from the keepers
 		wg      sync.WaitGroup
 	)
-	for _, p := range protos {
-		k := portmap.Keep(ctx, portmap.KeepConfig{
-			Options:       o,
-			Request:       portmap.Request{Protocol: p, InternalPort: port, ExternalPort: ext, Lease: lease, Description: *desc, Any: *anyPort},
-			CheckInterval: check,
-		})
-		keepers = append(keepers, k)
+	if *want6 {
+		ks, err := pinholeKeepers(ctx, e, &cf, port, protos, lease, check, *desc)
+		if err != nil {
+			return err
+		}
+		keepers = append(keepers, ks...)
+	}
+	if !*want6 || *want4 {
+		for _, p := range protos {
+			keepers = append(keepers, portmap.Keep(ctx, portmap.KeepConfig{
+				Options:       o,
+				Request:       portmap.Request{Protocol: p, InternalPort: port, ExternalPort: ext, Lease: lease, Description: *desc, Any: *anyPort},
+				CheckInterval: check,
+			}))
+		}
+	}
+	for _, k := range keepers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -107,11 +123,19 @@ func printEvent(e *env, asJSON bool, ev portmap.Event) {
 	}
 	m := ev.Mapping
 	where := fmt.Sprintf("%s:%d/%s -> %s:%d", m.ExternalAddr, m.ExternalPort, m.Protocol, m.InternalClient, m.InternalPort)
+	if m.Family == portmap.IPv6 {
+		where = fmt.Sprintf("pinhole %s/%s (ID %s)", netip.AddrPortFrom(m.ExternalAddr, m.InternalPort), m.Protocol, m.ID)
+		if m.ID == "" {
+			where = fmt.Sprintf("pinhole for port %d/%s", m.InternalPort, m.Protocol)
+		}
+	}
 	ts := ev.Time.Format("15:04:05")
 	switch ev.Kind {
 	case portmap.EventMapped:
 		fmt.Fprintf(e.stdout, "%s mapped %s (%s, %s)\n", ts, where, m.Method.Name(), leaseText(m))
-		if w := portmap.Classify(m.ExternalAddr).Warning(); w != "" {
+		// The warning speaks of a router's external IPv4 address; a
+		// pinhole's address is this host's, and its note says what to know.
+		if w := portmap.Classify(m.ExternalAddr).Warning(); w != "" && m.Family != portmap.IPv6 {
 			fmt.Fprintf(e.stderr, "warning: %s\n", w)
 		}
 		printNote(e, m)

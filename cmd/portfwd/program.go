@@ -150,9 +150,13 @@ func docs() map[string]cli.Command {
 			Summary: "show the external address (warns about double NAT and CGNAT)",
 			Description: `Prints the gateway's external address alone on stdout, so that $(portfwd ip) is the address. When ` +
 				`the Internet cannot reach that address (a private address: another router in front, double NAT; ` +
-				`100.64.0.0/10: the ISP's carrier-grade NAT), a warning on stderr says what it means and what to do.`,
+				`100.64.0.0/10: the ISP's carrier-grade NAT), a warning on stderr says what it means and what to do. When ` +
+				`this host has a global IPv6 address, a second line gives it: on IPv6 there is no NAT, the address is ` +
+				`public itself. --ipv4 prints the external IPv4 address alone; --ipv6 this host's IPv6 address alone, ` +
+				`without asking the router.`,
 			Examples: []cli.Example{
 				{Command: "portfwd ip"},
+				{Command: "portfwd ip --ipv4", Comment: "the IPv4 address alone, for scripts"},
 				{Command: "portfwd ip --json"},
 			},
 		},
@@ -161,7 +165,9 @@ func docs() map[string]cli.Command {
 			Description: `Lists the gateway's mapping table: protocol, external port, internal address and port, whether ` +
 				`each is enabled, the lease left, the remote host and the description. This needs UPnP: NAT-PMP and PCP ` +
 				`have no way to list a router's mappings ('portfwd forget' shows the records of those this host made). ` +
-				`A table cut short by an error is printed as far as it was read, and the command exits 4.`,
+				`A table cut short by an error is printed as far as it was read, and the command exits 4. The IPv6 pinholes ` +
+				`this host opened follow in their own table (ID, address, remote, lease left, via), from its records: ` +
+				`routers cannot list pinholes. --ipv6 lists those alone, without asking the router.`,
 			Examples: []cli.Example{
 				{Command: "portfwd list"},
 				{Command: `portfwd list --json | jq '.mappings[] | select(.internal_client == "192.168.1.20")'`,
@@ -178,12 +184,20 @@ func docs() map[string]cli.Command {
 
 What is printed is the mapping as the router holds it, read back after the change. A note on stderr says what ` +
 				`the router granted differently from what was asked (a shorter lease, say). NAT-PMP and PCP carry no ` +
-				`description: there --desc is kept in this host's records only, and a note says so.`,
+				`description: there --desc is kept in this host's records only, and a note says so.
+
+With --ipv6 it opens an IPv6 pinhole instead: an inbound firewall rule to PORT on this host's own IPv6 ` +
+				`address (there is no NAT on IPv6, so no external port), with UPnP's WANIPv6FirewallControl or PCP. ` +
+				`The address is this host's stable global one (temporary addresses rotate and are skipped), or the ` +
+				`one of its own --client names; the request is sent from that address, as routers require. The ` +
+				`pinhole is printed as the router acknowledged it (no protocol can read one back) and recorded, ` +
+				`with its ID, in the state directory; the lease is 1h unless --lease says otherwise (at most 24h over UPnP).`,
 			Examples: []cli.Example{
 				{Command: "portfwd add 8080", Comment: "forward TCP port 8080 of the router to port 8080 on this host"},
 				{Command: `portfwd add 8080 --external 18080 --desc "web server"`},
 				{Command: "portfwd add 25565 --proto both --lease 2h --desc minecraft"},
 				{Command: "portfwd add 3389 --client 192.168.1.30 --any", Comment: "forward to another host, at another external port if 3389 is taken"},
+				{Command: "portfwd add 8080 --ipv6", Comment: "open an IPv6 pinhole to port 8080 of this host's global address"},
 			},
 		},
 		"edit": {
@@ -200,15 +214,20 @@ What is printed is the mapping as the router holds it, read back after the chang
 			},
 		},
 		"delete": {
-			Args:    "EXT/PROTO | --range START-END",
+			Args:    "EXT/PROTO | --range START-END | PORT/PROTO --ipv6 | --id ID",
 			Summary: "delete a mapping, or every mapping in a --range",
 			Description: `Deletes the mapping at external port EXT (EXT/tcp, EXT/udp or EXT/both; --proto when no /PROTO ` +
 				`is given), or, with --range START-END instead, every mapping of --proto whose external port is in the ` +
 				`range, and lists those really removed: the table is read before and after where the router can list it. ` +
-				`Over NAT-PMP and PCP a mapping is deleted through this host's record of it, kept since it was added.`,
+				`Over NAT-PMP and PCP a mapping is deleted through this host's record of it, kept since it was added. With ` +
+				`--ipv6 it closes the IPv6 pinhole this host opened to PORT/PROTO (--client chooses when it opened ` +
+				`several); --id closes a pinhole by the ID 'portfwd list' shows (over UPnP, also one opened elsewhere). ` +
+				`A pinhole the router no longer has is dropped from the records with a note.`,
 			Examples: []cli.Example{
 				{Command: "portfwd delete 18080/tcp"},
 				{Command: "portfwd delete --range 25000-26000 --proto both"},
+				{Command: "portfwd delete 8080/tcp --ipv6"},
+				{Command: "portfwd delete --id 3"},
 			},
 		},
 		"keep": {
@@ -219,9 +238,11 @@ What is printed is the mapping as the router holds it, read back after the chang
 				`deleting it), follows a new external address, and finds the gateway again, possibly over another ` +
 				`protocol, when it stops answering. Each change is printed with its time. "Mapped" means the router holds ` +
 				`the mapping, not that the Internet reaches it: 'portfwd check' proves that. A refusal that will not pass ` +
-				`ends keep with exit 3.`,
+				`ends keep with exit 3. --ipv6 keeps an IPv6 pinhole instead (renewed with UpdatePinhole or a PCP ` +
+				`refresh, opened again when the router lost it); --ipv4 --ipv6 keeps both.`,
 			Examples: []cli.Example{
 				{Command: "portfwd keep 8080"},
+				{Command: "portfwd keep 8080 --ipv4 --ipv6", Comment: "a port mapping and a pinhole, held together"},
 				{Command: "portfwd keep 25565 --proto both --lease 30m --json"},
 			},
 		},

@@ -69,6 +69,10 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	// The page follows the router's events, as portfwd watch does, and
 	// polls only a router that sends none.
 	srv.Watcher = &webui.PortmapWatcher{Options: o}
+	srv.Pinholes = func() ([]portmap.Mapping, error) {
+		ms, _, err := pinholeRecords(o.StateDir)
+		return ms, err
+	}
 	if len(probes) == 0 {
 		if c, err := loadConfig(defaultConfigPath(), false); err == nil {
 			probes = c.ProbeServers

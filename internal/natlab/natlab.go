@@ -151,6 +151,10 @@ type Options struct {
 	// is written. The nftables table and chain names must stay as they are:
 	// the lab creates those objects.
 	MiniupnpdConf func(*Conf)
+	// IPv6 makes the lab dual-stack: routed IPv6 with no NAT66, inbound
+	// new connections dropped unless a pinhole allows them, miniupnpd with
+	// IPv6 on (see ipv6.go and Addrs6). Not with DoubleNAT.
+	IPv6 bool
 }
 
 // Lab is a running lab. Its fields are read-only.
@@ -164,6 +168,7 @@ type Lab struct {
 	WANIP2      netip.Addr // the WAN host's second address (STUN's alternate)
 	LANPrefix   netip.Prefix
 	WANPrefix   netip.Prefix
+	Addrs6      // zero unless Options.IPv6
 
 	// RunDir holds the lab's files: miniupnpd.conf, router.nft, logs, PID
 	// and lease files. It is removed at teardown unless the test failed.
@@ -205,6 +210,9 @@ func Start(t testing.TB, opts Options) *Lab {
 	if opts.Prefix != "" && !validPrefix.MatchString(opts.Prefix) {
 		t.Fatalf("natlab: Options.Prefix %q: want 1-10 letters, digits or underscores", opts.Prefix)
 	}
+	if err := checkIPv6Options(opts); err != nil {
+		t.Fatal(err)
+	}
 	if testing.Short() {
 		// Not a missing requirement: -short asked for the unit tests alone.
 		t.Skip("natlab: -short: the NAT lab runs in the full suite only")
@@ -236,6 +244,9 @@ func Start(t testing.TB, opts Options) *Lab {
 		l.WANIP = netip.MustParseAddr("100.64.0.2")
 		l.WANIP2 = netip.MustParseAddr("100.64.0.3")
 		l.WANPrefix = netip.MustParsePrefix("100.64.0.0/24")
+	}
+	if opts.IPv6 {
+		l.Addrs6 = defaultAddrs6()
 	}
 
 	prefix := opts.Prefix
@@ -435,6 +446,13 @@ func (l *Lab) configure() error {
 		"net/ipv6/conf/default/disable_ipv6": "1",
 		"net/ipv4/conf/*/rp_filter":          "0",
 	}
+	if l.opts.IPv6 {
+		if err := l.prepareIPv6(); err != nil {
+			return err
+		}
+		delete(common, "net/ipv6/conf/all/disable_ipv6")
+		delete(common, "net/ipv6/conf/default/disable_ipv6")
+	}
 	for _, h := range []string{HostLAN, HostRouter, HostWAN} {
 		f, err := l.nsFile(h)
 		if err != nil {
@@ -488,6 +506,11 @@ func (l *Lab) configure() error {
 	for _, s := range steps {
 		if err := l.ipBatch(s.ns, s.lines...); err != nil {
 			return fmt.Errorf("natlab: configuring %s: %w", s.ns, err)
+		}
+	}
+	if l.opts.IPv6 {
+		if err := l.configureIPv6(); err != nil {
+			return err
 		}
 	}
 	rules := l.ruleset()
@@ -560,6 +583,7 @@ func (l *Lab) startMiniupnpd() error {
 			"deny 0-65535 0.0.0.0/0 0-65535",
 		},
 	}
+	l.miniupnpdConf6(c)
 	if l.opts.MiniupnpdConf != nil {
 		l.opts.MiniupnpdConf(c)
 	}
@@ -590,7 +614,10 @@ func (l *Lab) startMiniupnpd() error {
 		}
 		return nil
 	}
-	return l.waitMiniupnpd(p)
+	if err := l.waitMiniupnpd(p); err != nil {
+		return err
+	}
+	return l.waitMiniupnpd6(p)
 }
 
 // MiniupnpdPID returns the running daemon's PID, from its PID file.
@@ -663,7 +690,7 @@ func (l *Lab) waitTCP(host string, addr netip.AddrPort, timeout time.Duration, p
 		// Refused connections fail at once; the per-try limit only covers a
 		// lost SYN.
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		c, err := l.DialContext(ctx, host, "tcp4", addr.String())
+		c, err := l.DialContext(ctx, host, tcpNetwork("tcp", addr.Addr()), addr.String())
 		cancel()
 		if err == nil {
 			c.Close()

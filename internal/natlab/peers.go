@@ -53,7 +53,7 @@ func (s *Server) saw(a net.Addr) {
 // ServeTCP returns.
 func (l *Lab) ServeTCP(t testing.TB, host string, addr netip.AddrPort, banner string) *Server {
 	t.Helper()
-	ln, err := l.Listen(host, "tcp4", addr.String())
+	ln, err := l.Listen(host, tcpNetwork("tcp", addr.Addr()), addr.String())
 	if err != nil {
 		t.Fatalf("natlab: TCP server on %s %v: %v", host, addr, err)
 	}
@@ -86,7 +86,7 @@ func (l *Lab) DialTCP(t testing.TB, from string, to netip.AddrPort, timeout time
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := l.DialContext(ctx, from, "tcp4", to.String())
+	c, err := l.DialContext(ctx, from, tcpNetwork("tcp", to.Addr()), to.String())
 	if err != nil {
 		return "", fmt.Errorf("natlab: TCP from %s to %v: %w", from, to, err)
 	}
@@ -104,7 +104,7 @@ func (l *Lab) DialTCP(t testing.TB, from string, to netip.AddrPort, timeout time
 // every datagram back to its sender unchanged.
 func (l *Lab) ServeUDPEcho(t testing.TB, host string, addr netip.AddrPort) *Server {
 	t.Helper()
-	pc, err := l.ListenPacket(host, "udp4", addr.String())
+	pc, err := l.ListenPacket(host, tcpNetwork("udp", addr.Addr()), addr.String())
 	if err != nil {
 		t.Fatalf("natlab: UDP echo on %s %v: %v", host, addr, err)
 	}
@@ -139,7 +139,7 @@ func (l *Lab) ServeUDPEcho(t testing.TB, host string, addr netip.AddrPort) *Serv
 func (l *Lab) ProbeUDP(t testing.TB, from string, to netip.AddrPort, payload string, timeout time.Duration) (string, error) {
 	t.Helper()
 	// Connected, so an ICMP error ends the wait at once.
-	c, err := l.DialContext(context.Background(), from, "udp4", to.String())
+	c, err := l.DialContext(context.Background(), from, tcpNetwork("udp", to.Addr()), to.String())
 	if err != nil {
 		return "", fmt.Errorf("natlab: UDP from %s to %v: %w", from, to, err)
 	}

@@ -41,6 +41,7 @@ func (l *Lab) ruleset() string {
 	} else {
 		w("    ct status dnat accept")
 	}
+	l.ruleset6(w)
 	w("  }")
 	w("  chain prerouting {")
 	w("    type nat hook prerouting priority dstnat; policy accept;")
@@ -63,6 +64,7 @@ func (l *Lab) ruleset() string {
 		w("  chain postrouting_miniupnpd {")
 		w("  }")
 	}
+	l.pinholeChain6(w)
 	w("}")
 	return b.String()
 }
