@@ -53,8 +53,11 @@ func (s *Server) applyLayout(l *Layout) error {
 			sl = l.L3F
 		case "WANCommonInterfaceConfig":
 			sl = l.Common
-		default:
+		case "WANIPConnection":
 			sl = &l.Connection
+		default: // a service Layout does not place keeps its own paths
+			kept = append(kept, d)
+			continue
 		}
 		if sl == nil {
 			continue
