@@ -59,6 +59,7 @@ func TestLabPersonalityLayouts(t *testing.T) {
 				if !r.ok {
 					t.Fatalf("%s: %s\n%s", cmd[0], r.msg, r.detail)
 				}
+				t.Logf("$ portfwd %s\n%s", cmd[0], r.out)
 				if cmd[0] == "info" && !strings.Contains(r.out, tc.name) {
 					t.Errorf("info does not name the device %q:\n%s", tc.name, r.out)
 				}
