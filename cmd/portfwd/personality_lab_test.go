@@ -44,7 +44,9 @@ func TestLabPersonalityLayouts(t *testing.T) {
 			// SSDP answers a search for the device's connection service, and
 			// none for the other kind, which the device does not have.
 			group := netip.MustParseAddrPort("239.255.255.250:1900")
-			if _, _, ok := ssdpAsk(t, l, group, tc.conn, 2*time.Second); !ok {
+			// The HTTP server answers before SSDP has joined the group: ask
+			// until it answers.
+			if !waitFor(8*time.Second, func() bool { _, _, ok := ssdpAsk(t, l, group, tc.conn, time.Second); return ok }) {
 				t.Errorf("no SSDP answer to a search for %s", tc.conn)
 			}
 			other := strings.NewReplacer("WANPPPConnection", "WANIPConnection", "WANIPConnection", "WANPPPConnection").Replace(tc.conn)
