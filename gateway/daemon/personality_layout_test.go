@@ -7,9 +7,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/upnp"
@@ -200,5 +203,83 @@ func TestDefaultLayoutUnchanged(t *testing.T) {
 		if conn.ServiceType != want.ServiceType || conn.ServiceID != want.ServiceID || conn.SCPDURL != want.SCPDURL || conn.ControlURL != want.ControlURL || conn.EventSubURL != want.EventSubURL {
 			t.Errorf("IGD:%d: connection %+v, want %+v", v, conn, want)
 		}
+	}
+}
+
+// TestDaemonServesEveryPersonality runs the whole daemon as every
+// personality that can be served: a client finds its connection service
+// at the device's description path, maps a port through it (the backend
+// sees the rule), and a GENA subscription on the device's event path gets
+// the initial event and the one the new mapping causes.
+func TestDaemonServesEveryPersonality(t *testing.T) {
+	for _, p := range Personalities {
+		if p.Unservable != "" {
+			continue
+		}
+		t.Run(p.Slug, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Personality = p.Slug
+			cfg.QuirksOnPublic = true
+			r := start(t, cfg)
+			layout := personalityLayouts[p.Slug]
+			u := r.DescriptionURLs()[0]
+			if layout.DescriptionPath != "" && !strings.HasSuffix(u, layout.DescriptionPath) {
+				t.Errorf("description URL %s, want the path %s", u, layout.DescriptionPath)
+			}
+			c := r.igdClient(t, "127.0.0.1")
+			if c.ServiceType != layout.Connection.Type || !strings.HasSuffix(c.ControlURL, layout.Connection.Control) {
+				t.Errorf("client found %s at %s, want %s at %s", c.ServiceType, c.ControlURL, layout.Connection.Type, layout.Connection.Control)
+			}
+
+			events := make(chan []upnp.Arg, 8)
+			cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				body, _ := io.ReadAll(req.Body)
+				if vars, err := upnp.ParsePropertySet(body); err == nil {
+					events <- vars
+				}
+			}))
+			defer cb.Close()
+			base, _ := url.Parse(u)
+			req, _ := http.NewRequest("SUBSCRIBE", base.Scheme+"://"+base.Host+layout.Connection.Event, nil)
+			req.Header.Set("CALLBACK", "<"+cb.URL+"/>")
+			req.Header.Set("NT", "upnp:event")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("SUBSCRIBE %s: %s", layout.Connection.Event, res.Status)
+			}
+			entries := func() string {
+				select {
+				case vars := <-events:
+					for _, v := range vars {
+						if v.Name == "PortMappingNumberOfEntries" {
+							return v.Value
+						}
+					}
+					return "(absent)"
+				case <-time.After(5 * time.Second):
+					return "(no event)"
+				}
+			}
+			if n := entries(); n != "0" {
+				t.Errorf("initial event: PortMappingNumberOfEntries %s", n)
+			}
+			m := igd.PortMapping{ExternalPort: 20000, Protocol: "TCP", InternalPort: 8080, InternalClient: "127.0.0.1", Enabled: true, Description: "persona"}
+			if !slices.Contains(p.Quirks, "permanent-only") {
+				m.LeaseDuration = time.Hour
+			}
+			if err := c.AddPortMapping(context.Background(), m); err != nil {
+				t.Fatalf("AddPortMapping through %s: %v", layout.Connection.Type, err)
+			}
+			if rule, ok := r.memory().Rule(gateway.Key{Protocol: gateway.TCP, ExternalPort: 20000}); !ok || rule.InternalPort != 8080 {
+				t.Errorf("backend rule = %v, %v", rule, ok)
+			}
+			if n := entries(); n != "1" {
+				t.Errorf("event after the mapping: PortMappingNumberOfEntries %s", n)
+			}
+		})
 	}
 }
