@@ -310,37 +310,36 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.routes = map[string]route{s.descPath: {description: true}}
 	for i := range s.services {
-		d := &s.services[i]
-		set := func(path string, f func(*route)) error {
-			r := s.routes[path]
-			f(&r)
-			if r.description && r.scpd != nil || r.scpd != nil && d != r.scpd {
-				return fmt.Errorf("igd: two documents on the path %s", path)
-			}
-			s.routes[path] = r
-			return nil
-		}
-		if err := errors.Join(
-			set(d.scpdPath, func(r *route) { r.scpd = d }),
-			set(d.controlPath, func(r *route) {
-				if r.control == nil {
-					r.control = d
-				} else {
-					r.control = nil // refused below
-				}
-			}),
-			set(d.eventPath, func(r *route) { r.event = d }),
-		); err != nil {
+		if err := s.addRoutes(&s.services[i]); err != nil {
 			return nil, err
-		}
-		if s.routes[d.controlPath].control != d {
-			return nil, fmt.Errorf("igd: two services controlled on the path %s", d.controlPath)
 		}
 	}
 	if err := s.initDescription(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// addRoutes puts d's SCPD, control and event on their paths, refusing a
+// path that would serve two documents, two controls or two event sources.
+func (s *Server) addRoutes(d *serviceDef) error {
+	for _, p := range []struct {
+		path string
+		slot func(*route) **serviceDef
+	}{
+		{d.scpdPath, func(r *route) **serviceDef { return &r.scpd }},
+		{d.controlPath, func(r *route) **serviceDef { return &r.control }},
+		{d.eventPath, func(r *route) **serviceDef { return &r.event }},
+	} {
+		r := s.routes[p.path]
+		slot := p.slot(&r)
+		if *slot != nil || r.description && slot == &r.scpd {
+			return fmt.Errorf("igd: two services on the path %s", p.path)
+		}
+		*slot = d
+		s.routes[p.path] = r
+	}
+	return nil
 }
 
 // ServeHTTP answers one request.
