@@ -7,7 +7,6 @@ import (
 	"testing"
 )
 
-
 // pppLayout is a Linksys-style layout: WANPPPConnection:1, query-style
 // control paths, and control and event on one path (AVM's habit).
 func pppLayout() *Layout {
