@@ -44,9 +44,11 @@ func TestLabPersonalityLayouts(t *testing.T) {
 			// SSDP answers a search for the device's connection service, and
 			// none for the other kind, which the device does not have.
 			group := netip.MustParseAddrPort("239.255.255.250:1900")
-			// The HTTP server answers before SSDP has joined the group: ask
-			// until it answers.
-			if !waitFor(8*time.Second, func() bool { _, _, ok := ssdpAsk(t, l, group, tc.conn, time.Second); return ok }) {
+			// HTTP answers before SSDP has joined its group: wait for it.
+			if !waitFor(5*time.Second, func() bool { return strings.Contains(g.proc.Output(), "ssdp: responder serving") }) {
+				t.Fatalf("the gateway's SSDP responder did not start:\n%s", g.proc.Output())
+			}
+			if _, _, ok := ssdpAsk(t, l, group, tc.conn, 2*time.Second); !ok {
 				t.Errorf("no SSDP answer to a search for %s", tc.conn)
 			}
 			other := strings.NewReplacer("WANPPPConnection", "WANIPConnection", "WANIPConnection", "WANPPPConnection").Replace(tc.conn)
