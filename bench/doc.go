@@ -3,4 +3,9 @@
 // upnpc, libnatpmp's natpmpc, miniupnpd) doing the same work, and print a
 // table. They are not part of the ordinary test run: scripts/bench.sh runs
 // them (PORTFWD_BENCH=1) inside a fresh network namespace.
+//
+// TestLabBenchChained measures the double-NAT chaining of the gateway
+// (gateway/upstream): what a chained add costs over a local one, against
+// the round trip to the router above, and chained add+delete pairs per
+// second, in natlab's two-level lab (StartDouble).
 package bench

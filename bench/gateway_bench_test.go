@@ -78,7 +78,12 @@ func startGateway(t *testing.T, l *natlab.Lab, stateDir string) (*natlab.Process
 	// One load generator plays every client: no per-client quota, no
 	// table cap, as miniupnpd has none.
 	conf := filepath.Join(l.RunDir, "bench-gateway.toml")
-	if err := os.WriteFile(conf, []byte("[policy]\nmax_per_client = 0\nmax_mappings = 0\n"), 0o644); err != nil {
+	// Pinholes go where the dual-stack lab's forward chain jumps to.
+	text := "[policy]\nmax_per_client = 0\nmax_mappings = 0\n"
+	if l.LANIP6.IsValid() {
+		text += "[nft]\nforward_table = \"inet filter\"\nforward_chain = \"miniupnpd\"\n"
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -181,6 +186,45 @@ func TestLabBenchGateway(t *testing.T) {
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.name, r.ours, r.mini, r.target)
 	}
+	tw.Flush()
+	fmt.Print(b.String())
+}
+
+// TestLabBenchPinholes times IPv6 pinhole add+delete pairs through
+// WANIPv6FirewallControl, the same load generator against miniupnpd and
+// against portfwd's gateway (nft backend both), with no other pinhole and
+// with 1,000 live ones: miniupnpd writes one rule per pinhole and re-reads
+// its chain on every operation, portfwd one set element.
+func TestLabBenchPinholes(t *testing.T) {
+	requireBench(t)
+	n := 1000
+	run := func(l *natlab.Lab, url string) map[string]phase {
+		out := map[string]phase{}
+		ps := load(t, l, "-upnp6", url, "-client6", l.LANIP6.String(), "-n", strconv.Itoa(n), "-base", "20000",
+			"-phases", "pinhole-pairs,pinhole-grow")
+		out["pairs-empty"], out["grow"] = ps[0], ps[1]
+		ps = load(t, l, "-upnp6", url, "-client6", l.LANIP6.String(), "-n", strconv.Itoa(n), "-base", "20000",
+			"-phases", "pinhole-pairs")
+		out["pairs-1000"] = ps[0]
+		return out
+	}
+	lm := natlab.Start(t, natlab.Options{Quiet: true, IPv6: true})
+	mini := run(lm, "http://["+lm.RouterLANIP6.String()+"]:5000/ctl/IP6FCtl")
+	lg := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	startGateway(t, lg, filepath.Join(lg.RunDir, "gw"))
+	ours := run(lg, "http://["+lg.RouterLANIP6.String()+"]:5000/ctl/IP6FCtl")
+
+	rate := func(p phase) string { return fmt.Sprintf("%.0f/s (p50 %.2f ms)", p.PerSec, p.P50ms) }
+	grow := func(p phase) string {
+		return fmt.Sprintf("%.0f/s (first 10%%: %.0f/s, last 10%%: %.0f/s)", p.PerSec, p.FirstTenthPerSec, p.LastTenthPerSec)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\npinhole benchmark: portfwd gateway vs miniupnpd 2.3 (WANIPv6FirewallControl over IPv6 SOAP, nft backend both)\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measure\tportfwd gateway\tminiupnpd\ttarget")
+	fmt.Fprintf(tw, "AddPinhole+DeletePinhole pairs, no other pinhole\t%s\t%s\t>= 2x\n", rate(ours["pairs-empty"]), rate(mini["pairs-empty"]))
+	fmt.Fprintf(tw, "AddPinhole, table growing to %d\t%s\t%s\tno slow-down\n", n, grow(ours["grow"]), grow(mini["grow"]))
+	fmt.Fprintf(tw, "AddPinhole+DeletePinhole pairs, %d live pinholes\t%s\t%s\t>= 2x\n", n, rate(ours["pairs-1000"]), rate(mini["pairs-1000"]))
 	tw.Flush()
 	fmt.Print(b.String())
 }

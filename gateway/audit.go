@@ -45,6 +45,11 @@ type AuditRecord struct {
 	// Internal is where the mapping forwards to.
 	Internal   netip.AddrPort `json:"internal,omitzero"`
 	RemoteHost netip.Addr     `json:"remote_host,omitzero"`
+	// Family is "ipv6" for IPv6 pinholes; empty for IPv4 port mappings.
+	Family string `json:"family,omitempty"`
+	// PinholeID and RemotePort are a pinhole's unique ID and remote port.
+	PinholeID  uint16 `json:"pinhole_id,omitempty"`
+	RemotePort uint16 `json:"remote_port,omitempty"`
 	// LeaseSeconds is the lease granted (0: permanent or not applicable).
 	LeaseSeconds uint32 `json:"lease_s,omitempty"`
 	Description  string `json:"description,omitempty"`

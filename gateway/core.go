@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 )
@@ -71,6 +72,25 @@ type Config struct {
 	// Refusals are not the Core's to record: the protocol adapters know
 	// what the client was answered. It must not call the Core.
 	Audit func(AuditRecord)
+	// Upstream, if set, chains mappings to the router above (double NAT,
+	// see Upstream): each mapping it agrees to chain is made there too
+	// before it is granted here, and removed there when it ends here.
+	Upstream Upstream
+	// SameHost, if set, reports whether two IPv6 addresses belong to the
+	// same LAN host (the daemon asks the kernel's neighbour table: the
+	// same link-layer address on the same internal interface). Secure
+	// mode lets a client open pinholes to any address of its own host, so
+	// that a host with stable, temporary and unique-local addresses works
+	// whichever one it sends from. Nil: only the requester's own address.
+	SameHost func(requester, target netip.Addr) bool
+	// SameHostNow is SameHost from what is known at once, never waiting
+	// (no neighbour discovery): ownership checks use it, so that a client
+	// naming another host's pinhole cannot make every pinhole change wait.
+	// Nil: SameHost.
+	SameHostNow func(requester, target netip.Addr) bool
+	// OwnAddr, if set, reports whether a is one of the gateway's own
+	// addresses, to which no pinhole may be opened.
+	OwnAddr func(a netip.Addr) bool
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -98,6 +118,15 @@ type Core struct {
 	inUse func(Protocol, uint16) bool
 	// parked are saved leases the backend refused at start.
 	parked []Mapping
+	// up is Config.Upstream; orphans are the uncommitted upstream intents
+	// found at start (UpstreamOrphans).
+	up      Upstream
+	orphans []Mapping
+	// pins is the IPv6 pinhole table (pinhole.go).
+	pins        *pinTable
+	sameHost    func(requester, target netip.Addr) bool
+	sameHostNow func(requester, target netip.Addr) bool
+	ownAddr     func(netip.Addr) bool
 
 	mu         sync.Mutex
 	tab        *table
@@ -148,25 +177,36 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		return nil, fmt.Errorf("gateway: invalid policy: %w", err)
 	}
 	c := &Core{
-		backend:   cfg.Backend,
-		store:     cfg.Store,
-		clock:     cfg.Clock,
-		pol:       pol,
-		extAddr:   cfg.ExternalAddr,
-		log:       cfg.Logger,
-		tab:       newTable(),
-		busy:      make(map[uint32]*inflight),
-		pendingBy: make(map[netip.Addr]int),
-		auditf:    cfg.Audit,
-		inUse:     cfg.PortInUse,
+		backend:     cfg.Backend,
+		store:       cfg.Store,
+		clock:       cfg.Clock,
+		pol:         pol,
+		extAddr:     cfg.ExternalAddr,
+		log:         cfg.Logger,
+		tab:         newTable(),
+		busy:        make(map[uint32]*inflight),
+		pendingBy:   make(map[netip.Addr]int),
+		auditf:      cfg.Audit,
+		inUse:       cfg.PortInUse,
+		up:          cfg.Upstream,
+		pins:        newPinTable(),
+		sameHost:    cfg.SameHost,
+		sameHostNow: cfg.SameHostNow,
+		ownAddr:     cfg.OwnAddr,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
+	}
+	if c.sameHostNow == nil {
+		c.sameHostNow = c.sameHost
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if err := c.restore(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.restorePins(ctx); err != nil {
 		return nil, err
 	}
 	c.events = newDispatcher(maxQueuedEvents)
@@ -189,11 +229,9 @@ func (c *Core) restore(ctx context.Context) error {
 	}
 	// Oldest first, so that when a lowered quota or cap cannot keep them
 	// all, the mappings that have been working longest survive.
-	slices.SortStableFunc(saved, func(a, b Mapping) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Key().pack(), b.Key().pack())
+	sort.SliceStable(saved, func(i, j int) bool {
+		a, b := saved[i], saved[j]
+		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.Key().pack(), b.Key().pack())) < 0
 	})
 
 	now := c.now()
@@ -202,6 +240,18 @@ func (c *Core) restore(ctx context.Context) error {
 	var rewrite []Mapping
 	expired, denied := 0, 0
 	for _, m := range saved {
+		switch m.Half().State {
+		case HalfPendingNew:
+			// An intent never committed: the client was never answered.
+			// The half may exist upstream; the Upstream deletes it.
+			c.orphans = append(c.orphans, m)
+			drop = append(drop, m.Key())
+			continue
+		case HalfPendingChain:
+			c.orphans = append(c.orphans, m)
+			m.Upstream = nil
+			rewrite = append(rewrite, m)
+		}
 		if !m.Permanent() && !m.Expires.After(now) {
 			drop = append(drop, m.Key())
 			expired++
@@ -412,25 +462,55 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
-	c.mu.Lock()
 	var (
 		op      *inflight
 		prev    Mapping
 		hadPrev bool
 		err     error
 	)
-	if anyPort {
-		op, prev, hadPrev, err = c.claimAnyLocked(ctx, req, &m)
-	} else {
-		op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
+	// A UPnP client names its mapping by the port it was given, so its
+	// chained mapping needs the same port here and upstream: an AddAny
+	// moves on to the next port the router above holds too.
+	exact := !anyPort || req.Source == SourceUPnP
+	tries := 1
+	if anyPort && exact && c.up != nil {
+		tries = maxUPnPAnyTries
 	}
-	c.mu.Unlock()
-	if err != nil {
-		c.log.Debug("port mapping refused", "mapping", m, "err", err)
-		return Mapping{}, err
+	for try := 0; ; try++ {
+		c.mu.Lock()
+		if anyPort {
+			op, prev, hadPrev, err = c.claimAnyLocked(ctx, req, &m)
+		} else {
+			op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.log.Debug("port mapping refused", "mapping", m, "err", err)
+			return Mapping{}, err
+		}
+		err = c.chain(ctx, &m, prev, hadPrev, exact)
+		if err == nil || !errors.Is(err, ErrUpstreamConflict) || try+1 >= tries || hadPrev || m.ExternalPort == 65535 {
+			break
+		}
+		c.mu.Lock()
+		c.releaseLocked(m.Key().pack(), op)
+		c.mu.Unlock()
+		m.ExternalPort++
 	}
-
-	err = c.apply(ctx, prev, hadPrev, m)
+	if err == nil {
+		err = c.apply(ctx, prev, hadPrev, m)
+		if err != nil && m.Chained() && m.Upstream != prev.Upstream {
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundTimeout)
+			c.up.Unmap(uctx, m)
+			cancel()
+			c.dropIntent(m.Key(), prev, hadPrev)
+		}
+	}
+	if err == nil && hadPrev && prev.Chained() && !m.Chained() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundTimeout)
+		c.up.Unmap(uctx, prev) // disabled, or no longer chained
+		cancel()
+	}
 
 	c.mu.Lock()
 	k := m.Key().pack()
@@ -832,6 +912,7 @@ func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPor
 	op := c.markBusyLocked(req, k, netip.Addr{}, false, false)
 	c.mu.Unlock()
 
+	c.unchain(ctx, []Mapping{m})
 	ok, err := c.removeBatch(ctx, []Mapping{m}, false)
 
 	c.mu.Lock()
@@ -1037,6 +1118,7 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		}
 		c.mu.Unlock()
 
+		c.unchain(ctx, batch)
 		ok, err := c.removeBatch(ctx, batch, false)
 
 		c.mu.Lock()
@@ -1155,7 +1237,7 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 	}
 	c.mu.Unlock()
 	if !sorted {
-		slices.SortFunc(out, func(a, b Mapping) int { return cmp.Compare(a.ExternalPort, b.ExternalPort) })
+		sort.Slice(out, func(i, j int) bool { return out[i].ExternalPort < out[j].ExternalPort })
 	}
 	if max > 0 && len(out) > max {
 		out = out[:max]
@@ -1242,6 +1324,7 @@ func (c *Core) expire() {
 	c.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+	c.unchain(ctx, batch)
 	ok, err := c.removeBatch(ctx, batch, true)
 	cancel()
 
@@ -1355,7 +1438,11 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 	c.mu.Unlock()
 
 	var errs []error
+	if err := c.closePins(ctx, flush); err != nil {
+		errs = append(errs, err)
+	}
 	if flush {
+		c.unchain(ctx, all)
 		if err := c.backend.Flush(ctx); err != nil {
 			errs = append(errs, &BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
 		}

@@ -23,6 +23,19 @@
 // expiry kept in a heap, removes mappings as their leases end; tests drive
 // it with clocktest.Fake.
 //
+// # IPv6 pinholes
+//
+// On IPv6 the gateway does not translate, it filters: a pinhole lets
+// traffic reach a LAN host's own address and port. Pinholes live in a
+// table of their own (pinhole.go), keyed by the 5-tuple of
+// WANIPv6FirewallControl:1 (protocol, internal address and port, remote
+// host and port) and named by a 16-bit unique ID from a persisted
+// counter. AddPinhole renews the pinhole of an existing tuple, keeping
+// its ID; leases are 1..86400 s. Secure mode admits any address of the
+// requester's own host (Config.SameHost). A Backend that can open them
+// implements PinholeBackend (nft, Memory); a Store that can keep them,
+// PinholeStore (FileStore).
+//
 // # Errors
 //
 // Core methods return errors that wrap the sentinels of errors.go (and

@@ -18,12 +18,20 @@ import (
 //	                                 is CRC-32C of the length field and the
 //	                                 payload)
 //	payload = op*                    (applied all or nothing)
-//	op      = 1 put | 2 del | 3 epoch
-//	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled) |
-//	          source u8 | internal addr | remote addr | owner addr |
-//	          nonce [12] | expires time | created time | desc
+//	op      = 1 put | 2 del | 3 epoch | 4 pin | 5 pindel | 6 pinnext
+//	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled,
+//	          bit 1 chained) | source u8 | internal addr | remote addr |
+//	          owner addr | nonce [12] | expires time | created time | desc |
+//	          [half, when chained]
+//	half    = method (len u8 | bytes) | state u8 | public addr |
+//	          public port u16 | nonce [12] | granted time | expires time
 //	del     = proto u8 | ext u16
 //	epoch   = time
+//	pin     = id u16 | proto u8 | int u16 | remote port u16 | source u8 |
+//	          internal addr | remote addr | owner addr | nonce [12] |
+//	          expires time | created time | desc      (an IPv6 pinhole)
+//	pindel  = id u16
+//	pinnext = id u16                 (the pinhole ID counter)
 //	addr    = len u8 (0, 4 or 16) | bytes
 //	time    = 0 (zero time) | 1 | unix seconds i64 | nanoseconds u32
 //	desc    = len u16 | bytes
@@ -62,7 +70,20 @@ const (
 	opPut   byte = 1
 	opDel   byte = 2
 	opEpoch byte = 3
+	// Pinhole ops (pinhole.go): kept in the live set under pinLiveKey.
+	opPin     byte = 4
+	opPinDel  byte = 5
+	opPinNext byte = 6
 )
+
+// Live-set keys of pinhole ops: port mapping keys (Key.pack) stay below
+// 1<<24, so these never collide with them.
+const (
+	pinLiveBase = 1 << 31
+	pinNextKey  = 1 << 30
+)
+
+func pinLiveKey(id uint16) uint32 { return pinLiveBase | uint32(id) }
 
 // castagnoli is the CRC-32C table, which the hardware computes on common
 // CPUs.
@@ -220,6 +241,9 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 	if m.Enabled {
 		flags |= 1
 	}
+	if m.Chained() {
+		flags |= 2
+	}
 	dst = append(dst, flags, byte(m.Source))
 	dst = appendAddr(dst, m.InternalAddr)
 	dst = appendAddr(dst, m.RemoteHost)
@@ -229,12 +253,51 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 	dst = appendTime(dst, m.Created)
 	desc := truncateUTF8(m.Description, 0xffff)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(desc)))
-	return append(dst, desc...)
+	dst = append(dst, desc...)
+	if m.Chained() {
+		h := *m.Upstream
+		method := truncateUTF8(h.Method, 0xff)
+		dst = append(dst, byte(len(method)))
+		dst = append(dst, method...)
+		dst = append(dst, byte(h.State))
+		dst = appendAddr(dst, h.Public.Addr())
+		dst = binary.LittleEndian.AppendUint16(dst, h.Public.Port())
+		dst = append(dst, h.Nonce[:]...)
+		dst = appendTime(dst, h.Granted)
+		dst = appendTime(dst, h.Expires)
+	}
+	return dst
 }
 
 func appendDelOp(dst []byte, k Key) []byte {
 	dst = append(dst, opDel, byte(k.Protocol))
 	return binary.LittleEndian.AppendUint16(dst, k.ExternalPort)
+}
+
+func appendPinOp(dst []byte, p Pinhole) []byte {
+	dst = append(dst, opPin)
+	dst = binary.LittleEndian.AppendUint16(dst, p.ID)
+	dst = append(dst, byte(p.Protocol))
+	dst = binary.LittleEndian.AppendUint16(dst, p.InternalPort)
+	dst = binary.LittleEndian.AppendUint16(dst, p.RemotePort)
+	dst = append(dst, byte(p.Source))
+	dst = appendAddr(dst, p.InternalAddr)
+	dst = appendAddr(dst, p.RemoteHost)
+	dst = appendAddr(dst, p.Owner)
+	dst = append(dst, p.Nonce[:]...)
+	dst = appendTime(dst, p.Expires)
+	dst = appendTime(dst, p.Created)
+	desc := truncateUTF8(p.Description, 0xffff)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(desc)))
+	return append(dst, desc...)
+}
+
+func appendPinDelOp(dst []byte, id uint16) []byte {
+	return binary.LittleEndian.AppendUint16(append(dst, opPinDel), id)
+}
+
+func appendPinNextOp(dst []byte, id uint16) []byte {
+	return binary.LittleEndian.AppendUint16(append(dst, opPinNext), id)
 }
 
 func appendEpochOp(dst []byte, t time.Time) []byte {
@@ -268,6 +331,8 @@ type journalOp struct {
 	kind  byte
 	m     Mapping   // opPut
 	key   Key       // opPut and opDel
+	pin   Pinhole   // opPin
+	pinID uint16    // opPin, opPinDel and opPinNext
 	epoch time.Time // opEpoch
 	raw   []byte    // opPut: the encoded op, aliasing the payload
 }
@@ -289,7 +354,7 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 			m.InternalPort = d.u16()
 			flags := d.u8()
 			m.Enabled = flags&1 != 0
-			if flags&^1 != 0 {
+			if flags&^3 != 0 {
 				d.fail("unknown flags %#x", flags)
 			}
 			m.Source = Source(d.u8())
@@ -300,6 +365,26 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 			m.Expires = d.time()
 			m.Created = d.time()
 			m.Description = string(d.bytes(int(d.u16())))
+			if flags&2 != 0 {
+				h := &UpstreamHalf{}
+				m.Upstream = h
+				h.Method = string(d.bytes(int(d.u8())))
+				if h.Method == "" {
+					d.fail("chained mapping without an upstream method")
+				}
+				h.State = HalfState(d.u8())
+				if h.State > HalfPendingChain {
+					d.fail("unknown upstream state %d", h.State)
+				}
+				a := d.addr()
+				port := d.u16()
+				if a.IsValid() {
+					h.Public = netip.AddrPortFrom(a, port)
+				}
+				copy(h.Nonce[:], d.bytes(len(h.Nonce)))
+				h.Granted = d.time()
+				h.Expires = d.time()
+			}
 			op.key = m.Key()
 			op.raw = payload[start : len(payload)-len(d.b)]
 		case opDel:
@@ -307,6 +392,25 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 			op.key.ExternalPort = d.u16()
 		case opEpoch:
 			op.epoch = d.time()
+		case opPin:
+			p := &op.pin
+			p.ID = d.u16()
+			p.Protocol = Protocol(d.u8())
+			p.InternalPort = d.u16()
+			p.RemotePort = d.u16()
+			p.Source = Source(d.u8())
+			p.InternalAddr = d.addr()
+			p.RemoteHost = d.addr()
+			p.Owner = d.addr()
+			copy(p.Nonce[:], d.bytes(len(p.Nonce)))
+			p.Expires = d.time()
+			p.Created = d.time()
+			p.Description = string(d.bytes(int(d.u16())))
+			op.pinID = p.ID
+			op.raw = payload[start : len(payload)-len(d.b)]
+		case opPinDel, opPinNext:
+			op.pinID = d.u16()
+			op.raw = payload[start : len(payload)-len(d.b)]
 		default:
 			d.fail("unknown op %d", op.kind)
 		}

@@ -109,6 +109,12 @@ type Mapping struct {
 	Nonce [12]byte
 	// Created is when the mapping was first added. Updates keep it.
 	Created time.Time
+	// Upstream is the half of a chained mapping on the router above (see
+	// Upstream); nil when the mapping is not chained. The Core sets it. It
+	// is never changed in place: a new half is a new value, so Mappings
+	// stay immutable (and a pointer keeps a full table of unchained
+	// mappings small).
+	Upstream *UpstreamHalf
 }
 
 // Key returns the mapping's table key.
@@ -160,6 +166,9 @@ func (m Mapping) String() string {
 	if !m.Enabled {
 		s += " disabled"
 	}
+	if m.Chained() && m.Upstream.Public.IsValid() {
+		s += " via " + m.Upstream.Public.String() + " (" + m.Upstream.Method + " upstream)"
+	}
 	return s
 }
 
@@ -188,6 +197,11 @@ func (m Mapping) normalize() Mapping {
 	m.Owner = normalizeAddr(m.Owner)
 	m.Expires = m.Expires.Round(0)
 	m.Created = m.Created.Round(0)
+	if m.Upstream != nil {
+		h := *m.Upstream
+		h.Granted, h.Expires = h.Granted.Round(0), h.Expires.Round(0)
+		m.Upstream = &h
+	}
 	m.Description = truncateUTF8(m.Description, MaxDescriptionLen)
 	return m
 }

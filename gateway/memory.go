@@ -3,7 +3,7 @@ package gateway
 import (
 	"cmp"
 	"context"
-	"slices"
+	"sort"
 	"sync"
 )
 
@@ -14,6 +14,7 @@ import (
 type Memory struct {
 	mu     sync.Mutex
 	rules  map[Key]Rule
+	pins   map[PinholeKey]*memPinhole
 	fault  func(op string, r Rule) error
 	calls  MemoryCalls
 	closed bool
@@ -21,7 +22,8 @@ type Memory struct {
 
 // MemoryCalls counts the calls a Memory received, failed ones included.
 type MemoryCalls struct {
-	Add, Delete, Flush int
+	Add, Delete, Flush        int
+	AddPinhole, DeletePinhole int
 }
 
 // NewMemory returns an empty Memory backend.
@@ -85,6 +87,7 @@ func (b *Memory) Flush(ctx context.Context) error {
 		return err
 	}
 	clear(b.rules)
+	clear(b.pins)
 	return nil
 }
 
@@ -122,12 +125,7 @@ func (b *Memory) Rules() []Rule {
 	for _, r := range b.rules {
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(x, y Rule) int {
-		if c := cmp.Compare(x.Protocol, y.Protocol); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.ExternalPort, y.ExternalPort)
-	})
+	sort.Slice(out, func(i, j int) bool { return CompareRules(out[i], out[j]) < 0 })
 	return out
 }
 
@@ -151,4 +149,112 @@ func (b *Memory) Calls() MemoryCalls {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.calls
+}
+
+// memPinhole is an installed pinhole of a Memory backend.
+type memPinhole struct {
+	rule    PinholeRule
+	packets uint64
+}
+
+// faultRule shows a pinhole to SetFault's function: its protocol,
+// internal address and port, and remote host.
+func (r PinholeRule) faultRule() Rule {
+	return Rule{Protocol: r.Protocol, ExternalPort: r.InternalPort, InternalAddr: r.InternalAddr, InternalPort: r.InternalPort, RemoteHost: r.RemoteHost}
+}
+
+// AddPinhole implements PinholeBackend: it records r, replacing the one
+// with its key and keeping its packet count. SetFault sees op "add pinhole".
+func (b *Memory) AddPinhole(ctx context.Context, r PinholeRule) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls.AddPinhole++
+	if err := b.check(ctx, "add pinhole", r.faultRule()); err != nil {
+		return err
+	}
+	if b.pins == nil {
+		b.pins = make(map[PinholeKey]*memPinhole)
+	}
+	if p, ok := b.pins[r.PinholeKey]; ok {
+		p.rule = r
+		return nil
+	}
+	b.pins[r.PinholeKey] = &memPinhole{rule: r}
+	return nil
+}
+
+// DeletePinhole implements PinholeBackend. SetFault sees op "delete pinhole".
+func (b *Memory) DeletePinhole(ctx context.Context, r PinholeRule) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls.DeletePinhole++
+	if err := b.check(ctx, "delete pinhole", r.faultRule()); err != nil {
+		return err
+	}
+	delete(b.pins, r.PinholeKey)
+	return nil
+}
+
+// PinholePackets implements PinholeBackend with the count CountPinholePacket
+// keeps; a Memory backend always counts.
+func (b *Memory) PinholePackets(ctx context.Context, r PinholeRule) (uint64, bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.check(ctx, "count pinhole", r.faultRule()); err != nil {
+		return 0, false, err
+	}
+	if p, ok := b.pins[r.PinholeKey]; ok {
+		return p.packets, true, nil
+	}
+	return 0, true, nil
+}
+
+// CountPinholePacket pretends n packets went through the pinhole with key
+// k, as a firewall's counter would, for tests of GetPinholePackets and
+// CheckPinholeWorking.
+func (b *Memory) CountPinholePacket(k PinholeKey, n uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p, ok := b.pins[k]; ok {
+		p.packets += n
+	}
+}
+
+// InstalledPinholes implements PinholeLister. SetFault does not see it,
+// so that tests of the port mappings' restore see their own calls only.
+func (b *Memory) InstalledPinholes(ctx context.Context) ([]PinholeRule, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return b.pinholesLocked(), nil
+}
+
+// Pinholes returns the installed pinholes, sorted by address and port.
+func (b *Memory) Pinholes() []PinholeRule {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pinholesLocked()
+}
+
+func (b *Memory) pinholesLocked() []PinholeRule {
+	out := make([]PinholeRule, 0, len(b.pins))
+	for _, p := range b.pins {
+		out = append(out, p.rule)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		x, y := out[i], out[j]
+		return cmp.Or(x.InternalAddr.Compare(y.InternalAddr), cmp.Compare(x.InternalPort, y.InternalPort),
+			cmp.Compare(x.Protocol, y.Protocol), x.RemoteHost.Compare(y.RemoteHost), cmp.Compare(x.RemotePort, y.RemotePort)) < 0
+	})
+	return out
+}
+
+// CompareRules orders rules by protocol, then external port: the order in
+// which the backends list them. The backends sort with sort.Slice and
+// this, not slices.SortFunc: one sort routine for every element type
+// instead of one per type keeps the gateway's router build small.
+func CompareRules(x, y Rule) int {
+	return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort))
 }

@@ -227,6 +227,19 @@ type Policy struct {
 	// WildcardRemoteHostOnly rejects mappings restricted to a remote host,
 	// for backends that cannot filter on the source address.
 	WildcardRemoteHostOnly bool
+
+	// DisablePinholes forbids IPv6 pinholes (UPnP InboundPinholeAllowed
+	// false: the pinhole actions answer 703; PCP MAP over IPv6 is
+	// refused NOT_AUTHORIZED).
+	DisablePinholes bool
+	// MaxPinholes caps the pinhole table; 0 means DefaultMaxPinholes.
+	MaxPinholes int
+	// MaxPinholesPerClient caps the pinholes one requesting address
+	// holds; 0 means MaxPerClient.
+	MaxPinholesPerClient int
+	// MinPinholeLease and MaxPinholeLease narrow the spec's 1..86400 s
+	// pinhole leases; 0 means the spec's bound.
+	MinPinholeLease, MaxPinholeLease time.Duration
 }
 
 // Validate reports configuration mistakes in p.
@@ -240,6 +253,15 @@ func (p Policy) Validate() error {
 	}
 	if p.MinLease < 0 || p.MaxLease < 0 {
 		errs = append(errs, fmt.Errorf("lease bounds must not be negative (MinLease %v, MaxLease %v)", p.MinLease, p.MaxLease))
+	}
+	if p.MaxPinholes < 0 || p.MaxPinholesPerClient < 0 {
+		errs = append(errs, fmt.Errorf("pinhole caps must not be negative (MaxPinholes %d, MaxPinholesPerClient %d)", p.MaxPinholes, p.MaxPinholesPerClient))
+	}
+	if p.MinPinholeLease < 0 || p.MaxPinholeLease < 0 || p.MinPinholeLease > MaxPinholeLease {
+		errs = append(errs, fmt.Errorf("pinhole lease bounds must be within 0-86400 s (MinPinholeLease %v, MaxPinholeLease %v)", p.MinPinholeLease, p.MaxPinholeLease))
+	}
+	if p.MinPinholeLease > 0 && p.MaxPinholeLease > 0 && p.MinPinholeLease > p.MaxPinholeLease {
+		errs = append(errs, fmt.Errorf("MinPinholeLease %v is longer than MaxPinholeLease %v", p.MinPinholeLease, p.MaxPinholeLease))
 	}
 	if p.MinLease > 0 && p.MaxLease > 0 && p.MinLease > p.MaxLease {
 		errs = append(errs, fmt.Errorf("MinLease %v is longer than MaxLease %v", p.MinLease, p.MaxLease))

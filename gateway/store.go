@@ -189,6 +189,12 @@ func (s *FileStore) replayLocked() error {
 				s.delLive(op.key.pack())
 			case opEpoch:
 				s.epoch = op.epoch
+			case opPin:
+				s.putLive(pinLiveKey(op.pinID), bytes.Clone(op.raw))
+			case opPinDel:
+				s.delLive(pinLiveKey(op.pinID))
+			case opPinNext:
+				s.putLive(pinNextKey, bytes.Clone(op.raw))
 			}
 		}
 	}
@@ -290,7 +296,10 @@ func (s *FileStore) Load() ([]Mapping, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Mapping, 0, len(s.live))
-	for _, raw := range s.live {
+	for k, raw := range s.live {
+		if k&(pinLiveBase|pinNextKey) != 0 {
+			continue
+		}
 		ops, err := decodeOps(raw)
 		if err == nil && (len(ops) != 1 || ops[0].kind != opPut) {
 			err = errors.New("not a single lease record")
@@ -356,6 +365,78 @@ func (s *FileStore) Save(put []Mapping, del []Key) error {
 		if err := s.compactLocked(); err != nil {
 			// The change itself is safely appended; compaction will be
 			// retried after the next Save.
+			s.log.Warn("compacting the lease journal failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// LoadPinholes implements PinholeStore.
+func (s *FileStore) LoadPinholes() ([]Pinhole, uint16, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Pinhole
+	next := uint16(1)
+	for k, raw := range s.live {
+		if k&(pinLiveBase|pinNextKey) == 0 {
+			continue
+		}
+		ops, err := decodeOps(raw)
+		if err == nil && len(ops) != 1 {
+			err = errors.New("not a single pinhole record")
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("lease journal: decoding a saved pinhole: %w", err)
+		}
+		switch ops[0].kind {
+		case opPin:
+			out = append(out, ops[0].pin)
+		case opPinNext:
+			next = ops[0].pinID
+		}
+	}
+	return out, next, nil
+}
+
+// SavePinholes implements PinholeStore, with Save's guarantees.
+func (s *FileStore) SavePinholes(put []Pinhole, del []uint16, next uint16) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("lease store is closed")
+	}
+	if s.broken != nil {
+		if err := s.compactLocked(); err != nil {
+			return fmt.Errorf("lease journal unusable since an earlier write failed (%v), and rewriting it failed: %w", s.broken, err)
+		}
+	}
+	// One record: the change and the counter together, all or nothing.
+	var payload []byte
+	ends := make([]int, 0, len(put)+len(del)+1)
+	for _, p := range put {
+		payload = appendPinOp(payload, p)
+		ends = append(ends, len(payload))
+	}
+	for _, id := range del {
+		payload = appendPinDelOp(payload, id)
+		ends = append(ends, len(payload))
+	}
+	nextStart := len(payload)
+	payload = appendPinNextOp(payload, next)
+	if err := s.appendLocked(appendRecord(nil, payload)); err != nil {
+		return err
+	}
+	start := 0
+	for i, p := range put {
+		s.putLive(pinLiveKey(p.ID), bytes.Clone(payload[start:ends[i]]))
+		start = ends[i]
+	}
+	for _, id := range del {
+		s.delLive(pinLiveKey(id))
+	}
+	s.putLive(pinNextKey, bytes.Clone(payload[nextStart:]))
+	if s.shouldCompact(s.size) {
+		if err := s.compactLocked(); err != nil {
 			s.log.Warn("compacting the lease journal failed", "err", err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -231,27 +232,32 @@ func TestFileStoreIgnoresUnfinishedCompaction(t *testing.T) {
 	}
 }
 
-func TestFileStoreLoadsTenThousandLeasesQuickly(t *testing.T) {
+// TestFileStoreLoadsTenThousandLeases: a journal of 10,000 leases written
+// one Save at a time opens again with every lease, each as it was saved.
+// How fast it opens is BenchmarkFileStoreOpen10k's to say (scripts/bench.sh),
+// not a bound in a test that a loaded machine would miss.
+func TestFileStoreLoadsTenThousandLeases(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, nil)
+	want := make(map[uint16]gateway.Mapping, 10000)
 	for p := uint16(1); p <= 10000; p++ {
 		m := fullMapping(p)
+		want[p] = m
 		if err := s.Save([]gateway.Mapping{m}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.Close()
-	start := time.Now()
 	s = openStore(t, dir, nil)
 	ms, err := s.Load()
-	elapsed := time.Since(start)
-	if err != nil || len(ms) != 10000 {
-		t.Fatalf("Load = %d leases, %v", len(ms), err)
+	if err != nil || len(ms) != len(want) {
+		t.Fatalf("Load = %d leases, %v; want %d", len(ms), err, len(want))
 	}
-	t.Logf("open and load of 10,000 leases: %v", elapsed)
-	// The target is 100 ms; the bound is loose for slow, instrumented runs.
-	if elapsed > time.Second {
-		t.Errorf("open and load took %v, want well under a second", elapsed)
+	for _, m := range ms {
+		w, ok := want[m.ExternalPort]
+		if !ok || !reflect.DeepEqual(m, w) {
+			t.Fatalf("loaded %+v, saved %+v", m, w)
+		}
 	}
 }
 

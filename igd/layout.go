@@ -103,11 +103,11 @@ func checkPath(what, p string) error {
 // pppSCPD turns WANIPConnection's SCPD into WANPPPConnection's: the same
 // actions (those of a PPP connection that the server implements), with the
 // connection types of a PPP link.
-func pppSCPD(ip []byte) []byte {
+func pppSCPD(ip string) string {
 	const ipTypes = "<allowedValue>Unconfigured</allowedValue><allowedValue>IP_Routed</allowedValue><allowedValue>IP_Bridged</allowedValue>"
 	const pppTypes = "<allowedValue>Unconfigured</allowedValue><allowedValue>IP_Routed</allowedValue><allowedValue>DHCP_Spoofed</allowedValue>" +
 		"<allowedValue>PPPoE_Bridged</allowedValue><allowedValue>PPTP_Relay</allowedValue><allowedValue>L2TP_Relay</allowedValue><allowedValue>PPPoE_Relay</allowedValue>"
-	return []byte(strings.Replace(string(ip), ipTypes, pppTypes, 1))
+	return strings.Replace(ip, ipTypes, pppTypes, 1)
 }
 
 // routeKey is the key a request path (and query, when a route has one) is

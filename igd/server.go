@@ -179,6 +179,10 @@ type ServerConfig struct {
 	// the action's name ("" when it could not be read) and the UPnP error
 	// code sent, or 0 on success. It must not block.
 	OnRequest func(action string, code int)
+	// FirewallControl, if set, answers WANIPv6FirewallControl:1, which
+	// the server then offers (IGDv2 only) in the WANConnectionDevice:
+	// IPv6 pinholes. Nil leaves the service out of the description.
+	FirewallControl FirewallService
 	// OnFault, if set, is also called for every SOAP action answered with
 	// a fault: who asked what, the code sent and why. The daemon logs
 	// refusals and keeps its audit trail with it. It must not block.
@@ -204,6 +208,7 @@ type Fault struct {
 // the read and write timeouts of an http.Server.
 type Server struct {
 	svc            Service
+	fw             FirewallService
 	version        int
 	log            *slog.Logger
 	onRequest      func(string, int)
@@ -267,6 +272,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{
 		svc:            cfg.Service,
+		fw:             cfg.FirewallControl,
 		version:        version,
 		log:            cfg.Logger,
 		onRequest:      cfg.OnRequest,
@@ -302,6 +308,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		if version >= d.minIGD && version <= d.maxIGD || keepL3F {
 			s.services = append(s.services, *d)
 		}
+	}
+	if s.fw != nil && version >= firewallServiceDef.minIGD {
+		s.services = append(s.services, firewallServiceDef)
 	}
 	if cfg.Layout != nil {
 		if err := s.applyLayout(cfg.Layout); err != nil {
@@ -367,7 +376,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt.description {
 			body = s.description(r.Host)
 		} else {
-			body = rt.scpd.scpd
+			body = []byte(rt.scpd.scpd)
 		}
 		if body == nil {
 			http.Error(w, "igd: the device description could not be rendered; see the daemon's log", http.StatusInternalServerError)
@@ -497,7 +506,13 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request, d *service
 	}
 	out, err := s.dispatch(r.Context(), d, serviceType, action, args, client)
 	if err != nil {
-		code, desc := s.faultFor(action, client, err)
+		var code int
+		var desc string
+		if d.name == firewallServiceDef.name {
+			code, desc = s.firewallFaultFor(action, client, err)
+		} else {
+			code, desc = s.faultFor(action, client, err)
+		}
 		upnp.WriteFault(w, code, desc)
 		s.report(action, code)
 		s.fault(Fault{Action: action, Client: client, Code: code, Reason: err, Args: args})

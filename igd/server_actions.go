@@ -51,7 +51,7 @@ type serviceDef struct {
 	scpdPath, controlPath, eventPath string
 	// minIGD and maxIGD are the IGD versions that include it.
 	minIGD, maxIGD int
-	scpd           []byte
+	scpd           string // a string, not []byte: read-only data, not 21 KB of the data segment
 	actions        []actionDef
 	// evented lists the state variables the SCPD marks sendEvents="yes".
 	evented []string
@@ -134,25 +134,25 @@ var serviceDefs = []serviceDef{
 	{
 		name: "Layer3Forwarding", version: 1, id: ServiceIDLayer3Forwarding,
 		scpdPath: Layer3ForwardingSCPDPath, controlPath: Layer3ForwardingControlPath, eventPath: Layer3ForwardingEventPath,
-		minIGD: 1, maxIGD: 1, scpd: []byte(scpdLayer3Forwarding), actions: l3fActions,
+		minIGD: 1, maxIGD: 1, scpd: scpdLayer3Forwarding, actions: l3fActions,
 		evented: []string{"DefaultConnectionService"},
 	},
 	{
 		name: "WANCommonInterfaceConfig", version: 1, id: ServiceIDWANCommonInterfaceConfig,
 		scpdPath: WANCommonInterfaceConfigSCPDPath, controlPath: WANCommonInterfaceConfigControlPath, eventPath: WANCommonInterfaceConfigEventPath,
-		minIGD: 1, maxIGD: 2, scpd: []byte(scpdWANCommonInterfaceConfig), actions: commonActions,
+		minIGD: 1, maxIGD: 2, scpd: scpdWANCommonInterfaceConfig, actions: commonActions,
 		evented: []string{"PhysicalLinkStatus"},
 	},
 	{
 		name: "WANIPConnection", version: 1, id: ServiceIDWANIPConnection,
 		scpdPath: WANIPConnectionSCPDPath, controlPath: WANIPConnectionControlPath, eventPath: WANIPConnectionEventPath,
-		minIGD: 1, maxIGD: 1, scpd: []byte(scpdWANIPConnection1), actions: ipConnActionsV1,
+		minIGD: 1, maxIGD: 1, scpd: scpdWANIPConnection1, actions: ipConnActionsV1,
 		evented: []string{"PossibleConnectionTypes", "ConnectionStatus", "ExternalIPAddress", "PortMappingNumberOfEntries"},
 	},
 	{
 		name: "WANIPConnection", version: 2, id: ServiceIDWANIPConnection,
 		scpdPath: WANIPConnectionSCPDPath, controlPath: WANIPConnectionControlPath, eventPath: WANIPConnectionEventPath,
-		minIGD: 2, maxIGD: 2, scpd: []byte(scpdWANIPConnection2), actions: ipConnActionsV2,
+		minIGD: 2, maxIGD: 2, scpd: scpdWANIPConnection2, actions: ipConnActionsV2,
 		evented: []string{"PossibleConnectionTypes", "ConnectionStatus", "ExternalIPAddress", "PortMappingNumberOfEntries", "SystemUpdateID"},
 	},
 }
@@ -756,6 +756,14 @@ func (s *Server) stateVariable(ctx context.Context, d *serviceDef, name string) 
 		}
 		if v, ok := out.Get("New" + name); ok {
 			return v, true, nil
+		}
+	case firewallServiceDef.name:
+		enabled, allowed := s.fw.FirewallStatus(ctx)
+		switch name {
+		case "FirewallEnabled":
+			return boolArg(enabled), true, nil
+		case "InboundPinholeAllowed":
+			return boolArg(allowed), true, nil
 		}
 	case "Layer3Forwarding":
 		if name == "DefaultConnectionService" {

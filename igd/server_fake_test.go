@@ -41,6 +41,9 @@ type fakeService struct {
 
 	// last holds the arguments of the last call, by method name.
 	last map[string]fakeCall
+
+	// fw is the WANIPv6FirewallControl side (server_firewall_test.go).
+	fw *fakeFirewall
 }
 
 // fakeCall is what one method received.
@@ -64,6 +67,7 @@ func newFake() *fakeService {
 		owners: make(map[Key]netip.Addr),
 		fail:   make(map[string]error),
 		last:   make(map[string]fakeCall),
+		fw:     newFakeFirewall(),
 	}
 }
 
@@ -302,6 +306,9 @@ func newTestServer(t testing.TB, version int, f *fakeService, edit func(*ServerC
 	t.Helper()
 	cfg := ServerConfig{Service: f, Version: version, UUID: testUUID, FriendlyName: "test gateway",
 		Logger: slogDiscard()}
+	if f != nil {
+		cfg.FirewallControl = f.fw
+	}
 	if edit != nil {
 		edit(&cfg)
 	}

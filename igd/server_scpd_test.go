@@ -63,7 +63,7 @@ func parseSCPD(t *testing.T, data []byte) *scpdDoc {
 
 // lenientArgs are the in arguments the handler lets a control point leave
 // out, with the defaults TestLenientArguments checks.
-var lenientArgs = []string{"NewRemoteHost", "NewEnabled", "NewPortMappingDescription", "NewLeaseDuration", "NewManage", "NewInternalClient"}
+var lenientArgs = []string{"RemoteHost", "NewRemoteHost", "NewEnabled", "NewPortMappingDescription", "NewLeaseDuration", "NewManage", "NewInternalClient"}
 
 // sampleArgs holds a valid value for every in argument name.
 var sampleArgs = map[string]string{
@@ -82,6 +82,15 @@ var sampleArgs = map[string]string{
 	"NewManage":                   "1",
 	"NewNumberOfPorts":            "0",
 	"NewDefaultConnectionService": "", // filled from the server
+	// WANIPv6FirewallControl:1
+	"RemoteHost":     "",
+	"RemotePort":     "0",
+	"InternalClient": "2001:db8:77::2",
+	"InternalPort":   "8080",
+	"Protocol":       "6",
+	"LeaseTime":      "3600",
+	"UniqueID":       "1", // the fake's pinhole with traffic
+	"NewLeaseTime":   "3600",
 }
 
 // TestSCPDMatchesHandler checks each served SCPD against the handler, both
@@ -198,13 +207,14 @@ func TestQueryStateVariableMatchesSCPD(t *testing.T) {
 			"RSIPAvailable", "NATEnabled", "ExternalIPAddress", "PortMappingNumberOfEntries", "SystemUpdateID"},
 		URNWANCommonInterfaceConfig1: {"WANAccessType", "Layer1UpstreamMaxBitRate", "Layer1DownstreamMaxBitRate", "PhysicalLinkStatus",
 			"TotalBytesSent", "TotalBytesReceived", "TotalPacketsSent", "TotalPacketsReceived"},
-		URNLayer3Forwarding1: {"DefaultConnectionService"},
+		URNLayer3Forwarding1:          {"DefaultConnectionService"},
+		ServiceWANIPv6FirewallControl: {"FirewallEnabled", "InboundPinholeAllowed"},
 	}
 	for _, version := range []int{1, 2} {
 		srv, s := newTestServer(t, version, newFake(), nil)
 		for i := range s.services {
 			def := &s.services[i]
-			doc := parseSCPD(t, def.scpd)
+			doc := parseSCPD(t, []byte(def.scpd))
 			want := answered[def.serviceType()]
 			for _, v := range doc.Vars {
 				out, err := soapCall(t, srv, def.controlPath, controlURN, "QueryStateVariable", "varName", v.Name)
@@ -232,7 +242,7 @@ func TestQueryStateVariableMatchesSCPD(t *testing.T) {
 // are well-formed XML throughout, not just where the struct above looks.
 func TestSCPDServedVerbatim(t *testing.T) {
 	for _, d := range serviceDefs {
-		dec := xml.NewDecoder(strings.NewReader(string(d.scpd)))
+		dec := xml.NewDecoder(strings.NewReader(d.scpd))
 		for {
 			_, err := dec.Token()
 			if errors.Is(err, io.EOF) {
@@ -256,7 +266,7 @@ func TestEventedVariables(t *testing.T) {
 		_, services := s.Paths()
 		for i, svc := range services {
 			var want []string
-			for _, v := range parseSCPD(t, s.services[i].scpd).Vars {
+			for _, v := range parseSCPD(t, []byte(s.services[i].scpd)).Vars {
 				if v.SendEvents == "yes" {
 					want = append(want, v.Name)
 				}

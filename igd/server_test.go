@@ -85,8 +85,17 @@ func TestDescription(t *testing.T) {
 			t.Fatalf("v%d: WANDevice's embedded devices %+v", tc.version, wan.Devices)
 		}
 		wcd := wan.Devices[0]
-		if len(wcd.Services) != 1 || wcd.Services[0].ServiceType != tc.ipConn {
-			t.Errorf("v%d: WANConnectionDevice services %+v", tc.version, wcd.Services)
+		// IGDv2 adds WANIPv6FirewallControl:1 beside the connection.
+		wantWCD := []string{tc.ipConn}
+		if tc.version == 2 {
+			wantWCD = append(wantWCD, ServiceWANIPv6FirewallControl)
+		}
+		var gotWCD []string
+		for _, svc := range wcd.Services {
+			gotWCD = append(gotWCD, svc.ServiceType)
+		}
+		if !slices.Equal(gotWCD, wantWCD) {
+			t.Errorf("v%d: WANConnectionDevice services %+v; want %v", tc.version, wcd.Services, wantWCD)
 		}
 		udns := []string{d.UDN, wan.UDN, wcd.UDN}
 		if len(slices.Compact(slices.Sorted(slices.Values(udns)))) != 3 {
@@ -129,7 +138,7 @@ func TestDescription(t *testing.T) {
 
 		// The embedded UUIDs follow from the root's: a restart with the
 		// same UUID describes the same devices, another UUID others.
-		again, err := NewServer(ServerConfig{Service: newFake(), Version: tc.version, UUID: testUUID, FriendlyName: "test gateway"})
+		again, err := NewServer(ServerConfig{Service: newFake(), Version: tc.version, UUID: testUUID, FriendlyName: "test gateway", FirewallControl: newFakeFirewall()})
 		if err != nil {
 			t.Fatal(err)
 		}

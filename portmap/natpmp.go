@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -444,7 +445,9 @@ func (g *natpmpGateway) read(ctx context.Context, _ bool) (reading, error) {
 func refusedPMP(err error) error {
 	var re *natpmp.ResultError
 	if errors.As(err, &re) {
-		return &RefusedError{Method: NATPMP, Code: int(re.Code), Text: re.Error(), Err: err}
+		// The refusal is a sentence for the user: without the package's
+		// prefix, which the error chain (Err) keeps.
+		return &RefusedError{Method: NATPMP, Code: int(re.Code), Text: strings.TrimPrefix(re.Error(), "natpmp: "), Err: err}
 	}
 	return err
 }

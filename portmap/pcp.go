@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -300,7 +301,9 @@ func (g *pcpGateway) read(ctx context.Context, _ bool) (reading, error) {
 func refusedPCP(err error) error {
 	var re *pcp.ResultError
 	if errors.As(err, &re) {
-		return &RefusedError{Method: PCP, Code: int(re.Code), Text: re.Error(), Err: err}
+		// The refusal is a sentence for the user: without the package's
+		// prefix, which the error chain (Err) keeps.
+		return &RefusedError{Method: PCP, Code: int(re.Code), Text: strings.TrimPrefix(re.Error(), "pcp: "), Err: err}
 	}
 	return err
 }

@@ -2,6 +2,8 @@
 # Runs portfwd's lab benchmarks and prints their tables. As root (it builds
 # network namespaces); the lab lives inside a fresh, empty namespace so no
 # packet can reach a real network. PORTFWD_BENCH_RUNS sets the runs per row.
+# A test name selects one table, e.g. `scripts/bench.sh TestLabBenchChained`
+# (double NAT: the cost of chaining a mapping to the router above, issue 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root (the lab uses network namespaces)" >&2; exit 1; }

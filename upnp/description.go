@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -252,10 +251,24 @@ func walk(chain []*Device, fn func([]*Device, *Service) bool) bool {
 	return true
 }
 
-// absoluteRef matches a reference that carries its own scheme. A bare
-// "uuid:.../WANPPPConnection:1" must not match: Broadcom stacks put colons
-// in relative paths, and a generic URL parser takes "uuid" for a scheme.
-var absoluteRef = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)
+// isAbsoluteRef reports whether a reference carries its own scheme
+// (^[A-Za-z][A-Za-z0-9+.-]*://). A bare "uuid:.../WANPPPConnection:1" does
+// not: Broadcom stacks put colons in relative paths, and a generic URL
+// parser takes "uuid" for a scheme. It is written by hand, not as a
+// regexp, so that the gateway-only build links no regexp engine.
+func isAbsoluteRef(ref string) bool {
+	scheme, _, ok := strings.Cut(ref, "://")
+	if !ok || scheme == "" {
+		return false
+	}
+	for i, c := range scheme {
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if i == 0 && !letter || !letter && !('0' <= c && c <= '9') && c != '+' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // Resolve turns a URL from the description (a controlURL, SCPDURL,
 // eventSubURL or presentationURL) into an absolute http or https URL.
@@ -273,7 +286,7 @@ func (r *Root) Resolve(ref string) (string, error) {
 	if ref == "" {
 		return "", errors.New("upnp: the device description has an empty URL where one is required")
 	}
-	if absoluteRef.MatchString(ref) {
+	if isAbsoluteRef(ref) {
 		u, err := usableHTTPURL(ref)
 		if err != nil {
 			return "", fmt.Errorf("upnp: the device description has an unusable URL %q: %w", ref, err)

@@ -1004,3 +1004,26 @@ func FuzzParseDescription(f *testing.F) {
 		}
 	})
 }
+
+// isAbsoluteRef is the hand-written form of ^[A-Za-z][A-Za-z0-9+.-]*://:
+// a scheme, then "://"; colons in a relative path are not a scheme.
+func TestIsAbsoluteRef(t *testing.T) {
+	for ref, want := range map[string]bool{
+		"http://192.168.1.1:5000/ctl":       true,
+		"HTTPS://router/ctl":                true,
+		"svn+ssh.x-y://h/p":                 true,
+		"uuid:abc/WANPPPConnection:1":       false,
+		"/uuid:abc/WANPPPConnection:1":      false,
+		"uuid:abc://x":                      false,
+		"1http://h/":                        false,
+		"://h/":                             false,
+		"ctl":                               false,
+		"/upnp/control?x=http://elsewhere/": false,
+		"http:/one-slash":                   false,
+		"h ttp://h/":                        false,
+	} {
+		if got := isAbsoluteRef(ref); got != want {
+			t.Errorf("isAbsoluteRef(%q) = %v, want %v", ref, got, want)
+		}
+	}
+}

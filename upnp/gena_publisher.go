@@ -69,11 +69,12 @@ type PublisherConfig struct {
 	// means DefaultDeliveryTimeout.
 	DeliveryTimeout time.Duration
 
-	// Client delivers NOTIFY requests. Nil means a private client that uses
-	// no proxy. Redirects are never followed, whatever the client says: a
-	// redirect would send events to a host the subscriber did not prove to
-	// be.
-	Client *http.Client
+	// Transport delivers NOTIFY requests. Nil means one plain HTTP/1.1
+	// connection per request, with no proxy (notifyTransport), which keeps
+	// net/http's client (its connection pool, proxies, HTTP/2, gzip) out
+	// of a gateway-only build. Redirects are never followed: a redirect
+	// would send events to a host the subscriber did not prove to be.
+	Transport http.RoundTripper
 
 	// Server is the SERVER header of SUBSCRIBE responses, "OS/version
 	// UPnP/1.1 product/version". Empty means a portfwd default.
@@ -101,7 +102,7 @@ type PublisherConfig struct {
 type Publisher struct {
 	cfg    PublisherConfig
 	log    *slog.Logger
-	client *http.Client
+	rt     http.RoundTripper
 	ctx    context.Context // canceled by Close, aborting deliveries
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // delivery goroutines
@@ -174,14 +175,10 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	var c http.Client
-	if cfg.Client != nil {
-		c = *cfg.Client
-	} else {
-		c.Transport = &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 30 * time.Second}
+	p.rt = cfg.Transport
+	if p.rt == nil {
+		p.rt = notifyTransport{}
 	}
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	p.client = &c
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p
 }
@@ -602,7 +599,9 @@ func (p *Publisher) post(u *url.URL, sid string, seq uint32, body []byte) error 
 	h["NTS"] = []string{NTSPropChange}
 	h["SID"] = []string{sid}
 	h["SEQ"] = []string{strconv.FormatUint(uint64(seq), 10)}
-	resp, err := p.client.Do(req)
+	// The transport is called directly, not through an http.Client: no
+	// redirect is followed, and a 3xx is a failure below.
+	resp, err := p.rt.RoundTrip(req)
 	if err != nil {
 		return err
 	}
@@ -666,10 +665,7 @@ func (p *Publisher) Close() {
 		p.removeLocked(sub)
 	}
 	p.mu.Unlock()
-	p.wg.Wait()
-	if p.cfg.Client == nil {
-		p.client.CloseIdleConnections() // ours alone
-	}
+	p.wg.Wait() // notifyTransport keeps no connection open
 }
 
 func cloneVars(vars []Arg) []Arg {

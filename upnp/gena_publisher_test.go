@@ -405,7 +405,7 @@ func TestPublisherRefusals(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rt := &recorder{}
-			p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: rt}})
+			p := newTestPublisher(t, PublisherConfig{Transport: rt})
 			w := call(p, tc.method, tc.path, "127.0.0.1:40000", tc.hdr)
 			if w.Code != tc.status {
 				t.Errorf("status %d, want %d", w.Code, tc.status)
@@ -488,7 +488,7 @@ func TestPublisherCallbackAddressForms(t *testing.T) {
 	}
 	for _, tc := range tests {
 		rt := &recorder{}
-		p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: rt}})
+		p := newTestPublisher(t, PublisherConfig{Transport: rt})
 		w := call(p, "SUBSCRIBE", evtPath, tc.remote, map[string]string{"NT": "upnp:event", "CALLBACK": tc.cb})
 		if w.Code != 200 {
 			t.Errorf("from %s with CALLBACK %s: status %d, want 200", tc.remote, tc.cb, w.Code)
@@ -519,7 +519,7 @@ func TestPublisherTimeout(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				p := newTestPublisher(t, PublisherConfig{MinTimeout: tc.min, MaxTimeout: tc.max, Client: &http.Client{Transport: &recorder{}}})
+				p := newTestPublisher(t, PublisherConfig{MinTimeout: tc.min, MaxTimeout: tc.max, Transport: &recorder{}})
 				hdr := map[string]string{"NT": "upnp:event", "CALLBACK": "<http://127.0.0.1:9/>"}
 				if tc.timeout != "" {
 					hdr["TIMEOUT"] = tc.timeout
@@ -548,7 +548,7 @@ func TestPublisherRenewUnsubscribeExpiry(t *testing.T) {
 
 func testPublisherRenewUnsubscribeExpiry(t *testing.T) {
 	rt := &recorder{}
-	p := newTestPublisher(t, PublisherConfig{MinTimeout: 10 * time.Second, MaxTimeout: time.Hour, Client: &http.Client{Transport: rt}})
+	p := newTestPublisher(t, PublisherConfig{MinTimeout: 10 * time.Second, MaxTimeout: time.Hour, Transport: rt})
 	sid := subscribe(t, p, "http://127.0.0.1:9/cb", "Second-100")
 	// The initial event goes out on its own goroutine: wait for it, or it
 	// may count below as an event after expiry.
@@ -581,7 +581,7 @@ func testPublisherRenewUnsubscribeExpiry(t *testing.T) {
 	}
 
 	// UNSUBSCRIBE ends a subscription at once; a second one is refused.
-	p = newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: rt}})
+	p = newTestPublisher(t, PublisherConfig{Transport: rt})
 	sid = subscribe(t, p, "http://127.0.0.1:9/cb", "")
 	if w := call(p, "UNSUBSCRIBE", "/evt/Other", "127.0.0.1:1", map[string]string{"SID": sid}); w.Code != 412 {
 		t.Errorf("UNSUBSCRIBE on another event path: %d, want 412", w.Code)
@@ -602,7 +602,7 @@ func testPublisherRenewUnsubscribeExpiry(t *testing.T) {
 func TestPublisherCaps(t *testing.T) { synctest.Test(t, testPublisherCaps) }
 
 func testPublisherCaps(t *testing.T) {
-	p := newTestPublisher(t, PublisherConfig{MaxPerClient: 2, MaxTotal: 3, Client: &http.Client{Transport: &recorder{}}})
+	p := newTestPublisher(t, PublisherConfig{MaxPerClient: 2, MaxTotal: 3, Transport: &recorder{}})
 	sub := func(ip string) (int, string) {
 		w := call(p, "SUBSCRIBE", evtPath, ip+":1000", map[string]string{"NT": "upnp:event", "CALLBACK": "<http://" + ip + ":9/>"})
 		return w.Code, respHeader(w, "SID")
@@ -651,7 +651,7 @@ func testPublisherCaps(t *testing.T) {
 // fill the default 128 only with 16 hosts, and even a full table takes a
 // newcomer in, at the expense of the host holding the most.
 func TestPublisherTotalCannotBeFilledByFewHosts(t *testing.T) {
-	p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: &recorder{}}})
+	p := newTestPublisher(t, PublisherConfig{Transport: &recorder{}})
 	sub := func(ip string) int {
 		return call(p, "SUBSCRIBE", evtPath, ip+":1000", map[string]string{"NT": "upnp:event", "CALLBACK": "<http://" + ip + ":9/>"}).Code
 	}
@@ -684,7 +684,7 @@ func TestPublisherTotalCannotBeFilledByFewHosts(t *testing.T) {
 // A subscription is bound to its subscriber's address: another host that
 // knows its SID can neither renew nor cancel it.
 func TestPublisherSIDIsBoundToItsSubscriber(t *testing.T) {
-	p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: &recorder{}}})
+	p := newTestPublisher(t, PublisherConfig{Transport: &recorder{}})
 	sid := subscribe(t, p, "http://127.0.0.1:9/cb", "")
 	for _, m := range []string{"SUBSCRIBE", "UNSUBSCRIBE"} {
 		if w := call(p, m, evtPath, "127.0.0.2:1", map[string]string{"SID": sid}); w.Code != 412 {
@@ -702,7 +702,7 @@ func TestPublisherSIDIsBoundToItsSubscriber(t *testing.T) {
 // A SUBSCRIBE answer carries SERVER and DATE once each, even behind a
 // handler that sets Server for every response.
 func TestPublisherAnswerHasEachHeaderOnce(t *testing.T) {
-	p := newTestPublisher(t, PublisherConfig{Client: &http.Client{Transport: &recorder{}}})
+	p := newTestPublisher(t, PublisherConfig{Transport: &recorder{}})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Server", "front/1")
 		p.ServeHTTP(w, r)
@@ -769,7 +769,7 @@ func TestPublisherModeration(t *testing.T) { synctest.Test(t, testPublisherModer
 
 func testPublisherModeration(t *testing.T) {
 	s := newMemSink()
-	p := newTestPublisher(t, PublisherConfig{Moderation: 200 * time.Millisecond, Client: &http.Client{Transport: s}})
+	p := newTestPublisher(t, PublisherConfig{Moderation: 200 * time.Millisecond, Transport: s})
 	subscribe(t, p, "http://127.0.0.1:9/cb", "")
 	if m := s.next(t); m.seq != 0 {
 		t.Fatalf("initial event SEQ %d", m.seq) // not moderated

@@ -191,7 +191,8 @@ func TestAddRefusedShowsTheRoutersSentence(t *testing.T) {
 	var ae apiError
 	e.call("POST", "/api/mappings", map[string]any{"protocol": "tcp", "internal_port": 9000, "external_port": 8443},
 		http.StatusConflict, &ae)
-	// The sentence is the RefusedError's, whole.
+	// The sentence is the refusal's, with the page's advice instead of
+	// the CLI's (--replace).
 	_, want := g.Add(context.Background(), portmap.Request{Protocol: portmap.TCP, InternalPort: 9000, ExternalPort: 8443})
 	var re *portmap.RefusedError
 	if !errors.As(want, &re) {
@@ -199,8 +200,13 @@ func TestAddRefusedShowsTheRoutersSentence(t *testing.T) {
 	}
 	// portmap refuses before the router would: the existing mapping is
 	// named, and no router code is involved.
-	if ae.Error != re.Text || ae.RouterCode != 0 || ae.Code != http.StatusConflict || !strings.Contains(ae.Error, "192.168.1.20:443") {
-		t.Errorf("refusal: %+v, want the sentence %q naming the mapping in the way", ae, re.Text)
+	var ee *portmap.ExistsError
+	if !errors.As(want, &ee) {
+		t.Fatalf("the refusal names no mapping in the way: %v", want)
+	}
+	if !strings.HasPrefix(ae.Error, ee.Error()+"; choose another external port") || strings.Contains(ae.Error, "--replace") ||
+		ae.RouterCode != 0 || ae.Code != http.StatusConflict || !strings.Contains(ae.Error, "192.168.1.20:443") {
+		t.Errorf("refusal: %+v, want the sentence %q naming the mapping in the way", ae, ee.Error())
 	}
 	// With "any", the router picks another port.
 	var added struct {

@@ -19,7 +19,7 @@ import (
 	"github.com/portfwd/portfwd/webui/webuitest"
 )
 
-var updateScreenshot = flag.Bool("update-screenshot", false, "write the main page's screenshot to ../docs/screenshot-ui.png")
+var updateScreenshot = flag.Bool("update-screenshot", false, "write the main page's screenshots to ../docs/screenshot-ui.png and screenshot-ui-phone.png")
 
 // rowSel selects the table row of a mapping.
 func rowSel(proto string, port int) string {
@@ -115,8 +115,14 @@ func TestBrowser(t *testing.T) {
 	if !errors.As(refusal, &re) {
 		t.Fatalf("the fake did not refuse: %v", refusal)
 	}
-	if msg := browsertest.Eval[string](b, `document.querySelector('#form-error').textContent`); msg != re.Text {
-		t.Errorf("the form shows %q, want the router's sentence %q", msg, re.Text)
+	var ee *portmap.ExistsError
+	if !errors.As(refusal, &ee) {
+		t.Fatalf("the fake's refusal names no mapping in the way: %v", refusal)
+	}
+	// The refusal's sentence, with the page's advice instead of the
+	// CLI's --replace.
+	if msg := browsertest.Eval[string](b, `document.querySelector('#form-error').textContent`); !strings.HasPrefix(msg, ee.Error()+"; ") || strings.Contains(msg, "--") {
+		t.Errorf("the form shows %q, want the refusal's sentence %q with the page's advice", msg, ee.Error())
 	}
 
 	// Add through the form.
@@ -124,7 +130,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#f-internal-port"), "8080"),
 		chromedp.SetValue(chromedp.CSS("#f-external-port"), "18080"),
 		chromedp.SetValue(chromedp.CSS("#f-description"), "Web server"),
-		chromedp.SetValue(chromedp.CSS("#f-lease"), "3"),
+		chromedp.SetValue(chromedp.CSS("#f-lease"), "3h"),
 		chromedp.Click(chromedp.CSS("#edit-submit")),
 		chromedp.WaitVisible(chromedp.CSS(rowSel("TCP", 18080))),
 	)
@@ -252,13 +258,15 @@ func screenshots(t *testing.T, b *browsertest.Browser, g *webuitest.Gateway) {
 		return png
 	}
 	desktop := shot("screenshot-ui.png", 1100, 700)
-	shot("screenshot-ui-phone.png", 390, 844)
+	phone := shot("screenshot-ui-phone.png", 390, 844)
 	if over := browsertest.Eval[int](b, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over > 0 {
 		t.Errorf("on a phone-sized screen the page scrolls sideways by %d px", over)
 	}
 	if *updateScreenshot {
-		if err := os.WriteFile("../docs/screenshot-ui.png", desktop, 0o644); err != nil {
-			t.Fatal(err)
+		for name, png := range map[string][]byte{"screenshot-ui.png": desktop, "screenshot-ui-phone.png": phone} {
+			if err := os.WriteFile("../docs/"+name, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/portfwd/portfwd/internal/explain"
 	"github.com/portfwd/portfwd/portmap"
 )
 
@@ -107,7 +108,7 @@ func (s *Server) discover() {
 	case s.ctx.Err() != nil:
 		st.Error = "discovery was stopped"
 	case err != nil:
-		st.Error = err.Error()
+		st.Error = explain.Sentence(err, "")
 		if len(s.gateways) > 0 {
 			st.Error += " (the gateways found before are still listed)"
 		}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/explain"
 	"github.com/portfwd/portfwd/internal/websec"
 	"github.com/portfwd/portfwd/portmap"
 )
@@ -145,6 +146,16 @@ func (s *Server) errorResponse(err error) errorJSON {
 	case errors.As(err, &br):
 		return errorJSON{Error: br.msg, Code: http.StatusBadRequest, Field: br.field}
 	case errors.As(err, &re):
+		var ee *portmap.ExistsError
+		if errors.As(err, &ee) {
+			// The library's advice names the CLI's --replace; the page
+			// has none.
+			advice := "; choose another external port (or tick \"accept another one\"), or delete it first"
+			if ee.Existing.ExternalPort != ee.Key.ExternalPort {
+				advice = "; delete it first"
+			}
+			return errorJSON{Error: ee.Error() + advice, Code: http.StatusConflict}
+		}
 		code := http.StatusConflict
 		if re.Method == portmap.UPnP && (re.Code == 714 || re.Code == 730) {
 			code = http.StatusNotFound // NoSuchEntryInArray, PortMappingNotFound
@@ -152,8 +163,10 @@ func (s *Server) errorResponse(err error) errorJSON {
 		return errorJSON{Error: re.Text, Code: code, RouterCode: re.Code}
 	case errors.As(err, new(*notFound)):
 		return errorJSON{Error: err.Error(), Code: http.StatusNotFound}
-	case errors.Is(err, errNoGatewayYet), errors.Is(err, portmap.ErrNoGateway):
+	case errors.Is(err, errNoGatewayYet):
 		return errorJSON{Error: err.Error(), Code: http.StatusServiceUnavailable}
+	case errors.Is(err, portmap.ErrNoGateway):
+		return errorJSON{Error: explain.Sentence(err, ""), Code: http.StatusServiceUnavailable}
 	case errors.Is(err, portmap.ErrNotSupported):
 		return errorJSON{Error: err.Error(), Code: http.StatusNotImplemented}
 	case errors.Is(err, context.DeadlineExceeded):
@@ -162,7 +175,9 @@ func (s *Server) errorResponse(err error) errorJSON {
 	case errors.Is(err, context.Canceled):
 		return errorJSON{Error: "the request was cancelled (portfwd ui is stopping, or the browser gave up)", Code: http.StatusServiceUnavailable}
 	}
-	return errorJSON{Error: err.Error(), Code: http.StatusBadGateway}
+	// Anything else is one sentence, as the CLI prints it, never the
+	// whole chain.
+	return errorJSON{Error: explain.Sentence(err, ""), Code: http.StatusBadGateway}
 }
 
 // sentence is err as the user should read it.

@@ -4,6 +4,7 @@ import (
 	"embed"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"time"
 
@@ -18,13 +19,52 @@ import (
 //go:embed assets
 var assets embed.FS
 
+// page is the page's template. Its head starts with webpage.Head.
+var page = template.Must(template.New("").Funcs(templateFuncs).ParseFS(webpage.Sub(assets), "index.html"))
+
+// renderPage is the site's Render: the page for a pageData.
+func renderPage(w io.Writer, data any) error { return page.ExecuteTemplate(w, "page", data) }
+
 var templateFuncs = template.FuncMap{
+	"head":          func() template.HTML { return template.HTML(webpage.Head) },
 	"leaseText":     leaseText,
 	"mappingKey":    func(m mappingJSON) string { return fmt.Sprintf("%s/%d/%s", m.Protocol, m.ExternalPort, m.RemoteHost) },
 	"deref":         func(b *bool) bool { return b != nil && *b },
 	"gatewayLabel":  gatewayLabel,
 	"discoveryText": discoveryText,
 	"tableStatus":   tableStatus,
+	"placeholder":   placeholder,
+	"gatewayDetail": gatewayDetail,
+}
+
+// placeholder is the router list's line while it is empty (app.js writes
+// the same): it never says "none found" while a discovery is finding one.
+func placeholder(d discoveryStatus) string {
+	switch {
+	case d.Running && d.Found > 0:
+		return "found, reading its details…"
+	case d.Running:
+		return "searching…"
+	case d.Done:
+		return "none found"
+	}
+	return "searching…"
+}
+
+// gatewayDetail is the line under the router list (app.js writes the
+// same): the selected router's whole name, protocol and address, which a
+// phone-wide list cannot show.
+func gatewayDetail(p pageData) string {
+	for _, g := range p.Gateways {
+		if g.Selected {
+			name := g.Name
+			if name == "" {
+				name = g.Addr
+			}
+			return fmt.Sprintf("%s: %s at %s", name, methodName(g.Method), g.Addr)
+		}
+	}
+	return ""
 }
 
 // pageData is what the page template shows before the script takes over:
@@ -49,16 +89,14 @@ func leaseText(m mappingJSON) string {
 	return webpage.FormatSeconds(m.LeaseSeconds)
 }
 
+// gatewayLabel names a router in the list (app.js writes the same), short
+// enough for a phone: the external address is shown below the list.
 func gatewayLabel(g gatewayJSON) string {
 	name := g.Name
 	if name == "" {
 		name = g.Addr
 	}
-	s := fmt.Sprintf("%s (%s", name, methodName(g.Method))
-	if g.ExternalIP != "" {
-		s += ", " + g.ExternalIP
-	}
-	return s + ")"
+	return fmt.Sprintf("%s (%s)", name, methodName(g.Method))
 }
 
 // methodName is a protocol as people write it.
@@ -117,5 +155,5 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 		d.Table = s.mappingsPayloadLocked(g, time.Now())
 	}
 	s.mu.Unlock()
-	s.site.Render(w, http.StatusOK, "page", d)
+	s.site.Render(w, http.StatusOK, d)
 }

@@ -172,7 +172,7 @@ func (s *Server) init() {
 		s.site = webpage.New(webpage.Config{
 			Token: s.Token, Who: "portfwd ui", TokenFrom: "printed by portfwd ui",
 			Advice: "Open the address that portfwd ui printed in its terminal: it ends with ?token= and a secret that only that run knows.",
-			Files:  assets, Page: "index.html", Funcs: templateFuncs, Logger: s.logger(),
+			Files:  assets, Render: renderPage, Logger: s.logger(),
 		})
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.kick = make(chan struct{}, 1)

@@ -12,6 +12,10 @@
 //	              the rate of the first and last tenth shows any slow-down
 //	soap-list     one full listing by GetGenericPortMappingEntry
 //	soap-clear    N DeletePortMapping (the table shrinks)
+//	pinhole-pairs N x (AddPinhole + DeletePinhole) of one port, over IPv6
+//	              SOAP (-upnp6, -client6), with whatever pinholes are live
+//	pinhole-grow  N AddPinhole of distinct ports (N live pinholes after)
+//	pinhole-clear DeletePinhole of every pinhole pinhole-grow opened
 package main
 
 import (
@@ -79,13 +83,20 @@ func main() {
 	proto := flag.String("proto", "TCP", "protocol of soap-grow and soap-clear mappings")
 	base := flag.Int("base", 30000, "first external port")
 	phases := flag.String("phases", "natpmp-pairs,pcp-pairs,soap-pairs,soap-grow,soap-list,soap-clear", "phases to run")
+	control6 := flag.String("upnp6", "", "WANIPv6FirewallControl control URL (pinhole phases)")
+	client6 := flag.String("client6", "", "this host's IPv6 address, the pinholes' internal client")
 	flag.Parse()
-	if *n < 1 || *n > 65535 || *base+*n > 65536 {
+	if *n < 1 || *n > 65535 || *base < 2 || *base+*n > 65536 {
 		fail("-n and -base must keep ports within 1-65535")
 	}
 	ctx := context.Background()
 	c := &igd.Client{SOAP: &upnp.Client{Timeout: 10 * time.Second}, ControlURL: *control, ServiceType: *service, Version: 1}
 	enc := json.NewEncoder(os.Stdout)
+	fw := &igd.FirewallClient{SOAP: &upnp.Client{Timeout: 10 * time.Second}, ControlURL: *control6}
+	pinhole := func(port int) igd.Pinhole {
+		return igd.Pinhole{InternalClient: netip.MustParseAddr(*client6), InternalPort: uint16(port), Protocol: igd.ProtoTCP, Lease: time.Hour}
+	}
+	var grown []uint16 // the IDs pinhole-grow opened
 	for _, ph := range strings.Split(*phases, ",") {
 		var r result
 		switch ph {
@@ -176,6 +187,48 @@ func main() {
 				}
 				lat = append(lat, time.Since(t))
 			}
+			r = summarize(ph, lat, time.Since(t0))
+		case "pinhole-pairs":
+			// One port below -base, so as not to meet pinhole-grow's.
+			lat := make([]time.Duration, 0, *n)
+			t0 := time.Now()
+			for range *n {
+				t := time.Now()
+				id, err := fw.AddPinhole(ctx, pinhole(*base-1))
+				if err != nil {
+					fail("AddPinhole: %v", err)
+				}
+				if err := fw.DeletePinhole(ctx, id); err != nil {
+					fail("DeletePinhole %d: %v", id, err)
+				}
+				lat = append(lat, time.Since(t))
+			}
+			r = summarize(ph, lat, time.Since(t0))
+		case "pinhole-grow":
+			lat := make([]time.Duration, 0, *n)
+			t0 := time.Now()
+			for i := range *n {
+				t := time.Now()
+				id, err := fw.AddPinhole(ctx, pinhole(*base+i))
+				if err != nil {
+					fail("AddPinhole %d: %v", *base+i, err)
+				}
+				grown = append(grown, id)
+				lat = append(lat, time.Since(t))
+			}
+			r = summarize(ph, lat, time.Since(t0))
+			r.FirstTenthPerSec, r.LastTenthPerSec = tenthRate(lat, false), tenthRate(lat, true)
+		case "pinhole-clear":
+			lat := make([]time.Duration, 0, len(grown))
+			t0 := time.Now()
+			for _, id := range grown {
+				t := time.Now()
+				if err := fw.DeletePinhole(ctx, id); err != nil {
+					fail("DeletePinhole %d: %v", id, err)
+				}
+				lat = append(lat, time.Since(t))
+			}
+			grown = nil
 			r = summarize(ph, lat, time.Since(t0))
 		default:
 			fail("unknown phase %q", ph)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/portfwd/portfwd/internal/cli"
+	"github.com/portfwd/portfwd/internal/gatewaycmd"
 	"github.com/portfwd/portfwd/internal/version"
 )
 
@@ -295,19 +296,7 @@ With --ipv6 it opens an IPv6 pinhole instead: an inbound firewall rule to PORT o
 				{Command: "portfwd ui --listen 127.0.0.1:8080"},
 			},
 		},
-		"gateway": {
-			Summary: "run the router side: UPnP IGD, NAT-PMP and PCP over one mapping table",
-			Description: `Runs the router side, like miniupnpd: it answers UPnP IGD (found by SSDP, with GENA events), ` +
-				`NAT-PMP and PCP on the internal interfaces only, and forwards the mapped ports from the external ones, ` +
-				`through nftables as root or through a userspace relay otherwise. Flags override the configuration file; ` +
-				`docs/gateway.md and dist/gateway.example.toml document every option. --check tests a configuration ` +
-				`without starting, and --import-miniupnpd converts a miniupnpd.conf.`,
-			Examples: []cli.Example{
-				{Command: "portfwd gateway --internal br-lan --external wan"},
-				{Command: "portfwd gateway --check --config /etc/portfwd/gateway.toml", Comment: "check a configuration without starting"},
-				{Command: "portfwd gateway --import-miniupnpd /etc/miniupnpd/miniupnpd.conf > /etc/portfwd/gateway.toml"},
-			},
-		},
+		"gateway": gatewaycmd.Doc("portfwd gateway"),
 		"probe-server": {
 			Summary: "answer 'portfwd check' from a host outside the NAT",
 			Description: `The server half of 'portfwd check', for a host with a public address. It connects back only to ` +

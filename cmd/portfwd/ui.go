@@ -81,7 +81,11 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	if len(probes) > 0 {
 		rc := &reach.Checker{Probes: probes, Logger: log}
 		srv.Checker = webui.CheckFunc(func(ctx context.Context, g portmap.Gateway, proto string, internalPort, externalPort uint16) (any, error) {
-			return rc.CheckGateway(ctx, g, strings.ToLower(proto), internalPort, externalPort, cf.timeout)
+			r, err := rc.CheckGateway(ctx, g, strings.ToLower(proto), internalPort, externalPort, cf.timeout)
+			if err != nil {
+				return nil, err
+			}
+			return newUICheck(r, strings.ToLower(proto), internalPort), nil
 		})
 	}
 	url := srv.URL(ln.Addr())
@@ -145,4 +149,24 @@ func openBrowser(e *env, url string) {
 		return
 	}
 	go cmd.Wait() // reap it; xdg-open returns once the browser has the URL
+}
+
+// uiCheck is the web UI's answer to its check button: the fields of
+// 'portfwd check --json' (schema 1's names), and Report's one line as the
+// summary. The diagnosis is the CLI's: reach.CheckGateway runs the same
+// reach.RouterFacts and reach.Diagnose as portfwd check.
+type uiCheck struct {
+	jsonCheck
+	summary string
+}
+
+func (c uiCheck) String() string { return c.summary }
+
+func newUICheck(r reach.Report, proto string, internalPort uint16) uiCheck {
+	return uiCheck{summary: r.String(), jsonCheck: jsonCheck{
+		Schema: schemaVersion, Reachable: r.Reachable, Verified: r.Verified, Answered: r.Answered,
+		Protocol: proto, InternalPort: internalPort, ExternalPort: r.ExternalPort, Address: r.Address.String(),
+		Listener: string(r.Listener), Probe: r.Probe, RTTMillis: float64(r.RTT.Microseconds()) / 1000, Code: r.Code,
+		Observed: r.Reason, Reason: r.Diagnosis,
+	}}
 }

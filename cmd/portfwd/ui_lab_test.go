@@ -116,7 +116,7 @@ func TestLabWebUI(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#f-internal-port"), "8080"),
 		chromedp.SetValue(chromedp.CSS("#f-external-port"), "18080"),
 		chromedp.SetValue(chromedp.CSS("#f-description"), "lab <ui> & co"),
-		chromedp.SetValue(chromedp.CSS("#f-lease"), "1"),
+		chromedp.SetValue(chromedp.CSS("#f-lease"), "1h"),
 		chromedp.Click(chromedp.CSS("#edit-submit")),
 		chromedp.WaitVisible(chromedp.CSS(uiRow("TCP", 18080))),
 	)
@@ -195,6 +195,7 @@ func TestLabWebUI(t *testing.T) {
 
 	// Delete upnpc's mapping on the admin page: the client UI loses it too.
 	adm.Click("the admin page's delete button", adminRow("TCP", 19999)+" button.delete")
+	adm.Do("confirming on the admin page", chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")), chromedp.Click(chromedp.CSS("#confirm-ok")))
 	adm.WaitFor("the row to go", fmt.Sprintf(`!document.querySelector('%s')`, adminRow("TCP", 19999)))
 	b.WaitFor("the UI to lose it", fmt.Sprintf(`!document.querySelector('%s')`, uiRow("TCP", 19999)))
 	if out := lanRun(t, l, "upnpc", "-i", "-u", "http://"+l.RouterLANIP.String()+":5000/rootDesc.xml", "-l"); strings.Contains(out, "19999") {

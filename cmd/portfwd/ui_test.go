@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/reach"
 )
 
 func TestListenExposed(t *testing.T) {
@@ -152,5 +154,35 @@ func TestUIUsage(t *testing.T) {
 		if classify(err) != exitUsage {
 			t.Errorf("portfwd ui %v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestUICheckResult: the web UI's check answers with portfwd check
+// --json's names (snake_case, schema 1) and the CLI's diagnosis, not Go's
+// field names.
+func TestUICheckResult(t *testing.T) {
+	r := reach.Report{Result: reach.Result{Protocol: "TCP", ExternalPort: 18080, Address: netip.MustParseAddrPort("203.0.113.7:18080"),
+		Code: reach.CodeRefused, Reason: "connection refused", Probe: "http://probe:8999"},
+		Diagnosis: "the router forwards 18080/tcp to 192.168.1.10:8080, where nothing listens"}
+	c := newUICheck(r, "tcp", 8080)
+	if c.String() != "not reachable: "+r.Diagnosis {
+		t.Errorf("summary %q", c.String())
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for k := range m {
+		if strings.ToLower(k) != k {
+			t.Errorf("field %q is not snake_case: %s", k, b)
+		}
+	}
+	if m["reachable"] != false || m["reason"] != r.Diagnosis || m["observed"] != "connection refused" || m["external_port"] != 18080.0 ||
+		m["address"] != "203.0.113.7:18080" || m["code"] != reach.CodeRefused {
+		t.Errorf("result: %s", b)
 	}
 }

@@ -19,11 +19,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +55,33 @@ type Backend interface {
 	// Subscribe calls changed after every change to the table until cancel
 	// is called. changed does not block.
 	Subscribe(changed func()) (cancel func())
+}
+
+// PinholeBackend may be implemented by a Backend whose gateway opens IPv6
+// pinholes: the page then lists them beside the port mappings, and the
+// operator can close any.
+type PinholeBackend interface {
+	// Pinholes returns every pinhole, every client's.
+	Pinholes() []Pinhole
+	// DeletePinhole closes pinhole id on the operator's authority. An
+	// error wrapping ErrNoSuchMapping means there is none.
+	DeletePinhole(ctx context.Context, id uint16) error
+}
+
+// Pinhole is an IPv6 pinhole as the page shows it.
+type Pinhole struct {
+	ID           uint16     `json:"id"`
+	Protocol     string     `json:"protocol"`
+	InternalAddr netip.Addr `json:"internal_addr"`
+	InternalPort uint16     `json:"internal_port"`
+	// RemoteHost and RemotePort restrict it to one peer; zero means any.
+	RemoteHost netip.Addr `json:"remote_host,omitzero"`
+	RemotePort uint16     `json:"remote_port,omitempty"`
+	// Client is the address that asked for it.
+	Client      netip.Addr `json:"client,omitzero"`
+	Source      string     `json:"source"`
+	Description string     `json:"description"`
+	Expires     time.Time  `json:"-"`
 }
 
 // Auditor may be implemented by an Backend that keeps an audit
@@ -109,6 +138,62 @@ type Mapping struct {
 	// Expires is when the lease ends; the zero Time means permanent.
 	Expires time.Time `json:"-"`
 	Created time.Time `json:"created,omitzero"`
+	// Upstream is the mapping's half on the router above (double NAT),
+	// nil when it is not chained.
+	Upstream *UpstreamHalf `json:"upstream,omitempty"`
+}
+
+// UpstreamHalf is a chained mapping's half on the router above: where the
+// Internet reaches it, through which protocol, until when.
+type UpstreamHalf struct {
+	Public  string    `json:"public"` // "203.0.113.1:18080"
+	Method  string    `json:"method"` // "pcp", "natpmp", "upnp"
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Upstream is the router above's status (double NAT).
+type Upstream struct {
+	Mode           string `json:"mode,omitempty"`
+	State          string `json:"state"` // "off", "not needed", "searching", "up", "down"
+	Method         string `json:"method,omitempty"`
+	Server         string `json:"server,omitempty"`
+	Public         string `json:"public,omitempty"`
+	Since          string `json:"since,omitempty"`
+	LastError      string `json:"last_error,omitempty"`
+	NextTry        string `json:"next_try,omitempty"`
+	Chained        int    `json:"chained"`
+	PendingDeletes int    `json:"pending_deletes"`
+	Note           string `json:"note,omitempty"`
+}
+
+// Text is the one line the page shows for u.
+func (u *Upstream) Text() string {
+	if u == nil {
+		return ""
+	}
+	s := u.State
+	if u.Method != "" {
+		s += " (" + u.Method + " to " + u.Server + ")"
+	}
+	if u.Public != "" {
+		s += ", public address " + u.Public
+	}
+	if u.State == "up" || u.Chained > 0 {
+		s += fmt.Sprintf(", %d mappings chained", u.Chained)
+	}
+	if u.PendingDeletes > 0 {
+		s += fmt.Sprintf(", %d deletes waiting", u.PendingDeletes)
+	}
+	if u.LastError != "" && u.State != "up" {
+		s += "; last error: " + u.LastError
+	}
+	if u.NextTry != "" {
+		s += "; next try " + u.NextTry
+	}
+	if u.Note != "" {
+		s += ". " + u.Note
+	}
+	return s
 }
 
 // Status is the gateway's state for the admin page.
@@ -140,6 +225,11 @@ type Status struct {
 	Errors []Count `json:"errors"`
 	// Expired counts the mappings removed because their lease ended.
 	Expired uint64 `json:"expired"`
+	// Upstream is the router above's status, nil when the daemon has
+	// none to report.
+	Upstream *Upstream `json:"upstream,omitempty"`
+	// UpstreamText is Upstream.Text(), for the page's script.
+	UpstreamText string `json:"upstream_text,omitempty"`
 }
 
 // Interface is a network interface the gateway serves or forwards
@@ -218,12 +308,13 @@ func (a *Server) init() {
 		}
 		a.site = webpage.New(webpage.Config{
 			Token: a.Token, Who: "portfwd gateway", TokenFrom: from, Advice: advice,
-			Files: assets, Page: "admin.html", Funcs: templateFuncs, Logger: log,
+			Files: assets, Render: func(w io.Writer, data any) error { return renderPage(w, data.(adminPageData)) }, Logger: log,
 		})
 		a.done = make(chan struct{})
 		mux, api := a.site.Routes(a.handlePage, "no such admin API route: see docs/gateway.md")
 		api("GET /api/mappings", a.handleMappings)
 		api("DELETE /api/mappings/{proto}/{port}", a.handleDelete)
+		api("DELETE /api/pinholes/{id}", a.handleDeletePinhole)
 		api("GET /api/status", a.handleStatus)
 		api("GET /api/audit", a.handleAudit)
 		api("GET /api/events", a.handleEvents)
@@ -265,8 +356,16 @@ type adminMappingJSON struct {
 // adminTableJSON is GET /api/mappings and the "mappings" event.
 type adminTableJSON struct {
 	Mappings []adminMappingJSON `json:"mappings"`
+	// Pinholes are the IPv6 pinholes, by ID (empty when the gateway opens
+	// none).
+	Pinholes []adminPinholeJSON `json:"pinholes"`
 	// BySource counts the mappings by the protocol that made them.
 	BySource []Count `json:"by_source"`
+}
+
+type adminPinholeJSON struct {
+	Pinhole
+	ExpiresIn int64 `json:"expires_in"`
 }
 
 // adminStatusJSON is GET /api/status and the "status" event.
@@ -303,8 +402,9 @@ func sourceOrder(name string) int {
 
 func (a *Server) table(now time.Time) adminTableJSON {
 	ms := a.Backend.Mappings()
-	slices.SortFunc(ms, func(x, y Mapping) int {
-		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol))
+	sort.Slice(ms, func(i, j int) bool {
+		x, y := ms[i], ms[j]
+		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol)) < 0
 	})
 	t := adminTableJSON{Mappings: make([]adminMappingJSON, 0, len(ms))}
 	count := map[string]uint64{}
@@ -318,6 +418,14 @@ func (a *Server) table(now time.Time) adminTableJSON {
 	}
 	for _, s := range sources {
 		t.BySource = append(t.BySource, Count{Name: s, Count: count[s]})
+	}
+	t.Pinholes = []adminPinholeJSON{}
+	if pb, ok := a.Backend.(PinholeBackend); ok {
+		ps := pb.Pinholes()
+		slices.SortFunc(ps, func(x, y Pinhole) int { return cmp.Compare(x.ID, y.ID) })
+		for _, p := range ps {
+			t.Pinholes = append(t.Pinholes, adminPinholeJSON{Pinhole: p, ExpiresIn: max(0, int64((p.Expires.Sub(now)+time.Second-1)/time.Second))})
+		}
 	}
 	return t
 }
@@ -344,8 +452,9 @@ func (a *Server) status(now time.Time) adminStatusJSON {
 	for _, t := range totals {
 		j.Totals = append(j.Totals, t)
 	}
-	slices.SortFunc(j.Totals, func(x, y adminTotal) int {
-		return cmp.Or(cmp.Compare(sourceOrder(x.Protocol), sourceOrder(y.Protocol)), cmp.Compare(x.Protocol, y.Protocol))
+	sort.Slice(j.Totals, func(a, b int) bool {
+		x, y := j.Totals[a], j.Totals[b]
+		return cmp.Or(cmp.Compare(sourceOrder(x.Protocol), sourceOrder(y.Protocol)), cmp.Compare(x.Protocol, y.Protocol)) < 0
 	})
 	return j
 }
@@ -372,7 +481,7 @@ func (a *Server) audit() adminAuditJSON {
 	return adminAuditJSON{Kept: true, Records: recs}
 }
 
-// adminPageData is what the page template shows before the script takes
+// adminPageData is what the page (renderPage) shows before the script takes
 // over.
 type adminPageData struct {
 	Token  string
@@ -383,7 +492,7 @@ type adminPageData struct {
 
 func (a *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
-	a.site.Render(w, http.StatusOK, "admin", adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
+	a.site.Render(w, http.StatusOK, adminPageData{Token: a.Token, Status: a.status(now), Table: a.table(now), Audit: a.audit()})
 }
 
 func (a *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
@@ -425,6 +534,36 @@ func (a *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.site.Logger().Info("admin page: mapping deleted", "protocol", proto, "port", port, "by", r.RemoteAddr)
+	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
+}
+
+// handleDeletePinhole is DELETE /api/pinholes/{id}: it answers with the
+// table as it is afterwards.
+func (a *Server) handleDeletePinhole(w http.ResponseWriter, r *http.Request) {
+	pb, ok := a.Backend.(PinholeBackend)
+	if !ok {
+		websec.WriteError(w, http.StatusNotFound, "this gateway opens no IPv6 pinholes")
+		return
+	}
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 16)
+	if err != nil || id == 0 {
+		websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("pinhole ID %q: want a number from 1 to 65535", r.PathValue("id")), Code: http.StatusBadRequest, Field: "id"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(a.Timeout, 10*time.Second))
+	defer cancel()
+	if err := pb.DeletePinhole(ctx, uint16(id)); err != nil {
+		status := http.StatusInternalServerError
+		msg := "the pinhole could not be closed: " + err.Error()
+		if errors.Is(err, ErrNoSuchMapping) {
+			status = http.StatusNotFound
+			msg = fmt.Sprintf("there is no pinhole %d (any more): it may have expired or been closed by its client", id)
+		}
+		a.site.Logger().Warn("admin page: closing a pinhole failed", "id", id, "err", err)
+		websec.WriteError(w, status, msg)
+		return
+	}
+	a.site.Logger().Info("admin page: pinhole closed", "id", id, "by", r.RemoteAddr)
 	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
 }
 

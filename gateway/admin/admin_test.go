@@ -399,6 +399,7 @@ func TestAdminEvents(t *testing.T) {
 func TestAdminBrowser(t *testing.T) {
 	b := browsertest.NewBrowser(t, browsertest.BrowserOptions{})
 	f := newFakeAdmin(upnpMapping(18080, "web <b>server</b>"))
+	f.status.Name = "portfwd gateway" // the daemon's default friendly name
 	e, _ := newAdminEnv(t, f)
 
 	row := func(proto string, port int) string { return fmt.Sprintf(`#rows tr[data-key="%s/%d"]`, proto, port) }
@@ -414,6 +415,10 @@ func TestAdminBrowser(t *testing.T) {
 		t.Errorf("the description reads %q", d)
 	}
 	browsertest.Eval[bool](b, `window.samePage = true`)
+	// The header names the gateway once.
+	if h := browsertest.Eval[string](b, `document.querySelector('header').innerText`); strings.Count(h, "portfwd gateway") != 1 {
+		t.Errorf("the header reads %q: the gateway's name once, please", h)
+	}
 
 	// A client maps a port: the row appears, made by NAT-PMP, counting down.
 	pmp := upnpMapping(9999, "game")
@@ -427,8 +432,23 @@ func TestAdminBrowser(t *testing.T) {
 		t.Errorf("the summary reads %q", s)
 	}
 
-	// Delete.
+	// Delete asks first, naming what closes; Cancel deletes nothing.
 	b.Click("the delete button", row("TCP", 18080)+" button.delete")
+	b.Do("reading the question", chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")))
+	if q := browsertest.Eval[string](b, `document.querySelector('#confirm-dialog').innerText`); !strings.Contains(q, "Delete 18080/TCP?") ||
+		!strings.Contains(q, "10.77.0.2:8080") || !strings.Contains(q, "made by UPnP") {
+		t.Errorf("the confirmation reads %q", q)
+	}
+	if id := browsertest.Eval[string](b, `document.activeElement.id`); id != "confirm-cancel" {
+		t.Errorf("the confirmation opens with the focus on %q, want Cancel", id)
+	}
+	b.Do("cancelling", chromedp.Click(chromedp.CSS("#confirm-cancel")))
+	b.WaitFor("the question to close", `!document.querySelector('#confirm-dialog').open`)
+	if d := f.deleted(); len(d) != 0 {
+		t.Errorf("cancelled, yet the backend deleted %v", d)
+	}
+	b.Click("the delete button", row("TCP", 18080)+" button.delete")
+	b.Do("confirming", chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")), chromedp.Click(chromedp.CSS("#confirm-ok")))
 	b.WaitFor("the row to go", fmt.Sprintf(`!document.querySelector('%s')`, row("TCP", 18080)))
 	if d := f.deleted(); !slices.Equal(d, []string{"TCP/18080"}) {
 		t.Errorf("the backend deleted %v", d)
@@ -438,6 +458,7 @@ func TestAdminBrowser(t *testing.T) {
 	f.ms = nil
 	f.mu.Unlock()
 	b.Click("the delete button", row("UDP", 9999)+" button.delete")
+	b.Do("confirming", chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")), chromedp.Click(chromedp.CSS("#confirm-ok")))
 	b.WaitFor("the notice", `document.querySelector('#notice-text').textContent.includes('nothing is mapped on UDP 9999')`)
 	b.WaitFor("the stale row to go", fmt.Sprintf(`!document.querySelector('%s')`, row("UDP", 9999)))
 

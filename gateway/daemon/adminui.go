@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
+	"sort"
 	"strings"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -109,6 +109,7 @@ func (b adminBackend) Mappings() []admin.Mapping {
 				InternalAddr: m.InternalAddr, InternalPort: m.InternalPort,
 				Client: m.Owner, RemoteHost: m.RemoteHost, Source: m.Source.String(),
 				Description: m.Description, Enabled: m.Enabled, Expires: m.Expires, Created: m.Created,
+				Upstream: upstreamHalfOf(m),
 			})
 		}
 	}
@@ -147,7 +148,29 @@ func (b adminBackend) SubscribeAudit(changed func()) (cancel func()) {
 }
 
 func (b adminBackend) Subscribe(changed func()) (cancel func()) {
-	return b.d.core.Subscribe(func(gateway.Event) { changed() })
+	c1 := b.d.core.Subscribe(func(gateway.Event) { changed() })
+	c2 := b.d.core.SubscribePinholes(changed)
+	return func() { c1(); c2() }
+}
+
+// Pinholes implements admin.PinholeBackend.
+func (b adminBackend) Pinholes() []admin.Pinhole {
+	var out []admin.Pinhole
+	for _, p := range b.d.core.Pinholes() {
+		out = append(out, admin.Pinhole{ID: p.ID, Protocol: p.Protocol.String(), InternalAddr: p.InternalAddr, InternalPort: p.InternalPort,
+			RemoteHost: p.RemoteHost, RemotePort: p.RemotePort, Client: p.Owner, Source: p.Source.String(),
+			Description: p.Description, Expires: p.Expires})
+	}
+	return out
+}
+
+// DeletePinhole implements admin.PinholeBackend.
+func (b adminBackend) DeletePinhole(ctx context.Context, id uint16) error {
+	err := b.d.core.DeletePinhole(ctx, operator(), id)
+	if errors.Is(err, gateway.ErrNoSuchPinhole) {
+		return fmt.Errorf("%w: %w", admin.ErrNoSuchMapping, err)
+	}
+	return err
 }
 
 func (b adminBackend) Status() admin.Status {
@@ -160,13 +183,21 @@ func (b adminBackend) Status() admin.Status {
 	if d.cfg.ExternalAddress.Source == SourceFixed {
 		source = "the configuration" // the page reads "from the configuration"
 	}
+	if p := d.wan.ext.chainedPublic(); p.IsValid() {
+		// What clients are told, and the Internet reaches: the router
+		// above's (double NAT).
+		source = "the router above, through " + source + " (" + addr.String() + ")"
+		addr = p
+	}
 	st := admin.Status{
 		Name: d.cfg.Device.FriendlyName, Started: d.start, Backend: d.backend.Name(),
 		ExternalAddr: addr, ExternalSource: source, ExternalError: extErr,
 		SecureMode: d.cfg.Policy.SecureMode,
 		Policy:     d.cfg.PolicySummary(),
 		Warnings:   d.warnings(),
+		Upstream:   d.upstreamStatus(),
 	}
+	st.UpstreamText = st.Upstream.Text()
 	for _, name := range d.cfg.Interfaces.Internal {
 		st.Interfaces = append(st.Interfaces, interfaceStatus(name, "internal")...)
 	}
@@ -188,13 +219,14 @@ func (b adminBackend) Status() admin.Status {
 	for k, n := range c.requests {
 		st.Requests = append(st.Requests, admin.Counter{Protocol: protocolName(k.protocol), Action: k.action, Result: k.result, Count: n})
 	}
-	slices.SortFunc(st.Requests, func(x, y admin.Counter) int {
-		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.Action, y.Action), cmp.Compare(x.Result, y.Result))
+	sort.Slice(st.Requests, func(i, j int) bool {
+		x, y := st.Requests[i], st.Requests[j]
+		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.Action, y.Action), cmp.Compare(x.Result, y.Result)) < 0
 	})
 	for kind, n := range c.errors {
 		st.Errors = append(st.Errors, admin.Count{Name: kind, Count: n})
 	}
-	slices.SortFunc(st.Errors, func(x, y admin.Count) int { return cmp.Compare(x.Name, y.Name) })
+	sort.Slice(st.Errors, func(i, j int) bool { return st.Errors[i].Name < st.Errors[j].Name })
 	st.Expired = c.expired
 	return st
 }

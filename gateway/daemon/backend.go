@@ -17,7 +17,8 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 	cfg := &d.cfg
 	switch cfg.resolvedBackend() {
 	case BackendNFT:
-		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External, Logger: d.log}
+		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External, Logger: d.log,
+			ForwardTable: cfg.NFT.ForwardTable, ForwardChain: cfg.NFT.ForwardChain}
 		if cfg.NFT.Hairpin {
 			nc.InternalInterfaces = cfg.Interfaces.Internal
 		}
@@ -26,8 +27,16 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 			return nil, fmt.Errorf("opening the nft backend (it needs root or CAP_NET_ADMIN; --backend relay needs neither): %w", err)
 		}
 		d.nftb = b
+		if where, shared := b.PinholeTarget(); shared {
+			d.log.Info("IPv6 pinholes are accepted in " + where + " of your firewall (nft.forward_table, nft.forward_chain)")
+		} else if cfg.IPv6.Pinholes && internalIPv6(cfg) {
+			d.log.Warn("IPv6 pinholes are accepted in " + where + ", portfwd's own table: a drop in your forward chain still applies to them, so they work only where your policy lets that traffic through; set nft.forward_table and nft.forward_chain to a chain your forward chain jumps to (OpenWrt fw4: \"inet fw4\", \"upnp_forward\")")
+		}
 		return b, nil
 	case BackendRelay:
+		if cfg.IPv6.Pinholes {
+			d.log.Info("relay backend: no IPv6 pinholes (a userspace relay cannot open the router's firewall); UPnP InboundPinholeAllowed is 0 and PCP MAP over IPv6 is refused; use the nft backend for them")
+		}
 		bind, follow := d.relayBind()
 		d.log.Info("relay backend: external ports are bound on " + bind.String())
 		rc := relay.Config{

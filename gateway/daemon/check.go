@@ -126,6 +126,8 @@ func Check(ctx context.Context, cfg Config) []Finding {
 		}
 	}
 
+	out = append(out, upstreamFinding(cfg))
+
 	switch backend := cfg.resolvedBackend(); backend {
 	case BackendNFT:
 		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External}
@@ -143,6 +145,21 @@ func Check(ctx context.Context, cfg Config) []Finding {
 				bad("nftables: %s", p)
 			}
 		}
+		if cfg.IPv6.Pinholes && !internalIPv6(&cfg) {
+			ok("IPv6 pinholes: the internal interfaces have no global or unique-local IPv6 address, so there is no IPv6 LAN to open pinholes for")
+		} else if cfg.IPv6.Pinholes {
+			nc.ForwardTable, nc.ForwardChain = cfg.NFT.ForwardTable, cfg.NFT.ForwardChain
+			oks, problems, err := nft.CheckPinholes(ctx, nc)
+			if err != nil {
+				bad("cannot inspect nftables for IPv6 pinholes: %v", err)
+			}
+			for _, s := range oks {
+				ok("nftables: %s", s)
+			}
+			for _, p := range problems {
+				bad("nftables: %s", p)
+			}
+		}
 	case BackendRelay:
 		d := &Daemon{cfg: cfg, log: discardLogger()}
 		d.wan.ext = ext
@@ -151,6 +168,9 @@ func Check(ctx context.Context, cfg Config) []Finding {
 			bad("relay backend cannot bind external ports on %s: %v", bind, err)
 		} else {
 			ok("relay backend can bind external ports on %s", bind)
+		}
+		if cfg.IPv6.Pinholes {
+			ok("relay backend: no IPv6 pinholes (a userspace relay cannot open the router's firewall); UPnP InboundPinholeAllowed is 0 and PCP MAP over IPv6 is refused")
 		}
 		if os.Geteuid() != 0 {
 			if start := unprivilegedPortStart(); start > 1 {
@@ -280,4 +300,16 @@ func checkWritable(dir string) error {
 	name := f.Name()
 	f.Close()
 	return os.Remove(filepath.Clean(name))
+}
+
+// internalIPv6 reports whether an internal interface has a global or
+// unique-local IPv6 address: only then are there IPv6 pinholes to serve,
+// and their nftables findings matter.
+func internalIPv6(cfg *Config) bool {
+	for _, name := range cfg.Interfaces.Internal {
+		if len(ipv6AddrsOf(name)) > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/nft"
+	"github.com/portfwd/portfwd/gateway/upstream"
 )
 
 // Backend names accepted in Config.Backend.
@@ -85,6 +86,20 @@ type Config struct {
 	LogLevel  string `toml:"log_level"`
 	LogFormat string `toml:"log_format"`
 
+	// Upstream chains every mapping to the router above this one (double
+	// NAT, carrier-grade NAT; RFC 6970, RFC 7648): "auto" (the default)
+	// when the external address is private or CGNAT and a router above
+	// answers PCP, NAT-PMP or UPnP through the external interface; "pcp",
+	// "natpmp" or "upnp" to use only that protocol, whatever the address;
+	// the http:// URL of the router above's UPnP description; or "off".
+	Upstream string `toml:"upstream"`
+	// UpstreamProtocols is the allow-list of protocols spoken to the
+	// router above, in order of preference; empty means pcp, natpmp, upnp.
+	UpstreamProtocols []string `toml:"upstream_protocols"`
+	// UpstreamCheckInterval is how often the router above is probed for a
+	// restart or an address change no announcement told; 0 means 30 s.
+	UpstreamCheckInterval Duration `toml:"upstream_check_interval"`
+
 	UPnP   UPnPConfig   `toml:"upnp"`
 	NATPMP NATPMPConfig `toml:"natpmp"`
 	Policy PolicyConfig `toml:"policy"`
@@ -93,6 +108,7 @@ type Config struct {
 	Audit  AuditConfig  `toml:"audit"`
 	NFT    NFTConfig    `toml:"nft"`
 	Relay  RelayConfig  `toml:"relay"`
+	IPv6   IPv6Config   `toml:"ipv6"`
 
 	// Quirks make the gateway misbehave on purpose as real routers do, to
 	// test port-mapping clients: "permanent-only", "table-full:3", ...
@@ -274,6 +290,42 @@ type NFTConfig struct {
 	Table string `toml:"table"`
 	// Hairpin lets LAN hosts reach mappings through the external address.
 	Hairpin bool `toml:"hairpin"`
+	// ForwardTable ("inet filter", "inet fw4", "ip6 filter") and
+	// ForwardChain ("miniupnpd", "upnp_forward") name a chain of the
+	// admin's own firewall, which its forward chain jumps to, where the
+	// gateway puts the accept rules of IPv6 pinholes (and their sets, in
+	// that table), as miniupnpd's upnp_table_name / upnp_forward_chain
+	// do. The gateway owns only its own rules and sets there, never the
+	// chain. Empty: pinholes go into the gateway's own table, where an
+	// accept cannot override a drop in the admin's forward chain (every
+	// base chain is evaluated), so they reach only routers whose forward
+	// policy lets the traffic through anyway; --check and the start-up log
+	// say so.
+	ForwardTable string `toml:"forward_table"`
+	ForwardChain string `toml:"forward_chain"`
+}
+
+// IPv6Config configures IPv6 pinholes: UPnP WANIPv6FirewallControl:1 and
+// PCP MAP over IPv6, both opening the router's firewall for a LAN host's
+// own IPv6 address.
+type IPv6Config struct {
+	// Pinholes lets clients open pinholes (UPnP InboundPinholeAllowed).
+	// On by default; off, the pinhole actions answer 703 and PCP MAP over
+	// IPv6 NOT_AUTHORIZED.
+	Pinholes bool `toml:"pinholes"`
+	// Firewall says the router filters inbound IPv6 (UPnP
+	// FirewallEnabled). Set it false on a router that forwards all IPv6
+	// unfiltered: pinholes then mean nothing and the actions answer 702.
+	Firewall bool `toml:"firewall"`
+	// MaxPinholes caps the pinhole table (0: 65535, the ID space);
+	// MaxPerClient the pinholes one requesting address holds (0:
+	// policy.max_per_client).
+	MaxPinholes  int `toml:"max_pinholes"`
+	MaxPerClient int `toml:"max_per_client"`
+	// MinLease and MaxLease narrow the spec's 1 s..86400 s pinhole leases;
+	// 0 keeps the spec's bound.
+	MinLease Duration `toml:"min_lease"`
+	MaxLease Duration `toml:"max_lease"`
 }
 
 // RelayConfig configures the relay backend.
@@ -302,10 +354,13 @@ var DefaultRules = []string{
 // not set.
 func DefaultConfig() Config {
 	return Config{
-		ExternalAddress: ExternalAddressConfig{Source: SourceInterface},
-		StateDir:        DefaultStateDir,
-		LogLevel:        "info",
-		LogFormat:       "text",
+		ExternalAddress:       ExternalAddressConfig{Source: SourceInterface},
+		StateDir:              DefaultStateDir,
+		Upstream:              upstream.ModeAuto,
+		UpstreamProtocols:     []string{upstream.ModePCP, upstream.ModeNATPMP, upstream.ModeUPnP},
+		UpstreamCheckInterval: Duration(upstream.DefaultCheckInterval),
+		LogLevel:              "info",
+		LogFormat:             "text",
 		UPnP: UPnPConfig{
 			Enabled:        true,
 			HTTPPort:       DefaultHTTPPort,
@@ -331,6 +386,7 @@ func DefaultConfig() Config {
 		Admin:  AdminConfig{Address: DefaultAdminAddress},
 		Audit:  AuditConfig{Enabled: true, MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		NFT:    NFTConfig{Table: nft.DefaultTable, Hairpin: true},
+		IPv6:   IPv6Config{Pinholes: true, Firewall: true},
 	}
 }
 
@@ -420,6 +476,17 @@ func (c *Config) Validate() error {
 	}
 	if ea.Source != SourceFixed && ea.IP != "" {
 		bad("external_address.ip is set but source is %q: set source = \"fixed\" to use it", ea.Source)
+	}
+	if err := upstream.ValidMode(c.Upstream); err != nil {
+		bad("%v", err)
+	}
+	for _, p := range c.UpstreamProtocols {
+		if p != upstream.ModePCP && p != upstream.ModeNATPMP && p != upstream.ModeUPnP {
+			bad("upstream_protocols: %q is not pcp, natpmp or upnp", p)
+		}
+	}
+	if c.UpstreamCheckInterval < 0 {
+		bad("upstream_check_interval must not be negative")
 	}
 	if ea.Refresh < 0 {
 		bad("external_address.refresh must not be negative")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/nft"
+	"github.com/portfwd/portfwd/internal/netroute"
 )
 
 // Timeouts of the HTTP servers. SOAP requests and descriptions are small
@@ -123,6 +124,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	d.wan.ext = newExternalAddr(cfg.ExternalAddress, cfg.Interfaces.External, log)
+	d.setupUpstream()
 	uctx, cancel := context.WithTimeout(ctx, startTimeout)
 	if err := d.wan.ext.update(uctx); err != nil {
 		log.Warn("no external address yet; reporting none until it is learned", "source", d.wan.ext.source(), "err", err)
@@ -147,7 +149,8 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	policy, _ := cfg.effectivePolicy() // validated above
 	d.quirkPolicy(&policy)
-	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record}
+	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record,
+		SameHost: d.sameLANHost, SameHostNow: d.sameLANHostNow, OwnAddr: netroute.IsLocalAddr}
 	if canProbePorts {
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
 			return portServed(p, port, d.probeAddrs())
@@ -156,8 +159,14 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.store != nil {
 		gcfg.Store = d.store // not a typed nil in the interface
 	}
+	if d.wan.up != nil {
+		gcfg.Upstream = d.wan.up
+	}
 	if d.core, err = gateway.New(ctx, gcfg); err != nil {
 		return nil, err
+	}
+	if d.wan.up != nil {
+		d.wan.up.Attach(d.core)
 	}
 
 	d.seedStale(ctx)
@@ -241,6 +250,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); d.wan.ext.run(ctx, d.wan.wake) }()
+	if d.wan.up != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.wan.up.Run(ctx) }()
+	}
 	if d.wan.addrWatch != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followAddresses(ctx) }()
@@ -259,11 +272,24 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	if d.upnpSide.responder != nil {
 		run("SSDP responder", func() error { return d.upnpSide.responder.Serve(ctx) })
+		if d.hasIPv6LAN() {
+			// IPv6 control points (pinholes) discover on ff02::c/ff05::c.
+			// Without it the gateway still serves IPv4: not fatal.
+			run("SSDP responder (IPv6)", func() error {
+				if err := d.upnpSide.responder.ServeIPv6(ctx); err != nil && ctx.Err() == nil {
+					d.log.Warn("no SSDP over IPv6; IPv6 control points must be given the description URL", "err", err)
+				}
+				return nil
+			})
+		}
 	}
 	if d.pmpSide.server != nil {
 		// It announces at once that the gateway (re)started: clients whose
 		// mappings were lost see the epoch go back and make them again.
 		run("NAT-PMP/PCP server", func() error { return d.pmpSide.server.ServePacketConn(ctx, d.pmpSide.conn) })
+		if d.pmpSide.conn6 != nil {
+			run("PCP server (IPv6)", func() error { return d.pmpSide.server.ServePCPIPv6(ctx, d.pmpSide.conn6) })
+		}
 	}
 	if d.adminSide.srv != nil {
 		run("admin server", func() error {
@@ -327,6 +353,9 @@ func (d *Daemon) cleanup(flush bool) error {
 		if f := d.adminSide.page.TokenFile; f != "" {
 			os.Remove(f) // the token dies with this run
 		}
+	}
+	if d.pmpSide.conn6 != nil {
+		d.pmpSide.conn6.Close()
 	}
 	if d.pmpSide.conn != nil {
 		d.pmpSide.conn.Close()

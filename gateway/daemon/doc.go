@@ -85,14 +85,41 @@
 //	ErrRemoteHostNotSupported  726 RemoteHostOnlySupportsWildcard  -                  5 UNSUPP_OPTION
 //	ErrInconsistentRange       733 InconsistentParameters          -                  -
 //	ErrInvalidArgs             402 Invalid Args                    2 not authorized   3 MALFORMED_REQUEST
+//	ErrUpstreamConflict        718 ConflictInMappingEntry          2 not authorized   11 CANNOT_PROVIDE_EXTERNAL
+//	ErrUpstreamRefused         606 Action not authorized           2 not authorized   2 NOT_AUTHORIZED
+//	ErrUpstreamExhausted       728 NoPortMapsAvailable             4 out of resources 8 NO_RESOURCES
 //	ErrBackend, ErrStore,      501 Action Failed                   3 network failure  7 NETWORK_FAILURE
-//	ErrClosed, context errors
+//	ErrUpstreamDown, ErrClosed, context errors
+//
+// The ErrUpstream errors come from the router above, when mappings are
+// chained to it (double NAT, package gateway/upstream): the table is RFC
+// 6970's for UPnP. A chained mapping is answered with the router above's
+// public address and port and a lease no longer than its grant.
 //
 // For WANIPConnection:1 clients, which predate codes 728-733, upnpCodeV1
 // substitutes 501 for 728, 718 for 729, 714 for 730 and 402 for 732 and
 // 733. NAT-PMP (RFC 6886) has no codes for conflicts or malformed
 // arguments; its adapter uses AddAny, so conflicts and reserved ports
 // become another port, and the rest is a refusal.
+//
+// IPv6 pinholes (pinhole.go in package gateway) have errors of their own
+// too; the WANIPv6FirewallControl adapter (upnp6.go, firewallCode) and the
+// PCP one (pcp6.go, pinholeResult) map them:
+//
+//	error                      WANIPv6FirewallControl:1            PCP over IPv6
+//	ErrPinholesDisabled        703 InboundPinholeNotAllowed        2 NOT_AUTHORIZED
+//	ErrNoPinholeBackend        501 Action Failed (and 703 in
+//	                           GetFirewallStatus beforehand)       2 NOT_AUTHORIZED
+//	ErrPinholeSpace            701 PinholeSpaceExhausted           8 NO_RESOURCES
+//	ErrNoSuchPinhole           704 NoSuchEntry                     - (delete of absent = success)
+//	ErrProtocolNotSupported    705 ProtocolNotSupported            9 UNSUPP_PROTOCOL
+//	ErrWildcardInternalPort    706 InternalPortWildcardingNotAllowed 3 MALFORMED_REQUEST
+//	ErrNotAuthorized           606 Action not authorized           2 NOT_AUTHORIZED
+//	ErrInvalidArgs             402 Invalid Args                    3 MALFORMED_REQUEST
+//	ErrBackend, ErrStore       501 Action Failed                   7 NETWORK_FAILURE
+//
+// The firewall service's own argument checks (702, 707, 708, 402 for
+// malformed values) happen in package igd before the core is asked.
 //
 // # Changes: the external address and restarts
 //

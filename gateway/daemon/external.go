@@ -26,8 +26,12 @@ type externalAddr struct {
 	lookup  func(ctx context.Context) (netip.Addr, error)
 	refresh time.Duration
 
-	mu       sync.Mutex
-	addr     netip.Addr
+	mu   sync.Mutex
+	addr netip.Addr
+	// public is the router above's public address while mappings are
+	// chained to it (double NAT): what LAN clients are told.
+	public   netip.Addr
+	chaining bool // an upstream Manager will chain mappings (see describe)
 	lastErr  string
 	looked   bool // the first lookup (New's) is done
 	onChange []func(netip.Addr)
@@ -62,10 +66,31 @@ func newExternalAddr(cfg ExternalAddressConfig, external []string, log *slog.Log
 // unknown or, with RefusePrivateExternal, not public.
 func (e *externalAddr) Get() netip.Addr {
 	a, _ := e.current()
+	if p := e.chainedPublic(); p.IsValid() {
+		a = p
+	}
 	if e.cfg.RefusePrivateExternal && addrclass.Of(a) != addrclass.Public {
 		return netip.Addr{}
 	}
 	return a
+}
+
+// chainedPublic returns the router above's public address while mappings
+// are chained to it, else the zero Addr.
+func (e *externalAddr) chainedPublic() netip.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.public
+}
+
+// setPublic records the router above's public address (the zero Addr
+// when chaining stops) and reports whether what clients are told changed.
+func (e *externalAddr) setPublic(a netip.Addr) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	changed := e.public != a
+	e.public = a
+	return changed
 }
 
 // Raw returns the address as learned, whatever its class, and the last
@@ -82,7 +107,10 @@ func (e *externalAddr) refusing() error {
 	if !e.cfg.RefusePrivateExternal {
 		return nil
 	}
-	a, _ := e.current()
+	a := e.Get()
+	if !a.IsValid() {
+		a, _ = e.current()
+	}
 	if c := addrclass.Of(a); c != addrclass.Public {
 		return fmt.Errorf("mappings are refused while the external address (%v) is %s, because refuse_private_external is set", a, c)
 	}
@@ -138,6 +166,9 @@ func (e *externalAddr) describe(a, old netip.Addr) {
 		return
 	}
 	what := "forwarding anyway: mappings work from wherever this address is reachable"
+	if e.chaining && (class == addrclass.Private || class == addrclass.CGNAT) {
+		what = "looking for the router above through the external interface, to chain every mapping to it (upstream)"
+	}
 	if e.cfg.RefusePrivateExternal {
 		what = "refusing mappings until it is public (refuse_private_external is set)"
 	}

@@ -87,6 +87,8 @@ func (l *lanPeers) reload() {
 		for _, p := range ps {
 			l.prefixes = append(l.prefixes, p.Masked())
 		}
+		// IPv6 control points (pinholes) on the same links.
+		l.prefixes = append(l.prefixes, ipv6PrefixesOf(name)...)
 	}
 	l.local = map[netip.Addr]bool{}
 	if addrs, err := net.InterfaceAddrs(); err == nil {

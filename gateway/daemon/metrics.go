@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -165,14 +166,18 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 	for k := range gauges {
 		gk = append(gk, k)
 	}
-	slices.SortFunc(gk, func(a, b gaugeKey) int { return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.source, b.source)) })
+	sort.Slice(gk, func(i, j int) bool {
+		a, b := gk[i], gk[j]
+		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.source, b.source)) < 0
+	})
 	for _, k := range gk {
 		fmt.Fprintf(bw, "portfwd_mappings{protocol=%s,source=%s} %d\n", label(k.proto), label(k.source), gauges[k])
 	}
 
 	head("portfwd_requests_total", "counter", "Requests answered, by protocol, action and result (UPnP error code or NAT-PMP result code; 0 is success).")
-	slices.SortFunc(reqs, func(a, b requestKey) int {
-		return cmp.Or(cmp.Compare(a.protocol, b.protocol), cmp.Compare(a.action, b.action), cmp.Compare(a.result, b.result))
+	sort.Slice(reqs, func(i, j int) bool {
+		a, b := reqs[i], reqs[j]
+		return cmp.Or(cmp.Compare(a.protocol, b.protocol), cmp.Compare(a.action, b.action), cmp.Compare(a.result, b.result)) < 0
 	})
 	for _, k := range reqs {
 		fmt.Fprintf(bw, "portfwd_requests_total{protocol=%s,action=%s,result=\"%d\"} %d\n", label(k.protocol), label(k.action), k.result, c.requests[k])
@@ -191,6 +196,8 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 	head("portfwd_leases_expired_total", "counter", "Mappings removed because their lease ended.")
 	fmt.Fprintf(bw, "portfwd_leases_expired_total %d\n", c.expired)
 
+	head("portfwd_pinholes", "gauge", "IPv6 pinholes open.")
+	fmt.Fprintf(bw, "portfwd_pinholes %d\n", core.PinholeCount())
 	head("portfwd_info", "gauge", "Always 1; the backend in use is a label.")
 	fmt.Fprintf(bw, "portfwd_info{backend=%s} 1\n", label(backend))
 
@@ -216,4 +223,5 @@ func (d *Daemon) metricsHandler(w http.ResponseWriter, r *http.Request) {
 	if err := d.metrics.write(w, d.core, d.backend.Name()); err != nil {
 		d.log.Debug("writing metrics", "err", err)
 	}
+	d.writeUpstreamMetrics(w)
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -57,6 +58,10 @@ type converter struct {
 	// when both are given.
 	stunHost, stunPort, fixedIP string
 	stun                        bool
+	// fwdTable and fwdChain are upnp_table_name and upnp_forward_chain:
+	// where miniupnpd put its pinholes, and portfwd will too.
+	fwdTable, fwdChain string
+	familySplit        bool
 }
 
 func (c *converter) add(table string, l tomlLine) {
@@ -230,15 +235,28 @@ func (c *converter) option(n int, orig, key, value string) {
 		}
 	case "lease_file", "lease_file6":
 		c.note("", n, orig, "portfwd keeps leases in state_dir (default /var/lib/portfwd); existing miniupnpd leases are not imported")
-	case "upnp_table_name", "upnp_nat_table_name", "upnp_forward_chain", "upnp_nat_chain",
-		"upnp_nat_postrouting_chain", "upnp_nftables_family_split":
-		c.note("nft", n, orig, "portfwd keeps its rules in a table of its own (nft.table, default inet portfwd); a forward chain of yours with policy drop must contain `ct status dnat accept` (portfwd gateway --check tells)")
+	case "upnp_table_name":
+		c.fwdTable = value
+		c.note("nft", n, orig, "IPv6 pinholes go into this table's forward_chain (nft.forward_table); portfwd's DNAT stays in a table of its own (nft.table, default inet portfwd)")
+	case "upnp_forward_chain":
+		c.fwdChain = value
+		c.note("nft", n, orig, "IPv6 pinholes are accepted in this chain (nft.forward_chain), which your forward chain jumps to; portfwd owns only its own rules and sets there")
+	case "upnp_nftables_family_split":
+		if v, ok := yes(); ok {
+			c.familySplit = v
+		}
+	case "upnp_nat_table_name", "upnp_nat_chain", "upnp_nat_postrouting_chain":
+		c.note("nft", n, orig, "portfwd keeps its DNAT in a table of its own (nft.table, default inet portfwd); a forward chain of yours with policy drop must contain `ct status dnat accept` (portfwd gateway --check tells)")
 	case "clean_ruleset_threshold", "clean_ruleset_interval":
 		c.note("", n, orig, "not needed: portfwd removes each rule when its lease ends or it is deleted")
 	case "system_uptime":
 		c.note("", n, orig, "portfwd reports the daemon's uptime")
-	case "ipv6_disable", "ext_ifname6", "ipv6_listening_ip":
-		c.note("", n, orig, "portfwd maps IPv4 only")
+	case "ipv6_disable":
+		if v, ok := yes(); ok {
+			c.set("ipv6", "pinholes", strconv.FormatBool(!v))
+		}
+	case "ext_ifname6", "ipv6_listening_ip":
+		c.note("", n, orig, "portfwd opens IPv6 pinholes for traffic from interfaces.external, and serves UPnP on every global and unique-local IPv6 address of interfaces.internal")
 	case "https_port", "https_cert", "https_key":
 		c.note("upnp", n, orig, "portfwd serves UPnP over plain HTTP only, like every IGD control point expects")
 	case "minissdpdsocket":
@@ -314,6 +332,16 @@ func (c *converter) finish() {
 		c.set("external_address", "source", tomlString(SourceFixed))
 		c.set("external_address", "ip", tomlString(c.fixedIP))
 	}
+	if c.fwdTable != "" || c.fwdChain != "" {
+		// miniupnpd's compiled-in defaults fill in the one not given.
+		table, chain := cmp.Or(c.fwdTable, "filter"), cmp.Or(c.fwdChain, "miniupnpd")
+		family := "inet"
+		if c.familySplit {
+			family = "ip6" // pinholes go into the ip6 table then
+		}
+		c.set("nft", "forward_table", tomlString(family+" "+table))
+		c.set("nft", "forward_chain", tomlString(chain))
+	}
 	if len(c.rules) > 0 {
 		c.set("policy", "rules", tomlStrings(c.rules))
 	} else if c.sawRule {
@@ -331,7 +359,7 @@ func joinHostPort(host, port string) string {
 }
 
 // tableOrder is the order tables are written in, as in the example file.
-var tableOrder = []string{"interfaces", "external_address", "upnp", "natpmp", "policy", "device", "nft"}
+var tableOrder = []string{"interfaces", "external_address", "upnp", "natpmp", "policy", "device", "nft", "ipv6"}
 
 func (c *converter) render() []byte {
 	var b bytes.Buffer

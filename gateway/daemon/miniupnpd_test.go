@@ -42,15 +42,18 @@ func TestConvertMiniupnpdLabConf(t *testing.T) {
 	want.Device.SerialNumber = "00000001"
 	want.Device.PresentationURL = ""
 	want.Device.UUID = "f6bb4e68-aa81-4fb9-86e0-1937c6e1e337"
+	// upnp_table_name / upnp_forward_chain: where pinholes go.
+	want.NFT.ForwardTable, want.NFT.ForwardChain = "inet filter", "miniupnpd"
+	want.IPv6.Pinholes = false // ipv6_disable=yes
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("converted:\n%+v\nwant\n%+v\nfile:\n%s", cfg, want, out)
 	}
 	// What has no equivalent is kept as a comment saying why.
 	for _, note := range []string{
 		`"lease_file=/run/natlab/ceo/upnp.leases": portfwd keeps leases in state_dir`,
-		`"upnp_forward_chain=miniupnpd": portfwd keeps its rules in a table of its own`,
+		`"upnp_forward_chain=miniupnpd": IPv6 pinholes are accepted in this chain`,
+		`"upnp_nat_chain=prerouting_miniupnpd": portfwd keeps its DNAT in a table of its own`,
 		`"clean_ruleset_interval=600": not needed`,
-		`"ipv6_disable=yes": portfwd maps IPv4 only`,
 		`"system_uptime=yes"`,
 		`"minissdpdsocket=/run/natlab/ceo/minissdpd.sock": not needed`,
 		"applied min_lifetime and max_lifetime to NAT-PMP and PCP only",

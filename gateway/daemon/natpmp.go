@@ -122,7 +122,9 @@ func (h *natpmpHandler) add(ctx context.Context, req gateway.Requester, p gatewa
 	}
 	// Read the time after the core clamped the lease, so that a lifetime
 	// raised to MinLease is reported as that, not a second more.
-	return got.ExternalPort, got.LeaseSeconds(h.core.Now()), nil
+	// A chained mapping is reached on the router above's port (and the
+	// lease is no longer than the router above grants).
+	return got.PublicPort(), got.LeaseSeconds(h.core.Now()), nil
 }
 
 // delete removes the client's mapping of internalPort, or with internal
@@ -166,8 +168,11 @@ func natpmpResult(err error) natpmp.ResultCode {
 	switch {
 	case err == nil:
 		return natpmp.Success
-	case errors.Is(err, gateway.ErrQuota), errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+	case errors.Is(err, gateway.ErrQuota), errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable),
+		errors.Is(err, gateway.ErrUpstreamExhausted):
 		return natpmp.OutOfResources
+	case errors.Is(err, gateway.ErrUpstreamRefused), errors.Is(err, gateway.ErrUpstreamConflict):
+		return natpmp.NotAuthorized
 	case errors.Is(err, gateway.ErrNotAuthorized), errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrReservedPort),
 		errors.Is(err, gateway.ErrInvalidArgs), errors.Is(err, gateway.ErrWildcardInternalPort),
 		errors.Is(err, gateway.ErrWildcardExternalPort), errors.Is(err, gateway.ErrRemoteHostNotSupported):

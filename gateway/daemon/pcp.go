@@ -30,10 +30,17 @@ const pcpDescription = "PCP"
 func (h *pcpHandler) Map(ctx context.Context, mc pcp.MapContext) (g pcp.MapGrant, rc pcp.ResultCode) {
 	defer answerPanic(h.pmpAdapter, "pcp", "map", mc.Client, &rc, pcp.ResultNetworkFailure)
 	action := "map"
-	if mc.Lifetime == 0 {
+	switch {
+	case isIPv6Client(mc.Client):
+		action = "pinhole"
+		if mc.Lifetime == 0 {
+			action = "delete pinhole"
+		}
+		g, rc = h.mapPinhole(ctx, mc)
+	case mc.Lifetime == 0:
 		action = "delete"
 		g, rc = h.delete(ctx, mc)
-	} else {
+	default:
 		g, rc = h.add(ctx, mc)
 	}
 	h.metrics.request("pcp", action, int(rc))
@@ -138,7 +145,11 @@ func (h *pcpHandler) add(ctx context.Context, mc pcp.MapContext) (pcp.MapGrant, 
 		notePMP(ctx, "map", m, err)
 		return pcp.MapGrant{}, h.result(err)
 	}
-	return pcp.MapGrant{ExternalPort: got.ExternalPort, ExternalAddr: extAddr, Lifetime: got.LeaseSeconds(h.core.Now())}, pcp.ResultSuccess
+	if got.Chained() && got.Upstream.Public.IsValid() {
+		// Reached on the router above's address and port.
+		extAddr = got.Upstream.Public.Addr()
+	}
+	return pcp.MapGrant{ExternalPort: got.PublicPort(), ExternalAddr: extAddr, Lifetime: got.LeaseSeconds(h.core.Now())}, pcp.ResultSuccess
 }
 
 // remoteHostOf reads the FILTER options the core can apply: none (any
@@ -198,7 +209,7 @@ func (h *pcpHandler) delete(ctx context.Context, mc pcp.MapContext) (pcp.MapGran
 	if err != nil && !errors.Is(err, gateway.ErrNoSuchEntry) {
 		return pcp.MapGrant{}, h.result(err)
 	}
-	return pcp.MapGrant{ExternalPort: held.ExternalPort, ExternalAddr: h.ext.Get()}, pcp.ResultSuccess
+	return pcp.MapGrant{ExternalPort: held.PublicPort(), ExternalAddr: h.ext.Get()}, pcp.ResultSuccess
 }
 
 // pcpOptions are the PCP server's lifetime bounds, from the policy's lease
@@ -228,11 +239,11 @@ func pcpResult(err error) pcp.ResultCode {
 		return pcp.ResultSuccess
 	case errors.Is(err, gateway.ErrQuota):
 		return pcp.ResultUserExQuota
-	case errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+	case errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable), errors.Is(err, gateway.ErrUpstreamExhausted):
 		return pcp.ResultNoResources
-	case errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrReservedPort):
+	case errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrReservedPort), errors.Is(err, gateway.ErrUpstreamConflict):
 		return pcp.ResultCannotProvideExternal
-	case errors.Is(err, gateway.ErrNotAuthorized):
+	case errors.Is(err, gateway.ErrNotAuthorized), errors.Is(err, gateway.ErrUpstreamRefused):
 		return pcp.ResultNotAuthorized
 	case errors.Is(err, gateway.ErrRemoteHostNotSupported):
 		return pcp.ResultUnsuppOption

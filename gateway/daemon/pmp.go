@@ -13,6 +13,7 @@ import (
 // pmpSide is UDP 5351: NAT-PMP and PCP, with their announcements.
 type pmpSide struct {
 	conn   net.PacketConn
+	conn6  net.PacketConn // PCP over IPv6 (pinholes); nil without IPv6
 	server *pmp.Server
 }
 
@@ -57,6 +58,14 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 		d.pmpSide.server.PCP = &pcpHandler{d.pmpAdapter()}
 		d.pmpSide.server.PCPEpoch = d.pcpEpoch
 		d.pmpSide.server.PCPOptions = pcpOptions(d.cfg.Policy)
+		// PCP over IPv6: MAP opens pinholes. The socket listens on every
+		// IPv6 address; the server answers only the internal interfaces.
+		pc6, err := pmp.ListenIPv6(ctx, "[::]:"+strconv.Itoa(local4Port(pc)))
+		if err != nil {
+			d.log.Warn("no PCP over IPv6 (IPv6 pinholes only through UPnP)", "err", err)
+		} else {
+			d.pmpSide.conn6 = pc6
+		}
 	}
 	return nil
 }
@@ -101,4 +110,11 @@ func epochSince(origin time.Time) uint32 {
 // pmpAdapter returns what the NAT-PMP and PCP adapters work with.
 func (d *Daemon) pmpAdapter() pmpAdapter {
 	return pmpAdapter{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log, noExternalIP: d.quirks.NoExternalIP}
+}
+
+// local4Port is the port the IPv4 socket got (the configured one, or the
+// one picked for port 0), which the IPv6 socket takes too.
+func local4Port(pc net.PacketConn) int {
+	ap, _ := netip.ParseAddrPort(pc.LocalAddr().String())
+	return int(ap.Port())
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/portfwd/portfwd/gateway"
 )
@@ -45,6 +46,14 @@ func (c *Config) effectivePolicy() (gateway.Policy, error) {
 		return p, err
 	}
 	p.Reserved = append(p.Reserved, c.ownPorts()...)
+	p.DisablePinholes = !c.IPv6.Pinholes
+	p.MaxPinholes = c.IPv6.MaxPinholes
+	p.MaxPinholesPerClient = c.IPv6.MaxPerClient
+	p.MinPinholeLease = time.Duration(c.IPv6.MinLease)
+	p.MaxPinholeLease = time.Duration(c.IPv6.MaxLease)
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("ipv6: %w", err)
+	}
 	return p, nil
 }
 
@@ -100,5 +109,32 @@ func (c *Config) PolicySummary() []string {
 	if p.ListOwnOnly {
 		out = append(out, "listings show each client only its own mappings")
 	}
+	out = append(out, c.pinholeSummary())
 	return out
+}
+
+// pinholeSummary is PolicySummary's line about IPv6 pinholes.
+func (c *Config) pinholeSummary() string {
+	if !c.IPv6.Pinholes {
+		return "IPv6 pinholes: not allowed (ipv6.pinholes = false)"
+	}
+	who := "a client may open them only to its own host's addresses (any of them)"
+	if !c.Policy.SecureMode {
+		who = "any client may open them to any LAN address (secure mode is off)"
+	}
+	ports := "ports 1024-65535 (no IPv6 permission rule)"
+	for _, line := range c.Policy.Rules {
+		if r, err := gateway.ParsePermRule(line); err == nil && r.Client.Addr().Is6() {
+			ports = "ports as the IPv6 permission rules say"
+			break
+		}
+	}
+	lo, hi := time.Second, gateway.MaxPinholeLease
+	if d := time.Duration(c.IPv6.MinLease); d > lo {
+		lo = d
+	}
+	if d := time.Duration(c.IPv6.MaxLease); d > 0 && d < hi {
+		hi = d
+	}
+	return fmt.Sprintf("IPv6 pinholes: %s; %s; leases from %s to %s", who, ports, Duration(lo), Duration(hi))
 }

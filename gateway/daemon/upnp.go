@@ -188,7 +188,7 @@ func (s *upnpService) AddAnyPortMapping(ctx context.Context, client netip.Addr, 
 	if err != nil {
 		return 0, s.fault(err)
 	}
-	return got.ExternalPort, nil
+	return got.PublicPort(), nil
 }
 
 func (s *upnpService) DeletePortMapping(ctx context.Context, client netip.Addr, remoteHost string, port uint16, proto string) error {
@@ -306,9 +306,9 @@ func upnpCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, gateway.ErrConflict):
+	case errors.Is(err, gateway.ErrConflict), errors.Is(err, gateway.ErrUpstreamConflict):
 		return igd.CodeConflictInMappingEntry
-	case errors.Is(err, gateway.ErrNotAuthorized):
+	case errors.Is(err, gateway.ErrNotAuthorized), errors.Is(err, gateway.ErrUpstreamRefused):
 		return igd.CodeActionNotAuthorized
 	case errors.Is(err, gateway.ErrNoSuchEntry):
 		return igd.CodeNoSuchEntryInArray
@@ -316,7 +316,8 @@ func upnpCode(err error) int {
 		return igd.CodePortMappingNotFound
 	case errors.Is(err, gateway.ErrIndexOutOfRange):
 		return igd.CodeSpecifiedArrayIndexInvalid
-	case errors.Is(err, gateway.ErrQuota), errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable):
+	case errors.Is(err, gateway.ErrQuota), errors.Is(err, gateway.ErrTableFull), errors.Is(err, gateway.ErrNoPortsAvailable),
+		errors.Is(err, gateway.ErrUpstreamExhausted):
 		return igd.CodeNoPortMapsAvailable
 	case errors.Is(err, gateway.ErrReservedPort):
 		return igd.CodeConflictWithOtherMechanisms

@@ -100,6 +100,11 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 	if version != 1 && scfg.Layout == nil {
 		ev.l3f = ""
 	}
+	if version >= 2 {
+		// IPv6 pinholes (WANIPv6FirewallControl:1): IGDv2 only, as
+		// miniupnpd's force_igd_desc_v1 drops it too.
+		scfg.FirewallControl = &firewallService{core: d.core, filtering: cfg.IPv6.Firewall, metrics: d.metrics}
+	}
 	if cfg.UPnP.Events {
 		d.upnpSide.publisher = upnp.NewPublisher(upnp.PublisherConfig{
 			Services:   d.eventedServices(version),
@@ -128,6 +133,20 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 			}
 			// With port 0, every address gets the port the first one got.
 			port = int(hl.addr.Port())
+			d.upnpSide.http = append(d.upnpSide.http, hl)
+		}
+	}
+	// IPv6: the same server on the interface's global and unique-local
+	// addresses, for IPv6 control points and their pinholes (which must
+	// be asked for over IPv6: over IPv4 the requester is not the host's
+	// IPv6 address, and secure mode answers 606, as miniupnpd does).
+	for _, name := range cfg.Interfaces.Internal {
+		for _, a := range ipv6AddrsOf(name) {
+			hl, err := d.listenHTTP(ctx, name, netip.AddrPortFrom(a, uint16(port)))
+			if err != nil {
+				d.log.Warn("no UPnP over IPv6 on this address", "interface", name, "addr", a, "err", err)
+				continue
+			}
 			d.upnpSide.http = append(d.upnpSide.http, hl)
 		}
 	}
@@ -164,7 +183,11 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 // listenHTTP opens the UPnP HTTP server's listener on addr.
 func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPort) (*httpListener, error) {
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp4", addr.String())
+	network := "tcp4"
+	if addr.Addr().Is6() {
+		network = "tcp6"
+	}
+	ln, err := lc.Listen(ctx, network, addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("UPnP HTTP server on %s (%s): %w (is another UPnP daemon, such as miniupnpd, running? change upnp.http_port otherwise)", addr, iface, err)
 	}
@@ -246,6 +269,11 @@ func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
 	if ev.common != "" {
 		m[ev.common] = func() []upnp.Arg {
 			return []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}}
+		}
+	}
+	if version >= 2 {
+		m[igd.WANIPv6FirewallControlEventPath] = func() []upnp.Arg {
+			return d.upnpSide.igd.EventedVariables(context.Background(), igd.WANIPv6FirewallControlEventPath)
 		}
 	}
 	if ev.l3f != "" {

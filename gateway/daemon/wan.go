@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portfwd/portfwd/gateway/upstream"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -16,6 +17,9 @@ import (
 // wanSide is what the daemon knows of its external side, and follows.
 type wanSide struct {
 	ext *externalAddr
+	// up chains mappings to the router above (double NAT); nil with
+	// upstream = "off" or no external interface.
+	up *upstream.Manager
 	// addrChanged is when the external address last changed, for PCP's
 	// epoch (see pcpEpoch); nil until it does.
 	addrChanged atomic.Pointer[time.Time]
@@ -183,4 +187,34 @@ func (d *Daemon) onAddressChange(netip.Addr) {
 	if d.upnpSide.events.common != "" {
 		d.upnpSide.publisher.Notify(d.upnpSide.events.common, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
 	}
+}
+
+// setupUpstream builds the Manager that chains mappings to the router
+// above, unless upstream = "off" or there is no external interface to
+// find it through.
+func (d *Daemon) setupUpstream() {
+	if d.cfg.Upstream == upstream.ModeOff || len(d.cfg.Interfaces.External) == 0 ||
+		strings.HasSuffix(d.cfg.Interfaces.External[0], "*") {
+		return
+	}
+	iface := d.cfg.Interfaces.External[0]
+	d.wan.ext.chaining = true
+	d.wan.up = upstream.New(upstream.Config{
+		Mode:          d.cfg.Upstream,
+		Protocols:     d.cfg.UpstreamProtocols,
+		Interface:     iface,
+		CheckInterval: time.Duration(d.cfg.UpstreamCheckInterval),
+		LocalAddr: func() netip.Addr {
+			a, _ := interfaceIPv4(iface)
+			return a
+		},
+		Description: "portfwd",
+		OnPublic: func(a netip.Addr) {
+			if d.wan.ext.setPublic(a) {
+				d.onAddressChange(d.wan.ext.Get())
+			}
+		},
+		OnChanged: func() { d.onAddressChange(d.wan.ext.Get()) },
+		Logger:    d.log,
+	})
 }

@@ -15,6 +15,26 @@
 //		map fwd4src {
 //			type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
 //		}
+//		set portfwd_pin6 {
+//			type ipv6_addr . inet_proto . inet_service
+//			flags timeout
+//			counter
+//		}
+//		set portfwd_pin6p {
+//			type ipv6_addr . inet_proto . inet_service . inet_service
+//			flags timeout
+//			counter
+//		}
+//		set portfwd_pin6s {
+//			type ipv6_addr . inet_proto . inet_service . ipv6_addr
+//			flags timeout
+//			counter
+//		}
+//		set portfwd_pin6sp {
+//			type ipv6_addr . inet_proto . inet_service . ipv6_addr . inet_service
+//			flags timeout
+//			counter
+//		}
 //		chain prerouting {
 //			type nat hook prerouting priority dstnat; policy accept;
 //			iifname "wan0" fib daddr type local dnat ip to ip saddr . meta l4proto . th dport map @fwd4src
@@ -29,8 +49,23 @@
 //		chain forward {
 //			type filter hook forward priority filter; policy accept;
 //			ct status dnat accept
+//			iifname "wan0" ip6 daddr . meta l4proto . th dport @portfwd_pin6 accept
+//			iifname "wan0" ip6 daddr . meta l4proto . th dport . th sport @portfwd_pin6p accept
+//			iifname "wan0" ip6 daddr . meta l4proto . th dport . ip6 saddr @portfwd_pin6s accept
+//			iifname "wan0" ip6 daddr . meta l4proto . th dport . ip6 saddr . th sport @portfwd_pin6sp accept
 //		}
 //	}
+//
+// The sets and the last four rules are IPv6 pinholes (pinhole.go): one
+// element per pinhole, by which of the remote host and port it restricts.
+// In our own table's forward chain they decide nothing against a drop in
+// the administrator's forward chain; with Config.ForwardTable and
+// ForwardChain the sets and rules go into that chain of the
+// administrator's firewall instead (the chain its forward chain jumps to,
+// as miniupnpd's upnp_forward_chain), where the backend owns only its own
+// rules (tagged) and sets, never the chain. Elements time out by
+// themselves a little after their lease (should the daemon be gone), and
+// count the packets they let through (GetPinholePackets).
 //
 // A mapping is one element of a map, so Add and Delete cost one element
 // insert or delete in a kernel hash table, whatever the number of mappings:

@@ -3,12 +3,13 @@
 package nft
 
 import (
-	"cmp"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/google/nftables"
@@ -47,6 +48,10 @@ type Config struct {
 	// caller's. The caller keeps ownership of the descriptor and must keep
 	// it open while the Backend is in use.
 	NetNS int
+	// ForwardTable ("inet filter", "ip6 filter") and ForwardChain name the
+	// chain of the administrator's firewall where IPv6 pinholes are
+	// accepted (see pinhole.go); empty, our own table's forward chain.
+	ForwardTable, ForwardChain string
 	// Logger receives operational messages; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -79,7 +84,14 @@ type Backend struct {
 	// installed is what the maps hold, by protocol and external port: it
 	// tells Delete which map holds a port without asking the kernel.
 	installed map[portKey]gateway.Rule
+	// pins is the IPv6 pinhole side (pinhole.go).
+	pins *pinholes
 }
+
+var (
+	_ gateway.PinholeBackend = (*Backend)(nil)
+	_ gateway.PinholeLister  = (*Backend)(nil)
+)
 
 var _ gateway.Backend = (*Backend)(nil)
 
@@ -132,6 +144,18 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	b.installed = make(map[portKey]gateway.Rule, len(rules))
 	for _, r := range rules {
 		b.installed[keyOf(r)] = r
+	}
+	if err := b.setupPinholes(); err != nil {
+		conn.CloseLasting()
+		return nil, err
+	}
+	pins, err := b.readPinholes()
+	if err != nil {
+		conn.CloseLasting()
+		return nil, err
+	}
+	for _, r := range pins {
+		b.pins.installed[r.PinholeKey] = r
 	}
 	b.log.Info("nft backend ready", "mappings", len(rules), "external", cfg.ExternalInterfaces, "hairpin", cfg.InternalInterfaces)
 	return b, nil
@@ -336,6 +360,15 @@ func (b *Backend) retry(op func() error) error {
 	if rerr := b.restore(); rerr != nil {
 		return fmt.Errorf("restoring %d mappings: %w", len(b.installed), rerr)
 	}
+	if b.pins != nil && !b.pins.shared {
+		// The pinhole sets and rules lived in the same table.
+		if perr := b.setupPinholes(); perr != nil {
+			return errors.Join(err, perr)
+		}
+		if perr := b.restorePinholes(); perr != nil {
+			return errors.Join(err, perr)
+		}
+	}
 	return op()
 }
 
@@ -398,6 +431,15 @@ func (b *Backend) Flush(ctx context.Context) error {
 		return fmt.Errorf("nft: flushing maps of table inet %s: %w", b.table.Name, err)
 	}
 	clear(b.installed)
+	for _, rh := range b.pins.sets {
+		for _, set := range rh {
+			b.conn.FlushSet(set)
+		}
+	}
+	if err := b.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nft: flushing the pinhole sets: %w", err)
+	}
+	clear(b.pins.installed)
 	return nil
 }
 
@@ -409,11 +451,35 @@ func (b *Backend) Destroy(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if b.pins != nil && b.pins.shared {
+		// Ours in the administrator's table: our rules, then our sets.
+		if rules, err := b.conn.GetRules(b.pins.table, b.pins.chain); err == nil {
+			for _, r := range rules {
+				if bytes.Equal(r.UserData, pinRuleTag) {
+					b.conn.DelRule(r)
+				}
+			}
+			if err := b.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("nft: removing the pinhole rules from %s: %w", b.cfg.ForwardTable, err)
+			}
+		}
+		for _, rh := range b.pins.sets {
+			for _, set := range rh {
+				b.conn.DelSet(set)
+			}
+		}
+		if err := b.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("nft: removing the pinhole sets from %s: %w", b.cfg.ForwardTable, err)
+		}
+	}
 	b.conn.DelTable(b.table)
 	if err := b.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("nft: deleting table inet %s: %w", b.table.Name, err)
 	}
 	clear(b.installed)
+	if b.pins != nil {
+		clear(b.pins.installed)
+	}
 	return nil
 }
 
@@ -457,9 +523,7 @@ func (b *Backend) readMaps() ([]gateway.Rule, error) {
 			rules = append(rules, r)
 		}
 	}
-	slices.SortFunc(rules, func(x, y gateway.Rule) int {
-		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort))
-	})
+	sort.Slice(rules, func(i, j int) bool { return gateway.CompareRules(rules[i], rules[j]) < 0 })
 	return rules, nil
 }
 

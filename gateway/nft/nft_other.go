@@ -21,6 +21,8 @@ type Config struct {
 	ExternalInterfaces []string
 	InternalInterfaces []string
 	NetNS              int
+	ForwardTable       string
+	ForwardChain       string
 	Logger             *slog.Logger
 }
 
@@ -44,3 +46,11 @@ func (b *Backend) Flush(ctx context.Context) error                   { return er
 func (b *Backend) Destroy(ctx context.Context) error                 { return errNotLinux }
 func (b *Backend) Close() error                                      { return nil }
 func (b *Backend) Rules(ctx context.Context) ([]gateway.Rule, error) { return nil, errNotLinux }
+
+// CheckPinholes fails: nftables exists only on Linux.
+func CheckPinholes(ctx context.Context, cfg Config) (ok, problems []string, err error) {
+	return nil, nil, errNotLinux
+}
+
+// PinholeTarget: no pinholes outside Linux.
+func (b *Backend) PinholeTarget() (string, bool) { return "nowhere (not Linux)", false }

@@ -1,14 +1,13 @@
 package relay
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -180,9 +179,7 @@ func (r *Relay) Rules() []gateway.Rule {
 	for _, f := range r.fwds {
 		rules = append(rules, *f.rule.Load())
 	}
-	slices.SortFunc(rules, func(x, y gateway.Rule) int {
-		return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort))
-	})
+	sort.Slice(rules, func(i, j int) bool { return gateway.CompareRules(rules[i], rules[j]) < 0 })
 	return rules
 }
 

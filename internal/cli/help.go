@@ -106,7 +106,10 @@ func (p *Program) CommandNames() []string {
 
 // UsageLine is "portfwd add PORT [flags]".
 func (c *Command) UsageLine(prog string) string {
-	s := prog + " " + c.Name
+	s := prog
+	if c.Name != "" {
+		s += " " + c.Name
+	}
 	if c.Args != "" {
 		s += " " + c.Args
 	}

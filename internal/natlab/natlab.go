@@ -93,6 +93,7 @@ const (
 	HostLAN    = "lan"
 	HostRouter = "rtr"
 	HostWAN    = "wan"
+	HostISP    = "isp" // the router above the home router, in a double-NAT lab (StartDouble)
 )
 
 // Interface names, the same in every lab.
@@ -160,6 +161,7 @@ type Options struct {
 // Lab is a running lab. Its fields are read-only.
 type Lab struct {
 	LAN, Router, WAN string // namespace names
+	ISP              string // the ISP router's namespace in a double-NAT lab (StartDouble), else ""
 
 	LANIP       netip.Addr // the LAN host
 	RouterLANIP netip.Addr // the router's LAN address: the gateway clients talk to
@@ -359,6 +361,10 @@ func (l *Lab) Namespace(host string) (string, error) {
 		return l.Router, nil
 	case HostWAN:
 		return l.WAN, nil
+	case HostISP:
+		if l.ISP != "" {
+			return l.ISP, nil
+		}
 	}
 	return "", fmt.Errorf("natlab: unknown host %q; want %q, %q or %q", host, HostLAN, HostRouter, HostWAN)
 }

@@ -5,8 +5,11 @@
 // behind the guard of package websec, and the server-sent event stream
 // both use for live updates.
 //
-// It holds no logic of either page: each package embeds its own template
-// and script and passes them in Config.
+// It holds no logic of either page: each package embeds its own script,
+// renders its own page (Config.Render) and passes them in Config. It uses
+// no html/template, which would make the linker keep every exported
+// method of every type in the gateway-only build (2.7 MB): the client's
+// web UI renders with html/template, the admin page with plain Go.
 package webpage
 
 import (
@@ -14,16 +17,19 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"html/template"
+	"html"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"path"
+	"strconv"
 
 	"github.com/portfwd/portfwd/internal/websec"
 )
 
 // common are the files every page uses: style.css and common.js, served
-// under /static/, and common.html, the templates "head" and "refused".
+// under /static/.
 //
 //go:embed assets
 var common embed.FS
@@ -37,14 +43,13 @@ type Config struct {
 	// refusal page's hint on how to get in.
 	Who, TokenFrom, Advice string
 	// Files are the page's own files, in an assets directory (as a
-	// package embeds them: //go:embed assets): its template, Page, and the
-	// static files served under /static/ beside the common ones (its
-	// script).
+	// package embeds them: //go:embed assets), served under /static/
+	// beside the common ones (its script).
 	Files fs.FS
-	Page  string
-	// Funcs are the functions the page's template calls.
-	Funcs template.FuncMap
-	// Logger receives template failures. Nil means none.
+	// Render writes the page for the data given to Site.Render. Its head
+	// starts with Head.
+	Render func(w io.Writer, data any) error
+	// Logger receives rendering failures. Nil means none.
 	Logger *slog.Logger
 }
 
@@ -53,33 +58,30 @@ type Config struct {
 type Site struct {
 	guard  *websec.Guard
 	advice string
-	tmpl   *template.Template // the page's templates and "refused"
-	files  fs.FS              // the page's own files over the common ones
+	render func(w io.Writer, data any) error
+	files  fs.FS // the page's own files over the common ones
 	log    *slog.Logger
 }
 
-// New parses the page's template with the common one. It panics when they
-// do not parse: they are embedded, fixed at build time.
+// New returns the site of the page c describes.
 func New(c Config) *Site {
 	log := c.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	commonFiles, pageFiles := sub(common), sub(c.Files)
-	tmpl := template.Must(template.New("").Funcs(c.Funcs).ParseFS(commonFiles, "common.html"))
-	tmpl = template.Must(tmpl.ParseFS(pageFiles, c.Page))
+	commonFiles, pageFiles := Sub(common), Sub(c.Files)
 	return &Site{
 		guard:  websec.NewGuard(c.Token, c.Who, c.TokenFrom),
 		advice: c.Advice,
-		tmpl:   tmpl,
+		render: c.Render,
 		files:  overlay{pageFiles, commonFiles},
 		log:    log,
 	}
 }
 
-// sub is the assets directory of an embedded tree; a tree without one is
+// Sub is the assets directory of an embedded tree; a tree without one is
 // a programming error, found by the first test that serves the page.
-func sub(f fs.FS) fs.FS {
+func Sub(f fs.FS) fs.FS {
 	s, err := fs.Sub(f, "assets")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
@@ -97,27 +99,80 @@ func (s *Site) Logger() *slog.Logger { return s.log }
 func (s *Site) Routes(page http.HandlerFunc, notFound string) (*http.ServeMux, func(pattern string, h http.HandlerFunc)) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.guard.Page(page, s.refuse))
-	mux.Handle("GET /static/", websec.Static(http.StripPrefix("/static/", http.FileServerFS(s.files))))
+	mux.Handle("GET /static/", websec.Static(http.StripPrefix("/static/", http.HandlerFunc(s.serveStatic))))
 	api := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, s.guard.API(h)) }
 	api("/api/", func(w http.ResponseWriter, r *http.Request) { websec.WriteError(w, http.StatusNotFound, notFound) })
 	return mux, api
 }
 
-// refusal is what the refusal page shows.
-type refusal struct {
-	Message, Advice string
+// staticTypes are the types of the files a page serves.
+var staticTypes = map[string]string{
+	".js":  "text/javascript; charset=utf-8",
+	".css": "text/css; charset=utf-8",
 }
 
+// serveStatic serves a script or the style sheet, whole. The files are a
+// few kilobytes, embedded: http.FileServer's ranges, directory listings
+// and validators would add 50 KB to the gateway-only build for nothing.
+func (s *Site) serveStatic(w http.ResponseWriter, r *http.Request) {
+	ctype := staticTypes[path.Ext(r.URL.Path)]
+	data, err := fs.ReadFile(s.files, r.URL.Path)
+	if ctype == "" || err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	if r.Method != http.MethodHead {
+		w.Write(data)
+	}
+}
+
+// Head is the common part of every page's head: the character set, the
+// viewport, the style sheet and common.js.
+const Head = `<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/style.css">
+<script src="/static/common.js" defer></script>`
+
+// refuse writes the refusal page: why, and how to get in.
 func (s *Site) refuse(w http.ResponseWriter, status int, msg string) {
-	s.Render(w, status, "refused", refusal{Message: msg, Advice: s.advice})
+	s.write(w, status, "the refusal page", func(w io.Writer, _ any) error {
+		_, err := io.WriteString(w, `<!doctype html>
+<html lang="en">
+<head>
+`+Head+`
+<title>portfwd: access refused</title>
+</head>
+<body>
+<main>
+<section class="card">
+<h1>Access refused</h1>
+<p>`+html.EscapeString(msg)+`</p>
+<p>`+html.EscapeString(s.advice)+`</p>
+</section>
+</main>
+</body>
+</html>
+`)
+		return err
+	}, nil)
 }
 
-// Render executes the template name into a buffer first, so that a
-// failure is a clean error page rather than half a page.
-func (s *Site) Render(w http.ResponseWriter, status int, name string, data any) {
+// Render writes the page (Config.Render) for data.
+func (s *Site) Render(w http.ResponseWriter, status int, data any) {
+	s.write(w, status, "the page", s.render, data)
+}
+
+// write renders into a buffer first, so that a failure is a clean error
+// page rather than half a page.
+func (s *Site) write(w http.ResponseWriter, status int, what string, render func(io.Writer, any) error, data any) {
 	var buf bytes.Buffer
-	if err := s.tmpl.ExecuteTemplate(&buf, name, data); err != nil {
-		s.log.Error("cannot render the page", "template", name, "err", err)
+	if err := render(&buf, data); err != nil {
+		s.log.Error("cannot render "+what, "err", err)
 		http.Error(w, "internal error: the page could not be rendered", http.StatusInternalServerError)
 		return
 	}

@@ -122,14 +122,44 @@
     if (d.running) p.append(el('span', { class: 'spinner', 'aria-hidden': 'true' }), ' ');
     p.append(d.running ? (d.message || 'Searching for gateways…') : (d.error || d.message || ''));
     $('#discover').disabled = !!d.running;
+    state.discovery = d;
+    if (state.gateways.length === 0) $('#gateway').replaceChildren(el('option', { value: '' }, placeholder(d)));
+  }
+
+  // placeholder is the router list's one line while it is empty: it says
+  // what the discovery line says, never "none found" while one is found.
+  function placeholder(d) {
+    if (d && d.running) return d.found > 0 ? 'found, reading its details…' : 'searching…';
+    if (d && d.done) return 'none found';
+    return 'searching…';
+  }
+
+  // gatewayDetail is the line under the router list: the whole name, the
+  // protocol and the address, which a phone-wide list cannot show.
+  function gatewayDetail(g) {
+    if (!g) return '';
+    const where = g.addr ? ` at ${g.addr}` : '';
+    return `${g.name || g.addr}: ${methodName(g.method)}${where}`;
+  }
+
+  // noGatewayYet disables what needs a gateway, saying why.
+  function noGatewayYet() {
+    const none = !state.selected;
+    for (const id of ['#add', '#refresh']) {
+      const b = $(id);
+      b.disabled = none;
+      if (none) b.title = 'No gateway yet: search for one first.';
+      else b.removeAttribute('title');
+    }
   }
 
   const methodName = (m) => ({ upnp: 'UPnP', natpmp: 'NAT-PMP', pcp: 'PCP' })[m] || m;
 
+  // gatewayLabel names a router in the list, short enough for a phone:
+  // its external address is shown below the list, and its whole name and
+  // address under it (gatewayDetail).
   function gatewayLabel(g) {
-    let s = `${g.name || g.addr} (${methodName(g.method)}`;
-    if (g.external_ip) s += `, ${g.external_ip}`;
-    return s + ')';
+    return `${g.name || g.addr} (${methodName(g.method)})`;
   }
 
   function onGateways(p) {
@@ -139,13 +169,14 @@
     for (const g of state.gateways) {
       sel.append(el('option', { value: g.id, selected: g.id === p.selected }, gatewayLabel(g)));
     }
-    if (state.gateways.length === 0) sel.append(el('option', { value: '' }, 'none found yet'));
     sel.disabled = state.gateways.length === 0;
     onDiscovery(p.discovery);
     const changed = (p.selected || '') !== state.selected;
     state.selected = p.selected || '';
     const g = state.gateways.find((x) => x.id === state.selected);
     state.localAddr = g ? (g.local_addr || '') : '';
+    $('#gateway-detail').textContent = gatewayDetail(g);
+    noGatewayYet();
     if (changed) {
       state.table = null;
       state.picked.clear();
@@ -372,7 +403,6 @@
     client: $('#f-internal-client'),
     description: $('#f-description'),
     lease: $('#f-lease'),
-    leaseUnit: $('#f-lease-unit'),
     enabled: $('#f-enabled'),
     any: $('#f-any'),
     keep: $('#f-keep'),
@@ -388,6 +418,9 @@
     for (const input of Object.values(fieldInputs)) input.removeAttribute('aria-invalid');
     form.error.textContent = text || '';
     form.error.hidden = !text;
+    // The message is at the top of the form, which may be scrolled; the
+    // field at fault then takes the focus.
+    if (text) form.error.scrollIntoView({ block: 'nearest' });
     const input = field && fieldInputs[field];
     if (input) {
       input.setAttribute('aria-invalid', 'true');
@@ -415,7 +448,6 @@
       form.client.value = '';
       form.description.value = 'portfwd';
       form.lease.value = '0';
-      form.leaseUnit.value = '3600';
       form.enabled.checked = true;
       form.any.checked = false;
       if (form.keep) form.keep.checked = false;
@@ -425,14 +457,47 @@
       form.externalPort.value = m.external_port;
       form.client.value = m.internal_client;
       form.description.value = m.description;
-      const left = m.permanent ? 0 : leaseLeft(m);
-      const unit = left % 3600 === 0 ? 3600 : left % 60 === 0 ? 60 : 1;
-      form.lease.value = String(left / unit);
-      form.leaseUnit.value = String(unit);
+      form.lease.value = m.permanent ? '0' : formatLease(leaseLeft(m));
       form.enabled.checked = m.enabled;
     }
+    form.shownLease = form.lease.value;
     form.dialog.showModal();
     form.internalPort.focus();
+  }
+
+  // formatLease writes a lease for the form, rounded to what a person
+  // would type: whole hours from a day up, whole minutes from an hour up
+  // (604676 seconds is "7d", 5400 is "1h 30m").
+  function formatLease(secs) {
+    let s = secs;
+    if (s >= 86400) s = Math.round(s / 3600) * 3600;
+    else if (s >= 3600) s = Math.round(s / 60) * 60;
+    if (s <= 0) return '0';
+    const parts = [];
+    for (const [unit, n] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]]) {
+      if (s >= n) {
+        parts.push(`${Math.floor(s / n)}${unit}`);
+        s %= n;
+      }
+    }
+    return parts.join(' ');
+  }
+
+  // parseLease reads the lease field: "2h", "90m", "1d 12h", "1h30m",
+  // "45s", or 0 (or empty) for permanent. It returns seconds, or the
+  // sentence saying what is wrong.
+  function parseLease(text) {
+    const t = text.trim().toLowerCase().replace(/\s+/g, '');
+    if (t === '' || t === '0' || t === 'permanent') return 0;
+    if (/^\d+$/.test(t)) return `The lease "${text.trim()}" has no unit: write ${t}s, ${t}m, ${t}h or ${t}d (0 for permanent).`;
+    const re = /(\d+)(d|h|m|s)/gy;
+    const mult = { d: 86400, h: 3600, m: 60, s: 1 };
+    let total = 0, m;
+    while ((m = re.exec(t)) !== null) {
+      total += Number(m[1]) * mult[m[2]];
+      if (re.lastIndex === t.length) return total;
+    }
+    return `The lease "${text.trim()}" is not a length of time: write it like 2h, 30m, 1d 12h or 7d (0 for permanent).`;
   }
 
   // portValue reads a port field: null when empty, NaN when not a port.
@@ -456,10 +521,9 @@
     if (Number.isNaN(external)) return { error: 'The external port must be a number from 1 to 65535, or empty for the same as the internal port.', field: 'external_port' };
     const client = form.client.value.trim();
     if (client !== '' && !looksLikeIP(client)) return { error: `The internal client must be an IP address such as 192.168.1.20, not "${client}".`, field: 'internal_client' };
-    const leaseText = form.lease.value.trim() || '0';
-    if (!/^\d+$/.test(leaseText)) return { error: 'The lease must be a whole number (0 for permanent).', field: 'lease_seconds' };
-    const lease = Number(leaseText) * Number(form.leaseUnit.value);
-    if (lease > 4294967295) return { error: 'The lease is too long: at most 49710 days.', field: 'lease_seconds' };
+    const lease = parseLease(form.lease.value);
+    if (typeof lease === 'string') return { error: lease, field: 'lease_seconds' };
+    if (lease > 4294967295) return { error: 'The lease is too long: at most 49710d.', field: 'lease_seconds' };
     const description = form.description.value;
     if (/[\u0000-\u001f\u007f]/.test(description)) return { error: 'The description must not contain control characters.', field: 'description' };
     return { internal, external, client, lease, description };
@@ -493,8 +557,9 @@
         if (v.client !== '' && v.client !== m.internal_client) body.internal_client = v.client;
         if (v.description !== m.description) body.description = v.description;
         if (form.enabled.checked !== m.enabled) body.enabled = form.enabled.checked;
-        const oldLease = m.permanent ? 0 : leaseLeft(m);
-        if (v.lease !== oldLease) body.lease_seconds = v.lease;
+        // The form shows the lease left rounded (7d for 6d 23h 57m): an
+        // untouched field asks for no change.
+        if (form.lease.value.trim() !== form.shownLease) body.lease_seconds = v.lease;
         const path = `/api/mappings/${m.protocol.toLowerCase()}/${m.external_port}` + (m.remote_host ? `?remote=${encodeURIComponent(m.remote_host)}` : '');
         const res = await api('PUT', path, body, `Changing ${nameOf(m)}…`);
         toast(`Changed ${nameOf(m)}` + (res.mapping && res.mapping.external_port !== m.external_port ? `; it is now ${nameOf(res.mapping)}.` : '.'));
@@ -571,7 +636,10 @@
     button.disabled = true;
     try {
       const res = await api('POST', `/api/mappings/${m.protocol.toLowerCase()}/${m.external_port}/check`, undefined, `Checking ${nameOf(m)}…`);
-      toast(`${nameOf(m)}: ${res.summary || JSON.stringify(res.result)}`);
+      const text = `${nameOf(m)}: ${res.summary || JSON.stringify(res.result)}`;
+      // A port found unreachable stays on screen with its diagnosis.
+      if (res.result && res.result.reachable === false) notice(text);
+      else toast(text);
     } catch (e) {
       notice(`${nameOf(m)}: ${e.message}`);
     } finally {

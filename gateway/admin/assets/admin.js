@@ -46,7 +46,8 @@
       el('td', { 'data-label': 'Forwards to' }, `${m.internal_addr}:${m.internal_port}`,
         m.enabled ? null : ' ', m.enabled ? null : el('span', { class: 'muted' }, '(disabled)')),
       el('td', { 'data-label': 'External port' }, String(m.external_port),
-        m.remote_host ? ' ' : null, m.remote_host ? el('span', { class: 'muted' }, `only from ${m.remote_host}`) : null),
+        m.remote_host ? ' ' : null, m.remote_host ? el('span', { class: 'muted' }, `only from ${m.remote_host}`) : null,
+        m.upstream ? ' ' : null, m.upstream ? el('span', { class: 'muted upstream' }, `⇐ ${m.upstream.public} (${m.upstream.method} upstream)`) : null),
       el('td', { 'data-label': 'Protocol' }, m.protocol),
       el('td', { 'data-label': 'Made by' }, el('span', { class: 'badge source' }, m.source)),
       el('td', { 'data-label': 'Description', class: 'desc' }, m.description),
@@ -55,11 +56,34 @@
         el('button', { type: 'button', class: 'delete danger', 'aria-label': `Delete ${name}` }, 'Delete')));
   }
 
+  function pinCountText(t) {
+    const n = (t.pinholes || []).length;
+    return n === 0 ? 'No IPv6 pinholes.' : `${n} IPv6 pinhole(s).`;
+  }
+
+  function pinRow(p) {
+    const addr = `[${p.internal_addr}]:${p.internal_port}`;
+    let from = p.remote_host || 'any host';
+    if (p.remote_port) from += `, port ${p.remote_port}`;
+    return el('tr', { dataset: { id: String(p.id) } },
+      el('td', { 'data-label': 'ID' }, String(p.id)),
+      el('td', { 'data-label': 'Client' }, p.client || 'operator'),
+      el('td', { 'data-label': 'Open to' }, addr),
+      el('td', { 'data-label': 'Protocol' }, p.protocol),
+      el('td', { 'data-label': 'From' }, from),
+      el('td', { 'data-label': 'Made by' }, el('span', { class: 'badge source' }, p.source)),
+      el('td', { 'data-label': 'Expires in' }, el('span', { class: 'lease' }, formatSeconds(p.expires_in))),
+      el('td', { class: 'actions' },
+        el('button', { type: 'button', class: 'delete danger', 'aria-label': `Close pinhole ${p.id}` }, 'Close')));
+  }
+
   function onMappings(t) {
     state.table = t;
     state.tableAt = Date.now();
     $('#rows').replaceChildren(...t.mappings.map(row));
     $('#table-status').textContent = countText(t);
+    $('#pin-rows').replaceChildren(...(t.pinholes || []).map(pinRow));
+    $('#pin-status').textContent = pinCountText(t);
   }
 
   // ---- the status ---------------------------------------------------------
@@ -77,7 +101,7 @@
   function onStatus(s) {
     state.uptime = s.uptime_seconds;
     state.uptimeAt = Date.now();
-    $('#gw-name').textContent = s.name;
+    $('#gw-name').textContent = s.name || 'portfwd gateway';
     $('#external-ip').textContent = s.external_addr || 'unknown';
     $('#external-class').textContent = s.external_class ? `(${s.external_class})` : '';
     $('#external-source').textContent = s.external_source ? `from ${s.external_source}` : '';
@@ -86,6 +110,7 @@
     w.textContent = s.external_warning || '';
     w.hidden = !s.external_warning;
     $('#backend').textContent = s.backend;
+    $('#upstream').textContent = s.upstream_text || 'not chained';
     $('#policy').replaceChildren(...(s.policy || []).map((line) => el('li', {}, line)));
     const warnings = s.warnings || [];
     $('#warnings').replaceChildren(...warnings.map((line) => el('li', {}, line)));
@@ -142,9 +167,49 @@
       const lease = rows[i] && rows[i].querySelector('.lease');
       if (lease) lease.textContent = expiresText(m, elapsed);
     });
+    const pins = $('#pin-rows').children;
+    (state.table.pinholes || []).forEach((p, i) => {
+      const lease = pins[i] && pins[i].querySelector('.lease');
+      if (lease) lease.textContent = formatSeconds(Math.max(0, p.expires_in - elapsed));
+    });
+  }
+
+  async function closePinhole(button) {
+    const id = button.closest('tr').dataset.id;
+    button.disabled = true;
+    try {
+      const res = await fetch(`/api/pinholes/${encodeURIComponent(id)}`, {
+        method: 'DELETE', headers: { 'X-Portfwd-Token': token }, credentials: 'same-origin', cache: 'no-store',
+      });
+      let data = null;
+      try { data = await res.json(); } catch (e) { /* not JSON */ }
+      if (res.status === 404) refresh();
+      if (!res.ok) throw new Error((data && data.error) || `the request failed (HTTP ${res.status})`);
+      onMappings(data);
+    } catch (e) {
+      notice(`pinhole ${id}: ${e.message}`);
+      button.disabled = false;
+    }
   }
 
   // ---- delete -------------------------------------------------------------
+
+  // confirmDelete asks before deleting: the port closes at once, and the
+  // client that made the mapping may be in the middle of a game or a call.
+  let toDelete = null;
+  function confirmDelete(button) {
+    const key = button.closest('tr').dataset.key;
+    const m = state.table && state.table.mappings.find((x) => keyOf(x) === key);
+    const [proto, port] = key.split('/');
+    toDelete = button;
+    $('#confirm-title').textContent = `Delete ${port}/${proto}?`;
+    $('#confirm-text').textContent = m
+      ? `The gateway will stop forwarding external port ${port}/${proto} to ${m.internal_addr}:${m.internal_port} at once`
+        + ` (made by ${m.source}${m.client ? ` for ${m.client}` : ''}${m.description ? `, "${m.description}"` : ''}); its client may ask for it again.`
+      : `The gateway will stop forwarding external port ${port}/${proto} at once; its client may ask for it again.`;
+    $('#confirm-dialog').showModal();
+    $('#confirm-cancel').focus();
+  }
 
   async function del(button) {
     const [proto, port] = button.closest('tr').dataset.key.split('/');
@@ -178,8 +243,20 @@
   // here.
   $('#rows').addEventListener('click', (ev) => {
     const b = ev.target.closest('button.delete');
+    if (b) confirmDelete(b);
+  });
+  $('#confirm-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    $('#confirm-dialog').close();
+    const b = toDelete;
+    toDelete = null;
     if (b) del(b);
   });
+  $('#pin-rows').addEventListener('click', (ev) => {
+    const b = ev.target.closest('button.delete');
+    if (b) closePinhole(b);
+  });
+  $('#confirm-cancel').addEventListener('click', () => { toDelete = null; $('#confirm-dialog').close(); });
   setInterval(tick, 1000);
   listen({ mappings: onMappings, status: onStatus, audit: onAudit }, () => notice('Live updates stopped: portfwd gateway may have been stopped or '
     + 'restarted (the token changes at each start). Reload with the new address.'));

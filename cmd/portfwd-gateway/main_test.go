@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestNoClientPackage: the gateway-only build links the router side
+// alone; none of the client's packages, nor the web UI's template
+// engine, which alone would add 2.7 MB.
+func TestNoClientPackage(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command in PATH to list the dependencies")
+	}
+	out, err := exec.Command(gobin, "list", "-tags", "nethttpomithttp2", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 20 || !strings.Contains(string(out), "github.com/portfwd/portfwd/gateway/daemon") {
+		t.Fatalf("go list -deps lists %d packages, without the daemon:\n%s", len(deps), out)
+	}
+	for _, d := range deps {
+		for _, bad := range []string{"/portmap", "/webui", "/reach", "/internal/explain", "chromedp", "html/template", "text/template", "regexp"} {
+			if strings.HasSuffix(d, bad) || strings.Contains(d, bad+"/") {
+				t.Errorf("the gateway-only build links %s", d)
+			}
+		}
+	}
+}
+
+func TestRun(t *testing.T) {
+	for _, tt := range []struct {
+		args     []string
+		code     int
+		stdout   string
+		stderr   string
+		noStderr bool
+	}{
+		{args: []string{"--help"}, stdout: "Usage: portfwd-gateway [flags]", noStderr: true},
+		{args: []string{"help"}, stdout: "--import-miniupnpd", noStderr: true},
+		{args: []string{"--version"}, stdout: "portfwd ", noStderr: true},
+		{args: []string{"--bogus"}, code: 1, stderr: "portfwd-gateway: unknown flag --bogus"},
+		{args: []string{"--http-port", "x"}, code: 1, stderr: "--http-port"},
+		{args: []string{"start"}, code: 1, stderr: `no arguments are taken, only flags (got "start")`},
+		{args: []string{"--config", "/nonexistent/gateway.toml"}, code: 1, stderr: "/nonexistent/gateway.toml"},
+		{args: []string{"--print-config", "--internal", "lan0"}, stdout: `internal = ["lan0"]`, noStderr: true},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), &stdout, &stderr, tt.args)
+		if code != tt.code || !strings.Contains(stdout.String(), tt.stdout) || !strings.Contains(stderr.String(), tt.stderr) ||
+			tt.noStderr && stderr.Len() > 0 {
+			t.Errorf("portfwd-gateway %q: exit %d\nstdout: %s\nstderr: %s", tt.args, code, stdout.String(), stderr.String())
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portfwd/portfwd/internal/natlab"
+)
+
+// gateway6Config puts the gateway's pinhole rules where the dual-stack
+// lab's forward chain jumps to (as miniupnpd's upnp_forward_chain): an
+// accept in a table of the gateway's own would not get past the lab's
+// drop.
+const gateway6Config = `
+[nft]
+forward_table = "inet filter"
+forward_chain = "miniupnpd"
+
+[policy]
+rules = [
+  "allow 1024-65535 10.77.0.0/24 1024-65535",
+  "deny 0-65535 0.0.0.0/0 0-65535",
+]
+`
+
+// startGateway6 runs `portfwd gateway` on the router of a dual-stack lab
+// with Router "none", and waits for its HTTP port on the router's IPv6
+// LAN address.
+func startGateway6(t *testing.T, l *natlab.Lab) *labGateway {
+	t.Helper()
+	conf := filepath.Join(l.RunDir, "gateway6.toml")
+	if err := os.WriteFile(conf, []byte(gateway6Config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := &labGateway{l: l, stateDir: filepath.Join(l.RunDir, "gw"), args: []string{"gateway", "--config", conf,
+		"--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
+		"--external-ip", l.RouterWANIP.String(), "--backend", "nft",
+		"--state-dir", filepath.Join(l.RunDir, "gw"), "-v"}}
+	g.start(t)
+	l.WaitTCP(t, natlab.HostLAN, ap(l.RouterLANIP6, 5000), 10*time.Second, g.proc)
+	return g
+}
+
+var upnpcPinholeID = regexp.MustCompile(`Pinhole ID = (\d+)`)
+
+// TestLabGatewayPinholesWithUpnpc proves our gateway's
+// WANIPv6FirewallControl with miniupnpc's upnpc -6, with real TCP from
+// the WAN host: discovery over SSDP on ff02::c, status, add, check,
+// packets, update, outbound timeout, delete; a LAN host with two global
+// addresses opens pinholes for both (miniupnpd refuses the one that is
+// not the request's source); AddPinhole over IPv4 SOAP is 606.
+func TestLabGatewayPinholesWithUpnpc(t *testing.T) {
+	natlab.Require(t, "upnpc")
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	second := "2001:db8:77::22"
+	l.AddAddr6(t, natlab.HostLAN, mustPrefix(second+"/64"))
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8080), "first")
+	l.ServeTCP(t, natlab.HostLAN, ap(mustAddr(second), 8081), "second")
+	g := startGateway6(t, l)
+	url := "http://[" + l.RouterLANIP6.String() + "]:5000/rootDesc.xml"
+
+	if _, reached := reach6(t, l, 8080, mustFail); reached {
+		t.Fatal("the WAN host reached the LAN host over IPv6 before any pinhole")
+	}
+	// Discovery over SSDP on ff02::c (no -u), then GetFirewallStatus.
+	out := lanRun(t, l, "upnpc", "-6", "-i", "-S")
+	contains(t, "upnpc -6 -S", out, "desc: "+url, "Firewall Enabled: Yes", "Inbound Pinhole Allowed: Yes")
+
+	out = lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-A", "", "0", l.LANIP6.String(), "8080", "TCP", "3600")
+	m := upnpcPinholeID.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("upnpc -6 -A printed no pinhole ID:\n%s", out)
+	}
+	id := m[1]
+	if got, reached := reach6(t, l, 8080, mustWork); !reached || got != "first" {
+		t.Fatalf("WAN -> [%v]:8080 through our pinhole: %q (reached %v)", l.LANIP6, got, reached)
+	}
+	// Traffic went through: the element's counter saw it (miniupnpd says
+	// 709 and 0 packets whatever happened).
+	out = lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-C", id)
+	contains(t, "upnpc -6 -C", out, "IsWorking = Yes")
+	out = lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-K", id)
+	if regexp.MustCompile(`PinholePackets = [1-9]`).FindString(out) == "" {
+		t.Errorf("upnpc -6 -K after traffic: want packets counted:\n%s", out)
+	}
+	out = lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-U", id, "600")
+	contains(t, "upnpc -6 -U", out, "UpdatePinhole: Pinhole ID = "+id)
+	if strings.Contains(out, "failed") {
+		t.Errorf("upnpc -6 -U failed:\n%s", out)
+	}
+	// miniupnpd answers 501 here; the gateway reads the kernel's
+	// conntrack timeout.
+	out = lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-G", "", "0", l.LANIP6.String(), "8080", "6")
+	if regexp.MustCompile(`[Tt]imeout[^\n]*= ?[1-9]`).FindString(out) == "" {
+		t.Errorf("upnpc -6 -G: want the outbound timeout:\n%s", out)
+	}
+
+	// The second global address: a pinhole for each address, whichever of
+	// the two the kernel sends the request from.
+	out = lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-A", "", "0", second, "8081", "TCP", "3600")
+	if upnpcPinholeID.FindStringSubmatch(out) == nil {
+		t.Fatalf("upnpc -6 -A for the host's second address:\n%s", out)
+	}
+	if got, reached := l.DialTCP(t, natlab.HostWAN, ap(mustAddr(second), 8081), mustWork); reached != nil || got != "second" {
+		t.Fatalf("WAN -> [%s]:8081: %q, %v", second, got, reached)
+	}
+	// One of the two requests came from the host's other address (the
+	// kernel picks one source for both): the log names the requester.
+	opened := regexp.MustCompile(`pinhole \d+: TCP \[([0-9a-f:]+)\]:\d+ \(UPnP by ([0-9a-f:]+)\)`).FindAllStringSubmatch(g.proc.Output(), -1)
+	cross := false
+	for _, o := range opened {
+		cross = cross || o[1] != o[2]
+	}
+	if !cross {
+		t.Errorf("no pinhole was opened for one address of the host from the other (miniupnpd's 606 case): %v", opened)
+	}
+	// Another host's address: 606.
+	out, _ = l.Run(t, natlab.HostLAN, "upnpc", "-6", "-i", "-u", url, "-A", "", "0", "2001:db8:77::99", "8082", "TCP", "3600")
+	contains(t, "upnpc -6 -A for another host", out, "606")
+	// Over IPv4 SOAP the requester is not an IPv6 address of the host: 606.
+	out, _ = l.Run(t, natlab.HostLAN, "upnpc", "-i", "-u", "http://"+l.RouterLANIP.String()+":5000/rootDesc.xml", "-A", "", "0", l.LANIP6.String(), "8083", "TCP", "3600")
+	contains(t, "upnpc -A over IPv4", out, "606")
+
+	out = lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-D", id)
+	contains(t, "upnpc -6 -D", out, "UPNP_DeletePinhole() returned : 0")
+	if _, reached := reach6(t, l, 8080, mustFail); reached {
+		t.Fatal("the WAN host still reaches [LAN]:8080 after DeletePinhole")
+	}
+	// An ID that is gone: 704, not miniupnpd's 402.
+	out, _ = l.Run(t, natlab.HostLAN, "upnpc", "-6", "-i", "-u", url, "-D", id)
+	contains(t, "upnpc -6 -D again", out, "704")
+	g.stop(t)
+}
+
+// TestLabGatewayPinholesWithOurClient: our CLI against our gateway, over
+// UPnP and over PCP, with real TCP from the WAN host; the pinholes and
+// their IDs survive a gateway restart.
+func TestLabGatewayPinholesWithOurClient(t *testing.T) {
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8080), "upnp")
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8090), "pcp")
+	g := startGateway6(t, l)
+
+	r := ok(t, l, "add", "8080", "--ipv6", "--protocol", "upnp", "--lease", "10m")
+	contains(t, "add --ipv6 (UPnP)", r.stdout, "opened ["+l.LANIP6.String()+"]:8080/TCP")
+	if got, reached := reach6(t, l, 8080, mustWork); !reached || got != "upnp" {
+		t.Fatalf("WAN -> [LAN]:8080: %q (reached %v)", got, reached)
+	}
+	r = ok(t, l, "add", "8090", "--ipv6", "--protocol", "pcp", "--lease", "10m")
+	contains(t, "add --ipv6 (PCP)", r.stdout, "opened ["+l.LANIP6.String()+"]:8090/TCP")
+	if got, reached := reach6(t, l, 8090, mustWork); !reached || got != "pcp" {
+		t.Fatalf("WAN -> [LAN]:8090: %q (reached %v)", got, reached)
+	}
+
+	// Restart: the pinholes and their IDs are kept.
+	g.stop(t)
+	g.start(t)
+	if got, reached := reach6(t, l, 8080, mustWork); !reached || got != "upnp" {
+		t.Fatalf("after the gateway restarted, WAN -> [LAN]:8080: %q (reached %v)", got, reached)
+	}
+	r = ok(t, l, "add", "8080", "--ipv6", "--protocol", "upnp", "--lease", "20m")
+	contains(t, "add --ipv6 again after the restart", r.stdout, "(pinhole 1,")
+
+	ok(t, l, "delete", "8080/tcp", "--ipv6", "--protocol", "upnp")
+	ok(t, l, "delete", "8090/tcp", "--ipv6", "--protocol", "pcp")
+	for _, port := range []uint16{8080, 8090} {
+		if _, reached := reach6(t, l, port, mustFail); reached {
+			t.Errorf("WAN still reaches [LAN]:%d after delete", port)
+		}
+	}
+	g.stop(t)
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package upstream
+
+func setBindToDevice(int, string) error { return nil }
+
+func setReusePort(int) error { return nil }

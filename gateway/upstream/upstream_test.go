@@ -1,0 +1,208 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+)
+
+// fakeMethod is a router above in memory: it holds mappings by protocol
+// and internal port, can be made to fail, and forgets everything on
+// reboot.
+type fakeMethod struct {
+	mu       sync.Mutex
+	down     bool
+	held     map[gateway.Key][12]byte // internal port -> nonce
+	maps     int
+	unmapped [][12]byte
+}
+
+func newFake() *fakeMethod { return &fakeMethod{held: map[gateway.Key][12]byte{}} }
+
+var public = netip.MustParseAddr("203.0.113.1")
+
+func (f *fakeMethod) name() string   { return "pcp" }
+func (f *fakeMethod) server() string { return "100.64.0.1:5351" }
+func (f *fakeMethod) probe(context.Context) (netip.Addr, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return netip.Addr{}, false, upErr(f, gateway.ErrUpstreamDown, errors.New("port closed"))
+	}
+	return public, false, nil
+}
+func (f *fakeMethod) mapHalf(_ context.Context, r halfRequest) (halfGrant, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return halfGrant{}, upErr(f, gateway.ErrUpstreamDown, errors.New("port closed"))
+	}
+	f.maps++
+	f.held[gateway.Key{Protocol: r.proto, ExternalPort: r.internalPort}] = r.nonce
+	return halfGrant{public: netip.AddrPortFrom(public, r.want), lifetime: r.lifetime}, nil
+}
+func (f *fakeMethod) unmap(_ context.Context, proto gateway.Protocol, internalPort, _ uint16, nonce [12]byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return upErr(f, gateway.ErrUpstreamDown, errors.New("port closed"))
+	}
+	delete(f.held, gateway.Key{Protocol: proto, ExternalPort: internalPort})
+	f.unmapped = append(f.unmapped, nonce)
+	return nil
+}
+func (f *fakeMethod) count() (int, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maps, len(f.held)
+}
+
+// start runs a Manager over fake on a Core with a FileStore in dir.
+func start(t *testing.T, fake *fakeMethod, dir string) (*Manager, *gateway.Core, *[]netip.Addr, func()) {
+	t.Helper()
+	var mu sync.Mutex
+	var told []netip.Addr
+	u := New(Config{Mode: ModeAuto, Interface: "wan0", Gateway: netip.MustParseAddr("100.64.0.1"),
+		LocalAddr: func() netip.Addr { return netip.MustParseAddr("100.64.0.2") },
+		OnPublic:  func(a netip.Addr) { mu.Lock(); told = append(told, a); mu.Unlock() }})
+	u.methodsFor = func(netip.Addr) []method { return []method{fake} }
+	st, err := gateway.OpenFileStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := gateway.New(context.Background(), gateway.Config{Backend: gateway.NewMemory(), Store: st, Upstream: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Attach(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); u.run(ctx, false) }()
+	return u, c, &told, func() {
+		cancel()
+		<-done
+		c.Close(context.Background(), false)
+		st.Close()
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+var lan = gateway.Requester{Addr: netip.MustParseAddr("10.77.0.2"), Source: gateway.SourceNATPMP}
+
+func mapping(port uint16) gateway.Mapping {
+	return gateway.Mapping{Protocol: gateway.TCP, ExternalPort: port, InternalAddr: lan.Addr, InternalPort: port,
+		Enabled: true, Expires: time.Now().Add(time.Hour)}
+}
+
+func TestManagerChainsRecreatesAndGoesDown(t *testing.T) {
+	fake := newFake()
+	u, c, told, stop := start(t, fake, t.TempDir())
+	defer stop()
+	waitUntil(t, "up", func() bool { return u.Status().State == "up" })
+	if u.Public() != public || len(*told) != 1 || (*told)[0] != public {
+		t.Fatalf("public address %v, told %v", u.Public(), *told)
+	}
+	got, err := c.AddAny(context.Background(), lan, mapping(18080))
+	if err != nil || got.Half().Public != netip.AddrPortFrom(public, 18080) {
+		t.Fatalf("AddAny = %v (%+v), %v", got, got.Half(), err)
+	}
+
+	// The router above reboots and forgets: an announcement makes the
+	// half again, with the same nonce.
+	fake.mu.Lock()
+	fake.held = map[gateway.Key][12]byte{}
+	fake.mu.Unlock()
+	u.noticeRestart("restart")
+	waitUntil(t, "the half made again", func() bool { _, n := fake.count(); return n == 1 })
+	if n := fake.held[got.Key()]; n != got.Upstream.Nonce {
+		t.Errorf("re-made with nonce %x, want the mapping's %x", n, got.Upstream.Nonce)
+	}
+	if u.Status().Recreated["restart"] != 1 {
+		t.Errorf("recreated = %v", u.Status().Recreated)
+	}
+
+	// Down: a new mapping is refused at once, the old one kept.
+	fake.mu.Lock()
+	fake.down = true
+	fake.mu.Unlock()
+	if _, err := c.AddAny(context.Background(), lan, mapping(18081)); !errors.Is(err, gateway.ErrUpstreamDown) {
+		t.Fatalf("AddAny while down = %v, want ErrUpstreamDown", err)
+	}
+	if c.Len() != 1 || u.Status().State != "down" {
+		t.Fatalf("len %d, state %q", c.Len(), u.Status().State)
+	}
+	// Deleting while down: local at once, upstream retried until it works.
+	if err := c.Delete(context.Background(), lan, gateway.TCP, 18080, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if u.Status().Pending != 1 {
+		t.Errorf("pending deletes = %d, want 1", u.Status().Pending)
+	}
+	fake.mu.Lock()
+	fake.down = false
+	fake.mu.Unlock()
+	waitUntil(t, "the delete retried", func() bool { _, n := fake.count(); return n == 0 && u.Status().Pending == 0 })
+	waitUntil(t, "up again", func() bool { return u.Status().State == "up" })
+}
+
+func TestManagerDeletesUncommittedIntentsAtStart(t *testing.T) {
+	dir := t.TempDir()
+	// A journal with the intent of a mapping whose answer never came.
+	st, err := gateway.OpenFileStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mapping(18080)
+	m.Owner, m.Source = lan.Addr, lan.Source
+	m.Upstream = &gateway.UpstreamHalf{Method: "pcp", Nonce: [12]byte{7}, State: gateway.HalfPendingNew}
+	if err := st.Save([]gateway.Mapping{m}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	fake := newFake()
+	fake.held[m.Key()] = [12]byte{7} // the router above did make it
+	u, c, _, stop := start(t, fake, dir)
+	defer stop()
+	waitUntil(t, "the orphan deleted upstream", func() bool { _, n := fake.count(); return n == 0 })
+	if c.Len() != 0 {
+		t.Errorf("the uncommitted intent was restored as a mapping")
+	}
+	if len(fake.unmapped) != 1 || fake.unmapped[0] != [12]byte{7} {
+		t.Errorf("unmapped %x, want the intent's nonce", fake.unmapped)
+	}
+	_ = u
+}
+
+func TestNeededOnlyBehindPrivateOrCGNAT(t *testing.T) {
+	for addr, want := range map[string]bool{"100.64.0.2": true, "192.168.1.2": true, "10.0.0.2": true,
+		"198.51.100.7": false, "203.0.113.1": false, "8.8.8.8": false} {
+		u := New(Config{LocalAddr: func() netip.Addr { return netip.MustParseAddr(addr) }})
+		if got := u.needed(); got != want {
+			t.Errorf("auto with external address %s: chain = %v, want %v", addr, got, want)
+		}
+	}
+	if err := ValidMode("pcpx"); err == nil {
+		t.Error("ValidMode(pcpx) = nil")
+	}
+	for _, m := range []string{"", "off", "auto", "pcp", "natpmp", "upnp", "http://100.64.0.1:5000/rootDesc.xml"} {
+		if err := ValidMode(m); err != nil {
+			t.Errorf("ValidMode(%q) = %v", m, err)
+		}
+	}
+}
