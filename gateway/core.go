@@ -124,7 +124,11 @@ type Core struct {
 	// up is Config.Upstream; orphans are the uncommitted upstream intents
 	// found at start (UpstreamOrphans).
 	up      Upstream
-	orphans []Mapping
+	orphans []UpstreamDelete
+	// upDels holds the IDs of journaled pending upstream deletes;
+	// upDelNext is the last one given.
+	upDels    map[uint32]bool
+	upDelNext uint32
 	// pins is the IPv6 pinhole table (pinhole.go).
 	pins        *pinTable
 	sameHost    func(requester, target netip.Addr) bool
@@ -243,21 +247,32 @@ func (c *Core) restore(ctx context.Context) error {
 	restoring := Requester{Source: SourceAdmin}
 	var drop []Key
 	var rewrite []Mapping
+	// orphans are the halves of saved leases that the router above may
+	// hold and that no restored mapping will forward to: deleted there.
+	var orphans []Mapping
+	orphan := func(m Mapping) {
+		if h := m.Half(); m.Chained() && (h.State != HalfActive || h.Expires.IsZero() || h.Expires.After(now)) {
+			orphans = append(orphans, m)
+		}
+	}
 	expired, denied := 0, 0
 	for _, m := range saved {
 		switch m.Half().State {
 		case HalfPendingNew:
 			// An intent never committed: the client was never answered.
 			// The half may exist upstream; the Upstream deletes it.
-			c.orphans = append(c.orphans, m)
+			orphan(m)
 			drop = append(drop, m.Key())
 			continue
 		case HalfPendingChain:
-			c.orphans = append(c.orphans, m)
+			orphan(m)
 			m.Upstream = nil
 			rewrite = append(rewrite, m)
 		}
 		if !m.Permanent() && !m.Expires.After(now) {
+			// Its half may outlive it upstream (a half is asked for at
+			// least two minutes).
+			orphan(m)
 			drop = append(drop, m.Key())
 			expired++
 			continue
@@ -276,6 +291,7 @@ func (c *Core) restore(ctx context.Context) error {
 		}
 		if err != nil {
 			c.log.Warn("dropping saved lease the current policy denies", "mapping", m, "err", err)
+			orphan(m)
 			drop = append(drop, m.Key())
 			denied++
 			r := NewAuditRecord(now, AuditDropped, restoring, m)
@@ -294,6 +310,11 @@ func (c *Core) restore(ctx context.Context) error {
 
 	parked, err := c.applyRestored(ctx)
 	if err != nil {
+		return err
+	}
+	// The halves to delete are journaled before their leases are
+	// forgotten: a crash in between leaves both, and two deletes.
+	if err := c.restoreUpstreamDeletes(orphans); err != nil {
 		return err
 	}
 	if c.store != nil && (len(drop) > 0 || len(rewrite) > 0) {

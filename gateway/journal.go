@@ -18,7 +18,8 @@ import (
 //	                                 is CRC-32C of the length field and the
 //	                                 payload)
 //	payload = op*                    (applied all or nothing)
-//	op      = 1 put | 2 del | 3 epoch | 4 pin | 5 pindel | 6 pinnext
+//	op      = 1 put | 2 del | 3 epoch | 4 pin | 5 pindel | 6 pinnext |
+//	          7 updel | 8 updeldone
 //	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled,
 //	          bit 1 chained) | source u8 | internal addr | remote addr |
 //	          owner addr | nonce [12] | expires time | created time | desc |
@@ -32,6 +33,10 @@ import (
 //	          expires time | created time | desc      (an IPv6 pinhole)
 //	pindel  = id u16
 //	pinnext = id u16                 (the pinhole ID counter)
+//	updel   = id u32 | put           (an upstream half waiting to be
+//	                                 deleted: the mapping it belonged to,
+//	                                 with its half; see Core.UpstreamOrphans)
+//	updeldone = id u32               (that delete is done or given up)
 //	addr    = len u8 (0, 4 or 16) | bytes
 //	time    = 0 (zero time) | 1 | unix seconds i64 | nanoseconds u32
 //	desc    = len u16 | bytes
@@ -74,6 +79,11 @@ const (
 	opPin     byte = 4
 	opPinDel  byte = 5
 	opPinNext byte = 6
+	// Pending upstream deletes (upstream.go): kept in the live set under
+	// upDelLiveKey. Added after the pinhole ops; a binary older than them
+	// skips such a record as damage and loses only the pending delete.
+	opUpDel     byte = 7
+	opUpDelDone byte = 8
 )
 
 // Live-set keys of pinhole ops: port mapping keys (Key.pack) stay below
@@ -84,6 +94,15 @@ const (
 )
 
 func pinLiveKey(id uint16) uint32 { return pinLiveBase | uint32(id) }
+
+// upDelLiveBase marks the live-set keys of pending upstream deletes; their
+// IDs stay below maxUpDelID, so the key never touches the pinhole bits.
+const (
+	upDelLiveBase = 1 << 29
+	maxUpDelID    = 1 << 24
+)
+
+func upDelLiveKey(id uint32) uint32 { return upDelLiveBase | id&(maxUpDelID-1) }
 
 // castagnoli is the CRC-32C table, which the hardware computes on common
 // CPUs.
@@ -269,6 +288,15 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 	return dst
 }
 
+func appendUpDelOp(dst []byte, id uint32, m Mapping) []byte {
+	dst = binary.LittleEndian.AppendUint32(append(dst, opUpDel), id)
+	return appendPutOp(dst, m)
+}
+
+func appendUpDelDoneOp(dst []byte, id uint32) []byte {
+	return binary.LittleEndian.AppendUint32(append(dst, opUpDelDone), id)
+}
+
 func appendDelOp(dst []byte, k Key) []byte {
 	dst = append(dst, opDel, byte(k.Protocol))
 	return binary.LittleEndian.AppendUint16(dst, k.ExternalPort)
@@ -333,6 +361,7 @@ type journalOp struct {
 	key   Key       // opPut and opDel
 	pin   Pinhole   // opPin
 	pinID uint16    // opPin, opPinDel and opPinNext
+	upDel uint32    // opUpDel and opUpDelDone: the pending delete's ID
 	epoch time.Time // opEpoch
 	raw   []byte    // opPut: the encoded op, aliasing the payload
 }
@@ -348,44 +377,22 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 		op.kind = d.u8()
 		switch op.kind {
 		case opPut:
-			m := &op.m
-			m.Protocol = Protocol(d.u8())
-			m.ExternalPort = d.u16()
-			m.InternalPort = d.u16()
-			flags := d.u8()
-			m.Enabled = flags&1 != 0
-			if flags&^3 != 0 {
-				d.fail("unknown flags %#x", flags)
+			d.put(&op.m)
+			op.key = op.m.Key()
+			op.raw = payload[start : len(payload)-len(d.b)]
+		case opUpDel:
+			op.upDel = d.u32()
+			if d.u8() != opPut {
+				d.fail("pending upstream delete without its mapping")
 			}
-			m.Source = Source(d.u8())
-			m.InternalAddr = d.addr()
-			m.RemoteHost = d.addr()
-			m.Owner = d.addr()
-			copy(m.Nonce[:], d.bytes(len(m.Nonce)))
-			m.Expires = d.time()
-			m.Created = d.time()
-			m.Description = string(d.bytes(int(d.u16())))
-			if flags&2 != 0 {
-				h := &UpstreamHalf{}
-				m.Upstream = h
-				h.Method = string(d.bytes(int(d.u8())))
-				if h.Method == "" {
-					d.fail("chained mapping without an upstream method")
-				}
-				h.State = HalfState(d.u8())
-				if h.State > HalfPendingChain {
-					d.fail("unknown upstream state %d", h.State)
-				}
-				a := d.addr()
-				port := d.u16()
-				if a.IsValid() {
-					h.Public = netip.AddrPortFrom(a, port)
-				}
-				copy(h.Nonce[:], d.bytes(len(h.Nonce)))
-				h.Granted = d.time()
-				h.Expires = d.time()
+			d.put(&op.m)
+			if !op.m.Chained() {
+				d.fail("pending upstream delete without an upstream half")
 			}
-			op.key = m.Key()
+			op.key = op.m.Key()
+			op.raw = payload[start : len(payload)-len(d.b)]
+		case opUpDelDone:
+			op.upDel = d.u32()
 			op.raw = payload[start : len(payload)-len(d.b)]
 		case opDel:
 			op.key.Protocol = Protocol(d.u8())
@@ -450,6 +457,53 @@ func (d *decoder) bytes(n int) []byte {
 func (d *decoder) u8() byte {
 	if b := d.bytes(1); b != nil {
 		return b[0]
+	}
+	return 0
+}
+
+// put decodes the body of a put op (after its op byte) into m.
+func (d *decoder) put(m *Mapping) {
+	m.Protocol = Protocol(d.u8())
+	m.ExternalPort = d.u16()
+	m.InternalPort = d.u16()
+	flags := d.u8()
+	m.Enabled = flags&1 != 0
+	if flags&^3 != 0 {
+		d.fail("unknown flags %#x", flags)
+	}
+	m.Source = Source(d.u8())
+	m.InternalAddr = d.addr()
+	m.RemoteHost = d.addr()
+	m.Owner = d.addr()
+	copy(m.Nonce[:], d.bytes(len(m.Nonce)))
+	m.Expires = d.time()
+	m.Created = d.time()
+	m.Description = string(d.bytes(int(d.u16())))
+	if flags&2 != 0 {
+		h := &UpstreamHalf{}
+		m.Upstream = h
+		h.Method = string(d.bytes(int(d.u8())))
+		if h.Method == "" {
+			d.fail("chained mapping without an upstream method")
+		}
+		h.State = HalfState(d.u8())
+		if h.State > HalfPendingChain {
+			d.fail("unknown upstream state %d", h.State)
+		}
+		a := d.addr()
+		port := d.u16()
+		if a.IsValid() {
+			h.Public = netip.AddrPortFrom(a, port)
+		}
+		copy(h.Nonce[:], d.bytes(len(h.Nonce)))
+		h.Granted = d.time()
+		h.Expires = d.time()
+	}
+}
+
+func (d *decoder) u32() uint32 {
+	if b := d.bytes(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
 	}
 	return 0
 }

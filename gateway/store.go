@@ -198,6 +198,10 @@ func (s *FileStore) replayLocked() error {
 				s.delLive(pinLiveKey(op.pinID))
 			case opPinNext:
 				s.putLive(pinNextKey, bytes.Clone(op.raw))
+			case opUpDel:
+				s.putLive(upDelLiveKey(op.upDel), bytes.Clone(op.raw))
+			case opUpDelDone:
+				s.delLive(upDelLiveKey(op.upDel))
 			}
 		}
 	}
@@ -223,7 +227,15 @@ func (s *FileStore) replayLocked() error {
 	// mappings. It continues only while there are mappings to continue;
 	// with none (state lost, or everything expired or flushed) it starts
 	// again now.
-	if s.epoch.IsZero() || len(s.live) == 0 {
+	// Pending upstream deletes are no client's mapping.
+	kept := false
+	for k := range s.live {
+		if k&(pinLiveBase|pinNextKey|upDelLiveBase) != upDelLiveBase {
+			kept = true
+			break
+		}
+	}
+	if s.epoch.IsZero() || !kept {
 		s.epoch = s.clock.Now().Round(0).UTC()
 		rewrite = true
 	}
@@ -300,7 +312,7 @@ func (s *FileStore) Load() ([]Mapping, error) {
 	defer s.mu.Unlock()
 	out := make([]Mapping, 0, len(s.live))
 	for k, raw := range s.live {
-		if k&(pinLiveBase|pinNextKey) != 0 {
+		if k&(pinLiveBase|pinNextKey|upDelLiveBase) != 0 {
 			continue
 		}
 		ops, err := decodeOps(raw)
@@ -438,6 +450,71 @@ func (s *FileStore) SavePinholes(put []Pinhole, del []uint16, next uint16) error
 		s.delLive(pinLiveKey(id))
 	}
 	s.putLive(pinNextKey, bytes.Clone(payload[nextStart:]))
+	if s.shouldCompact(s.size) {
+		if err := s.compactLocked(); err != nil {
+			s.log.Warn("compacting the lease journal failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// LoadUpstreamDeletes implements UpstreamDeleteStore.
+func (s *FileStore) LoadUpstreamDeletes() ([]UpstreamDelete, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []UpstreamDelete
+	for k, raw := range s.live {
+		if k&(pinLiveBase|pinNextKey|upDelLiveBase) != upDelLiveBase {
+			continue
+		}
+		ops, err := decodeOps(raw)
+		if err == nil && (len(ops) != 1 || ops[0].kind != opUpDel) {
+			err = errors.New("not a single pending upstream delete")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lease journal: decoding a pending upstream delete: %w", err)
+		}
+		out = append(out, UpstreamDelete{ID: ops[0].upDel, Mapping: ops[0].m})
+	}
+	return out, nil
+}
+
+// SaveUpstreamDeletes implements UpstreamDeleteStore, with Save's
+// guarantees: one record, all or nothing.
+func (s *FileStore) SaveUpstreamDeletes(put []UpstreamDelete, done []uint32) error {
+	if len(put) == 0 && len(done) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("lease store is closed")
+	}
+	if s.broken != nil {
+		if err := s.compactLocked(); err != nil {
+			return fmt.Errorf("lease journal unusable since an earlier write failed (%v), and rewriting it failed: %w", s.broken, err)
+		}
+	}
+	var payload []byte
+	ends := make([]int, 0, len(put))
+	for _, p := range put {
+		payload = appendUpDelOp(payload, p.ID, p.Mapping)
+		ends = append(ends, len(payload))
+	}
+	for _, id := range done {
+		payload = appendUpDelDoneOp(payload, id)
+	}
+	if err := s.appendLocked(appendRecord(nil, payload)); err != nil {
+		return err
+	}
+	start := 0
+	for i, p := range put {
+		s.putLive(upDelLiveKey(p.ID), bytes.Clone(payload[start:ends[i]]))
+		start = ends[i]
+	}
+	for _, id := range done {
+		s.delLive(upDelLiveKey(id))
+	}
 	if s.shouldCompact(s.size) {
 		if err := s.compactLocked(); err != nil {
 			s.log.Warn("compacting the lease journal failed", "err", err)

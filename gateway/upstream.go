@@ -27,6 +27,13 @@ import (
 // the mapping committed with its granted half. A restart finds any intent
 // that was never committed in the journal and deletes it upstream
 // (Core.UpstreamOrphans), and renews every committed half.
+//
+// A half that must go but that the router above would not delete at once
+// (it is down) is journaled as a pending upstream delete
+// (Core.RecordUpstreamDelete) until the delete is done or the half's
+// upstream lease is over, so that kill -9 while it waits does not leave it
+// on the router above: the next start hands it out again with the
+// orphans.
 
 // HalfState says how far a chained mapping's upstream half got.
 type HalfState uint8
@@ -249,16 +256,159 @@ func (c *Core) unchain(ctx context.Context, ms []Mapping) {
 	}
 }
 
-// UpstreamOrphans returns the halves whose intent the journal held at
-// start without a commit (the gateway stopped between asking the router
-// above and recording its answer): the Upstream must delete them, since
-// no mapping here forwards to them. Each is returned once.
-func (c *Core) UpstreamOrphans() []Mapping {
+// UpstreamDelete is an upstream half waiting to be deleted from the router
+// above: Mapping is the mapping it belonged to, with the half (method, PCP
+// nonce, public port) in Mapping.Upstream, which is all a delete needs.
+// ID names its journal record (0: not journaled, the store cannot keep
+// it).
+type UpstreamDelete struct {
+	ID      uint32
+	Mapping Mapping
+}
+
+// UpstreamDeleteStore is implemented by a Store that can keep pending
+// upstream deletes (FileStore, as a record type of its own). Without it
+// they live in memory only.
+type UpstreamDeleteStore interface {
+	// LoadUpstreamDeletes returns the pending deletes.
+	LoadUpstreamDeletes() ([]UpstreamDelete, error)
+	// SaveUpstreamDeletes records new pending deletes and removes the
+	// done ones, by ID, all or nothing.
+	SaveUpstreamDeletes(put []UpstreamDelete, done []uint32) error
+}
+
+// UpstreamOrphans returns the halves the router above may hold that no
+// mapping here forwards to, found at start: intents the journal held
+// without a commit (the gateway stopped between asking the router above
+// and recording its answer), halves of saved leases that were not restored
+// (expired, or denied by the current policy), and the pending deletes an
+// earlier run journaled. The Upstream must delete each and then call
+// UpstreamDeleteDone. Each is returned once.
+func (c *Core) UpstreamOrphans() []UpstreamDelete {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o := c.orphans
 	c.orphans = nil
 	return o
+}
+
+// RecordUpstreamDelete journals m's half as waiting to be deleted from the
+// router above, so that a restart hands it out again (UpstreamOrphans)
+// until UpstreamDeleteDone. A store that cannot keep it gives ID 0 and an
+// error only when writing failed.
+func (c *Core) RecordUpstreamDelete(m Mapping) (UpstreamDelete, error) {
+	c.mu.Lock()
+	d := UpstreamDelete{ID: c.newUpDelIDLocked(), Mapping: m}
+	c.mu.Unlock()
+	st, ok := c.store.(UpstreamDeleteStore)
+	if !ok {
+		return UpstreamDelete{Mapping: m}, nil
+	}
+	if err := st.SaveUpstreamDeletes([]UpstreamDelete{d}, nil); err != nil {
+		c.mu.Lock()
+		delete(c.upDels, d.ID)
+		c.mu.Unlock()
+		return UpstreamDelete{Mapping: m}, fmt.Errorf("%w: recording a pending upstream delete: %w", ErrStore, err)
+	}
+	return d, nil
+}
+
+// UpstreamDeleteDone removes d's journal record: the router above deleted
+// the half, or its lease there is over.
+func (c *Core) UpstreamDeleteDone(d UpstreamDelete) {
+	if d.ID == 0 {
+		return
+	}
+	c.mu.Lock()
+	delete(c.upDels, d.ID)
+	c.mu.Unlock()
+	if st, ok := c.store.(UpstreamDeleteStore); ok {
+		if err := st.SaveUpstreamDeletes(nil, []uint32{d.ID}); err != nil {
+			c.log.Warn("could not record that an upstream delete is done; the next start tries it again", "mapping", d.Mapping, "err", err)
+		}
+	}
+}
+
+// newUpDelIDLocked returns an unused pending-delete ID, never 0.
+func (c *Core) newUpDelIDLocked() uint32 {
+	if c.upDels == nil {
+		c.upDels = map[uint32]bool{}
+	}
+	for {
+		c.upDelNext = (c.upDelNext + 1) % maxUpDelID
+		if id := c.upDelNext; id != 0 && !c.upDels[id] {
+			c.upDels[id] = true
+			return id
+		}
+	}
+}
+
+// restoreUpstreamDeletes makes c.orphans: the pending deletes the store
+// kept, and the halves of restore's dropped and uncommitted leases
+// (fresh), which it journals as pending deletes before restore forgets
+// their leases.
+func (c *Core) restoreUpstreamDeletes(fresh []Mapping) error {
+	if c.up == nil {
+		fresh = nil // nothing would delete them; their leases end upstream
+	}
+	st, ok := c.store.(UpstreamDeleteStore)
+	if !ok {
+		for _, m := range fresh {
+			c.orphans = append(c.orphans, UpstreamDelete{Mapping: m})
+		}
+		return nil
+	}
+	kept, err := st.LoadUpstreamDeletes()
+	if err != nil {
+		return fmt.Errorf("gateway: loading pending upstream deletes: %w", err)
+	}
+	c.mu.Lock()
+	if c.upDels == nil {
+		c.upDels = map[uint32]bool{}
+	}
+	for _, d := range kept {
+		c.upDels[d.ID] = true
+		c.upDelNext = max(c.upDelNext, d.ID)
+	}
+	var put []UpstreamDelete
+	for _, m := range fresh {
+		put = append(put, UpstreamDelete{ID: c.newUpDelIDLocked(), Mapping: m})
+	}
+	c.mu.Unlock()
+	if err := st.SaveUpstreamDeletes(put, nil); err != nil {
+		return fmt.Errorf("gateway: recording the upstream halves to delete: %w: %w", ErrStore, err)
+	}
+	c.orphans = append(kept, put...)
+	return nil
+}
+
+// UnlessChained runs f with k's key held, as a delete of the upstream half
+// of a mapping that was on k needs: unless the table holds a chained
+// mapping on k by then. That mapping's half has the same internal port
+// upstream and a router above that names mappings by it (NAT-PMP, UPnP,
+// and miniupnpd's PCP, which replaces a mapping of the same internal port
+// whatever its nonce) would delete it in its place; the old half was
+// replaced when the new one was made. It reports whether f ran.
+func (c *Core) UnlessChained(ctx context.Context, k Key, f func()) (bool, error) {
+	pk := k.pack()
+	c.mu.Lock()
+	if err := c.waitIdleLocked(ctx, pk); err != nil {
+		c.mu.Unlock()
+		return false, err
+	}
+	if e := c.tab.lookup(pk); e != nil && e.m.Chained() {
+		c.mu.Unlock()
+		return false, nil
+	}
+	op := c.markBusyLocked(Requester{Source: SourceAdmin}, pk, netip.Addr{}, false, false)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.releaseLocked(pk, op)
+		c.mu.Unlock()
+	}()
+	f()
+	return true, nil
 }
 
 // Rechain makes the upstream half of the mapping for k again, or for the

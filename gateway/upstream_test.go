@@ -188,7 +188,7 @@ func TestKilledBetweenUpstreamGrantAndCommitLeaksNothing(t *testing.T) {
 		t.Errorf("an uncommitted intent was restored as a mapping")
 	}
 	orph := c2.UpstreamOrphans()
-	if len(orph) != 1 || orph[0].Upstream.Nonce != [12]byte{1} {
+	if len(orph) != 1 || orph[0].Mapping.Upstream.Nonce != [12]byte{1} {
 		t.Fatalf("orphans = %+v, want the intent with its pre-chosen nonce", orph)
 	}
 	if len(c2.UpstreamOrphans()) != 0 {
@@ -261,5 +261,112 @@ func TestChainingObeysThePolicyFirst(t *testing.T) {
 	}
 	if len(up.held) != 0 || up.nextNon != 0 {
 		t.Errorf("the router above was asked for refused mappings: %v", up.held)
+	}
+}
+
+// A saved chained lease that is not restored (the policy now denies it)
+// has a half on the router above that nothing here forwards to: the
+// restart hands it to the Upstream to delete, journaled, so that a second
+// restart before the delete still does.
+func TestRestoreHandsOutTheHalvesOfLeasesItDrops(t *testing.T) {
+	up := newFakeUpstream()
+	dir := t.TempDir()
+	fs, err := gateway.OpenFileStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newChainedCore(t, fs, up)
+	m := tcp(18080, "10.77.0.2", 8080)
+	m.Expires = t0.Add(30 * time.Minute)
+	got, err := c.Add(context.Background(), upnp("10.77.0.2"), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close(context.Background(), false)
+	fs.Close()
+
+	reopen := func() []gateway.UpstreamDelete {
+		t.Helper()
+		fs, err := gateway.OpenFileStore(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fs.Close()
+		c, err := gateway.New(context.Background(), gateway.Config{Backend: gateway.NewMemory(), Store: fs, Upstream: up, Clock: clocktest.New(t0),
+			Policy: gateway.Policy{Reserved: []gateway.PortSpec{{Protocol: gateway.TCP, Ports: gateway.PortRange{Min: 18080, Max: 18080}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background(), false)
+		if c.Len() != 0 {
+			t.Fatalf("a lease on a now reserved port was restored")
+		}
+		return c.UpstreamOrphans()
+	}
+	for run := 1; run <= 2; run++ {
+		orph := reopen()
+		if len(orph) != 1 || orph[0].Mapping.Half() != got.Half() || orph[0].ID == 0 {
+			t.Fatalf("restart %d: orphans = %+v, want the dropped lease's half %+v, journaled", run, orph, got.Half())
+		}
+	}
+}
+
+// The journal keeps pending upstream deletes as records of their own:
+// not leases, kept across reopening and compaction until done.
+func TestFileStoreKeepsPendingUpstreamDeletes(t *testing.T) {
+	dir := t.TempDir()
+	fs, err := gateway.OpenFileStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := func(n byte) gateway.Mapping {
+		m := tcp(18080+uint16(n), "10.77.0.2", 8080)
+		m.Upstream = &gateway.UpstreamHalf{Method: "pcp", Nonce: [12]byte{n}, Public: netip.MustParseAddrPort("203.0.113.1:18080"),
+			Granted: t0, Expires: t0.Add(time.Hour)}
+		return m
+	}
+	if err := fs.Save([]gateway.Mapping{tcp(9000, "10.77.0.2", 9000)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.SaveUpstreamDeletes([]gateway.UpstreamDelete{{ID: 1, Mapping: half(1)}, {ID: 2, Mapping: half(2)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.SaveUpstreamDeletes(nil, []uint32{1}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		ds, err := fs.LoadUpstreamDeletes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) != 1 || ds[0].ID != 2 || ds[0].Mapping.Half() != half(2).Half() {
+			t.Errorf("%s: pending deletes %+v, want ID 2 with its half", when, ds)
+		}
+		ms, err := fs.Load()
+		if err != nil || len(ms) != 1 || ms[0].ExternalPort != 9000 {
+			t.Errorf("%s: leases %v, %v; want the one lease only", when, ms, err)
+		}
+	}
+	check("written")
+	fs.Close()
+	if fs, err = gateway.OpenFileStore(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("reopened")
+	if err := fs.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	fs.Close()
+	if fs, err = gateway.OpenFileStore(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	check("compacted")
+	if err := fs.SaveUpstreamDeletes(nil, []uint32{2}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, _ := fs.LoadUpstreamDeletes(); len(ds) != 0 {
+		t.Errorf("done deletes still pending: %+v", ds)
 	}
 }

@@ -37,8 +37,11 @@ import (
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/internal/addrclass"
+	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/netroute"
+	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
+	"github.com/portfwd/portfwd/upnp"
 )
 
 // Modes of Config.Mode.
@@ -155,12 +158,18 @@ type Manager struct {
 	recreated map[string]uint64
 }
 
+// pendingUnmap is a half to delete from the router above that it did not
+// take at once; d.Mapping holds the half, d.ID its journal record.
 type pendingUnmap struct {
-	m     gateway.Mapping
+	d     gateway.UpstreamDelete
 	until time.Time
 	next  time.Time
 	wait  time.Duration
 }
+
+// maxPending bounds the deletes kept waiting; past it the oldest is given
+// up (its upstream lease ends it).
+const maxPending = 4096
 
 // New returns a Manager; it does nothing until Run.
 func New(cfg Config) *Manager {
@@ -221,6 +230,8 @@ func (u *Manager) Map(ctx context.Context, m gateway.Mapping, h gateway.Upstream
 	u.mu.Lock()
 	meth, state := u.m, u.state
 	u.mu.Unlock()
+	// fresh: a half the router above does not hold yet (an intent).
+	fresh := !h.Public.IsValid()
 	if meth == nil || meth.name() != h.Method {
 		// The half was made through another method (the router above
 		// changed protocol): start again with this one.
@@ -228,6 +239,7 @@ func (u *Manager) Map(ctx context.Context, m gateway.Mapping, h gateway.Upstream
 			return h, &gateway.UpstreamError{Kind: gateway.ErrUpstreamDown, Server: "none", Err: errors.New("no router above answers")}
 		}
 		h = gateway.UpstreamHalf{Method: meth.name(), Nonce: pcp.NewNonce(), Public: h.Public}
+		fresh = true
 	}
 	if state == "down" {
 		u.mu.Lock()
@@ -253,6 +265,16 @@ func (u *Manager) Map(ctx context.Context, m gateway.Mapping, h gateway.Upstream
 		if errors.Is(err, gateway.ErrUpstreamDown) {
 			u.setDown(err)
 		}
+		if fresh && !answered(err) {
+			// No answer: the router above may have made the half and
+			// lost only its reply. Nothing here will forward to it, so
+			// it is deleted (journaled, retried) rather than left to
+			// expire there; a PCP delete carries the nonce, and a delete
+			// is skipped if a mapping here holds the port by then.
+			lost := m
+			lost.Upstream = &h
+			u.queueUnmap(lost, now.Add(life))
+		}
 		return h, err
 	}
 	if g.lost {
@@ -277,33 +299,84 @@ func (u *Manager) description(m gateway.Mapping) string {
 	return d + " " + m.Description
 }
 
-// Unmap implements gateway.Upstream.
+// Unmap implements gateway.Upstream. The Core calls it with m's key held,
+// so the delete is tried at once; if the router above does not take it,
+// it is journaled (Core.RecordUpstreamDelete) and retried with backoff,
+// also after a restart, until done or until the half's upstream lease is
+// over.
 func (u *Manager) Unmap(ctx context.Context, m gateway.Mapping) {
 	u.mu.Lock()
 	meth, state := u.m, u.state
 	u.mu.Unlock()
 	if meth != nil && state == "up" && meth.name() == m.Upstream.Method {
-		ctx, cancel := context.WithTimeout(ctx, unmapTimeout)
-		err := meth.unmap(ctx, m.Protocol, m.ExternalPort, m.Upstream.Public.Port(), m.Upstream.Nonce)
-		cancel()
-		u.count("unmap", err)
+		err := u.unmapNow(ctx, meth, m)
 		if err == nil {
 			return
 		}
 		u.log.Warn("could not delete a mapping on the router above; retrying in the background", "mapping", m, "err", err)
 	}
-	u.queueUnmap(m)
-}
-
-func (u *Manager) queueUnmap(m gateway.Mapping) {
 	until := m.Upstream.Expires
 	if until.IsZero() {
 		until = time.Now().Add(u.cfg.MaxLifetime)
 	}
+	u.queueUnmap(m, until)
+}
+
+// unmapNow sends the delete of m's half.
+func (u *Manager) unmapNow(ctx context.Context, meth method, m gateway.Mapping) error {
+	ctx, cancel := context.WithTimeout(ctx, unmapTimeout)
+	defer cancel()
+	err := meth.unmap(ctx, m.Protocol, m.ExternalPort, m.Upstream.Public.Port(), m.Upstream.Nonce)
+	u.count("unmap", err)
+	return err
+}
+
+// queueUnmap journals m's half as a pending delete and queues it, to be
+// tried until until.
+func (u *Manager) queueUnmap(m gateway.Mapping, until time.Time) {
+	d := gateway.UpstreamDelete{Mapping: m}
+	if u.core != nil {
+		var err error
+		if d, err = u.core.RecordUpstreamDelete(m); err != nil {
+			u.log.Error("could not journal a pending delete on the router above; it is retried, but lost if the gateway stops first", "mapping", m, "err", err)
+		}
+	}
+	u.enqueue(pendingUnmap{d: d, until: until, next: time.Now().Add(minBackoff), wait: minBackoff})
+}
+
+// enqueue adds p to the pending deletes, giving up the oldest past
+// maxPending.
+func (u *Manager) enqueue(ps ...pendingUnmap) {
 	u.mu.Lock()
-	u.unmaps = append(u.unmaps, pendingUnmap{m: m, until: until, next: time.Now().Add(minBackoff), wait: minBackoff})
+	u.unmaps = append(u.unmaps, ps...)
+	var over []pendingUnmap
+	if n := len(u.unmaps) - maxPending; n > 0 {
+		over = slices.Clone(u.unmaps[:n])
+		u.unmaps = slices.Delete(u.unmaps, 0, n)
+	}
 	u.mu.Unlock()
+	for _, p := range over {
+		u.log.Warn("too many deletes waiting for the router above; giving up the oldest (its lease there ends it)", "mapping", p.d.Mapping, "until", p.until)
+		u.done(p)
+	}
 	u.poke()
+}
+
+// done forgets a pending delete's journal record.
+func (u *Manager) done(p pendingUnmap) {
+	if u.core != nil {
+		u.core.UpstreamDeleteDone(p.d)
+	}
+}
+
+// answered reports whether err carries the router above's answer (the
+// request was refused), as opposed to no answer at all, after which the
+// router above may or may not have acted on it.
+func answered(err error) bool {
+	var pe *pcp.ResultError
+	var ne *natpmp.ResultError
+	var ce *igd.ConflictError
+	return errors.As(err, &pe) || errors.As(err, &ne) || errors.As(err, &ce) || upnp.ErrorCode(err) != 0
 }
 
 func (u *Manager) count(op string, err error) {
@@ -510,8 +583,22 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 	if listen {
 		go u.listenAnnouncements(ctx)
 	}
-	// The intents a killed gateway left: deleted upstream once it answers.
+	// The halves a killed gateway left (uncommitted intents, leases not
+	// restored, journaled pending deletes): deleted upstream once it
+	// answers, before every mapping's half is made again.
 	orphans := u.core.UpstreamOrphans()
+	if len(orphans) > 0 {
+		now := time.Now()
+		ps := make([]pendingUnmap, 0, len(orphans))
+		for _, o := range orphans {
+			until := o.Mapping.Upstream.Expires
+			if until.IsZero() {
+				until = now.Add(u.cfg.MaxLifetime)
+			}
+			ps = append(ps, pendingUnmap{d: o, until: until, next: now, wait: minBackoff})
+		}
+		u.enqueue(ps...)
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	nextCheck := time.Time{}
@@ -564,13 +651,11 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 			}
 			u.setState("up", m, pub, nil)
 			if len(orphans) > 0 {
-				u.log.Info("deleting the halves on the router above that the last run asked for but never recorded as granted (it was killed meanwhile)",
+				u.log.Info("deleting the halves on the router above that no mapping here forwards to: asked for but never recorded as granted (the last run was killed meanwhile), of leases not restored, or deletes still pending",
 					"count", len(orphans))
+				u.retryUnmaps(ctx)
+				orphans = nil
 			}
-			for _, o := range orphans {
-				u.Unmap(ctx, o)
-			}
-			orphans = nil
 			u.noticeRestart("start")
 			nextCheck = now.Add(u.cfg.CheckInterval)
 		case !now.Before(nextCheck):
@@ -753,16 +838,19 @@ func (u *Manager) rechain(ctx context.Context, ms []gateway.Mapping, reason stri
 	}
 }
 
+// retryUnmaps sends the pending deletes that are due, each with its key
+// held and only while no mapping here holds that port chained again
+// (Core.UnlessChained); those whose upstream lease is over are dropped.
 func (u *Manager) retryUnmaps(ctx context.Context) {
 	u.mu.Lock()
 	meth := u.m
 	now := time.Now()
-	var due []pendingUnmap
+	var due, gone []pendingUnmap
 	keep := u.unmaps[:0]
 	for _, p := range u.unmaps {
 		switch {
 		case now.After(p.until):
-			// Its upstream lease is over: nothing left to delete.
+			gone = append(gone, p) // its upstream lease is over: nothing left to delete
 		case now.Before(p.next):
 			keep = append(keep, p)
 		default:
@@ -771,24 +859,40 @@ func (u *Manager) retryUnmaps(ctx context.Context) {
 	}
 	u.unmaps = keep
 	u.mu.Unlock()
+	for _, p := range gone {
+		u.done(p)
+	}
+	var again []pendingUnmap
 	for _, p := range due {
+		m := p.d.Mapping
 		var err error
-		if meth != nil && meth.name() == p.m.Upstream.Method {
-			cctx, cancel := context.WithTimeout(ctx, unmapTimeout)
-			err = meth.unmap(cctx, p.m.Protocol, p.m.ExternalPort, p.m.Upstream.Public.Port(), p.m.Upstream.Nonce)
-			cancel()
-			u.count("unmap", err)
-		} else {
-			err = errors.New("the router above now speaks another protocol")
-		}
-		if err == nil {
-			u.log.Info("deleted a mapping on the router above after retrying", "mapping", p.m)
+		ran, cerr := u.core.UnlessChained(ctx, m.Key(), func() {
+			if meth != nil && meth.name() == m.Upstream.Method {
+				err = u.unmapNow(ctx, meth, m)
+			} else {
+				err = errors.New("the router above now speaks another protocol")
+			}
+		})
+		switch {
+		case cerr != nil:
+			err = cerr
+		case !ran:
+			u.log.Debug("a pending delete on the router above is dropped: a mapping here holds the port again, and its half replaced the old one",
+				"mapping", m)
+			u.done(p)
+			continue
+		case err == nil:
+			u.log.Info("deleted a mapping on the router above after retrying", "mapping", m)
+			u.done(p)
 			continue
 		}
 		p.wait = min(2*p.wait, maxBackoff)
 		p.next = time.Now().Add(p.wait)
+		again = append(again, p)
+	}
+	if len(again) > 0 {
 		u.mu.Lock()
-		u.unmaps = append(u.unmaps, p)
+		u.unmaps = append(u.unmaps, again...)
 		u.mu.Unlock()
 	}
 }

@@ -17,6 +17,9 @@ import (
 type fakeMethod struct {
 	mu       sync.Mutex
 	down     bool
+	noUnmap  bool // refuses deletes only (no answer)
+	noReply  bool // makes mappings but its answers are lost
+	byPort   bool // deletes by internal port whatever the nonce (NAT-PMP, UPnP)
 	held     map[gateway.Key][12]byte // internal port -> nonce
 	maps     int
 	unmapped [][12]byte
@@ -44,18 +47,31 @@ func (f *fakeMethod) mapHalf(_ context.Context, r halfRequest) (halfGrant, error
 	}
 	f.maps++
 	f.held[gateway.Key{Protocol: r.proto, ExternalPort: r.internalPort}] = r.nonce
+	if f.noReply {
+		return halfGrant{}, upErr(f, gateway.ErrUpstreamDown, context.DeadlineExceeded)
+	}
 	return halfGrant{public: netip.AddrPortFrom(public, r.want), lifetime: r.lifetime}, nil
 }
 func (f *fakeMethod) unmap(_ context.Context, proto gateway.Protocol, internalPort, _ uint16, nonce [12]byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.down {
-		return upErr(f, gateway.ErrUpstreamDown, errors.New("port closed"))
+	if f.down || f.noUnmap {
+		return upErr(f, gateway.ErrUpstreamDown, errors.New("no answer"))
 	}
-	delete(f.held, gateway.Key{Protocol: proto, ExternalPort: internalPort})
+	k := gateway.Key{Protocol: proto, ExternalPort: internalPort}
+	if n, ok := f.held[k]; ok && n != nonce && !f.byPort {
+		return upErr(f, gateway.ErrUpstreamRefused, errors.New("NOT_AUTHORIZED: nonce mismatch"))
+	}
+	delete(f.held, k)
 	f.unmapped = append(f.unmapped, nonce)
 	return nil
 }
+func (f *fakeMethod) set(fn func(f *fakeMethod)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
 func (f *fakeMethod) count() (int, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -150,8 +166,10 @@ func TestManagerChainsRecreatesAndGoesDown(t *testing.T) {
 	if err := c.Delete(context.Background(), lan, gateway.TCP, 18080, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
-	if u.Status().Pending != 1 {
-		t.Errorf("pending deletes = %d, want 1", u.Status().Pending)
+	// Two: this one, and the refused add's half, whose request got no
+	// answer (the router above may have made it).
+	if u.Status().Pending != 2 {
+		t.Errorf("pending deletes = %d, want 2", u.Status().Pending)
 	}
 	fake.mu.Lock()
 	fake.down = false
@@ -204,5 +222,107 @@ func TestNeededOnlyBehindPrivateOrCGNAT(t *testing.T) {
 		if err := ValidMode(m); err != nil {
 			t.Errorf("ValidMode(%q) = %v", m, err)
 		}
+	}
+}
+
+// pendingDeletes reads the journal in dir (the gateway stopped).
+func pendingDeletes(t *testing.T, dir string) []gateway.UpstreamDelete {
+	t.Helper()
+	st, err := gateway.OpenFileStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ds, err := st.LoadUpstreamDeletes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+// A delete the router above does not take is journaled: a gateway killed
+// while it waits deletes the half after its restart, and the record goes.
+func TestPendingUpstreamDeleteSurvivesARestart(t *testing.T) {
+	dir := t.TempDir()
+	fake := newFake()
+	u, c, _, stop := start(t, fake, dir)
+	waitUntil(t, "up", func() bool { return u.Status().State == "up" })
+	got, err := c.AddAny(context.Background(), lan, mapping(18080))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.set(func(f *fakeMethod) { f.noUnmap = true })
+	if err := c.Delete(context.Background(), lan, gateway.TCP, 18080, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if u.Status().Pending != 1 {
+		t.Fatalf("pending deletes = %d, want 1", u.Status().Pending)
+	}
+	stop() // the pending delete is in memory only in this run: as kill -9 leaves it
+	ds := pendingDeletes(t, dir)
+	if len(ds) != 1 || ds[0].Mapping.Half().Nonce != got.Upstream.Nonce || ds[0].Mapping.Key() != got.Key() {
+		t.Fatalf("journaled pending deletes = %+v, want the half of %v with its nonce", ds, got)
+	}
+
+	fake.set(func(f *fakeMethod) { f.noUnmap = false })
+	u, c, _, stop = start(t, fake, dir)
+	waitUntil(t, "the half deleted after the restart", func() bool { _, n := fake.count(); return n == 0 && u.Status().Pending == 0 })
+	if len(fake.unmapped) != 1 || fake.unmapped[0] != got.Upstream.Nonce {
+		t.Errorf("deleted with nonces %x, want the half's", fake.unmapped)
+	}
+	if c.Len() != 0 {
+		t.Errorf("the deleted mapping came back: %d mappings", c.Len())
+	}
+	stop()
+	if ds := pendingDeletes(t, dir); len(ds) != 0 {
+		t.Errorf("the done delete is still journaled: %+v", ds)
+	}
+}
+
+// A pending delete of a port that a client mapped again meanwhile must not
+// take the new mapping's half: a router above that names mappings by
+// internal port (NAT-PMP, UPnP) would delete the new one in its place.
+func TestPendingUpstreamDeleteSparesAPortMappedAgain(t *testing.T) {
+	fake := newFake()
+	fake.byPort = true
+	u, c, _, stop := start(t, fake, t.TempDir())
+	defer stop()
+	waitUntil(t, "up", func() bool { return u.Status().State == "up" })
+	if _, err := c.AddAny(context.Background(), lan, mapping(18080)); err != nil {
+		t.Fatal(err)
+	}
+	fake.set(func(f *fakeMethod) { f.noUnmap = true })
+	if err := c.Delete(context.Background(), lan, gateway.TCP, 18080, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.AddAny(context.Background(), lan, mapping(18080))
+	if err != nil || again.ExternalPort != 18080 {
+		t.Fatalf("mapping the port again = %v, %v", again, err)
+	}
+	fake.set(func(f *fakeMethod) { f.noUnmap = false })
+	waitUntil(t, "the pending delete settled", func() bool { return u.Status().Pending == 0 })
+	if _, n := fake.count(); n != 1 {
+		t.Errorf("the router above holds %d halves, want the new mapping's", n)
+	}
+}
+
+// A new half whose answer never came may exist upstream: it is deleted,
+// since no mapping here forwards to it.
+func TestUnansweredNewHalfIsDeleted(t *testing.T) {
+	fake := newFake()
+	u, c, _, stop := start(t, fake, t.TempDir())
+	defer stop()
+	waitUntil(t, "up", func() bool { return u.Status().State == "up" })
+	fake.set(func(f *fakeMethod) { f.noReply = true })
+	if _, err := c.AddAny(context.Background(), lan, mapping(18080)); !errors.Is(err, gateway.ErrUpstreamDown) {
+		t.Fatalf("AddAny with the answer lost = %v, want ErrUpstreamDown", err)
+	}
+	if _, n := fake.count(); n != 1 {
+		t.Fatalf("the fake holds %d halves, want the one whose answer was lost", n)
+	}
+	fake.set(func(f *fakeMethod) { f.noReply = false })
+	waitUntil(t, "the unanswered half deleted", func() bool { _, n := fake.count(); return n == 0 && u.Status().Pending == 0 })
+	if c.Len() != 0 {
+		t.Errorf("a refused add left %d mappings", c.Len())
 	}
 }
