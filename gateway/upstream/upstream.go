@@ -36,8 +36,8 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
-	"github.com/portfwd/portfwd/internal/addrclass"
 	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/internal/addrclass"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"

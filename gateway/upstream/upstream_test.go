@@ -17,9 +17,9 @@ import (
 type fakeMethod struct {
 	mu       sync.Mutex
 	down     bool
-	noUnmap  bool // refuses deletes only (no answer)
-	noReply  bool // makes mappings but its answers are lost
-	byPort   bool // deletes by internal port whatever the nonce (NAT-PMP, UPnP)
+	noUnmap  bool                     // refuses deletes only (no answer)
+	noReply  bool                     // makes mappings but its answers are lost
+	byPort   bool                     // deletes by internal port whatever the nonce (NAT-PMP, UPnP)
 	held     map[gateway.Key][12]byte // internal port -> nonce
 	maps     int
 	unmapped [][12]byte
