@@ -174,7 +174,12 @@ func (c *Core) chain(ctx context.Context, m *Mapping, prev Mapping, hadPrev, exa
 			c.clampToHalf(m)
 			return nil
 		}
-		got, err := c.up.Map(ctx, *m, *prev.Upstream, true)
+		// Not exact: the half exists, and if the router above lost it and
+		// gave its port away meanwhile, it moves, as at a renewal
+		// (Rechain); failing here would leave the mapping with a half
+		// that no longer exists above (and an exact request whose grant
+		// differs is given back, deleting the half).
+		got, err := c.up.Map(ctx, *m, *prev.Upstream, false)
 		if err != nil {
 			return err
 		}

@@ -370,3 +370,28 @@ func TestFileStoreKeepsPendingUpstreamDeletes(t *testing.T) {
 		t.Errorf("done deletes still pending: %+v", ds)
 	}
 }
+
+// A client's refresh that outlives the half renews it upstream. If the
+// router above lost the half and another holder took its port meanwhile,
+// the half moves to the port the router above grants (as a renewal does)
+// rather than failing: refusing the refresh would leave the mapping here
+// with a half that no longer exists above.
+func TestRefreshThatRenewsAHalfWhosePortWasTakenMovesIt(t *testing.T) {
+	up := newFakeUpstream()
+	c, _ := newChainedCore(t, nil, up)
+	ctx := context.Background()
+	m := tcp(18080, "10.77.0.2", 8080)
+	m.Expires = t0.Add(30 * time.Minute)
+	if _, err := c.Add(ctx, upnp("10.77.0.2"), m); err != nil {
+		t.Fatal(err)
+	}
+	up.taken[18080] = true // lost above, and taken by someone else
+	m.Expires = t0.Add(2 * time.Hour)
+	got, err := c.Add(ctx, upnp("10.77.0.2"), m)
+	if err != nil {
+		t.Fatalf("refresh = %v, want the half renewed on another port", err)
+	}
+	if got.PublicPort() != 18081 || up.held[got.Key()].Public.Port() != 18081 {
+		t.Errorf("after the refresh the public port is %d, the router above holds %+v; want 18081 on both", got.PublicPort(), up.held[got.Key()])
+	}
+}

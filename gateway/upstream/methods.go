@@ -46,6 +46,27 @@ type halfGrant struct {
 	lost     bool          // the answer shows the router above lost its state
 }
 
+// errGivenBack marks the refusal of an exact request whose other grant was
+// deleted again at once: nothing is left above to delete later.
+var errGivenBack = errors.New("given back")
+
+// notGivenBackError is the refusal of an exact request whose other grant
+// could not be deleted again: the router above may still hold it.
+type notGivenBackError struct{ err error }
+
+func (e *notGivenBackError) Error() string { return "giving it back failed: " + e.err.Error() }
+func (e *notGivenBackError) Unwrap() error { return e.err }
+
+// givenBack describes an exact request granted another port; delErr is
+// how giving it back went.
+func givenBack(delErr error, want, got uint16) error {
+	err := fmt.Errorf("asked for port %d, granted %d", want, got)
+	if delErr == nil {
+		return fmt.Errorf("%w (%w)", err, errGivenBack)
+	}
+	return fmt.Errorf("%w; %w", err, &notGivenBackError{delErr})
+}
+
 // upErr wraps a method's error with its kind and server.
 func upErr(m method, kind, err error) error {
 	return &gateway.UpstreamError{Kind: kind, Server: m.server() + " (" + m.name() + ")", Err: err}
@@ -141,8 +162,8 @@ func (p *pcpMethod) mapHalf(ctx context.Context, r halfRequest) (halfGrant, erro
 	}
 	if r.exact && res.ExternalPort != r.want {
 		// A server that ignores PREFER_FAILURE: give the port back.
-		_ = p.c.Delete(ctx, proto, r.internalPort, pcp.Nonce(r.nonce))
-		return halfGrant{}, upErr(p, gateway.ErrUpstreamConflict, fmt.Errorf("asked for port %d, granted %d", r.want, res.ExternalPort))
+		err := p.c.Delete(ctx, proto, r.internalPort, pcp.Nonce(r.nonce))
+		return halfGrant{}, upErr(p, gateway.ErrUpstreamConflict, givenBack(err, r.want, res.ExternalPort))
 	}
 	return halfGrant{public: netip.AddrPortFrom(res.ExternalAddr.Unmap(), res.ExternalPort), lifetime: res.Lifetime, lost: res.Rebooted}, nil
 }
@@ -218,8 +239,8 @@ func (n *natpmpMethod) mapHalf(ctx context.Context, r halfRequest) (halfGrant, e
 		return halfGrant{}, n.classify(err)
 	}
 	if r.exact && res.ExternalPort != r.want {
-		_ = n.c.Unmap(ctx, proto, r.internalPort)
-		return halfGrant{}, upErr(n, gateway.ErrUpstreamConflict, fmt.Errorf("asked for port %d, granted %d", r.want, res.ExternalPort))
+		err := n.c.Unmap(ctx, proto, r.internalPort)
+		return halfGrant{}, upErr(n, gateway.ErrUpstreamConflict, givenBack(err, r.want, res.ExternalPort))
 	}
 	n.mu.Lock()
 	pub := n.pub

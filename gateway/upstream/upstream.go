@@ -370,12 +370,20 @@ func (u *Manager) done(p pendingUnmap) {
 }
 
 // answered reports whether err carries the router above's answer (the
-// request was refused), as opposed to no answer at all, after which the
-// router above may or may not have acted on it.
+// request was refused, nothing made), as opposed to no answer at all or a
+// grant it could not give back, after which the router above may hold the
+// half.
 func answered(err error) bool {
 	var pe *pcp.ResultError
 	var ne *natpmp.ResultError
 	var ce *igd.ConflictError
+	var ng *notGivenBackError
+	switch {
+	case errors.As(err, &ng):
+		return false // the router above may still hold the other grant
+	case errors.Is(err, errGivenBack):
+		return true
+	}
 	return errors.As(err, &pe) || errors.As(err, &ne) || errors.As(err, &ce) || upnp.ErrorCode(err) != 0
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/natpmp"
+	"github.com/portfwd/portfwd/pcp"
 )
 
 // fakeMethod is a router above in memory: it holds mappings by protocol
@@ -324,5 +326,25 @@ func TestUnansweredNewHalfIsDeleted(t *testing.T) {
 	waitUntil(t, "the unanswered half deleted", func() bool { _, n := fake.count(); return n == 0 && u.Status().Pending == 0 })
 	if c.Len() != 0 {
 		t.Errorf("a refused add left %d mappings", c.Len())
+	}
+}
+
+func TestAnsweredTellsARefusalFromNoAnswer(t *testing.T) {
+	p := newFake()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"PCP result", upErr(p, gateway.ErrUpstreamExhausted, &pcp.ResultError{Code: pcp.ResultNoResources}), true},
+		{"NAT-PMP result", upErr(p, gateway.ErrUpstreamRefused, &natpmp.ResultError{Code: natpmp.NotAuthorized}), true},
+		{"timeout", upErr(p, gateway.ErrUpstreamDown, context.DeadlineExceeded), false},
+		{"other port, given back", upErr(p, gateway.ErrUpstreamConflict, givenBack(nil, 18080, 18081)), true},
+		{"other port, giving back failed", upErr(p, gateway.ErrUpstreamConflict,
+			givenBack(&pcp.ResultError{Code: pcp.ResultNetworkFailure}, 18080, 18081)), false},
+	} {
+		if got := answered(tc.err); got != tc.want {
+			t.Errorf("%s: answered(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }
