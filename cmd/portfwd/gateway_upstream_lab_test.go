@@ -30,8 +30,14 @@ import (
 // and waits until it chains to the ISP.
 func doubleGateway(t *testing.T, d *natlab.Double, extra ...string) *labGateway {
 	t.Helper()
+	return doubleGatewayConf(t, d, gatewayConfig, extra...)
+}
+
+// doubleGatewayConf is doubleGateway with the configuration file's text.
+func doubleGatewayConf(t *testing.T, d *natlab.Double, text string, extra ...string) *labGateway {
+	t.Helper()
 	conf := filepath.Join(d.RunDir, "gateway.toml")
-	if err := os.WriteFile(conf, []byte(gatewayConfig), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	g := &labGateway{l: d.Lab, stateDir: filepath.Join(d.RunDir, "gw"), args: append([]string{"gateway", "--config", conf,
@@ -380,5 +386,42 @@ func TestLabGatewayKill9WithChainedAddsInFlight(t *testing.T) {
 	if len(isp) != home {
 		t.Errorf("after kill -9 and restart the ISP holds %d mappings for this router, the gateway %d: leaked or lost halves", len(isp), home)
 	}
+	g.stop(t)
+}
+
+// TestLabGatewayNoticesAUPnPOnlyRouterAboveRestarting: the ISP's miniupnpd
+// speaks UPnP only (no NAT-PMP/PCP, so no ANNOUNCE) and restarts with its
+// state lost. The gateway hears its SSDP NOTIFY with a new BOOTID.UPNP.ORG
+// on the external interface and makes the half again at once: the check
+// interval is ten minutes, so nothing else can explain it.
+func TestLabGatewayNoticesAUPnPOnlyRouterAboveRestarting(t *testing.T) {
+	natlab.Require(t, "upnpc")
+	d := natlab.StartDouble(t, natlab.DoubleOptions{ISPConf: func(c *natlab.Conf) { c.EnableNATPMP = false }})
+	g := doubleGatewayConf(t, d, "upstream_check_interval = \"10m\"\n"+gatewayConfig)
+	contains(t, "gateway log", g.proc.Output(), "method=upnp")
+	d.ServeTCP(t, natlab.HostLAN, ap(d.LANIP, 8080), "lan-8080")
+	desc := fmt.Sprintf("http://%s:5000/rootDesc.xml", d.RouterLANIP)
+	lanRun(t, d.Lab, "upnpc", "-i", "-u", desc, "-a", d.LANIP.String(), "8080", "18080", "TCP", "3600")
+	if got, reached := reachPublic(t, d, 18080, mustWork); !reached || got != "lan-8080" {
+		t.Fatalf("before the restart: %q (reached %v)", got, reached)
+	}
+
+	d.RestartISP(t)
+	back := time.Now()
+	want := "TCP 18080->" + d.RouterWANIP.String() + ":18080"
+	if !waitFor(5*time.Second, func() bool { return hasMapping(d.ISPMappings(t), want) }) {
+		t.Fatalf("the restarted ISP never got the half back (ISP holds %v); gateway log:\n%s", d.ISPMappings(t), tailOf(g.proc.Output(), 3000))
+	}
+	after := time.Since(back)
+	if got, reached := reachPublic(t, d, 18080, mustWork); !reached || got != "lan-8080" {
+		t.Fatalf("after the restart: %q (reached %v)", got, reached)
+	}
+	out := g.proc.Output()
+	contains(t, "gateway log", out, "SSDP BOOTID.UPNP.ORG changed")
+	took := regexp.MustCompile(`halves on the router above again" reason=restart count=\d+ failed=0 public_changed=\d+ took=(\S+)`).FindStringSubmatch(out)
+	if took == nil {
+		t.Fatalf("no re-creation after the restart in the gateway log:\n%s", tailOf(out, 3000))
+	}
+	t.Logf("timing: half back on the ISP %v after its miniupnpd enabled forwarding; re-creation took %s after the NOTIFY", after.Round(time.Millisecond), took[1])
 	g.stop(t)
 }

@@ -35,6 +35,15 @@ type upnpMethod struct {
 	c      *igd.Client
 	uptime time.Duration
 	seen   time.Time
+	bootID int // BOOTID.UPNP.ORG of the search answer, 0 if none
+}
+
+// searchBootID returns the BOOTID.UPNP.ORG the router above's search
+// answer carried, 0 if none.
+func (p *upnpMethod) searchBootID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bootID
 }
 
 func newUPnP(gw, local netip.Addr, iface, url string, log *slog.Logger) *upnpMethod {
@@ -86,6 +95,9 @@ func (p *upnpMethod) client(ctx context.Context) (*igd.Client, error) {
 					return true
 				}
 				found = r.Location
+				p.mu.Lock()
+				p.bootID = r.BootID
+				p.mu.Unlock()
 				return false
 			})
 		if found == "" {

@@ -153,6 +153,8 @@ type Manager struct {
 	nextTry   time.Time
 	backoff   time.Duration
 	recreate  string // a reason to re-make every half, "" when none
+	checkSoon bool   // probe the router above at once (checkNow)
+	bootID    int    // the router above's last BOOTID.UPNP.ORG, 0 if none seen
 	unmaps    []pendingUnmap
 	requests  map[string]uint64
 	recreated map[string]uint64
@@ -590,6 +592,7 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 	}
 	if listen {
 		go u.listenAnnouncements(ctx)
+		go u.listenNotify(ctx)
 	}
 	// The halves a killed gateway left (uncommitted intents, leases not
 	// restored, journaled pending deletes): deleted upstream once it
@@ -620,6 +623,10 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 		now := time.Now()
 		u.mu.Lock()
 		meth, state, nextTry := u.m, u.state, u.nextTry
+		if u.checkSoon {
+			u.checkSoon = false
+			nextCheck = now
+		}
 		u.mu.Unlock()
 
 		switch {

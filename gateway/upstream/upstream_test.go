@@ -348,3 +348,28 @@ func TestAnsweredTellsARefusalFromNoAnswer(t *testing.T) {
 		}
 	}
 }
+
+// A router above that speaks only UPnP has no epoch: its SSDP NOTIFY with
+// another BOOTID.UPNP.ORG is what says it restarted, and every half is
+// made again at once.
+func TestChangedBootIDRemakesEveryHalf(t *testing.T) {
+	fake := newFake()
+	u, c, _, stop := start(t, fake, t.TempDir())
+	defer stop()
+	waitUntil(t, "up", func() bool { return u.Status().State == "up" })
+	if _, err := c.AddAny(context.Background(), lan, mapping(18080)); err != nil {
+		t.Fatal(err)
+	}
+	gw := netip.MustParseAddr("100.64.0.1")
+	u.noticeBootID(1700000000, gw) // the first one seen: a check, nothing lost
+	u.noticeBootID(1700000000, gw) // the periodic repeat
+	fake.set(func(f *fakeMethod) { f.held = map[gateway.Key][12]byte{} })
+	if n := u.Status().Recreated["restart"]; n != 0 {
+		t.Fatalf("re-made %d halves on an unchanged BOOTID", n)
+	}
+	u.noticeBootID(1700000042, gw)
+	waitUntil(t, "the half made again", func() bool { _, n := fake.count(); return n == 1 })
+	if n := u.Status().Recreated["restart"]; n != 1 {
+		t.Errorf("recreated = %v, want 1 for restart", u.Status().Recreated)
+	}
+}
