@@ -143,6 +143,8 @@ type Manager struct {
 	// methodsFor returns the protocols to try with the router above at
 	// gw; tests replace it.
 	methodsFor func(gw netip.Addr) []method
+	// stickFor is stickFor; tests shorten it.
+	stickFor time.Duration
 
 	mu        sync.Mutex
 	m         method // nil until discovered
@@ -158,6 +160,17 @@ type Manager struct {
 	unmaps    []pendingUnmap
 	requests  map[string]uint64
 	recreated map[string]uint64
+	// former is the protocol the router above spoke before it switched
+	// (see Map), with whether it still answers; nil when none.
+	former   *formerMethod
+	formerMu sync.Mutex // held while former is checked
+}
+
+// formerMethod is a protocol the router above no longer is spoken to in.
+type formerMethod struct {
+	m       method
+	checked time.Time
+	alive   bool
 }
 
 // pendingUnmap is a half to delete from the router above that it did not
@@ -194,6 +207,7 @@ func New(cfg Config) *Manager {
 	u := &Manager{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), state: st,
 		requests: map[string]uint64{}, recreated: map[string]uint64{}}
 	u.methodsFor = u.candidates
+	u.stickFor = stickFor
 	return u
 }
 
@@ -240,7 +254,23 @@ func (u *Manager) Map(ctx context.Context, m gateway.Mapping, h gateway.Upstream
 		if meth == nil {
 			return h, &gateway.UpstreamError{Kind: gateway.ErrUpstreamDown, Server: "none", Err: errors.New("no router above answers")}
 		}
-		h = gateway.UpstreamHalf{Method: meth.name(), Nonce: pcp.NewNonce(), Public: h.Public}
+		if h.Method != "" && h.Public.IsValid() {
+			// Its half may still be held above under the old protocol:
+			// deleted first, in that protocol, while it still answers.
+			// After the new half is made it could not be: a router
+			// above with one mapping table (miniupnpd) would delete the
+			// new one, which has the same internal port.
+			u.unmapFormer(ctx, m)
+		}
+		// The nonce is kept (every half has one, whatever its protocol):
+		// this new half is not journaled before it is asked for, and a
+		// gateway killed before recording it asks again with the same
+		// nonce, which a PCP server takes as the same mapping.
+		nonce := h.Nonce
+		if nonce == ([12]byte{}) {
+			nonce = pcp.NewNonce()
+		}
+		h = gateway.UpstreamHalf{Method: meth.name(), Nonce: nonce, Public: h.Public}
 		fresh = true
 	}
 	if state == "down" {
@@ -322,6 +352,80 @@ func (u *Manager) Unmap(ctx context.Context, m gateway.Mapping) {
 		until = time.Now().Add(u.cfg.MaxLifetime)
 	}
 	u.queueUnmap(m, until)
+}
+
+// formerRecheck is how long a former protocol's answering, or not, is
+// trusted before it is asked again.
+const formerRecheck = 30 * time.Second
+
+// unmapFormer deletes m's half, made in a protocol the router above is no
+// longer spoken to in, in that protocol, if the router above still
+// answers it (asked once per formerRecheck, so that a switch from a dead
+// protocol costs one probe, not one timeout per half). If it does not, the
+// half is left: the new one asks for the same public port, which on a
+// router above with one mapping table replaces it, and otherwise it ends
+// with its lease there (at most MaxLifetime after its last renewal).
+func (u *Manager) unmapFormer(ctx context.Context, m gateway.Mapping) {
+	old := m.Upstream.Method
+	f, ok := u.formerFor(ctx, old)
+	if !ok {
+		return
+	}
+	if err := u.unmapNow(ctx, f, m); err != nil {
+		u.log.Warn("could not delete a half in the protocol it was made in before making it in the new one", "mapping", m, "old", old, "err", err)
+		return
+	}
+	u.log.Info("deleted a half in the protocol it was made in; making it in the new one", "mapping", m, "old", old)
+}
+
+// formerFor returns the method for protocol name, which the router above
+// is no longer spoken to in, and whether it still answers it.
+func (u *Manager) formerFor(ctx context.Context, name string) (method, bool) {
+	u.formerMu.Lock()
+	defer u.formerMu.Unlock()
+	f := u.former
+	if f != nil && f.m.name() == name && time.Since(f.checked) <= formerRecheck {
+		return f.m, f.alive
+	}
+	f = &formerMethod{checked: time.Now()}
+	var err error
+	if gw, gerr := u.gatewayAddr(); gerr == nil {
+		for _, c := range u.methodsFor(gw) {
+			if c.name() == name {
+				f.m = c
+			}
+		}
+	}
+	if f.m != nil {
+		pctx, cancel := context.WithTimeout(ctx, unmapTimeout)
+		_, _, err = f.m.probe(pctx)
+		cancel()
+		f.alive = err == nil
+	} else {
+		f.m, err = &unnamed{n: name}, errors.New("not an allowed protocol any more")
+	}
+	if !f.alive {
+		u.log.Warn("the router above no longer answers the protocol some halves were made in; they are made again in the new one, asking for the same public ports (a router above with one mapping table replaces them), or end with their leases there",
+			"old", name, "err", err)
+	}
+	u.former = f
+	return f.m, f.alive
+}
+
+// unnamed stands for a former protocol that may not be spoken (not
+// allowed any more); it is never asked.
+type unnamed struct{ n string }
+
+func (x *unnamed) name() string   { return x.n }
+func (x *unnamed) server() string { return "" }
+func (x *unnamed) probe(context.Context) (netip.Addr, bool, error) {
+	return netip.Addr{}, false, errors.New("not allowed")
+}
+func (x *unnamed) mapHalf(context.Context, halfRequest) (halfGrant, error) {
+	return halfGrant{}, errors.New("not allowed")
+}
+func (x *unnamed) unmap(context.Context, gateway.Protocol, uint16, uint16, [12]byte) error {
+	return errors.New("not allowed")
 }
 
 // unmapNow sends the delete of m's half.
@@ -647,7 +751,7 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 				pub netip.Addr
 				err error
 			)
-			if meth != nil && now.Sub(u.Status().Since) < stickFor {
+			if meth != nil && now.Sub(u.Status().Since) < u.stickFor {
 				// The router above that stopped answering is asked
 				// again in the same protocol: a restarting miniupnpd
 				// serves UPnP before PCP and NAT-PMP, and switching
@@ -882,10 +986,17 @@ func (u *Manager) retryUnmaps(ctx context.Context) {
 		m := p.d.Mapping
 		var err error
 		ran, cerr := u.core.UnlessChained(ctx, m.Key(), func() {
-			if meth != nil && meth.name() == m.Upstream.Method {
+			switch {
+			case meth != nil && meth.name() == m.Upstream.Method:
 				err = u.unmapNow(ctx, meth, m)
-			} else {
-				err = errors.New("the router above now speaks another protocol")
+			case meth != nil:
+				if f, ok := u.formerFor(ctx, m.Upstream.Method); ok {
+					err = u.unmapNow(ctx, f, m)
+				} else {
+					err = errors.New("the router above no longer answers " + m.Upstream.Method)
+				}
+			default:
+				err = errors.New("no router above answers")
 			}
 		})
 		switch {

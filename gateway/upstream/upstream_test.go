@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ type fakeMethod struct {
 	noUnmap  bool                     // refuses deletes only (no answer)
 	noReply  bool                     // makes mappings but its answers are lost
 	byPort   bool                     // deletes by internal port whatever the nonce (NAT-PMP, UPnP)
+	nm       string                   // its protocol's name; "" is "pcp"
 	held     map[gateway.Key][12]byte // internal port -> nonce
 	maps     int
 	unmapped [][12]byte
@@ -31,7 +33,12 @@ func newFake() *fakeMethod { return &fakeMethod{held: map[gateway.Key][12]byte{}
 
 var public = netip.MustParseAddr("203.0.113.1")
 
-func (f *fakeMethod) name() string   { return "pcp" }
+func (f *fakeMethod) name() string {
+	if f.nm != "" {
+		return f.nm
+	}
+	return "pcp"
+}
 func (f *fakeMethod) server() string { return "100.64.0.1:5351" }
 func (f *fakeMethod) probe(context.Context) (netip.Addr, bool, error) {
 	f.mu.Lock()
@@ -83,12 +90,23 @@ func (f *fakeMethod) count() (int, int) {
 // start runs a Manager over fake on a Core with a FileStore in dir.
 func start(t *testing.T, fake *fakeMethod, dir string) (*Manager, *gateway.Core, *[]netip.Addr, func()) {
 	t.Helper()
+	return startWith(t, func() []method { return []method{fake} }, 0, dir)
+}
+
+// startWith is start with the methods the router above answers in, asked
+// anew at each discovery, and how long a router above that stopped
+// answering is asked in its old protocol first (0: the default).
+func startWith(t *testing.T, methods func() []method, stick time.Duration, dir string) (*Manager, *gateway.Core, *[]netip.Addr, func()) {
+	t.Helper()
 	var mu sync.Mutex
 	var told []netip.Addr
 	u := New(Config{Mode: ModeAuto, Interface: "wan0", Gateway: netip.MustParseAddr("100.64.0.1"),
 		LocalAddr: func() netip.Addr { return netip.MustParseAddr("100.64.0.2") },
 		OnPublic:  func(a netip.Addr) { mu.Lock(); told = append(told, a); mu.Unlock() }})
-	u.methodsFor = func(netip.Addr) []method { return []method{fake} }
+	u.methodsFor = func(netip.Addr) []method { return methods() }
+	if stick > 0 {
+		u.stickFor = stick
+	}
 	st, err := gateway.OpenFileStore(dir, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -371,5 +389,43 @@ func TestChangedBootIDRemakesEveryHalf(t *testing.T) {
 	waitUntil(t, "the half made again", func() bool { _, n := fake.count(); return n == 1 })
 	if n := u.Status().Recreated["restart"]; n != 1 {
 		t.Errorf("recreated = %v, want 1 for restart", u.Status().Recreated)
+	}
+}
+
+// A router above that comes back speaking another protocol: each half made
+// in the old one is deleted in it (while the router above still answers
+// it) before it is made in the new one, not left to expire there.
+func TestProtocolSwitchDeletesTheOldHalvesFirst(t *testing.T) {
+	for _, oldAnswers := range []bool{true, false} {
+		natpmpOld, pcpNew := newFake(), newFake()
+		natpmpOld.nm = "natpmp"
+		var mu sync.Mutex
+		list := []method{natpmpOld}
+		u, c, _, stop := startWith(t, func() []method { mu.Lock(); defer mu.Unlock(); return slices.Clone(list) }, time.Millisecond, t.TempDir())
+		waitUntil(t, "up", func() bool { return u.Status().State == "up" })
+		got, err := c.AddAny(context.Background(), lan, mapping(18080))
+		if err != nil || got.Half().Method != "natpmp" {
+			t.Fatalf("AddAny = %+v, %v", got.Half(), err)
+		}
+		natpmpOld.set(func(f *fakeMethod) { f.down = true })
+		u.checkNow()
+		waitUntil(t, "down", func() bool { return u.Status().State == "down" })
+		mu.Lock()
+		list = []method{pcpNew, natpmpOld}
+		mu.Unlock()
+		natpmpOld.set(func(f *fakeMethod) { f.down = !oldAnswers })
+		waitUntil(t, "the half made in the new protocol", func() bool { _, n := pcpNew.count(); return n == 1 })
+		back, err := c.Get(gateway.Requester{Source: gateway.SourceAdmin}, gateway.TCP, 18080, netip.Addr{})
+		if err != nil || back.Half().Method != "pcp" {
+			t.Fatalf("after the switch: %+v, %v", back.Half(), err)
+		}
+		_, n := natpmpOld.count()
+		switch {
+		case oldAnswers && n != 0:
+			t.Errorf("the router above still answers NAT-PMP, but the old half was not deleted in it")
+		case !oldAnswers && n != 1:
+			t.Errorf("old protocol dead: %d old halves, want the one left to its lease", n)
+		}
+		stop()
 	}
 }
