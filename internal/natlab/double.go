@@ -1,10 +1,6 @@
 package natlab
 
 import (
-	"bytes"
-	"context"
-	"crypto/rand"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // Double is a two-level NAT lab (carrier-grade NAT, or a home router
@@ -66,47 +64,17 @@ func StartDouble(t testing.TB, opts DoubleOptions) *Double {
 	if os.Geteuid() != 0 {
 		unavailable(t, "the NAT lab needs root (network namespaces, nftables); run the tests as root, e.g. through scripts/test.sh")
 	}
-	paths := programs(t, "ip", "nft", "miniupnpd", "sh", "mount")
-	l := &Lab{
-		opts:        Options{Router: RouterNone},
-		ip:          paths["ip"],
-		nft:         paths["nft"],
-		ns:          map[string]*os.File{},
-		LANIP:       netip.MustParseAddr("10.77.0.2"),
-		RouterLANIP: netip.MustParseAddr("10.77.0.1"),
-		LANPrefix:   netip.MustParsePrefix("10.77.0.0/24"),
-		RouterWANIP: netip.MustParseAddr("100.64.0.2"),
-		WANIP:       netip.MustParseAddr("203.0.113.2"),
-		WANIP2:      netip.MustParseAddr("203.0.113.3"),
-		WANPrefix:   netip.MustParsePrefix("203.0.113.0/24"),
-	}
+	paths := testenv.Programs(t, "ip", "nft", "miniupnpd", "sh", "mount")
+	l := newLab(Options{Router: RouterNone}, paths)
+	l.RouterWANIP = netip.MustParseAddr("100.64.0.2") // on the CGNAT segment
 	d := &Double{Lab: l,
 		ISPInsideIP:  netip.MustParseAddr("100.64.0.1"),
 		ISPOutsideIP: netip.MustParseAddr("203.0.113.1"),
 		CGNATPrefix:  netip.MustParsePrefix("100.64.0.0/24"),
 	}
-	prefix := opts.Prefix
-	if prefix == "" {
-		var err error
-		if prefix, err = freePrefix(t.Name()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l.LAN, l.Router, l.ISP, l.WAN = prefix+"-lan", prefix+"-rtr", prefix+"-isp", prefix+"-wan"
-	dir, err := os.MkdirTemp("", "natlab-"+prefix+"-")
-	if err != nil {
-		t.Fatalf("natlab: %v", err)
-	}
-	l.RunDir = dir
-	l.spawn = newSpawner()
-	t.Cleanup(func() { l.teardown(t) })
-
-	if err := d.createNamespaces(); err != nil {
-		if errors.Is(err, errNoNetns) {
-			unavailable(t, "%v", err)
-		}
-		t.Fatal(err)
-	}
+	prefix := l.prepare(t, opts.Prefix)
+	l.ISP = prefix + "-isp"
+	d.build(t, d.topology())
 	if err := d.configure(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,132 +91,12 @@ func StartDouble(t testing.TB, opts DoubleOptions) *Double {
 	return d
 }
 
-// programs checks that the named programs exist (skipping or failing t as
-// Require does) and returns their paths.
-func programs(t testing.TB, names ...string) map[string]string {
-	t.Helper()
-	Require(t, names...)
-	out := map[string]string{}
-	for _, n := range names {
-		out[n] = (&Lab{}).mustTool(n)
-	}
-	return out
-}
-
-func (d *Double) createNamespaces() error {
-	l := d.Lab
-	names := []string{l.LAN, l.Router, l.ISP, l.WAN}
-	for _, ns := range names {
-		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err == nil {
-			return fmt.Errorf("natlab: namespace %s already exists; give the lab another prefix (or delete a stale one with `ip netns del %s`)", ns, ns)
-		}
-	}
-	err := l.ipBatch("",
-		"netns add "+l.LAN,
-		"netns add "+l.Router,
-		"netns add "+l.ISP,
-		"netns add "+l.WAN,
-		fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", HostIf, l.LAN, RouterLANIf, l.Router),
-		fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", RouterWANIf, l.Router, RouterLANIf, l.ISP),
-		fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", RouterWANIf, l.ISP, HostIf, l.WAN),
-	)
-	for _, ns := range names {
-		if _, serr := os.Stat(filepath.Join(netnsDir, ns)); serr == nil {
-			l.created = append(l.created, ns)
-		}
-	}
-	if err != nil {
-		if strings.Contains(err.Error(), "Operation not permitted") || strings.Contains(err.Error(), "Permission denied") {
-			return fmt.Errorf("%w: %v", errNoNetns, err)
-		}
-		return fmt.Errorf("natlab: creating the lab's namespaces: %w", err)
-	}
-	return nil
-}
-
 func (d *Double) configure() error {
-	l := d.Lab
-	common := map[string]string{
-		"net/ipv6/conf/all/disable_ipv6":     "1",
-		"net/ipv6/conf/default/disable_ipv6": "1",
-		"net/ipv4/conf/*/rp_filter":          "0",
+	tp := d.topology()
+	if err := d.configureTopology(tp, baseSysctls()); err != nil {
+		return err
 	}
-	for _, h := range []string{HostLAN, HostRouter, HostISP, HostWAN} {
-		f, err := l.nsFile(h)
-		if err != nil {
-			return err
-		}
-		kv := map[string]string{}
-		for k, v := range common {
-			kv[k] = v
-		}
-		if h == HostRouter || h == HostISP {
-			kv["net/ipv4/ip_forward"] = "1"
-		}
-		if err := sysctl(f, kv); err != nil {
-			return err
-		}
-	}
-	pfx := func(a netip.Addr, p netip.Prefix) string { return netip.PrefixFrom(a, p.Bits()).String() }
-	steps := []struct {
-		ns    string
-		lines []string
-	}{
-		{l.LAN, []string{
-			"link set lo up",
-			"addr add " + pfx(l.LANIP, l.LANPrefix) + " dev " + HostIf,
-			"link set " + HostIf + " up",
-			"route add default via " + l.RouterLANIP.String() + " dev " + HostIf,
-			"route add 224.0.0.0/4 dev " + HostIf,
-		}},
-		{l.Router, []string{
-			"link set lo up",
-			"addr add " + pfx(l.RouterLANIP, l.LANPrefix) + " dev " + RouterLANIf,
-			"addr add " + pfx(l.RouterWANIP, d.CGNATPrefix) + " dev " + RouterWANIf,
-			"link set " + RouterLANIf + " up",
-			"link set " + RouterWANIf + " up",
-			// Multicast goes to the LAN unless a program chooses (D1).
-			"route add 224.0.0.0/4 dev " + RouterLANIf,
-			"route add default via " + d.ISPInsideIP.String() + " dev " + RouterWANIf,
-		}},
-		{l.ISP, []string{
-			"link set lo up",
-			"addr add " + pfx(d.ISPInsideIP, d.CGNATPrefix) + " dev " + RouterLANIf,
-			"addr add " + pfx(d.ISPOutsideIP, l.WANPrefix) + " dev " + RouterWANIf,
-			"link set " + RouterLANIf + " up",
-			"link set " + RouterWANIf + " up",
-			"route add 224.0.0.0/4 dev " + RouterLANIf,
-			"route add default via " + l.WANIP.String() + " dev " + RouterWANIf,
-		}},
-		{l.WAN, []string{
-			"link set lo up",
-			"addr add " + pfx(l.WANIP, l.WANPrefix) + " dev " + HostIf,
-			"addr add " + pfx(l.WANIP2, l.WANPrefix) + " dev " + HostIf,
-			"link set " + HostIf + " up",
-		}},
-	}
-	for _, s := range steps {
-		if err := l.ipBatch(s.ns, s.lines...); err != nil {
-			return fmt.Errorf("natlab: configuring %s: %w", s.ns, err)
-		}
-	}
-	// The home router: Router "none"'s ruleset. The ISP: a miniupnpd
-	// router's, for the CGNAT segment.
-	isp := &Lab{opts: Options{Router: RouterMiniupnpd}, LANPrefix: d.CGNATPrefix}
-	for _, r := range []struct{ host, file, rules string }{
-		{HostRouter, "router.nft", l.ruleset()},
-		{HostISP, "isp.nft", isp.ruleset()},
-	} {
-		if err := os.WriteFile(filepath.Join(l.RunDir, r.file), []byte(r.rules), 0o644); err != nil {
-			return fmt.Errorf("natlab: %w", err)
-		}
-		cmd := l.command(context.Background(), r.host, l.nft, "-f", "-")
-		cmd.Stdin = strings.NewReader(r.rules)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("natlab: loading the %s nftables ruleset (%s/%s): %w: %s", r.host, l.RunDir, r.file, err, bytes.TrimSpace(out))
-		}
-	}
-	return nil
+	return d.loadRulesets(tp)
 }
 
 // ISPURL returns the URL of the ISP miniupnpd's root description.
@@ -262,41 +110,7 @@ func (d *Double) ISPURL() string {
 func (d *Double) startISP(edit func(*Conf), fresh bool) error {
 	l := d.Lab
 	if d.ISPConf == nil {
-		uuid := make([]byte, 16)
-		rand.Read(uuid)
-		c := &Conf{
-			ExtIfname:         RouterWANIf,
-			PerformSTUN:       true,
-			STUNHost:          l.WANIP,
-			STUNPort:          STUNPort,
-			ListeningIP:       RouterLANIf,
-			HTTPPort:          MiniupnpdHTTPPort,
-			EnableUPnP:        true,
-			EnableNATPMP:      true,
-			SecureMode:        true,
-			IPv6Disable:       true,
-			MinLifetime:       120,
-			MaxLifetime:       86400,
-			SystemUptime:      true,
-			NotifyInterval:    60,
-			TableName:         "filter",
-			NATTableName:      "filter",
-			ForwardChain:      "miniupnpd",
-			NATChain:          "prerouting_miniupnpd",
-			NATPostrouteChain: "postrouting_miniupnpd",
-			LeaseFile:         filepath.Join(l.RunDir, "isp-upnp.leases"),
-			MinissdpdSocket:   filepath.Join(l.RunDir, "isp-minissdpd.sock"),
-			FriendlyName:      "natlab ISP " + l.ISP,
-			ManufacturerName:  "natlab",
-			ModelName:         "natlab ISP miniupnpd",
-			ModelNumber:       "1",
-			Serial:            "00000002",
-			UUID:              fmt.Sprintf("%x-%x-%x-%x-%x", uuid[0:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:]),
-			Rules: []string{
-				fmt.Sprintf("allow 1024-65535 %s 1024-65535", d.CGNATPrefix),
-				"deny 0-65535 0.0.0.0/0 0-65535",
-			},
-		}
+		c := l.routerConf("isp-", "ISP ", l.ISP, "00000002", d.CGNATPrefix)
 		if edit != nil {
 			edit(c)
 		}
@@ -320,22 +134,7 @@ func (d *Double) startISP(edit func(*Conf), fresh bool) error {
 	}
 	p.Name = "ISP miniupnpd"
 	d.ISPMiniupnpd = p
-	addr := netip.AddrPortFrom(d.ISPInsideIP, d.ISPConf.HTTPPort)
-	if err := l.waitTCP(HostRouter, addr, 10*time.Second, p); err != nil {
-		p.Stop()
-		return fmt.Errorf("natlab: the ISP's miniupnpd did not start: %w", err)
-	}
-	for range 200 {
-		out := p.Output()
-		switch {
-		case strings.Contains(out, "Port forwarding is now enabled"):
-			return nil
-		case strings.Contains(out, "Port forwarding is now disabled"):
-			return fmt.Errorf("natlab: the ISP's miniupnpd disabled port forwarding after the STUN test (see %s)", p.Log)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return fmt.Errorf("natlab: the ISP's miniupnpd never logged \"Port forwarding is now enabled\" (see %s)", p.Log)
+	return l.waitForwarding(p, "the ISP's miniupnpd", HostRouter, netip.AddrPortFrom(d.ISPInsideIP, d.ISPConf.HTTPPort))
 }
 
 // StopISP stops the ISP's miniupnpd by its PID (SIGTERM: it removes its

@@ -228,19 +228,7 @@ func Start(t testing.TB, opts Options) *Lab {
 	}
 	paths := testenv.Programs(t, tools...)
 
-	l := &Lab{
-		opts:        opts,
-		ip:          paths["ip"],
-		nft:         paths["nft"],
-		ns:          map[string]*os.File{},
-		LANIP:       netip.MustParseAddr("10.77.0.2"),
-		RouterLANIP: netip.MustParseAddr("10.77.0.1"),
-		LANPrefix:   netip.MustParsePrefix("10.77.0.0/24"),
-		RouterWANIP: netip.MustParseAddr("203.0.113.1"),
-		WANIP:       netip.MustParseAddr("203.0.113.2"),
-		WANIP2:      netip.MustParseAddr("203.0.113.3"),
-		WANPrefix:   netip.MustParsePrefix("203.0.113.0/24"),
-	}
+	l := newLab(opts, paths)
 	if opts.DoubleNAT {
 		l.RouterWANIP = netip.MustParseAddr("100.64.0.1")
 		l.WANIP = netip.MustParseAddr("100.64.0.2")
@@ -251,23 +239,7 @@ func Start(t testing.TB, opts Options) *Lab {
 		l.Addrs6 = defaultAddrs6()
 	}
 
-	prefix := opts.Prefix
-	if prefix == "" {
-		var err error
-		if prefix, err = freePrefix(t.Name()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l.LAN, l.Router, l.WAN = prefix+"-lan", prefix+"-rtr", prefix+"-wan"
-
-	dir, err := os.MkdirTemp("", "natlab-"+prefix+"-")
-	if err != nil {
-		t.Fatalf("natlab: %v", err)
-	}
-	l.RunDir = dir
-	l.spawn = newSpawner()
-	// Registered before anything exists, so a half-built lab is torn down.
-	t.Cleanup(func() { l.teardown(t) })
+	prefix := l.prepare(t, opts.Prefix)
 
 	var phases []string
 	phase := func(name string, since time.Time) time.Time {
@@ -276,12 +248,7 @@ func Start(t testing.TB, opts Options) *Lab {
 		return now
 	}
 	mark := time.Now()
-	if err := l.createNamespaces(); err != nil {
-		if errors.Is(err, errNoNetns) {
-			unavailable(t, "%v", err)
-		}
-		t.Fatal(err)
-	}
+	l.build(t, l.topology())
 	mark = phase("namespaces", mark)
 	if err := l.configure(); err != nil {
 		t.Fatal(err)
@@ -298,6 +265,59 @@ func Start(t testing.TB, opts Options) *Lab {
 		prefix, l.StartupTime.Round(time.Millisecond), strings.Join(phases, ", "), opts.Router,
 		l.LANIP, l.RouterLANIP, l.RouterWANIP, l.WANIP, l.RunDir)
 	return l
+}
+
+// newLab returns a Lab with the reference lab's addresses (a single NAT:
+// the router's outside is the WAN /24) and the tools in paths.
+func newLab(opts Options, paths map[string]string) *Lab {
+	return &Lab{
+		opts:        opts,
+		ip:          paths["ip"],
+		nft:         paths["nft"],
+		ns:          map[string]*os.File{},
+		LANIP:       netip.MustParseAddr("10.77.0.2"),
+		RouterLANIP: netip.MustParseAddr("10.77.0.1"),
+		LANPrefix:   netip.MustParsePrefix("10.77.0.0/24"),
+		RouterWANIP: netip.MustParseAddr("203.0.113.1"),
+		WANIP:       netip.MustParseAddr("203.0.113.2"),
+		WANIP2:      netip.MustParseAddr("203.0.113.3"),
+		WANPrefix:   netip.MustParsePrefix("203.0.113.0/24"),
+	}
+}
+
+// prepare names the lab's namespaces after prefix (or a free prefix
+// derived from t's name), makes its RunDir and registers its teardown,
+// before anything exists, so that a half-built lab is torn down. It
+// returns the prefix.
+func (l *Lab) prepare(t testing.TB, prefix string) string {
+	t.Helper()
+	if prefix == "" {
+		var err error
+		if prefix, err = freePrefix(t.Name()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.LAN, l.Router, l.WAN = prefix+"-lan", prefix+"-rtr", prefix+"-wan"
+	dir, err := os.MkdirTemp("", "natlab-"+prefix+"-")
+	if err != nil {
+		t.Fatalf("natlab: %v", err)
+	}
+	l.RunDir = dir
+	l.spawn = newSpawner()
+	t.Cleanup(func() { l.teardown(t) })
+	return prefix
+}
+
+// build creates tp's namespaces and veths, skipping t (or failing it, with
+// PORTFWD_LAB_REQUIRED=1) when the machine cannot create namespaces.
+func (l *Lab) build(t testing.TB, tp topology) {
+	t.Helper()
+	if err := l.createTopology(tp); err != nil {
+		if errors.Is(err, errNoNetns) {
+			unavailable(t, "%v", err)
+		}
+		t.Fatal(err)
+	}
 }
 
 // errNoNetns marks a failure to create namespaces at all: the machine
@@ -411,124 +431,25 @@ func (l *Lab) ipBatch(ns string, lines ...string) error {
 	return nil
 }
 
-func (l *Lab) createNamespaces() error {
-	names := []string{l.LAN, l.Router, l.WAN}
-	for _, ns := range names {
-		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err == nil {
-			// Someone else's: never touch it, not even at teardown.
-			return fmt.Errorf("natlab: namespace %s already exists; give the lab another Options.Prefix (or delete a stale one with `ip netns del %s`)", ns, ns)
-		}
-	}
-	// The veths are born inside the namespaces, never in ours.
-	err := l.ipBatch("",
-		"netns add "+l.LAN,
-		"netns add "+l.Router,
-		"netns add "+l.WAN,
-		fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", HostIf, l.LAN, RouterLANIf, l.Router),
-		fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", RouterWANIf, l.Router, HostIf, l.WAN),
-	)
-	// ip -batch stops at the first error: whatever exists now is ours.
-	for _, ns := range names {
-		if _, serr := os.Stat(filepath.Join(netnsDir, ns)); serr == nil {
-			l.created = append(l.created, ns)
-		}
-	}
-	if err != nil {
-		if strings.Contains(err.Error(), "Operation not permitted") || strings.Contains(err.Error(), "Permission denied") {
-			return fmt.Errorf("%w: %v", errNoNetns, err)
-		}
-		return fmt.Errorf("natlab: creating the lab's namespaces: %w", err)
-	}
-	return nil
-}
-
 func (l *Lab) configure() error {
-	// IPv6 off before any link is up: no router solicitations, DAD or MLD
-	// chatter. rp_filter pinned to 0: a host-wide default inherited by new
-	// namespaces must not drop the STUN answers that come from the second
-	// address.
-	common := map[string]string{
-		"net/ipv6/conf/all/disable_ipv6":     "1",
-		"net/ipv6/conf/default/disable_ipv6": "1",
-		"net/ipv4/conf/*/rp_filter":          "0",
-	}
+	sysctls := baseSysctls()
 	if l.opts.IPv6 {
 		if err := l.prepareIPv6(); err != nil {
 			return err
 		}
-		delete(common, "net/ipv6/conf/all/disable_ipv6")
-		delete(common, "net/ipv6/conf/default/disable_ipv6")
+		delete(sysctls, "net/ipv6/conf/all/disable_ipv6")
+		delete(sysctls, "net/ipv6/conf/default/disable_ipv6")
 	}
-	for _, h := range []string{HostLAN, HostRouter, HostWAN} {
-		f, err := l.nsFile(h)
-		if err != nil {
-			return err
-		}
-		kv := common
-		if h == HostRouter {
-			kv = map[string]string{"net/ipv4/ip_forward": "1"}
-			for k, v := range common {
-				kv[k] = v
-			}
-		}
-		if err := sysctl(f, kv); err != nil {
-			return err
-		}
-	}
-	pfx := func(a netip.Addr, p netip.Prefix) string { return netip.PrefixFrom(a, p.Bits()).String() }
-	steps := []struct {
-		ns    string
-		lines []string
-	}{
-		{l.LAN, []string{
-			"link set lo up",
-			"addr add " + pfx(l.LANIP, l.LANPrefix) + " dev " + HostIf,
-			"link set " + HostIf + " up",
-			"route add default via " + l.RouterLANIP.String() + " dev " + HostIf,
-			// SSDP multicast leaves by this route even if a test replaces
-			// the default route.
-			"route add 224.0.0.0/4 dev " + HostIf,
-		}},
-		{l.Router, []string{
-			"link set lo up",
-			"addr add " + pfx(l.RouterLANIP, l.LANPrefix) + " dev " + RouterLANIf,
-			"addr add " + pfx(l.RouterWANIP, l.WANPrefix) + " dev " + RouterWANIf,
-			"link set " + RouterLANIf + " up",
-			"link set " + RouterWANIf + " up",
-			"route add 224.0.0.0/4 dev " + RouterLANIf,
-			// The router's way out is its WAN side, as behind any ISP:
-			// a gateway under test checks that its external interface
-			// carries the default route and its internal one does not.
-			"route add default via " + l.WANIP.String() + " dev " + RouterWANIf,
-		}},
-		// The WAN host knows only its own /24: no route to the LAN.
-		{l.WAN, []string{
-			"link set lo up",
-			"addr add " + pfx(l.WANIP, l.WANPrefix) + " dev " + HostIf,
-			"addr add " + pfx(l.WANIP2, l.WANPrefix) + " dev " + HostIf,
-			"link set " + HostIf + " up",
-		}},
-	}
-	for _, s := range steps {
-		if err := l.ipBatch(s.ns, s.lines...); err != nil {
-			return fmt.Errorf("natlab: configuring %s: %w", s.ns, err)
-		}
+	tp := l.topology()
+	if err := l.configureTopology(tp, sysctls); err != nil {
+		return err
 	}
 	if l.opts.IPv6 {
 		if err := l.configureIPv6(); err != nil {
 			return err
 		}
 	}
-	rules := l.ruleset()
-	if err := os.WriteFile(filepath.Join(l.RunDir, "router.nft"), []byte(rules), 0o644); err != nil {
-		return fmt.Errorf("natlab: %w", err)
-	}
-	cmd := l.command(context.Background(), HostRouter, l.nft, "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("natlab: loading the router's nftables ruleset (%s/router.nft): %w: %s", l.RunDir, err, bytes.TrimSpace(out))
-	}
-	return nil
+	return l.loadRulesets(tp)
 }
 
 // MiniupnpdURL returns the URL of miniupnpd's root description, or "" with
@@ -554,41 +475,7 @@ func (l *Lab) startMiniupnpd() error {
 	if err := l.startSTUN(); err != nil {
 		return err
 	}
-	uuid := make([]byte, 16)
-	rand.Read(uuid)
-	c := &Conf{
-		ExtIfname:         RouterWANIf,
-		PerformSTUN:       true,
-		STUNHost:          l.WANIP,
-		STUNPort:          STUNPort,
-		ListeningIP:       RouterLANIf,
-		HTTPPort:          MiniupnpdHTTPPort,
-		EnableUPnP:        true,
-		EnableNATPMP:      true,
-		SecureMode:        true,
-		IPv6Disable:       true,
-		MinLifetime:       120,
-		MaxLifetime:       86400,
-		SystemUptime:      true,
-		NotifyInterval:    60,
-		TableName:         "filter",
-		NATTableName:      "filter",
-		ForwardChain:      "miniupnpd",
-		NATChain:          "prerouting_miniupnpd",
-		NATPostrouteChain: "postrouting_miniupnpd",
-		LeaseFile:         filepath.Join(l.RunDir, "upnp.leases"),
-		MinissdpdSocket:   filepath.Join(l.RunDir, "minissdpd.sock"),
-		FriendlyName:      "natlab " + l.Router,
-		ManufacturerName:  "natlab",
-		ModelName:         "natlab miniupnpd",
-		ModelNumber:       "1",
-		Serial:            "00000001",
-		UUID:              fmt.Sprintf("%x-%x-%x-%x-%x", uuid[0:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:]),
-		Rules: []string{
-			fmt.Sprintf("allow 1024-65535 %s 1024-65535", l.LANPrefix),
-			"deny 0-65535 0.0.0.0/0 0-65535",
-		},
-	}
+	c := l.routerConf("", "", l.Router, "00000001", l.LANPrefix)
 	l.miniupnpdConf6(c)
 	if l.opts.MiniupnpdConf != nil {
 		l.opts.MiniupnpdConf(c)
@@ -626,6 +513,49 @@ func (l *Lab) startMiniupnpd() error {
 	return l.waitMiniupnpd6(p)
 }
 
+// routerConf is the miniupnpd configuration of a lab router: listening on
+// lan0 for clients (its inside network), wan0 outside, UPnP, NAT-PMP and
+// PCP, secure mode, public address learned over STUN from the WAN host
+// (the package doc says why). Its files in RunDir start with file ("" or
+// "isp-"); who ("" or "ISP ") and ns name it in its description.
+func (l *Lab) routerConf(file, who, ns, serial string, clients netip.Prefix) *Conf {
+	uuid := make([]byte, 16)
+	rand.Read(uuid)
+	return &Conf{
+		ExtIfname:         RouterWANIf,
+		PerformSTUN:       true,
+		STUNHost:          l.WANIP,
+		STUNPort:          STUNPort,
+		ListeningIP:       RouterLANIf,
+		HTTPPort:          MiniupnpdHTTPPort,
+		EnableUPnP:        true,
+		EnableNATPMP:      true,
+		SecureMode:        true,
+		IPv6Disable:       true,
+		MinLifetime:       120,
+		MaxLifetime:       86400,
+		SystemUptime:      true,
+		NotifyInterval:    60,
+		TableName:         "filter",
+		NATTableName:      "filter",
+		ForwardChain:      "miniupnpd",
+		NATChain:          "prerouting_miniupnpd",
+		NATPostrouteChain: "postrouting_miniupnpd",
+		LeaseFile:         filepath.Join(l.RunDir, file+"upnp.leases"),
+		MinissdpdSocket:   filepath.Join(l.RunDir, file+"minissdpd.sock"),
+		FriendlyName:      "natlab " + who + ns,
+		ManufacturerName:  "natlab",
+		ModelName:         "natlab " + who + "miniupnpd",
+		ModelNumber:       "1",
+		Serial:            serial,
+		UUID:              fmt.Sprintf("%x-%x-%x-%x-%x", uuid[0:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:]),
+		Rules: []string{
+			fmt.Sprintf("allow 1024-65535 %s 1024-65535", clients),
+			"deny 0-65535 0.0.0.0/0 0-65535",
+		},
+	}
+}
+
 // MiniupnpdPID returns the running daemon's PID, from its PID file.
 func (l *Lab) MiniupnpdPID() (int, error) {
 	b, err := os.ReadFile(filepath.Join(l.RunDir, "miniupnpd.pid"))
@@ -651,28 +581,38 @@ func (l *Lab) mustTool(name string) string {
 // LAN, polling every few milliseconds, and then checks that it enabled
 // port forwarding.
 func (l *Lab) waitMiniupnpd(p *Process) error {
-	const limit = 10 * time.Second
-	addr := netip.AddrPortFrom(l.RouterLANIP, l.Conf.HTTPPort)
-	if err := l.waitTCP(HostLAN, addr, limit, p); err != nil {
-		p.Stop()
-		return fmt.Errorf("natlab: miniupnpd did not start: %w", err)
-	}
 	if !l.Conf.PerformSTUN {
+		addr := netip.AddrPortFrom(l.RouterLANIP, l.Conf.HTTPPort)
+		if err := l.waitTCP(HostLAN, addr, 10*time.Second, p); err != nil {
+			p.Stop()
+			return fmt.Errorf("natlab: miniupnpd did not start: %w", err)
+		}
 		return nil
 	}
-	// STUN runs before the HTTP socket opens, so the verdict is logged by
-	// now; the short wait only covers the log write.
-	for range 100 {
+	return l.waitForwarding(p, "miniupnpd", HostLAN, netip.AddrPortFrom(l.RouterLANIP, l.Conf.HTTPPort))
+}
+
+// waitForwarding waits until the miniupnpd p (called who in errors)
+// accepts HTTP connections at addr from host, polling every few
+// milliseconds, and then until it logged that it enabled port forwarding.
+// STUN runs before the HTTP socket opens, so the verdict is logged by
+// then; the short wait only covers the log write.
+func (l *Lab) waitForwarding(p *Process, who, host string, addr netip.AddrPort) error {
+	if err := l.waitTCP(host, addr, 10*time.Second, p); err != nil {
+		p.Stop()
+		return fmt.Errorf("natlab: %s did not start: %w", who, err)
+	}
+	for range 200 {
 		out := p.Output()
 		switch {
 		case strings.Contains(out, "Port forwarding is now enabled"):
 			return nil
 		case strings.Contains(out, "Port forwarding is now disabled"):
-			return fmt.Errorf("natlab: miniupnpd disabled port forwarding after the STUN test (see %s)", p.Log)
+			return fmt.Errorf("natlab: %s disabled port forwarding after the STUN test (see %s)", who, p.Log)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return fmt.Errorf("natlab: miniupnpd is up but never logged \"Port forwarding is now enabled\" (see %s)", p.Log)
+	return fmt.Errorf("natlab: %s is up but never logged \"Port forwarding is now enabled\" (see %s)", who, p.Log)
 }
 
 // WaitTCP polls until a TCP connection from host to addr succeeds, for a
