@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -339,6 +340,12 @@ func TestLabGatewayKill9WithChainedAddsInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var granted atomic.Int64
+	// The kill comes once killAfter adds were granted (a number drawn
+	// anew each run, so that it lands at different points of the other
+	// clients' adds in flight).
+	killAfter := int64(30 + rand.IntN(30))
+	enough := make(chan struct{})
+	var once sync.Once
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
@@ -346,12 +353,20 @@ func TestLabGatewayKill9WithChainedAddsInFlight(t *testing.T) {
 			for i := 0; ctx.Err() == nil && i < 500; i++ {
 				port := uint16(30000 + w*1000 + i)
 				if _, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.TCP, InternalPort: port, SuggestedExternalPort: port, Lifetime: time.Hour}); err == nil {
-					granted.Add(1)
+					if granted.Add(1) >= killAfter {
+						once.Do(func() { close(enough) })
+					}
 				}
 			}
 		}()
 	}
-	time.Sleep(400 * time.Millisecond)
+	select {
+	case <-enough:
+	case <-time.After(30 * time.Second):
+		cancel()
+		wg.Wait()
+		t.Fatalf("only %d chained adds granted in 30 s; gateway log:\n%s", granted.Load(), tailOf(g.proc.Output(), 3000))
+	}
 	syscall.Kill(g.proc.PID(), syscall.SIGKILL)
 	<-g.proc.Done()
 	cancel()
@@ -371,13 +386,21 @@ func TestLabGatewayKill9WithChainedAddsInFlight(t *testing.T) {
 		waitFor(5*time.Second, func() bool { isp = d.ISPMappings(t); return len(isp) == home })
 	}
 	if len(isp) != home {
-		seen := map[string]bool{}
+		seen, installed := map[string]bool{}, map[string]bool{}
 		for _, m := range isp {
 			seen[strings.Fields(m)[1]] = true
 		}
 		for _, line := range strings.Split(g.proc.Output(), "\n") {
-			if m := regexp.MustCompile(`mapping installed.*rule="TCP (\d+) `).FindStringSubmatch(line); m != nil && !seen[m[1]+"->"+d.RouterWANIP.String()+":"+m[1]] {
-				t.Logf("installed at home, missing on the ISP: %s", m[1])
+			if m := regexp.MustCompile(`mapping installed.*rule="TCP (\d+) `).FindStringSubmatch(line); m != nil {
+				installed[m[1]+"->"+d.RouterWANIP.String()+":"+m[1]] = true
+				if !seen[m[1]+"->"+d.RouterWANIP.String()+":"+m[1]] {
+					t.Logf("installed at home, missing on the ISP: %s", m[1])
+				}
+			}
+		}
+		for m := range seen {
+			if !installed[m] {
+				t.Logf("on the ISP, not installed at home: %s", m)
 			}
 		}
 	}
