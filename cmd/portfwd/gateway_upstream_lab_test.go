@@ -428,10 +428,23 @@ func TestLabGatewayNoticesAUPnPOnlyRouterAboveRestarting(t *testing.T) {
 	if got, reached := reachPublic(t, d, 18080, mustWork); !reached || got != "lan-8080" {
 		t.Fatalf("before the restart: %q (reached %v)", got, reached)
 	}
+	want := "TCP 18080->" + d.RouterWANIP.String() + ":18080"
+
+	// Someone deletes the half on the ISP router: its UPnP event
+	// (PortMappingNumberOfEntries) tells the gateway, which makes it again.
+	waitLog(t, g, "subscribed to the router above's events", 5*time.Second)
+	if _, err := d.Run(t, natlab.HostRouter, "upnpc", "-i", "-m", natlab.RouterWANIf, "-u", d.ISPURL(), "-d", "18080", "TCP"); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	if !waitFor(5*time.Second, func() bool { return hasMapping(d.ISPMappings(t), want) }) {
+		t.Fatalf("the half deleted on the ISP was not made again (ISP holds %v); gateway log:\n%s", d.ISPMappings(t), tailOf(g.proc.Output(), 3000))
+	}
+	t.Logf("timing: half deleted on the ISP by hand back %v later", time.Since(deleted).Round(time.Millisecond))
+	contains(t, "gateway log", g.proc.Output(), "holds fewer mappings than this router's halves there")
 
 	d.RestartISP(t)
 	back := time.Now()
-	want := "TCP 18080->" + d.RouterWANIP.String() + ":18080"
 	if !waitFor(5*time.Second, func() bool { return hasMapping(d.ISPMappings(t), want) }) {
 		t.Fatalf("the restarted ISP never got the half back (ISP holds %v); gateway log:\n%s", d.ISPMappings(t), tailOf(g.proc.Output(), 3000))
 	}

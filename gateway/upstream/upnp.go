@@ -35,7 +35,16 @@ type upnpMethod struct {
 	c      *igd.Client
 	uptime time.Duration
 	seen   time.Time
-	bootID int // BOOTID.UPNP.ORG of the search answer, 0 if none
+	bootID int    // BOOTID.UPNP.ORG of the search answer, 0 if none
+	events string // the connection service's event subscription URL, "" if none
+}
+
+// eventURL returns the connection service's event subscription URL, ""
+// while unknown or when it has none.
+func (p *upnpMethod) eventURL() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.events
 }
 
 // searchBootID returns the BOOTID.UPNP.ORG the router above's search
@@ -118,8 +127,9 @@ func (p *upnpMethod) client(ctx context.Context) (*igd.Client, error) {
 	}
 	c = igd.NewClient(refs[0], &upnp.Client{HTTP: p.hc})
 	c.Logger = p.log
+	events, _ := root.Resolve(refs[0].Service.EventSubURL)
 	p.mu.Lock()
-	p.c = c
+	p.c, p.events = c, events
 	p.mu.Unlock()
 	return c, nil
 }

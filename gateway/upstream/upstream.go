@@ -697,6 +697,7 @@ func (u *Manager) run(ctx context.Context, listen bool) {
 	if listen {
 		go u.listenAnnouncements(ctx)
 		go u.listenNotify(ctx)
+		go u.watchEvents(ctx)
 	}
 	// The halves a killed gateway left (uncommitted intents, leases not
 	// restored, journaled pending deletes): deleted upstream once it

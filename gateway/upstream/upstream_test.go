@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
+	"github.com/portfwd/portfwd/upnp"
 )
 
 // fakeMethod is a router above in memory: it holds mappings by protocol
@@ -428,4 +430,32 @@ func TestProtocolSwitchDeletesTheOldHalvesFirst(t *testing.T) {
 		}
 		stop()
 	}
+}
+
+// The router above's UPnP events: fewer mappings than this router's halves
+// there, or a subscription it forgot, make every half again.
+func TestUPnPEventsRemakeMissingHalves(t *testing.T) {
+	fake := newFake()
+	fake.nm = "upnp"
+	u, c, _, stop := start(t, fake, t.TempDir())
+	defer stop()
+	waitUntil(t, "up", func() bool { return u.Status().State == "up" })
+	if _, err := c.AddAny(context.Background(), lan, mapping(18080)); err != nil {
+		t.Fatal(err)
+	}
+	w := &genaWatch{u: u}
+	entries := func(sid string, n int, initial bool) upnp.Event {
+		return upnp.Event{SID: sid, Initial: initial, Vars: upnp.Args{{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(n)}}}
+	}
+	w.handle(entries("uuid:a", 1, true))
+	w.handle(entries("uuid:a", 3, false)) // others' mappings too: nothing missing
+	time.Sleep(2 * missingGrace)
+	if r := u.Status().Recreated; r["missing"]+r["restart"] != 0 {
+		t.Fatalf("re-made halves with none missing: %v", r)
+	}
+	fake.set(func(f *fakeMethod) { f.held = map[gateway.Key][12]byte{} })
+	w.handle(entries("uuid:a", 0, false))
+	waitUntil(t, "the missing half made again", func() bool { _, n := fake.count(); return n == 1 })
+	w.handle(entries("uuid:b", 1, true)) // subscribed anew: it forgot us
+	waitUntil(t, "every half made again after a restart", func() bool { return u.Status().Recreated["restart"] == 1 })
 }
