@@ -459,5 +459,17 @@ func TestLabGatewayNoticesAUPnPOnlyRouterAboveRestarting(t *testing.T) {
 		t.Fatalf("no re-creation after the restart in the gateway log:\n%s", tailOf(out, 3000))
 	}
 	t.Logf("timing: half back on the ISP %v after its miniupnpd enabled forwarding; re-creation took %s after the NOTIFY", after.Round(time.Millisecond), took[1])
+
+	// The restarted ISP forgot the event subscription; the gateway made
+	// it anew, so a half deleted by hand comes back again.
+	if !waitFor(5*time.Second, func() bool { return strings.Count(g.proc.Output(), "subscribed to the router above's events") >= 2 }) {
+		t.Fatalf("no new event subscription after the ISP restarted; gateway log:\n%s", tailOf(g.proc.Output(), 3000))
+	}
+	if _, err := d.Run(t, natlab.HostRouter, "upnpc", "-i", "-m", natlab.RouterWANIf, "-u", d.ISPURL(), "-d", "18080", "TCP"); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return hasMapping(d.ISPMappings(t), want) }) {
+		t.Fatalf("after the restart, a half deleted on the ISP was not made again (ISP holds %v)", d.ISPMappings(t))
+	}
 	g.stop(t)
 }

@@ -62,7 +62,12 @@ func (u *Manager) watchEvents(ctx context.Context) {
 		u.mu.Lock()
 		up, _ := u.m.(*upnpMethod)
 		running := up != nil && u.state == "up"
+		resub := u.resub
+		u.resub = false
 		u.mu.Unlock()
+		if resub && sub != nil {
+			stop() // made anew below, at once
+		}
 		ev := ""
 		if running {
 			ev = up.eventURL()

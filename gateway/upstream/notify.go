@@ -117,6 +117,9 @@ func (u *Manager) noticeBootID(id int, from netip.Addr) {
 	default:
 		u.log.Info("the router above restarted (SSDP BOOTID.UPNP.ORG changed); making every mapping's half again",
 			"from", from, "bootid_was", was, "bootid", id)
+		u.mu.Lock()
+		u.resub = true // it forgot our event subscription
+		u.mu.Unlock()
 		u.noticeRestart("restart")
 	}
 }

@@ -157,6 +157,7 @@ type Manager struct {
 	recreate  string // a reason to re-make every half, "" when none
 	checkSoon bool   // probe the router above at once (checkNow)
 	bootID    int    // the router above's last BOOTID.UPNP.ORG, 0 if none seen
+	resub     bool   // the router above restarted: subscribe to its events anew
 	unmaps    []pendingUnmap
 	requests  map[string]uint64
 	recreated map[string]uint64
