@@ -334,13 +334,8 @@ func (s *FileStore) Save(put []Mapping, del []Key) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("lease store is closed")
-	}
-	if s.broken != nil {
-		if err := s.compactLocked(); err != nil {
-			return fmt.Errorf("lease journal unusable since an earlier write failed (%v), and rewriting it failed: %w", s.broken, err)
-		}
+	if err := s.writableLocked(); err != nil {
+		return err
 	}
 
 	// Each op is encoded once into payload; records of at most
@@ -376,13 +371,7 @@ func (s *FileStore) Save(put []Mapping, del []Key) error {
 	if cap(payload) <= 64<<10 {
 		s.buf = payload[:0] // keep small buffers, not the one a huge batch grew
 	}
-	if s.shouldCompact(s.size) {
-		if err := s.compactLocked(); err != nil {
-			// The change itself is safely appended; compaction will be
-			// retried after the next Save.
-			s.log.Warn("compacting the lease journal failed", "err", err)
-		}
-	}
+	s.maybeCompactLocked()
 	return nil
 }
 
@@ -417,13 +406,8 @@ func (s *FileStore) LoadPinholes() ([]Pinhole, uint16, error) {
 func (s *FileStore) SavePinholes(put []Pinhole, del []uint16, next uint16) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("lease store is closed")
-	}
-	if s.broken != nil {
-		if err := s.compactLocked(); err != nil {
-			return fmt.Errorf("lease journal unusable since an earlier write failed (%v), and rewriting it failed: %w", s.broken, err)
-		}
+	if err := s.writableLocked(); err != nil {
+		return err
 	}
 	// One record: the change and the counter together, all or nothing.
 	var payload []byte
@@ -450,11 +434,7 @@ func (s *FileStore) SavePinholes(put []Pinhole, del []uint16, next uint16) error
 		s.delLive(pinLiveKey(id))
 	}
 	s.putLive(pinNextKey, bytes.Clone(payload[nextStart:]))
-	if s.shouldCompact(s.size) {
-		if err := s.compactLocked(); err != nil {
-			s.log.Warn("compacting the lease journal failed", "err", err)
-		}
-	}
+	s.maybeCompactLocked()
 	return nil
 }
 
@@ -487,13 +467,8 @@ func (s *FileStore) SaveUpstreamDeletes(put []UpstreamDelete, done []uint32) err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("lease store is closed")
-	}
-	if s.broken != nil {
-		if err := s.compactLocked(); err != nil {
-			return fmt.Errorf("lease journal unusable since an earlier write failed (%v), and rewriting it failed: %w", s.broken, err)
-		}
+	if err := s.writableLocked(); err != nil {
+		return err
 	}
 	var payload []byte
 	ends := make([]int, 0, len(put))
@@ -515,12 +490,33 @@ func (s *FileStore) SaveUpstreamDeletes(put []UpstreamDelete, done []uint32) err
 	for _, id := range done {
 		s.delLive(upDelLiveKey(id))
 	}
+	s.maybeCompactLocked()
+	return nil
+}
+
+// writableLocked fails when the store is closed, or when an earlier write
+// failure left the journal unusable and rewriting it fails too.
+func (s *FileStore) writableLocked() error {
+	if s.closed {
+		return errors.New("lease store is closed")
+	}
+	if s.broken != nil {
+		if err := s.compactLocked(); err != nil {
+			return fmt.Errorf("lease journal unusable since an earlier write failed (%v), and rewriting it failed: %w", s.broken, err)
+		}
+	}
+	return nil
+}
+
+// maybeCompactLocked rewrites the journal once it has grown well past the
+// live data. The change just written is safely appended whatever happens;
+// a failed compaction is retried after the next change.
+func (s *FileStore) maybeCompactLocked() {
 	if s.shouldCompact(s.size) {
 		if err := s.compactLocked(); err != nil {
 			s.log.Warn("compacting the lease journal failed", "err", err)
 		}
 	}
-	return nil
 }
 
 // appendLocked writes frame at the end of the journal. On failure it cuts
