@@ -604,19 +604,7 @@ func (w *watcher) relist(ctx context.Context, evented int, via WatchSource) {
 // reported.
 func (w *watcher) onGENA(ctx context.Context, ev upnp.Event) {
 	var evidence string
-	switch {
-	case w.sid == "":
-		w.sid = ev.SID
-	case ev.SID != w.sid:
-		// The Subscriber had to subscribe anew: the router no longer knew
-		// our subscription, which is what a restart does to it.
-		w.sid = ev.SID
-		evidence = "the router forgot our event subscription, as it does when it restarts"
-	case ev.Initial:
-		// UDA sequence numbers wrap to 1, never to 0: a 0 on a known
-		// subscription means the router started counting afresh.
-		evidence = "the router's event sequence started again at 0: it restarted"
-	}
+	w.sid, evidence = upnp.RestartEvidence(w.sid, ev)
 	if evidence != "" || ev.Resync {
 		// Events were missed: read everything.
 		w.refresh(ctx, ViaGENA, evidence)

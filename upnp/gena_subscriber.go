@@ -40,6 +40,25 @@ type Event struct {
 	Resync bool
 }
 
+// RestartEvidence tells from ev, an event of a subscription whose SID was
+// last seen as sid ("" before the first event), whether the device
+// restarted: the Subscriber had to subscribe anew (another SID: the device
+// no longer knew the subscription, which is what a restart does to it), or
+// the initial event came again on a known subscription (UDA sequence
+// numbers wrap to 1, never to 0). It returns the SID to remember and why
+// the device restarted, "" when nothing says it did.
+func RestartEvidence(sid string, ev Event) (string, string) {
+	switch {
+	case sid == "":
+		return ev.SID, ""
+	case ev.SID != sid:
+		return ev.SID, "the router forgot our event subscription, as it does when it restarts"
+	case ev.Initial:
+		return sid, "the router's event sequence started again at 0: it restarted"
+	}
+	return sid, ""
+}
+
 // Subscriber is the control-point side of GENA eventing. It runs one HTTP
 // server for the NOTIFY callbacks of all its subscriptions, started on the
 // first Subscribe, and keeps every subscription alive by renewing it at half

@@ -487,3 +487,22 @@ func TestSubscriberClose(t *testing.T) {
 		}
 	}
 }
+
+func TestRestartEvidence(t *testing.T) {
+	for _, tc := range []struct {
+		name, sid string
+		ev        Event
+		wantSID   string
+		restarted bool
+	}{
+		{"first event", "", Event{SID: "uuid:a", Initial: true}, "uuid:a", false},
+		{"next event", "uuid:a", Event{SID: "uuid:a", Seq: 1}, "uuid:a", false},
+		{"subscribed anew", "uuid:a", Event{SID: "uuid:b", Initial: true}, "uuid:b", true},
+		{"sequence back at 0", "uuid:a", Event{SID: "uuid:a", Initial: true}, "uuid:a", true},
+	} {
+		sid, why := RestartEvidence(tc.sid, tc.ev)
+		if sid != tc.wantSID || (why != "") != tc.restarted {
+			t.Errorf("%s: RestartEvidence = %q, %q; want SID %q, restarted %v", tc.name, sid, why, tc.wantSID, tc.restarted)
+		}
+	}
+}

@@ -128,19 +128,11 @@ func (w *genaWatch) reset() {
 func (w *genaWatch) handle(ev upnp.Event) {
 	u := w.u
 	w.mu.Lock()
-	restarted := ""
-	switch {
-	case w.sid == "":
-		w.sid = ev.SID
-	case ev.SID != w.sid:
-		w.sid = ev.SID
-		restarted = "it forgot our event subscription"
-	case ev.Initial:
-		restarted = "its event sequence started again at 0"
-	}
+	var restarted string
+	w.sid, restarted = upnp.RestartEvidence(w.sid, ev)
 	w.mu.Unlock()
 	if restarted != "" {
-		u.log.Info("the router above restarted ("+restarted+"); making every mapping's half again", "sid", ev.SID)
+		u.log.Info("the router above restarted; making every mapping's half again", "why", restarted, "sid", ev.SID)
 		u.noticeRestart("restart")
 		return
 	}
