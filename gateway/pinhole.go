@@ -54,8 +54,7 @@ var (
 	// ErrProtocolNotSupported: a pinhole for a protocol other than TCP or
 	// UDP; UPnP 705 ProtocolNotSupported.
 	ErrProtocolNotSupported = errors.New("pinholes are for TCP and UDP only")
-	// ErrNoPinholeBackend: the backend cannot open pinholes (the relay);
-	// UPnP 501.
+	// ErrNoPinholeBackend: the backend cannot open pinholes; UPnP 501.
 	ErrNoPinholeBackend = errors.New("the backend cannot open IPv6 pinholes")
 	// ErrNoSuchPinhole: no pinhole has that ID; UPnP 704 NoSuchEntry.
 	ErrNoSuchPinhole = errors.New("no such pinhole")
@@ -160,9 +159,9 @@ func (r PinholeRule) String() string {
 	return s
 }
 
-// PinholeBackend is implemented by a Backend that can open IPv6 pinholes
-// in the router's firewall (nft, Memory). The relay cannot: it has no
-// firewall, and a pinhole has no address of the router's to listen on.
+// PinholeBackend is implemented by a Backend that can open IPv6 pinholes:
+// in the router's firewall (nft, Memory), or by relaying the pinhole's
+// port from the router's own IPv6 addresses to the LAN host (relay).
 type PinholeBackend interface {
 	// AddPinhole installs r, replacing an installed rule with the same
 	// key (a new timeout). It must not open a window in which traffic
@@ -254,7 +253,7 @@ func (c *Core) pinBackend() (PinholeBackend, error) {
 	if pb, ok := c.backend.(PinholeBackend); ok {
 		return pb, nil
 	}
-	return nil, fmt.Errorf("%w (%s); use the nft backend, or the memory backend in tests", ErrNoPinholeBackend, c.backend.Name())
+	return nil, fmt.Errorf("%w (%s); use the nft or relay backend, or the memory backend in tests", ErrNoPinholeBackend, c.backend.Name())
 }
 
 // PinholesSupported reports whether the backend can open pinholes.

@@ -307,7 +307,8 @@ type NFTConfig struct {
 
 // IPv6Config configures IPv6 pinholes: UPnP WANIPv6FirewallControl:1 and
 // PCP MAP over IPv6, both opening the router's firewall for a LAN host's
-// own IPv6 address.
+// own IPv6 address (nft backend), or relaying the pinhole's port from the
+// router's external IPv6 addresses to it (relay backend).
 type IPv6Config struct {
 	// Pinholes lets clients open pinholes (UPnP InboundPinholeAllowed).
 	// On by default; off, the pinhole actions answer 703 and PCP MAP over
