@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/internal/natlab"
+	"github.com/portfwd/portfwd/pcp"
 )
 
 // gateway6Config puts the gateway's pinhole rules where the dual-stack
@@ -242,5 +244,65 @@ func TestLabGatewayRelayPinholes(t *testing.T) {
 	if _, err := l.ProbeUDP(t, natlab.HostWAN, atRouter(8081), "ping6", mustFail); err == nil {
 		t.Error("UDP WAN -> [router]:8081 still relayed after DeletePinhole")
 	}
+	g.stop(t)
+}
+
+// TestLabGatewayAnnouncesOverIPv6: the gateway multicasts a PCP ANNOUNCE to
+// [ff02::1]:5350 on its LAN when it starts (RFC 6887 §14.1.3), from its
+// LAN address; keep --ipv6 over PCP hears it and renews at once, so a
+// pinhole the restarted gateway lost (its state wiped) is open again
+// within seconds, not at the next renewal half an hour later.
+func TestLabGatewayAnnouncesOverIPv6(t *testing.T) {
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8093), "announced")
+	// A listener of our own on the LAN host, closed before keep binds the
+	// port.
+	pc, err := l.ListenPacket(natlab.HostLAN, "udp6", "[::]:5350")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	g := startGateway6(t, l)
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1100)
+	var from netip.Addr
+	for {
+		n, src, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no PCP ANNOUNCE over IPv6 on the LAN within 5 s of the gateway's start: %v\n%s", err, g.proc.Output())
+		}
+		if r, perr := pcp.ParseResponse(buf[:n]); perr == nil && r.Op == pcp.OpAnnounce && r.Result == pcp.ResultSuccess {
+			from = src.(*net.UDPAddr).AddrPort().Addr().WithZone("")
+			if from == l.RouterLANIP6 {
+				break
+			}
+		}
+	}
+	pc.Close()
+	t.Logf("PCP ANNOUNCE over IPv6 from [%v]", from)
+
+	keep := l.Start(t, natlab.HostLAN, portfwdBinary(t), "keep", "8093", "--ipv6", "--protocol", "pcp", "--lease", "1h",
+		"--check-interval", "1h", "--no-cache")
+	if !waitFor(5*time.Second, func() bool { _, ok := reach6(t, l, 8093, 200*time.Millisecond); return ok }) {
+		t.Fatalf("keep --ipv6 never opened the pinhole; its output:\n%s", keep.Output())
+	}
+	// The gateway restarts having lost its state: the pinhole is gone
+	// with it, until keep hears the announcement.
+	g.stop(t)
+	if err := os.RemoveAll(g.stateDir); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	g.start(t)
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(keep.Output(), "PCP ANNOUNCE over IPv6")
+	}) {
+		t.Fatalf("keep did not act on the gateway's announcement; its output:\n%s\ngateway:\n%s", keep.Output(), g.proc.Output())
+	}
+	if got, reached := reach6(t, l, 8093, mustWork); !reached || got != "announced" {
+		t.Fatalf("the pinhole is not open again after the announcement: %q; keep output:\n%s", got, keep.Output())
+	}
+	t.Logf("pinhole open again %v after the gateway restarted without its state", time.Since(restarted).Round(time.Millisecond))
+	keep.Stop()
 	g.stop(t)
 }
