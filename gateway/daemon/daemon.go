@@ -296,6 +296,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			})
 		}
 	}
+	if d.nftb != nil {
+		// A firewall reload (fw4, nft flush ruleset) takes our rules with
+		// it: they are put back ~200 ms after it, not at the next request.
+		run("nftables reload watch", func() error {
+			if err := d.nftb.WatchReloads(ctx); err != nil {
+				d.log.Warn("firewall reloads will be repaired at the next mapping or pinhole operation only", "err", err)
+			}
+			return nil
+		})
+	}
 	if d.pmpSide.server != nil {
 		// It announces at once that the gateway (re)started: clients whose
 		// mappings were lost see the epoch go back and make them again.
