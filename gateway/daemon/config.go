@@ -319,7 +319,9 @@ type IPv6Config struct {
 	// unfiltered: pinholes then mean nothing and the actions answer 702.
 	Firewall bool `toml:"firewall"`
 	// MaxPinholes caps the pinhole table (0: 65535, the ID space);
-	// MaxPerClient the pinholes one requesting address holds (0:
+	// MaxPerClient the pinholes one LAN host holds, from all its
+	// addresses (the neighbour table's: same link-layer address on the
+	// same internal interface; else the requesting address) (0:
 	// policy.max_per_client).
 	MaxPinholes  int `toml:"max_pinholes"`
 	MaxPerClient int `toml:"max_per_client"`

@@ -151,7 +151,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	policy, _ := cfg.effectivePolicy() // validated above
 	d.quirkPolicy(&policy)
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record,
-		SameHost: d.sameLANHost, SameHostNow: d.sameLANHostNow, OwnAddr: netroute.IsLocalAddr}
+		SameHost: d.sameLANHost, SameHostNow: d.sameLANHostNow, HostAddrs: d.lanHostAddrs, OwnAddr: netroute.IsLocalAddr}
 	// While New restores the saved leases (nothing is served yet), the
 	// probe is narrowed to the ports some socket holds (boundPorts), one
 	// reading for all of them; once serving, every port about to be given

@@ -214,6 +214,30 @@ func TestDaemonPinholesFromAHostWithTwoAddresses(t *testing.T) {
 	}
 }
 
+// TestDaemonPinholeQuotaCountsTheHost: the per-client pinhole quota is the
+// host's, whichever of its addresses asks (the neighbour table shows both
+// with one link-layer address): a host cannot multiply it by asking from a
+// temporary address too. 701 PinholeSpaceExhausted.
+func TestDaemonPinholeQuotaCountsTheHost(t *testing.T) {
+	lan := newV6LAN(t)
+	cfg := testConfig(t)
+	cfg.Interfaces.Internal = []string{lan.router}
+	cfg.IPv6.MaxPerClient = 1
+	r := start(t, cfg)
+	url6, _ := firewallURLs(t, r)
+	fromStable := lan.firewallClient(t, url6, "2001:db8:77::2")
+	fromTemp := lan.firewallClient(t, url6, "2001:db8:77::22")
+	if _, err := fromStable("AddPinhole", pinholeArgs("2001:db8:77::2", "8080")...); err != nil {
+		t.Fatalf("the host's first pinhole: %v", err)
+	}
+	if _, err := fromTemp("AddPinhole", pinholeArgs("2001:db8:77::22", "8081")...); upnp.ErrorCode(err) != 701 {
+		t.Fatalf("a second pinhole from the host's other address: %v; want 701 (one pinhole per host)", err)
+	}
+	if got := r.memory().Pinholes(); len(got) != 1 {
+		t.Fatalf("backend holds %+v; want the first pinhole only", got)
+	}
+}
+
 // pcp6 sends one PCP request from the LAN host's address from to the
 // daemon's IPv6 PCP socket and returns the response.
 func (l *v6LAN) pcp6(t *testing.T, port int, from string, req pcp.Request) pcp.Response {
