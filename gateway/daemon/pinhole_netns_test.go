@@ -59,6 +59,35 @@ func newV6LAN(t *testing.T) *v6LAN {
 	return l
 }
 
+// waitLinkLocal waits, polling the LAN host's eth0 for at most within,
+// until it is up and running with a link-local address.
+func (l *v6LAN) waitLinkLocal(t *testing.T, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ready := false
+		l.in(t, func() {
+			ifi, err := net.InterfaceByName("eth0")
+			if err != nil || ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagRunning == 0 {
+				return
+			}
+			addrs, _ := ifi.Addrs()
+			for _, a := range addrs {
+				if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() == nil && ipn.IP.IsLinkLocalUnicast() {
+					ready = true
+				}
+			}
+		})
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the LAN host's eth0 has no link-local address %v after it was set up", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // in runs fn on a thread inside the LAN host's namespace; sockets fn
 // creates stay there.
 func (l *v6LAN) in(t *testing.T, fn func()) {
@@ -351,8 +380,12 @@ func TestDaemonSSDPOverIPv6(t *testing.T) {
 	search := "M-SEARCH * HTTP/1.1\r\nHOST: [FF02::C]:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: urn:schemas-upnp-org:service:WANIPv6FirewallControl:1\r\n\r\n"
 	var got string
 	var gerr error
+	writeFailures := 0
 	deadline := time.Now().Add(10 * time.Second)
 	for got == "" && time.Now().Before(deadline) {
+		// The LAN's link must be up, with its link-local address (the
+		// source of a search to ff02::c), before a search can leave.
+		lan.waitLinkLocal(t, 5*time.Second)
 		lan.in(t, func() {
 			c, err := net.ListenUDP("udp6", &net.UDPAddr{})
 			if err != nil {
@@ -361,8 +394,8 @@ func TestDaemonSSDPOverIPv6(t *testing.T) {
 			}
 			defer c.Close()
 			if _, err := c.WriteTo([]byte(search), &net.UDPAddr{IP: net.ParseIP("ff02::c"), Port: 1900, Zone: "eth0"}); err != nil {
-				gerr = err // the link may still be coming up: try again
-				time.Sleep(200 * time.Millisecond)
+				gerr = err
+				writeFailures++
 				return
 			}
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -371,6 +404,9 @@ func TestDaemonSSDPOverIPv6(t *testing.T) {
 				got = string(buf[:n])
 			}
 		})
+		if writeFailures >= 3 {
+			t.Fatalf("cannot send an IPv6 M-SEARCH from a link that is up: %v", gerr)
+		}
 	}
 	if got == "" {
 		t.Fatalf("no answer to an IPv6 M-SEARCH (last error: %v)", gerr)
