@@ -42,28 +42,27 @@ func newRelayBackend(cfg relay.Config, log *slog.Logger) *relayBackend {
 
 func (b *relayBackend) Name() string { return "relay" }
 
-func (b *relayBackend) Add(ctx context.Context, r gateway.Rule) error {
+// do runs f on the current relay, which rebind does not replace meanwhile.
+func (b *relayBackend) do(f func(r *relay.Relay) error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.r.Add(ctx, r)
+	return f(b.r)
+}
+
+func (b *relayBackend) Add(ctx context.Context, r gateway.Rule) error {
+	return b.do(func(rl *relay.Relay) error { return rl.Add(ctx, r) })
 }
 
 func (b *relayBackend) Delete(ctx context.Context, r gateway.Rule) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.r.Delete(ctx, r)
+	return b.do(func(rl *relay.Relay) error { return rl.Delete(ctx, r) })
 }
 
 func (b *relayBackend) Flush(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.r.Flush(ctx)
+	return b.do(func(rl *relay.Relay) error { return rl.Flush(ctx) })
 }
 
 func (b *relayBackend) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.r.Close()
+	return b.do(func(rl *relay.Relay) error { return rl.Close() })
 }
 
 // bindAddr returns the address the relay listens on.
@@ -76,15 +75,11 @@ func (b *relayBackend) bindAddr() netip.Addr {
 // AddPinhole, DeletePinhole and PinholePackets relay IPv6 pinholes on
 // the external interface's IPv6 addresses (see relay.Relay.AddPinhole).
 func (b *relayBackend) AddPinhole(ctx context.Context, r gateway.PinholeRule) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.r.AddPinhole(ctx, r)
+	return b.do(func(rl *relay.Relay) error { return rl.AddPinhole(ctx, r) })
 }
 
 func (b *relayBackend) DeletePinhole(ctx context.Context, r gateway.PinholeRule) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.r.DeletePinhole(ctx, r)
+	return b.do(func(rl *relay.Relay) error { return rl.DeletePinhole(ctx, r) })
 }
 
 func (b *relayBackend) PinholePackets(ctx context.Context, r gateway.PinholeRule) (uint64, bool, error) {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -71,22 +70,13 @@ func serve6(t *testing.T) uint16 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	serveConns(t, ln, echo)
 	port := ln.Addr().(*net.TCPAddr).AddrPort().Port()
 	pc, err := net.ListenPacket("udp6", netip.AddrPortFrom(hostAddr, port).String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
 	go func() {
 		buf := make([]byte, maxDatagram)
 		for {

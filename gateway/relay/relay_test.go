@@ -73,6 +73,13 @@ func server(t testing.TB, handle func(c *net.TCPConn)) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveConns(t, ln, handle)
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// serveConns handles each connection ln accepts with handle, until the
+// test ends.
+func serveConns(t testing.TB, ln net.Listener, handle func(c *net.TCPConn)) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -88,7 +95,6 @@ func server(t testing.TB, handle func(c *net.TCPConn)) netip.AddrPort {
 			}()
 		}
 	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
 func echo(c *net.TCPConn) { io.Copy(c, c) }
