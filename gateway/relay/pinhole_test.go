@@ -76,17 +76,7 @@ func serve6(t *testing.T) uint16 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, maxDatagram)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
+	servePackets(t, pc, func(_ net.Addr, b []byte) []byte { return b })
 	return port
 }
 

@@ -99,14 +99,9 @@ func serveConns(t testing.TB, ln net.Listener, handle func(c *net.TCPConn)) {
 
 func echo(c *net.TCPConn) { io.Copy(c, c) }
 
-// udpServer answers each datagram with "<peer> <payload>", so that clients
-// can tell which relay session carried it.
-func udpServer(t testing.TB) netip.AddrPort {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+// servePackets answers each datagram pc reads with reply's answer, until
+// the test ends.
+func servePackets(t testing.TB, pc net.PacketConn, reply func(from net.Addr, b []byte) []byte) {
 	t.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, maxDatagram)
@@ -115,9 +110,20 @@ func udpServer(t testing.TB) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			pc.WriteTo(fmt.Appendf(nil, "%s %s", from, buf[:n]), from)
+			pc.WriteTo(reply(from, buf[:n]), from)
 		}
 	}()
+}
+
+// udpServer answers each datagram with "<peer> <payload>", so that clients
+// can tell which relay session carried it.
+func udpServer(t testing.TB) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	servePackets(t, pc, func(from net.Addr, b []byte) []byte { return fmt.Appendf(nil, "%s %s", from, b) })
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
