@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/pcp"
@@ -413,5 +414,87 @@ func TestDaemonSSDPOverIPv6(t *testing.T) {
 	}
 	if !strings.Contains(got, "LOCATION: http://[2001:db8:77::1]:") || !strings.Contains(got, "WANIPv6FirewallControl:1") {
 		t.Fatalf("answer to an IPv6 M-SEARCH: %q; want LOCATION on [2001:db8:77::1] and the service's ST", got)
+	}
+}
+
+// The relay backend relays pinholes from the router's IPv6 addresses to
+// the LAN host, and follows them: after rebindPinholes, a pinhole answers
+// on the new address and no longer on the old one; a port mapping relayed
+// beside it is not disturbed.
+func TestRelayBackendPinholesFollowAddresses(t *testing.T) {
+	lan := newV6LAN(t)
+	ip := testenv.Programs(t, "ip")["ip"]
+	if out, err := exec.Command(ip, "-6", "addr", "add", "2001:db8:77::5/64", "dev", lan.router, "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	oldAddr, newAddr := netip.MustParseAddr("2001:db8:77::1"), netip.MustParseAddr("2001:db8:77::5")
+	var ln net.Listener
+	lan.in(t, func() {
+		var err error
+		if ln, err = net.Listen("tcp6", "[2001:db8:77::2]:0"); err != nil {
+			t.Error(err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("lan6"))
+			c.Close()
+		}
+	}()
+	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	b := newRelayBackend(relay.Config{BindAddr: netip.MustParseAddr("127.0.0.1"), PinholeAddrs: []netip.Addr{oldAddr}, Logger: discardLogger()}, discardLogger())
+	defer b.Close()
+	ctx := context.Background()
+	pin := gateway.PinholeRule{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: netip.MustParseAddr("2001:db8:77::2"), InternalPort: port}}
+	if err := b.AddPinhole(ctx, pin); err != nil {
+		t.Fatal(err)
+	}
+	internal := banner(t, "inside")
+	mapped := freePort(t, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"))
+	if err := b.Add(ctx, gateway.Rule{Protocol: gateway.TCP, ExternalPort: mapped, InternalAddr: internal.Addr(), InternalPort: internal.Port()}); err != nil {
+		t.Fatal(err)
+	}
+	read6 := func(a netip.Addr) (string, error) {
+		c, err := net.DialTimeout("tcp6", netip.AddrPortFrom(a, port).String(), time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 16)
+		n, err := c.Read(buf)
+		return string(buf[:n]), err
+	}
+	if got, err := read6(oldAddr); err != nil || got != "lan6" {
+		t.Fatalf("through the pinhole on %v: %q, %v", oldAddr, got, err)
+	}
+	if err := b.rebindPinholes(ctx, []netip.Addr{newAddr}); err != nil {
+		t.Fatalf("rebindPinholes: %v", err)
+	}
+	if got := b.PinholeAddrs(); len(got) != 1 || got[0] != newAddr {
+		t.Errorf("PinholeAddrs after the move: %v", got)
+	}
+	if got, err := read6(newAddr); err != nil || got != "lan6" {
+		t.Errorf("through the pinhole on the new address %v: %q, %v", newAddr, got, err)
+	}
+	if _, err := read6(oldAddr); err == nil {
+		t.Errorf("the old address %v still relays the pinhole", oldAddr)
+	}
+	if got, err := read(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mapped)); err != nil || got != "inside" {
+		t.Errorf("the port mapping after the pinholes moved: %q, %v", got, err)
+	}
+	if err := b.DeletePinhole(ctx, pin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read6(newAddr); err == nil {
+		t.Error("the pinhole still relays after DeletePinhole")
 	}
 }
