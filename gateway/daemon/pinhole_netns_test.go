@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -496,5 +497,87 @@ func TestRelayBackendPinholesFollowAddresses(t *testing.T) {
 	}
 	if _, err := read6(newAddr); err == nil {
 		t.Error("the pinhole still relays after DeletePinhole")
+	}
+}
+
+// TestDaemonPCPOverIPv6WithTheRelay: with the relay backend, a PCP MAP
+// over IPv6 is relayed from the external interface's IPv6 address, and
+// the answer says so (the assigned external address is the router's, where
+// peers reach the pinhole); real TCP goes through until the MAP is
+// deleted.
+func TestDaemonPCPOverIPv6WithTheRelay(t *testing.T) {
+	lan := newV6LAN(t)
+	ip := testenv.Programs(t, "ip")["ip"]
+	wan := "pfw" + lan.ns[len(lan.ns)-6:]
+	for _, args := range [][]string{
+		{"link", "add", wan, "type", "veth", "peer", "name", wan + "p"},
+		{"-6", "addr", "add", "2001:db8:113::1/64", "dev", wan, "nodad"},
+		{"link", "set", wan, "up"},
+		{"link", "set", wan + "p", "up"},
+	} {
+		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command(ip, "link", "del", wan).Run() })
+	cfg := testConfig(t)
+	cfg.Interfaces.Internal = []string{lan.router}
+	cfg.Interfaces.External = []string{wan}
+	cfg.Interfaces.Force = true // a lab WAN without a route out
+	cfg.Backend = BackendRelay
+	cfg.Relay.Bind = "127.0.0.1"
+	r := start(t, cfg)
+	if got := r.relayPinholeAddr(); got != netip.MustParseAddr("2001:db8:113::1") {
+		t.Fatalf("the relay relays pinholes from %v; want the external interface's 2001:db8:113::1", got)
+	}
+	var ln net.Listener
+	lan.in(t, func() {
+		var err error
+		if ln, err = net.Listen("tcp6", "[2001:db8:77::2]:0"); err != nil {
+			t.Error(err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("via the relay"))
+			c.Close()
+		}
+	}()
+	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	at := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:113::1"), port)
+	reach := func() (string, error) {
+		c, err := net.DialTimeout("tcp6", at.String(), time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+
+	pcpPort := local4Port(r.pmpSide.conn6)
+	nonce := pcp.NewNonce()
+	resp := lan.pcp6(t, pcpPort, "2001:db8:77::2", pcpMap("2001:db8:77::2", port, 600, nonce))
+	if resp.Result != pcp.ResultSuccess || resp.Map == nil || resp.Map.ExternalAddr != at.Addr() || resp.Map.ExternalPort != port {
+		t.Fatalf("MAP through the relay: %+v %+v; want SUCCESS at %v", resp, resp.Map, at)
+	}
+	if got, err := reach(); err != nil || got != "via the relay" {
+		t.Fatalf("TCP to %v: %q, %v", at, got, err)
+	}
+	resp = lan.pcp6(t, pcpPort, "2001:db8:77::2", pcpMap("2001:db8:77::2", port, 0, nonce))
+	if resp.Result != pcp.ResultSuccess {
+		t.Fatalf("MAP delete: %v", resp.Result)
+	}
+	if _, err := reach(); err == nil {
+		t.Errorf("%v still relays after the MAP was deleted", at)
 	}
 }
