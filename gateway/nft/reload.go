@@ -5,11 +5,14 @@ package nft
 import (
 	"bytes"
 	"context"
-	"errors"
+	"encoding/binary"
 	"fmt"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // Firewall reloads.
@@ -66,38 +69,74 @@ func (b *Backend) WatchReloads(ctx context.Context) error {
 }
 
 // watchOnce reads one subscription's events until it fails or ctx ends,
-// signalling changed for each batch that touched our tables.
+// signalling changed for each change to a table, chain, rule or set of a
+// table we live in.
+//
+// It reads the netlink messages itself rather than through
+// nftables.Monitor, which decodes every message it receives (a Monitor's
+// object filter does not skip any): the backend's own element changes,
+// one per mapping and pinhole operation, would each be decoded for
+// nothing. Here a message costs a look at its type and at most one
+// attribute, the table's name.
 func (b *Backend) watchOnce(ctx context.Context, changed chan<- struct{}, first bool) error {
-	conn, err := nftables.New(nftables.WithNetNSFd(b.cfg.NetNS))
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: b.cfg.NetNS})
 	if err != nil {
 		return err
 	}
-	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
-	events, err := conn.AddGenerationalMonitor(mon)
-	if err != nil {
+	defer conn.Close()
+	if err := conn.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
 		return err
 	}
-	defer mon.Close()
-	stop := context.AfterFunc(ctx, func() { mon.Close() })
+	// A reload is a burst of messages: room for a large one (fw4 writes
+	// thousands of rules) before the kernel drops any (ENOBUFS).
+	conn.SetReadBuffer(4 << 20)
+	if filter, err := watchFilter(); err == nil {
+		if err := conn.SetBPF(filter); err != nil {
+			b.log.Debug("nft: no socket filter for the ruleset events; every change is read", "err", err)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if !first {
 		signal(changed) // what happened while we were not listening
 	}
-	for batch := range events {
-		if batch.GeneratedBy != nil && batch.GeneratedBy.Error != nil {
-			return batch.GeneratedBy.Error
+	for {
+		msgs, err := conn.Receive()
+		if ctx.Err() != nil {
+			return nil
 		}
-		for _, ev := range batch.Changes {
-			if ev.Error == nil && b.concerns(ev) {
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if b.concerns(m) {
 				signal(changed)
 				break
 			}
 		}
 	}
-	if ctx.Err() != nil {
-		return nil
+}
+
+// watchedTypes are the notifications watchOnce reads: changes of tables,
+// chains, rules and sets. Elements, objects and generations are not.
+var watchedTypes = []uint16{unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN,
+	unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE, unix.NFT_MSG_NEWSET, unix.NFT_MSG_DELSET}
+
+// watchFilter is a socket filter that lets only watchedTypes through, so
+// that the backend's own element changes (one per mapping or pinhole
+// operation) are dropped in the kernel instead of waking the watch. Each
+// notification is a datagram of its own, whose first header's type the
+// filter reads (nlmsg_type, at offset 4, in host byte order, which the
+// filter's big-endian load sees swapped on a little-endian host).
+func watchFilter() ([]bpf.RawInstruction, error) {
+	prog := []bpf.Instruction{bpf.LoadAbsolute{Off: 4, Size: 2}}
+	for i, t := range watchedTypes {
+		native := binary.NativeEndian.AppendUint16(nil, unix.NFNL_SUBSYS_NFTABLES<<8|t)
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(binary.BigEndian.Uint16(native)),
+			SkipTrue: uint8(len(watchedTypes) - i)})
 	}
-	return errors.New("the event subscription ended")
+	prog = append(prog, bpf.RetConstant{Val: 0}, bpf.RetConstant{Val: 0xffffffff})
+	return bpf.Assemble(prog)
 }
 
 func signal(c chan<- struct{}) {
@@ -107,28 +146,39 @@ func signal(c chan<- struct{}) {
 	}
 }
 
-// concerns reports whether ev changed a table, chain, rule or set of a
-// table we live in.
-func (b *Backend) concerns(ev *nftables.MonitorEvent) bool {
-	var t *nftables.Table
-	switch d := ev.Data.(type) {
-	case *nftables.Table:
-		t = d
-	case *nftables.Chain:
-		t = d.Table
-	case *nftables.Rule:
-		t = d.Table
-	case *nftables.Set:
-		t = d.Table
-	default:
-		return false // elements (our own work), objects, generations
-	}
-	if t == nil {
+// concerns reports whether m, an nftables notification, is the change of
+// a table, chain, rule or set of a table we live in. Element changes
+// (the backend's own work), objects and generations are not.
+func (b *Backend) concerns(m netlink.Message) bool {
+	if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES || len(m.Data) < 4 {
 		return false
 	}
-	same := func(u *nftables.Table) bool { return u != nil && u.Name == t.Name && u.Family == t.Family }
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	switch m.Header.Type & 0xff {
+	case unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN,
+		unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE, unix.NFT_MSG_NEWSET, unix.NFT_MSG_DELSET:
+	default:
+		return false
+	}
+	family := nftables.TableFamily(m.Data[0]) // struct nfgenmsg
+	ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+	if err != nil {
+		return false
+	}
+	// The table's name is attribute 1 of all four objects
+	// (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE,
+	// NFTA_SET_TABLE).
+	var name string
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_TABLE_NAME {
+			name = ad.String()
+			break
+		}
+	}
+	if name == "" {
+		return false
+	}
+	// b.table and b.pins.table are set by New and never change.
+	same := func(t *nftables.Table) bool { return t != nil && t.Name == name && t.Family == family }
 	return same(b.table) || b.pins != nil && same(b.pins.table)
 }
 

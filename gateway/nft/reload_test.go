@@ -4,6 +4,7 @@ package nft
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/internal/testenv"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // countingHandler counts the log records whose message contains want,
@@ -102,7 +105,7 @@ func TestWatchReloadsRepairs(t *testing.T) {
 	}
 	addr := "[" + lan6 + "]:8080"
 	waitReached(t, top, addr, 5*time.Second)
-	testenv.WaitBlocked(t, "(*Monitor).monitor") // subscribed
+	testenv.WaitBlocked(t, "(*Backend).watchOnce") // subscribed
 
 	// The admin's table, rebuilt in one batch as fw4 does.
 	reload := filepath.Join(t.TempDir(), "fw4.nft")
@@ -157,5 +160,53 @@ table inet filter {
 	}
 	if got := h.count() - before; got != 2 {
 		t.Errorf("Repair with everything in place logged a repair (%d)", got)
+	}
+}
+
+// The socket filter lets through the changes of tables, chains, rules and
+// sets, and drops element changes (the backend's own work), generations
+// and other subsystems' messages, read in host byte order.
+func TestWatchFilter(t *testing.T) {
+	raw, err := watchFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, ok := bpf.Disassemble(raw)
+	if !ok {
+		t.Fatal("the filter does not disassemble")
+	}
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(subsys, typ uint16) []byte {
+		b := make([]byte, 20)
+		binary.NativeEndian.PutUint32(b[0:], 20)
+		binary.NativeEndian.PutUint16(b[4:], subsys<<8|typ)
+		return b
+	}
+	for _, tc := range []struct {
+		name   string
+		subsys uint16
+		typ    uint16
+		pass   bool
+	}{
+		{"new table", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_NEWTABLE, true},
+		{"delete table", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELTABLE, true},
+		{"delete chain", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELCHAIN, true},
+		{"new rule", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_NEWRULE, true},
+		{"delete set", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELSET, true},
+		{"new element", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_NEWSETELEM, false},
+		{"delete element", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_DELSETELEM, false},
+		{"generation", unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_NEWGEN, false},
+		{"another subsystem", unix.NFNL_SUBSYS_CTNETLINK, unix.NFT_MSG_NEWRULE, false},
+	} {
+		n, err := vm.Run(msg(tc.subsys, tc.typ))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (n > 0) != tc.pass {
+			t.Errorf("%s: filter kept %d bytes; want it kept: %v", tc.name, n, tc.pass)
+		}
 	}
 }
