@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/internal/netroute"
 )
 
 // IPv6 pinholes.
@@ -95,6 +96,11 @@ func (r *Relay) AddPinhole(ctx context.Context, rule gateway.PinholeRule) error 
 		return &PinholeConflictError{Protocol: rule.Protocol, Port: rule.InternalPort, Holder: "the pinhole " + p.rule.String()}
 	}
 	addrs := r.pinholeAddrs()
+	for _, a := range addrs {
+		if rule.InternalAddr == a || a.IsUnspecified() && netroute.IsLocalAddr(rule.InternalAddr) {
+			return fmt.Errorf("relay: pinhole %v points at an address the relay listens on and would loop: the internal host must be another host", rule)
+		}
+	}
 	fr := gateway.Rule{Protocol: rule.Protocol, ExternalPort: rule.InternalPort, InternalAddr: rule.InternalAddr,
 		InternalPort: rule.InternalPort, RemoteHost: rule.RemoteHost}
 	p := &pinhole{rule: rule}

@@ -285,6 +285,8 @@ func TestAddPinholeRejects(t *testing.T) {
 		{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: netip.MustParseAddr("192.0.2.1"), InternalPort: 80}},
 		{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: netip.MustParseAddr("::ffff:192.0.2.1"), InternalPort: 80}},
 		{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: netip.IPv6Unspecified(), InternalPort: 80}},
+		// The address it listens on: a loop.
+		{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: netip.IPv6Loopback(), InternalPort: 80}},
 	} {
 		if err := r.AddPinhole(ctx, p); err == nil {
 			t.Errorf("AddPinhole(%v) accepted", p)
