@@ -4,7 +4,6 @@ package daemon
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -59,6 +58,19 @@ func newV6LAN(t *testing.T) *v6LAN {
 	run("-n", ns, "-6", "addr", "add", "2001:db8:77::22/64", "dev", "eth0", "nodad")
 	run("-n", ns, "link", "set", "eth0", "up")
 	return l
+}
+
+// serveBanner serves TCP on the LAN host's 2001:db8:77::2, writing msg to
+// each connection, and returns the port.
+func (l *v6LAN) serveBanner(t *testing.T, msg string) uint16 {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	l.in(t, func() { ln, err = net.Listen("tcp6", "[2001:db8:77::2]:0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveBanner(t, ln, msg).Port()
 }
 
 // waitLinkLocal waits, polling the LAN host's eth0 for at most within,
@@ -429,28 +441,7 @@ func TestRelayBackendPinholesFollowAddresses(t *testing.T) {
 		t.Fatalf("ip addr add: %v: %s", err, out)
 	}
 	oldAddr, newAddr := netip.MustParseAddr("2001:db8:77::1"), netip.MustParseAddr("2001:db8:77::5")
-	var ln net.Listener
-	lan.in(t, func() {
-		var err error
-		if ln, err = net.Listen("tcp6", "[2001:db8:77::2]:0"); err != nil {
-			t.Error(err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("lan6"))
-			c.Close()
-		}
-	}()
-	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	port := lan.serveBanner(t, "lan6")
 	b := newRelayBackend(relay.Config{BindAddr: netip.MustParseAddr("127.0.0.1"), PinholeAddrs: []netip.Addr{oldAddr}, Logger: discardLogger()}, discardLogger())
 	defer b.Close()
 	ctx := context.Background()
@@ -463,17 +454,7 @@ func TestRelayBackendPinholesFollowAddresses(t *testing.T) {
 	if err := b.Add(ctx, gateway.Rule{Protocol: gateway.TCP, ExternalPort: mapped, InternalAddr: internal.Addr(), InternalPort: internal.Port()}); err != nil {
 		t.Fatal(err)
 	}
-	read6 := func(a netip.Addr) (string, error) {
-		c, err := net.DialTimeout("tcp6", netip.AddrPortFrom(a, port).String(), time.Second)
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 16)
-		n, err := c.Read(buf)
-		return string(buf[:n]), err
-	}
+	read6 := func(a netip.Addr) (string, error) { return read(netip.AddrPortFrom(a, port)) }
 	if got, err := read6(oldAddr); err != nil || got != "lan6" {
 		t.Fatalf("through the pinhole on %v: %q, %v", oldAddr, got, err)
 	}
@@ -530,39 +511,9 @@ func TestDaemonPCPOverIPv6WithTheRelay(t *testing.T) {
 	if got := r.relayPinholeAddr(); got != netip.MustParseAddr("2001:db8:113::1") {
 		t.Fatalf("the relay relays pinholes from %v; want the external interface's 2001:db8:113::1", got)
 	}
-	var ln net.Listener
-	lan.in(t, func() {
-		var err error
-		if ln, err = net.Listen("tcp6", "[2001:db8:77::2]:0"); err != nil {
-			t.Error(err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("via the relay"))
-			c.Close()
-		}
-	}()
-	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	port := lan.serveBanner(t, "via the relay")
 	at := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:113::1"), port)
-	reach := func() (string, error) {
-		c, err := net.DialTimeout("tcp6", at.String(), time.Second)
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		b, err := io.ReadAll(c)
-		return string(b), err
-	}
+	reach := func() (string, error) { return read(at) }
 
 	pcpPort := local4Port(r.pmpSide.conn6)
 	nonce := pcp.NewNonce()
