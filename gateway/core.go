@@ -91,6 +91,11 @@ type Config struct {
 	// naming another host's pinhole cannot make every pinhole change wait.
 	// Nil: SameHost.
 	SameHostNow func(requester, target netip.Addr) bool
+	// HostAddrs, if set, returns the other addresses of a's LAN host known
+	// at once (the daemon reads the neighbour table once: the addresses
+	// with a's link-layer address on a's internal interface), for the
+	// per-host pinhole quota. Nil: SameHostNow is asked for each owner.
+	HostAddrs func(a netip.Addr) []netip.Addr
 	// OwnAddr, if set, reports whether a is one of the gateway's own
 	// addresses, to which no pinhole may be opened.
 	OwnAddr func(a netip.Addr) bool
@@ -133,6 +138,7 @@ type Core struct {
 	pins        *pinTable
 	sameHost    func(requester, target netip.Addr) bool
 	sameHostNow func(requester, target netip.Addr) bool
+	hostAddrs   func(a netip.Addr) []netip.Addr
 	ownAddr     func(netip.Addr) bool
 
 	mu         sync.Mutex
@@ -200,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		pins:        newPinTable(),
 		sameHost:    cfg.SameHost,
 		sameHostNow: cfg.SameHostNow,
+		hostAddrs:   cfg.HostAddrs,
 		ownAddr:     cfg.OwnAddr,
 	}
 	if c.clock == nil {

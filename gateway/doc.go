@@ -33,7 +33,7 @@
 // counter. AddPinhole renews the pinhole of an existing tuple, keeping
 // its ID; leases are 1..86400 s. Secure mode admits any address of the
 // requester's own host (Config.SameHost). A Backend that can open them
-// implements PinholeBackend (nft, Memory); a Store that can keep them,
+// implements PinholeBackend (nft, relay, Memory); a Store that can keep them,
 // PinholeStore (FileStore).
 //
 // # Errors

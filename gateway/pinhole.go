@@ -54,8 +54,7 @@ var (
 	// ErrProtocolNotSupported: a pinhole for a protocol other than TCP or
 	// UDP; UPnP 705 ProtocolNotSupported.
 	ErrProtocolNotSupported = errors.New("pinholes are for TCP and UDP only")
-	// ErrNoPinholeBackend: the backend cannot open pinholes (the relay);
-	// UPnP 501.
+	// ErrNoPinholeBackend: the backend cannot open pinholes; UPnP 501.
 	ErrNoPinholeBackend = errors.New("the backend cannot open IPv6 pinholes")
 	// ErrNoSuchPinhole: no pinhole has that ID; UPnP 704 NoSuchEntry.
 	ErrNoSuchPinhole = errors.New("no such pinhole")
@@ -160,9 +159,9 @@ func (r PinholeRule) String() string {
 	return s
 }
 
-// PinholeBackend is implemented by a Backend that can open IPv6 pinholes
-// in the router's firewall (nft, Memory). The relay cannot: it has no
-// firewall, and a pinhole has no address of the router's to listen on.
+// PinholeBackend is implemented by a Backend that can open IPv6 pinholes:
+// in the router's firewall (nft, Memory), or by relaying the pinhole's
+// port from the router's own IPv6 addresses to the LAN host (relay).
 type PinholeBackend interface {
 	// AddPinhole installs r, replacing an installed rule with the same
 	// key (a new timeout). It must not open a window in which traffic
@@ -254,7 +253,7 @@ func (c *Core) pinBackend() (PinholeBackend, error) {
 	if pb, ok := c.backend.(PinholeBackend); ok {
 		return pb, nil
 	}
-	return nil, fmt.Errorf("%w (%s); use the nft backend, or the memory backend in tests", ErrNoPinholeBackend, c.backend.Name())
+	return nil, fmt.Errorf("%w (%s); use the nft or relay backend, or the memory backend in tests", ErrNoPinholeBackend, c.backend.Name())
 }
 
 // PinholesSupported reports whether the backend can open pinholes.
@@ -424,10 +423,14 @@ func (c *Core) AddPinhole(ctx context.Context, req Requester, p Pinhole, lease t
 	if held != nil && !c.mayChangePinhole(req, held) {
 		return Pinhole{}, fmt.Errorf("%w: %s belongs to another client", ErrNotAuthorized, held)
 	}
+	var host map[netip.Addr]bool
+	if held == nil {
+		host = c.hostOf(req)
+	}
 	t.mu.Lock()
 	next := t.next
 	if held == nil {
-		if err := c.pinRoomLocked(req); err != nil {
+		if err := c.pinRoomLocked(req, host); err != nil {
 			t.mu.Unlock()
 			return Pinhole{}, err
 		}
@@ -505,8 +508,9 @@ func (c *Core) closedErr() error {
 	return nil
 }
 
-// pinRoomLocked checks the table cap and the requester's share.
-func (c *Core) pinRoomLocked(req Requester) error {
+// pinRoomLocked checks the table cap and the share of the requester's
+// host, whose addresses are host (hostOf).
+func (c *Core) pinRoomLocked(req Requester, host map[netip.Addr]bool) error {
 	t := c.pins
 	limit := c.pol.MaxPinholes
 	if limit <= 0 || limit > DefaultMaxPinholes {
@@ -515,28 +519,65 @@ func (c *Core) pinRoomLocked(req Requester) error {
 	if len(t.byID) >= limit {
 		return fmt.Errorf("%w: the table holds its maximum of %d pinholes", ErrPinholeSpace, limit)
 	}
-	if req.admin() {
+	per := c.pinholesPerHost()
+	if req.admin() || per <= 0 {
 		return nil
 	}
-	per := c.pol.MaxPinholesPerClient
-	if per <= 0 {
-		per = c.pol.MaxPerClient
+	// By host, not by address: a host with temporary (privacy) addresses
+	// would otherwise have a share for each.
+	n := 0
+	for _, p := range t.byID {
+		if p.Owner == req.Addr || host[p.Owner] {
+			n++
+		}
 	}
-	if per > 0 {
-		// By requesting address: counting a whole host's addresses
-		// would read the neighbour table once per pinhole, under the
-		// lock. The table cap bounds a host with many addresses.
-		n := 0
-		for _, p := range t.byID {
-			if p.Owner == req.Addr {
-				n++
-			}
-		}
-		if n >= per {
-			return fmt.Errorf("%w: %s already holds %d pinholes, its maximum", ErrPinholeSpace, req.Addr, n)
-		}
+	if n >= per {
+		return fmt.Errorf("%w: the host of %s already holds %d pinholes, its maximum", ErrPinholeSpace, req.Addr, n)
 	}
 	return nil
+}
+
+func (c *Core) pinholesPerHost() int {
+	if c.pol.MaxPinholesPerClient > 0 {
+		return c.pol.MaxPinholesPerClient
+	}
+	return c.pol.MaxPerClient
+}
+
+// hostOf returns the addresses of req's host that own pinholes, for its
+// quota: the same host identity secure mode uses (Config.HostAddrs, else
+// Config.SameHostNow asked once for each other owner), falling back to
+// the requesting address alone. It reads the neighbour table, so it runs
+// under t.ops (the table cannot change) but not t.mu.
+func (c *Core) hostOf(req Requester) map[netip.Addr]bool {
+	host := map[netip.Addr]bool{req.Addr: true}
+	if req.admin() || c.pinholesPerHost() <= 0 || !req.Addr.Is6() || req.Addr.Is4In6() {
+		return host
+	}
+	if c.hostAddrs != nil {
+		for _, a := range c.hostAddrs(req.Addr) {
+			host[a] = true
+		}
+		return host
+	}
+	if c.sameHostNow == nil {
+		return host
+	}
+	t := c.pins
+	t.mu.Lock()
+	owners := map[netip.Addr]bool{}
+	for _, p := range t.byID {
+		if p.Owner != req.Addr {
+			owners[p.Owner] = true
+		}
+	}
+	t.mu.Unlock()
+	for o := range owners {
+		if c.sameHostNow(req.Addr, o) {
+			host[o] = true
+		}
+	}
+	return host
 }
 
 // allocLocked returns the next free ID from the counter.

@@ -215,12 +215,84 @@ func TestPinholeDisabledAndQuota(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The share is by requesting address.
 	if _, err := r.core.AddPinhole(ctx, upnp(aStable), pin(aTemp, 5002), time.Hour); !errors.Is(err, gateway.ErrPinholeSpace) {
 		t.Fatalf("third pinhole from the address: %v; want ErrPinholeSpace", err)
 	}
 	if _, err := r.core.AddPinhole(ctx, upnp(bHost), pin(bHost, 5002), time.Hour); err != nil {
 		t.Fatalf("another host: %v", err)
+	}
+}
+
+// The per-client pinhole quota counts a host, not an address: a host that
+// asks from its stable, temporary and unique-local addresses (secure
+// mode's host identity: Config.HostAddrs, else SameHostNow) shares one
+// quota; without a host identity each address counts alone.
+func TestPinholeQuotaPerHost(t *testing.T) {
+	hostAAddrs := func(a netip.Addr) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range []string{aStable, aTemp, aULA} {
+			if o := addr(s); sameHostA(a, o) && o != a {
+				out = append(out, o)
+			}
+		}
+		return out
+	}
+	type req struct {
+		from, to string
+		port     uint16
+		full     bool // refused with ErrPinholeSpace
+	}
+	for _, tc := range []struct {
+		name      string
+		sameHost  func(a, b netip.Addr) bool
+		hostAddrs func(netip.Addr) []netip.Addr
+		reqs      []req
+	}{
+		{"neighbour table (HostAddrs)", sameHostA, hostAAddrs, []req{
+			{aStable, aStable, 5000, false},
+			{aTemp, aStable, 5001, false},
+			{aULA, aStable, 5002, true}, // the host's third, from a third address
+			{aTemp, aTemp, 5003, true},
+			{bHost, bHost, 5000, false}, // another host has its own share
+			{bHost, bHost, 5001, false},
+			{bHost, bHost, 5002, true},
+		}},
+		{"SameHostNow asked per owner", sameHostA, nil, []req{
+			{aStable, aStable, 5000, false},
+			{aTemp, aStable, 5001, false},
+			{aULA, aStable, 5002, true},
+			{bHost, bHost, 5000, false},
+		}},
+		{"no host identity: by address", nil, nil, []req{
+			{aStable, aStable, 5000, false},
+			{aStable, aStable, 5001, false},
+			{aStable, aStable, 5002, true},
+			{aTemp, aTemp, 5000, false}, // counted alone, as nothing tells it is A
+			{aTemp, aTemp, 5001, false},
+			{aTemp, aTemp, 5002, true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, err := gateway.New(context.Background(), gateway.Config{
+				Backend: gateway.NewMemory(), Clock: clocktest.New(t0),
+				Policy:   gateway.Policy{MaxPinholesPerClient: 2},
+				SameHost: tc.sameHost, HostAddrs: tc.hostAddrs,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer core.Close(context.Background(), false)
+			for _, r := range tc.reqs {
+				_, err := core.AddPinhole(context.Background(), upnp(r.from), pin(r.to, r.port), time.Hour)
+				if full := errors.Is(err, gateway.ErrPinholeSpace); full != r.full || (err != nil && !full) {
+					t.Errorf("from %s to [%s]:%d: %v; want refused for room: %v", r.from, r.to, r.port, err, r.full)
+				}
+			}
+			// The operator is not counted.
+			if _, err := core.AddPinhole(context.Background(), gateway.Requester{Source: gateway.SourceAdmin}, pin(aStable, 6000), time.Hour); err != nil {
+				t.Errorf("operator: %v", err)
+			}
+		})
 	}
 }
 

@@ -234,8 +234,9 @@ type Policy struct {
 	DisablePinholes bool
 	// MaxPinholes caps the pinhole table; 0 means DefaultMaxPinholes.
 	MaxPinholes int
-	// MaxPinholesPerClient caps the pinholes one requesting address
-	// holds; 0 means MaxPerClient.
+	// MaxPinholesPerClient caps the pinholes one LAN host holds, whichever
+	// of its addresses asked (Config.HostAddrs / SameHostNow; without
+	// them, one requesting address); 0 means MaxPerClient.
 	MaxPinholesPerClient int
 	// MinPinholeLease and MaxPinholeLease narrow the spec's 1..86400 s
 	// pinhole leases; 0 means the spec's bound.

@@ -303,15 +303,25 @@ func (c *Client) AddAnyPortMapping(ctx context.Context, m PortMapping) (reserved
 	if err != nil {
 		return 0, err
 	}
-	out, err := c.call(ctx, "AddAnyPortMapping", args)
+	return callFor(ctx, c.call, "AddAnyPortMapping", args, "NewReservedPort", parsePort)
+}
+
+// callFor calls action with args through call and reads its out argument
+// name with parse: the shape of every action that answers one value, on
+// either service. A value that does not parse is an error that names the
+// action and the argument.
+func callFor[T any](ctx context.Context, call func(context.Context, string, upnp.Args) (upnp.Args, error),
+	action string, args upnp.Args, name string, parse func(string) (T, error)) (T, error) {
+	var zero T
+	out, err := call(ctx, action, args)
 	if err != nil {
-		return 0, err
+		return zero, err
 	}
-	p, err := parsePort(argValue(out, "NewReservedPort"))
+	v, err := parse(argValue(out, name))
 	if err != nil {
-		return 0, fmt.Errorf("igd: AddAnyPortMapping: NewReservedPort: %w", err)
+		return zero, fmt.Errorf("igd: %s: %s: %w", action, name, err)
 	}
-	return p, nil
+	return v, nil
 }
 
 func keyArgs(remoteHost string, externalPort uint16, proto string) upnp.Args {

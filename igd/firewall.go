@@ -273,7 +273,7 @@ func PinholeArgs(p Pinhole, withLease bool) (upnp.Args, error) {
 func ParseUniqueID(s string) (uint16, error) {
 	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
 	if err != nil {
-		return 0, fmt.Errorf("UniqueID %q is not a number 0-65535", s)
+		return 0, fmt.Errorf("%q is not a number 0-65535", s)
 	}
 	return uint16(n), nil
 }
@@ -297,15 +297,7 @@ func (c *FirewallClient) AddPinhole(ctx context.Context, p Pinhole) (uint16, err
 	if err != nil {
 		return 0, err
 	}
-	out, err := c.call(ctx, "AddPinhole", args)
-	if err != nil {
-		return 0, err
-	}
-	id, err := ParseUniqueID(argValue(out, "UniqueID"))
-	if err != nil {
-		return 0, fmt.Errorf("igd: AddPinhole: %w", err)
-	}
-	return id, nil
+	return callFor(ctx, c.call, "AddPinhole", args, "UniqueID", ParseUniqueID)
 }
 
 // UpdatePinhole sets the remaining lease of pinhole id to lease (it does
@@ -314,16 +306,13 @@ func (c *FirewallClient) UpdatePinhole(ctx context.Context, id uint16, lease tim
 	if lease < MinPinholeLease || lease > MaxPinholeLease {
 		return fmt.Errorf("igd: pinhole lease %v is outside the spec's 1s..24h", lease)
 	}
-	_, err := c.call(ctx, "UpdatePinhole", upnp.Args{
-		{Name: "UniqueID", Value: strconv.Itoa(int(id))},
-		{Name: "NewLeaseTime", Value: formatSeconds(lease)},
-	})
+	_, err := c.call(ctx, "UpdatePinhole", append(idArgs(id), upnp.Arg{Name: "NewLeaseTime", Value: formatSeconds(lease)}))
 	return err
 }
 
 // DeletePinhole closes pinhole id.
 func (c *FirewallClient) DeletePinhole(ctx context.Context, id uint16) error {
-	_, err := c.call(ctx, "DeletePinhole", upnp.Args{{Name: "UniqueID", Value: strconv.Itoa(int(id))}})
+	_, err := c.call(ctx, "DeletePinhole", idArgs(id))
 	return err
 }
 
@@ -331,34 +320,22 @@ func (c *FirewallClient) DeletePinhole(ctx context.Context, id uint16) error {
 // pinhole id. miniupnpd's nftables backend has no counters and answers 0
 // for any ID, existing or not.
 func (c *FirewallClient) PinholePackets(ctx context.Context, id uint16) (uint32, error) {
-	out, err := c.call(ctx, "GetPinholePackets", upnp.Args{{Name: "UniqueID", Value: strconv.Itoa(int(id))}})
-	if err != nil {
-		return 0, err
-	}
-	n, err := ParseUI4(argValue(out, "PinholePackets"))
-	if err != nil {
-		return 0, fmt.Errorf("igd: GetPinholePackets: %w", err)
-	}
-	return n, nil
+	return callFor(ctx, c.call, "GetPinholePackets", idArgs(id), "PinholePackets", ParseUI4)
 }
+
+// idArgs are the arguments of the actions that name a pinhole by its ID.
+func idArgs(id uint16) upnp.Args { return upnp.Args{{Name: "UniqueID", Value: strconv.Itoa(int(id))}} }
 
 // CheckPinholeWorking asks whether traffic has gone through pinhole id.
 // The answer 709 (NoTrafficReceived) is not a failure: it returns false
 // and a nil error, since it means "not proven yet". miniupnpd's nftables
 // backend always answers 709.
 func (c *FirewallClient) CheckPinholeWorking(ctx context.Context, id uint16) (bool, error) {
-	out, err := c.call(ctx, "CheckPinholeWorking", upnp.Args{{Name: "UniqueID", Value: strconv.Itoa(int(id))}})
+	ok, err := callFor(ctx, c.call, "CheckPinholeWorking", idArgs(id), "IsWorking", parseBool)
 	if errors.Is(err, NoTrafficReceived) {
 		return false, nil
 	}
-	if err != nil {
-		return false, err
-	}
-	ok, err := parseBool(argValue(out, "IsWorking"))
-	if err != nil {
-		return false, fmt.Errorf("igd: CheckPinholeWorking: IsWorking: %w", err)
-	}
-	return ok, nil
+	return ok, err
 }
 
 // OutboundPinholeTimeout is GetOutboundPinholeTimeout: how long the
@@ -370,15 +347,8 @@ func (c *FirewallClient) OutboundPinholeTimeout(ctx context.Context, p Pinhole) 
 	if err != nil {
 		return 0, err
 	}
-	out, err := c.call(ctx, "GetOutboundPinholeTimeout", args)
-	if err != nil {
-		return 0, err
-	}
-	n, err := ParseUI4(argValue(out, "OutboundPinholeTimeout"))
-	if err != nil {
-		return 0, fmt.Errorf("igd: GetOutboundPinholeTimeout: %w", err)
-	}
-	return time.Duration(n) * time.Second, nil
+	n, err := callFor(ctx, c.call, "GetOutboundPinholeTimeout", args, "OutboundPinholeTimeout", ParseUI4)
+	return time.Duration(n) * time.Second, err
 }
 
 // PinholeGone reports whether err, from UpdatePinhole, means the pinhole

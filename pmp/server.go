@@ -101,6 +101,7 @@ type Server struct {
 	mu      sync.Mutex
 	conn    *packetConn // while serving
 	ann     *announcer  // while serving, with ExternalAddress
+	ann6    *announcer  // while serving PCP over IPv6, with ExternalAddress
 	started time.Time
 	served  bool
 }
@@ -258,13 +259,17 @@ func (s *Server) ServePacketConn(ctx context.Context, pc net.PacketConn) error {
 // 6887 §14.1.3): the first at once, the other nine over about two
 // minutes, each carrying the state of the moment it is sent. A gateway
 // calls it when its external address changes. It does nothing unless the
-// server is serving with ExternalAddress set.
+// server is serving with ExternalAddress set. Over IPv6 (ServePCPIPv6)
+// the PCP ANNOUNCE goes to [ff02::1]:5350 on the same schedule.
 func (s *Server) Announce() {
 	s.mu.Lock()
-	ann := s.ann
+	ann, ann6 := s.ann, s.ann6
 	s.mu.Unlock()
 	if ann != nil {
 		ann.Restart()
+	}
+	if ann6 != nil {
+		ann6.Restart()
 	}
 }
 

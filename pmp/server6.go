@@ -2,7 +2,9 @@ package pmp
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -60,6 +62,21 @@ func (s *Server) ServePCPIPv6(ctx context.Context, pc net.PacketConn) error {
 		return fmt.Errorf("pmp: the PCP IPv6 socket cannot tell which interface a request arrived on: %w", err)
 	}
 	log := s.logger()
+	if s.ExternalAddress != nil {
+		// The PCP ANNOUNCE over IPv6, on the IPv4 schedule: clients whose
+		// pinholes were lost make them again at once.
+		ann := newAnnouncer(func(i int) { s.announce6(p, i) })
+		s.mu.Lock()
+		s.ann6 = ann
+		s.mu.Unlock()
+		ann.Restart()
+		defer func() {
+			ann.Stop()
+			s.mu.Lock()
+			s.ann6 = nil
+			s.mu.Unlock()
+		}()
+	}
 	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	var wg sync.WaitGroup
@@ -135,4 +152,97 @@ func checkIngress6(cm *ipv6.ControlMessage, interfaces []string) (dst netip.Addr
 		}
 	}
 	return netip.Addr{}, 0, fmt.Sprintf("on %s not addressed to its own address (%v)", ifi.Name, d)
+}
+
+// allNodesGroup is where PCP announcements go over IPv6 (RFC 6887
+// §14.1.3): the link-local all-nodes group, on the client port.
+var allNodesGroup = netip.AddrPortFrom(netip.IPv6LinkLocalAllNodes(), pcp.ClientPort)
+
+// announce6 sends announcement i of the current IPv6 burst: a PCP
+// ANNOUNCE to [ff02::1]:5350 on each of s.Interfaces that has IPv6, with
+// the outgoing interface set per packet (never the external side), once
+// from each of the interface's IPv6 addresses (at most
+// maxAnnounceSources, link-local first): a client checks that an
+// announcement comes from the address it knows its PCP server by, which
+// may be the router's link-local address (its default route) or a global
+// one (the one it was given).
+func (s *Server) announce6(p *ipv6.PacketConn, i int) {
+	log := s.logger()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("panic in an IPv6 announcement; carrying on", "panic", r)
+		}
+	}()
+	pkt := pcpAnnouncement(s.pcpEpoch())
+	var sent []string
+	var errs []error
+	for _, name := range s.Interfaces {
+		ifi, srcs := announceSources6(name)
+		var err error
+		for _, src := range srcs {
+			dst := &net.UDPAddr{IP: allNodesGroup.Addr().AsSlice(), Port: int(allNodesGroup.Port()), Zone: ifi.Name}
+			if _, werr := p.WriteTo(pkt, &ipv6.ControlMessage{IfIndex: ifi.Index, Src: src.AsSlice()}, dst); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("on %s: %w", name, err))
+		} else if len(srcs) > 0 {
+			sent = append(sent, name)
+		}
+	}
+	level := slog.LevelDebug
+	if i == 0 {
+		level = slog.LevelInfo // once per burst; the other nine at debug level
+	}
+	if err := errors.Join(errs...); err != nil {
+		if i == 0 {
+			level = slog.LevelWarn
+		}
+		log.Log(context.Background(), level, "pcp: cannot send an announcement over IPv6", "n", i+1, "err", err)
+	}
+	if len(sent) > 0 {
+		log.Log(context.Background(), level, "pcp: announced the epoch on the LAN over IPv6 ([ff02::1]:5350)",
+			"n", i+1, "of", announceCount, "pcp_epoch", s.pcpEpoch(), "interfaces", sent)
+	}
+}
+
+// maxAnnounceSources bounds the copies of an IPv6 announcement sent on one
+// interface.
+const maxAnnounceSources = 4
+
+// announceSources6 is announceSource for IPv6: the interface, up, able to
+// multicast and not loopback, and its IPv6 unicast addresses, link-local
+// first (none: nothing to send).
+func announceSources6(name string) (*net.Interface, []netip.Addr) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil || ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagMulticast == 0 || ifi.Flags&net.FlagLoopback != 0 {
+		return nil, nil
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok || !ip.Is6() || ip.Is4In6() || ip.IsMulticast() {
+			continue
+		}
+		out = append(out, ip)
+	}
+	slices.SortStableFunc(out, func(a, b netip.Addr) int {
+		switch {
+		case a.IsLinkLocalUnicast() == b.IsLinkLocalUnicast():
+			return 0
+		case a.IsLinkLocalUnicast():
+			return -1
+		}
+		return 1
+	})
+	return ifi, out[:min(len(out), maxAnnounceSources)]
 }

@@ -22,7 +22,9 @@ import (
 // GetPinholePackets answers 0 for any ID, so the check that the router
 // still holds it is the renewal itself: it is sent every check interval
 // (when shorter than half the lease), one request, and a pinhole the
-// router lost (a restart, someone deleting it) is opened again then.
+// router lost (a restart, someone deleting it) is opened again then. A
+// PCP ANNOUNCE the gateway multicasts over IPv6 to [ff02::1]:5350 (it
+// restarted) triggers that renewal at once.
 type PinholeKeeper struct {
 	p      *Pinholer
 	req    PinholeRequest
@@ -83,6 +85,12 @@ func pcpCode(err error) pcp.ResultCode {
 
 func (k *PinholeKeeper) run(ctx context.Context) {
 	defer close(k.done)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	lctx, stopListening := context.WithCancel(ctx)
+	defer stopListening()
+	announced := make(chan struct{}, 1)
+	wg.Go(func() { k.listenAnnouncements6(lctx, announced) })
 	backoff := time.Second
 	var m Mapping
 	for m.ID == "" {
@@ -115,8 +123,16 @@ func (k *PinholeKeeper) run(ctx context.Context) {
 		if k.check > 0 && k.check < wait {
 			wait = k.check
 		}
-		if !sleepCtx(ctx, wait) {
+		why := ""
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C:
+		case <-announced:
+			t.Stop()
+			why = "the gateway announced a restart (PCP ANNOUNCE over IPv6): renewed at once"
 		}
 		nm, recreated, err := k.p.Renew(ctx, k.current(), k.req.Lease)
 		switch {
@@ -131,7 +147,19 @@ func (k *PinholeKeeper) run(ctx context.Context) {
 			continue
 		case recreated:
 			k.set(nm)
-			k.emit(EventRecreated, nm, nm.Note)
+			reason := nm.Note
+			if why != "" && reason != "" {
+				reason = joinReasons(why, reason)
+			} else if why != "" {
+				reason = why
+			}
+			k.emit(EventRecreated, nm, reason)
+			nextReport = time.Now().Add(nm.Lease / 2)
+		case why != "":
+			// PCP cannot tell a refresh from a re-creation: the MAP
+			// makes the pinhole again if the restart lost it.
+			k.set(nm)
+			k.emit(EventRenewed, nm, why)
 			nextReport = time.Now().Add(nm.Lease / 2)
 		default:
 			k.set(nm)

@@ -122,18 +122,25 @@ const (
 	maxPending = 64
 )
 
-// responder is the running state of one Serve call.
-type responder struct {
+// base is what the IPv4 and IPv6 responders share: the configuration
+// with its defaults, the served interfaces, the answers waiting for their
+// delay and the requesters' budgets.
+type base struct {
 	cfg     Responder
 	log     *slog.Logger
-	p       *ipv4.PacketConn
-	group   *net.UDPAddr
-	host    string // HOST header of the NOTIFYs
 	ifaces  []*net.Interface
 	byIndex map[int]*net.Interface
 	pending chan struct{} // semaphore of delayed answers
 	wg      sync.WaitGroup
 	budgets *sourceBudgets // nil without a limit
+}
+
+// responder is the running state of one Serve call.
+type responder struct {
+	base
+	p     *ipv4.PacketConn
+	group *net.UDPAddr
+	host  string // HOST header of the NOTIFYs
 }
 
 // Serve joins the SSDP group on each of r.Interfaces, announces r.Adverts
@@ -155,18 +162,37 @@ func (r *Responder) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.log.Info("ssdp: responder serving", "interfaces", r.Interfaces, "port", s.group.Port, "adverts", len(s.cfg.Adverts))
+	err = s.serve(ctx, s, "ssdp: responder socket closed")
+	s.log.Info("ssdp: responder stopped")
+	return err
+}
+
+// family is one address family's socket, which base.serve drives.
+type family interface {
+	// readLoop answers what it reads until the socket is closed (nil) or
+	// fails for good.
+	readLoop(ctx context.Context) error
+	// announce multicasts one NOTIFY per advertisement on every served
+	// interface.
+	announce(nts string)
+	close() error
+}
+
+// serve announces at once and every NotifyInterval and answers searches
+// until ctx ends, or until f's socket fails (the error; closed when it
+// just ends); then it says byebye, closes f and waits for the answers
+// under way.
+func (s *base) serve(ctx context.Context, f family, closed string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
 	readErr := make(chan error, 1)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		readErr <- s.readLoop(ctx)
+		readErr <- f.readLoop(ctx)
 	}()
-
-	s.log.Info("ssdp: responder serving", "interfaces", r.Interfaces, "port", s.group.Port, "adverts", len(s.cfg.Adverts))
-	s.announceTwice(ctx, NTSAlive)
+	s.announceTwice(ctx, f, NTSAlive)
 	tick := time.NewTicker(s.cfg.NotifyInterval)
 	defer tick.Stop()
 	var stopErr error
@@ -177,38 +203,36 @@ loop:
 			break loop
 		case err := <-readErr:
 			if err == nil {
-				err = errors.New("ssdp: responder socket closed")
+				err = errors.New(closed)
 			}
 			stopErr = err
 			break loop
 		case <-tick.C:
-			s.announceTwice(ctx, NTSAlive)
+			s.announceTwice(ctx, f, NTSAlive)
 		}
 	}
 	// Byebye goes out even though ctx is done: it is the last word, and
 	// UDP sends do not block.
-	s.announce(NTSByeBye)
-	s.announce(NTSByeBye)
+	f.announce(NTSByeBye)
+	f.announce(NTSByeBye)
 	cancel()
-	s.p.Close()
+	f.close()
 	s.wg.Wait()
-	s.log.Info("ssdp: responder stopped")
 	return stopErr
 }
 
-// start checks r, fills in its defaults, opens the socket and joins the
-// group on every interface.
-func (r *Responder) start(ctx context.Context) (*responder, error) {
-	s := &responder{cfg: *r, log: r.Logger, pending: make(chan struct{}, maxPending), byIndex: make(map[int]*net.Interface)}
+// init checks r, fills in its defaults and looks up its interfaces.
+func (s *base) init(r *Responder) error {
+	s.cfg, s.log, s.pending, s.byIndex = *r, r.Logger, make(chan struct{}, maxPending), make(map[int]*net.Interface)
 	c := &s.cfg
 	if len(c.Interfaces) == 0 {
-		return nil, errors.New("ssdp: responder has no Interfaces: name the internal (LAN) interfaces to serve; SSDP must never be answered on the WAN side")
+		return errors.New("ssdp: responder has no Interfaces: name the internal (LAN) interfaces to serve; SSDP must never be answered on the WAN side")
 	}
 	if c.Location == nil {
-		return nil, errors.New("ssdp: responder has no Location func: it must return the description URL for a local address")
+		return errors.New("ssdp: responder has no Location func: it must return the description URL for a local address")
 	}
 	if len(c.Adverts) == 0 {
-		return nil, errors.New("ssdp: responder has no Adverts: use DeviceAdverts for the root device and each embedded device")
+		return errors.New("ssdp: responder has no Adverts: use DeviceAdverts for the root device and each embedded device")
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -225,12 +249,6 @@ func (r *Responder) start(ctx context.Context) (*responder, error) {
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
-	if !c.Group.IsValid() {
-		c.Group = netip.MustParseAddr(DefaultGroup)
-	}
-	if !c.Group.Is4() || !c.Group.IsMulticast() {
-		return nil, fmt.Errorf("ssdp: responder Group %s is not an IPv4 multicast address; leave it unset for %s", c.Group, DefaultGroup)
-	}
 	if c.MaxMX == 0 {
 		c.MaxMX = defaultMaxMX
 	}
@@ -240,20 +258,36 @@ func (r *Responder) start(ctx context.Context) (*responder, error) {
 	if c.SourceBurst > 0 {
 		s.budgets = newSourceBudgets(c.SourceBurst)
 	}
-	s.group = net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.Group, uint16(c.Port)))
-	s.host = s.group.String()
-
 	for _, name := range c.Interfaces {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
-			return nil, fmt.Errorf("ssdp: responder interface %q: %w", name, err)
+			return fmt.Errorf("ssdp: responder interface %q: %w", name, err)
 		}
 		if ifi.Flags&net.FlagMulticast == 0 {
-			return nil, fmt.Errorf("ssdp: responder interface %q is not multicast-capable (ip link set %s multicast on)", name, name)
+			return fmt.Errorf("ssdp: responder interface %q is not multicast-capable (ip link set %s multicast on)", name, name)
 		}
 		s.ifaces = append(s.ifaces, ifi)
 		s.byIndex[ifi.Index] = ifi
 	}
+	return nil
+}
+
+// start checks r, fills in its defaults, opens the socket and joins the
+// group on every interface.
+func (r *Responder) start(ctx context.Context) (*responder, error) {
+	if r.Group.IsValid() && (!r.Group.Is4() || !r.Group.IsMulticast()) {
+		return nil, fmt.Errorf("ssdp: responder Group %s is not an IPv4 multicast address; leave it unset for %s", r.Group, DefaultGroup)
+	}
+	s := &responder{}
+	if err := s.init(r); err != nil {
+		return nil, err
+	}
+	c := &s.cfg
+	if !c.Group.IsValid() {
+		c.Group = netip.MustParseAddr(DefaultGroup)
+	}
+	s.group = net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.Group, uint16(c.Port)))
+	s.host = s.group.String()
 
 	lc := net.ListenConfig{Control: reuseAddr}
 	pc, err := lc.ListenPacket(ctx, "udp4", ":"+strconv.Itoa(c.Port))
@@ -278,30 +312,37 @@ func (r *Responder) start(ctx context.Context) (*responder, error) {
 	return s, nil
 }
 
-// readLoop reads requests until the socket is closed (nil) or fails
-// persistently (the error).
+func (s *responder) close() error { return s.p.Close() }
+
 func (s *responder) readLoop(ctx context.Context) error {
+	return readPackets(ctx, s.log, "responder", s.p.ReadFrom, func(b []byte, cm *ipv4.ControlMessage, from *net.UDPAddr) {
+		ap := from.AddrPort()
+		s.handle(ctx, b, cm, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	})
+}
+
+// readPackets reads datagrams with read and gives each to handle until
+// the socket is closed (nil) or fails persistently (the error). CM is the
+// family's control message (the ingress interface).
+func readPackets[CM any](ctx context.Context, log *slog.Logger, what string, read func([]byte) (int, CM, net.Addr, error), handle func(b []byte, cm CM, from *net.UDPAddr)) error {
 	buf := make([]byte, maxDatagram)
 	failures := 0
 	for {
-		n, cm, src, err := s.p.ReadFrom(buf)
+		n, cm, src, err := read(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
 			if failures++; failures >= 100 {
-				return fmt.Errorf("ssdp: responder reading: %w", err)
+				return fmt.Errorf("ssdp: %s reading: %w", what, err)
 			}
-			s.log.Debug("ssdp: responder read error", "err", err)
+			log.Debug("ssdp: "+what+" read error", "err", err)
 			continue
 		}
 		failures = 0
-		ua, ok := src.(*net.UDPAddr)
-		if !ok {
-			continue
+		if ua, ok := src.(*net.UDPAddr); ok {
+			handle(buf[:n], cm, ua)
 		}
-		from := ua.AddrPort()
-		s.handle(ctx, buf[:n], cm, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
 	}
 }
 
@@ -353,19 +394,6 @@ func (s *responder) handle(ctx context.Context, b []byte, cm *ipv4.ControlMessag
 		s.log.Debug("ssdp: no Location for interface", "interface", ifi.Name, "local", local)
 		return
 	}
-	var msgs [][]byte
-	for _, a := range ads {
-		msgs = append(msgs, AppendResponse(nil, s.response(a, loc)))
-	}
-	if s.budgets != nil {
-		n := s.budgets.allow(from.Addr(), len(b), msgs, time.Now())
-		if n < len(msgs) {
-			s.log.Debug("ssdp: answers beyond the requester's budget dropped (reflection guard)", "from", from, "st", st, "answers", len(msgs), "sent", n)
-		}
-		if msgs = msgs[:n]; len(msgs) == 0 {
-			return
-		}
-	}
 	var delay time.Duration
 	switch {
 	case s.cfg.Quirks.FullMX:
@@ -373,15 +401,54 @@ func (s *responder) handle(ctx context.Context, b []byte, cm *ipv4.ControlMessag
 	case multicast:
 		delay = s.delay(mx)
 	}
+	cmOut := &ipv4.ControlMessage{IfIndex: ifi.Index, Src: local.AsSlice()}
+	to := net.UDPAddrFromAddrPort(from)
+	s.answer(ctx, search{from: from.Addr(), size: len(b), st: st, ifi: ifi}, ads, loc, delay, func(msgs [][]byte) {
+		if s.cfg.Quirks.OtherPort {
+			s.sendFromOtherPort(msgs, local, to)
+			return
+		}
+		for _, m := range msgs {
+			if _, err := s.p.WriteTo(m, cmOut, to); err != nil {
+				s.log.Debug("ssdp: sending answer", "to", to, "err", err)
+			}
+		}
+	})
+}
+
+// search is a search being answered, for answer's budget and logs.
+type search struct {
+	from netip.Addr
+	size int // of the request, which the budget refunds
+	st   string
+	ifi  *net.Interface
+}
+
+// answer builds the answers for ads at loc, keeps those within the
+// requester's budget, and sends them with send after delay, on a
+// goroutine of its own; when maxPending answers are already waiting, the
+// search is dropped.
+func (s *base) answer(ctx context.Context, q search, ads []Advertisement, loc string, delay time.Duration, send func(msgs [][]byte)) {
+	var msgs [][]byte
+	for _, a := range ads {
+		msgs = append(msgs, AppendResponse(nil, s.response(a, loc)))
+	}
+	if s.budgets != nil {
+		n := s.budgets.allow(q.from, q.size, msgs, time.Now())
+		if n < len(msgs) {
+			s.log.Debug("ssdp: answers beyond the requester's budget dropped (reflection guard)", "from", q.from, "st", q.st, "answers", len(msgs), "sent", n)
+		}
+		if msgs = msgs[:n]; len(msgs) == 0 {
+			return
+		}
+	}
 	select {
 	case s.pending <- struct{}{}:
 	default:
-		s.log.Debug("ssdp: too many searches pending, dropping one", "from", from, "st", st)
+		s.log.Debug("ssdp: too many searches pending, dropping one", "from", q.from, "st", q.st)
 		return
 	}
-	s.log.Debug("ssdp: answering", "from", from, "interface", ifi.Name, "st", st, "answers", len(msgs), "delay", delay)
-	cmOut := &ipv4.ControlMessage{IfIndex: ifi.Index, Src: local.AsSlice()}
-	to := net.UDPAddrFromAddrPort(from)
+	s.log.Debug("ssdp: answering", "from", q.from, "interface", q.ifi.Name, "st", q.st, "answers", len(msgs), "delay", delay)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -395,15 +462,7 @@ func (s *responder) handle(ctx context.Context, b []byte, cm *ipv4.ControlMessag
 				return
 			}
 		}
-		if s.cfg.Quirks.OtherPort {
-			s.sendFromOtherPort(msgs, local, to)
-			return
-		}
-		for _, m := range msgs {
-			if _, err := s.p.WriteTo(m, cmOut, to); err != nil {
-				s.log.Debug("ssdp: sending answer", "to", to, "err", err)
-			}
-		}
+		send(msgs)
 	}()
 }
 
@@ -441,7 +500,7 @@ func sameVersion(ads, advertised []Advertisement) []Advertisement {
 // delay picks the random wait before answering a multicast search. A search
 // without MX is given 1s rather than refused: UDA says to drop it, but
 // answering costs little and helps sloppy clients.
-func (s *responder) delay(mx int) time.Duration {
+func (s *base) delay(mx int) time.Duration {
 	if s.cfg.MaxMX < 0 {
 		return 0
 	}
@@ -452,7 +511,7 @@ func (s *responder) delay(mx int) time.Duration {
 	return rand.N(limit)
 }
 
-func (s *responder) response(a Advertisement, loc string) Response {
+func (s *base) response(a Advertisement, loc string) Response {
 	return Response{
 		Location: loc,
 		ST:       a.NT,
@@ -466,7 +525,7 @@ func (s *responder) response(a Advertisement, loc string) Response {
 
 // announceTwice sends the NOTIFYs, then again after notifyGap unless ctx
 // ends first.
-func (s *responder) announceTwice(ctx context.Context, nts string) {
+func (s *base) announceTwice(ctx context.Context, f family, nts string) {
 	for i := range notifyCopies {
 		if i > 0 {
 			t := time.NewTimer(notifyGap)
@@ -477,7 +536,7 @@ func (s *responder) announceTwice(ctx context.Context, nts string) {
 				return
 			}
 		}
-		s.announce(nts)
+		f.announce(nts)
 	}
 }
 

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"golang.org/x/net/ipv6"
@@ -38,99 +36,27 @@ func (r *Responder) ServeIPv6(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	readErr := make(chan error, 1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		readErr <- s.readLoop(ctx)
-	}()
 	s.log.Info("ssdp: responder serving over IPv6", "interfaces", r.Interfaces, "groups", "ff02::c, ff05::c", "port", s.port)
-	s.announceTwice(ctx, NTSAlive)
-	tick := time.NewTicker(s.cfg.NotifyInterval)
-	defer tick.Stop()
-	var stopErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-readErr:
-			if err == nil {
-				err = errors.New("ssdp: IPv6 responder socket closed")
-			}
-			stopErr = err
-			break loop
-		case <-tick.C:
-			s.announceTwice(ctx, NTSAlive)
-		}
-	}
-	s.announce(NTSByeBye)
-	s.announce(NTSByeBye)
-	cancel()
-	s.p.Close()
-	s.wg.Wait()
-	return stopErr
+	return s.serve(ctx, s, "ssdp: IPv6 responder socket closed")
 }
 
 // responder6 is the running state of one ServeIPv6 call.
 type responder6 struct {
-	cfg     Responder
-	log     *slog.Logger
-	p       *ipv6.PacketConn
-	port    int
-	ifaces  []*net.Interface
-	byIndex map[int]*net.Interface
-	pending chan struct{}
-	wg      sync.WaitGroup
-	budgets *sourceBudgets
+	base
+	p    *ipv6.PacketConn
+	port int
 }
 
 func (r *Responder) start6(ctx context.Context) (*responder6, error) {
-	// The IPv4 start checks and defaults the configuration; reuse them
-	// without opening its socket.
-	c := *r
-	if len(c.Interfaces) == 0 || c.Location == nil || len(c.Adverts) == 0 {
-		return nil, errors.New("ssdp: IPv6 responder needs Interfaces, Location and Adverts, as the IPv4 one")
+	s := &responder6{}
+	if err := s.init(r); err != nil {
+		return nil, err
 	}
-	if c.Server == "" {
-		c.Server = userAgent
-	}
-	if c.MaxAge <= 0 {
-		c.MaxAge = defaultMaxAge
-	}
-	if c.NotifyInterval <= 0 {
-		c.NotifyInterval = defaultNotifyInterval
-	}
-	if c.Port == 0 {
-		c.Port = DefaultPort
-	}
-	if c.MaxMX == 0 {
-		c.MaxMX = defaultMaxMX
-	}
-	if c.SourceBurst == 0 {
-		c.SourceBurst = DefaultSourceBurst
-	}
-	s := &responder6{cfg: c, log: c.Logger, port: c.Port, pending: make(chan struct{}, maxPending), byIndex: map[int]*net.Interface{}}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	if c.SourceBurst > 0 {
-		s.budgets = newSourceBudgets(c.SourceBurst)
-	}
-	for _, name := range c.Interfaces {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("ssdp: responder interface %q: %w", name, err)
-		}
-		s.ifaces = append(s.ifaces, ifi)
-		s.byIndex[ifi.Index] = ifi
-	}
+	s.port = s.cfg.Port
 	lc := net.ListenConfig{Control: reuseAddr}
-	pc, err := lc.ListenPacket(ctx, "udp6", "[::]:"+strconv.Itoa(c.Port))
+	pc, err := lc.ListenPacket(ctx, "udp6", "[::]:"+strconv.Itoa(s.port))
 	if err != nil {
-		return nil, fmt.Errorf("ssdp: IPv6 responder listening on UDP port %d: %w", c.Port, err)
+		return nil, fmt.Errorf("ssdp: IPv6 responder listening on UDP port %d: %w", s.port, err)
 	}
 	s.p = ipv6.NewPacketConn(pc)
 	if err := s.p.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
@@ -158,27 +84,14 @@ func (r *Responder) start6(ctx context.Context) (*responder6, error) {
 	return s, nil
 }
 
+func (s *responder6) close() error { return s.p.Close() }
+
 func (s *responder6) readLoop(ctx context.Context) error {
-	buf := make([]byte, maxDatagram)
-	failures := 0
-	for {
-		n, cm, src, err := s.p.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-				return nil
-			}
-			if failures++; failures >= 100 {
-				return fmt.Errorf("ssdp: IPv6 responder reading: %w", err)
-			}
-			continue
+	return readPackets(ctx, s.log, "IPv6 responder", s.p.ReadFrom, func(b []byte, cm *ipv6.ControlMessage, from *net.UDPAddr) {
+		if cm != nil {
+			s.handle(ctx, b, cm, from)
 		}
-		failures = 0
-		ua, ok := src.(*net.UDPAddr)
-		if !ok || cm == nil {
-			continue
-		}
-		s.handle(ctx, buf[:n], cm, ua)
-	}
+	})
 }
 
 // location returns the description URL for a search that arrived on ifi
@@ -229,62 +142,18 @@ func (s *responder6) handle(ctx context.Context, b []byte, cm *ipv6.ControlMessa
 		s.log.Debug("ssdp: no IPv6 Location on interface", "interface", ifi.Name)
 		return
 	}
-	var msgs [][]byte
-	for _, a := range ads {
-		msgs = append(msgs, AppendResponse(nil, Response{Location: loc, ST: a.NT, USN: a.USN, Server: s.cfg.Server,
-			MaxAge: s.cfg.MaxAge, BootID: s.cfg.BootID, ConfigID: s.cfg.ConfigID}))
-	}
-	fromAddr := from.AddrPort().Addr().WithZone("")
-	if s.budgets != nil {
-		n := s.budgets.allow(fromAddr, len(b), msgs, time.Now())
-		if msgs = msgs[:n]; len(msgs) == 0 {
-			return
-		}
-	}
 	var delay time.Duration
-	if dst.IsMulticast() && s.cfg.MaxMX >= 0 {
-		delay = (&responder{cfg: s.cfg}).delay(mx)
-	}
-	select {
-	case s.pending <- struct{}{}:
-	default:
-		return
+	if dst.IsMulticast() {
+		delay = s.delay(mx)
 	}
 	cmOut := &ipv6.ControlMessage{IfIndex: ifi.Index}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.pending }()
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return
-			}
-		}
+	s.answer(ctx, search{from: from.AddrPort().Addr().WithZone(""), size: len(b), st: st, ifi: ifi}, ads, loc, delay, func(msgs [][]byte) {
 		for _, m := range msgs {
 			if _, err := s.p.WriteTo(m, cmOut, from); err != nil {
 				s.log.Debug("ssdp: sending IPv6 answer", "to", from, "err", err)
 			}
 		}
-	}()
-}
-
-func (s *responder6) announceTwice(ctx context.Context, nts string) {
-	for i := range notifyCopies {
-		if i > 0 {
-			t := time.NewTimer(notifyGap)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return
-			}
-		}
-		s.announce(nts)
-	}
+	})
 }
 
 // announce sends one NOTIFY per advertisement to ff02::c and ff05::c on
@@ -300,8 +169,7 @@ func (s *responder6) announce(nts string) {
 			to := &net.UDPAddr{IP: g.AsSlice(), Port: s.port}
 			host := "[" + upperHex(g.String()) + "]:" + strconv.Itoa(s.port)
 			for _, a := range s.cfg.Adverts {
-				m := AppendNotify(nil, Response{Location: loc, ST: a.NT, USN: a.USN, Server: s.cfg.Server,
-					MaxAge: s.cfg.MaxAge, BootID: s.cfg.BootID, ConfigID: s.cfg.ConfigID}, nts, host)
+				m := AppendNotify(nil, s.response(a, loc), nts, host)
 				if _, err := s.p.WriteTo(m, cm, to); err != nil {
 					s.log.Debug("ssdp: sending IPv6 NOTIFY", "interface", ifi.Name, "group", g, "err", err)
 				}

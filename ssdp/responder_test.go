@@ -53,7 +53,7 @@ func TestResponderDelay(t *testing.T) {
 		{-1, 5, 0},                // negative cap: answer at once
 	}
 	for _, tt := range tests {
-		s := &responder{cfg: Responder{MaxMX: tt.maxMX}}
+		s := &responder{base: base{cfg: Responder{MaxMX: tt.maxMX}}}
 		var longest time.Duration
 		for range 200 {
 			d := s.delay(tt.mx)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/internal/natlab"
+	"github.com/portfwd/portfwd/pcp"
 )
 
 // gateway6Config puts the gateway's pinhole rules where the dual-stack
@@ -172,5 +175,134 @@ func TestLabGatewayPinholesWithOurClient(t *testing.T) {
 			t.Errorf("WAN still reaches [LAN]:%d after delete", port)
 		}
 	}
+	g.stop(t)
+}
+
+// TestLabGatewayRelayPinholes: with the relay backend, a pinhole upnpc -6
+// opens is relayed from the router's external IPv6 address at the
+// pinhole's port to the LAN host's IPv6 address, real TCP and UDP from the
+// WAN host; a pinhole for one remote host admits that host only; the LAN
+// host's own address stays behind the router's drop (the relay opens no
+// firewall); delete closes the router's port.
+func TestLabGatewayRelayPinholes(t *testing.T) {
+	natlab.Require(t, "upnpc")
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	srv := l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8080), "relayed6")
+	l.ServeUDPEcho(t, natlab.HostLAN, ap(l.LANIP6, 8081))
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8082), "filtered6")
+	g := &labGateway{l: l, stateDir: filepath.Join(l.RunDir, "gw"), args: []string{"gateway",
+		"--internal", natlab.RouterLANIf, "--external", natlab.RouterWANIf,
+		"--external-ip", l.RouterWANIP.String(), "--backend", "relay", "--admin", "off",
+		"--state-dir", filepath.Join(l.RunDir, "gw"), "-v"}}
+	g.start(t)
+	l.WaitTCP(t, natlab.HostLAN, ap(l.RouterLANIP6, 5000), 10*time.Second, g.proc)
+	url := "http://[" + l.RouterLANIP6.String() + "]:5000/rootDesc.xml"
+	atRouter := func(port uint16) netip.AddrPort { return ap(l.RouterWANIP6, port) }
+	if !strings.Contains(g.proc.Output(), "IPv6 pinholes are relayed from ["+l.RouterWANIP6.String()+"]") {
+		t.Errorf("the start-up log does not say where pinholes are relayed from:\n%s", g.proc.Output())
+	}
+
+	out := lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-S")
+	contains(t, "upnpc -6 -S", out, "Inbound Pinhole Allowed: Yes")
+	if _, err := l.DialTCP(t, natlab.HostWAN, atRouter(8080), mustFail); err == nil {
+		t.Fatal("the router's port 8080 answered before any pinhole")
+	}
+	ids := map[string]string{}
+	for _, p := range []struct{ remote, port, proto string }{{"", "8080", "TCP"}, {"", "8081", "UDP"}, {"2001:db8:113::99", "8082", "TCP"}} {
+		out := lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-A", p.remote, "0", l.LANIP6.String(), p.port, p.proto, "3600")
+		m := upnpcPinholeID.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("upnpc -6 -A %s/%s printed no pinhole ID:\n%s", p.port, p.proto, out)
+		}
+		ids[p.port] = m[1]
+	}
+
+	got, err := l.DialTCP(t, natlab.HostWAN, atRouter(8080), mustWork)
+	if err != nil || got != "relayed6" {
+		t.Fatalf("WAN -> [router]:8080 through the relayed pinhole: %q, %v", got, err)
+	}
+	if peers := srv.Peers(); len(peers) == 0 || peers[len(peers)-1].Addr() != l.RouterLANIP6 {
+		t.Errorf("the LAN server saw %v; the relay connects from the router's LAN address %v", peers, l.RouterLANIP6)
+	}
+	if got, err := l.ProbeUDP(t, natlab.HostWAN, atRouter(8081), "ping6", mustWork); err != nil || got != "ping6" {
+		t.Fatalf("UDP WAN -> [router]:8081 through the relayed pinhole: %q, %v", got, err)
+	}
+	if _, err := l.DialTCP(t, natlab.HostWAN, atRouter(8082), mustFail); err == nil {
+		t.Error("a pinhole for 2001:db8:113::99 only admitted the WAN host")
+	}
+	if _, reached := reach6(t, l, 8080, mustFail); reached {
+		t.Error("the LAN host's own address was reached: the relay backend must not open the router's firewall")
+	}
+
+	for _, port := range []string{"8080", "8081", "8082"} {
+		out := lanRun(t, l, "upnpc", "-6", "-i", "-u", url, "-D", ids[port])
+		contains(t, "upnpc -6 -D "+port, out, "UPNP_DeletePinhole() returned : 0")
+	}
+	if _, err := l.DialTCP(t, natlab.HostWAN, atRouter(8080), mustFail); err == nil {
+		t.Error("WAN -> [router]:8080 still relayed after DeletePinhole")
+	}
+	if _, err := l.ProbeUDP(t, natlab.HostWAN, atRouter(8081), "ping6", mustFail); err == nil {
+		t.Error("UDP WAN -> [router]:8081 still relayed after DeletePinhole")
+	}
+	g.stop(t)
+}
+
+// TestLabGatewayAnnouncesOverIPv6: the gateway multicasts a PCP ANNOUNCE to
+// [ff02::1]:5350 on its LAN when it starts (RFC 6887 §14.1.3), from its
+// LAN address; keep --ipv6 over PCP hears it and renews at once, so a
+// pinhole the restarted gateway lost (its state wiped) is open again
+// within seconds, not at the next renewal half an hour later.
+func TestLabGatewayAnnouncesOverIPv6(t *testing.T) {
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP6, 8093), "announced")
+	// A listener of our own on the LAN host, closed before keep binds the
+	// port.
+	pc, err := l.ListenPacket(natlab.HostLAN, "udp6", "[::]:5350")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	g := startGateway6(t, l)
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1100)
+	var from netip.Addr
+	for {
+		n, src, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no PCP ANNOUNCE over IPv6 on the LAN within 5 s of the gateway's start: %v\n%s", err, g.proc.Output())
+		}
+		if r, perr := pcp.ParseResponse(buf[:n]); perr == nil && r.Op == pcp.OpAnnounce && r.Result == pcp.ResultSuccess {
+			from = src.(*net.UDPAddr).AddrPort().Addr().WithZone("")
+			if from == l.RouterLANIP6 {
+				break
+			}
+		}
+	}
+	pc.Close()
+	t.Logf("PCP ANNOUNCE over IPv6 from [%v]", from)
+
+	keep := l.Start(t, natlab.HostLAN, portfwdBinary(t), "keep", "8093", "--ipv6", "--protocol", "pcp", "--lease", "1h",
+		"--check-interval", "1h", "--no-cache")
+	if !waitFor(5*time.Second, func() bool { _, ok := reach6(t, l, 8093, 200*time.Millisecond); return ok }) {
+		t.Fatalf("keep --ipv6 never opened the pinhole; its output:\n%s", keep.Output())
+	}
+	// The gateway restarts having lost its state: the pinhole is gone
+	// with it, until keep hears the announcement.
+	g.stop(t)
+	if err := os.RemoveAll(g.stateDir); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	g.start(t)
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(keep.Output(), "PCP ANNOUNCE over IPv6")
+	}) {
+		t.Fatalf("keep did not act on the gateway's announcement; its output:\n%s\ngateway:\n%s", keep.Output(), g.proc.Output())
+	}
+	if got, reached := reach6(t, l, 8093, mustWork); !reached || got != "announced" {
+		t.Fatalf("the pinhole is not open again after the announcement: %q; keep output:\n%s", got, keep.Output())
+	}
+	t.Logf("pinhole open again %v after the gateway restarted without its state", time.Since(restarted).Round(time.Millisecond))
+	keep.Stop()
 	g.stop(t)
 }

@@ -141,6 +141,9 @@ func printEvent(e *env, asJSON bool, ev portmap.Event) {
 		printNote(e, m)
 	case portmap.EventRenewed:
 		fmt.Fprintf(e.stdout, "%s renewed %s (%s)\n", ts, where, leaseText(m))
+		if ev.Reason != "" {
+			fmt.Fprintf(e.stdout, "  %s\n", ev.Reason)
+		}
 		printNote(e, m)
 	case portmap.EventRecreated:
 		fmt.Fprintf(e.stdout, "%s recreated %s (%s)\n", ts, where, ev.Reason)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -34,9 +36,6 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 		}
 		return b, nil
 	case BackendRelay:
-		if cfg.IPv6.Pinholes {
-			d.log.Info("relay backend: no IPv6 pinholes (a userspace relay cannot open the router's firewall); UPnP InboundPinholeAllowed is 0 and PCP MAP over IPv6 is refused; use the nft backend for them")
-		}
 		bind, follow := d.relayBind()
 		d.log.Info("relay backend: external ports are bound on " + bind.String())
 		rc := relay.Config{
@@ -45,8 +44,18 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 			MaxConnsPerRule: cfg.Relay.MaxConnsPerRule,
 			Logger:          d.log,
 		}
-		if follow {
+		var follow6 bool
+		if cfg.IPv6.Pinholes {
+			rc.PinholeAddrs, follow6 = d.relayPinholeAddrs()
+			if len(rc.PinholeAddrs) > 0 {
+				d.log.Info(fmt.Sprintf("relay backend: IPv6 pinholes are relayed from %v, the external interface's IPv6 addresses, at each pinhole's port: peers reach them there, not at the LAN host's own address", rc.PinholeAddrs))
+			} else {
+				d.log.Warn("relay backend: no external interface IPv6 address to relay IPv6 pinholes from; they are relayed from every IPv6 address, LAN side included, until one appears")
+			}
+		}
+		if follow || follow6 {
 			d.wan.relay = newRelayBackend(rc, d.log)
+			d.wan.relay.follow4, d.wan.relay.follow6 = follow, follow6
 			return d.wan.relay, nil
 		}
 		return relay.New(rc), nil
@@ -75,4 +84,19 @@ func (d *Daemon) relayBind() (addr netip.Addr, fromInterface bool) {
 	}
 	d.log.Warn("relay backend: no external interface address to bind; binding external ports on every address, LAN side included")
 	return netip.IPv4Unspecified(), false
+}
+
+// relayPinholeAddrs picks the addresses the relay listens on for IPv6
+// pinholes: the global IPv6 addresses of the external interfaces, which
+// it follows (follow is true when there is an external interface to
+// follow). None means every IPv6 address.
+func (d *Daemon) relayPinholeAddrs() (addrs []netip.Addr, follow bool) {
+	for _, name := range d.cfg.Interfaces.External {
+		if strings.HasSuffix(name, "*") {
+			continue
+		}
+		follow = true
+		addrs = append(addrs, ipv6AddrsOf(name)...)
+	}
+	return slices.Compact(slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare)), follow
 }

@@ -170,7 +170,16 @@ func Check(ctx context.Context, cfg Config) []Finding {
 			ok("relay backend can bind external ports on %s", bind)
 		}
 		if cfg.IPv6.Pinholes {
-			ok("relay backend: no IPv6 pinholes (a userspace relay cannot open the router's firewall); UPnP InboundPinholeAllowed is 0 and PCP MAP over IPv6 is refused")
+			if addrs, _ := d.relayPinholeAddrs(); len(addrs) > 0 {
+				ok("relay backend: IPv6 pinholes are relayed from %v (the external interface's IPv6 addresses) at each pinhole's port; peers reach them there, not at the LAN host's own address", addrs)
+				for _, a := range addrs {
+					if err := tryBind("tcp6", netip.AddrPortFrom(a, 0)); err != nil {
+						bad("relay backend cannot bind IPv6 pinholes on %s: %v", a, err)
+					}
+				}
+			} else {
+				ok("relay backend: no external interface with a global IPv6 address: IPv6 pinholes are relayed from every IPv6 address, LAN side included, until one has one")
+			}
 		}
 		if os.Geteuid() != 0 {
 			if start := unprivilegedPortStart(); start > 1 {

@@ -307,7 +307,8 @@ type NFTConfig struct {
 
 // IPv6Config configures IPv6 pinholes: UPnP WANIPv6FirewallControl:1 and
 // PCP MAP over IPv6, both opening the router's firewall for a LAN host's
-// own IPv6 address.
+// own IPv6 address (nft backend), or relaying the pinhole's port from the
+// router's external IPv6 addresses to it (relay backend).
 type IPv6Config struct {
 	// Pinholes lets clients open pinholes (UPnP InboundPinholeAllowed).
 	// On by default; off, the pinhole actions answer 703 and PCP MAP over
@@ -318,7 +319,9 @@ type IPv6Config struct {
 	// unfiltered: pinholes then mean nothing and the actions answer 702.
 	Firewall bool `toml:"firewall"`
 	// MaxPinholes caps the pinhole table (0: 65535, the ID space);
-	// MaxPerClient the pinholes one requesting address holds (0:
+	// MaxPerClient the pinholes one LAN host holds, from all its
+	// addresses (the neighbour table's: same link-layer address on the
+	// same internal interface; else the requesting address) (0:
 	// policy.max_per_client).
 	MaxPinholes  int `toml:"max_pinholes"`
 	MaxPerClient int `toml:"max_per_client"`

@@ -151,7 +151,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	policy, _ := cfg.effectivePolicy() // validated above
 	d.quirkPolicy(&policy)
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record,
-		SameHost: d.sameLANHost, SameHostNow: d.sameLANHostNow, OwnAddr: netroute.IsLocalAddr}
+		SameHost: d.sameLANHost, SameHostNow: d.sameLANHostNow, HostAddrs: d.lanHostAddrs, OwnAddr: netroute.IsLocalAddr}
 	// While New restores the saved leases (nothing is served yet), the
 	// probe is narrowed to the ports some socket holds (boundPorts), one
 	// reading for all of them; once serving, every port about to be given
@@ -295,6 +295,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				return nil
 			})
 		}
+	}
+	if d.nftb != nil {
+		// A firewall reload (fw4, nft flush ruleset) takes our rules with
+		// it: they are put back ~200 ms after it, not at the next request.
+		run("nftables reload watch", func() error {
+			if err := d.nftb.WatchReloads(ctx); err != nil {
+				d.log.Warn("firewall reloads will be repaired at the next mapping or pinhole operation only", "err", err)
+			}
+			return nil
+		})
 	}
 	if d.pmpSide.server != nil {
 		// It announces at once that the gateway (re)started: clients whose

@@ -135,7 +135,9 @@
 // Announcements (package pmp) go to 224.0.0.1:5350 on the internal
 // interfaces only, at start and on each address change: a NAT-PMP external
 // address response and a PCP unsolicited ANNOUNCE, 10 of each, at once and
-// then after 250 ms, doubling (RFC 6886 §3.2.1).
+// then after 250 ms, doubling (RFC 6886 §3.2.1); and the PCP ANNOUNCE to
+// [ff02::1]:5350 over IPv6 on the same schedule, from each IPv6 address of
+// the interface (pmp.Server.ServePCPIPv6).
 //
 // # Lifecycle
 //

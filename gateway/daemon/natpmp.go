@@ -30,6 +30,10 @@ type pmpAdapter struct {
 	// noExternalIP is the quirk no-external-ip: the address request
 	// fails with result 3 (network failure).
 	noExternalIP bool
+	// pinholeAddr is where peers reach a pinhole when that is not the LAN
+	// host's own address (the relay backend's external IPv6 address);
+	// nil or the zero Addr otherwise.
+	pinholeAddr func() netip.Addr
 }
 
 var _ natpmp.Handler = (*natpmpHandler)(nil)

@@ -102,3 +102,33 @@ func nudge(a netip.Addr) {
 	c.Write([]byte{0})
 	c.Close()
 }
+
+// hostAddrs returns the IPv6 addresses the neighbour table shows with a's
+// link-layer address on a's interface, among ifindexes (nil: any), a
+// excluded: the other addresses of a's host, as known now (no discovery).
+func hostAddrs(ifindexes map[int]bool, a netip.Addr) []netip.Addr {
+	if !a.Is6() || a.Is4In6() {
+		return nil
+	}
+	ns, err := readNeighbours()
+	if err != nil {
+		return nil
+	}
+	var self *neighbour
+	for i := range ns {
+		if ns[i].addr == a && (ifindexes == nil || ifindexes[ns[i].ifindex]) && len(ns[i].lladdr) > 0 {
+			self = &ns[i]
+			break
+		}
+	}
+	if self == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, n := range ns {
+		if n.addr != a && n.addr.Is6() && n.ifindex == self.ifindex && bytes.Equal(n.lladdr, self.lladdr) {
+			out = append(out, n.addr)
+		}
+	}
+	return out
+}

@@ -52,7 +52,15 @@ func (h *pcpHandler) mapPinhole(ctx context.Context, mc pcp.MapContext) (pcp.Map
 	if err != nil {
 		return pcp.MapGrant{}, h.pinholeResult(err)
 	}
-	return pcp.MapGrant{ExternalAddr: got.InternalAddr, ExternalPort: got.InternalPort, Lifetime: got.LeaseSeconds(h.core.Now())}, pcp.ResultSuccess
+	// A pinhole is reached at the host's own address, except through the
+	// relay, which listens on the router's: the answer says where.
+	at := got.InternalAddr
+	if h.pinholeAddr != nil {
+		if a := h.pinholeAddr(); a.IsValid() {
+			at = a
+		}
+	}
+	return pcp.MapGrant{ExternalAddr: at, ExternalPort: got.InternalPort, Lifetime: got.LeaseSeconds(h.core.Now())}, pcp.ResultSuccess
 }
 
 // deletePinhole closes the client's pinhole of the port (with internal

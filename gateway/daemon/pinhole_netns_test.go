@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/pcp"
@@ -57,6 +58,48 @@ func newV6LAN(t *testing.T) *v6LAN {
 	run("-n", ns, "-6", "addr", "add", "2001:db8:77::22/64", "dev", "eth0", "nodad")
 	run("-n", ns, "link", "set", "eth0", "up")
 	return l
+}
+
+// serveBanner serves TCP on the LAN host's 2001:db8:77::2, writing msg to
+// each connection, and returns the port.
+func (l *v6LAN) serveBanner(t *testing.T, msg string) uint16 {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	l.in(t, func() { ln, err = net.Listen("tcp6", "[2001:db8:77::2]:0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveBanner(t, ln, msg).Port()
+}
+
+// waitLinkLocal waits, polling the LAN host's eth0 for at most within,
+// until it is up and running with a link-local address.
+func (l *v6LAN) waitLinkLocal(t *testing.T, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ready := false
+		l.in(t, func() {
+			ifi, err := net.InterfaceByName("eth0")
+			if err != nil || ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagRunning == 0 {
+				return
+			}
+			addrs, _ := ifi.Addrs()
+			for _, a := range addrs {
+				if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() == nil && ipn.IP.IsLinkLocalUnicast() {
+					ready = true
+				}
+			}
+		})
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the LAN host's eth0 has no link-local address %v after it was set up", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // in runs fn on a thread inside the LAN host's namespace; sockets fn
@@ -214,6 +257,30 @@ func TestDaemonPinholesFromAHostWithTwoAddresses(t *testing.T) {
 	}
 }
 
+// TestDaemonPinholeQuotaCountsTheHost: the per-client pinhole quota is the
+// host's, whichever of its addresses asks (the neighbour table shows both
+// with one link-layer address): a host cannot multiply it by asking from a
+// temporary address too. 701 PinholeSpaceExhausted.
+func TestDaemonPinholeQuotaCountsTheHost(t *testing.T) {
+	lan := newV6LAN(t)
+	cfg := testConfig(t)
+	cfg.Interfaces.Internal = []string{lan.router}
+	cfg.IPv6.MaxPerClient = 1
+	r := start(t, cfg)
+	url6, _ := firewallURLs(t, r)
+	fromStable := lan.firewallClient(t, url6, "2001:db8:77::2")
+	fromTemp := lan.firewallClient(t, url6, "2001:db8:77::22")
+	if _, err := fromStable("AddPinhole", pinholeArgs("2001:db8:77::2", "8080")...); err != nil {
+		t.Fatalf("the host's first pinhole: %v", err)
+	}
+	if _, err := fromTemp("AddPinhole", pinholeArgs("2001:db8:77::22", "8081")...); upnp.ErrorCode(err) != 701 {
+		t.Fatalf("a second pinhole from the host's other address: %v; want 701 (one pinhole per host)", err)
+	}
+	if got := r.memory().Pinholes(); len(got) != 1 {
+		t.Fatalf("backend holds %+v; want the first pinhole only", got)
+	}
+}
+
 // pcp6 sends one PCP request from the LAN host's address from to the
 // daemon's IPv6 PCP socket and returns the response.
 func (l *v6LAN) pcp6(t *testing.T, port int, from string, req pcp.Request) pcp.Response {
@@ -327,8 +394,12 @@ func TestDaemonSSDPOverIPv6(t *testing.T) {
 	search := "M-SEARCH * HTTP/1.1\r\nHOST: [FF02::C]:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: urn:schemas-upnp-org:service:WANIPv6FirewallControl:1\r\n\r\n"
 	var got string
 	var gerr error
+	writeFailures := 0
 	deadline := time.Now().Add(10 * time.Second)
 	for got == "" && time.Now().Before(deadline) {
+		// The LAN's link must be up, with its link-local address (the
+		// source of a search to ff02::c), before a search can leave.
+		lan.waitLinkLocal(t, 5*time.Second)
 		lan.in(t, func() {
 			c, err := net.ListenUDP("udp6", &net.UDPAddr{})
 			if err != nil {
@@ -337,8 +408,8 @@ func TestDaemonSSDPOverIPv6(t *testing.T) {
 			}
 			defer c.Close()
 			if _, err := c.WriteTo([]byte(search), &net.UDPAddr{IP: net.ParseIP("ff02::c"), Port: 1900, Zone: "eth0"}); err != nil {
-				gerr = err // the link may still be coming up: try again
-				time.Sleep(200 * time.Millisecond)
+				gerr = err
+				writeFailures++
 				return
 			}
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -347,11 +418,117 @@ func TestDaemonSSDPOverIPv6(t *testing.T) {
 				got = string(buf[:n])
 			}
 		})
+		if writeFailures >= 3 {
+			t.Fatalf("cannot send an IPv6 M-SEARCH from a link that is up: %v", gerr)
+		}
 	}
 	if got == "" {
 		t.Fatalf("no answer to an IPv6 M-SEARCH (last error: %v)", gerr)
 	}
 	if !strings.Contains(got, "LOCATION: http://[2001:db8:77::1]:") || !strings.Contains(got, "WANIPv6FirewallControl:1") {
 		t.Fatalf("answer to an IPv6 M-SEARCH: %q; want LOCATION on [2001:db8:77::1] and the service's ST", got)
+	}
+}
+
+// The relay backend relays pinholes from the router's IPv6 addresses to
+// the LAN host, and follows them: after rebindPinholes, a pinhole answers
+// on the new address and no longer on the old one; a port mapping relayed
+// beside it is not disturbed.
+func TestRelayBackendPinholesFollowAddresses(t *testing.T) {
+	lan := newV6LAN(t)
+	ip := testenv.Programs(t, "ip")["ip"]
+	if out, err := exec.Command(ip, "-6", "addr", "add", "2001:db8:77::5/64", "dev", lan.router, "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	oldAddr, newAddr := netip.MustParseAddr("2001:db8:77::1"), netip.MustParseAddr("2001:db8:77::5")
+	port := lan.serveBanner(t, "lan6")
+	b := newRelayBackend(relay.Config{BindAddr: netip.MustParseAddr("127.0.0.1"), PinholeAddrs: []netip.Addr{oldAddr}, Logger: discardLogger()}, discardLogger())
+	defer b.Close()
+	ctx := context.Background()
+	pin := gateway.PinholeRule{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: netip.MustParseAddr("2001:db8:77::2"), InternalPort: port}}
+	if err := b.AddPinhole(ctx, pin); err != nil {
+		t.Fatal(err)
+	}
+	internal := banner(t, "inside")
+	mapped := freePort(t, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"))
+	if err := b.Add(ctx, gateway.Rule{Protocol: gateway.TCP, ExternalPort: mapped, InternalAddr: internal.Addr(), InternalPort: internal.Port()}); err != nil {
+		t.Fatal(err)
+	}
+	read6 := func(a netip.Addr) (string, error) { return read(netip.AddrPortFrom(a, port)) }
+	if got, err := read6(oldAddr); err != nil || got != "lan6" {
+		t.Fatalf("through the pinhole on %v: %q, %v", oldAddr, got, err)
+	}
+	if err := b.rebindPinholes(ctx, []netip.Addr{newAddr}); err != nil {
+		t.Fatalf("rebindPinholes: %v", err)
+	}
+	if got := b.PinholeAddrs(); len(got) != 1 || got[0] != newAddr {
+		t.Errorf("PinholeAddrs after the move: %v", got)
+	}
+	if got, err := read6(newAddr); err != nil || got != "lan6" {
+		t.Errorf("through the pinhole on the new address %v: %q, %v", newAddr, got, err)
+	}
+	if _, err := read6(oldAddr); err == nil {
+		t.Errorf("the old address %v still relays the pinhole", oldAddr)
+	}
+	if got, err := read(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mapped)); err != nil || got != "inside" {
+		t.Errorf("the port mapping after the pinholes moved: %q, %v", got, err)
+	}
+	if err := b.DeletePinhole(ctx, pin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read6(newAddr); err == nil {
+		t.Error("the pinhole still relays after DeletePinhole")
+	}
+}
+
+// TestDaemonPCPOverIPv6WithTheRelay: with the relay backend, a PCP MAP
+// over IPv6 is relayed from the external interface's IPv6 address, and
+// the answer says so (the assigned external address is the router's, where
+// peers reach the pinhole); real TCP goes through until the MAP is
+// deleted.
+func TestDaemonPCPOverIPv6WithTheRelay(t *testing.T) {
+	lan := newV6LAN(t)
+	ip := testenv.Programs(t, "ip")["ip"]
+	wan := "pfw" + lan.ns[len(lan.ns)-6:]
+	for _, args := range [][]string{
+		{"link", "add", wan, "type", "veth", "peer", "name", wan + "p"},
+		{"-6", "addr", "add", "2001:db8:113::1/64", "dev", wan, "nodad"},
+		{"link", "set", wan, "up"},
+		{"link", "set", wan + "p", "up"},
+	} {
+		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command(ip, "link", "del", wan).Run() })
+	cfg := testConfig(t)
+	cfg.Interfaces.Internal = []string{lan.router}
+	cfg.Interfaces.External = []string{wan}
+	cfg.Interfaces.Force = true // a lab WAN without a route out
+	cfg.Backend = BackendRelay
+	cfg.Relay.Bind = "127.0.0.1"
+	r := start(t, cfg)
+	if got := r.relayPinholeAddr(); got != netip.MustParseAddr("2001:db8:113::1") {
+		t.Fatalf("the relay relays pinholes from %v; want the external interface's 2001:db8:113::1", got)
+	}
+	port := lan.serveBanner(t, "via the relay")
+	at := netip.AddrPortFrom(netip.MustParseAddr("2001:db8:113::1"), port)
+	reach := func() (string, error) { return read(at) }
+
+	pcpPort := local4Port(r.pmpSide.conn6)
+	nonce := pcp.NewNonce()
+	resp := lan.pcp6(t, pcpPort, "2001:db8:77::2", pcpMap("2001:db8:77::2", port, 600, nonce))
+	if resp.Result != pcp.ResultSuccess || resp.Map == nil || resp.Map.ExternalAddr != at.Addr() || resp.Map.ExternalPort != port {
+		t.Fatalf("MAP through the relay: %+v %+v; want SUCCESS at %v", resp, resp.Map, at)
+	}
+	if got, err := reach(); err != nil || got != "via the relay" {
+		t.Fatalf("TCP to %v: %q, %v", at, got, err)
+	}
+	resp = lan.pcp6(t, pcpPort, "2001:db8:77::2", pcpMap("2001:db8:77::2", port, 0, nonce))
+	if resp.Result != pcp.ResultSuccess {
+		t.Fatalf("MAP delete: %v", resp.Result)
+	}
+	if _, err := reach(); err == nil {
+		t.Errorf("%v still relays after the MAP was deleted", at)
 	}
 }

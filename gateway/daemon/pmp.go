@@ -109,7 +109,22 @@ func epochSince(origin time.Time) uint32 {
 
 // pmpAdapter returns what the NAT-PMP and PCP adapters work with.
 func (d *Daemon) pmpAdapter() pmpAdapter {
-	return pmpAdapter{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log, noExternalIP: d.quirks.NoExternalIP}
+	return pmpAdapter{core: d.core, ext: d.wan.ext, metrics: d.metrics, log: d.log, noExternalIP: d.quirks.NoExternalIP,
+		pinholeAddr: d.relayPinholeAddr}
+}
+
+// relayPinholeAddr is the address at which the relay backend relays
+// pinholes, its first external IPv6 address; the zero Addr with another
+// backend, or a relay listening on every address.
+func (d *Daemon) relayPinholeAddr() netip.Addr {
+	if b, ok := d.backend.(interface{ PinholeAddrs() []netip.Addr }); ok {
+		for _, a := range b.PinholeAddrs() {
+			if !a.IsUnspecified() {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
 }
 
 // local4Port is the port the IPv4 socket got (the configured one, or the

@@ -20,6 +20,12 @@ func banner(t *testing.T, msg string) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveBanner(t, ln, msg)
+}
+
+// serveBanner writes msg to each connection ln accepts until the test
+// ends, and returns ln's address.
+func serveBanner(t *testing.T, ln net.Listener, msg string) netip.AddrPort {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -36,7 +42,7 @@ func banner(t *testing.T, msg string) netip.AddrPort {
 
 // read connects to addr and returns what it says, or the error.
 func read(addr netip.AddrPort) (string, error) {
-	c, err := net.DialTimeout("tcp4", addr.String(), time.Second)
+	c, err := net.DialTimeout("tcp", addr.String(), time.Second)
 	if err != nil {
 		return "", err
 	}

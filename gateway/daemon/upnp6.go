@@ -141,6 +141,12 @@ func (d *Daemon) sameLANHostNow(requester, target netip.Addr) bool {
 	return sameHost(d.internalIndexes(), requester, target, false)
 }
 
+// lanHostAddrs is the core's Config.HostAddrs: the other addresses of a's
+// host in the neighbour table, for the per-host pinhole quota.
+func (d *Daemon) lanHostAddrs(a netip.Addr) []netip.Addr {
+	return hostAddrs(d.internalIndexes(), a)
+}
+
 func (d *Daemon) internalIndexes() map[int]bool {
 	idx := map[int]bool{}
 	for _, name := range d.cfg.Interfaces.Internal {

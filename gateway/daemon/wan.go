@@ -94,17 +94,27 @@ func (d *Daemon) followAddresses(ctx context.Context) {
 }
 
 // followRelay moves the relay to the external interface's current
-// address, if it has one and it is another.
+// address, if it has one and it is another, and its pinholes to the
+// external interfaces' IPv6 addresses, if they changed and there is one.
 func (d *Daemon) followRelay(ctx context.Context) {
-	a, err := interfaceIPv4(d.cfg.Interfaces.External[0])
-	if err != nil || a == d.wan.relay.bindAddr() {
-		return // no address for now: the ports stay where they were
-	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := d.wan.relay.rebind(rctx, a); err != nil {
-		d.metrics.error(errKindBackend)
-		d.log.Error("relay backend: some ports could not move to the new address", "err", err)
+	if d.wan.relay.follow4 {
+		// No address for now: the ports stay where they were.
+		if a, err := interfaceIPv4(d.cfg.Interfaces.External[0]); err == nil && a != d.wan.relay.bindAddr() {
+			if err := d.wan.relay.rebind(rctx, a); err != nil {
+				d.metrics.error(errKindBackend)
+				d.log.Error("relay backend: some ports could not move to the new address", "err", err)
+			}
+		}
+	}
+	if d.wan.relay.follow6 {
+		if addrs, _ := d.relayPinholeAddrs(); len(addrs) > 0 {
+			if err := d.wan.relay.rebindPinholes(rctx, addrs); err != nil {
+				d.metrics.error(errKindBackend)
+				d.log.Error("relay backend: some pinholes could not move to the new addresses", "err", err)
+			}
+		}
 	}
 }
 

@@ -38,3 +38,31 @@ func BenchmarkNftAdd(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNftAddWatched is BenchmarkNftAdd (size 0) with and without
+// WatchReloads following the ruleset: what the watch costs each Add (its
+// goroutine receives and decodes every element change).
+func BenchmarkNftAddWatched(b *testing.B) {
+	for _, watched := range []bool{false, true} {
+		b.Run(fmt.Sprintf("watched=%v", watched), func(b *testing.B) {
+			ns := newLab(b).ns()
+			be := newBackend(b, ns, Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger()})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if watched {
+				done := make(chan struct{})
+				go func() { be.WatchReloads(ctx); close(done) }()
+				defer func() { cancel(); <-done }()
+			}
+			r := tcpRule(40000, lanHost, 8080)
+			for b.Loop() {
+				if err := be.Add(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+				if err := be.Delete(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -97,6 +97,14 @@
 // the ruleset for such chains and for other common reasons why forwarded
 // traffic would not flow (net.ipv4.ip_forward off, a missing interface).
 //
+// # Reloads
+//
+// A firewall reload that removes our objects (fw4 rebuilding its table,
+// "nft flush ruleset") is repaired by the next operation that meets the
+// missing object (retry, retryPins) and, when the daemon runs
+// WatchReloads, within about ReloadDebounce of the reload, from nftables'
+// netlink events (reload.go).
+//
 // # Hairpin
 //
 // When InternalInterfaces is set, LAN hosts can reach mappings through the

@@ -47,6 +47,9 @@ func (b *Backend) Destroy(ctx context.Context) error                 { return er
 func (b *Backend) Close() error                                      { return nil }
 func (b *Backend) Rules(ctx context.Context) ([]gateway.Rule, error) { return nil, errNotLinux }
 
+// WatchReloads fails: nftables exists only on Linux.
+func (b *Backend) WatchReloads(ctx context.Context) error { return errNotLinux }
+
 // CheckPinholes fails: nftables exists only on Linux.
 func CheckPinholes(ctx context.Context, cfg Config) (ok, problems []string, err error) {
 	return nil, nil, errNotLinux

@@ -94,3 +94,32 @@ func BenchmarkTCPLatency(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPinholeAddDelete times one relayed IPv6 pinhole opened and
+// closed (a TCP listener bound and closed, its goroutine ended), on ::1,
+// with 0 and 1,000 other pinholes relayed.
+func BenchmarkPinholeAddDelete(b *testing.B) {
+	for _, others := range []int{0, 1000} {
+		b.Run(fmt.Sprintf("others=%d", others), func(b *testing.B) {
+			r := New(Config{PinholeAddrs: []netip.Addr{netip.IPv6Loopback()}, Logger: slog.New(slog.DiscardHandler)})
+			b.Cleanup(func() { r.Close() })
+			ctx := b.Context()
+			host := netip.MustParseAddr("2001:db8:77::2")
+			added := 0
+			for port := uint16(20000); added < others && port < 40000; port++ {
+				if r.AddPinhole(ctx, gateway.PinholeRule{PinholeKey: gateway.PinholeKey{Protocol: gateway.UDP, InternalAddr: host, InternalPort: port}}) == nil {
+					added++
+				}
+			}
+			p := gateway.PinholeRule{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: host, InternalPort: freePort(b)}}
+			for b.Loop() {
+				if err := r.AddPinhole(ctx, p); err != nil {
+					b.Fatal(err)
+				}
+				if err := r.DeletePinhole(ctx, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

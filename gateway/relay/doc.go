@@ -19,6 +19,11 @@
 // host, whose replies are sent back to that client from the external port.
 // A session ends after UDPIdleTimeout without traffic in either direction.
 //
+// IPv6 pinholes (AddPinhole, pinhole.go) are relayed the same way, from
+// the router's external IPv6 addresses (Config.PinholeAddrs) at the
+// pinhole's port to the LAN host's address and port: peers reach them at
+// the router's address, and one port serves one pinhole.
+//
 // # Limits
 //
 //   - The internal host sees connections from the gateway, not from the

@@ -26,6 +26,9 @@ type forward struct {
 	cfg  Config
 	log  *slog.Logger
 	rule atomic.Pointer[gateway.Rule] // swapped by replace
+	// remotePort, when not 0, is the only source port admitted (a
+	// pinhole's RemotePort).
+	remotePort uint16
 
 	ln *net.TCPListener // TCP rules
 	pc *net.UDPConn     // UDP rules
@@ -115,6 +118,15 @@ func (f *forward) stop(ctx context.Context) error {
 	}
 }
 
+// admits reports whether rule lets peer in: its remote host (and, for a
+// pinhole, remote port) filter.
+func (f *forward) admits(rule *gateway.Rule, peer netip.AddrPort) bool {
+	if rule.RemoteHost.IsValid() && peer.Addr() != rule.RemoteHost {
+		return false
+	}
+	return f.remotePort == 0 || peer.Port() == f.remotePort
+}
+
 // acquire takes a flow slot, or says why not.
 func (f *forward) acquire() bool {
 	select {
@@ -196,7 +208,7 @@ func (f *forward) acceptLoop() {
 		delay = 0
 		rule := f.rule.Load()
 		peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		if rule.RemoteHost.IsValid() && peer.Addr().Unmap() != rule.RemoteHost {
+		if !f.admits(rule, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())) {
 			f.log.Debug("refusing connection from a host the rule does not allow", "peer", peer)
 			reset(c)
 			continue
@@ -331,7 +343,7 @@ func (f *forward) session(client netip.AddrPort) *session {
 		return s
 	}
 	rule := f.rule.Load()
-	if rule.RemoteHost.IsValid() && client.Addr() != rule.RemoteHost {
+	if !f.admits(rule, client) {
 		return nil // silently, as a firewall would
 	}
 	if f.stopping || !f.acquire() {

@@ -29,6 +29,10 @@ type Config struct {
 	// BindAddr is the local address external ports are bound on;
 	// 0.0.0.0 when zero. An IPv6 address binds IPv6 sockets.
 	BindAddr netip.Addr
+	// PinholeAddrs are the IPv6 addresses pinholes are listened on (the
+	// router's external IPv6 addresses); every IPv6 address (::) when
+	// empty. See AddPinhole.
+	PinholeAddrs []netip.Addr
 	// UDPIdleTimeout ends a UDP session after this long without a
 	// datagram in either direction.
 	UDPIdleTimeout time.Duration
@@ -83,6 +87,7 @@ type Relay struct {
 
 	mu     sync.Mutex
 	fwds   map[key]*forward
+	pins   map[key]*pinhole
 	closed bool
 }
 
@@ -100,6 +105,7 @@ func New(cfg Config) *Relay {
 		cfg:  cfg,
 		log:  cfg.Logger.With("backend", "relay"),
 		fwds: map[key]*forward{},
+		pins: map[key]*pinhole{},
 	}
 }
 
@@ -124,7 +130,7 @@ func (r *Relay) Add(ctx context.Context, rule gateway.Rule) error {
 		f.replace(rule)
 		return nil
 	}
-	f, err := r.listen(ctx, rule)
+	f, err := r.listen(ctx, r.cfg.BindAddr, rule, 0)
 	if err != nil {
 		return err
 	}
@@ -149,15 +155,19 @@ func (r *Relay) Delete(ctx context.Context, rule gateway.Rule) error {
 	return f.stop(ctx)
 }
 
-// Flush implements gateway.Backend.
+// Flush implements gateway.Backend: it ends every port mapping and
+// pinhole.
 func (r *Relay) Flush(ctx context.Context) error {
 	r.mu.Lock()
-	fwds := r.fwds
-	r.fwds = map[key]*forward{}
+	fwds, pins := r.fwds, r.pins
+	r.fwds, r.pins = map[key]*forward{}, map[key]*pinhole{}
 	r.mu.Unlock()
 	var errs []error
 	for _, f := range fwds {
 		errs = append(errs, f.stop(ctx))
+	}
+	for _, p := range pins {
+		errs = append(errs, p.stop(ctx))
 	}
 	return errors.Join(errs...)
 }
@@ -213,17 +223,19 @@ func (r *Relay) isOwnAddr(a netip.Addr) bool {
 	return bind.IsUnspecified() && netroute.IsLocalAddr(a)
 }
 
-// listen binds the external port of rule.
-func (r *Relay) listen(ctx context.Context, rule gateway.Rule) (*forward, error) {
-	laddr := netip.AddrPortFrom(r.cfg.BindAddr, rule.ExternalPort).String()
+// listen binds the external port of rule on bind. A remotePort other
+// than 0 admits only peers using that source port.
+func (r *Relay) listen(ctx context.Context, bind netip.Addr, rule gateway.Rule, remotePort uint16) (*forward, error) {
+	laddr := netip.AddrPortFrom(bind, rule.ExternalPort).String()
 	network := "tcp4"
-	if r.cfg.BindAddr.Is6() {
+	if bind.Is6() {
 		network = "tcp6"
 	}
 	if rule.Protocol == gateway.UDP {
 		network = "udp" + network[3:]
 	}
 	f := newForward(r.cfg, r.log, rule)
+	f.remotePort = remotePort
 	var lc net.ListenConfig
 	var err error
 	if rule.Protocol == gateway.TCP {
@@ -248,7 +260,7 @@ func (r *Relay) listen(ctx context.Context, rule gateway.Rule) (*forward, error)
 		return nil, fmt.Errorf("relay: binding external port %d/%s needs privileges (ports below 1024 need CAP_NET_BIND_SERVICE or a lower net.ipv4.ip_unprivileged_port_start): %w",
 			rule.ExternalPort, rule.Protocol, err)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return nil, fmt.Errorf("relay: bind address %v is not an address of this host: fix the relay's bind address: %w", r.cfg.BindAddr, err)
+		return nil, fmt.Errorf("relay: bind address %v is not an address of this host: fix the relay's bind address: %w", bind, err)
 	}
 	return nil, fmt.Errorf("relay: listening on %s/%s: %w", laddr, rule.Protocol, err)
 }

@@ -73,6 +73,13 @@ func server(t testing.TB, handle func(c *net.TCPConn)) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveConns(t, ln, handle)
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// serveConns handles each connection ln accepts with handle, until the
+// test ends.
+func serveConns(t testing.TB, ln net.Listener, handle func(c *net.TCPConn)) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -88,10 +95,25 @@ func server(t testing.TB, handle func(c *net.TCPConn)) netip.AddrPort {
 			}()
 		}
 	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
 func echo(c *net.TCPConn) { io.Copy(c, c) }
+
+// servePackets answers each datagram pc reads with reply's answer, until
+// the test ends.
+func servePackets(t testing.TB, pc net.PacketConn, reply func(from net.Addr, b []byte) []byte) {
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, maxDatagram)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(reply(from, buf[:n]), from)
+		}
+	}()
+}
 
 // udpServer answers each datagram with "<peer> <payload>", so that clients
 // can tell which relay session carried it.
@@ -101,17 +123,7 @@ func udpServer(t testing.TB) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, maxDatagram)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(fmt.Appendf(nil, "%s %s", from, buf[:n]), from)
-		}
-	}()
+	servePackets(t, pc, func(from net.Addr, b []byte) []byte { return fmt.Appendf(nil, "%s %s", from, b) })
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
