@@ -94,6 +94,18 @@ type Config struct {
 	// OwnAddr, if set, reports whether a is one of the gateway's own
 	// addresses, to which no pinhole may be opened.
 	OwnAddr func(a netip.Addr) bool
+	// ExternalPool, for a carrier-grade gateway, lists the IPv4 external
+	// addresses PCP mappings are spread over, so that the table holds far
+	// more than the 129,024 mappings one address has ports for. Each
+	// subscriber (the requester's address) is paired with one address of
+	// the pool (RFC 4787 REQ-2, RFC 7857 "paired" pooling), which all its
+	// PCP mappings use: see PoolAddr. The gateway's own external address
+	// may be one of them; mappings there are keyed with the zero Addr, as
+	// every mapping is without a pool, so they share its ports with
+	// NAT-PMP and UPnP, which keep using that address only. Empty: no
+	// pool, and no mapping has an ExternalAddr. The backend must be a
+	// PoolBackend that supports it.
+	ExternalPool []netip.Addr
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -130,10 +142,13 @@ type Core struct {
 	sameHost    func(requester, target netip.Addr) bool
 	sameHostNow func(requester, target netip.Addr) bool
 	ownAddr     func(netip.Addr) bool
+	// pool is Config.ExternalPool, and poolSet the same as a set.
+	pool    []netip.Addr
+	poolSet map[netip.Addr]bool
 
 	mu         sync.Mutex
 	tab        *table
-	busy       map[uint32]*inflight
+	busy       map[uint64]*inflight
 	pendingNew int                // busy operations that will add an entry
 	pendingBy  map[netip.Addr]int // the same, per owner, for quotas
 	timer      Timer
@@ -188,7 +203,7 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		extAddr:     cfg.ExternalAddr,
 		log:         cfg.Logger,
 		tab:         newTable(),
-		busy:        make(map[uint32]*inflight),
+		busy:        make(map[uint64]*inflight),
 		pendingBy:   make(map[netip.Addr]int),
 		auditf:      cfg.Audit,
 		inUse:       cfg.PortInUse,
@@ -206,6 +221,9 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
+	}
+	if err := c.setPool(cfg.ExternalPool); err != nil {
+		return nil, err
 	}
 	if err := c.restore(ctx); err != nil {
 		return nil, err
@@ -325,7 +343,7 @@ type RuleLister interface {
 // applyRestored makes the backend hold the table's enabled mappings (see
 // New), parking those it refuses, and returns how many it parked.
 func (c *Core) applyRestored(ctx context.Context) (int, error) {
-	installed := map[uint32]Rule{}
+	installed := map[uint64]Rule{}
 	lister, canList := c.backend.(RuleLister)
 	if canList {
 		rules, err := lister.InstalledRules(ctx)
@@ -463,6 +481,9 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 	m = m.normalize()
 	now := c.now()
 	m.Owner, m.Source, m.Created = req.Addr, req.Source, now
+	if m.ExternalAddr.IsValid() && m.ExternalAddr == c.ExternalAddr() {
+		m.ExternalAddr = netip.Addr{} // the gateway's own address, shared with NAT-PMP and UPnP
+	}
 	if err := c.admit(req, &m, now, anyPort); err != nil {
 		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
@@ -573,6 +594,9 @@ func (c *Core) admit(req Requester, m *Mapping, now time.Time, anyPort bool) err
 	if m.RemoteHost.IsValid() && c.pol.WildcardRemoteHostOnly {
 		return fmt.Errorf("%w: this gateway cannot restrict a mapping to remote host %v; leave the remote host empty", ErrRemoteHostNotSupported, m.RemoteHost)
 	}
+	if a := m.ExternalAddr; a.IsValid() && !c.poolSet[a] {
+		return fmt.Errorf("%w: external address %v is not in the gateway's external address pool", ErrInvalidArgs, a)
+	}
 	exp, err := c.pol.clampLease(now, m.Expires)
 	if err != nil {
 		return err
@@ -676,7 +700,7 @@ func (c *Core) mayModify(req Requester, held Mapping) bool {
 
 // waitIdleLocked waits until no operation holds k. It is called and
 // returns with c.mu held, but releases it while waiting.
-func (c *Core) waitIdleLocked(ctx context.Context, k uint32) error {
+func (c *Core) waitIdleLocked(ctx context.Context, k uint64) error {
 	for {
 		if c.closed {
 			return ErrClosed
@@ -696,7 +720,7 @@ func (c *Core) waitIdleLocked(ctx context.Context, k uint32) error {
 	}
 }
 
-func (c *Core) isBusyLocked(k uint32) bool {
+func (c *Core) isBusyLocked(k uint64) bool {
 	_, ok := c.busy[k]
 	return ok
 }
@@ -727,7 +751,7 @@ func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping) (*inf
 	return c.markBusyLocked(req, k, m.Owner, true, true), Mapping{}, false, nil
 }
 
-func (c *Core) claimUpdateLocked(req Requester, k uint32, held Mapping, m *Mapping) (*inflight, error) {
+func (c *Core) claimUpdateLocked(req Requester, k uint64, held Mapping, m *Mapping) (*inflight, error) {
 	m.Created = held.Created
 	ownerChanges := held.Owner != m.Owner
 	if ownerChanges {
@@ -744,7 +768,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 	if start == 0 {
 		start = m.InternalPort
 	}
-	k := Key{Protocol: m.Protocol, ExternalPort: start}.pack()
+	k := Key{Protocol: m.Protocol, ExternalPort: start, ExternalAddr: m.ExternalAddr}.pack()
 	if err := c.waitIdleLocked(ctx, k); err != nil {
 		return nil, Mapping{}, false, err
 	}
@@ -764,7 +788,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 		low = 1024
 	}
 	pi := protoIndex(m.Protocol)
-	used, reserved := &c.tab.used[pi], &c.pol.reserved[pi]
+	used, reserved := c.tab.usedPorts(m.ExternalAddr, m.Protocol, true), &c.pol.reserved[pi]
 	// search returns the first port in [from, to] that is not reserved,
 	// permitted, and (with free) not taken, skipping whole words of ports
 	// that do not qualify.
@@ -782,7 +806,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 			if taken&(1<<(p%64)) == 0 {
 				port := uint16(p)
 				if (req.admin() || filter.permit(port)) &&
-					(!free || !c.isBusyLocked(Key{Protocol: m.Protocol, ExternalPort: port}.pack())) {
+					(!free || !c.isBusyLocked(Key{Protocol: m.Protocol, ExternalPort: port, ExternalAddr: m.ExternalAddr}.pack())) {
 					return port, true
 				}
 			}
@@ -825,7 +849,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 	return nil, Mapping{}, false, fmt.Errorf("%w: every %s port this client may use is taken; remove unused mappings", ErrNoPortsAvailable, m.Protocol)
 }
 
-func (c *Core) markBusyLocked(req Requester, k uint32, owner netip.Addr, newSlot, quota bool) *inflight {
+func (c *Core) markBusyLocked(req Requester, k uint64, owner netip.Addr, newSlot, quota bool) *inflight {
 	op := &inflight{done: make(chan struct{}), newSlot: newSlot}
 	if newSlot {
 		c.pendingNew++
@@ -840,7 +864,7 @@ func (c *Core) markBusyLocked(req Requester, k uint32, owner netip.Addr, newSlot
 
 // releaseLocked ends op on k, returning what it reserved and waking
 // operations waiting for k. The caller re-arms the expiry timer.
-func (c *Core) releaseLocked(k uint32, op *inflight) {
+func (c *Core) releaseLocked(k uint64, op *inflight) {
 	if op.finished {
 		return
 	}
@@ -907,12 +931,19 @@ func (c *Core) apply(ctx context.Context, prev Mapping, hadPrev bool, m Mapping)
 // must equal the mapping's; the zero Addr matches any. In secure mode a
 // client may delete only mappings it owns or that point at itself.
 func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPort uint16, remoteHost netip.Addr) error {
+	return c.DeleteAt(ctx, req, Key{Protocol: proto, ExternalPort: extPort}, remoteHost)
+}
+
+// DeleteAt is Delete for the mapping with key, which names an external
+// pool address too (Mapping.Key of a mapping from FindByInternal, say).
+func (c *Core) DeleteAt(ctx context.Context, req Requester, key Key, remoteHost netip.Addr) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	req = req.normalize()
 	remoteHost = normalizeAddr(remoteHost)
-	k := Key{Protocol: proto, ExternalPort: extPort}.pack()
+	key.ExternalAddr = normalizeAddr(key.ExternalAddr)
+	k := key.pack()
 
 	c.mu.Lock()
 	if err := c.waitIdleLocked(ctx, k); err != nil {
@@ -922,12 +953,12 @@ func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPor
 	e := c.tab.lookup(k)
 	if e == nil || (remoteHost.IsValid() && remoteHost != e.m.RemoteHost) {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: nothing is mapped on %s/%d", ErrNoSuchEntry, proto, extPort)
+		return fmt.Errorf("%w: nothing is mapped on %s", ErrNoSuchEntry, key)
 	}
 	m := e.m
 	if !c.mayModify(req, m) {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: %s/%d belongs to %v; a client may delete only its own mappings", ErrNotAuthorized, proto, extPort, m.Owner)
+		return fmt.Errorf("%w: %s belongs to %v; a client may delete only its own mappings", ErrNotAuthorized, key, m.Owner)
 	}
 	op := c.markBusyLocked(req, k, netip.Addr{}, false, false)
 	c.mu.Unlock()
@@ -1061,7 +1092,7 @@ func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) 
 	if !req.Addr.IsValid() {
 		return 0, fmt.Errorf("%w: the request has no source address", ErrNotAuthorized)
 	}
-	candidates := func(yield func(uint32, *tableEntry) bool) {
+	candidates := func(yield func(uint64, *tableEntry) bool) {
 		for e := range c.tab.internalEntries(req.Addr) {
 			if e.m.Protocol == proto {
 				if !yield(e.m.Key().pack(), e) {
@@ -1079,8 +1110,8 @@ func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) 
 
 // rangeCandidates iterates the entries of proto in [start, end], by port
 // when the range is smaller than the table and by entry otherwise.
-func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint32, *tableEntry) bool) {
-	return func(yield func(uint32, *tableEntry) bool) {
+func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint64, *tableEntry) bool) {
+	return func(yield func(uint64, *tableEntry) bool) {
 		if int(end)-int(start)+1 <= c.tab.len() {
 			for p := int(start); p <= int(end); p++ {
 				k := Key{Protocol: proto, ExternalPort: uint16(p)}.pack()
@@ -1092,7 +1123,7 @@ func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint
 		}
 		for i := 0; i < c.tab.len(); i++ {
 			e := c.tab.at(i)
-			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end {
+			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end && !e.m.ExternalAddr.IsValid() {
 				if !yield(e.m.Key().pack(), e) {
 					return
 				}
@@ -1105,9 +1136,9 @@ func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint
 // store write. Keys busy with another operation are revisited after that
 // operation ends, a bounded number of times. It returns how many were
 // deleted and how many were refused by allowed.
-func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(func(uint32, *tableEntry) bool), allowed func(Mapping) bool) (int, int, error) {
+func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(func(uint64, *tableEntry) bool), allowed func(Mapping) bool) (int, int, error) {
 	deleted := 0
-	refused := make(map[uint32]struct{})
+	refused := make(map[uint64]struct{})
 	for round := 0; round < maxDeleteRounds; round++ {
 		c.mu.Lock()
 		if c.closed {
@@ -1224,7 +1255,8 @@ func (c *Core) Index(req Requester, i int) (Mapping, error) {
 }
 
 // List returns up to max (all when max <= 0) of the proto mappings req can
-// see with external ports in [start, end], sorted by external port (UPnP
+// see with external ports in [start, end] of the gateway's own address
+// (not those on external pool addresses), sorted by external port (UPnP
 // IGD:2 GetListOfPortMappings). Visibility is the same as Index's.
 func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) []Mapping {
 	if start > end {
@@ -1237,7 +1269,7 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 	switch {
 	case !c.visibleAll(req):
 		for e := range c.tab.ownerEntries(req.Addr) {
-			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end {
+			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end && !e.m.ExternalAddr.IsValid() {
 				out = append(out, e.m)
 			}
 		}
@@ -1250,7 +1282,7 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 		sorted = true
 	default:
 		for i := 0; i < c.tab.len(); i++ {
-			if m := c.tab.at(i).m; m.Protocol == proto && m.ExternalPort >= start && m.ExternalPort <= end {
+			if m := c.tab.at(i).m; m.Protocol == proto && m.ExternalPort >= start && m.ExternalPort <= end && !m.ExternalAddr.IsValid() {
 				out = append(out, m)
 			}
 		}
@@ -1261,6 +1293,22 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 	}
 	if max > 0 && len(out) > max {
 		out = out[:max]
+	}
+	return out
+}
+
+// MappingsTo returns the proto mappings forwarding to addr, on any
+// external address, in no particular order (PCP's delete of every mapping
+// of a host and nonce).
+func (c *Core) MappingsTo(addr netip.Addr, proto Protocol) []Mapping {
+	addr = normalizeAddr(addr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Mapping
+	for e := range c.tab.internalEntries(addr) {
+		if e.m.Protocol == proto {
+			out = append(out, e.m)
+		}
 	}
 	return out
 }
@@ -1509,4 +1557,82 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// setPool checks and records the external address pool.
+func (c *Core) setPool(pool []netip.Addr) error {
+	if len(pool) == 0 {
+		return nil
+	}
+	if pb, ok := c.backend.(PoolBackend); !ok || !pb.SupportsPool() {
+		return fmt.Errorf("gateway: the %s backend cannot forward from an external address pool; use the nft backend (given the pool) or no pool", c.backend.Name())
+	}
+	c.poolSet = make(map[netip.Addr]bool, len(pool))
+	for _, a := range pool {
+		a = normalizeAddr(a)
+		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			return fmt.Errorf("gateway: external address pool: %v is not a unicast IPv4 address", a)
+		}
+		if c.poolSet[a] {
+			return fmt.Errorf("gateway: external address pool: %v is listed twice", a)
+		}
+		c.poolSet[a] = true
+		c.pool = append(c.pool, a)
+	}
+	return nil
+}
+
+// ExternalPool returns the external address pool (Config.ExternalPool).
+func (c *Core) ExternalPool() []netip.Addr { return slices.Clone(c.pool) }
+
+// PoolAddr returns the external address paired with subscriber, for its
+// new PCP mappings: the address of the mappings it already holds over PCP
+// when that is still in the pool, and otherwise the one a hash of its
+// address picks, so that the pairing survives restarts and needs no state
+// (RFC 4787 REQ-2 "paired" address pooling: a subscriber is seen from
+// outside on one address). It returns the zero Addr, meaning the
+// gateway's own external address, when there is no pool or the pairing
+// falls on that address.
+func (c *Core) PoolAddr(subscriber netip.Addr) netip.Addr {
+	if len(c.pool) == 0 {
+		return netip.Addr{}
+	}
+	subscriber = normalizeAddr(subscriber)
+	own := c.ExternalAddr()
+	c.mu.Lock()
+	var a netip.Addr
+	held := false
+	if o := c.tab.owners[subscriber]; o != nil {
+		for _, k := range o.keys[:min(len(o.keys), 4)] {
+			if m := c.tab.lookup(k).m; m.Source == SourcePCP {
+				a, held = m.ExternalAddr, true
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	switch {
+	case held && a.IsValid() && c.poolSet[a]:
+		return a
+	case held && !a.IsValid() && c.poolSet[own]:
+		return netip.Addr{}
+	}
+	a = c.pool[poolSlot(subscriber, len(c.pool))]
+	if a == own {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// poolSlot picks subscriber's index in a pool of n addresses: a
+// multiplicative hash of the address (its last 32 bits), which spreads
+// consecutive subscriber addresses evenly.
+func poolSlot(subscriber netip.Addr, n int) int {
+	b := subscriber.As16()
+	x := uint32(b[12])<<24 | uint32(b[13])<<16 | uint32(b[14])<<8 | uint32(b[15])
+	for _, v := range b[:12] {
+		x = x*31 + uint32(v)
+	}
+	h := x * 0x9E3779B1
+	return int(uint64(h) * uint64(n) >> 32)
 }

@@ -18,7 +18,8 @@ import (
 //	                                 is CRC-32C of the length field and the
 //	                                 payload)
 //	payload = op*                    (applied all or nothing)
-//	op      = 1 put | 2 del | 3 epoch | 4 pin | 5 pindel | 6 pinnext
+//	op      = 1 put | 2 del | 3 epoch | 4 pin | 5 pindel | 6 pinnext |
+//	          16 putat | 17 delat
 //	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled,
 //	          bit 1 chained) | source u8 | internal addr | remote addr |
 //	          owner addr | nonce [12] | expires time | created time | desc |
@@ -32,6 +33,12 @@ import (
 //	          expires time | created time | desc      (an IPv6 pinhole)
 //	pindel  = id u16
 //	pinnext = id u16                 (the pinhole ID counter)
+//	putat   = pool addr | put        (a mapping on an external pool
+//	delat   = pool addr | del         address; put and del without
+//	                                 their op byte. Written only for
+//	                                 mappings with Mapping.ExternalAddr,
+//	                                 so a gateway without a pool writes
+//	                                 what versions before it read.)
 //	addr    = len u8 (0, 4 or 16) | bytes
 //	time    = 0 (zero time) | 1 | unix seconds i64 | nanoseconds u32
 //	desc    = len u16 | bytes
@@ -74,16 +81,21 @@ const (
 	opPin     byte = 4
 	opPinDel  byte = 5
 	opPinNext byte = 6
+	// External address pool ops: put and del of a mapping on a pool
+	// address (Mapping.ExternalAddr). Numbered apart from the others so
+	// that new op kinds of other features can take 7 onwards.
+	opPutAt byte = 16
+	opDelAt byte = 17
 )
 
 // Live-set keys of pinhole ops: port mapping keys (Key.pack) stay below
-// 1<<24, so these never collide with them.
+// 1<<56, so these never collide with them.
 const (
-	pinLiveBase = 1 << 31
-	pinNextKey  = 1 << 30
+	pinLiveBase = 1 << 63
+	pinNextKey  = 1 << 62
 )
 
-func pinLiveKey(id uint16) uint32 { return pinLiveBase | uint32(id) }
+func pinLiveKey(id uint16) uint64 { return pinLiveBase | uint64(id) }
 
 // castagnoli is the CRC-32C table, which the hardware computes on common
 // CPUs.
@@ -234,7 +246,12 @@ func scanJournalV1(data []byte) (recs []scannedRecord, bad []damage) {
 }
 
 func appendPutOp(dst []byte, m Mapping) []byte {
-	dst = append(dst, opPut, byte(m.Protocol))
+	if m.ExternalAddr.IsValid() {
+		dst = appendAddr(append(dst, opPutAt), m.ExternalAddr)
+	} else {
+		dst = append(dst, opPut)
+	}
+	dst = append(dst, byte(m.Protocol))
 	dst = binary.LittleEndian.AppendUint16(dst, m.ExternalPort)
 	dst = binary.LittleEndian.AppendUint16(dst, m.InternalPort)
 	var flags byte
@@ -270,7 +287,12 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 }
 
 func appendDelOp(dst []byte, k Key) []byte {
-	dst = append(dst, opDel, byte(k.Protocol))
+	if k.ExternalAddr.IsValid() {
+		dst = appendAddr(append(dst, opDelAt), k.ExternalAddr)
+	} else {
+		dst = append(dst, opDel)
+	}
+	dst = append(dst, byte(k.Protocol))
 	return binary.LittleEndian.AppendUint16(dst, k.ExternalPort)
 }
 
@@ -346,9 +368,18 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 		start := len(payload) - len(d.b)
 		var op journalOp
 		op.kind = d.u8()
+		var at netip.Addr
+		switch op.kind {
+		case opPutAt, opDelAt:
+			if at = d.addr(); !at.Is4() && d.err == nil {
+				d.fail("external pool address %v is not IPv4", at)
+			}
+			op.kind -= opPutAt - opPut // decoded as put and del
+		}
 		switch op.kind {
 		case opPut:
 			m := &op.m
+			m.ExternalAddr = at
 			m.Protocol = Protocol(d.u8())
 			m.ExternalPort = d.u16()
 			m.InternalPort = d.u16()
@@ -390,6 +421,7 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 		case opDel:
 			op.key.Protocol = Protocol(d.u8())
 			op.key.ExternalPort = d.u16()
+			op.key.ExternalAddr = at
 		case opEpoch:
 			op.epoch = d.time()
 		case opPin:

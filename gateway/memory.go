@@ -29,6 +29,10 @@ type MemoryCalls struct {
 // NewMemory returns an empty Memory backend.
 func NewMemory() *Memory { return &Memory{} }
 
+// SupportsPool reports true: Memory records rules of any external
+// address (PoolBackend).
+func (b *Memory) SupportsPool() bool { return true }
+
 // Name returns "memory".
 func (b *Memory) Name() string { return "memory" }
 
@@ -251,10 +255,12 @@ func (b *Memory) pinholesLocked() []PinholeRule {
 	return out
 }
 
-// CompareRules orders rules by protocol, then external port: the order in
+// CompareRules orders rules by protocol, then external port, then
+// external pool address (the gateway's own first): the order in
 // which the backends list them. The backends sort with sort.Slice and
 // this, not slices.SortFunc: one sort routine for every element type
 // instead of one per type keeps the gateway's router build small.
 func CompareRules(x, y Rule) int {
-	return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort))
+	return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort),
+		x.ExternalAddr.Compare(y.ExternalAddr))
 }

@@ -88,7 +88,7 @@ type FileStore struct {
 	mu        sync.Mutex
 	f         *os.File // journal, opened for appending; nil when broken
 	size      int64
-	live      map[uint32][]byte // key -> encoded put op
+	live      map[uint64][]byte // key -> encoded put op
 	liveBytes int64
 	epoch     time.Time
 	broken    error // set when the journal may end in a partial frame
@@ -109,7 +109,7 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 		compactAt: o.CompactAt,
 		clock:     o.Clock,
 		log:       o.Logger,
-		live:      make(map[uint32][]byte),
+		live:      make(map[uint64][]byte),
 	}
 	if s.compactAt <= 0 {
 		s.compactAt = defaultCompactAt
@@ -181,7 +181,7 @@ func (s *FileStore) replayLocked() error {
 		recs, bad, rewrite = nil, nil, true
 	}
 	if len(s.live) == 0 && len(recs) > 0 {
-		s.live = make(map[uint32][]byte, len(recs)) // a compacted journal holds one lease a record
+		s.live = make(map[uint64][]byte, len(recs)) // a compacted journal holds one lease a record
 	}
 	for _, r := range recs {
 		for _, op := range r.ops {
@@ -280,12 +280,12 @@ func (s *FileStore) Damage() []JournalDamage {
 	return slices.Clone(s.damaged)
 }
 
-func (s *FileStore) putLive(k uint32, raw []byte) {
+func (s *FileStore) putLive(k uint64, raw []byte) {
 	s.liveBytes += int64(len(raw)) - int64(len(s.live[k]))
 	s.live[k] = raw
 }
 
-func (s *FileStore) delLive(k uint32) {
+func (s *FileStore) delLive(k uint64) {
 	s.liveBytes -= int64(len(s.live[k]))
 	delete(s.live, k)
 }
