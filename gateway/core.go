@@ -597,6 +597,9 @@ func (c *Core) admit(req Requester, m *Mapping, now time.Time, anyPort bool) err
 	if a := m.ExternalAddr; a.IsValid() && !c.poolSet[a] {
 		return fmt.Errorf("%w: external address %v is not in the gateway's external address pool", ErrInvalidArgs, a)
 	}
+	if m.ExternalAddr.IsValid() && m.RemoteHost.IsValid() {
+		return fmt.Errorf("%w: a mapping on external pool address %v cannot be restricted to remote host %v; leave the remote host empty", ErrRemoteHostNotSupported, m.ExternalAddr, m.RemoteHost)
+	}
 	exp, err := c.pol.clampLease(now, m.Expires)
 	if err != nil {
 		return err

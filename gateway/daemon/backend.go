@@ -22,6 +22,15 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 		if cfg.NFT.Hairpin {
 			nc.InternalInterfaces = cfg.Interfaces.Internal
 		}
+		// The pool's addresses but the gateway's own: its mappings are
+		// the address-less maps' (see nft.Config.Pool).
+		pool, _ := parsePool(cfg.NATPMP.PCPExternalPool) // validated
+		own, _ := d.wan.ext.current()
+		for _, a := range pool {
+			if a != own {
+				nc.Pool = append(nc.Pool, a)
+			}
+		}
 		b, err := nft.New(ctx, nc)
 		if err != nil {
 			return nil, fmt.Errorf("opening the nft backend (it needs root or CAP_NET_ADMIN; --backend relay needs neither): %w", err)

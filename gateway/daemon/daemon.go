@@ -173,6 +173,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.wan.up != nil {
 		gcfg.Upstream = d.wan.up
 	}
+	gcfg.ExternalPool, _ = parsePool(d.cfg.NATPMP.PCPExternalPool) // validated
 	d.core, err = gateway.New(ctx, gcfg)
 	restoring.Store(false)
 	if err != nil {

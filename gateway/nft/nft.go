@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sort"
 	"sync"
@@ -27,6 +28,8 @@ const DefaultTable = "portfwd"
 const (
 	mapFwd      = "fwd4"
 	mapFwdSrc   = "fwd4src"
+	mapFwdPool  = "fwd4pool"
+	setPool     = "pool4"
 	chainPre    = "prerouting"
 	chainPost   = "postrouting"
 	chainFilter = "forward"
@@ -54,6 +57,16 @@ type Config struct {
 	ForwardTable, ForwardChain string
 	// Logger receives operational messages; slog.Default() when nil.
 	Logger *slog.Logger
+	// Pool lists the addresses of a carrier's external address pool other
+	// than the gateway's own external address (gateway.Config.ExternalPool
+	// without it). When it is set the backend forwards rules that name an
+	// ExternalAddr from that address only (map fwd4pool, keyed by
+	// destination address, protocol and port), and traffic to a pool
+	// address that no such rule matches is not forwarded by the
+	// address-less maps either: a mapping of the gateway's own address is
+	// not reachable on the pool's. Empty: no pool map, no change to the
+	// ruleset.
+	Pool []netip.Addr
 }
 
 func (c Config) table() string {
@@ -79,6 +92,10 @@ type Backend struct {
 	table  *nftables.Table
 	fwd    *nftables.Set
 	fwdSrc *nftables.Set
+	// fwdPool and pool are the pool map and the pool's address set; nil
+	// without Config.Pool.
+	fwdPool *nftables.Set
+	pool    *nftables.Set
 
 	mu sync.Mutex // serializes netlink requests and guards installed
 	// installed is what the maps hold, by protocol and external port: it
@@ -132,6 +149,18 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
 			DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)},
 	}
+	if len(cfg.Pool) > 0 {
+		for _, a := range cfg.Pool {
+			if !a.Unmap().Is4() {
+				conn.CloseLasting()
+				return nil, fmt.Errorf("nft: external pool address %v is not IPv4", a)
+			}
+		}
+		b.fwdPool = &nftables.Set{Table: t, Name: mapFwdPool, ID: 3, IsMap: true,
+			KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+			DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+		b.pool = &nftables.Set{Table: t, Name: setPool, ID: 4, KeyType: nftables.TypeIPAddr}
+	}
 	if err := b.setup(); err != nil {
 		conn.CloseLasting()
 		return nil, err
@@ -179,12 +208,26 @@ func (b *Backend) setup() error {
 	}
 
 	b.conn.AddTable(b.table)
-	for _, s := range []*nftables.Set{b.fwd, b.fwdSrc} {
+	for _, s := range b.maps() {
 		if err := b.conn.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nft: encoding map %s: %w", s.Name, err)
 		}
 	}
-	rules, err := buildRules(b.cfg, b.fwd, b.fwdSrc)
+	if b.pool != nil {
+		var elems []nftables.SetElement
+		for _, a := range b.cfg.Pool {
+			a4 := a.Unmap().As4()
+			elems = append(elems, nftables.SetElement{Key: a4[:]})
+		}
+		if err := b.conn.AddSet(b.pool, nil); err != nil {
+			return fmt.Errorf("nft: encoding set %s: %w", b.pool.Name, err)
+		}
+		b.conn.FlushSet(b.pool) // the pool as configured now, not as it was
+		if err := b.conn.SetAddElements(b.pool, elems); err != nil {
+			return fmt.Errorf("nft: encoding set %s: %w", b.pool.Name, err)
+		}
+	}
+	rules, err := buildRules(b.cfg, b.fwd, b.fwdSrc, b.fwdPool, b.pool)
 	if err != nil {
 		return fmt.Errorf("nft: %w", err)
 	}
@@ -308,24 +351,18 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var plain, src []nftables.SetElement
+		bySet := map[*nftables.Set][]nftables.SetElement{}
 		for _, r := range chunk {
-			if r.RemoteHost.IsValid() {
-				src = append(src, nftables.SetElement{Key: encodeSrcKey(r)})
-			} else {
-				plain = append(plain, nftables.SetElement{Key: encodeKey(r)})
-			}
+			set, key := b.elementOf(r)
+			bySet[set] = append(bySet[set], nftables.SetElement{Key: key})
 		}
 		err := b.retry(func() error {
 			// One message per map: one acknowledgement each.
-			if len(plain) > 0 {
-				if err := b.conn.SetDeleteElements(b.fwd, plain); err != nil {
-					return err
-				}
-			}
-			if len(src) > 0 {
-				if err := b.conn.SetDeleteElements(b.fwdSrc, src); err != nil {
-					return err
+			for _, set := range b.maps() {
+				if elems := bySet[set]; len(elems) > 0 {
+					if err := b.conn.SetDeleteElements(set, elems); err != nil {
+						return err
+					}
 				}
 			}
 			return b.conn.Flush()
@@ -379,20 +416,14 @@ const restoreChunk = 512
 
 // restore re-adds every installed mapping to the (re-created, empty) maps.
 func (b *Backend) restore() error {
-	var plain, src []nftables.SetElement
+	bySet := map[*nftables.Set][]nftables.SetElement{}
 	for _, r := range b.installed {
-		if r.RemoteHost.IsValid() {
-			src = append(src, nftables.SetElement{Key: encodeSrcKey(r), Val: encodeData(r)})
-		} else {
-			plain = append(plain, nftables.SetElement{Key: encodeKey(r), Val: encodeData(r)})
-		}
+		set, key := b.elementOf(r)
+		bySet[set] = append(bySet[set], nftables.SetElement{Key: key, Val: encodeData(r)})
 	}
-	for _, m := range []struct {
-		set   *nftables.Set
-		elems []nftables.SetElement
-	}{{b.fwd, plain}, {b.fwdSrc, src}} {
-		for chunk := range slices.Chunk(m.elems, restoreChunk) {
-			if err := b.conn.SetAddElements(m.set, chunk); err != nil {
+	for _, set := range b.maps() {
+		for chunk := range slices.Chunk(bySet[set], restoreChunk) {
+			if err := b.conn.SetAddElements(set, chunk); err != nil {
 				return err
 			}
 			if err := b.conn.Flush(); err != nil {
@@ -403,18 +434,44 @@ func (b *Backend) restore() error {
 	return nil
 }
 
-func (b *Backend) queueAdd(r gateway.Rule) error {
-	if r.RemoteHost.IsValid() {
-		return b.conn.SetAddElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r), Val: encodeData(r)}})
+// maps returns the forwarding maps: fwd4, fwd4src, and fwd4pool with a
+// pool.
+func (b *Backend) maps() []*nftables.Set {
+	if b.fwdPool != nil {
+		return []*nftables.Set{b.fwd, b.fwdSrc, b.fwdPool}
 	}
-	return b.conn.SetAddElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r), Val: encodeData(r)}})
+	return []*nftables.Set{b.fwd, b.fwdSrc}
+}
+
+// elementOf returns the map that holds r and r's key in it.
+func (b *Backend) elementOf(r gateway.Rule) (*nftables.Set, []byte) {
+	switch {
+	case r.ExternalAddr.IsValid():
+		return b.fwdPool, encodePoolKey(r)
+	case r.RemoteHost.IsValid():
+		return b.fwdSrc, encodeSrcKey(r)
+	}
+	return b.fwd, encodeKey(r)
+}
+
+// SupportsPool implements gateway.PoolBackend: rules on pool addresses
+// are forwarded when the backend was given the pool (Config.Pool).
+func (b *Backend) SupportsPool() bool { return b.fwdPool != nil }
+
+func (b *Backend) queueAdd(r gateway.Rule) error {
+	if r.ExternalAddr.IsValid() && b.fwdPool == nil {
+		return fmt.Errorf("nft: rule %v: no external address pool is configured", r)
+	}
+	set, key := b.elementOf(r)
+	return b.conn.SetAddElements(set, []nftables.SetElement{{Key: key, Val: encodeData(r)}})
 }
 
 func (b *Backend) queueDelete(r gateway.Rule) error {
-	if r.RemoteHost.IsValid() {
-		return b.conn.SetDeleteElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r)}})
+	set, key := b.elementOf(r)
+	if set == nil {
+		return nil
 	}
-	return b.conn.SetDeleteElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r)}})
+	return b.conn.SetDeleteElements(set, []nftables.SetElement{{Key: key}})
 }
 
 // Flush implements gateway.Backend: it empties both maps. The chains stay,
@@ -425,8 +482,9 @@ func (b *Backend) Flush(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	b.conn.FlushSet(b.fwd)
-	b.conn.FlushSet(b.fwdSrc)
+	for _, set := range b.maps() {
+		b.conn.FlushSet(set)
+	}
 	if err := b.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("nft: flushing maps of table inet %s: %w", b.table.Name, err)
 	}
@@ -506,13 +564,13 @@ func (b *Backend) Rules(ctx context.Context) ([]gateway.Rule, error) {
 
 func (b *Backend) readMaps() ([]gateway.Rule, error) {
 	var rules []gateway.Rule
-	for _, s := range []*nftables.Set{b.fwd, b.fwdSrc} {
+	for _, s := range b.maps() {
 		elems, err := b.conn.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("nft: reading map %s of table inet %s: %w", s.Name, b.table.Name, err)
 		}
 		for _, e := range elems {
-			r, err := decodeElement(e.Key, e.Val)
+			r, err := decodeElementOf(e.Key, e.Val, s == b.fwdPool)
 			if err != nil {
 				// Someone added an element by hand with a bad shape; the
 				// kernel checks lengths, so this is a protocol we do not
