@@ -112,3 +112,13 @@ type PoolBackend interface {
 	// addresses (the nft backend, when given the pool).
 	SupportsPool() bool
 }
+
+// BatchAdder may be implemented by a Backend that installs many rules
+// faster together than one by one. The Core uses it at start, to re-apply
+// the restored leases that the backend does not hold already: AddBatch
+// installs every rule in rules, or reports an error, after which the Core
+// falls back to Add for each rule of the batch to learn which ones the
+// backend refuses (and parks those).
+type BatchAdder interface {
+	AddBatch(ctx context.Context, rules []Rule) error
+}

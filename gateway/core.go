@@ -42,6 +42,9 @@ const (
 	// expiryChunk bounds the mappings expiry takes from the table at a
 	// time, for the same reason.
 	expiryChunk = 512
+	// restoreBatch bounds the rules given to a BatchAdder at a time when
+	// the restored leases are re-applied at start.
+	restoreBatch = 512
 )
 
 // Config configures a Core.
@@ -359,6 +362,38 @@ func (c *Core) applyRestored(ctx context.Context) (int, error) {
 			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
 	}
 	var park []Mapping
+	var pending []Mapping // to add, restoreBatch at a time with a BatchAdder
+	batcher, canBatch := c.backend.(BatchAdder)
+	addOne := func(m Mapping) error {
+		if err := c.backend.Add(ctx, m.Rule()); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
+			}
+			berr := &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
+			c.log.Warn("the backend refused a saved lease; it is parked (kept in the state directory for the next start, not served now)",
+				"mapping", m, "err", berr)
+			park = append(park, m)
+		}
+		return nil
+	}
+	flushPending := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		rules := make([]Rule, len(pending))
+		for i, m := range pending {
+			rules[i] = m.Rule()
+		}
+		if err := batcher.AddBatch(ctx, rules); err != nil {
+			for _, m := range pending { // learn which ones it refuses
+				if err := addOne(m); err != nil {
+					return err
+				}
+			}
+		}
+		pending = pending[:0]
+		return nil
+	}
 	for i := 0; i < c.tab.len(); i++ {
 		m := c.tab.at(i).m
 		if !m.Enabled {
@@ -370,14 +405,21 @@ func (c *Core) applyRestored(ctx context.Context) (int, error) {
 			continue // forwarding already, untouched across the restart
 		}
 		delete(installed, k) // Add replaces it
-		if err := c.backend.Add(ctx, m.Rule()); err != nil {
-			if ctx.Err() != nil {
-				return 0, fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
+		if !canBatch {
+			if err := addOne(m); err != nil {
+				return 0, err
 			}
-			berr := &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
-			c.log.Warn("the backend refused a saved lease; it is parked (kept in the state directory for the next start, not served now)",
-				"mapping", m, "err", berr)
-			park = append(park, m)
+			continue
+		}
+		if pending = append(pending, m); len(pending) == restoreBatch {
+			if err := flushPending(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if canBatch {
+		if err := flushPending(); err != nil {
+			return 0, err
 		}
 	}
 	for _, m := range park {

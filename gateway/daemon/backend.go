@@ -18,7 +18,7 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 	switch cfg.resolvedBackend() {
 	case BackendNFT:
 		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External, Logger: d.log,
-			ForwardTable: cfg.NFT.ForwardTable, ForwardChain: cfg.NFT.ForwardChain}
+			ForwardTable: cfg.NFT.ForwardTable, ForwardChain: cfg.NFT.ForwardChain, Rebuild: cfg.NFT.RebuildOnStart}
 		if cfg.NFT.Hairpin {
 			nc.InternalInterfaces = cfg.Interfaces.Internal
 		}

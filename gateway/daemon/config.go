@@ -371,6 +371,14 @@ type NFTConfig struct {
 	// say so.
 	ForwardTable string `toml:"forward_table"`
 	ForwardChain string `toml:"forward_chain"`
+	// RebuildOnStart empties the maps at start and fills them again from
+	// the lease journal, 512 elements a netlink message, instead of
+	// reading them back from the kernel, whose dump of a map takes time
+	// quadratic in its size (minutes for a million elements). Forwarding
+	// of existing mappings stops until each is back (about a second per
+	// 100,000). For a carrier-scale table (natpmp.pcp_external_pool); off
+	// by default, so that a restart leaves every forward in place.
+	RebuildOnStart bool `toml:"rebuild_on_start"`
 }
 
 // IPv6Config configures IPv6 pinholes: UPnP WANIPv6FirewallControl:1 and
