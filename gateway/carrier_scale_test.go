@@ -323,7 +323,7 @@ func TestCarrierScaleMillion(t *testing.T) {
 	}
 	st, _ := os.Stat(dir + "/leases.journal")
 	report = append(report, fmt.Sprintf("restart with %d leases (journal %.1f MiB) to serving: %v (journal replay %v, restore %v); RSS after it %s, peak %s (the peak of the whole run)",
-		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), replay.Round(time.Millisecond), (restart - replay).Round(time.Millisecond), rss(), procStatus("VmHWM:")))
+		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), replay.Round(time.Millisecond), (restart-replay).Round(time.Millisecond), rss(), procStatus("VmHWM:")))
 
 	stop := make(chan struct{})
 	var mu sync.Mutex
