@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -158,6 +159,18 @@ type scannedRecord struct {
 // damage too. Its cost is linear in the size of data: a damaged stretch
 // is searched for sync markers only, and each candidate is checked once.
 func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
+	bad, _ = scanJournalFunc(data, func(r scannedRecord) {
+		r.ops = slices.Clone(r.ops)
+		recs = append(recs, r)
+	})
+	return recs, bad
+}
+
+// scanJournalFunc is scanJournal calling fn for each record in turn
+// instead of collecting them, so that replaying a journal of a million
+// leases holds one record's ops at a time. r.ops is valid only during the
+// call. It returns the damaged stretches and the number of records read.
+func scanJournalFunc(data []byte, fn func(r scannedRecord)) (bad []damage, n int) {
 	off := 0
 	if len(data) >= len(journalMagic) && string(data[:len(journalMagic)]) == journalMagic {
 		off = len(journalMagic)
@@ -172,13 +185,16 @@ func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
 			badFrom = -1
 		}
 	}
+	var ops []journalOp
 	for off < len(data) {
-		if payload, n, err := nextRecord(data[off:]); err == nil {
-			if ops, err := decodeOps(payload); err == nil {
+		if payload, size, err := nextRecord(data[off:]); err == nil {
+			var derr error
+			if ops, derr = decodeOpsInto(ops[:0], payload); derr == nil {
 				endBad(off)
 				badFrom = -1
-				recs = append(recs, scannedRecord{offset: off, ops: ops})
-				off += n
+				fn(scannedRecord{offset: off, ops: ops})
+				n++
+				off += size
 				continue
 			}
 		}
@@ -194,7 +210,7 @@ func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
 		off += 1 + i
 	}
 	endBad(len(data))
-	return recs, bad
+	return bad, n
 }
 
 // appendFrame appends the version 1 frame holding payload to dst (for
@@ -362,7 +378,11 @@ type journalOp struct {
 // decodeOps decodes every op in payload. It fails, without partial
 // results, on anything malformed.
 func decodeOps(payload []byte) ([]journalOp, error) {
-	var ops []journalOp
+	return decodeOpsInto(nil, payload)
+}
+
+// decodeOpsInto is decodeOps appending to ops (to reuse its array).
+func decodeOpsInto(ops []journalOp, payload []byte) ([]journalOp, error) {
 	d := decoder{b: payload}
 	for d.err == nil && len(d.b) > 0 {
 		start := len(payload) - len(d.b)

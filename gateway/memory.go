@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"net/netip"
 	"sort"
 	"sync"
 )
@@ -13,11 +14,23 @@ import (
 // to use.
 type Memory struct {
 	mu     sync.Mutex
-	rules  map[Key]Rule
+	rules  map[uint64]memRule // by Key.pack: small, for tables of a million
 	pins   map[PinholeKey]*memPinhole
 	fault  func(op string, r Rule) error
 	calls  MemoryCalls
 	closed bool
+}
+
+// memRule is a Rule without its key.
+type memRule struct {
+	internal, remote netip.Addr
+	port             uint16
+}
+
+func (r memRule) rule(k uint64) Rule {
+	key := unpackKey(k)
+	return Rule{Protocol: key.Protocol, ExternalPort: key.ExternalPort, ExternalAddr: key.ExternalAddr,
+		InternalAddr: r.internal, InternalPort: r.port, RemoteHost: r.remote}
 }
 
 // MemoryCalls counts the calls a Memory received, failed ones included.
@@ -55,7 +68,8 @@ func (b *Memory) check(ctx context.Context, op string, r Rule) error {
 	return nil
 }
 
-// Add records r, replacing the rule for the same protocol and port.
+// Add records r, replacing the rule for the same key (external address,
+// protocol and port).
 func (b *Memory) Add(ctx context.Context, r Rule) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -64,9 +78,9 @@ func (b *Memory) Add(ctx context.Context, r Rule) error {
 		return err
 	}
 	if b.rules == nil {
-		b.rules = make(map[Key]Rule)
+		b.rules = make(map[uint64]memRule)
 	}
-	b.rules[Key{Protocol: r.Protocol, ExternalPort: r.ExternalPort}] = r
+	b.rules[r.Key().pack()] = memRule{internal: r.InternalAddr, remote: r.RemoteHost, port: r.InternalPort}
 	return nil
 }
 
@@ -78,7 +92,7 @@ func (b *Memory) Delete(ctx context.Context, r Rule) error {
 	if err := b.check(ctx, "delete", r); err != nil {
 		return err
 	}
-	delete(b.rules, Key{Protocol: r.Protocol, ExternalPort: r.ExternalPort})
+	delete(b.rules, r.Key().pack())
 	return nil
 }
 
@@ -126,8 +140,8 @@ func (b *Memory) Rules() []Rule {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := make([]Rule, 0, len(b.rules))
-	for _, r := range b.rules {
-		out = append(out, r)
+	for k, r := range b.rules {
+		out = append(out, r.rule(k))
 	}
 	sort.Slice(out, func(i, j int) bool { return CompareRules(out[i], out[j]) < 0 })
 	return out
@@ -137,8 +151,11 @@ func (b *Memory) Rules() []Rule {
 func (b *Memory) Rule(k Key) (Rule, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	r, ok := b.rules[k]
-	return r, ok
+	r, ok := b.rules[k.pack()]
+	if !ok {
+		return Rule{}, false
+	}
+	return r.rule(k.pack()), true
 }
 
 // Len returns the number of installed rules.

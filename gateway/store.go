@@ -157,8 +157,12 @@ func (s *FileStore) replayLocked() error {
 		return fmt.Errorf("reading lease journal: %w", err)
 	}
 	rewrite := false
-	var recs []scannedRecord
+	var recs []scannedRecord // version 1 only
 	var bad []damage
+	nrecs := 0
+	if len(s.live) == 0 && len(data) > 0 {
+		s.live = make(map[uint64][]byte, len(data)/100) // a compacted journal holds one lease (~80 bytes) a record
+	}
 	switch {
 	case len(data) < len(journalMagic) && (journalMagic[:len(data)] == string(data) || journalMagicV1[:len(data)] == string(data)):
 		// Missing, empty, or torn while being created: no state.
@@ -166,11 +170,14 @@ func (s *FileStore) replayLocked() error {
 		data = nil
 	case len(data) >= len(journalMagicV1) && string(data[:len(journalMagicV1)]) == journalMagicV1:
 		recs, bad = scanJournalV1(data)
+		nrecs = len(recs)
 		rewrite = true // into version 2
 	default:
-		recs, bad = scanJournal(data)
+		// Applied as read: a million leases' decoded records are never
+		// held at once.
+		bad, nrecs = scanJournalFunc(data, func(r scannedRecord) { s.applyLocked(r.ops) })
 	}
-	if len(data) > 0 && len(recs) == 0 && len(bad) > 0 && bad[0].Offset == 0 && bad[0].Tail {
+	if len(data) > 0 && nrecs == 0 && len(bad) > 0 && bad[0].Offset == 0 && bad[0].Tail {
 		// Not one record anywhere: not a journal of ours at all (or one
 		// damaged beyond recovery). Keep it, start empty.
 		aside, err := s.keepAside(path, data)
@@ -179,29 +186,12 @@ func (s *FileStore) replayLocked() error {
 		}
 		s.log.Error("lease journal holds no readable record; kept it aside and starting with no leases", "path", path, "kept_as", aside, "bytes", len(data))
 		recs, bad, rewrite = nil, nil, true
-	}
-	if len(s.live) == 0 && len(recs) > 0 {
-		s.live = make(map[uint64][]byte, len(recs)) // a compacted journal holds one lease a record
+		nrecs = 0
 	}
 	for _, r := range recs {
-		for _, op := range r.ops {
-			switch op.kind {
-			case opPut:
-				s.putLive(op.key.pack(), bytes.Clone(op.raw))
-			case opDel:
-				s.delLive(op.key.pack())
-			case opEpoch:
-				s.epoch = op.epoch
-			case opPin:
-				s.putLive(pinLiveKey(op.pinID), bytes.Clone(op.raw))
-			case opPinDel:
-				s.delLive(pinLiveKey(op.pinID))
-			case opPinNext:
-				s.putLive(pinNextKey, bytes.Clone(op.raw))
-			}
-		}
+		s.applyLocked(r.ops)
 	}
-	if len(bad) > 0 || len(recs) > 0 && !bytes.HasPrefix(data, []byte(journalMagic)) && !bytes.HasPrefix(data, []byte(journalMagicV1)) {
+	if len(bad) > 0 || nrecs > 0 && !bytes.HasPrefix(data, []byte(journalMagic)) && !bytes.HasPrefix(data, []byte(journalMagicV1)) {
 		// Never rewrite what could not be read without keeping a copy.
 		aside, err := s.keepAside(path, data)
 		if err != nil {
@@ -215,7 +205,7 @@ func (s *FileStore) replayLocked() error {
 			s.log.Warn("lease journal: "+what, "path", path, "offset", d.Offset, "bytes", d.Length)
 		}
 		s.log.Warn("lease journal was damaged: kept every intact lease, and a copy of the damaged file for inspection",
-			"leases", len(s.live), "records_read", len(recs), "damaged_stretches", len(bad), "copy", aside)
+			"leases", len(s.live), "records_read", nrecs, "damaged_stretches", len(bad), "copy", aside)
 		s.damaged = append(s.damaged, JournalDamage{Copy: aside, Stretches: len(bad), Leases: len(s.live)})
 		rewrite = true
 	}
@@ -236,6 +226,26 @@ func (s *FileStore) replayLocked() error {
 	}
 	s.f, s.size = f, int64(len(data))
 	return nil
+}
+
+// applyLocked applies the ops of one journal record to the live set.
+func (s *FileStore) applyLocked(ops []journalOp) {
+	for _, op := range ops {
+		switch op.kind {
+		case opPut:
+			s.putLive(op.key.pack(), bytes.Clone(op.raw))
+		case opDel:
+			s.delLive(op.key.pack())
+		case opEpoch:
+			s.epoch = op.epoch
+		case opPin:
+			s.putLive(pinLiveKey(op.pinID), bytes.Clone(op.raw))
+		case opPinDel:
+			s.delLive(pinLiveKey(op.pinID))
+		case opPinNext:
+			s.putLive(pinNextKey, bytes.Clone(op.raw))
+		}
+	}
 }
 
 // maxKeptAside bounds the damaged journals kept for inspection, so that a

@@ -444,7 +444,7 @@ func DefaultConfig() Config {
 			NotifyInterval: Duration(DefaultNotifyInterval),
 			Events:         true,
 		},
-		NATPMP: NATPMPConfig{Enabled: true, PCP: true, Port: DefaultNATPMPPort},
+		NATPMP: NATPMPConfig{Enabled: true, PCP: true, Port: DefaultNATPMPPort, PCPExternalPool: []string{}},
 		Policy: PolicyConfig{
 			SecureMode:   true,
 			MaxPerClient: DefaultMaxPerClient,
