@@ -28,6 +28,33 @@ type portKey struct {
 	addr  [4]byte // the external pool address; zero for the gateway's own
 }
 
+// target is the rest of an installed rule: where it forwards to, and its
+// remote host (zero for any). The backend forwards IPv4 only.
+type target struct {
+	internal, remote [4]byte
+	port             uint16
+}
+
+func targetOf(r gateway.Rule) target {
+	t := target{internal: r.InternalAddr.Unmap().As4(), port: r.InternalPort}
+	if r.RemoteHost.IsValid() {
+		t.remote = r.RemoteHost.Unmap().As4()
+	}
+	return t
+}
+
+// rule puts k and t back together.
+func (k portKey) rule(t target) gateway.Rule {
+	r := gateway.Rule{Protocol: k.proto, ExternalPort: k.port, InternalAddr: netip.AddrFrom4(t.internal), InternalPort: t.port}
+	if k.addr != ([4]byte{}) {
+		r.ExternalAddr = netip.AddrFrom4(k.addr)
+	}
+	if t.remote != ([4]byte{}) {
+		r.RemoteHost = netip.AddrFrom4(t.remote)
+	}
+	return r
+}
+
 func keyOf(r gateway.Rule) portKey {
 	k := portKey{proto: r.Protocol, port: r.ExternalPort}
 	if r.ExternalAddr.Is4() {

@@ -109,7 +109,9 @@ type Backend struct {
 	mu sync.Mutex // serializes netlink requests and guards installed
 	// installed is what the maps hold, by protocol and external port: it
 	// tells Delete which map holds a port without asking the kernel.
-	installed map[portKey]gateway.Rule
+	// A compact value (18 bytes a mapping, not a Rule's 90), for tables
+	// of a million.
+	installed map[portKey]target
 	// pins is the IPv6 pinhole side (pinhole.go).
 	pins *pinholes
 }
@@ -187,9 +189,9 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		conn.CloseLasting()
 		return nil, err
 	}
-	b.installed = make(map[portKey]gateway.Rule, len(rules))
+	b.installed = make(map[portKey]target, len(rules))
 	for _, r := range rules {
-		b.installed[keyOf(r)] = r
+		b.installed[keyOf(r)] = targetOf(r)
 	}
 	if err := b.setupPinholes(); err != nil {
 		conn.CloseLasting()
@@ -279,7 +281,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	old, had := b.installed[keyOf(r)]
+	old, had := b.installedRule(keyOf(r))
 	err = b.retry(func() error {
 		if had {
 			if err := b.queueDelete(old); err != nil {
@@ -305,7 +307,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 	if err != nil {
 		return fmt.Errorf("nft: installing %v: %w", r, err)
 	}
-	b.installed[keyOf(r)] = r
+	b.installed[keyOf(r)] = targetOf(r)
 	b.log.Debug("mapping installed", "rule", r.String())
 	return nil
 }
@@ -318,7 +320,7 @@ func (b *Backend) Delete(ctx context.Context, r gateway.Rule) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	old, had := b.installed[keyOf(r)]
+	old, had := b.installedRule(keyOf(r))
 	if !had {
 		return nil
 	}
@@ -346,8 +348,8 @@ func (b *Backend) InstalledRules(ctx context.Context) ([]gateway.Rule, error) {
 		return nil, err
 	}
 	out := make([]gateway.Rule, 0, len(b.installed))
-	for _, r := range b.installed {
-		out = append(out, r)
+	for k, v := range b.installed {
+		out = append(out, k.rule(v))
 	}
 	return out, nil
 }
@@ -360,7 +362,7 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 	defer b.mu.Unlock()
 	var olds []gateway.Rule
 	for _, r := range rules {
-		if old, ok := b.installed[keyOf(r)]; ok {
+		if old, ok := b.installedRule(keyOf(r)); ok {
 			olds = append(olds, old)
 		}
 	}
@@ -419,7 +421,7 @@ func (b *Backend) AddBatch(ctx context.Context, rules []gateway.Rule) error {
 		del := map[*nftables.Set][]nftables.SetElement{}
 		add := map[*nftables.Set][]nftables.SetElement{}
 		for _, r := range chunk {
-			if old, had := b.installed[keyOf(r)]; had {
+			if old, had := b.installedRule(keyOf(r)); had {
 				set, key := b.elementOf(old)
 				del[set] = append(del[set], nftables.SetElement{Key: key})
 			}
@@ -445,11 +447,20 @@ func (b *Backend) AddBatch(ctx context.Context, rules []gateway.Rule) error {
 			return fmt.Errorf("nft: installing %d mappings: %w", len(chunk), err)
 		}
 		for _, r := range chunk {
-			b.installed[keyOf(r)] = r
+			b.installed[keyOf(r)] = targetOf(r)
 		}
 	}
 	b.log.Debug("mappings installed", "count", len(norm))
 	return nil
+}
+
+// installedRule returns the rule installed for k.
+func (b *Backend) installedRule(k portKey) (gateway.Rule, bool) {
+	v, ok := b.installed[k]
+	if !ok {
+		return gateway.Rule{}, false
+	}
+	return k.rule(v), true
 }
 
 // retry runs op, a netlink batch on our table, and when it fails because
@@ -491,7 +502,8 @@ const restoreChunk = 512
 // restore re-adds every installed mapping to the (re-created, empty) maps.
 func (b *Backend) restore() error {
 	bySet := map[*nftables.Set][]nftables.SetElement{}
-	for _, r := range b.installed {
+	for k, v := range b.installed {
+		r := k.rule(v)
 		set, key := b.elementOf(r)
 		bySet[set] = append(bySet[set], nftables.SetElement{Key: key, Val: encodeData(r)})
 	}

@@ -122,6 +122,9 @@ func TestNftScalePool(t *testing.T) {
 	cfg := Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger(), Pool: pool}
 	be := newBackend(t, ns, cfg)
 	ctx := context.Background()
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	slab0 := slabKiB(t)
 	one := min(20000, n)
 	start := time.Now()
@@ -137,6 +140,9 @@ func TestNftScalePool(t *testing.T) {
 	}
 	batchTook := time.Since(start)
 	slab1 := slabKiB(t)
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	heap := float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / float64(n)
 	// The kernel's dump is quadratic: bounded, and reported as such.
 	start = time.Now()
 	lctx, cancel := context.WithTimeout(ctx, 120*time.Second)
@@ -164,8 +170,8 @@ func TestNftScalePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	rebuildTook := time.Since(start)
-	fmt.Printf("nft scale (pool): %d elements in fwd4pool; %d added one by one at %.0f/s, %d by AddBatch at %.0f/s; kernel Slab +%.1f MiB (%.0f bytes per element); \"nft list map\" %s; restart with Rebuild: maps emptied in %v, all %d back in %v (%.0f/s)\n",
+	fmt.Printf("nft scale (pool): %d elements in fwd4pool; %d added one by one at %.0f/s, %d by AddBatch at %.0f/s; kernel Slab +%.1f MiB (%.0f bytes per element); backend heap %.0f bytes per element; \"nft list map\" %s; restart with Rebuild: maps emptied in %v, all %d back in %v (%.0f/s)\n",
 		n, one, float64(one)/oneTook.Seconds(), n-one, float64(n-one)/batchTook.Seconds(),
-		float64(slab1-slab0)/1024, float64(slab1-slab0)*1024/float64(n), listed,
+		float64(slab1-slab0)/1024, float64(slab1-slab0)*1024/float64(n), heap, listed,
 		newTook.Round(time.Millisecond), n, rebuildTook.Round(time.Millisecond), float64(n)/rebuildTook.Seconds())
 }
