@@ -242,11 +242,30 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 }
 
 func (c *Core) restore(ctx context.Context) error {
+	// A store that hands its leases over one at a time (EachLoader) puts
+	// them straight into the table, unsorted. That is right as long as no
+	// quota or cap has to choose among them; the first lease one refuses
+	// sends the restore back to the start, the whole list, oldest first.
+	if el, ok := c.store.(EachLoader); ok {
+		done, err := c.restoreLeases(ctx, el)
+		if done || err != nil {
+			return err
+		}
+	}
+	_, err := c.restoreLeases(ctx, nil)
+	return err
+}
+
+// restoreLeases restores the saved leases: from el, one at a time, or,
+// with a nil el, sorted oldest first from Store.Load. With el it gives up
+// (done false, the table as it was) at the first lease that a quota or
+// the table cap refuses.
+func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err error) {
 	var saved []Mapping
-	if c.store != nil {
+	if c.store != nil && el == nil {
 		var err error
 		if saved, err = c.store.Load(); err != nil {
-			return fmt.Errorf("gateway: loading saved leases: %w", err)
+			return false, fmt.Errorf("gateway: loading saved leases: %w", err)
 		}
 	}
 	for i := range saved {
@@ -260,28 +279,37 @@ func (c *Core) restore(ctx context.Context) error {
 	})
 
 	c.tab.grow(len(saved))
+	if el != nil {
+		c.tab.grow(el.Leases())
+	}
 	now := c.now()
 	restoring := Requester{Source: SourceAdmin}
 	var drop []Key
 	var rewrite []Mapping
-	expired, denied := 0, 0
-	for _, m := range saved {
+	var dropped []AuditRecord // recorded once the restore is done
+	var orphans []Mapping
+	expired, denied, loaded := 0, 0, len(saved)
+	full := false
+	restoreOne := func(m Mapping) {
+		if full {
+			return
+		}
 		switch m.Half().State {
 		case HalfPendingNew:
 			// An intent never committed: the client was never answered.
 			// The half may exist upstream; the Upstream deletes it.
-			c.orphans = append(c.orphans, m)
+			orphans = append(orphans, m)
 			drop = append(drop, m.Key())
-			continue
+			return
 		case HalfPendingChain:
-			c.orphans = append(c.orphans, m)
+			orphans = append(orphans, m)
 			m.Upstream = nil
 			rewrite = append(rewrite, m)
 		}
 		if !m.Permanent() && !m.Expires.After(now) {
 			drop = append(drop, m.Key())
 			expired++
-			continue
+			return
 		}
 		req := Requester{Addr: m.Owner, Source: m.Source}
 		orig := m.Expires
@@ -294,6 +322,10 @@ func (c *Core) restore(ctx context.Context) error {
 		}
 		if err == nil {
 			err = c.checkRoomLocked(req, m.Owner, true)
+			if err != nil && el != nil {
+				full = true // a choice to make: start again, oldest first
+				return
+			}
 		}
 		if err != nil {
 			c.log.Warn("dropping saved lease the current policy denies", "mapping", m, "err", err)
@@ -301,8 +333,8 @@ func (c *Core) restore(ctx context.Context) error {
 			denied++
 			r := NewAuditRecord(now, AuditDropped, restoring, m)
 			r.Result, r.Reason = "not restored", err.Error()
-			c.audit(r)
-			continue
+			dropped = append(dropped, r)
+			return
 		}
 		if !orig.IsZero() && m.Expires.After(orig) {
 			m.Expires = orig // MinLease applies to requests; a restore never extends a lease
@@ -312,10 +344,27 @@ func (c *Core) restore(ctx context.Context) error {
 		}
 		c.tab.put(m)
 	}
+	if el != nil {
+		if err := el.LoadEach(func(m Mapping) { loaded++; restoreOne(m.normalize()) }); err != nil {
+			return false, fmt.Errorf("gateway: loading saved leases: %w", err)
+		}
+		if full {
+			c.tab = newTable()
+			return false, nil
+		}
+	}
+	for _, m := range saved {
+		restoreOne(m)
+	}
+	saved = nil
+	c.orphans = append(c.orphans, orphans...)
+	for _, r := range dropped {
+		c.audit(r)
+	}
 
 	parked, err := c.applyRestored(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if c.store != nil && (len(drop) > 0 || len(rewrite) > 0) {
 		// Parked leases are left in the store as they were.
@@ -326,14 +375,14 @@ func (c *Core) restore(ctx context.Context) error {
 			}
 		}
 		if err := c.store.Save(keep, drop); err != nil {
-			return fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
+			return false, fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
 		}
 	}
-	if len(saved) > 0 {
+	if loaded > 0 {
 		c.log.Info("restored leases", "restored", c.tab.len(), "expired", expired, "denied", denied,
 			"parked", parked, "backend", c.backend.Name())
 	}
-	return nil
+	return true, nil
 }
 
 // RuleLister is implemented by backends that can report the rules they

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -213,5 +214,62 @@ func TestPoolLeasesSurviveARestart(t *testing.T) {
 	c2 := newPoolCore(t, s)
 	if c2.Len() != 2 || c2.PoolAddr(addr("10.0.0.1")) != pool[1] {
 		t.Fatalf("restored Core: %d mappings, 10.0.0.1 paired with %v", c2.Len(), c2.PoolAddr(addr("10.0.0.1")))
+	}
+}
+
+// A FileStore hands its leases over one at a time (EachLoader), so New
+// restores them without a sorted copy; when a lowered quota must choose
+// among them, it starts again with the whole list, oldest first, and
+// records each dropped lease once.
+func TestRestoreFromFileStoreStreamsAndKeepsOldestUnderLoweredQuota(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	open := func(pol gateway.Policy, audit func(gateway.AuditRecord)) (*gateway.Core, *gateway.FileStore) {
+		s, err := gateway.OpenFileStore(dir, &gateway.FileStoreOptions{Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := gateway.New(ctx, gateway.Config{Backend: gateway.NewMemory(), Store: s, Clock: clock, Policy: pol, Audit: audit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, s
+	}
+	c, s := open(gateway.Policy{}, nil)
+	host := "192.168.1.10"
+	for i, p := range []uint16{3000, 1000, 2000, 4000} {
+		clock.Advance(time.Second * time.Duration(i+1))
+		if _, err := c.Add(ctx, upnp(host), tcp(p, host, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close(ctx, false)
+	s.Close()
+
+	c, s = open(gateway.Policy{}, nil) // no quota: streamed
+	if c.Len() != 4 {
+		t.Fatalf("restored %d, want 4", c.Len())
+	}
+	c.Close(ctx, false)
+	s.Close()
+
+	var dropped []uint16
+	c, s = open(gateway.Policy{MaxPerClient: 2}, func(r gateway.AuditRecord) {
+		if r.Event == gateway.AuditDropped {
+			dropped = append(dropped, r.ExternalPort)
+		}
+	})
+	defer s.Close()
+	defer c.Close(ctx, false)
+	var kept []uint16
+	for _, m := range c.List(admin, gateway.TCP, 0, 65535, 0) {
+		kept = append(kept, m.ExternalPort)
+	}
+	if len(kept) != 2 || kept[0] != 1000 || kept[1] != 3000 {
+		t.Errorf("kept %v, want the two oldest, 1000 and 3000", kept)
+	}
+	slices.Sort(dropped)
+	if len(dropped) != 2 || dropped[0] != 2000 || dropped[1] != 4000 {
+		t.Errorf("dropped %v, recorded once each; want 2000 and 4000", dropped)
 	}
 }

@@ -29,6 +29,19 @@ type Store interface {
 	Save(put []Mapping, del []Key) error
 }
 
+// EachLoader may be implemented by a Store that can hand its saved
+// mappings over one at a time, so that restoring a million leases never
+// holds them all decoded at once besides the table being built. fn must
+// not call the Store. New uses it when no quota or table cap could make
+// it choose among the saved leases (which it does oldest first, and so
+// needs them all).
+type EachLoader interface {
+	LoadEach(fn func(Mapping)) error
+	// Leases returns about how many leases LoadEach hands over (to size
+	// the table once).
+	Leases() int
+}
+
 // File names inside a FileStore's directory.
 const (
 	journalFile    = "leases.journal"
@@ -323,6 +336,35 @@ func (s *FileStore) Load() ([]Mapping, error) {
 		out = append(out, ops[0].m)
 	}
 	return out, nil
+}
+
+// Leases implements EachLoader.
+func (s *FileStore) Leases() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
+}
+
+// LoadEach implements EachLoader.
+func (s *FileStore) LoadEach(fn func(Mapping)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ops []journalOp
+	for k, raw := range s.live {
+		if k&(pinLiveBase|pinNextKey) != 0 {
+			continue
+		}
+		var err error
+		ops, err = decodeOpsInto(ops[:0], raw)
+		if err == nil && (len(ops) != 1 || ops[0].kind != opPut) {
+			err = errors.New("not a single lease record")
+		}
+		if err != nil {
+			return fmt.Errorf("lease journal: decoding a saved lease: %w", err)
+		}
+		fn(ops[0].m)
+	}
+	return nil
 }
 
 // Save appends the change to the journal; see Store.
