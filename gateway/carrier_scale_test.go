@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -323,15 +324,21 @@ func TestCarrierScaleMillion(t *testing.T) {
 	c, s = nil, nil
 	runtime.GC()
 	debug.FreeOSMemory()
+	var g0, g1 runtime.MemStats
+	runtime.ReadMemStats(&g0)
+	cpu0 := cpuTime()
 	c, s, restart := open()
+	cpu := cpuTime() - cpu0
+	runtime.ReadMemStats(&g1)
 	defer s.Close()
 	defer c.Close(ctx, false)
 	if c.Len() != total {
 		t.Fatalf("after restart %d mappings, want %d", c.Len(), total)
 	}
 	st, _ := os.Stat(dir + "/leases.journal")
-	report = append(report, fmt.Sprintf("restart with %d leases (journal %.1f MiB) to serving: %v (journal replay %v, restore %v); RSS after it %s, peak %s (the peak of the whole run)",
-		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), replay.Round(time.Millisecond), (restart-replay).Round(time.Millisecond), rss(), procStatus("VmHWM:")))
+	report = append(report, fmt.Sprintf("restart with %d leases (journal %.1f MiB) to serving: %v (journal replay %v, restore %v), process CPU %v, %d garbage collections; RSS after it %s, peak %s (the peak of the whole run)",
+		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), replay.Round(time.Millisecond), (restart-replay).Round(time.Millisecond),
+		cpu.Round(time.Millisecond), g1.NumGC-g0.NumGC, rss(), procStatus("VmHWM:")))
 
 	stop := make(chan struct{})
 	var mu sync.Mutex
@@ -401,4 +408,13 @@ func procStatus(field string) string {
 		}
 	}
 	return "unknown"
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
