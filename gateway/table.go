@@ -139,14 +139,6 @@ func (t *table) usedPorts(addr netip.Addr, proto Protocol, create bool) *PortSet
 	return &u[protoIndex(proto)]
 }
 
-// poolLen returns how many mappings are on the pool address a.
-func (t *table) poolLen(a netip.Addr) int {
-	u := t.poolUsed[addrBits(a)]
-	if u == nil {
-		return 0
-	}
-	return u[0].Len() + u[1].Len()
-}
 
 func (t *table) len() int { return len(t.entries) }
 
