@@ -139,7 +139,6 @@ func (t *table) usedPorts(addr netip.Addr, proto Protocol, create bool) *PortSet
 	return &u[protoIndex(proto)]
 }
 
-
 func (t *table) len() int { return len(t.entries) }
 
 // grow makes room for n more entries at once, so that restoring a million
