@@ -182,6 +182,10 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.wan.up != nil {
 		d.wan.up.Attach(d.core)
 	}
+	if pool := gcfg.ExternalPool; len(pool) > 0 {
+		log.Info("PCP mappings are spread over the external address pool, each subscriber on one of its addresses",
+			"addresses", len(pool), "first", pool[0], "last", pool[len(pool)-1])
+	}
 
 	d.seedStale(ctx)
 
