@@ -42,6 +42,10 @@ type AuditRecord struct {
 	Client       netip.Addr `json:"client,omitzero"`
 	Protocol     string     `json:"protocol,omitempty"` // "TCP" or "UDP"
 	ExternalPort uint16     `json:"external_port,omitempty"`
+	// ExternalAddr is the external pool address of a mapping on one (a
+	// carrier's record of who used which address and port); absent for
+	// the gateway's own address.
+	ExternalAddr netip.Addr `json:"external_addr,omitzero"`
 	// Internal is where the mapping forwards to.
 	Internal   netip.AddrPort `json:"internal,omitzero"`
 	RemoteHost netip.Addr     `json:"remote_host,omitzero"`
@@ -72,7 +76,7 @@ func NewAuditRecord(now time.Time, ev AuditEvent, req Requester, m Mapping) Audi
 	if m.Protocol != 0 {
 		r.Protocol = m.Protocol.String()
 	}
-	r.ExternalPort = m.ExternalPort
+	r.ExternalPort, r.ExternalAddr = m.ExternalPort, m.ExternalAddr
 	if m.InternalAddr.IsValid() {
 		r.Internal = netip.AddrPortFrom(m.InternalAddr, m.InternalPort)
 	}

@@ -44,6 +44,11 @@ func ParseProtocol(s string) (Protocol, error) {
 type Rule struct {
 	Protocol     Protocol
 	ExternalPort uint16
+	// ExternalAddr is the external pool address the rule forwards from;
+	// the zero Addr is the gateway's own external address (see
+	// Mapping.ExternalAddr). Only backends that support an address pool
+	// (PoolBackend) are given rules with one.
+	ExternalAddr netip.Addr
 	InternalAddr netip.Addr
 	InternalPort uint16
 	// RemoteHost restricts the rule to one source; the zero Addr means any.
@@ -51,10 +56,15 @@ type Rule struct {
 }
 
 // Key returns the table key the rule is installed for.
-func (r Rule) Key() Key { return Key{Protocol: r.Protocol, ExternalPort: r.ExternalPort} }
+func (r Rule) Key() Key {
+	return Key{Protocol: r.Protocol, ExternalPort: r.ExternalPort, ExternalAddr: r.ExternalAddr}
+}
 
 func (r Rule) String() string {
 	s := fmt.Sprintf("%s %d -> %s", r.Protocol, r.ExternalPort, netip.AddrPortFrom(r.InternalAddr, r.InternalPort))
+	if r.ExternalAddr.IsValid() {
+		s = fmt.Sprintf("%s %s:%d -> %s", r.Protocol, r.ExternalAddr, r.ExternalPort, netip.AddrPortFrom(r.InternalAddr, r.InternalPort))
+	}
 	if r.RemoteHost.IsValid() {
 		s += " from " + r.RemoteHost.String()
 	}
@@ -89,4 +99,26 @@ type Backend interface {
 // learn which ones failed.
 type BatchDeleter interface {
 	DeleteBatch(ctx context.Context, rules []Rule) error
+}
+
+// PoolBackend is implemented by a Backend that forwards from the addresses
+// of an external address pool (Config.ExternalPool) as well as from the
+// gateway's own external address: it installs rules whose ExternalAddr is
+// set, and keys them by address, protocol and port. The Core refuses a
+// pool with a backend that is not one.
+type PoolBackend interface {
+	Backend
+	// SupportsPool reports whether the backend was set up for pool
+	// addresses (the nft backend, when given the pool).
+	SupportsPool() bool
+}
+
+// BatchAdder may be implemented by a Backend that installs many rules
+// faster together than one by one. The Core uses it at start, to re-apply
+// the restored leases that the backend does not hold already: AddBatch
+// installs every rule in rules, or reports an error, after which the Core
+// falls back to Add for each rule of the batch to learn which ones the
+// backend refuses (and parks those).
+type BatchAdder interface {
+	AddBatch(ctx context.Context, rules []Rule) error
 }

@@ -5,11 +5,13 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,4 +190,231 @@ func rss() string {
 		}
 	}
 	return "unknown"
+}
+
+// TestCarrierScaleMillion measures the carrier-scale targets of a PCP
+// server with an external address pool, in process (memory backend,
+// FileStore journal without fsync, as the daemon runs it): 1,000,000 live
+// PCP mappings from 10,000 subscribers (100 each, half TCP, half UDP) on a
+// pool of 16 addresses, each subscriber paired with one of them, made by
+// 8 clients at once; the heap and the process's resident set (now and at
+// its peak) with them, under a runtime memory limit (the daemon's
+// --memory-limit: 900 MiB, or PORTFWD_SCALE_MEMLIMIT MiB); a restart with all of them; and the expiry of 100,000
+// at one moment while 4 other clients refresh theirs, with those
+// requests' latency. PORTFWD_SCALE=1 runs it: it takes a few minutes and
+// about 1 GiB.
+func TestCarrierScaleMillion(t *testing.T) {
+	if os.Getenv("PORTFWD_SCALE") != "1" || testing.Short() {
+		t.Skip("carrier-scale measurement: PORTFWD_SCALE=1 runs it")
+	}
+	const (
+		subscribers = 10000
+		perSub      = 100
+		total       = subscribers * perSub
+		clients     = 8
+		expiring    = 100000
+		poolSize    = 16
+	)
+	// The runtime's soft memory limit, as the daemon's --memory-limit sets
+	// it: 900 MiB unless PORTFWD_SCALE_MEMLIMIT gives MiB. The Go runtime's
+	// own memory (heap, stacks, metadata) stays under it; RSS is a little
+	// more.
+	limitMiB := 900
+	if v, err := strconv.Atoi(os.Getenv("PORTFWD_SCALE_MEMLIMIT")); err == nil && v > 0 {
+		limitMiB = v
+	}
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(limitMiB) << 20))
+	pool := make([]netip.Addr, poolSize)
+	for i := range pool {
+		pool[i] = netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)})
+	}
+	dir := t.TempDir()
+	clock := newFakeClock()
+	var replay time.Duration
+	open := func() (*gateway.Core, *gateway.FileStore, time.Duration) {
+		start := time.Now()
+		s, err := gateway.OpenFileStore(dir, &gateway.FileStoreOptions{Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		replay = time.Since(start)
+		c, err := gateway.New(ctx, gateway.Config{Backend: gateway.NewMemory(), Store: s, Clock: clock,
+			ExternalPool: pool, ExternalAddr: func() netip.Addr { return pool[0] }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, s, time.Since(start)
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	c, s, _ := open()
+	sub := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}) }
+	var made atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for w := range clients {
+		wg.Go(func() {
+			for i := w; i < subscribers; i += clients {
+				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
+				for j := range perSub {
+					proto := gateway.TCP
+					if j%2 == 1 {
+						proto = gateway.UDP
+					}
+					lease := 2 * time.Hour
+					if n := made.Add(1); n <= expiring {
+						lease = time.Hour
+					}
+					// As the PCP adapter asks: the subscriber's address.
+					m := gateway.Mapping{Protocol: proto, ExternalAddr: c.PoolAddr(req.Addr), InternalAddr: req.Addr,
+						InternalPort: uint16(10000 + j), Enabled: true, Expires: clock.Now().Add(lease)}
+					if _, err := c.AddAny(ctx, req, m); err != nil {
+						errs <- fmt.Errorf("subscriber %v mapping %d: %w", req.Addr, j, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	addTook := time.Since(start)
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	if c.Len() != total {
+		t.Fatalf("%d mappings in the table, want %d", c.Len(), total)
+	}
+	// Paired pooling: every mapping of a subscriber is on one address.
+	perAddr := map[netip.Addr]int{}
+	for i := 0; i < subscribers; i += 97 {
+		a := sub(i)
+		seen := map[netip.Addr]bool{}
+		for _, p := range []gateway.Protocol{gateway.TCP, gateway.UDP} {
+			for _, m := range c.MappingsTo(a, p) {
+				seen[m.ExternalAddr] = true
+			}
+		}
+		if len(seen) != 1 {
+			t.Fatalf("subscriber %v is on %d addresses", a, len(seen))
+		}
+		for ea := range seen {
+			perAddr[ea]++
+		}
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	heap := after.HeapAlloc - before.HeapAlloc
+	report := []string{
+		fmt.Sprintf("%d mappings from %d subscribers on %d pool addresses (sampled subscribers per address %v), %d clients at once: %.0f adds/s",
+			total, subscribers, poolSize, len(perAddr), clients, float64(total)/addTook.Seconds()),
+		fmt.Sprintf("heap with them (Core, memory backend, FileStore): %.1f MiB, %d bytes per mapping; process RSS %s, peak %s (memory limit %d MiB)",
+			float64(heap)/(1<<20), heap/uint64(total), rss(), procStatus("VmHWM:"), limitMiB),
+	}
+
+	if err := c.Close(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// A restart is a new process: nothing of the old table stays live.
+	c, s = nil, nil
+	runtime.GC()
+	debug.FreeOSMemory()
+	var g0, g1 runtime.MemStats
+	runtime.ReadMemStats(&g0)
+	cpu0 := cpuTime()
+	c, s, restart := open()
+	cpu := cpuTime() - cpu0
+	runtime.ReadMemStats(&g1)
+	defer s.Close()
+	defer c.Close(ctx, false)
+	if c.Len() != total {
+		t.Fatalf("after restart %d mappings, want %d", c.Len(), total)
+	}
+	st, _ := os.Stat(dir + "/leases.journal")
+	report = append(report, fmt.Sprintf("restart with %d leases (journal %.1f MiB) to serving: %v (journal replay %v, restore %v), process CPU %v, %d garbage collections; RSS after it %s, peak %s (the peak of the whole run)",
+		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), replay.Round(time.Millisecond), (restart-replay).Round(time.Millisecond),
+		cpu.Round(time.Millisecond), g1.NumGC-g0.NumGC, rss(), procStatus("VmHWM:")))
+
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var lat []time.Duration
+	for w := range 4 {
+		wg.Go(func() {
+			var mine []time.Duration
+			defer func() { mu.Lock(); lat = append(lat, mine...); mu.Unlock() }()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := subscribers - 1 - (w+4*k)%500
+				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
+				held, ok := c.FindByInternal(req.Addr, gateway.UDP, 10000+uint16(perSub-1))
+				if !ok || !held.Expires.After(clock.Now().Add(time.Hour+time.Second)) {
+					continue
+				}
+				held.Expires = clock.Now().Add(2 * time.Hour)
+				t0 := time.Now()
+				if _, err := c.Add(ctx, req, held); err != nil {
+					t.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	lat = lat[:0]
+	mu.Unlock()
+	expStart := time.Now()
+	clock.Advance(time.Hour + time.Second)
+	expTook := time.Since(expStart)
+	close(stop)
+	wg.Wait()
+	if got := c.Len(); got != total-expiring {
+		t.Errorf("after the expiry %d mappings, want %d", got, total-expiring)
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(float64(len(lat))*p))]
+	}
+	report = append(report, fmt.Sprintf("expiry of %d leases at one moment: %v; %d refreshes meanwhile, p50 %v, p99 %v, max %v",
+		expiring, expTook.Round(time.Millisecond), len(lat), q(0.5), q(0.99), q(1)))
+	for _, r := range report {
+		fmt.Println("carrier scale (1M):", r)
+	}
+}
+
+// procStatus returns a memory line of /proc/self/status in MiB.
+func procStatus(field string) string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
+			kb, _ := strconv.Atoi(f[1])
+			return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
+		}
+	}
+	return "unknown"
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -42,6 +42,9 @@ const (
 	// expiryChunk bounds the mappings expiry takes from the table at a
 	// time, for the same reason.
 	expiryChunk = 512
+	// restoreBatch bounds the rules given to a BatchAdder at a time when
+	// the restored leases are re-applied at start.
+	restoreBatch = 512
 )
 
 // Config configures a Core.
@@ -99,6 +102,18 @@ type Config struct {
 	// OwnAddr, if set, reports whether a is one of the gateway's own
 	// addresses, to which no pinhole may be opened.
 	OwnAddr func(a netip.Addr) bool
+	// ExternalPool, for a carrier-grade gateway, lists the IPv4 external
+	// addresses PCP mappings are spread over, so that the table holds far
+	// more than the 129,024 mappings one address has ports for. Each
+	// subscriber (the requester's address) is paired with one address of
+	// the pool (RFC 4787 REQ-2, RFC 7857 "paired" pooling), which all its
+	// PCP mappings use: see PoolAddr. The gateway's own external address
+	// may be one of them; mappings there are keyed with the zero Addr, as
+	// every mapping is without a pool, so they share its ports with
+	// NAT-PMP and UPnP, which keep using that address only. Empty: no
+	// pool, and no mapping has an ExternalAddr. The backend must be a
+	// PoolBackend that supports it.
+	ExternalPool []netip.Addr
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -140,10 +155,13 @@ type Core struct {
 	sameHostNow func(requester, target netip.Addr) bool
 	hostAddrs   func(a netip.Addr) []netip.Addr
 	ownAddr     func(netip.Addr) bool
+	// pool is Config.ExternalPool, and poolSet the same as a set.
+	pool    []netip.Addr
+	poolSet map[netip.Addr]bool
 
 	mu         sync.Mutex
 	tab        *table
-	busy       map[uint32]*inflight
+	busy       map[uint64]*inflight
 	pendingNew int                // busy operations that will add an entry
 	pendingBy  map[netip.Addr]int // the same, per owner, for quotas
 	timer      Timer
@@ -198,7 +216,7 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		extAddr:     cfg.ExternalAddr,
 		log:         cfg.Logger,
 		tab:         newTable(),
-		busy:        make(map[uint32]*inflight),
+		busy:        make(map[uint64]*inflight),
 		pendingBy:   make(map[netip.Addr]int),
 		auditf:      cfg.Audit,
 		inUse:       cfg.PortInUse,
@@ -218,6 +236,9 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	if err := c.setPool(cfg.ExternalPool); err != nil {
+		return nil, err
+	}
 	if err := c.restore(ctx); err != nil {
 		return nil, err
 	}
@@ -232,11 +253,30 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 }
 
 func (c *Core) restore(ctx context.Context) error {
+	// A store that hands its leases over one at a time (EachLoader) puts
+	// them straight into the table, unsorted. That is right as long as no
+	// quota or cap has to choose among them; the first lease one refuses
+	// sends the restore back to the start, the whole list, oldest first.
+	if el, ok := c.store.(EachLoader); ok {
+		done, err := c.restoreLeases(ctx, el)
+		if done || err != nil {
+			return err
+		}
+	}
+	_, err := c.restoreLeases(ctx, nil)
+	return err
+}
+
+// restoreLeases restores the saved leases: from el, one at a time, or,
+// with a nil el, sorted oldest first from Store.Load. With el it gives up
+// (done false, the table as it was) at the first lease that a quota or
+// the table cap refuses.
+func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err error) {
 	var saved []Mapping
-	if c.store != nil {
+	if c.store != nil && el == nil {
 		var err error
 		if saved, err = c.store.Load(); err != nil {
-			return fmt.Errorf("gateway: loading saved leases: %w", err)
+			return false, fmt.Errorf("gateway: loading saved leases: %w", err)
 		}
 	}
 	for i := range saved {
@@ -250,10 +290,14 @@ func (c *Core) restore(ctx context.Context) error {
 	})
 
 	c.tab.grow(len(saved))
+	if el != nil {
+		c.tab.grow(el.Leases())
+	}
 	now := c.now()
 	restoring := Requester{Source: SourceAdmin}
 	var drop []Key
 	var rewrite []Mapping
+	var dropped []AuditRecord // recorded once the restore is done
 	// orphans are the halves of saved leases that the router above may
 	// hold and that no restored mapping will forward to: deleted there.
 	var orphans []Mapping
@@ -262,15 +306,19 @@ func (c *Core) restore(ctx context.Context) error {
 			orphans = append(orphans, m)
 		}
 	}
-	expired, denied := 0, 0
-	for _, m := range saved {
+	expired, denied, loaded := 0, 0, len(saved)
+	full := false
+	restoreOne := func(m Mapping) {
+		if full {
+			return
+		}
 		switch m.Half().State {
 		case HalfPendingNew:
 			// An intent never committed: the client was never answered.
 			// The half may exist upstream; the Upstream deletes it.
 			orphan(m)
 			drop = append(drop, m.Key())
-			continue
+			return
 		case HalfPendingChain:
 			orphan(m)
 			m.Upstream = nil
@@ -282,7 +330,7 @@ func (c *Core) restore(ctx context.Context) error {
 			orphan(m)
 			drop = append(drop, m.Key())
 			expired++
-			continue
+			return
 		}
 		req := Requester{Addr: m.Owner, Source: m.Source}
 		orig := m.Expires
@@ -295,6 +343,10 @@ func (c *Core) restore(ctx context.Context) error {
 		}
 		if err == nil {
 			err = c.checkRoomLocked(req, m.Owner, true)
+			if err != nil && el != nil {
+				full = true // a choice to make: start again, oldest first
+				return
+			}
 		}
 		if err != nil {
 			c.log.Warn("dropping saved lease the current policy denies", "mapping", m, "err", err)
@@ -303,8 +355,8 @@ func (c *Core) restore(ctx context.Context) error {
 			denied++
 			r := NewAuditRecord(now, AuditDropped, restoring, m)
 			r.Result, r.Reason = "not restored", err.Error()
-			c.audit(r)
-			continue
+			dropped = append(dropped, r)
+			return
 		}
 		if !orig.IsZero() && m.Expires.After(orig) {
 			m.Expires = orig // MinLease applies to requests; a restore never extends a lease
@@ -314,15 +366,31 @@ func (c *Core) restore(ctx context.Context) error {
 		}
 		c.tab.put(m)
 	}
+	if el != nil {
+		if err := el.LoadEach(func(m Mapping) { loaded++; restoreOne(m.normalize()) }); err != nil {
+			return false, fmt.Errorf("gateway: loading saved leases: %w", err)
+		}
+		if full {
+			c.tab = newTable()
+			return false, nil
+		}
+	}
+	for _, m := range saved {
+		restoreOne(m)
+	}
+	saved = nil
+	for _, r := range dropped {
+		c.audit(r)
+	}
 
 	parked, err := c.applyRestored(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The halves to delete are journaled before their leases are
 	// forgotten: a crash in between leaves both, and two deletes.
 	if err := c.restoreUpstreamDeletes(orphans); err != nil {
-		return err
+		return false, err
 	}
 	if c.store != nil && (len(drop) > 0 || len(rewrite) > 0) {
 		// Parked leases are left in the store as they were.
@@ -333,14 +401,14 @@ func (c *Core) restore(ctx context.Context) error {
 			}
 		}
 		if err := c.store.Save(keep, drop); err != nil {
-			return fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
+			return false, fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
 		}
 	}
-	if len(saved) > 0 {
+	if loaded > 0 {
 		c.log.Info("restored leases", "restored", c.tab.len(), "expired", expired, "denied", denied,
 			"parked", parked, "backend", c.backend.Name())
 	}
-	return nil
+	return true, nil
 }
 
 // RuleLister is implemented by backends that can report the rules they
@@ -353,7 +421,7 @@ type RuleLister interface {
 // applyRestored makes the backend hold the table's enabled mappings (see
 // New), parking those it refuses, and returns how many it parked.
 func (c *Core) applyRestored(ctx context.Context) (int, error) {
-	installed := map[uint32]Rule{}
+	installed := map[uint64]Rule{}
 	lister, canList := c.backend.(RuleLister)
 	if canList {
 		rules, err := lister.InstalledRules(ctx)
@@ -369,6 +437,38 @@ func (c *Core) applyRestored(ctx context.Context) (int, error) {
 			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
 	}
 	var park []Mapping
+	var pending []Mapping // to add, restoreBatch at a time with a BatchAdder
+	batcher, canBatch := c.backend.(BatchAdder)
+	addOne := func(m Mapping) error {
+		if err := c.backend.Add(ctx, m.Rule()); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
+			}
+			berr := &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
+			c.log.Warn("the backend refused a saved lease; it is parked (kept in the state directory for the next start, not served now)",
+				"mapping", m, "err", berr)
+			park = append(park, m)
+		}
+		return nil
+	}
+	flushPending := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		rules := make([]Rule, len(pending))
+		for i, m := range pending {
+			rules[i] = m.Rule()
+		}
+		if err := batcher.AddBatch(ctx, rules); err != nil {
+			for _, m := range pending { // learn which ones it refuses
+				if err := addOne(m); err != nil {
+					return err
+				}
+			}
+		}
+		pending = pending[:0]
+		return nil
+	}
 	for i := 0; i < c.tab.len(); i++ {
 		m := c.tab.at(i).m
 		if !m.Enabled {
@@ -380,14 +480,21 @@ func (c *Core) applyRestored(ctx context.Context) (int, error) {
 			continue // forwarding already, untouched across the restart
 		}
 		delete(installed, k) // Add replaces it
-		if err := c.backend.Add(ctx, m.Rule()); err != nil {
-			if ctx.Err() != nil {
-				return 0, fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
+		if !canBatch {
+			if err := addOne(m); err != nil {
+				return 0, err
 			}
-			berr := &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
-			c.log.Warn("the backend refused a saved lease; it is parked (kept in the state directory for the next start, not served now)",
-				"mapping", m, "err", berr)
-			park = append(park, m)
+			continue
+		}
+		if pending = append(pending, m); len(pending) == restoreBatch {
+			if err := flushPending(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if canBatch {
+		if err := flushPending(); err != nil {
+			return 0, err
 		}
 	}
 	for _, m := range park {
@@ -491,6 +598,9 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 	m = m.normalize()
 	now := c.now()
 	m.Owner, m.Source, m.Created = req.Addr, req.Source, now
+	if m.ExternalAddr.IsValid() && m.ExternalAddr == c.ExternalAddr() {
+		m.ExternalAddr = netip.Addr{} // the gateway's own address, shared with NAT-PMP and UPnP
+	}
 	if err := c.admit(req, &m, now, anyPort); err != nil {
 		c.log.Debug("port mapping refused", "mapping", m, "err", err)
 		return Mapping{}, err
@@ -601,6 +711,12 @@ func (c *Core) admit(req Requester, m *Mapping, now time.Time, anyPort bool) err
 	if m.RemoteHost.IsValid() && c.pol.WildcardRemoteHostOnly {
 		return fmt.Errorf("%w: this gateway cannot restrict a mapping to remote host %v; leave the remote host empty", ErrRemoteHostNotSupported, m.RemoteHost)
 	}
+	if a := m.ExternalAddr; a.IsValid() && !c.poolSet[a] {
+		return fmt.Errorf("%w: external address %v is not in the gateway's external address pool", ErrInvalidArgs, a)
+	}
+	if m.ExternalAddr.IsValid() && m.RemoteHost.IsValid() {
+		return fmt.Errorf("%w: a mapping on external pool address %v cannot be restricted to remote host %v; leave the remote host empty", ErrRemoteHostNotSupported, m.ExternalAddr, m.RemoteHost)
+	}
 	exp, err := c.pol.clampLease(now, m.Expires)
 	if err != nil {
 		return err
@@ -704,7 +820,7 @@ func (c *Core) mayModify(req Requester, held Mapping) bool {
 
 // waitIdleLocked waits until no operation holds k. It is called and
 // returns with c.mu held, but releases it while waiting.
-func (c *Core) waitIdleLocked(ctx context.Context, k uint32) error {
+func (c *Core) waitIdleLocked(ctx context.Context, k uint64) error {
 	for {
 		if c.closed {
 			return ErrClosed
@@ -724,7 +840,7 @@ func (c *Core) waitIdleLocked(ctx context.Context, k uint32) error {
 	}
 }
 
-func (c *Core) isBusyLocked(k uint32) bool {
+func (c *Core) isBusyLocked(k uint64) bool {
 	_, ok := c.busy[k]
 	return ok
 }
@@ -755,7 +871,7 @@ func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping) (*inf
 	return c.markBusyLocked(req, k, m.Owner, true, true), Mapping{}, false, nil
 }
 
-func (c *Core) claimUpdateLocked(req Requester, k uint32, held Mapping, m *Mapping) (*inflight, error) {
+func (c *Core) claimUpdateLocked(req Requester, k uint64, held Mapping, m *Mapping) (*inflight, error) {
 	m.Created = held.Created
 	ownerChanges := held.Owner != m.Owner
 	if ownerChanges {
@@ -772,7 +888,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 	if start == 0 {
 		start = m.InternalPort
 	}
-	k := Key{Protocol: m.Protocol, ExternalPort: start}.pack()
+	k := Key{Protocol: m.Protocol, ExternalPort: start, ExternalAddr: m.ExternalAddr}.pack()
 	if err := c.waitIdleLocked(ctx, k); err != nil {
 		return nil, Mapping{}, false, err
 	}
@@ -792,7 +908,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 		low = 1024
 	}
 	pi := protoIndex(m.Protocol)
-	used, reserved := &c.tab.used[pi], &c.pol.reserved[pi]
+	used, reserved := c.tab.usedPorts(m.ExternalAddr, m.Protocol, true), &c.pol.reserved[pi]
 	// search returns the first port in [from, to] that is not reserved,
 	// permitted, and (with free) not taken, skipping whole words of ports
 	// that do not qualify.
@@ -810,7 +926,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 			if taken&(1<<(p%64)) == 0 {
 				port := uint16(p)
 				if (req.admin() || filter.permit(port)) &&
-					(!free || !c.isBusyLocked(Key{Protocol: m.Protocol, ExternalPort: port}.pack())) {
+					(!free || !c.isBusyLocked(Key{Protocol: m.Protocol, ExternalPort: port, ExternalAddr: m.ExternalAddr}.pack())) {
 					return port, true
 				}
 			}
@@ -853,7 +969,7 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 	return nil, Mapping{}, false, fmt.Errorf("%w: every %s port this client may use is taken; remove unused mappings", ErrNoPortsAvailable, m.Protocol)
 }
 
-func (c *Core) markBusyLocked(req Requester, k uint32, owner netip.Addr, newSlot, quota bool) *inflight {
+func (c *Core) markBusyLocked(req Requester, k uint64, owner netip.Addr, newSlot, quota bool) *inflight {
 	op := &inflight{done: make(chan struct{}), newSlot: newSlot}
 	if newSlot {
 		c.pendingNew++
@@ -868,7 +984,7 @@ func (c *Core) markBusyLocked(req Requester, k uint32, owner netip.Addr, newSlot
 
 // releaseLocked ends op on k, returning what it reserved and waking
 // operations waiting for k. The caller re-arms the expiry timer.
-func (c *Core) releaseLocked(k uint32, op *inflight) {
+func (c *Core) releaseLocked(k uint64, op *inflight) {
 	if op.finished {
 		return
 	}
@@ -935,12 +1051,19 @@ func (c *Core) apply(ctx context.Context, prev Mapping, hadPrev bool, m Mapping)
 // must equal the mapping's; the zero Addr matches any. In secure mode a
 // client may delete only mappings it owns or that point at itself.
 func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPort uint16, remoteHost netip.Addr) error {
+	return c.DeleteAt(ctx, req, Key{Protocol: proto, ExternalPort: extPort}, remoteHost)
+}
+
+// DeleteAt is Delete for the mapping with key, which names an external
+// pool address too (Mapping.Key of a mapping from FindByInternal, say).
+func (c *Core) DeleteAt(ctx context.Context, req Requester, key Key, remoteHost netip.Addr) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	req = req.normalize()
 	remoteHost = normalizeAddr(remoteHost)
-	k := Key{Protocol: proto, ExternalPort: extPort}.pack()
+	key.ExternalAddr = normalizeAddr(key.ExternalAddr)
+	k := key.pack()
 
 	c.mu.Lock()
 	if err := c.waitIdleLocked(ctx, k); err != nil {
@@ -950,12 +1073,12 @@ func (c *Core) Delete(ctx context.Context, req Requester, proto Protocol, extPor
 	e := c.tab.lookup(k)
 	if e == nil || (remoteHost.IsValid() && remoteHost != e.m.RemoteHost) {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: nothing is mapped on %s/%d", ErrNoSuchEntry, proto, extPort)
+		return fmt.Errorf("%w: nothing is mapped on %s", ErrNoSuchEntry, key)
 	}
 	m := e.m
 	if !c.mayModify(req, m) {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: %s/%d belongs to %v; a client may delete only its own mappings", ErrNotAuthorized, proto, extPort, m.Owner)
+		return fmt.Errorf("%w: %s belongs to %v; a client may delete only its own mappings", ErrNotAuthorized, key, m.Owner)
 	}
 	op := c.markBusyLocked(req, k, netip.Addr{}, false, false)
 	c.mu.Unlock()
@@ -1089,7 +1212,7 @@ func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) 
 	if !req.Addr.IsValid() {
 		return 0, fmt.Errorf("%w: the request has no source address", ErrNotAuthorized)
 	}
-	candidates := func(yield func(uint32, *tableEntry) bool) {
+	candidates := func(yield func(uint64, *tableEntry) bool) {
 		for e := range c.tab.internalEntries(req.Addr) {
 			if e.m.Protocol == proto {
 				if !yield(e.m.Key().pack(), e) {
@@ -1107,8 +1230,8 @@ func (c *Core) DeleteAllFor(ctx context.Context, req Requester, proto Protocol) 
 
 // rangeCandidates iterates the entries of proto in [start, end], by port
 // when the range is smaller than the table and by entry otherwise.
-func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint32, *tableEntry) bool) {
-	return func(yield func(uint32, *tableEntry) bool) {
+func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint64, *tableEntry) bool) {
+	return func(yield func(uint64, *tableEntry) bool) {
 		if int(end)-int(start)+1 <= c.tab.len() {
 			for p := int(start); p <= int(end); p++ {
 				k := Key{Protocol: proto, ExternalPort: uint16(p)}.pack()
@@ -1120,7 +1243,7 @@ func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint
 		}
 		for i := 0; i < c.tab.len(); i++ {
 			e := c.tab.at(i)
-			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end {
+			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end && !e.m.ExternalAddr.IsValid() {
 				if !yield(e.m.Key().pack(), e) {
 					return
 				}
@@ -1133,9 +1256,9 @@ func (c *Core) rangeCandidates(proto Protocol, start, end uint16) func(func(uint
 // store write. Keys busy with another operation are revisited after that
 // operation ends, a bounded number of times. It returns how many were
 // deleted and how many were refused by allowed.
-func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(func(uint32, *tableEntry) bool), allowed func(Mapping) bool) (int, int, error) {
+func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(func(uint64, *tableEntry) bool), allowed func(Mapping) bool) (int, int, error) {
 	deleted := 0
-	refused := make(map[uint32]struct{})
+	refused := make(map[uint64]struct{})
 	for round := 0; round < maxDeleteRounds; round++ {
 		c.mu.Lock()
 		if c.closed {
@@ -1252,7 +1375,8 @@ func (c *Core) Index(req Requester, i int) (Mapping, error) {
 }
 
 // List returns up to max (all when max <= 0) of the proto mappings req can
-// see with external ports in [start, end], sorted by external port (UPnP
+// see with external ports in [start, end] of the gateway's own address
+// (not those on external pool addresses), sorted by external port (UPnP
 // IGD:2 GetListOfPortMappings). Visibility is the same as Index's.
 func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) []Mapping {
 	if start > end {
@@ -1265,7 +1389,7 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 	switch {
 	case !c.visibleAll(req):
 		for e := range c.tab.ownerEntries(req.Addr) {
-			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end {
+			if e.m.Protocol == proto && e.m.ExternalPort >= start && e.m.ExternalPort <= end && !e.m.ExternalAddr.IsValid() {
 				out = append(out, e.m)
 			}
 		}
@@ -1278,7 +1402,7 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 		sorted = true
 	default:
 		for i := 0; i < c.tab.len(); i++ {
-			if m := c.tab.at(i).m; m.Protocol == proto && m.ExternalPort >= start && m.ExternalPort <= end {
+			if m := c.tab.at(i).m; m.Protocol == proto && m.ExternalPort >= start && m.ExternalPort <= end && !m.ExternalAddr.IsValid() {
 				out = append(out, m)
 			}
 		}
@@ -1289,6 +1413,22 @@ func (c *Core) List(req Requester, proto Protocol, start, end uint16, max int) [
 	}
 	if max > 0 && len(out) > max {
 		out = out[:max]
+	}
+	return out
+}
+
+// MappingsTo returns the proto mappings forwarding to addr, on any
+// external address, in no particular order (PCP's delete of every mapping
+// of a host and nonce).
+func (c *Core) MappingsTo(addr netip.Addr, proto Protocol) []Mapping {
+	addr = normalizeAddr(addr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Mapping
+	for e := range c.tab.internalEntries(addr) {
+		if e.m.Protocol == proto {
+			out = append(out, e.m)
+		}
 	}
 	return out
 }
@@ -1537,4 +1677,82 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// setPool checks and records the external address pool.
+func (c *Core) setPool(pool []netip.Addr) error {
+	if len(pool) == 0 {
+		return nil
+	}
+	if pb, ok := c.backend.(PoolBackend); !ok || !pb.SupportsPool() {
+		return fmt.Errorf("gateway: the %s backend cannot forward from an external address pool; use the nft backend (given the pool) or no pool", c.backend.Name())
+	}
+	c.poolSet = make(map[netip.Addr]bool, len(pool))
+	for _, a := range pool {
+		a = normalizeAddr(a)
+		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			return fmt.Errorf("gateway: external address pool: %v is not a unicast IPv4 address", a)
+		}
+		if c.poolSet[a] {
+			return fmt.Errorf("gateway: external address pool: %v is listed twice", a)
+		}
+		c.poolSet[a] = true
+		c.pool = append(c.pool, a)
+	}
+	return nil
+}
+
+// ExternalPool returns the external address pool (Config.ExternalPool).
+func (c *Core) ExternalPool() []netip.Addr { return slices.Clone(c.pool) }
+
+// PoolAddr returns the external address paired with subscriber, for its
+// new PCP mappings: the address of the mappings it already holds over PCP
+// when that is still in the pool, and otherwise the one a hash of its
+// address picks, so that the pairing survives restarts and needs no state
+// (RFC 4787 REQ-2 "paired" address pooling: a subscriber is seen from
+// outside on one address). It returns the zero Addr, meaning the
+// gateway's own external address, when there is no pool or the pairing
+// falls on that address.
+func (c *Core) PoolAddr(subscriber netip.Addr) netip.Addr {
+	if len(c.pool) == 0 {
+		return netip.Addr{}
+	}
+	subscriber = normalizeAddr(subscriber)
+	own := c.ExternalAddr()
+	c.mu.Lock()
+	var a netip.Addr
+	held := false
+	if o := c.tab.owners[subscriber]; o != nil {
+		for _, k := range o.keys[:min(len(o.keys), 4)] {
+			if m := c.tab.lookup(k).m; m.Source == SourcePCP {
+				a, held = m.ExternalAddr, true
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	switch {
+	case held && a.IsValid() && c.poolSet[a]:
+		return a
+	case held && !a.IsValid() && c.poolSet[own]:
+		return netip.Addr{}
+	}
+	a = c.pool[poolSlot(subscriber, len(c.pool))]
+	if a == own {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// poolSlot picks subscriber's index in a pool of n addresses: a
+// multiplicative hash of the address (its last 32 bits), which spreads
+// consecutive subscriber addresses evenly.
+func poolSlot(subscriber netip.Addr, n int) int {
+	b := subscriber.As16()
+	x := uint32(b[12])<<24 | uint32(b[13])<<16 | uint32(b[14])<<8 | uint32(b[15])
+	for _, v := range b[:12] {
+		x = x*31 + uint32(v)
+	}
+	h := x * 0x9E3779B1
+	return int(uint64(h) * uint64(n) >> 32)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -19,7 +20,7 @@ import (
 //	                                 payload)
 //	payload = op*                    (applied all or nothing)
 //	op      = 1 put | 2 del | 3 epoch | 4 pin | 5 pindel | 6 pinnext |
-//	          7 updel | 8 updeldone
+//	          7 updel | 8 updeldone | 16 putat | 17 delat
 //	put     = proto u8 | ext u16 | int u16 | flags u8 (bit 0 enabled,
 //	          bit 1 chained) | source u8 | internal addr | remote addr |
 //	          owner addr | nonce [12] | expires time | created time | desc |
@@ -37,6 +38,12 @@ import (
 //	                                 deleted: the mapping it belonged to,
 //	                                 with its half; see Core.UpstreamOrphans)
 //	updeldone = id u32               (that delete is done or given up)
+//	putat   = pool addr | put        (a mapping on an external pool
+//	delat   = pool addr | del         address; put and del without
+//	                                 their op byte. Written only for
+//	                                 mappings with Mapping.ExternalAddr,
+//	                                 so a gateway without a pool writes
+//	                                 what versions before it read.)
 //	addr    = len u8 (0, 4 or 16) | bytes
 //	time    = 0 (zero time) | 1 | unix seconds i64 | nanoseconds u32
 //	desc    = len u16 | bytes
@@ -84,25 +91,30 @@ const (
 	// skips such a record as damage and loses only the pending delete.
 	opUpDel     byte = 7
 	opUpDelDone byte = 8
+	// External address pool ops: put and del of a mapping on a pool
+	// address (Mapping.ExternalAddr). Numbered apart from the others so
+	// that other features' op kinds (7, 8) fit below them.
+	opPutAt byte = 16
+	opDelAt byte = 17
 )
 
 // Live-set keys of pinhole ops: port mapping keys (Key.pack) stay below
-// 1<<24, so these never collide with them.
+// 1<<56, so these never collide with them.
 const (
-	pinLiveBase = 1 << 31
-	pinNextKey  = 1 << 30
+	pinLiveBase = 1 << 63
+	pinNextKey  = 1 << 62
 )
 
-func pinLiveKey(id uint16) uint32 { return pinLiveBase | uint32(id) }
+func pinLiveKey(id uint16) uint64 { return pinLiveBase | uint64(id) }
 
 // upDelLiveBase marks the live-set keys of pending upstream deletes; their
 // IDs stay below maxUpDelID, so the key never touches the pinhole bits.
 const (
-	upDelLiveBase = 1 << 29
+	upDelLiveBase = 1 << 61
 	maxUpDelID    = 1 << 24
 )
 
-func upDelLiveKey(id uint32) uint32 { return upDelLiveBase | id&(maxUpDelID-1) }
+func upDelLiveKey(id uint32) uint64 { return upDelLiveBase | uint64(id&(maxUpDelID-1)) }
 
 // castagnoli is the CRC-32C table, which the hardware computes on common
 // CPUs.
@@ -165,6 +177,18 @@ type scannedRecord struct {
 // damage too. Its cost is linear in the size of data: a damaged stretch
 // is searched for sync markers only, and each candidate is checked once.
 func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
+	bad, _ = scanJournalFunc(data, func(r scannedRecord) {
+		r.ops = slices.Clone(r.ops)
+		recs = append(recs, r)
+	})
+	return recs, bad
+}
+
+// scanJournalFunc is scanJournal calling fn for each record in turn
+// instead of collecting them, so that replaying a journal of a million
+// leases holds one record's ops at a time. r.ops is valid only during the
+// call. It returns the damaged stretches and the number of records read.
+func scanJournalFunc(data []byte, fn func(r scannedRecord)) (bad []damage, n int) {
 	off := 0
 	if len(data) >= len(journalMagic) && string(data[:len(journalMagic)]) == journalMagic {
 		off = len(journalMagic)
@@ -179,13 +203,16 @@ func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
 			badFrom = -1
 		}
 	}
+	var ops []journalOp
 	for off < len(data) {
-		if payload, n, err := nextRecord(data[off:]); err == nil {
-			if ops, err := decodeOps(payload); err == nil {
+		if payload, size, err := nextRecord(data[off:]); err == nil {
+			var derr error
+			if ops, derr = decodeOpsInto(ops[:0], payload); derr == nil {
 				endBad(off)
 				badFrom = -1
-				recs = append(recs, scannedRecord{offset: off, ops: ops})
-				off += n
+				fn(scannedRecord{offset: off, ops: ops})
+				n++
+				off += size
 				continue
 			}
 		}
@@ -201,7 +228,7 @@ func scanJournal(data []byte) (recs []scannedRecord, bad []damage) {
 		off += 1 + i
 	}
 	endBad(len(data))
-	return recs, bad
+	return bad, n
 }
 
 // appendFrame appends the version 1 frame holding payload to dst (for
@@ -253,7 +280,12 @@ func scanJournalV1(data []byte) (recs []scannedRecord, bad []damage) {
 }
 
 func appendPutOp(dst []byte, m Mapping) []byte {
-	dst = append(dst, opPut, byte(m.Protocol))
+	if m.ExternalAddr.IsValid() {
+		dst = appendAddr(append(dst, opPutAt), m.ExternalAddr)
+	} else {
+		dst = append(dst, opPut)
+	}
+	dst = append(dst, byte(m.Protocol))
 	dst = binary.LittleEndian.AppendUint16(dst, m.ExternalPort)
 	dst = binary.LittleEndian.AppendUint16(dst, m.InternalPort)
 	var flags byte
@@ -298,7 +330,12 @@ func appendUpDelDoneOp(dst []byte, id uint32) []byte {
 }
 
 func appendDelOp(dst []byte, k Key) []byte {
-	dst = append(dst, opDel, byte(k.Protocol))
+	if k.ExternalAddr.IsValid() {
+		dst = appendAddr(append(dst, opDelAt), k.ExternalAddr)
+	} else {
+		dst = append(dst, opDel)
+	}
+	dst = append(dst, byte(k.Protocol))
 	return binary.LittleEndian.AppendUint16(dst, k.ExternalPort)
 }
 
@@ -369,20 +406,41 @@ type journalOp struct {
 // decodeOps decodes every op in payload. It fails, without partial
 // results, on anything malformed.
 func decodeOps(payload []byte) ([]journalOp, error) {
-	var ops []journalOp
+	return decodeOpsInto(nil, payload)
+}
+
+// decodeOpsInto is decodeOps appending to ops (to reuse its array).
+func decodeOpsInto(ops []journalOp, payload []byte) ([]journalOp, error) {
 	d := decoder{b: payload}
 	for d.err == nil && len(d.b) > 0 {
 		start := len(payload) - len(d.b)
 		var op journalOp
 		op.kind = d.u8()
+		var at netip.Addr
+		switch op.kind {
+		case opPutAt, opDelAt:
+			if at = d.addr(); !at.Is4() && d.err == nil {
+				d.fail("external pool address %v is not IPv4", at)
+			}
+			op.kind -= opPutAt - opPut // decoded as put and del
+		}
 		switch op.kind {
 		case opPut:
+			op.m.ExternalAddr = at
 			d.put(&op.m)
 			op.key = op.m.Key()
 			op.raw = payload[start : len(payload)-len(d.b)]
 		case opUpDel:
 			op.upDel = d.u32()
-			if d.u8() != opPut {
+			// The mapping follows as a whole put op (putat for a
+			// mapping on a pool address).
+			switch d.u8() {
+			case opPut:
+			case opPutAt:
+				if op.m.ExternalAddr = d.addr(); !op.m.ExternalAddr.Is4() && d.err == nil {
+					d.fail("external pool address %v is not IPv4", op.m.ExternalAddr)
+				}
+			default:
 				d.fail("pending upstream delete without its mapping")
 			}
 			d.put(&op.m)
@@ -397,6 +455,7 @@ func decodeOps(payload []byte) ([]journalOp, error) {
 		case opDel:
 			op.key.Protocol = Protocol(d.u8())
 			op.key.ExternalPort = d.u16()
+			op.key.ExternalAddr = at
 		case opEpoch:
 			op.epoch = d.time()
 		case opPin:

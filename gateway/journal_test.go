@@ -19,7 +19,7 @@ func TestJournalOpsRoundTrip(t *testing.T) {
 	var payload []byte
 	payload = appendEpochOp(payload, epoch)
 	payload = appendPutOp(payload, m)
-	payload = appendDelOp(payload, Key{TCP, 80})
+	payload = appendDelOp(payload, Key{Protocol: TCP, ExternalPort: 80})
 	frame := appendFrame(nil, payload)
 
 	got, n, err := nextFrame(append(frame, 0xAA)) // trailing bytes belong to the next frame
@@ -36,13 +36,13 @@ func TestJournalOpsRoundTrip(t *testing.T) {
 	if ops[1].kind != opPut || ops[1].m != m || !bytes.Equal(ops[1].raw, appendPutOp(nil, m)) {
 		t.Errorf("put op = %+v\nwant %+v", ops[1].m, m)
 	}
-	if ops[2].kind != opDel || ops[2].key != (Key{TCP, 80}) {
+	if ops[2].kind != opDel || ops[2].key != (Key{Protocol: TCP, ExternalPort: 80}) {
 		t.Errorf("del op = %+v", ops[2])
 	}
 }
 
 func TestNextFrameRejectsDamage(t *testing.T) {
-	frame := appendFrame(nil, appendDelOp(nil, Key{TCP, 80}))
+	frame := appendFrame(nil, appendDelOp(nil, Key{Protocol: TCP, ExternalPort: 80}))
 	for i := 0; i < len(frame); i++ {
 		if _, _, err := nextFrame(frame[:i]); !errors.Is(err, errTorn) {
 			t.Errorf("frame cut to %d bytes: err = %v, want errTorn", i, err)
@@ -61,7 +61,7 @@ func FuzzJournalDecode(f *testing.F) {
 	m := Mapping{Protocol: TCP, ExternalPort: 80, InternalAddr: netip.MustParseAddr("192.168.1.2"),
 		InternalPort: 8080, Enabled: true, Description: "x", Expires: time.Unix(5, 6).UTC(), Source: SourceUPnP}
 	f.Add(appendPutOp(nil, m))
-	f.Add(appendDelOp(appendEpochOp(nil, time.Unix(1, 0).UTC()), Key{UDP, 53}))
+	f.Add(appendDelOp(appendEpochOp(nil, time.Unix(1, 0).UTC()), Key{Protocol: UDP, ExternalPort: 53}))
 	f.Add(appendFrame(nil, appendPutOp(nil, m)))
 	f.Add([]byte{opPut, 6, 0})
 	f.Add(appendTime([]byte{opEpoch}, time.Unix(-62135596800, 1)))

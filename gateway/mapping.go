@@ -64,19 +64,45 @@ func (r Requester) String() string {
 	return r.Addr.String() + " (" + r.Source.String() + ")"
 }
 
-// Key identifies a mapping: the table holds at most one per protocol and
-// external port, whatever the remote host.
+// Key identifies a mapping: the table holds at most one per external
+// address, protocol and external port, whatever the remote host.
 type Key struct {
 	Protocol     Protocol
 	ExternalPort uint16
+	// ExternalAddr is the address of the external address pool the
+	// mapping is on (Config.ExternalPool); the zero Addr is the gateway's
+	// own external address, where every mapping is without a pool.
+	ExternalAddr netip.Addr
 }
 
-func (k Key) String() string { return fmt.Sprintf("%s/%d", k.Protocol, k.ExternalPort) }
+func (k Key) String() string {
+	if k.ExternalAddr.IsValid() {
+		return fmt.Sprintf("%s/%s:%d", k.Protocol, k.ExternalAddr, k.ExternalPort)
+	}
+	return fmt.Sprintf("%s/%d", k.Protocol, k.ExternalPort)
+}
 
-// pack turns k into the compact form the table indexes on.
-func (k Key) pack() uint32 { return uint32(k.Protocol)<<16 | uint32(k.ExternalPort) }
+// pack turns k into the compact form the table indexes on: the pool
+// address (IPv4; 0 for the gateway's own address) in bits 24-55, the
+// protocol in bits 16-23, the port below. Bits 56-63 stay free for the
+// journal's other live-set keys (pinLiveBase). The Core admits only IPv4
+// pool addresses, so the address always fits.
+func (k Key) pack() uint64 {
+	var a uint64
+	if k.ExternalAddr.Is4() {
+		b := k.ExternalAddr.As4()
+		a = uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])
+	}
+	return a<<24 | uint64(uint8(k.Protocol))<<16 | uint64(k.ExternalPort)
+}
 
-func unpackKey(u uint32) Key { return Key{Protocol: Protocol(u >> 16), ExternalPort: uint16(u)} }
+func unpackKey(u uint64) Key {
+	k := Key{Protocol: Protocol(u >> 16), ExternalPort: uint16(u)}
+	if a := uint32(u >> 24); a != 0 {
+		k.ExternalAddr = netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+	}
+	return k
+}
 
 // MaxDescriptionLen bounds Mapping.Description in bytes. Longer descriptions
 // are cut (at a UTF-8 boundary): no protocol gives the field a meaning that
@@ -84,29 +110,40 @@ func unpackKey(u uint32) Key { return Key{Protocol: Protocol(u >> 16), ExternalP
 const MaxDescriptionLen = 255
 
 // Mapping is one port mapping: traffic for ExternalPort/Protocol on the
-// gateway's external address is forwarded to InternalAddr:InternalPort.
+// gateway's external address (or on ExternalAddr, an address of the
+// external address pool) is forwarded to InternalAddr:InternalPort.
 type Mapping struct {
-	Protocol     Protocol
-	ExternalPort uint16
-	InternalAddr netip.Addr
-	InternalPort uint16
-	// RemoteHost restricts the mapping to one remote peer; the zero Addr
-	// means any.
-	RemoteHost netip.Addr
+	// The small fields come first, packed into one word, so that a table
+	// of a million mappings wastes no padding.
+	Protocol Protocol
+	Source   Source
 	// Enabled mappings are installed in the backend; disabled ones (UPnP
 	// NewEnabled=0) only hold their port. NAT-PMP and PCP adapters must set
 	// it, as those protocols have no disabled mappings.
-	Enabled     bool
+	Enabled      bool
+	ExternalPort uint16
+	InternalPort uint16
+	// Nonce is the PCP mapping nonce. The core stores it; the PCP adapter
+	// checks it on refresh and delete.
+	Nonce [12]byte
+	// ExternalAddr is the pool address the mapping is on, when the Core
+	// has an external address pool (Config.ExternalPool) and gave the
+	// mapping one of its addresses; the zero Addr means the gateway's own
+	// external address (Core.ExternalAddr), as for every mapping without a
+	// pool. The PCP adapter sets it from Core.PoolAddr; see
+	// Config.ExternalPool.
+	ExternalAddr netip.Addr
+	InternalAddr netip.Addr
+	// RemoteHost restricts the mapping to one remote peer; the zero Addr
+	// means any.
+	RemoteHost  netip.Addr
 	Description string
 	// Expires is when the lease ends; the zero Time means permanent.
 	Expires time.Time
 	// Owner is the client that asked for the mapping (Requester.Addr). The
-	// Core sets it; secure mode compares requesters with it.
-	Owner  netip.Addr
-	Source Source
-	// Nonce is the PCP mapping nonce. The core stores it; the PCP adapter
-	// checks it on refresh and delete.
-	Nonce [12]byte
+	// Core sets it; secure mode compares requesters with it. Source is the
+	// protocol it asked through.
+	Owner netip.Addr
 	// Created is when the mapping was first added. Updates keep it.
 	Created time.Time
 	// Upstream is the half of a chained mapping on the router above (see
@@ -118,13 +155,16 @@ type Mapping struct {
 }
 
 // Key returns the mapping's table key.
-func (m Mapping) Key() Key { return Key{Protocol: m.Protocol, ExternalPort: m.ExternalPort} }
+func (m Mapping) Key() Key {
+	return Key{Protocol: m.Protocol, ExternalPort: m.ExternalPort, ExternalAddr: m.ExternalAddr}
+}
 
 // Rule returns what a Backend installs for m.
 func (m Mapping) Rule() Rule {
 	return Rule{
 		Protocol:     m.Protocol,
 		ExternalPort: m.ExternalPort,
+		ExternalAddr: m.ExternalAddr,
 		InternalAddr: m.InternalAddr,
 		InternalPort: m.InternalPort,
 		RemoteHost:   m.RemoteHost,
@@ -158,7 +198,7 @@ func (m Mapping) LeaseSeconds(now time.Time) uint32 {
 func (m Mapping) LogValue() slog.Value { return slog.StringValue(m.String()) }
 
 func (m Mapping) String() string {
-	s := fmt.Sprintf("%s/%d -> %s (%s by %s)", m.Protocol, m.ExternalPort,
+	s := fmt.Sprintf("%s -> %s (%s by %s)", m.Key(),
 		netip.AddrPortFrom(m.InternalAddr, m.InternalPort), m.Source, m.Owner)
 	if m.RemoteHost.IsValid() {
 		s += " from " + m.RemoteHost.String()
@@ -193,6 +233,7 @@ func (r Requester) normalize() Requester {
 // as they must be after a restore from disk), and a bounded description.
 func (m Mapping) normalize() Mapping {
 	m.InternalAddr = normalizeAddr(m.InternalAddr)
+	m.ExternalAddr = normalizeAddr(m.ExternalAddr)
 	m.RemoteHost = normalizeAddr(m.RemoteHost)
 	m.Owner = normalizeAddr(m.Owner)
 	m.Expires = m.Expires.Round(0)

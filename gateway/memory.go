@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"net/netip"
 	"sort"
 	"sync"
 )
@@ -13,11 +14,23 @@ import (
 // to use.
 type Memory struct {
 	mu     sync.Mutex
-	rules  map[Key]Rule
+	rules  map[uint64]memRule // by Key.pack: small, for tables of a million
 	pins   map[PinholeKey]*memPinhole
 	fault  func(op string, r Rule) error
 	calls  MemoryCalls
 	closed bool
+}
+
+// memRule is a Rule without its key.
+type memRule struct {
+	internal, remote netip.Addr
+	port             uint16
+}
+
+func (r memRule) rule(k uint64) Rule {
+	key := unpackKey(k)
+	return Rule{Protocol: key.Protocol, ExternalPort: key.ExternalPort, ExternalAddr: key.ExternalAddr,
+		InternalAddr: r.internal, InternalPort: r.port, RemoteHost: r.remote}
 }
 
 // MemoryCalls counts the calls a Memory received, failed ones included.
@@ -28,6 +41,10 @@ type MemoryCalls struct {
 
 // NewMemory returns an empty Memory backend.
 func NewMemory() *Memory { return &Memory{} }
+
+// SupportsPool reports true: Memory records rules of any external
+// address (PoolBackend).
+func (b *Memory) SupportsPool() bool { return true }
 
 // Name returns "memory".
 func (b *Memory) Name() string { return "memory" }
@@ -51,7 +68,8 @@ func (b *Memory) check(ctx context.Context, op string, r Rule) error {
 	return nil
 }
 
-// Add records r, replacing the rule for the same protocol and port.
+// Add records r, replacing the rule for the same key (external address,
+// protocol and port).
 func (b *Memory) Add(ctx context.Context, r Rule) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -60,9 +78,9 @@ func (b *Memory) Add(ctx context.Context, r Rule) error {
 		return err
 	}
 	if b.rules == nil {
-		b.rules = make(map[Key]Rule)
+		b.rules = make(map[uint64]memRule)
 	}
-	b.rules[Key{Protocol: r.Protocol, ExternalPort: r.ExternalPort}] = r
+	b.rules[r.Key().pack()] = memRule{internal: r.InternalAddr, remote: r.RemoteHost, port: r.InternalPort}
 	return nil
 }
 
@@ -74,7 +92,7 @@ func (b *Memory) Delete(ctx context.Context, r Rule) error {
 	if err := b.check(ctx, "delete", r); err != nil {
 		return err
 	}
-	delete(b.rules, Key{Protocol: r.Protocol, ExternalPort: r.ExternalPort})
+	delete(b.rules, r.Key().pack())
 	return nil
 }
 
@@ -122,8 +140,8 @@ func (b *Memory) Rules() []Rule {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := make([]Rule, 0, len(b.rules))
-	for _, r := range b.rules {
-		out = append(out, r)
+	for k, r := range b.rules {
+		out = append(out, r.rule(k))
 	}
 	sort.Slice(out, func(i, j int) bool { return CompareRules(out[i], out[j]) < 0 })
 	return out
@@ -133,8 +151,11 @@ func (b *Memory) Rules() []Rule {
 func (b *Memory) Rule(k Key) (Rule, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	r, ok := b.rules[k]
-	return r, ok
+	r, ok := b.rules[k.pack()]
+	if !ok {
+		return Rule{}, false
+	}
+	return r.rule(k.pack()), true
 }
 
 // Len returns the number of installed rules.
@@ -251,10 +272,12 @@ func (b *Memory) pinholesLocked() []PinholeRule {
 	return out
 }
 
-// CompareRules orders rules by protocol, then external port: the order in
+// CompareRules orders rules by protocol, then external port, then
+// external pool address (the gateway's own first): the order in
 // which the backends list them. The backends sort with sort.Slice and
 // this, not slices.SortFunc: one sort routine for every element type
 // instead of one per type keeps the gateway's router build small.
 func CompareRules(x, y Rule) int {
-	return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort))
+	return cmp.Or(cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.ExternalPort, y.ExternalPort),
+		x.ExternalAddr.Compare(y.ExternalAddr))
 }

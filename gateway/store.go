@@ -29,6 +29,19 @@ type Store interface {
 	Save(put []Mapping, del []Key) error
 }
 
+// EachLoader may be implemented by a Store that can hand its saved
+// mappings over one at a time, so that restoring a million leases never
+// holds them all decoded at once besides the table being built. fn must
+// not call the Store. New uses it when no quota or table cap could make
+// it choose among the saved leases (which it does oldest first, and so
+// needs them all).
+type EachLoader interface {
+	LoadEach(fn func(Mapping)) error
+	// Leases returns about how many leases LoadEach hands over (to size
+	// the table once).
+	Leases() int
+}
+
 // File names inside a FileStore's directory.
 const (
 	journalFile    = "leases.journal"
@@ -88,7 +101,7 @@ type FileStore struct {
 	mu        sync.Mutex
 	f         *os.File // journal, opened for appending; nil when broken
 	size      int64
-	live      map[uint32][]byte // key -> encoded put op
+	live      map[uint64][]byte // key -> encoded put op
 	liveBytes int64
 	epoch     time.Time
 	broken    error // set when the journal may end in a partial frame
@@ -109,7 +122,7 @@ func OpenFileStore(dir string, opts *FileStoreOptions) (*FileStore, error) {
 		compactAt: o.CompactAt,
 		clock:     o.Clock,
 		log:       o.Logger,
-		live:      make(map[uint32][]byte),
+		live:      make(map[uint64][]byte),
 	}
 	if s.compactAt <= 0 {
 		s.compactAt = defaultCompactAt
@@ -157,8 +170,12 @@ func (s *FileStore) replayLocked() error {
 		return fmt.Errorf("reading lease journal: %w", err)
 	}
 	rewrite := false
-	var recs []scannedRecord
+	var recs []scannedRecord // version 1 only
 	var bad []damage
+	nrecs := 0
+	if len(s.live) == 0 && len(data) > 0 {
+		s.live = make(map[uint64][]byte, len(data)/100) // a compacted journal holds one lease (~80 bytes) a record
+	}
 	switch {
 	case len(data) < len(journalMagic) && (journalMagic[:len(data)] == string(data) || journalMagicV1[:len(data)] == string(data)):
 		// Missing, empty, or torn while being created: no state.
@@ -166,11 +183,14 @@ func (s *FileStore) replayLocked() error {
 		data = nil
 	case len(data) >= len(journalMagicV1) && string(data[:len(journalMagicV1)]) == journalMagicV1:
 		recs, bad = scanJournalV1(data)
+		nrecs = len(recs)
 		rewrite = true // into version 2
 	default:
-		recs, bad = scanJournal(data)
+		// Applied as read: a million leases' decoded records are never
+		// held at once.
+		bad, nrecs = scanJournalFunc(data, func(r scannedRecord) { s.applyLocked(r.ops) })
 	}
-	if len(data) > 0 && len(recs) == 0 && len(bad) > 0 && bad[0].Offset == 0 && bad[0].Tail {
+	if len(data) > 0 && nrecs == 0 && len(bad) > 0 && bad[0].Offset == 0 && bad[0].Tail {
 		// Not one record anywhere: not a journal of ours at all (or one
 		// damaged beyond recovery). Keep it, start empty.
 		aside, err := s.keepAside(path, data)
@@ -179,33 +199,12 @@ func (s *FileStore) replayLocked() error {
 		}
 		s.log.Error("lease journal holds no readable record; kept it aside and starting with no leases", "path", path, "kept_as", aside, "bytes", len(data))
 		recs, bad, rewrite = nil, nil, true
-	}
-	if len(s.live) == 0 && len(recs) > 0 {
-		s.live = make(map[uint32][]byte, len(recs)) // a compacted journal holds one lease a record
+		nrecs = 0
 	}
 	for _, r := range recs {
-		for _, op := range r.ops {
-			switch op.kind {
-			case opPut:
-				s.putLive(op.key.pack(), bytes.Clone(op.raw))
-			case opDel:
-				s.delLive(op.key.pack())
-			case opEpoch:
-				s.epoch = op.epoch
-			case opPin:
-				s.putLive(pinLiveKey(op.pinID), bytes.Clone(op.raw))
-			case opPinDel:
-				s.delLive(pinLiveKey(op.pinID))
-			case opPinNext:
-				s.putLive(pinNextKey, bytes.Clone(op.raw))
-			case opUpDel:
-				s.putLive(upDelLiveKey(op.upDel), bytes.Clone(op.raw))
-			case opUpDelDone:
-				s.delLive(upDelLiveKey(op.upDel))
-			}
-		}
+		s.applyLocked(r.ops)
 	}
-	if len(bad) > 0 || len(recs) > 0 && !bytes.HasPrefix(data, []byte(journalMagic)) && !bytes.HasPrefix(data, []byte(journalMagicV1)) {
+	if len(bad) > 0 || nrecs > 0 && !bytes.HasPrefix(data, []byte(journalMagic)) && !bytes.HasPrefix(data, []byte(journalMagicV1)) {
 		// Never rewrite what could not be read without keeping a copy.
 		aside, err := s.keepAside(path, data)
 		if err != nil {
@@ -219,7 +218,7 @@ func (s *FileStore) replayLocked() error {
 			s.log.Warn("lease journal: "+what, "path", path, "offset", d.Offset, "bytes", d.Length)
 		}
 		s.log.Warn("lease journal was damaged: kept every intact lease, and a copy of the damaged file for inspection",
-			"leases", len(s.live), "records_read", len(recs), "damaged_stretches", len(bad), "copy", aside)
+			"leases", len(s.live), "records_read", nrecs, "damaged_stretches", len(bad), "copy", aside)
 		s.damaged = append(s.damaged, JournalDamage{Copy: aside, Stretches: len(bad), Leases: len(s.live)})
 		rewrite = true
 	}
@@ -248,6 +247,30 @@ func (s *FileStore) replayLocked() error {
 	}
 	s.f, s.size = f, int64(len(data))
 	return nil
+}
+
+// applyLocked applies the ops of one journal record to the live set.
+func (s *FileStore) applyLocked(ops []journalOp) {
+	for _, op := range ops {
+		switch op.kind {
+		case opPut:
+			s.putLive(op.key.pack(), bytes.Clone(op.raw))
+		case opDel:
+			s.delLive(op.key.pack())
+		case opEpoch:
+			s.epoch = op.epoch
+		case opPin:
+			s.putLive(pinLiveKey(op.pinID), bytes.Clone(op.raw))
+		case opPinDel:
+			s.delLive(pinLiveKey(op.pinID))
+		case opPinNext:
+			s.putLive(pinNextKey, bytes.Clone(op.raw))
+		case opUpDel:
+			s.putLive(upDelLiveKey(op.upDel), bytes.Clone(op.raw))
+		case opUpDelDone:
+			s.delLive(upDelLiveKey(op.upDel))
+		}
+	}
 }
 
 // maxKeptAside bounds the damaged journals kept for inspection, so that a
@@ -292,12 +315,12 @@ func (s *FileStore) Damage() []JournalDamage {
 	return slices.Clone(s.damaged)
 }
 
-func (s *FileStore) putLive(k uint32, raw []byte) {
+func (s *FileStore) putLive(k uint64, raw []byte) {
 	s.liveBytes += int64(len(raw)) - int64(len(s.live[k]))
 	s.live[k] = raw
 }
 
-func (s *FileStore) delLive(k uint32) {
+func (s *FileStore) delLive(k uint64) {
 	s.liveBytes -= int64(len(s.live[k]))
 	delete(s.live, k)
 }
@@ -325,6 +348,35 @@ func (s *FileStore) Load() ([]Mapping, error) {
 		out = append(out, ops[0].m)
 	}
 	return out, nil
+}
+
+// Leases implements EachLoader.
+func (s *FileStore) Leases() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
+}
+
+// LoadEach implements EachLoader.
+func (s *FileStore) LoadEach(fn func(Mapping)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ops []journalOp
+	for k, raw := range s.live {
+		if k&(pinLiveBase|pinNextKey) != 0 {
+			continue
+		}
+		var err error
+		ops, err = decodeOpsInto(ops[:0], raw)
+		if err == nil && (len(ops) != 1 || ops[0].kind != opPut) {
+			err = errors.New("not a single lease record")
+		}
+		if err != nil {
+			return fmt.Errorf("lease journal: decoding a saved lease: %w", err)
+		}
+		fn(ops[0].m)
+	}
+	return nil
 }
 
 // Save appends the change to the journal; see Store.

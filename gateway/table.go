@@ -25,7 +25,8 @@ import (
 //     there, so that NAT-PMP and PCP, which name a mapping by its internal
 //     side, find it in O(1) however many mappings the host holds;
 //   - a bitmap of the external ports in use per protocol, so that AddAny
-//     skips 64 taken ports at a time;
+//     skips 64 taken ports at a time (one pair for the gateway's own
+//     address, and one per external pool address in use);
 //   - a binary min-heap of expiry times, whose root is the next lease to
 //     end, so that the Core needs a single timer. Each entry knows its heap
 //     position and each heap item its entry's slot (fixed up when the
@@ -33,12 +34,15 @@ import (
 //     and no map lookups while sifting.
 type table struct {
 	entries    []tableEntry
-	slots      map[uint32]int32
+	slots      map[uint64]int32
 	owners     map[netip.Addr]*ownerKeys
 	internals  map[netip.Addr]*ownerKeys
-	byInternal map[internalKey][]uint32
+	byInternal map[internalKey][]uint64
 	used       [2]PortSet
-	heap       []heapItem
+	// poolUsed holds the bitmaps of the external pool addresses, by the
+	// address's 32 bits.
+	poolUsed map[uint32]*[2]PortSet
+	heap     []heapItem
 }
 
 type tableEntry struct {
@@ -89,22 +93,50 @@ func protoIndex(p Protocol) int {
 	return 0
 }
 
-type ownerKeys struct{ keys []uint32 }
+type ownerKeys struct{ keys []uint64 }
 
 type heapItem struct {
 	at   int64 // expiry, Unix nanoseconds (see expiryNanos)
 	slot int32 // index of the entry in entries
 }
 
-func (t *table) heapKey(i int) uint32 { return t.entries[t.heap[i].slot].m.Key().pack() }
+func (t *table) heapKey(i int) uint64 { return t.entries[t.heap[i].slot].m.Key().pack() }
 
 func newTable() *table {
 	return &table{
-		slots:      make(map[uint32]int32),
+		slots:      make(map[uint64]int32),
 		owners:     make(map[netip.Addr]*ownerKeys),
 		internals:  make(map[netip.Addr]*ownerKeys),
-		byInternal: make(map[internalKey][]uint32),
+		byInternal: make(map[internalKey][]uint64),
+		poolUsed:   make(map[uint32]*[2]PortSet),
 	}
+}
+
+// addrBits is an IPv4 address as a number; 0 for the zero Addr.
+func addrBits(a netip.Addr) uint32 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// usedPorts returns the bitmap of proto's ports in use on addr (the zero
+// Addr: the gateway's own address), creating it when create is set; nil
+// when addr has none.
+func (t *table) usedPorts(addr netip.Addr, proto Protocol, create bool) *PortSet {
+	if !addr.IsValid() {
+		return &t.used[protoIndex(proto)]
+	}
+	u := t.poolUsed[addrBits(addr)]
+	if u == nil {
+		if !create {
+			return nil
+		}
+		u = new([2]PortSet)
+		t.poolUsed[addrBits(addr)] = u
+	}
+	return &u[protoIndex(proto)]
 }
 
 func (t *table) len() int { return len(t.entries) }
@@ -118,14 +150,14 @@ func (t *table) grow(n int) {
 	t.entries = slices.Grow(t.entries, n)
 	t.heap = slices.Grow(t.heap, n)
 	if len(t.slots) == 0 {
-		t.slots = make(map[uint32]int32, n)
-		t.byInternal = make(map[internalKey][]uint32, n)
+		t.slots = make(map[uint64]int32, n)
+		t.byInternal = make(map[internalKey][]uint64, n)
 	}
 }
 
 // lookup returns the entry for k, or nil. The pointer is valid until the
 // table is next changed.
-func (t *table) lookup(k uint32) *tableEntry {
+func (t *table) lookup(k uint64) *tableEntry {
 	i, ok := t.slots[k]
 	if !ok {
 		return nil
@@ -199,18 +231,19 @@ func (t *table) put(m Mapping) {
 	t.internalAdd(k, e, m.InternalAddr)
 	ik := internalKeyOf(&m)
 	t.byInternal[ik] = append(t.byInternal[ik], k)
-	t.used[protoIndex(m.Protocol)].Add(m.ExternalPort)
+	t.usedPorts(m.ExternalAddr, m.Protocol, true).Add(m.ExternalPort)
 	t.heapSet(i, e, at, expires)
 }
 
-// inUse reports whether proto's external port is in the table.
+// inUse reports whether proto's external port of the gateway's own
+// address is in the table.
 func (t *table) inUse(proto Protocol, port uint16) bool {
 	return t.used[protoIndex(proto)].Contains(port)
 }
 
 // forwardingTo returns the keys of the mappings forwarding to
 // addr:port over proto.
-func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) []uint32 {
+func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) []uint64 {
 	return t.byInternal[internalKey{addr: addr, proto: proto, port: port}]
 }
 
@@ -230,7 +263,7 @@ func (t *table) internalEntries(addr netip.Addr) func(yield func(*tableEntry) bo
 	}
 }
 
-func (t *table) byInternalRemove(k uint32, ik internalKey) {
+func (t *table) byInternalRemove(k uint64, ik internalKey) {
 	keys := t.byInternal[ik]
 	for j, kk := range keys {
 		if kk == k {
@@ -247,7 +280,7 @@ func (t *table) byInternalRemove(k uint32, ik internalKey) {
 }
 
 // remove deletes the entry for k and returns it.
-func (t *table) remove(k uint32) (Mapping, bool) {
+func (t *table) remove(k uint64) (Mapping, bool) {
 	i, ok := t.slots[k]
 	if !ok {
 		return Mapping{}, false
@@ -259,7 +292,7 @@ func (t *table) remove(k uint32) (Mapping, bool) {
 	t.ownerRemove(e)
 	t.internalRemove(e)
 	t.byInternalRemove(k, internalKeyOf(&e.m))
-	t.used[protoIndex(e.m.Protocol)].Remove(e.m.ExternalPort)
+	t.usedPorts(e.m.ExternalAddr, e.m.Protocol, true).Remove(e.m.ExternalPort)
 	m := e.m
 	last := int32(len(t.entries) - 1)
 	if i != last {
@@ -276,7 +309,7 @@ func (t *table) remove(k uint32) (Mapping, bool) {
 	return m, true
 }
 
-func (t *table) ownerAdd(k uint32, e *tableEntry, owner netip.Addr) {
+func (t *table) ownerAdd(k uint64, e *tableEntry, owner netip.Addr) {
 	e.ownerIdx = listAdd(t.owners, owner, k)
 }
 
@@ -286,7 +319,7 @@ func (t *table) ownerRemove(e *tableEntry) {
 	}
 }
 
-func (t *table) internalAdd(k uint32, e *tableEntry, addr netip.Addr) {
+func (t *table) internalAdd(k uint64, e *tableEntry, addr netip.Addr) {
 	e.internalIdx = listAdd(t.internals, addr, k)
 }
 
@@ -297,7 +330,7 @@ func (t *table) internalRemove(e *tableEntry) {
 }
 
 // listAdd appends k to lists[a] and returns its position.
-func listAdd(lists map[netip.Addr]*ownerKeys, a netip.Addr, k uint32) int32 {
+func listAdd(lists map[netip.Addr]*ownerKeys, a netip.Addr, k uint64) int32 {
 	o := lists[a]
 	if o == nil {
 		o = &ownerKeys{}
@@ -309,7 +342,7 @@ func listAdd(lists map[netip.Addr]*ownerKeys, a netip.Addr, k uint32) int32 {
 
 // listRemove removes position i of lists[a] by moving the last key into
 // it, and returns that key when one moved.
-func listRemove(lists map[netip.Addr]*ownerKeys, a netip.Addr, i int32) (moved uint32, ok bool) {
+func listRemove(lists map[netip.Addr]*ownerKeys, a netip.Addr, i int32) (moved uint64, ok bool) {
 	o := lists[a]
 	last := len(o.keys) - 1
 	if int(i) != last {
@@ -418,7 +451,7 @@ func (t *table) heapRemove(i int) {
 // earliest returns the earliest expiry among keys for which skip is false.
 // Skipped keys (those with an operation in flight) are few, and a subtree
 // is entered only below a skipped node, so this visits O(skipped) nodes.
-func (t *table) earliest(skip func(uint32) bool) (int64, bool) {
+func (t *table) earliest(skip func(uint64) bool) (int64, bool) {
 	var best int64
 	found := false
 	var stack [64]int
@@ -448,8 +481,8 @@ func (t *table) earliest(skip func(uint32) bool) (int64, bool) {
 
 // due returns the keys whose expiry is at or before now, except those for
 // which skip is true. It visits only due nodes and their children.
-func (t *table) due(now int64, skip func(uint32) bool, limit int) []uint32 {
-	var keys []uint32
+func (t *table) due(now int64, skip func(uint64) bool, limit int) []uint64 {
+	var keys []uint64
 	var stack [64]int
 	todo := stack[:0]
 	if len(t.heap) > 0 {

@@ -12,7 +12,7 @@ import (
 var tableT0 = time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC)
 
 // checkTable fails unless every index of t agrees with ref.
-func checkTable(t *testing.T, tab *table, ref map[uint32]Mapping) {
+func checkTable(t *testing.T, tab *table, ref map[uint64]Mapping) {
 	t.Helper()
 	if tab.len() != len(ref) || len(tab.slots) != len(ref) {
 		t.Fatalf("len %d, slots %d, want %d", tab.len(), len(tab.slots), len(ref))
@@ -88,7 +88,7 @@ func checkTable(t *testing.T, tab *table, ref map[uint32]Mapping) {
 func TestTableMatchesReferenceUnderRandomOperations(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	tab := newTable()
-	ref := make(map[uint32]Mapping)
+	ref := make(map[uint64]Mapping)
 	owners := []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("192.168.1.2"), netip.MustParseAddr("fd00::3")}
 	for i := 0; i < 20000; i++ {
 		k := Key{Protocol: []Protocol{TCP, UDP}[rng.IntN(2)], ExternalPort: uint16(1 + rng.IntN(300))}
@@ -116,7 +116,7 @@ func TestTableMatchesReferenceUnderRandomOperations(t *testing.T) {
 	checkTable(t, tab, ref)
 
 	// earliest and due agree with a scan of the reference.
-	skip := func(k uint32) bool { return k%3 == 0 }
+	skip := func(k uint64) bool { return k%3 == 0 }
 	var min int64
 	found := false
 	for k, m := range ref {
@@ -128,7 +128,7 @@ func TestTableMatchesReferenceUnderRandomOperations(t *testing.T) {
 		t.Errorf("earliest = %d, %v; want %d, %v", got, ok, min, found)
 	}
 	now := tableT0.Add(500 * time.Second).UnixNano()
-	due := make(map[uint32]bool)
+	due := make(map[uint64]bool)
 	for _, k := range tab.due(now, skip, -1) {
 		due[k] = true
 	}
@@ -161,12 +161,12 @@ func TestTableHoldsFullPortRange(t *testing.T) {
 		t.Fatalf("len = %d", tab.len())
 	}
 	for _, p := range []uint16{1, 32768, 65535} {
-		e := tab.lookup(Key{TCP, p}.pack())
+		e := tab.lookup(Key{Protocol: TCP, ExternalPort: p}.pack())
 		if e == nil || e.m.ExternalPort != p {
 			t.Fatalf("lookup %d = %v", p, e)
 		}
 	}
-	if at, _ := tab.earliest(func(uint32) bool { return false }); at != tableT0.Add(time.Second).UnixNano() {
+	if at, _ := tab.earliest(func(uint64) bool { return false }); at != tableT0.Add(time.Second).UnixNano() {
 		t.Errorf("earliest expiry is not port 1's")
 	}
 	if n := tab.ownerLen(netip.AddrFrom4([4]byte{192, 168, 1, 7})); n != 256 {
@@ -224,7 +224,7 @@ func BenchmarkTableLookup(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i = i%65535 + 1
-		if tab.lookup(Key{TCP, uint16(i)}.pack()) == nil {
+		if tab.lookup(Key{Protocol: TCP, ExternalPort: uint16(i)}.pack()) == nil {
 			b.Fatal("missing")
 		}
 	}

@@ -164,7 +164,8 @@ const maxUPnPAnyTries = 16
 // journals the intent of a new half first, and removes it when the
 // upstream fails. exact asks for the same public port as the local one.
 func (c *Core) chain(ctx context.Context, m *Mapping, prev Mapping, hadPrev, exact bool) error {
-	if c.up == nil || !m.Enabled {
+	if c.up == nil || !m.Enabled || m.ExternalAddr.IsValid() {
+		// A pool address is the carrier's own: nothing above to chain to.
 		m.Upstream = nil
 		return nil
 	}

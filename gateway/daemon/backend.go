@@ -20,9 +20,18 @@ func (d *Daemon) openBackend(ctx context.Context) (gateway.Backend, error) {
 	switch cfg.resolvedBackend() {
 	case BackendNFT:
 		nc := nft.Config{Table: cfg.NFT.Table, ExternalInterfaces: cfg.Interfaces.External, Logger: d.log,
-			ForwardTable: cfg.NFT.ForwardTable, ForwardChain: cfg.NFT.ForwardChain}
+			ForwardTable: cfg.NFT.ForwardTable, ForwardChain: cfg.NFT.ForwardChain, Rebuild: cfg.NFT.RebuildOnStart}
 		if cfg.NFT.Hairpin {
 			nc.InternalInterfaces = cfg.Interfaces.Internal
+		}
+		// The pool's addresses but the gateway's own: its mappings are
+		// the address-less maps' (see nft.Config.Pool).
+		pool, _ := parsePool(cfg.NATPMP.PCPExternalPool) // validated
+		own, _ := d.wan.ext.current()
+		for _, a := range pool {
+			if a != own {
+				nc.Pool = append(nc.Pool, a)
+			}
 		}
 		b, err := nft.New(ctx, nc)
 		if err != nil {

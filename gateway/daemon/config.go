@@ -200,6 +200,74 @@ type NATPMPConfig struct {
 	// Port is the UDP port served. Clients always use 5351; other values
 	// are for tests and the demo.
 	Port int `toml:"port"`
+	// PCPExternalPool, for a carrier-grade gateway serving many
+	// subscribers, lists the IPv4 external addresses (or prefixes, such as
+	// "198.51.100.0/28", whose usable addresses are all taken) that PCP
+	// mappings are spread over, each subscriber paired with one of them
+	// (gateway.Config.ExternalPool). The addresses must be routed to the
+	// router and assigned to it (on the external interface, or a dummy
+	// one). The gateway's own external address may be one of them. NAT-PMP
+	// and UPnP keep using the gateway's own address. Needs the nft
+	// backend; empty (the default), no pool.
+	PCPExternalPool []string `toml:"pcp_external_pool"`
+}
+
+// maxPoolAddrs bounds natpmp.pcp_external_pool: a /20 of external
+// addresses is more than one box forwards for.
+const maxPoolAddrs = 4096
+
+// parsePool expands natpmp.pcp_external_pool into addresses: a prefix
+// gives every address in it but, for prefixes shorter than /31, its first
+// and last (the network and broadcast addresses).
+func parsePool(list []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	add := func(a netip.Addr) error {
+		if seen[a] {
+			return fmt.Errorf("%v is listed twice", a)
+		}
+		if len(out) >= maxPoolAddrs {
+			return fmt.Errorf("more than %d addresses", maxPoolAddrs)
+		}
+		seen[a] = true
+		out = append(out, a)
+		return nil
+	}
+	for _, s := range list {
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil || !p.Addr().Is4() || p != p.Masked() {
+				return nil, fmt.Errorf("%q is not an IPv4 prefix (such as 198.51.100.0/28)", s)
+			}
+			if p.Bits() < 32-12 {
+				return nil, fmt.Errorf("%q holds more than %d addresses", s, maxPoolAddrs)
+			}
+			var in []netip.Addr
+			for a := p.Addr(); a.IsValid() && p.Contains(a); a = a.Next() {
+				in = append(in, a)
+			}
+			if p.Bits() < 31 {
+				in = in[1 : len(in)-1] // the network and broadcast addresses
+			}
+			for _, a := range in {
+				if err := add(a); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return nil, fmt.Errorf("%q is not an IPv4 address", s)
+		}
+		if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			return nil, fmt.Errorf("%v is not a unicast address", a)
+		}
+		if err := add(a); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // PolicyConfig is what clients may map; see gateway.Policy.
@@ -303,6 +371,14 @@ type NFTConfig struct {
 	// say so.
 	ForwardTable string `toml:"forward_table"`
 	ForwardChain string `toml:"forward_chain"`
+	// RebuildOnStart empties the maps at start and fills them again from
+	// the lease journal, 512 elements a netlink message, instead of
+	// reading them back from the kernel, whose dump of a map takes time
+	// quadratic in its size (minutes for a million elements). Forwarding
+	// of existing mappings stops until each is back (about a second per
+	// 100,000). For a carrier-scale table (natpmp.pcp_external_pool); off
+	// by default, so that a restart leaves every forward in place.
+	RebuildOnStart bool `toml:"rebuild_on_start"`
 }
 
 // IPv6Config configures IPv6 pinholes: UPnP WANIPv6FirewallControl:1 and
@@ -371,7 +447,7 @@ func DefaultConfig() Config {
 			NotifyInterval: Duration(DefaultNotifyInterval),
 			Events:         true,
 		},
-		NATPMP: NATPMPConfig{Enabled: true, PCP: true, Port: DefaultNATPMPPort},
+		NATPMP: NATPMPConfig{Enabled: true, PCP: true, Port: DefaultNATPMPPort, PCPExternalPool: []string{}},
 		Policy: PolicyConfig{
 			SecureMode:   true,
 			MaxPerClient: DefaultMaxPerClient,
@@ -499,6 +575,17 @@ func (c *Config) Validate() error {
 	}
 	if c.UPnP.NotifyInterval < Duration(time.Second) && c.UPnP.SSDP && c.UPnP.Enabled {
 		bad("upnp.notify_interval %v is too short: use at least 1s (60s is usual)", c.UPnP.NotifyInterval)
+	}
+	if len(c.NATPMP.PCPExternalPool) > 0 {
+		if _, err := parsePool(c.NATPMP.PCPExternalPool); err != nil {
+			bad("natpmp.pcp_external_pool: %v", err)
+		}
+		if c.resolvedBackend() == BackendRelay {
+			bad("natpmp.pcp_external_pool needs the nft backend: the relay backend forwards from one address")
+		}
+		if !c.NATPMP.Enabled || !c.NATPMP.PCP {
+			bad("natpmp.pcp_external_pool is set but PCP is off: set natpmp.enabled and natpmp.pcp, or remove the pool")
+		}
 	}
 	if c.NATPMP.Port < 0 || c.NATPMP.Port > 65535 {
 		bad("natpmp.port %d is not a port", c.NATPMP.Port)

@@ -302,3 +302,45 @@ func TestDefaultPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestPCPExternalPool(t *testing.T) {
+	got, err := parsePool([]string{"198.51.100.1", "198.51.100.8/30", "198.51.100.16/31", "198.51.100.20/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A /30 gives its two usable addresses; a /31 and a /32 all theirs.
+	want := []string{"198.51.100.1", "198.51.100.9", "198.51.100.10", "198.51.100.16", "198.51.100.17", "198.51.100.20"}
+	if len(got) != len(want) {
+		t.Fatalf("parsePool = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Fatalf("parsePool = %v, want %v", got, want)
+		}
+	}
+	for _, bad := range [][]string{{"2001:db8::1"}, {"198.51.100.1", "198.51.100.0/30"}, {"198.51.100.1/30"}, {"10.0.0.0/8"}, {"0.0.0.0"}, {"nonsense"}} {
+		if _, err := parsePool(bad); err == nil {
+			t.Errorf("parsePool(%q) accepted", bad)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Interfaces.Internal, cfg.Interfaces.External = []string{"lan0"}, []string{"wan0"}
+	cfg.NATPMP.PCPExternalPool = []string{"198.51.100.0/29"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("a pool with the nft backend: %v", err)
+	}
+	for _, c := range []struct {
+		change func(*Config)
+		want   string
+	}{
+		{func(c *Config) { c.Backend = BackendRelay }, "needs the nft backend"},
+		{func(c *Config) { c.NATPMP.PCP = false }, "PCP is off"},
+		{func(c *Config) { c.NATPMP.PCPExternalPool = []string{"300.1.1.1"} }, "natpmp.pcp_external_pool"},
+	} {
+		cfg := cfg
+		c.change(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate: %v, want %q", err, c.want)
+		}
+	}
+}

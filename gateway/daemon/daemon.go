@@ -173,6 +173,7 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.wan.up != nil {
 		gcfg.Upstream = d.wan.up
 	}
+	gcfg.ExternalPool, _ = parsePool(d.cfg.NATPMP.PCPExternalPool) // validated
 	d.core, err = gateway.New(ctx, gcfg)
 	restoring.Store(false)
 	if err != nil {
@@ -180,6 +181,10 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	if d.wan.up != nil {
 		d.wan.up.Attach(d.core)
+	}
+	if pool := gcfg.ExternalPool; len(pool) > 0 {
+		log.Info("PCP mappings are spread over the external address pool, each subscriber on one of its addresses",
+			"addresses", len(pool), "first", pool[0], "last", pool[len(pool)-1])
 	}
 
 	d.seedStale(ctx)

@@ -691,3 +691,49 @@ func TestMetricsBoundActionNames(t *testing.T) {
 		t.Errorf("request series: %v", m.requests)
 	}
 }
+
+// With an external address pool, a PCP client's mappings are on its
+// paired pool address, which the answer names; NAT-PMP stays on the
+// gateway's own address, and PCP deletes reach the pool mapping.
+func TestDaemonPCPPool(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.NATPMP.PCPExternalPool = []string{"198.51.100.7"}
+	r := start(t, cfg)
+	ctx := context.Background()
+	pool := netip.MustParseAddr("198.51.100.7")
+	c := &pcp.Client{Gateway: r.NATPMPAddrs()[0]}
+	m, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.TCP, InternalPort: 8000, SuggestedExternalPort: 28000, Lifetime: time.Hour})
+	if err != nil {
+		t.Fatalf("PCP MAP: %v", err)
+	}
+	if m.ExternalAddr != pool || m.ExternalPort != 28000 {
+		t.Fatalf("MAP result %+v, want %v:28000", m, pool)
+	}
+	held, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8000)
+	if !ok || held.ExternalAddr != pool {
+		t.Fatalf("table entry %+v, %v: want it on %v", held, ok, pool)
+	}
+	// The same port on the gateway's own address is another mapping.
+	nat := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 8001, SuggestedExternalPort: 28000, Lifetime: 3600})
+	if nat.ExternalPort != 28000 {
+		t.Errorf("NAT-PMP on the own address got port %d, want 28000", nat.ExternalPort)
+	}
+	// A refresh stays on the pool address; PREFER_FAILURE suggesting the
+	// own address cannot be served.
+	if again, err := c.Refresh(ctx, m, 2*time.Hour); err != nil || again.ExternalAddr != pool || again.ExternalPort != 28000 {
+		t.Errorf("refresh = %+v, %v", again, err)
+	}
+	if _, err := c.Map(ctx, pcp.MapRequest{Protocol: pcp.UDP, InternalPort: 9, SuggestedExternalPort: 29000, SuggestedExternalAddr: netip.MustParseAddr("198.51.100.1"),
+		Lifetime: time.Hour, PreferFailure: true}); pcpCode(err) != int(pcp.ResultCannotProvideExternal) {
+		t.Errorf("PREFER_FAILURE for the own address: %v, want CANNOT_PROVIDE_EXTERNAL", err)
+	}
+	if err := c.Delete(ctx, pcp.TCP, 8000, m.Nonce); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8000); ok {
+		t.Error("the pool mapping survived its deletion")
+	}
+	if _, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8001); !ok {
+		t.Error("the NAT-PMP mapping went with it")
+	}
+}

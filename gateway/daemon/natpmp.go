@@ -144,7 +144,7 @@ func (h *natpmpHandler) delete(ctx context.Context, req gateway.Requester, p gat
 	if !ok {
 		return nil
 	}
-	err := h.core.Delete(ctx, req, p, held.ExternalPort, held.RemoteHost)
+	err := h.core.DeleteAt(ctx, req, held.Key(), held.RemoteHost) // on a pool address too, if PCP made it
 	if errors.Is(err, gateway.ErrNoSuchEntry) {
 		return nil // deleted meanwhile
 	}

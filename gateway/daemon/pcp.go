@@ -107,10 +107,20 @@ func (h *pcpHandler) add(ctx context.Context, mc pcp.MapContext) (pcp.MapGrant, 
 	if !ok {
 		return pcp.MapGrant{}, pcp.ResultUnsuppOption
 	}
+	client := mc.InternalAddr()
+	held, hasHeld := h.core.FindByInternal(client, proto, mc.InternalPort)
+	// With an external address pool, the subscriber's paired address
+	// (or the one its mapping already has); without, the gateway's own.
+	poolAddr := h.core.PoolAddr(client)
+	if hasHeld {
+		poolAddr = held.ExternalAddr
+	}
+	if poolAddr.IsValid() {
+		extAddr = poolAddr
+	}
 	if s := mc.SuggestedExternalAddr.Unmap(); mc.PreferFailure && s.IsValid() && !s.IsUnspecified() && s != extAddr {
 		return pcp.MapGrant{}, pcp.ResultCannotProvideExternal
 	}
-	client := mc.InternalAddr()
 	req := gateway.Requester{Addr: mc.Client, Source: gateway.SourcePCP}
 	m := gateway.Mapping{
 		Protocol:     proto,
@@ -121,8 +131,9 @@ func (h *pcpHandler) add(ctx context.Context, mc pcp.MapContext) (pcp.MapGrant, 
 		Enabled:      true,
 		Description:  pcpDescription,
 		Nonce:        mc.Nonce,
+		ExternalAddr: poolAddr,
 	}
-	if held, ok := h.core.FindByInternal(client, proto, mc.InternalPort); ok {
+	if hasHeld {
 		if held.Source == gateway.SourcePCP && held.Nonce != mc.Nonce {
 			return pcp.MapGrant{}, pcp.ResultNotAuthorized // another application's mapping
 		}
@@ -185,13 +196,12 @@ func (h *pcpHandler) delete(ctx context.Context, mc pcp.MapContext) (pcp.MapGran
 		return pcp.MapGrant{}, pcp.ResultUnsuppProtocol
 	}
 	if mc.InternalPort == 0 {
-		admin := gateway.Requester{Source: gateway.SourceAdmin}
 		for _, p := range protos {
-			for _, m := range h.core.List(admin, p, 0, math.MaxUint16, 0) {
+			for _, m := range h.core.MappingsTo(client, p) {
 				if m.InternalAddr != client || m.Source != gateway.SourcePCP || m.Nonce != mc.Nonce {
 					continue
 				}
-				if err := h.core.Delete(ctx, req, p, m.ExternalPort, m.RemoteHost); err != nil && !errors.Is(err, gateway.ErrNoSuchEntry) {
+				if err := h.core.DeleteAt(ctx, req, m.Key(), m.RemoteHost); err != nil && !errors.Is(err, gateway.ErrNoSuchEntry) {
 					return pcp.MapGrant{}, h.result(err)
 				}
 			}
@@ -205,11 +215,15 @@ func (h *pcpHandler) delete(ctx context.Context, mc pcp.MapContext) (pcp.MapGran
 	if held.Source == gateway.SourcePCP && held.Nonce != mc.Nonce {
 		return pcp.MapGrant{}, pcp.ResultNotAuthorized
 	}
-	err := h.core.Delete(ctx, req, held.Protocol, held.ExternalPort, held.RemoteHost)
+	err := h.core.DeleteAt(ctx, req, held.Key(), held.RemoteHost)
 	if err != nil && !errors.Is(err, gateway.ErrNoSuchEntry) {
 		return pcp.MapGrant{}, h.result(err)
 	}
-	return pcp.MapGrant{ExternalPort: held.PublicPort(), ExternalAddr: h.ext.Get()}, pcp.ResultSuccess
+	extAddr := h.ext.Get()
+	if held.ExternalAddr.IsValid() {
+		extAddr = held.ExternalAddr
+	}
+	return pcp.MapGrant{ExternalPort: held.PublicPort(), ExternalAddr: extAddr}, pcp.ResultSuccess
 }
 
 // pcpOptions are the PCP server's lifetime bounds, from the policy's lease

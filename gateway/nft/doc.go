@@ -67,6 +67,32 @@
 // themselves a little after their lease (should the daemon be gone), and
 // count the packets they let through (GetPinholePackets).
 //
+// # External address pool
+//
+// With Config.Pool (a carrier's PCP server spreading mappings over several
+// external addresses) the table also holds
+//
+//	map fwd4pool {
+//		type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+//	}
+//	set pool4 {
+//		type ipv4_addr
+//		elements = { 198.51.100.2, 198.51.100.3 }
+//	}
+//
+// and each interface's pair of prerouting rules is preceded by
+//
+//	iifname "wan0" meta nfproto ipv4 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @fwd4pool
+//	iifname "wan0" meta nfproto ipv4 fib daddr type local ip daddr @pool4 accept
+//
+// A rule with an ExternalAddr is an element of fwd4pool, keyed by that
+// address; traffic to a pool address that no element matches is accepted
+// without DNAT, so that the address-less maps (the gateway's own address's
+// mappings) never answer for a pool address. Without a pool none of this
+// exists and the ruleset is as above. Config.Rebuild empties the maps at
+// New instead of reading them back (the kernel's dump of a map is
+// quadratic in its size), for the caller to fill them again with AddBatch.
+//
 // A mapping is one element of a map, so Add and Delete cost one element
 // insert or delete in a kernel hash table, whatever the number of mappings:
 // the rules never change after New. Mappings restricted to one RemoteHost

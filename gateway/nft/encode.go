@@ -21,13 +21,47 @@ const (
 )
 
 // portKey identifies an installed rule: the Backend contract allows one rule
-// per protocol and external port.
+// per external address, protocol and external port.
 type portKey struct {
 	proto gateway.Protocol
 	port  uint16
+	addr  [4]byte // the external pool address; zero for the gateway's own
 }
 
-func keyOf(r gateway.Rule) portKey { return portKey{r.Protocol, r.ExternalPort} }
+// target is the rest of an installed rule: where it forwards to, and its
+// remote host (zero for any). The backend forwards IPv4 only.
+type target struct {
+	internal, remote [4]byte
+	port             uint16
+}
+
+func targetOf(r gateway.Rule) target {
+	t := target{internal: r.InternalAddr.Unmap().As4(), port: r.InternalPort}
+	if r.RemoteHost.IsValid() {
+		t.remote = r.RemoteHost.Unmap().As4()
+	}
+	return t
+}
+
+// rule puts k and t back together.
+func (k portKey) rule(t target) gateway.Rule {
+	r := gateway.Rule{Protocol: k.proto, ExternalPort: k.port, InternalAddr: netip.AddrFrom4(t.internal), InternalPort: t.port}
+	if k.addr != ([4]byte{}) {
+		r.ExternalAddr = netip.AddrFrom4(k.addr)
+	}
+	if t.remote != ([4]byte{}) {
+		r.RemoteHost = netip.AddrFrom4(t.remote)
+	}
+	return r
+}
+
+func keyOf(r gateway.Rule) portKey {
+	k := portKey{proto: r.Protocol, port: r.ExternalPort}
+	if r.ExternalAddr.Is4() {
+		k.addr = r.ExternalAddr.As4()
+	}
+	return k
+}
 
 // normalize validates r for this backend and returns it with IPv4-mapped
 // IPv6 addresses unmapped, so that equal rules compare equal.
@@ -41,6 +75,16 @@ func normalize(r gateway.Rule) (gateway.Rule, error) {
 	r.InternalAddr = r.InternalAddr.Unmap()
 	if !r.InternalAddr.Is4() {
 		return r, fmt.Errorf("nft: rule %v: internal address must be IPv4: this backend forwards with IPv4 DNAT", r)
+	}
+	if r.ExternalAddr.IsValid() {
+		r.ExternalAddr = r.ExternalAddr.Unmap()
+		if !r.ExternalAddr.Is4() {
+			return r, fmt.Errorf("nft: rule %v: external pool address must be IPv4", r)
+		}
+		if r.RemoteHost.IsValid() && !r.RemoteHost.IsUnspecified() {
+			return r, fmt.Errorf("nft: rule %v: a mapping on an external pool address cannot be restricted to a remote host", r)
+		}
+		r.RemoteHost = netip.Addr{}
 	}
 	if r.RemoteHost.IsValid() {
 		r.RemoteHost = r.RemoteHost.Unmap()
@@ -73,6 +117,16 @@ func encodeSrcKey(r gateway.Rule) []byte {
 	return k
 }
 
+// encodePoolKey returns the fwd4pool key of r: external pool address .
+// protocol . external port. r.ExternalAddr must be IPv4.
+func encodePoolKey(r gateway.Rule) []byte {
+	k := make([]byte, srcKeyLen)
+	a := r.ExternalAddr.As4()
+	copy(k, a[:])
+	copy(k[4:], encodeKey(r))
+	return k
+}
+
 // encodeData returns the value both maps hold for r: internal address .
 // internal port. r.InternalAddr must be IPv4.
 func encodeData(r gateway.Rule) []byte {
@@ -85,13 +139,23 @@ func encodeData(r gateway.Rule) []byte {
 
 var errBadElement = errors.New("malformed map element")
 
-// decodeElement is the inverse of the encoders: it parses a key of either
-// map (told apart by length) and its data back into a Rule.
+// decodeElement is the inverse of the encoders: it parses a key of fwd4 or
+// fwd4src (told apart by length) and its data back into a Rule.
 func decodeElement(key, data []byte) (gateway.Rule, error) {
+	return decodeElementOf(key, data, false)
+}
+
+// decodeElementOf is decodeElement, for fwd4pool when pool is set: its
+// 12-byte keys start with the external address, not the remote host.
+func decodeElementOf(key, data []byte, pool bool) (gateway.Rule, error) {
 	var r gateway.Rule
 	switch len(key) {
 	case srcKeyLen:
-		r.RemoteHost = netip.AddrFrom4([4]byte(key[:4]))
+		if pool {
+			r.ExternalAddr = netip.AddrFrom4([4]byte(key[:4]))
+		} else {
+			r.RemoteHost = netip.AddrFrom4([4]byte(key[:4]))
+		}
 		key = key[4:]
 	case keyLen:
 	default:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sort"
 	"sync"
@@ -27,6 +28,8 @@ const DefaultTable = "portfwd"
 const (
 	mapFwd      = "fwd4"
 	mapFwdSrc   = "fwd4src"
+	mapFwdPool  = "fwd4pool"
+	setPool     = "pool4"
 	chainPre    = "prerouting"
 	chainPost   = "postrouting"
 	chainFilter = "forward"
@@ -54,6 +57,25 @@ type Config struct {
 	ForwardTable, ForwardChain string
 	// Logger receives operational messages; slog.Default() when nil.
 	Logger *slog.Logger
+	// Pool lists the addresses of a carrier's external address pool other
+	// than the gateway's own external address (gateway.Config.ExternalPool
+	// without it). When it is set the backend forwards rules that name an
+	// ExternalAddr from that address only (map fwd4pool, keyed by
+	// destination address, protocol and port), and traffic to a pool
+	// address that no such rule matches is not forwarded by the
+	// address-less maps either: a mapping of the gateway's own address is
+	// not reachable on the pool's. Empty: no pool map, no change to the
+	// ruleset.
+	Pool []netip.Addr
+	// Rebuild makes New empty the maps instead of reading them back from
+	// the kernel, for the caller to fill them again from its lease journal
+	// (gateway.Core does, through AddBatch, 512 elements a message). The
+	// kernel dumps a map in time quadratic in its size (about 9 s for
+	// 131,070 elements, minutes for a million), while the rebuild adds
+	// ~100,000 elements a second; the price is that forwarding of the
+	// existing mappings stops from New until their element is back. For a
+	// carrier-scale table; off, a restart keeps every element in place.
+	Rebuild bool
 }
 
 func (c Config) table() string {
@@ -79,11 +101,17 @@ type Backend struct {
 	table  *nftables.Table
 	fwd    *nftables.Set
 	fwdSrc *nftables.Set
+	// fwdPool and pool are the pool map and the pool's address set; nil
+	// without Config.Pool.
+	fwdPool *nftables.Set
+	pool    *nftables.Set
 
 	mu sync.Mutex // serializes netlink requests and guards installed
 	// installed is what the maps hold, by protocol and external port: it
 	// tells Delete which map holds a port without asking the kernel.
-	installed map[portKey]gateway.Rule
+	// A compact value (18 bytes a mapping, not a Rule's 90), for tables
+	// of a million.
+	installed map[portKey]target
 	// pins is the IPv6 pinhole side (pinhole.go).
 	pins *pinholes
 }
@@ -132,18 +160,38 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
 			DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)},
 	}
+	if len(cfg.Pool) > 0 {
+		for _, a := range cfg.Pool {
+			if !a.Unmap().Is4() {
+				conn.CloseLasting()
+				return nil, fmt.Errorf("nft: external pool address %v is not IPv4", a)
+			}
+		}
+		b.fwdPool = &nftables.Set{Table: t, Name: mapFwdPool, ID: 3, IsMap: true,
+			KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+			DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+		b.pool = &nftables.Set{Table: t, Name: setPool, ID: 4, KeyType: nftables.TypeIPAddr}
+	}
 	if err := b.setup(); err != nil {
 		conn.CloseLasting()
 		return nil, err
 	}
-	rules, err := b.readMaps()
-	if err != nil {
+	var rules []gateway.Rule
+	if cfg.Rebuild {
+		for _, set := range b.maps() {
+			b.conn.FlushSet(set)
+		}
+		if err := b.conn.Flush(); err != nil {
+			conn.CloseLasting()
+			return nil, fmt.Errorf("nft: emptying the maps to rebuild them: %w", err)
+		}
+	} else if rules, err = b.readMaps(); err != nil {
 		conn.CloseLasting()
 		return nil, err
 	}
-	b.installed = make(map[portKey]gateway.Rule, len(rules))
+	b.installed = make(map[portKey]target, len(rules))
 	for _, r := range rules {
-		b.installed[keyOf(r)] = r
+		b.installed[keyOf(r)] = targetOf(r)
 	}
 	if err := b.setupPinholes(); err != nil {
 		conn.CloseLasting()
@@ -179,12 +227,26 @@ func (b *Backend) setup() error {
 	}
 
 	b.conn.AddTable(b.table)
-	for _, s := range []*nftables.Set{b.fwd, b.fwdSrc} {
+	for _, s := range b.maps() {
 		if err := b.conn.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nft: encoding map %s: %w", s.Name, err)
 		}
 	}
-	rules, err := buildRules(b.cfg, b.fwd, b.fwdSrc)
+	if b.pool != nil {
+		var elems []nftables.SetElement
+		for _, a := range b.cfg.Pool {
+			a4 := a.Unmap().As4()
+			elems = append(elems, nftables.SetElement{Key: a4[:]})
+		}
+		if err := b.conn.AddSet(b.pool, nil); err != nil {
+			return fmt.Errorf("nft: encoding set %s: %w", b.pool.Name, err)
+		}
+		b.conn.FlushSet(b.pool) // the pool as configured now, not as it was
+		if err := b.conn.SetAddElements(b.pool, elems); err != nil {
+			return fmt.Errorf("nft: encoding set %s: %w", b.pool.Name, err)
+		}
+	}
+	rules, err := buildRules(b.cfg, b.fwd, b.fwdSrc, b.fwdPool, b.pool)
 	if err != nil {
 		return fmt.Errorf("nft: %w", err)
 	}
@@ -219,7 +281,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	old, had := b.installed[keyOf(r)]
+	old, had := b.installedRule(keyOf(r))
 	err = b.retry(func() error {
 		if had {
 			if err := b.queueDelete(old); err != nil {
@@ -245,7 +307,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 	if err != nil {
 		return fmt.Errorf("nft: installing %v: %w", r, err)
 	}
-	b.installed[keyOf(r)] = r
+	b.installed[keyOf(r)] = targetOf(r)
 	b.log.Debug("mapping installed", "rule", r.String())
 	return nil
 }
@@ -258,7 +320,7 @@ func (b *Backend) Delete(ctx context.Context, r gateway.Rule) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	old, had := b.installed[keyOf(r)]
+	old, had := b.installedRule(keyOf(r))
 	if !had {
 		return nil
 	}
@@ -286,8 +348,8 @@ func (b *Backend) InstalledRules(ctx context.Context) ([]gateway.Rule, error) {
 		return nil, err
 	}
 	out := make([]gateway.Rule, 0, len(b.installed))
-	for _, r := range b.installed {
-		out = append(out, r)
+	for k, v := range b.installed {
+		out = append(out, k.rule(v))
 	}
 	return out, nil
 }
@@ -300,7 +362,7 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 	defer b.mu.Unlock()
 	var olds []gateway.Rule
 	for _, r := range rules {
-		if old, ok := b.installed[keyOf(r)]; ok {
+		if old, ok := b.installedRule(keyOf(r)); ok {
 			olds = append(olds, old)
 		}
 	}
@@ -308,24 +370,18 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var plain, src []nftables.SetElement
+		bySet := map[*nftables.Set][]nftables.SetElement{}
 		for _, r := range chunk {
-			if r.RemoteHost.IsValid() {
-				src = append(src, nftables.SetElement{Key: encodeSrcKey(r)})
-			} else {
-				plain = append(plain, nftables.SetElement{Key: encodeKey(r)})
-			}
+			set, key := b.elementOf(r)
+			bySet[set] = append(bySet[set], nftables.SetElement{Key: key})
 		}
 		err := b.retry(func() error {
 			// One message per map: one acknowledgement each.
-			if len(plain) > 0 {
-				if err := b.conn.SetDeleteElements(b.fwd, plain); err != nil {
-					return err
-				}
-			}
-			if len(src) > 0 {
-				if err := b.conn.SetDeleteElements(b.fwdSrc, src); err != nil {
-					return err
+			for _, set := range b.maps() {
+				if elems := bySet[set]; len(elems) > 0 {
+					if err := b.conn.SetDeleteElements(set, elems); err != nil {
+						return err
+					}
 				}
 			}
 			return b.conn.Flush()
@@ -339,6 +395,72 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 	}
 	b.log.Debug("mappings removed", "count", len(olds))
 	return nil
+}
+
+// AddBatch implements gateway.BatchAdder: it installs rules restoreChunk
+// at a time, each chunk one netlink batch (a message per map), replacing
+// the elements of the same keys.
+func (b *Backend) AddBatch(ctx context.Context, rules []gateway.Rule) error {
+	norm := make([]gateway.Rule, 0, len(rules))
+	for _, r := range rules {
+		r, err := normalize(r)
+		if err != nil {
+			return err
+		}
+		if r.ExternalAddr.IsValid() && b.fwdPool == nil {
+			return fmt.Errorf("nft: rule %v: no external address pool is configured", r)
+		}
+		norm = append(norm, r)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for chunk := range slices.Chunk(norm, restoreChunk) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		del := map[*nftables.Set][]nftables.SetElement{}
+		add := map[*nftables.Set][]nftables.SetElement{}
+		for _, r := range chunk {
+			if old, had := b.installedRule(keyOf(r)); had {
+				set, key := b.elementOf(old)
+				del[set] = append(del[set], nftables.SetElement{Key: key})
+			}
+			set, key := b.elementOf(r)
+			add[set] = append(add[set], nftables.SetElement{Key: key, Val: encodeData(r)})
+		}
+		err := b.retry(func() error {
+			for _, set := range b.maps() {
+				if elems := del[set]; len(elems) > 0 {
+					if err := b.conn.SetDeleteElements(set, elems); err != nil {
+						return err
+					}
+				}
+				if elems := add[set]; len(elems) > 0 {
+					if err := b.conn.SetAddElements(set, elems); err != nil {
+						return err
+					}
+				}
+			}
+			return b.conn.Flush()
+		})
+		if err != nil {
+			return fmt.Errorf("nft: installing %d mappings: %w", len(chunk), err)
+		}
+		for _, r := range chunk {
+			b.installed[keyOf(r)] = targetOf(r)
+		}
+	}
+	b.log.Debug("mappings installed", "count", len(norm))
+	return nil
+}
+
+// installedRule returns the rule installed for k.
+func (b *Backend) installedRule(k portKey) (gateway.Rule, bool) {
+	v, ok := b.installed[k]
+	if !ok {
+		return gateway.Rule{}, false
+	}
+	return k.rule(v), true
 }
 
 // retry runs op, a netlink batch on our table, and when it fails because
@@ -379,20 +501,15 @@ const restoreChunk = 512
 
 // restore re-adds every installed mapping to the (re-created, empty) maps.
 func (b *Backend) restore() error {
-	var plain, src []nftables.SetElement
-	for _, r := range b.installed {
-		if r.RemoteHost.IsValid() {
-			src = append(src, nftables.SetElement{Key: encodeSrcKey(r), Val: encodeData(r)})
-		} else {
-			plain = append(plain, nftables.SetElement{Key: encodeKey(r), Val: encodeData(r)})
-		}
+	bySet := map[*nftables.Set][]nftables.SetElement{}
+	for k, v := range b.installed {
+		r := k.rule(v)
+		set, key := b.elementOf(r)
+		bySet[set] = append(bySet[set], nftables.SetElement{Key: key, Val: encodeData(r)})
 	}
-	for _, m := range []struct {
-		set   *nftables.Set
-		elems []nftables.SetElement
-	}{{b.fwd, plain}, {b.fwdSrc, src}} {
-		for chunk := range slices.Chunk(m.elems, restoreChunk) {
-			if err := b.conn.SetAddElements(m.set, chunk); err != nil {
+	for _, set := range b.maps() {
+		for chunk := range slices.Chunk(bySet[set], restoreChunk) {
+			if err := b.conn.SetAddElements(set, chunk); err != nil {
 				return err
 			}
 			if err := b.conn.Flush(); err != nil {
@@ -403,18 +520,44 @@ func (b *Backend) restore() error {
 	return nil
 }
 
-func (b *Backend) queueAdd(r gateway.Rule) error {
-	if r.RemoteHost.IsValid() {
-		return b.conn.SetAddElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r), Val: encodeData(r)}})
+// maps returns the forwarding maps: fwd4, fwd4src, and fwd4pool with a
+// pool.
+func (b *Backend) maps() []*nftables.Set {
+	if b.fwdPool != nil {
+		return []*nftables.Set{b.fwd, b.fwdSrc, b.fwdPool}
 	}
-	return b.conn.SetAddElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r), Val: encodeData(r)}})
+	return []*nftables.Set{b.fwd, b.fwdSrc}
+}
+
+// elementOf returns the map that holds r and r's key in it.
+func (b *Backend) elementOf(r gateway.Rule) (*nftables.Set, []byte) {
+	switch {
+	case r.ExternalAddr.IsValid():
+		return b.fwdPool, encodePoolKey(r)
+	case r.RemoteHost.IsValid():
+		return b.fwdSrc, encodeSrcKey(r)
+	}
+	return b.fwd, encodeKey(r)
+}
+
+// SupportsPool implements gateway.PoolBackend: rules on pool addresses
+// are forwarded when the backend was given the pool (Config.Pool).
+func (b *Backend) SupportsPool() bool { return b.fwdPool != nil }
+
+func (b *Backend) queueAdd(r gateway.Rule) error {
+	if r.ExternalAddr.IsValid() && b.fwdPool == nil {
+		return fmt.Errorf("nft: rule %v: no external address pool is configured", r)
+	}
+	set, key := b.elementOf(r)
+	return b.conn.SetAddElements(set, []nftables.SetElement{{Key: key, Val: encodeData(r)}})
 }
 
 func (b *Backend) queueDelete(r gateway.Rule) error {
-	if r.RemoteHost.IsValid() {
-		return b.conn.SetDeleteElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r)}})
+	set, key := b.elementOf(r)
+	if set == nil {
+		return nil
 	}
-	return b.conn.SetDeleteElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r)}})
+	return b.conn.SetDeleteElements(set, []nftables.SetElement{{Key: key}})
 }
 
 // Flush implements gateway.Backend: it empties both maps. The chains stay,
@@ -425,8 +568,9 @@ func (b *Backend) Flush(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	b.conn.FlushSet(b.fwd)
-	b.conn.FlushSet(b.fwdSrc)
+	for _, set := range b.maps() {
+		b.conn.FlushSet(set)
+	}
 	if err := b.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("nft: flushing maps of table inet %s: %w", b.table.Name, err)
 	}
@@ -506,13 +650,13 @@ func (b *Backend) Rules(ctx context.Context) ([]gateway.Rule, error) {
 
 func (b *Backend) readMaps() ([]gateway.Rule, error) {
 	var rules []gateway.Rule
-	for _, s := range []*nftables.Set{b.fwd, b.fwdSrc} {
+	for _, s := range b.maps() {
 		elems, err := b.conn.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("nft: reading map %s of table inet %s: %w", s.Name, b.table.Name, err)
 		}
 		for _, e := range elems {
-			r, err := decodeElement(e.Key, e.Val)
+			r, err := decodeElementOf(e.Key, e.Val, s == b.fwdPool)
 			if err != nil {
 				// Someone added an element by hand with a bad shape; the
 				// kernel checks lengths, so this is a protocol we do not

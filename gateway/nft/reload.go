@@ -256,12 +256,16 @@ func (b *Backend) ownIntact() (bool, error) {
 	if _, err := b.conn.ListTableOfFamily(b.table.Name, nftables.TableFamilyINet); err != nil {
 		return false, nil
 	}
-	for _, s := range []*nftables.Set{b.fwd, b.fwdSrc} {
+	sets := b.maps()
+	if b.pool != nil {
+		sets = append(sets, b.pool)
+	}
+	for _, s := range sets {
 		if _, err := b.conn.GetSetByName(b.table, s.Name); err != nil {
 			return false, nil
 		}
 	}
-	want, err := buildRules(b.cfg, b.fwd, b.fwdSrc)
+	want, err := buildRules(b.cfg, b.fwd, b.fwdSrc, b.fwdPool, b.pool)
 	if err != nil {
 		return false, fmt.Errorf("nft: %w", err)
 	}

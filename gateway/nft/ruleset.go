@@ -41,7 +41,7 @@ func ourChains(t *nftables.Table) []*nftables.Chain {
 // buildRules returns the rules of each of our chains, by chain name, in the
 // order they must be evaluated. The package documentation shows them in nft
 // syntax.
-func buildRules(cfg Config, fwd, fwdSrc *nftables.Set) (map[string][][]expr.Any, error) {
+func buildRules(cfg Config, fwd, fwdSrc, fwdPool, pool *nftables.Set) (map[string][][]expr.Any, error) {
 	rules := map[string][][]expr.Any{}
 	dnat := func(iface string, hairpin bool) error {
 		m, err := ifnameCmp(expr.MetaKeyIIFNAME, iface)
@@ -80,6 +80,23 @@ func buildRules(cfg Config, fwd, fwdSrc *nftables.Set) (map[string][][]expr.Any,
 			&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: fwd.Name, SetID: fwd.ID},
 			dnatTo(),
 		)
+		if fwdPool != nil {
+			// A pool address's own mappings, then nothing else for it:
+			// the address-less maps are the gateway's own address's.
+			onPool := append(clone(match),
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // ip daddr
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32a},
+				&expr.Payload{DestRegister: reg32b, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}, // th dport
+				&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: fwdPool.Name, SetID: fwdPool.ID},
+				dnatTo(),
+			)
+			stop := append(clone(match),
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, // ip daddr
+				&expr.Lookup{SourceRegister: reg1, SetName: pool.Name, SetID: pool.ID},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			)
+			rules[chainPre] = append(rules[chainPre], onPool, stop)
+		}
 		rules[chainPre] = append(rules[chainPre], src, unrestricted)
 		return nil
 	}
