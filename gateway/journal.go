@@ -108,7 +108,8 @@ const (
 func pinLiveKey(id uint16) uint64 { return pinLiveBase | uint64(id) }
 
 // upDelLiveBase marks the live-set keys of pending upstream deletes; their
-// IDs stay below maxUpDelID, so the key never touches the pinhole bits.
+// IDs stay below maxUpDelID, so the key never touches the pinhole bits
+// (63, 62) nor a mapping key's (0-55: a pool address, protocol and port).
 const (
 	upDelLiveBase = 1 << 61
 	maxUpDelID    = 1 << 24

@@ -363,7 +363,7 @@ func (s *FileStore) LoadEach(fn func(Mapping)) error {
 	defer s.mu.Unlock()
 	var ops []journalOp
 	for k, raw := range s.live {
-		if k&(pinLiveBase|pinNextKey) != 0 {
+		if k&(pinLiveBase|pinNextKey|upDelLiveBase) != 0 {
 			continue
 		}
 		var err error

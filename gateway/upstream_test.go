@@ -323,9 +323,19 @@ func TestFileStoreKeepsPendingUpstreamDeletes(t *testing.T) {
 		m := tcp(18080+uint16(n), "10.77.0.2", 8080)
 		m.Upstream = &gateway.UpstreamHalf{Method: "pcp", Nonce: [12]byte{n}, Public: netip.MustParseAddrPort("203.0.113.1:18080"),
 			Granted: t0, Expires: t0.Add(time.Hour)}
+		if n == 2 {
+			// A mapping on an external pool address: its record in the
+			// pending delete is a putat, not a put.
+			m.ExternalAddr = netip.MustParseAddr("198.51.100.39")
+		}
 		return m
 	}
-	if err := fs.Save([]gateway.Mapping{tcp(9000, "10.77.0.2", 9000)}, nil); err != nil {
+	// Beside them, leases on the own address and on a pool address, with
+	// the same protocol and port: neither may be mistaken for a pending
+	// delete, nor a pending delete for a lease.
+	pooled := tcp(9000, "10.77.0.3", 9000)
+	pooled.ExternalAddr = netip.MustParseAddr("198.51.100.39")
+	if err := fs.Save([]gateway.Mapping{tcp(9000, "10.77.0.2", 9000), pooled}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := fs.SaveUpstreamDeletes([]gateway.UpstreamDelete{{ID: 1, Mapping: half(1)}, {ID: 2, Mapping: half(2)}}, nil); err != nil {
@@ -340,12 +350,12 @@ func TestFileStoreKeepsPendingUpstreamDeletes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ds) != 1 || ds[0].ID != 2 || ds[0].Mapping.Half() != half(2).Half() {
-			t.Errorf("%s: pending deletes %+v, want ID 2 with its half", when, ds)
+		if len(ds) != 1 || ds[0].ID != 2 || ds[0].Mapping.Half() != half(2).Half() || ds[0].Mapping.Key() != half(2).Key() {
+			t.Errorf("%s: pending deletes %+v, want ID 2 with its half and its pool address", when, ds)
 		}
 		ms, err := fs.Load()
-		if err != nil || len(ms) != 1 || ms[0].ExternalPort != 9000 {
-			t.Errorf("%s: leases %v, %v; want the one lease only", when, ms, err)
+		if err != nil || len(ms) != 2 || ms[0].ExternalPort != 9000 || ms[1].ExternalPort != 9000 || ms[0].Key() == ms[1].Key() {
+			t.Errorf("%s: leases %v, %v; want the two leases only", when, ms, err)
 		}
 	}
 	check("written")
