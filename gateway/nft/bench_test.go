@@ -38,3 +38,21 @@ func BenchmarkNftAdd(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNftAddDelete is the request path's pair: one mapping added and
+// removed, a transaction each, as a NAT-PMP map and unmap make them.
+func BenchmarkNftAddDelete(b *testing.B) {
+	ns := newLab(b).ns()
+	be := newBackend(b, ns, Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger()})
+	ctx := context.Background()
+	r := tcpRule(40000, lanHost, 8080)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := be.Add(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+		if err := be.Delete(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -76,6 +76,9 @@ type Backend struct {
 	cfg    Config
 	log    *slog.Logger
 	conn   *nftables.Conn
+	// tx sends the map element changes of Add, Delete and their batches
+	// (txn.go): the request path's transactions.
+	tx     *elemTxn
 	table  *nftables.Table
 	fwd    *nftables.Set
 	fwdSrc *nftables.Set
@@ -117,11 +120,17 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nft: opening netlink socket: %w", permHint(err))
 	}
+	tx, err := dialElemTxn(cfg.NetNS)
+	if err != nil {
+		conn.CloseLasting()
+		return nil, fmt.Errorf("nft: opening netlink socket: %w", permHint(err))
+	}
 	t := &nftables.Table{Name: cfg.table(), Family: nftables.TableFamilyINet}
 	b := &Backend{
 		cfg:   cfg,
 		log:   cfg.logger().With("backend", "nft", "table", "inet "+t.Name),
 		conn:  conn,
+		tx:    tx,
 		table: t,
 		// Set IDs only name sets inside one batch; fixed ones keep
 		// google/nftables from touching its global ID counter.
@@ -133,12 +142,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)},
 	}
 	if err := b.setup(); err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	rules, err := b.readMaps()
 	if err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	b.installed = make(map[portKey]gateway.Rule, len(rules))
@@ -146,12 +155,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		b.installed[keyOf(r)] = r
 	}
 	if err := b.setupPinholes(); err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	pins, err := b.readPinholes()
 	if err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	for _, r := range pins {
@@ -229,7 +238,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 		if err := b.queueAdd(r); err != nil {
 			return err
 		}
-		err := b.conn.Flush()
+		err := b.tx.Flush()
 		if err != nil && had && errors.Is(err, unix.ENOENT) {
 			// The old element was removed behind our back (nft delete
 			// element …): the batch failed as a whole, so add alone. If
@@ -238,7 +247,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 			if err := b.queueAdd(r); err != nil {
 				return err
 			}
-			err = b.conn.Flush()
+			err = b.tx.Flush()
 		}
 		return err
 	})
@@ -266,7 +275,7 @@ func (b *Backend) Delete(ctx context.Context, r gateway.Rule) error {
 		if err := b.queueDelete(old); err != nil {
 			return err
 		}
-		return b.conn.Flush()
+		return b.tx.Flush()
 	})
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("nft: removing %v: %w", old, err)
@@ -319,16 +328,16 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 		err := b.retry(func() error {
 			// One message per map: one acknowledgement each.
 			if len(plain) > 0 {
-				if err := b.conn.SetDeleteElements(b.fwd, plain); err != nil {
+				if err := b.tx.SetDeleteElements(b.fwd, plain); err != nil {
 					return err
 				}
 			}
 			if len(src) > 0 {
-				if err := b.conn.SetDeleteElements(b.fwdSrc, src); err != nil {
+				if err := b.tx.SetDeleteElements(b.fwdSrc, src); err != nil {
 					return err
 				}
 			}
-			return b.conn.Flush()
+			return b.tx.Flush()
 		})
 		if err != nil {
 			return fmt.Errorf("nft: removing %d mappings: %w", len(chunk), err)
@@ -403,18 +412,20 @@ func (b *Backend) restore() error {
 	return nil
 }
 
+// queueAdd and queueDelete queue an element change on b.tx, for the
+// next b.tx.Flush.
 func (b *Backend) queueAdd(r gateway.Rule) error {
 	if r.RemoteHost.IsValid() {
-		return b.conn.SetAddElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r), Val: encodeData(r)}})
+		return b.tx.SetAddElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r), Val: encodeData(r)}})
 	}
-	return b.conn.SetAddElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r), Val: encodeData(r)}})
+	return b.tx.SetAddElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r), Val: encodeData(r)}})
 }
 
 func (b *Backend) queueDelete(r gateway.Rule) error {
 	if r.RemoteHost.IsValid() {
-		return b.conn.SetDeleteElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r)}})
+		return b.tx.SetDeleteElements(b.fwdSrc, []nftables.SetElement{{Key: encodeSrcKey(r)}})
 	}
-	return b.conn.SetDeleteElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r)}})
+	return b.tx.SetDeleteElements(b.fwd, []nftables.SetElement{{Key: encodeKey(r)}})
 }
 
 // Flush implements gateway.Backend: it empties both maps. The chains stay,
@@ -487,7 +498,12 @@ func (b *Backend) Destroy(ctx context.Context) error {
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.conn.CloseLasting()
+	return b.closeConns()
+}
+
+// closeConns closes both netlink sockets.
+func (b *Backend) closeConns() error {
+	return errors.Join(b.tx.Close(), b.conn.CloseLasting())
 }
 
 // Rules reads both maps back from the kernel, sorted by protocol and
