@@ -73,9 +73,9 @@ func (c Config) logger() *slog.Logger {
 // Backend forwards ports with nftables DNAT. It implements gateway.Backend
 // and is safe for concurrent use.
 type Backend struct {
-	cfg    Config
-	log    *slog.Logger
-	conn   *nftables.Conn
+	cfg  Config
+	log  *slog.Logger
+	conn *nftables.Conn
 	// tx sends the map element changes of Add, Delete and their batches
 	// (txn.go): the request path's transactions.
 	tx     *elemTxn
