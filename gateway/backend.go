@@ -90,3 +90,13 @@ type Backend interface {
 type BatchDeleter interface {
 	DeleteBatch(ctx context.Context, rules []Rule) error
 }
+
+// BatchAdder may be implemented by a Backend that installs several rules
+// faster together than one by one (the nft backend: one transaction).
+// AddBatch installs every rule in rules, replacing what their keys held,
+// or reports an error after installing none of them; the Core then falls
+// back to Add for each rule to learn which ones fail. The rules' keys are
+// distinct.
+type BatchAdder interface {
+	AddBatch(ctx context.Context, rules []Rule) error
+}

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/portfwd/portfwd/gateway"
 )
 
 // BenchmarkNftAdd measures one Add (a netlink batch with one element
@@ -52,6 +54,27 @@ func BenchmarkNftAddDelete(b *testing.B) {
 			b.Fatal(err)
 		}
 		if err := be.Delete(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNftAddBatch is a commit group's additions: 8 mappings in one
+// transaction (per op: one batch of 8, and its removal).
+func BenchmarkNftAddBatch(b *testing.B) {
+	ns := newLab(b).ns()
+	be := newBackend(b, ns, Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger()})
+	ctx := context.Background()
+	var rules []gateway.Rule
+	for i := range 8 {
+		rules = append(rules, tcpRule(uint16(40000+i), lanHost, 8080))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := be.AddBatch(ctx, rules); err != nil {
+			b.Fatal(err)
+		}
+		if err := be.DeleteBatch(ctx, rules); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -92,6 +92,7 @@ type Backend struct {
 }
 
 var (
+	_ gateway.BatchAdder     = (*Backend)(nil)
 	_ gateway.PinholeBackend = (*Backend)(nil)
 	_ gateway.PinholeLister  = (*Backend)(nil)
 )
@@ -256,6 +257,45 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 	}
 	b.installed[keyOf(r)] = r
 	b.log.Debug("mapping installed", "rule", r.String())
+	return nil
+}
+
+// AddBatch implements gateway.BatchAdder: it installs rules, each
+// replacing what its protocol and port held, in one transaction: all of
+// them, or on error none.
+func (b *Backend) AddBatch(ctx context.Context, rules []gateway.Rule) error {
+	norm := make([]gateway.Rule, len(rules))
+	for i, r := range rules {
+		var err error
+		if norm[i], err = normalize(r); err != nil {
+			return err
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.retry(func() error {
+		for _, r := range norm {
+			if old, had := b.installed[keyOf(r)]; had {
+				if err := b.queueDelete(old); err != nil {
+					return err
+				}
+			}
+			if err := b.queueAdd(r); err != nil {
+				return err
+			}
+		}
+		return b.tx.Flush()
+	})
+	if err != nil {
+		return fmt.Errorf("nft: installing %d mappings: %w", len(norm), err)
+	}
+	for _, r := range norm {
+		b.installed[keyOf(r)] = r
+	}
+	b.log.Debug("mappings installed", "count", len(norm))
 	return nil
 }
 
