@@ -133,11 +133,8 @@ func (t *elemTxn) Flush() error {
 		return t.err
 	}
 	t.out = t.appendHeader(t.out, unix.NFNL_MSG_BATCH_END, 0, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)
-	// Errors left from an earlier batch (there should be none) must not
-	// be taken for this one's.
-	if _, err := t.drain(); err != nil {
-		return err
-	}
+	// The socket is empty: every Flush reads it to the end (drain), so no
+	// earlier batch's error can be taken for this one's.
 	var werr error
 	if err := t.raw.Write(func(fd uintptr) bool {
 		_, werr = unix.Write(int(fd), t.out)
