@@ -146,7 +146,11 @@ type Core struct {
 // inflight marks a key as busy with an operation, and holds what that
 // operation has reserved against the cap and quotas until it ends.
 type inflight struct {
-	done     chan struct{}
+	done chan struct{}
+	// internal is where an add's mapping forwards to (the zero AddrPort
+	// for other operations): AddAny for another internal endpoint need
+	// not wait for it (claimAnyLocked).
+	internal netip.AddrPort
 	newSlot  bool       // counts toward MaxMappings
 	quota    bool       // counts toward owner's MaxPerClient
 	owner    netip.Addr // valid when quota is set
@@ -488,6 +492,9 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		} else {
 			op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
 		}
+		if op != nil {
+			op.internal = netip.AddrPortFrom(m.InternalAddr, m.InternalPort)
+		}
 		c.mu.Unlock()
 		if err != nil {
 			c.log.Debug("port mapping refused", "mapping", m, "err", err)
@@ -756,8 +763,19 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 		start = m.InternalPort
 	}
 	k := Key{Protocol: m.Protocol, ExternalPort: start}.pack()
-	if err := c.waitIdleLocked(ctx, k); err != nil {
-		return nil, Mapping{}, false, err
+	// The start port matters only when it holds, or is about to hold,
+	// this client's mapping of the same internal endpoint (a refresh):
+	// an add for another endpoint in progress there is skipped like any
+	// busy port, without waiting for it. Clients that suggest the same
+	// port then do not queue behind each other, and requests read together
+	// commit together (group.go).
+	own := netip.AddrPortFrom(m.InternalAddr, m.InternalPort)
+	held := c.tab.lookup(k)
+	heldOwn := held != nil && netip.AddrPortFrom(held.m.InternalAddr, held.m.InternalPort) == own
+	if op, busy := c.busy[k]; !busy || !op.internal.IsValid() || op.internal == own || heldOwn {
+		if err := c.waitIdleLocked(ctx, k); err != nil {
+			return nil, Mapping{}, false, err
+		}
 	}
 	if e := c.tab.lookup(k); e != nil && e.m.InternalAddr == m.InternalAddr && e.m.InternalPort == m.InternalPort &&
 		c.sameClient(req, e.m, *m) && c.checkPort(req, m, start, false) == nil {

@@ -200,3 +200,34 @@ func BenchmarkCommitGroup8(b *testing.B) {
 		})
 	}
 }
+
+// Clients that suggest the same port do not queue behind each other: the
+// first gets it, the others the next free ports, all in one commit.
+func TestCommitGroupSameSuggestedPort(t *testing.T) {
+	f := newFixture(t, gateway.Policy{})
+	var ops []func(context.Context) error
+	got := make([]gateway.Mapping, 4)
+	for i := range got {
+		host := fmt.Sprintf("192.168.1.%d", 10+i)
+		ops = append(ops, func(ctx context.Context) error {
+			m := tcp(3074, host, 3074)
+			m.Expires = f.lease(time.Hour)
+			var err error
+			got[i], err = f.core.AddAny(ctx, natpmp(host), m)
+			return err
+		})
+	}
+	before := f.store.saves
+	noErrors(t, runGroup(t, ops...))
+	if n := f.store.saves - before; n != 1 {
+		t.Errorf("4 adds suggesting one port made %d store writes, want 1", n)
+	}
+	ports := map[uint16]bool{}
+	for _, m := range got {
+		ports[m.ExternalPort] = true
+	}
+	if len(ports) != 4 || !ports[3074] {
+		t.Errorf("external ports granted %v: want 3074 and three others", got)
+	}
+	f.checkConsistent()
+}
