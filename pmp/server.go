@@ -307,10 +307,12 @@ func (s *Server) sinceStart() uint32 {
 }
 
 // serve answers requests until ctx ends (nil) or the socket fails. Each
-// of the workers reads a request, answers it and sends the reply itself:
-// no hand-off between goroutines on a request's path, which on a busy
-// machine cost as much as answering. While every worker is busy, requests
-// wait in the socket's buffer.
+// of the workers reads every request waiting (up to maxBatch, batch.go),
+// answers them and sends the replies itself: no hand-off between
+// goroutines on a request's path, which on a busy machine cost as much as
+// answering. Several requests read at once are answered together under
+// the Group (group commit). While every worker is busy, requests wait in
+// the socket's buffer.
 func (s *Server) serve(ctx context.Context, c *packetConn) error {
 	log := s.logger()
 	stop := context.AfterFunc(ctx, func() { c.pc.SetReadDeadline(time.Unix(1, 0)) })
