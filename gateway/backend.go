@@ -113,12 +113,14 @@ type PoolBackend interface {
 	SupportsPool() bool
 }
 
-// BatchAdder may be implemented by a Backend that installs many rules
-// faster together than one by one. The Core uses it at start, to re-apply
-// the restored leases that the backend does not hold already: AddBatch
-// installs every rule in rules, or reports an error, after which the Core
-// falls back to Add for each rule of the batch to learn which ones the
-// backend refuses (and parks those).
+// BatchAdder may be implemented by a Backend that installs several rules
+// faster together than one by one (the nft backend: one transaction). The
+// Core uses it at start, to re-apply the restored leases the backend does
+// not hold already, and for a commit group's additions. AddBatch installs
+// every rule in rules, replacing what their keys held, or reports an error
+// after installing none of them; the Core then falls back to Add for each
+// rule to learn which ones fail (and, at start, parks those). The rules'
+// keys are distinct.
 type BatchAdder interface {
 	AddBatch(ctx context.Context, rules []Rule) error
 }

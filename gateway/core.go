@@ -174,7 +174,11 @@ type Core struct {
 // inflight marks a key as busy with an operation, and holds what that
 // operation has reserved against the cap and quotas until it ends.
 type inflight struct {
-	done     chan struct{}
+	done chan struct{}
+	// internal is where an add's mapping forwards to (the zero AddrPort
+	// for other operations): AddAny for another internal endpoint need
+	// not wait for it (claimAnyLocked).
+	internal netip.AddrPort
 	newSlot  bool       // counts toward MaxMappings
 	quota    bool       // counts toward owner's MaxPerClient
 	owner    netip.Addr // valid when quota is set
@@ -626,12 +630,21 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		} else {
 			op, prev, hadPrev, err = c.claimLocked(ctx, req, &m)
 		}
+		if op != nil {
+			op.internal = netip.AddrPortFrom(m.InternalAddr, m.InternalPort)
+		}
 		c.mu.Unlock()
 		if err != nil {
 			c.log.Debug("port mapping refused", "mapping", m, "err", err)
 			return Mapping{}, err
 		}
-		err = c.chain(ctx, &m, prev, hadPrev, exact)
+		if c.up != nil {
+			resume := groupOf(ctx).pause() // the router above may take its time
+			err = c.chain(ctx, &m, prev, hadPrev, exact)
+			resume()
+		} else {
+			err = c.chain(ctx, &m, prev, hadPrev, exact)
+		}
 		if err == nil || !errors.Is(err, ErrUpstreamConflict) || try+1 >= tries || hadPrev || m.ExternalPort == 65535 {
 			break
 		}
@@ -830,10 +843,15 @@ func (c *Core) waitIdleLocked(ctx context.Context, k uint64) error {
 			return nil
 		}
 		c.mu.Unlock()
+		// Another member of this request's commit group may hold k,
+		// waiting for the group: stop counting as running meanwhile.
+		resume := groupOf(ctx).pause()
 		select {
 		case <-op.done:
+			resume()
 			c.mu.Lock()
 		case <-ctx.Done():
+			resume()
 			c.mu.Lock()
 			return ctxErr(ctx.Err(), "another operation on "+unpackKey(k).String())
 		}
@@ -889,8 +907,19 @@ func (c *Core) claimAnyLocked(ctx context.Context, req Requester, m *Mapping) (*
 		start = m.InternalPort
 	}
 	k := Key{Protocol: m.Protocol, ExternalPort: start, ExternalAddr: m.ExternalAddr}.pack()
-	if err := c.waitIdleLocked(ctx, k); err != nil {
-		return nil, Mapping{}, false, err
+	// The start port matters only when it holds, or is about to hold,
+	// this client's mapping of the same internal endpoint (a refresh):
+	// an add for another endpoint in progress there is skipped like any
+	// busy port, without waiting for it. Clients that suggest the same
+	// port then do not queue behind each other, and requests read together
+	// commit together (group.go).
+	own := netip.AddrPortFrom(m.InternalAddr, m.InternalPort)
+	held := c.tab.lookup(k)
+	heldOwn := held != nil && netip.AddrPortFrom(held.m.InternalAddr, held.m.InternalPort) == own
+	if op, busy := c.busy[k]; !busy || !op.internal.IsValid() || op.internal == own || heldOwn {
+		if err := c.waitIdleLocked(ctx, k); err != nil {
+			return nil, Mapping{}, false, err
+		}
 	}
 	if e := c.tab.lookup(k); e != nil && e.m.InternalAddr == m.InternalAddr && e.m.InternalPort == m.InternalPort &&
 		c.sameClient(req, e.m, *m) && c.checkPort(req, m, start, false) == nil {
@@ -1003,34 +1032,58 @@ func (c *Core) releaseLocked(k uint64, op *inflight) {
 
 // apply makes the backend and the store reflect m (replacing prev when
 // hadPrev). On failure it undoes what it did, so the caller can leave the
-// table unchanged.
+// table unchanged. Under a CommitGroup (group.go) the change is applied
+// together with the group's others.
 func (c *Core) apply(ctx context.Context, prev Mapping, hadPrev bool, m Mapping) error {
-	oldOn := hadPrev && prev.Enabled
-	var added, deleted bool
-	switch {
-	case m.Enabled && (!oldOn || prev.Rule() != m.Rule()):
-		if err := c.backend.Add(ctx, m.Rule()); err != nil {
-			return &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
-		}
-		added = true
-	case !m.Enabled && oldOn:
-		if err := c.backend.Delete(ctx, prev.Rule()); err != nil {
-			return &BackendError{Backend: c.backend.Name(), Op: "delete", Rule: prev.Rule(), Err: err}
-		}
-		deleted = true
+	if g := groupOf(ctx); g != nil {
+		return g.submit(c, &groupChange{prev: prev, hadPrev: hadPrev, m: m})
+	}
+	return c.applyAlone(ctx, prev, hadPrev, m)
+}
+
+// applyAlone is apply outside any group.
+func (c *Core) applyAlone(ctx context.Context, prev Mapping, hadPrev bool, m Mapping) error {
+	added, deleted, err := c.applyBackend(ctx, prev, hadPrev, m)
+	if err != nil {
+		return err
 	}
 	if c.store == nil {
 		return nil
 	}
-	serr := c.store.Save([]Mapping{m}, nil)
-	if serr == nil {
-		return nil
+	if serr := c.store.Save([]Mapping{m}, nil); serr != nil {
+		return c.undoBackend(ctx, prev, hadPrev, m, added, deleted, serr)
 	}
+	return nil
+}
+
+// applyBackend is apply's backend part: it reports whether it added m's
+// rule or deleted prev's.
+func (c *Core) applyBackend(ctx context.Context, prev Mapping, hadPrev bool, m Mapping) (added, deleted bool, err error) {
+	oldOn := hadPrev && prev.Enabled
+	switch {
+	case needsAdd(prev, hadPrev, m):
+		if err := c.backend.Add(ctx, m.Rule()); err != nil {
+			return false, false, &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
+		}
+		return true, false, nil
+	case !m.Enabled && oldOn:
+		if err := c.backend.Delete(ctx, prev.Rule()); err != nil {
+			return false, false, &BackendError{Backend: c.backend.Name(), Op: "delete", Rule: prev.Rule(), Err: err}
+		}
+		return false, true, nil
+	}
+	return false, false, nil
+}
+
+// undoBackend undoes what applyBackend did after the store failed with
+// serr, and returns the error the caller reports.
+func (c *Core) undoBackend(ctx context.Context, prev Mapping, hadPrev bool, m Mapping, added, deleted bool, serr error) error {
 	// Undo the backend change, with a context the caller cannot have
 	// cancelled already: leaving it would forward traffic the table does
 	// not know about.
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundTimeout)
 	defer cancel()
+	oldOn := hadPrev && prev.Enabled
 	var uerr error
 	switch {
 	case added && oldOn:
@@ -1084,10 +1137,19 @@ func (c *Core) DeleteAt(ctx context.Context, req Requester, key Key, remoteHost 
 	c.mu.Unlock()
 
 	c.unchain(ctx, []Mapping{m})
-	ok, err := c.removeBatch(ctx, []Mapping{m}, false)
+	var removed bool
+	var err error
+	if g := groupOf(ctx); g != nil {
+		err = g.submit(c, &groupChange{del: true, m: m})
+		removed = err == nil
+	} else {
+		var ok []bool
+		ok, err = c.removeBatch(ctx, []Mapping{m}, false)
+		removed = ok[0]
+	}
 
 	c.mu.Lock()
-	if ok[0] {
+	if removed {
 		c.tab.remove(k)
 		c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: c.tab.len()})
 	}
@@ -1126,6 +1188,13 @@ func (c *Core) removeBatch(ctx context.Context, ms []Mapping, expiring bool) ([]
 			c.log.Error("could not record expired leases; they will be dropped at the next start", "err", err)
 		}
 	}
+	return c.removeFromBackend(ctx, ms, expiring)
+}
+
+// removeFromBackend is removeBatch after the store write: it removes the
+// rules of ms and puts those it could not remove back in the store.
+func (c *Core) removeFromBackend(ctx context.Context, ms []Mapping, expiring bool) ([]bool, error) {
+	ok := make([]bool, len(ms))
 	var errs []error
 	var failed []Mapping
 	if bd, isBatch := c.backend.(BatchDeleter); isBatch && len(ms) > 1 {
@@ -1321,9 +1390,12 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		if wait == nil {
 			break
 		}
+		resume := groupOf(ctx).pause()
 		select {
 		case <-wait:
+			resume()
 		case <-ctx.Done():
+			resume()
 			return deleted, len(refused), ctxErr(ctx.Err(), "other operations on the mappings to delete")
 		}
 	}

@@ -96,6 +96,15 @@ type Server struct {
 	// goroutine (it must not block for long).
 	Answered func(ctx context.Context, a Answer)
 
+	// Group, when set, is called when a worker has read n > 1 requests at
+	// once, which it then answers concurrently: it returns the context
+	// the n answers run under, and done, which each of them calls once,
+	// when answered. A gateway uses it for group commit
+	// (gateway.CommitGroup): the changes of requests that arrived
+	// together go to its backend and store together. A request read
+	// alone is answered as if Group were nil.
+	Group func(ctx context.Context, n int) (groupCtx context.Context, done func())
+
 	ingress ingressCache
 
 	mu      sync.Mutex
@@ -303,10 +312,12 @@ func (s *Server) sinceStart() uint32 {
 }
 
 // serve answers requests until ctx ends (nil) or the socket fails. Each
-// of the workers reads a request, answers it and sends the reply itself:
-// no hand-off between goroutines on a request's path, which on a busy
-// machine cost as much as answering. While every worker is busy, requests
-// wait in the socket's buffer.
+// of the workers reads every request waiting (up to maxBatch, batch.go),
+// answers them and sends the replies itself: no hand-off between
+// goroutines on a request's path, which on a busy machine cost as much as
+// answering. Several requests read at once are answered together under
+// the Group (group commit). While every worker is busy, requests wait in
+// the socket's buffer.
 func (s *Server) serve(ctx context.Context, c *packetConn) error {
 	log := s.logger()
 	stop := context.AfterFunc(ctx, func() { c.pc.SetReadDeadline(time.Unix(1, 0)) })
@@ -335,9 +346,9 @@ func (s *Server) serve(ctx context.Context, c *packetConn) error {
 	errs := make(chan error, workers)
 	for range workers {
 		wg.Go(func() {
-			var buf [maxPacket]byte
+			b := newBatch(c)
 			for {
-				n, cm, src, err := c.read(buf[:])
+				n, err := b.read()
 				if ctx.Err() != nil {
 					return
 				}
@@ -346,27 +357,30 @@ func (s *Server) serve(ctx context.Context, c *packetConn) error {
 					c.pc.SetReadDeadline(time.Unix(1, 0)) // stop the other workers
 					return
 				}
-				from, ok := src.(*net.UDPAddr)
-				if !ok {
-					continue
-				}
-				client := from.AddrPort()
-				client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-				dst, why := s.ingress.check(cm, s.Interfaces)
-				if why != "" {
-					log.Debug("natpmp: dropped a request "+why, "client", client)
-					continue
-				}
-				if !begin(client.Addr()) {
-					log.Debug("natpmp: dropped a request: the client has others in progress", "client", client)
-					continue
-				}
-				if resp := s.answer(ctx, buf[:n], client, dst); resp != nil {
-					if err := c.reply(resp, dst, from); err != nil && ctx.Err() == nil {
-						log.Warn("natpmp: cannot send a reply", "client", client, "err", err)
+				reqs := b.reqs[:0]
+				for i := range n {
+					pkt, cm, from := b.message(i)
+					if from == nil {
+						continue
 					}
+					client := from.AddrPort()
+					client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+					dst, why := s.ingress.check(cm, s.Interfaces)
+					if why != "" {
+						log.Debug("natpmp: dropped a request "+why, "client", client)
+						continue
+					}
+					if !begin(client.Addr()) {
+						log.Debug("natpmp: dropped a request: the client has others in progress", "client", client)
+						continue
+					}
+					reqs = append(reqs, request{pkt: pkt, client: client, dst: dst, from: from})
 				}
-				done(client.Addr())
+				b.reqs = reqs
+				s.answerAll(ctx, c, reqs)
+				for _, r := range reqs {
+					done(r.client.Addr())
+				}
 			}
 		})
 	}

@@ -34,6 +34,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -124,8 +125,13 @@ func main() {
 		fail("-sources: %v", err)
 	}
 	ctx := context.Background()
+	// soapClient gives each client a connection of its own (its own
+	// transport), as separate control points have: a shared transport
+	// keeps only two idle connections per host, so with more clients the
+	// others would open and close a connection per request.
 	soapClient := func() *igd.Client {
-		return &igd.Client{SOAP: &upnp.Client{Timeout: 10 * time.Second}, ControlURL: *control, ServiceType: *service, Version: 1}
+		hc := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 30 * time.Second}}
+		return &igd.Client{SOAP: &upnp.Client{HTTP: hc, Timeout: 10 * time.Second}, ControlURL: *control, ServiceType: *service, Version: 1}
 	}
 	// wireFor opens client i's NAT-PMP/PCP socket.
 	wireFor := func(i int) *wire {

@@ -46,6 +46,7 @@ type auditLog struct {
 	recent  []gateway.AuditRecord // a ring of the last auditRecent
 	next    int                   // where the next record goes in recent, once full
 	failing bool                  // a write failed; logged once until one succeeds
+	line    []byte                // the record being written, reused
 	notify  map[int]func()
 	nextSub int
 	// Refusals are recorded at most auditRefusalRate a second, beyond a
@@ -131,12 +132,15 @@ func (a *auditLog) Record(r gateway.AuditRecord) {
 			a.suppressed = 0
 		}
 	}
-	line, err := json.Marshal(r)
+	line, err := r.AppendJSON(a.line[:0])
 	if err != nil {
 		a.mu.Unlock()
 		return // cannot happen: every field encodes
 	}
 	line = append(line, '\n')
+	if cap(line) <= 4<<10 {
+		a.line = line // reused: one record at a time, under mu
+	}
 	a.remember(r)
 	if a.f != nil {
 		a.writeLocked(line)

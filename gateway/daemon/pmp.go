@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/pmp"
 )
 
@@ -53,6 +54,12 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 		Logger:          d.log,
 		RequestContext:  func(ctx context.Context) context.Context { ctx, _ = withPMPNote(ctx); return ctx },
 		Answered:        d.onPMPAnswer,
+		// Requests read together commit together: one nft transaction
+		// and one journal write for the batch.
+		Group: func(ctx context.Context, n int) (context.Context, func()) {
+			g := gateway.NewCommitGroup(ctx, n)
+			return gateway.WithCommitGroup(ctx, g), g.Done
+		},
 	}
 	if d.cfg.NATPMP.PCP {
 		d.pmpSide.server.PCP = &pcpHandler{d.pmpAdapter()}

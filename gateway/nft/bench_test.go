@@ -6,10 +6,12 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/portfwd/portfwd/gateway"
 )
 
 // BenchmarkNftAdd measures one Add (a netlink batch with one element
-// insert, acknowledged by the kernel) with 0, 1,000 and 10,000 mappings
+// insert, committed within its sendmsg; txn.go) with 0, 1,000 and 10,000 mappings
 // already installed. The cost should not depend on the size. The Delete
 // that keeps the size constant is not timed.
 func BenchmarkNftAdd(b *testing.B) {
@@ -64,5 +66,44 @@ func BenchmarkNftAddWatched(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkNftAddDelete is the request path's pair: one mapping added and
+// removed, a transaction each, as a NAT-PMP map and unmap make them.
+func BenchmarkNftAddDelete(b *testing.B) {
+	ns := newLab(b).ns()
+	be := newBackend(b, ns, Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger()})
+	ctx := context.Background()
+	r := tcpRule(40000, lanHost, 8080)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := be.Add(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+		if err := be.Delete(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNftAddBatch is a commit group's additions: 8 mappings in one
+// transaction (per op: one batch of 8, and its removal).
+func BenchmarkNftAddBatch(b *testing.B) {
+	ns := newLab(b).ns()
+	be := newBackend(b, ns, Config{ExternalInterfaces: []string{"wan0"}, Logger: quietLogger()})
+	ctx := context.Background()
+	var rules []gateway.Rule
+	for i := range 8 {
+		rules = append(rules, tcpRule(uint16(40000+i), lanHost, 8080))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := be.AddBatch(ctx, rules); err != nil {
+			b.Fatal(err)
+		}
+		if err := be.DeleteBatch(ctx, rules); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -95,9 +95,12 @@ func (c Config) logger() *slog.Logger {
 // Backend forwards ports with nftables DNAT. It implements gateway.Backend
 // and is safe for concurrent use.
 type Backend struct {
-	cfg    Config
-	log    *slog.Logger
-	conn   *nftables.Conn
+	cfg  Config
+	log  *slog.Logger
+	conn *nftables.Conn
+	// tx sends the map element changes of Add, Delete and their batches
+	// (txn.go): the request path's transactions.
+	tx     *elemTxn
 	table  *nftables.Table
 	fwd    *nftables.Set
 	fwdSrc *nftables.Set
@@ -117,6 +120,7 @@ type Backend struct {
 }
 
 var (
+	_ gateway.BatchAdder     = (*Backend)(nil)
 	_ gateway.PinholeBackend = (*Backend)(nil)
 	_ gateway.PinholeLister  = (*Backend)(nil)
 )
@@ -145,11 +149,17 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nft: opening netlink socket: %w", permHint(err))
 	}
+	tx, err := dialElemTxn(cfg.NetNS)
+	if err != nil {
+		conn.CloseLasting()
+		return nil, fmt.Errorf("nft: opening netlink socket: %w", permHint(err))
+	}
 	t := &nftables.Table{Name: cfg.table(), Family: nftables.TableFamilyINet}
 	b := &Backend{
 		cfg:   cfg,
 		log:   cfg.logger().With("backend", "nft", "table", "inet "+t.Name),
 		conn:  conn,
+		tx:    tx,
 		table: t,
 		// Set IDs only name sets inside one batch; fixed ones keep
 		// google/nftables from touching its global ID counter.
@@ -173,7 +183,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		b.pool = &nftables.Set{Table: t, Name: setPool, ID: 4, KeyType: nftables.TypeIPAddr}
 	}
 	if err := b.setup(); err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	var rules []gateway.Rule
@@ -182,11 +192,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			b.conn.FlushSet(set)
 		}
 		if err := b.conn.Flush(); err != nil {
-			conn.CloseLasting()
+			b.closeConns()
 			return nil, fmt.Errorf("nft: emptying the maps to rebuild them: %w", err)
 		}
 	} else if rules, err = b.readMaps(); err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	b.installed = make(map[portKey]target, len(rules))
@@ -194,12 +204,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		b.installed[keyOf(r)] = targetOf(r)
 	}
 	if err := b.setupPinholes(); err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	pins, err := b.readPinholes()
 	if err != nil {
-		conn.CloseLasting()
+		b.closeConns()
 		return nil, err
 	}
 	for _, r := range pins {
@@ -291,7 +301,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 		if err := b.queueAdd(r); err != nil {
 			return err
 		}
-		err := b.conn.Flush()
+		err := b.tx.Flush()
 		if err != nil && had && errors.Is(err, unix.ENOENT) {
 			// The old element was removed behind our back (nft delete
 			// element …): the batch failed as a whole, so add alone. If
@@ -300,7 +310,7 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 			if err := b.queueAdd(r); err != nil {
 				return err
 			}
-			err = b.conn.Flush()
+			err = b.tx.Flush()
 		}
 		return err
 	})
@@ -309,6 +319,65 @@ func (b *Backend) Add(ctx context.Context, r gateway.Rule) error {
 	}
 	b.installed[keyOf(r)] = targetOf(r)
 	b.log.Debug("mapping installed", "rule", r.String())
+	return nil
+}
+
+// AddBatch implements gateway.BatchAdder: it installs rules, each
+// replacing what its key held, in transactions of restoreChunk rules (a
+// commit group's few are one). Each transaction is all or nothing; on an
+// error the earlier ones stay installed, and the rules a fallback Add then
+// refuses were in the failed one, so none of them is.
+func (b *Backend) AddBatch(ctx context.Context, rules []gateway.Rule) error {
+	norm := make([]gateway.Rule, 0, len(rules))
+	for _, r := range rules {
+		r, err := normalize(r)
+		if err != nil {
+			return err
+		}
+		if r.ExternalAddr.IsValid() && b.fwdPool == nil {
+			return fmt.Errorf("nft: rule %v: no external address pool is configured", r)
+		}
+		norm = append(norm, r)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for chunk := range slices.Chunk(norm, restoreChunk) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		del := map[*nftables.Set][]nftables.SetElement{}
+		add := map[*nftables.Set][]nftables.SetElement{}
+		for _, r := range chunk {
+			if old, had := b.installedRule(keyOf(r)); had {
+				set, key := b.elementOf(old)
+				del[set] = append(del[set], nftables.SetElement{Key: key})
+			}
+			set, key := b.elementOf(r)
+			add[set] = append(add[set], nftables.SetElement{Key: key, Val: encodeData(r)})
+		}
+		err := b.retry(func() error {
+			for _, set := range b.maps() {
+				if elems := del[set]; len(elems) > 0 {
+					if err := b.tx.SetDeleteElements(set, elems); err != nil {
+						return err
+					}
+				}
+				if elems := add[set]; len(elems) > 0 {
+					if err := b.tx.SetAddElements(set, elems); err != nil {
+						return err
+					}
+				}
+			}
+			return b.tx.Flush()
+		})
+		if err != nil {
+			return fmt.Errorf("nft: installing %d mappings: %w", len(chunk), err)
+		}
+		for _, r := range chunk {
+			b.installed[keyOf(r)] = targetOf(r)
+		}
+	}
+	b.log.Debug("mappings installed", "count", len(norm))
 	return nil
 }
 
@@ -328,7 +397,7 @@ func (b *Backend) Delete(ctx context.Context, r gateway.Rule) error {
 		if err := b.queueDelete(old); err != nil {
 			return err
 		}
-		return b.conn.Flush()
+		return b.tx.Flush()
 	})
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("nft: removing %v: %w", old, err)
@@ -379,12 +448,12 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 			// One message per map: one acknowledgement each.
 			for _, set := range b.maps() {
 				if elems := bySet[set]; len(elems) > 0 {
-					if err := b.conn.SetDeleteElements(set, elems); err != nil {
+					if err := b.tx.SetDeleteElements(set, elems); err != nil {
 						return err
 					}
 				}
 			}
-			return b.conn.Flush()
+			return b.tx.Flush()
 		})
 		if err != nil {
 			return fmt.Errorf("nft: removing %d mappings: %w", len(chunk), err)
@@ -397,62 +466,6 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 	return nil
 }
 
-// AddBatch implements gateway.BatchAdder: it installs rules restoreChunk
-// at a time, each chunk one netlink batch (a message per map), replacing
-// the elements of the same keys.
-func (b *Backend) AddBatch(ctx context.Context, rules []gateway.Rule) error {
-	norm := make([]gateway.Rule, 0, len(rules))
-	for _, r := range rules {
-		r, err := normalize(r)
-		if err != nil {
-			return err
-		}
-		if r.ExternalAddr.IsValid() && b.fwdPool == nil {
-			return fmt.Errorf("nft: rule %v: no external address pool is configured", r)
-		}
-		norm = append(norm, r)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for chunk := range slices.Chunk(norm, restoreChunk) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		del := map[*nftables.Set][]nftables.SetElement{}
-		add := map[*nftables.Set][]nftables.SetElement{}
-		for _, r := range chunk {
-			if old, had := b.installedRule(keyOf(r)); had {
-				set, key := b.elementOf(old)
-				del[set] = append(del[set], nftables.SetElement{Key: key})
-			}
-			set, key := b.elementOf(r)
-			add[set] = append(add[set], nftables.SetElement{Key: key, Val: encodeData(r)})
-		}
-		err := b.retry(func() error {
-			for _, set := range b.maps() {
-				if elems := del[set]; len(elems) > 0 {
-					if err := b.conn.SetDeleteElements(set, elems); err != nil {
-						return err
-					}
-				}
-				if elems := add[set]; len(elems) > 0 {
-					if err := b.conn.SetAddElements(set, elems); err != nil {
-						return err
-					}
-				}
-			}
-			return b.conn.Flush()
-		})
-		if err != nil {
-			return fmt.Errorf("nft: installing %d mappings: %w", len(chunk), err)
-		}
-		for _, r := range chunk {
-			b.installed[keyOf(r)] = targetOf(r)
-		}
-	}
-	b.log.Debug("mappings installed", "count", len(norm))
-	return nil
-}
 
 // installedRule returns the rule installed for k.
 func (b *Backend) installedRule(k portKey) (gateway.Rule, bool) {
@@ -544,12 +557,14 @@ func (b *Backend) elementOf(r gateway.Rule) (*nftables.Set, []byte) {
 // are forwarded when the backend was given the pool (Config.Pool).
 func (b *Backend) SupportsPool() bool { return b.fwdPool != nil }
 
+// queueAdd and queueDelete queue an element change on b.tx, for the
+// next b.tx.Flush.
 func (b *Backend) queueAdd(r gateway.Rule) error {
 	if r.ExternalAddr.IsValid() && b.fwdPool == nil {
 		return fmt.Errorf("nft: rule %v: no external address pool is configured", r)
 	}
 	set, key := b.elementOf(r)
-	return b.conn.SetAddElements(set, []nftables.SetElement{{Key: key, Val: encodeData(r)}})
+	return b.tx.SetAddElements(set, []nftables.SetElement{{Key: key, Val: encodeData(r)}})
 }
 
 func (b *Backend) queueDelete(r gateway.Rule) error {
@@ -557,7 +572,7 @@ func (b *Backend) queueDelete(r gateway.Rule) error {
 	if set == nil {
 		return nil
 	}
-	return b.conn.SetDeleteElements(set, []nftables.SetElement{{Key: key}})
+	return b.tx.SetDeleteElements(set, []nftables.SetElement{{Key: key}})
 }
 
 // Flush implements gateway.Backend: it empties both maps. The chains stay,
@@ -631,7 +646,12 @@ func (b *Backend) Destroy(ctx context.Context) error {
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.conn.CloseLasting()
+	return b.closeConns()
+}
+
+// closeConns closes both netlink sockets.
+func (b *Backend) closeConns() error {
+	return errors.Join(b.tx.Close(), b.conn.CloseLasting())
 }
 
 // Rules reads both maps back from the kernel, sorted by protocol and
