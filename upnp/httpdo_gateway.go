@@ -4,11 +4,6 @@ package upnp
 
 import "net/http"
 
-// defaultHTTP is nil in the router build: a nil client there means a
-// ConnTransport (see do). It exists so that code the router never runs
-// (the GENA Subscriber) still compiles.
-var defaultHTTP *http.Client
-
 // do, in the router build (tag gatewayonly, which scripts/release.sh gives
 // portfwd-gateway), sends req straight to hc's Transport, or to a
 // ConnTransport when hc or its Transport is nil, rather than through
