@@ -39,6 +39,9 @@ const (
 	// released between chunks: other clients are served while a host
 	// deletes thousands of mappings.
 	deleteChunk = 512
+	// expiryChunk bounds the mappings expiry takes from the table at a
+	// time, for the same reason.
+	expiryChunk = 512
 )
 
 // Config configures a Core.
@@ -136,6 +139,7 @@ type Core struct {
 	timer      Timer
 	timerAt    int64 // deadline the timer is armed for (Unix ns); 0 when not armed
 	retryAfter time.Time
+	expiring   bool // expire is running
 	closed     bool
 }
 
@@ -229,11 +233,12 @@ func (c *Core) restore(ctx context.Context) error {
 	}
 	// Oldest first, so that when a lowered quota or cap cannot keep them
 	// all, the mappings that have been working longest survive.
-	sort.SliceStable(saved, func(i, j int) bool {
+	sort.Slice(saved, func(i, j int) bool { // keys are unique: no need for a stable sort
 		a, b := saved[i], saved[j]
 		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.Key().pack(), b.Key().pack())) < 0
 	})
 
+	c.tab.grow(len(saved))
 	now := c.now()
 	restoring := Requester{Source: SourceAdmin}
 	var drop []Key
@@ -641,6 +646,21 @@ func (c *Core) sameClient(req Requester, held, want Mapping) bool {
 	return c.pol.InsecureMode || held.Owner == req.Addr
 }
 
+// sameMapping reports whether an exact Add of want may update held, the
+// mapping at its external port. UPnP's AddPortMapping updates whatever
+// the same client holds there (the spec's overwrite rule). NAT-PMP and PCP
+// name a mapping by its internal address, port and protocol (RFC 6886
+// §3.3, RFC 6887 §11.1): a request for another internal port is another
+// mapping, so it must not take over the port of one the host already
+// holds (a PCP MAP with PREFER_FAILURE is then refused, as the port is
+// taken), whichever protocol made that one.
+func (c *Core) sameMapping(held, want Mapping) bool {
+	if want.Source != SourceNATPMP && want.Source != SourcePCP {
+		return true
+	}
+	return held.InternalPort == want.InternalPort
+}
+
 // mayModify reports whether req may delete held.
 func (c *Core) mayModify(req Requester, held Mapping) bool {
 	switch {
@@ -695,7 +715,7 @@ func (c *Core) claimLocked(ctx context.Context, req Requester, m *Mapping) (*inf
 		return nil, Mapping{}, false, err
 	}
 	if e != nil {
-		if !c.sameClient(req, e.m, *m) {
+		if !c.sameClient(req, e.m, *m) || !c.sameMapping(e.m, *m) {
 			return nil, Mapping{}, false, &ConflictError{Holder: e.m}
 		}
 		op, err := c.claimUpdateLocked(req, k, e.m, m)
@@ -1295,24 +1315,46 @@ func (c *Core) Subscribe(f func(Event)) (cancel func()) {
 
 // expire removes the mappings whose leases have ended. It runs on the
 // expiry timer.
+// expire removes the mappings whose leases have ended, expiryChunk at a
+// time: the table is released between chunks, so that requests are served
+// while a hundred thousand leases end at one moment. One expire runs at a
+// time; the timer firing meanwhile finds it running and leaves the work
+// to it.
 func (c *Core) expire() {
+	c.mu.Lock()
+	if c.closed || c.expiring {
+		c.mu.Unlock()
+		return
+	}
+	c.expiring = true
+	c.mu.Unlock()
+	for c.expireChunk() {
+	}
+	c.mu.Lock()
+	c.expiring = false
+	c.timerAt = 0 // a timer that fired while this ran armed nothing
+	c.rearmLocked()
+	c.mu.Unlock()
+}
+
+// expireChunk removes up to expiryChunk mappings whose leases have ended
+// and reports whether there may be more.
+func (c *Core) expireChunk() bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.timerAt = 0
 	now := c.now()
 	if now.Before(c.retryAfter) {
-		c.rearmLocked()
 		c.mu.Unlock()
-		return
+		return false
 	}
-	keys := c.tab.due(now.UnixNano(), c.isBusyLocked)
+	keys := c.tab.due(now.UnixNano(), c.isBusyLocked, expiryChunk)
 	if len(keys) == 0 {
-		c.rearmLocked()
 		c.mu.Unlock()
-		return
+		return false
 	}
 	batch := make([]Mapping, len(keys))
 	ops := make([]*inflight, len(keys))
@@ -1320,7 +1362,6 @@ func (c *Core) expire() {
 		batch[i] = c.tab.lookup(k).m
 		ops[i] = c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false)
 	}
-	c.rearmLocked()
 	c.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
@@ -1345,7 +1386,6 @@ func (c *Core) expire() {
 	} else {
 		c.retryAfter = time.Time{}
 	}
-	c.rearmLocked()
 	c.mu.Unlock()
 
 	for i, m := range batch {
@@ -1361,6 +1401,7 @@ func (c *Core) expire() {
 		c.log.Error("could not remove expired mappings; they stay in the table and forward traffic until a retry succeeds",
 			"failed", failed, "retry_in", expiryRetry, "err", err)
 	}
+	return failed == 0 && len(keys) == expiryChunk
 }
 
 // rearmLocked points the single expiry timer at the earliest lease end

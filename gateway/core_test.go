@@ -838,3 +838,31 @@ func TestLeaseSeconds(t *testing.T) {
 		}
 	}
 }
+
+// TestPMPAddDoesNotTakeOverAnotherInternalPort: NAT-PMP and PCP name a
+// mapping by its internal port, so an exact Add (a PCP MAP with
+// PREFER_FAILURE) for an external port the same host holds for another
+// internal port is refused and the held mapping stays, whichever protocol
+// made it; the same request for the held internal port is a refresh.
+func TestPMPAddDoesNotTakeOverAnotherInternalPort(t *testing.T) {
+	host := "192.168.1.10"
+	pcpReq := gateway.Requester{Addr: netip.MustParseAddr(host), Source: gateway.SourcePCP}
+	for _, first := range []gateway.Requester{natpmp(host), upnp(host), pcpReq} {
+		t.Run(first.Source.String(), func(t *testing.T) {
+			f := newFixture(t, gateway.Policy{})
+			held := f.add(first, tcp(18083, host, 1000))
+
+			_, err := f.core.Add(ctx, pcpReq, tcp(18083, host, 2000))
+			errIs(t, err, gateway.ErrConflict)
+			if got, err := f.core.Get(first, gateway.TCP, 18083, netip.Addr{}); err != nil || !sameMapping(got, held) {
+				t.Errorf("after the refused Add the port holds %v (%v), want the first mapping %v", got, err, held)
+			}
+
+			refreshed := f.add(pcpReq, tcp(18083, host, 1000))
+			if refreshed.InternalPort != 1000 || f.core.Len() != 1 {
+				t.Errorf("a MAP for the held internal port = %v (Len %d), want the same mapping refreshed", refreshed, f.core.Len())
+			}
+			f.checkConsistent()
+		})
+	}
+}

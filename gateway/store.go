@@ -180,6 +180,9 @@ func (s *FileStore) replayLocked() error {
 		s.log.Error("lease journal holds no readable record; kept it aside and starting with no leases", "path", path, "kept_as", aside, "bytes", len(data))
 		recs, bad, rewrite = nil, nil, true
 	}
+	if len(s.live) == 0 && len(recs) > 0 {
+		s.live = make(map[uint32][]byte, len(recs)) // a compacted journal holds one lease a record
+	}
 	for _, r := range recs {
 		for _, op := range r.ops {
 			switch op.kind {

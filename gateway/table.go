@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -107,6 +108,20 @@ func newTable() *table {
 }
 
 func (t *table) len() int { return len(t.entries) }
+
+// grow makes room for n more entries at once, so that restoring a million
+// leases does not copy the table and rehash its indexes twenty times.
+func (t *table) grow(n int) {
+	if n <= 0 {
+		return
+	}
+	t.entries = slices.Grow(t.entries, n)
+	t.heap = slices.Grow(t.heap, n)
+	if len(t.slots) == 0 {
+		t.slots = make(map[uint32]int32, n)
+		t.byInternal = make(map[internalKey][]uint32, n)
+	}
+}
 
 // lookup returns the entry for k, or nil. The pointer is valid until the
 // table is next changed.
@@ -433,7 +448,7 @@ func (t *table) earliest(skip func(uint32) bool) (int64, bool) {
 
 // due returns the keys whose expiry is at or before now, except those for
 // which skip is true. It visits only due nodes and their children.
-func (t *table) due(now int64, skip func(uint32) bool) []uint32 {
+func (t *table) due(now int64, skip func(uint32) bool, limit int) []uint32 {
 	var keys []uint32
 	var stack [64]int
 	todo := stack[:0]
@@ -449,6 +464,9 @@ func (t *table) due(now int64, skip func(uint32) bool) []uint32 {
 		}
 		if k := t.heapKey(i); !skip(k) {
 			keys = append(keys, k)
+			if len(keys) == limit {
+				break
+			}
 		}
 		for _, c := range [2]int{2*i + 1, 2*i + 2} {
 			if c < len(t.heap) {

@@ -96,6 +96,8 @@ type Server struct {
 	// goroutine (it must not block for long).
 	Answered func(ctx context.Context, a Answer)
 
+	ingress ingressCache
+
 	mu      sync.Mutex
 	conn    *packetConn // while serving
 	ann     *announcer  // while serving, with ExternalAddress
@@ -170,23 +172,14 @@ const maxPacket = pcp.MaxPacketLen + 1
 
 // Requests are answered by workers goroutines, so that one slow request
 // (deleting thousands of mappings) never holds up the others. A client has
-// at most perClient requests in progress and queueLen wait in all; beyond
-// that, packets are dropped, as a busy UDP server does, and the client's
-// retransmission gets the answer.
+// at most perClient requests in progress; beyond that its packets are
+// dropped, as a busy UDP server does, and the client's retransmission gets
+// the answer. While every worker is busy, requests wait in the socket's
+// buffer, and beyond it the kernel drops them.
 const (
 	workers   = 4
-	queueLen  = 256
 	perClient = 2
 )
-
-// request is one packet waiting for a worker.
-type request struct {
-	buf    *[maxPacket]byte
-	n      int
-	from   *net.UDPAddr
-	client netip.AddrPort
-	dst    netip.Addr // the zero Addr when the socket cannot tell
-}
 
 // Listen opens the UDP socket a Server serves, on addr ("" means :5351,
 // every IPv4 address: the server's Interfaces then say which requests are
@@ -304,17 +297,28 @@ func (s *Server) sinceStart() uint32 {
 	return uint32(time.Since(start) / time.Second)
 }
 
-// serve reads requests and hands them to the workers until ctx ends (nil)
-// or the socket fails.
+// serve answers requests until ctx ends (nil) or the socket fails. Each
+// of the workers reads a request, answers it and sends the reply itself:
+// no hand-off between goroutines on a request's path, which on a busy
+// machine cost as much as answering. While every worker is busy, requests
+// wait in the socket's buffer.
 func (s *Server) serve(ctx context.Context, c *packetConn) error {
 	log := s.logger()
 	stop := context.AfterFunc(ctx, func() { c.pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	bufs := sync.Pool{New: func() any { return new([maxPacket]byte) }}
-	queue := make(chan request, queueLen)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	inProgress := map[netip.Addr]int{}
+	// begin counts a request of client in progress, or reports that the
+	// client already has perClient.
+	begin := func(client netip.Addr) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if inProgress[client] >= perClient {
+			return false
+		}
+		inProgress[client]++
+		return true
+	}
 	done := func(client netip.Addr) {
 		mu.Lock()
 		if inProgress[client]--; inProgress[client] <= 0 {
@@ -322,64 +326,54 @@ func (s *Server) serve(ctx context.Context, c *packetConn) error {
 		}
 		mu.Unlock()
 	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
 	for range workers {
 		wg.Go(func() {
-			for r := range queue {
-				if resp := s.answer(ctx, r.buf[:r.n], r.client, r.dst); resp != nil {
-					if err := c.reply(resp, r.dst, r.from); err != nil && ctx.Err() == nil {
-						log.Warn("natpmp: cannot send a reply", "client", r.client, "err", err)
+			var buf [maxPacket]byte
+			for {
+				n, cm, src, err := c.read(buf[:])
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					errs <- fmt.Errorf("reading NAT-PMP/PCP requests on %s: %w", c.pc.LocalAddr(), err)
+					c.pc.SetReadDeadline(time.Unix(1, 0)) // stop the other workers
+					return
+				}
+				from, ok := src.(*net.UDPAddr)
+				if !ok {
+					continue
+				}
+				client := from.AddrPort()
+				client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+				dst, why := s.ingress.check(cm, s.Interfaces)
+				if why != "" {
+					log.Debug("natpmp: dropped a request "+why, "client", client)
+					continue
+				}
+				if !begin(client.Addr()) {
+					log.Debug("natpmp: dropped a request: the client has others in progress", "client", client)
+					continue
+				}
+				if resp := s.answer(ctx, buf[:n], client, dst); resp != nil {
+					if err := c.reply(resp, dst, from); err != nil && ctx.Err() == nil {
+						log.Warn("natpmp: cannot send a reply", "client", client, "err", err)
 					}
 				}
-				bufs.Put(r.buf)
-				done(r.client.Addr())
+				done(client.Addr())
 			}
 		})
 	}
-	defer func() {
-		close(queue)
-		wg.Wait()
-	}()
-	for {
-		buf := bufs.Get().(*[maxPacket]byte)
-		n, cm, src, err := c.read(buf[:])
-		if ctx.Err() != nil {
-			return nil
+	wg.Wait()
+	select {
+	case err := <-errs:
+		if ctx.Err() == nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("reading NAT-PMP/PCP requests on %s: %w", c.pc.LocalAddr(), err)
-		}
-		from, ok := src.(*net.UDPAddr)
-		if !ok {
-			bufs.Put(buf)
-			continue
-		}
-		client := from.AddrPort()
-		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-		dst, why := CheckIngress(cm, s.Interfaces)
-		if why != "" {
-			log.Debug("natpmp: dropped a request "+why, "client", client)
-			bufs.Put(buf)
-			continue
-		}
-		mu.Lock()
-		busy := inProgress[client.Addr()] >= perClient
-		if !busy {
-			inProgress[client.Addr()]++
-		}
-		mu.Unlock()
-		if busy {
-			log.Debug("natpmp: dropped a request: the client has others in progress", "client", client)
-			bufs.Put(buf)
-			continue
-		}
-		select {
-		case queue <- request{buf: buf, n: n, from: from, client: client, dst: dst}:
-		default:
-			log.Debug("natpmp: dropped a request: every worker is busy", "client", client)
-			bufs.Put(buf)
-			done(client.Addr())
-		}
+	default:
 	}
+	return nil
 }
 
 // answer dispatches one request and returns the reply, or nil. A panic
@@ -488,6 +482,37 @@ func (c *packetConn) reply(b []byte, from netip.Addr, to net.Addr) error {
 // ingress, never by an address the client claims. It returns the address
 // the request was sent to, or why it is dropped.
 func CheckIngress(cm *ipv4.ControlMessage, interfaces []string) (dst netip.Addr, why string) {
+	return checkIngress(cm, interfaces, lookupInterface)
+}
+
+// ifaceInfo is what CheckIngress needs to know of an interface.
+type ifaceInfo struct {
+	name  string
+	addrs []netip.Addr
+}
+
+// lookupInterface asks the kernel for interface index's name and addresses.
+func lookupInterface(index int) (ifaceInfo, error) {
+	ifi, err := net.InterfaceByIndex(index)
+	if err != nil {
+		return ifaceInfo{}, err
+	}
+	info := ifaceInfo{name: ifi.Name}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return info, fmt.Errorf("on %s, whose addresses cannot be listed: %w", ifi.Name, err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				info.addrs = append(info.addrs, ip.Unmap())
+			}
+		}
+	}
+	return info, nil
+}
+
+func checkIngress(cm *ipv4.ControlMessage, interfaces []string, lookup func(int) (ifaceInfo, error)) (dst netip.Addr, why string) {
 	if cm != nil && cm.Dst != nil {
 		d, ok := netip.AddrFromSlice(cm.Dst)
 		dst = d.Unmap()
@@ -501,25 +526,71 @@ func CheckIngress(cm *ipv4.ControlMessage, interfaces []string) (dst netip.Addr,
 	if cm == nil || cm.IfIndex == 0 || !dst.IsValid() {
 		return netip.Addr{}, "whose arrival interface or address is unknown"
 	}
-	// Looked up per packet rather than once, so that interfaces that are
-	// re-created (bridges, VPN tunnels) keep working; NAT-PMP traffic is
-	// a handful of packets per client per hour.
-	ifi, err := net.InterfaceByIndex(cm.IfIndex)
-	if err != nil || !slices.Contains(interfaces, ifi.Name) {
+	ifi, err := lookup(cm.IfIndex)
+	if ifi.name == "" || !slices.Contains(interfaces, ifi.name) {
 		return netip.Addr{}, fmt.Sprintf("from interface %d, which is not one it serves", cm.IfIndex)
 	}
-	addrs, err := ifi.Addrs()
 	if err != nil {
-		return netip.Addr{}, fmt.Sprintf("on %s, whose addresses cannot be listed: %v", ifi.Name, err)
+		return netip.Addr{}, err.Error()
 	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == dst {
-				return dst, ""
-			}
+	if slices.Contains(ifi.addrs, dst) {
+		return dst, ""
+	}
+	return netip.Addr{}, fmt.Sprintf("on %s not addressed to its own address (%v)", ifi.name, dst)
+}
+
+// ingressTTL is how long the server trusts what it learnt of an interface
+// that accepted a request. Asking the kernel per packet (two netlink dumps)
+// cost a quarter of the CPU a NAT-PMP request takes; interfaces that are
+// re-created (bridges, VPN tunnels) or renumbered are seen again within
+// this time, and a request the cached view would drop is always checked
+// again against the kernel first, so a new interface or address works at
+// once.
+const ingressTTL = time.Second
+
+// ingressCache remembers interfaces by index for CheckIngress.
+type ingressCache struct {
+	mu   sync.Mutex
+	byIx map[int]ingressEntry
+}
+
+type ingressEntry struct {
+	info ifaceInfo
+	at   time.Time
+}
+
+// check is CheckIngress through the cache: an accepted request needs no
+// system call, a dropped one is decided on a fresh look-up.
+func (c *ingressCache) check(cm *ipv4.ControlMessage, interfaces []string) (netip.Addr, string) {
+	if len(interfaces) == 0 || cm == nil || cm.IfIndex == 0 {
+		return CheckIngress(cm, interfaces)
+	}
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.byIx[cm.IfIndex]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < ingressTTL {
+		if dst, why := checkIngress(cm, interfaces, func(int) (ifaceInfo, error) { return e.info, nil }); why == "" {
+			return dst, ""
 		}
 	}
-	return netip.Addr{}, fmt.Sprintf("on %s not addressed to its own address (%v)", ifi.Name, dst)
+	var fresh ifaceInfo
+	dst, why := checkIngress(cm, interfaces, func(ix int) (ifaceInfo, error) {
+		info, err := lookupInterface(ix)
+		fresh = info
+		return info, err
+	})
+	c.mu.Lock()
+	if c.byIx == nil || len(c.byIx) > 1024 {
+		c.byIx = make(map[int]ingressEntry) // bounded: indexes grow as interfaces come and go
+	}
+	if fresh.name != "" {
+		c.byIx[cm.IfIndex] = ingressEntry{info: fresh, at: now}
+	} else {
+		delete(c.byIx, cm.IfIndex)
+	}
+	c.mu.Unlock()
+	return dst, why
 }
 
 // announce sends announcement i of the current burst: a NAT-PMP external

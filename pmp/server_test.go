@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -401,11 +402,42 @@ func TestCheckIngress(t *testing.T) {
 		{"listed interface, another address", []string{"lo"}, &ipv4.ControlMessage{Dst: net.IPv4(203, 0, 113, 1), IfIndex: lo.Index}, false},
 		{"unlisted interface", []string{"br-lan"}, &ipv4.ControlMessage{Dst: net.IPv4(127, 0, 0, 1), IfIndex: lo.Index}, false},
 	}
+	var cache ingressCache
 	for _, tt := range tests {
 		_, why := CheckIngress(tt.cm, tt.interfaces)
 		if got := why == ""; got != tt.want {
 			t.Errorf("%s from %v: accepted = %v (%s), want %v", tt.name, client, got, why, tt.want)
 		}
+		// The server's cached check decides alike, first and second time.
+		for range 2 {
+			if _, why := cache.check(tt.cm, tt.interfaces); (why == "") != tt.want {
+				t.Errorf("%s, cached: accepted = %v (%s), want %v", tt.name, why == "", why, tt.want)
+			}
+		}
+	}
+}
+
+// A cached view that would drop a request is never trusted: an interface
+// that gained its address (or was re-created) since is looked up again.
+func TestIngressCacheLooksAgainBeforeDropping(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		testenv.Missing(t, "no lo interface: %v", err)
+	}
+	var cache ingressCache
+	cache.byIx = map[int]ingressEntry{lo.Index: {info: ifaceInfo{name: "lo"}, at: time.Now()}} // stale: no addresses
+	cm := &ipv4.ControlMessage{Dst: net.IPv4(127, 0, 0, 1), IfIndex: lo.Index}
+	if _, why := cache.check(cm, []string{"lo"}); why != "" {
+		t.Fatalf("request to lo's own address dropped on a stale cache: %s", why)
+	}
+	if got := cache.byIx[lo.Index].info.addrs; !slices.Contains(got, netip.MustParseAddr("127.0.0.1")) {
+		t.Errorf("cache after a fresh look-up holds %v, want 127.0.0.1 among them", got)
+	}
+	// An entry older than ingressTTL is not trusted even to accept: lo
+	// is not br-lan, whatever an old look-up said.
+	cache.byIx[lo.Index] = ingressEntry{info: ifaceInfo{name: "br-lan", addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, at: time.Now().Add(-2 * ingressTTL)}
+	if _, why := cache.check(cm, []string{"br-lan"}); why == "" {
+		t.Errorf("a request on lo was accepted for br-lan on an expired cache entry")
 	}
 }
 

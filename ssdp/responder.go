@@ -67,9 +67,11 @@ type Responder struct {
 	// against reflection attacks (a spoofed source makes the device flood
 	// the victim with answers many times the size of the search). Each
 	// source may receive SourceBurst bytes of answers, and then as many
-	// bytes as it sends in searches, no more: past a small burst, the
-	// responder amplifies nothing. A source quiet for a minute starts
-	// afresh. 0 means DefaultSourceBurst; negative, no limit (tests).
+	// bytes as it sends in searches plus a trickle over time
+	// (budgetRefill, 128 bytes a second): past a small burst, the
+	// responder amplifies nothing beyond that trickle, and a control point
+	// that searches every half minute for hours is still answered in full.
+	// A source quiet for a minute starts afresh. 0 means DefaultSourceBurst; negative, no limit (tests).
 	SourceBurst int
 
 	// Quirks make the responder misbehave as some real devices do, for
@@ -527,6 +529,12 @@ const (
 	// spoofed sources), unknown sources get no burst: as many bytes as
 	// they send.
 	maxBudgets = 4096
+	// budgetRefill is the credit a source regains each second without
+	// searching: a reflection through a spoofed source gains the victim
+	// at most this, while a control point that searches now and then
+	// (4 STs every 30 s costs ~30 B/s beyond what its searches bring in)
+	// never runs dry.
+	budgetRefill = 128
 )
 
 func newSourceBudgets(burst int) *sourceBudgets {
@@ -557,8 +565,12 @@ func (b *sourceBudgets) allow(src netip.Addr, searched int, msgs [][]byte, now t
 			b.m[src] = sb
 		}
 	}
+	refill := int(now.Sub(sb.last) / time.Second * budgetRefill)
+	if sb.last.IsZero() || refill < 0 {
+		refill = 0
+	}
 	sb.last = now
-	sb.bytes = min(sb.bytes+searched, b.burst)
+	sb.bytes = min(sb.bytes+searched+refill, b.burst)
 	n := 0
 	for _, m := range msgs {
 		if len(m) > sb.bytes {

@@ -87,11 +87,20 @@ func TestSourceBudgets(t *testing.T) {
 		in += 100
 		out += b.allow(src, 100, answers, now.Add(time.Duration(i)*time.Second)) * len(answer)
 	}
-	if out > in {
-		t.Errorf("a flood after the burst: %d bytes out for %d in, want at most 1x", out, in)
+	// One search a second for 100 s: 100 s of refill at most beside it.
+	if max := in + 100*budgetRefill; out > max {
+		t.Errorf("a flood after the burst: %d bytes out for %d in, want at most %d (1x plus the refill)", out, in, max)
 	}
 	if out < in-len(answer)*2 {
 		t.Errorf("a flood after the burst: %d bytes out for %d in; the credit is not given", out, in)
+	}
+	// A control point searching every 30 s for an hour, each search
+	// answered with more than it sent, is answered in full every time.
+	cp := netip.MustParseAddr("192.168.1.9")
+	for i := range 120 {
+		if n := b.allow(cp, 130, answers[:2], now.Add(time.Duration(i)*30*time.Second)); n != 2 {
+			t.Fatalf("search %d of a control point searching every 30 s: %d of 2 answers sent", i, n)
+		}
 	}
 	// Another source has its own budget.
 	if n := b.allow(netip.MustParseAddr("192.168.1.8"), 100, answers, now); n != 3 {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
+	"runtime/pprof"
 
 	"github.com/portfwd/portfwd/internal/cli"
 	"github.com/portfwd/portfwd/internal/gatewaycmd"
@@ -11,7 +13,7 @@ import (
 // runGateway is "portfwd gateway": package gatewaycmd's command, which
 // cmd/portfwd-gateway runs alone.
 func runGateway(ctx context.Context, e *env, args []string) error {
-	var gf gatewaycmd.Flags
+	gf := gatewaycmd.Flags{StartCPUProfile: startCPUProfile}
 	var cf clientFlags // for positional arguments only: none are taken
 	fs := plainFlagSet(e, "gateway", &cf)
 	gf.Define(fs)
@@ -26,4 +28,20 @@ func runGateway(ctx context.Context, e *env, args []string) error {
 		return usageError{ue.Msg}
 	}
 	return err
+}
+
+// startCPUProfile writes a CPU profile of the run to file until stop.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
@@ -151,8 +152,18 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	d.quirkPolicy(&policy)
 	gcfg := gateway.Config{Backend: d.backend, Policy: policy, ExternalAddr: d.wan.ext.Get, Logger: log, Audit: d.audit.Record,
 		SameHost: d.sameLANHost, SameHostNow: d.sameLANHostNow, OwnAddr: netroute.IsLocalAddr}
+	// While New restores the saved leases (nothing is served yet), the
+	// probe is narrowed to the ports some socket holds (boundPorts), one
+	// reading for all of them; once serving, every port about to be given
+	// is probed, so that a service started a moment ago is never missed.
+	var restoring atomic.Bool
+	restoring.Store(true)
 	if canProbePorts {
+		bound := newBoundPorts()
 		gcfg.PortInUse = func(p gateway.Protocol, port uint16) bool {
+			if restoring.Load() && !bound.mayBeServed(p, port) {
+				return false
+			}
 			return portServed(p, port, d.probeAddrs())
 		}
 	}
@@ -162,7 +173,9 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.wan.up != nil {
 		gcfg.Upstream = d.wan.up
 	}
-	if d.core, err = gateway.New(ctx, gcfg); err != nil {
+	d.core, err = gateway.New(ctx, gcfg)
+	restoring.Store(false)
+	if err != nil {
 		return nil, err
 	}
 	if d.wan.up != nil {

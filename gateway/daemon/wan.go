@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,7 +121,10 @@ func (d *Daemon) probeAddrs() []netip.Addr {
 	d.wan.probeMu.Lock()
 	defer d.wan.probeMu.Unlock()
 	if now := time.Now(); d.wan.probeAt.IsZero() || now.Sub(d.wan.probeAt) > probeAddrsTTL || now.Before(d.wan.probeAt) {
-		d.wan.probeList = d.externalAddrs()
+		// Once each: the external address is usually also the external
+		// interface's, and every address probed costs four system calls
+		// per port given.
+		d.wan.probeList = slices.Compact(slices.SortedFunc(slices.Values(d.externalAddrs()), netip.Addr.Compare))
 		if len(d.wan.probeList) == 0 {
 			d.wan.probeList = []netip.Addr{netip.IPv4Unspecified()}
 		}

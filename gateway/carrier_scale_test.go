@@ -1,0 +1,191 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portfwd/portfwd/gateway"
+)
+
+// TestCarrierScale measures the Core as a carrier-grade PCP server runs
+// it, in process (memory backend, FileStore journal): as many live
+// mappings as one external address holds (TCP and UDP, every port above
+// 1023: 129,024), made by PCP from 10,000 subscriber addresses through 8
+// clients at once; the heap they take; a restart (journal replay and
+// restore) with all of them; and the expiry of 100,000 at one moment while
+// 4 other clients refresh their leases, with those requests' latency. It
+// prints its figures; PORTFWD_SCALE=1 runs it (it takes a minute and a
+// few hundred MiB).
+func TestCarrierScale(t *testing.T) {
+	if os.Getenv("PORTFWD_SCALE") != "1" {
+		t.Skip("carrier-scale measurement: PORTFWD_SCALE=1 runs it")
+	}
+	const (
+		subscribers = 10000
+		clients     = 8
+		expiring    = 100000
+	)
+	perSub := 2 * (65535 - 1023) / subscribers // 12 each
+	total := perSub * subscribers
+	dir := t.TempDir()
+	clock := newFakeClock()
+	open := func() (*gateway.Core, *gateway.FileStore, time.Duration) {
+		start := time.Now()
+		s, err := gateway.OpenFileStore(dir, &gateway.FileStoreOptions{Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := gateway.New(ctx, gateway.Config{Backend: gateway.NewMemory(), Store: s, Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, s, time.Since(start)
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	c, s, _ := open()
+	sub := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}) }
+	var made atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for w := range clients {
+		wg.Go(func() {
+			for i := w; i < subscribers; i += clients {
+				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
+				for j := range perSub {
+					proto := gateway.TCP
+					if j%2 == 1 {
+						proto = gateway.UDP
+					}
+					// The first `expiring` mappings made end together.
+					lease := 2 * time.Hour
+					if n := made.Add(1); n <= expiring {
+						lease = time.Hour
+					}
+					m := gateway.Mapping{Protocol: proto, InternalAddr: req.Addr, InternalPort: uint16(10000 + j), Enabled: true,
+						Expires: clock.Now().Add(lease)}
+					if _, err := c.AddAny(ctx, req, m); err != nil {
+						errs <- fmt.Errorf("subscriber %v mapping %d: %w", req.Addr, j, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	addTook := time.Since(start)
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	if c.Len() != total {
+		t.Fatalf("%d mappings in the table, want %d", c.Len(), total)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	heap := after.HeapAlloc - before.HeapAlloc
+	report := []string{
+		fmt.Sprintf("%d mappings from %d subscribers, %d clients at once: %.0f adds/s", total, subscribers, clients, float64(total)/addTook.Seconds()),
+		fmt.Sprintf("heap with them (Core, memory backend, FileStore): %.1f MiB, %d bytes per mapping (1,000,000 would take %.0f MiB); process RSS %s",
+			float64(heap)/(1<<20), heap/uint64(total), float64(heap)/float64(total)*1e6/(1<<20), rss()),
+	}
+
+	// Restart: replay the journal, restore every lease.
+	if err := c.Close(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c, s, restart := open()
+	defer s.Close()
+	defer c.Close(ctx, false)
+	if c.Len() != total {
+		t.Fatalf("after restart %d mappings, want %d", c.Len(), total)
+	}
+	st, _ := os.Stat(dir + "/leases.journal")
+	report = append(report, fmt.Sprintf("restart with %d leases (journal %.1f MiB) to serving: %v (%.1f s per million)",
+		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), restart.Seconds()*1e6/float64(total)))
+
+	// Expiry of 100,000 at once, beside 4 clients refreshing theirs.
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var lat []time.Duration
+	for w := range 4 {
+		wg.Go(func() {
+			var mine []time.Duration
+			defer func() { mu.Lock(); lat = append(lat, mine...); mu.Unlock() }()
+			// Subscribers whose mappings outlive the expiry (the last made).
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := subscribers - 1 - (w+4*k)%500
+				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
+				held, ok := c.FindByInternal(req.Addr, gateway.UDP, 10000+uint16(perSub-1))
+				if !ok || !held.Expires.After(clock.Now().Add(time.Hour+time.Second)) {
+					continue // one of those ending now: a refresh would keep it
+				}
+				held.Expires = clock.Now().Add(2 * time.Hour)
+				t0 := time.Now()
+				if _, err := c.Add(ctx, req, held); err != nil {
+					t.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	lat = lat[:0]
+	mu.Unlock()
+	expStart := time.Now()
+	clock.Advance(time.Hour + time.Second)
+	expTook := time.Since(expStart)
+	close(stop)
+	wg.Wait()
+	if got := c.Len(); got != total-expiring {
+		t.Errorf("after the expiry %d mappings, want %d", got, total-expiring)
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(float64(len(lat))*p))]
+	}
+	report = append(report, fmt.Sprintf("expiry of %d leases at one moment: %v; %d refreshes meanwhile (and until the clients stopped), p50 %v, p99 %v, max %v",
+		expiring, expTook.Round(time.Millisecond), len(lat), q(0.5), q(0.99), q(1)))
+	for _, r := range report {
+		fmt.Println("carrier scale:", r)
+	}
+}
+
+// rss is this process's resident set, from /proc (empty elsewhere).
+func rss() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
+		}
+	}
+	return "unknown"
+}
