@@ -239,7 +239,8 @@ func (s *Server) Description(host string) []byte {
 	return append([]byte(nil), s.description(host)...)
 }
 
-// Paths returns the path of the root description and the services served
+// Paths returns the path of the root description (DescriptionPath, or the
+// Layout's) and the services served
 // (type, ID, and SCPD, control and event paths), in description order. An
 // SSDP responder advertises the description's URL; a GENA implementation
 // serves the event paths.
@@ -253,7 +254,7 @@ func (s *Server) Paths() (description string, services []upnp.Service) {
 			EventSubURL: d.eventPath,
 		})
 	}
-	return DescriptionPath, services
+	return s.descPath, services
 }
 
 // Root returns the device tree the description holds (with no presentation

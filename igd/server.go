@@ -168,6 +168,10 @@ type ServerConfig struct {
 	// ServerHeader is the SERVER header, "OS/version UPnP/1.x
 	// product/version"; empty means one naming runtime.GOOS and portfwd.
 	ServerHeader string
+	// Layout, if set, serves the description and the services on other
+	// paths and under other names (a WANPPPConnection, say), as a real
+	// router has them; see Layout.
+	Layout *Layout
 	// Logger receives records about refused and failed requests; nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -216,24 +220,37 @@ type Server struct {
 	serverHeader   string
 
 	dev      deviceInfo
+	descPath string           // where the root description is served
 	services []serviceDef     // the services served, in description order
-	routes   map[string]route // by URL path
+	routes   map[string]route // by URL path (and query; see routeKey)
 	desc     []byte           // the description, when it does not depend on the host
 	configID int
 }
 
-// routeKind is what a URL path serves.
-type routeKind int
-
-const (
-	routeDocument routeKind = iota + 1 // description or SCPD: GET
-	routeControl                       // SOAP control: POST
-	routeEvent                         // GENA: SUBSCRIBE, UNSUBSCRIBE
-)
-
+// route is what a URL path serves, by method: a document (the root
+// description, or a service's SCPD) to GET, SOAP control to POST, GENA to
+// SUBSCRIBE and UNSUBSCRIBE. A router may serve control and events on one
+// path.
 type route struct {
-	kind routeKind
-	svc  *serviceDef // nil for the root description
+	description bool
+	scpd        *serviceDef
+	control     *serviceDef
+	event       *serviceDef
+}
+
+// allow returns the methods r answers, for a 405's Allow header.
+func (r route) allow() string {
+	var m []string
+	if r.description || r.scpd != nil {
+		m = append(m, "GET", "HEAD")
+	}
+	if r.control != nil {
+		m = append(m, "POST")
+	}
+	if r.event != nil {
+		m = append(m, "SUBSCRIBE", "UNSUBSCRIBE")
+	}
+	return strings.Join(m, ", ")
 }
 
 // NewServer returns a Server for cfg. It fails when cfg lacks the Service
@@ -282,25 +299,56 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 	}
 	s.dev = newDeviceInfo(cfg, root)
+	s.descPath = DescriptionPath
 	for i := range serviceDefs {
-		if d := &serviceDefs[i]; version >= d.minIGD && version <= d.maxIGD {
+		d := &serviceDefs[i]
+		// A layout with Layer3Forwarding keeps it on IGDv2 too, as
+		// miniupnpd's description (Google's OnHub) has it.
+		keepL3F := cfg.Layout != nil && cfg.Layout.L3F != nil && d.name == "Layer3Forwarding"
+		if version >= d.minIGD && version <= d.maxIGD || keepL3F {
 			s.services = append(s.services, *d)
 		}
 	}
 	if s.fw != nil && version >= firewallServiceDef.minIGD {
 		s.services = append(s.services, firewallServiceDef)
 	}
-	s.routes = map[string]route{DescriptionPath: {kind: routeDocument}}
+	if cfg.Layout != nil {
+		if err := s.applyLayout(cfg.Layout); err != nil {
+			return nil, err
+		}
+	}
+	s.routes = map[string]route{s.descPath: {description: true}}
 	for i := range s.services {
-		d := &s.services[i]
-		s.routes[d.scpdPath] = route{kind: routeDocument, svc: d}
-		s.routes[d.controlPath] = route{kind: routeControl, svc: d}
-		s.routes[d.eventPath] = route{kind: routeEvent, svc: d}
+		if err := s.addRoutes(&s.services[i]); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.initDescription(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// addRoutes puts d's SCPD, control and event on their paths, refusing a
+// path that would serve two documents, two controls or two event sources.
+func (s *Server) addRoutes(d *serviceDef) error {
+	for _, p := range []struct {
+		path string
+		slot func(*route) **serviceDef
+	}{
+		{d.scpdPath, func(r *route) **serviceDef { return &r.scpd }},
+		{d.controlPath, func(r *route) **serviceDef { return &r.control }},
+		{d.eventPath, func(r *route) **serviceDef { return &r.event }},
+	} {
+		r := s.routes[p.path]
+		slot := p.slot(&r)
+		if *slot != nil || r.description && slot == &r.scpd {
+			return fmt.Errorf("igd: two services on the path %s", p.path)
+		}
+		*slot = d
+		s.routes[p.path] = r
+	}
+	return nil
 }
 
 // ServeHTTP answers one request.
@@ -312,44 +360,51 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "igd: the Host header must be this gateway's address; requests under other names are refused", http.StatusBadRequest)
 		return
 	}
-	rt, ok := s.routes[r.URL.Path]
+	key := routeKey(r.URL.Path, r.URL.RawQuery)
+	rt, ok := s.routes[key]
+	if !ok && r.URL.RawQuery != "" {
+		key = r.URL.Path
+		rt, ok = s.routes[key]
+	}
 	if !ok {
 		http.NotFound(w, r)
 		return
 	}
-	switch rt.kind {
-	case routeDocument:
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			methodNotAllowed(w, "GET, HEAD")
-			return
-		}
+	switch {
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && (rt.description || rt.scpd != nil):
 		var body []byte
-		if rt.svc == nil {
+		if rt.description {
 			body = s.description(r.Host)
 		} else {
-			body = []byte(rt.svc.scpd)
+			body = []byte(rt.scpd.scpd)
 		}
 		if body == nil {
 			http.Error(w, "igd: the device description could not be rendered; see the daemon's log", http.StatusInternalServerError)
 			return
 		}
 		writeXML(w, body)
-	case routeControl:
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, "POST")
-			return
-		}
-		s.serveControl(w, r, rt.svc)
-	case routeEvent:
+	case r.Method == http.MethodPost && rt.control != nil:
+		s.serveControl(w, r, rt.control)
+	case rt.event != nil && (r.Method == "SUBSCRIBE" || r.Method == "UNSUBSCRIBE" || rt.control == nil && !rt.description && rt.scpd == nil):
 		if s.events != nil {
+			if key != r.URL.Path {
+				// The events handler knows the path by its route key.
+				r2 := *r
+				u := *r.URL
+				u.Path, u.RawQuery = key, ""
+				r2.URL = &u
+				r = &r2
+			}
 			s.events.ServeHTTP(w, r)
 			return
 		}
 		if r.Method != "SUBSCRIBE" && r.Method != "UNSUBSCRIBE" {
-			methodNotAllowed(w, "SUBSCRIBE, UNSUBSCRIBE")
+			methodNotAllowed(w, rt.allow())
 			return
 		}
 		http.Error(w, "igd: this gateway does not offer event subscriptions; poll the state with the control actions instead", http.StatusServiceUnavailable)
+	default:
+		methodNotAllowed(w, rt.allow())
 	}
 }
 

@@ -657,7 +657,18 @@ func (s *Server) getTotalPacketsReceived(ctx context.Context, _ *call) (upnp.Arg
 // defaultConnectionService is Layer3Forwarding's name for the one
 // WANIPConnection: "<UDN of its device>:WANConnectionDevice:1,<serviceId>".
 func (s *Server) defaultConnectionService() string {
-	return s.dev.wcdUDN + ":WANConnectionDevice:1," + ServiceIDWANIPConnection
+	return s.dev.wcdUDN + ":WANConnectionDevice:1," + s.connectionID()
+}
+
+// connectionID is the service ID of the WAN connection service:
+// ServiceIDWANIPConnection, or the one a Layout gave it.
+func (s *Server) connectionID() string {
+	for i := range s.services {
+		if n := s.services[i].name; n == "WANIPConnection" || n == "WANPPPConnection" {
+			return s.services[i].id
+		}
+	}
+	return ServiceIDWANIPConnection
 }
 
 func (s *Server) getDefaultConnectionService(context.Context, *call) (upnp.Args, error) {
@@ -678,7 +689,7 @@ func (s *Server) setDefaultConnectionService(_ context.Context, c *call) (upnp.A
 	if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(dev)), s.dev.wcdUDN) {
 		return nil, fault(codeInvalidDeviceUUID)
 	}
-	if strings.TrimSpace(id) != ServiceIDWANIPConnection {
+	if strings.TrimSpace(id) != s.connectionID() {
 		return nil, fault(codeInvalidServiceID)
 	}
 	return nil, nil

@@ -157,6 +157,10 @@ func runQuirkRow(t *testing.T, l *natlab.Lab, i int, q string) quirkRowResult {
 				t.Fatalf("the gateway never forgot its table:\n%s", g.proc.Output())
 			}
 		}
+		// HTTP answers before SSDP has joined its group: wait for it.
+		if !waitFor(5*time.Second, func() bool { return strings.Contains(g.proc.Output(), "ssdp: responder serving") }) {
+			t.Errorf("the gateway's SSDP responder did not start:\n%s", g.proc.Output())
+		}
 		checkSSDPWire(t, l, q)
 		// upnpc's discovery takes seconds; it runs beside our cells.
 		refList := make(chan string, 1)

@@ -2,10 +2,8 @@ package admin_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway/admin"
+	"github.com/portfwd/portfwd/internal/websec/websectest"
 )
 
 const testToken = "test-token-4f7c1e0b9a"
@@ -30,40 +29,16 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// api is the page's JSON API as its script calls it.
+func (e *env) api() websectest.API {
+	return websectest.API{T: e.t, Server: e.hs, TokenHeader: admin.TokenHeader, Token: testToken}
+}
+
 // request makes a request with the given headers (the token header is
 // not added: pass it when wanted).
 func (e *env) request(method, path string, body any, header http.Header) (*http.Response, []byte) {
 	e.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, e.hs.URL+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	if host := header.Get("Host"); host != "" {
-		req.Host = host
-	}
-	res, err := e.hs.Client().Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
-		e.t.Fatalf("%s %s: reading the body: %v", method, path, err)
-	}
-	return res, data
+	return e.api().Request(method, path, body, header)
 }
 
 func withToken() http.Header {
@@ -74,23 +49,7 @@ func withToken() http.Header {
 // decodes the answer into out (when not nil).
 func (e *env) call(method, path string, body any, wantStatus int, out any) []byte {
 	e.t.Helper()
-	h := withToken()
-	if body != nil {
-		h.Set("Content-Type", "application/json")
-	}
-	res, data := e.request(method, path, body, h)
-	if res.StatusCode != wantStatus {
-		e.t.Fatalf("%s %s: status %d, want %d; body %s", method, path, res.StatusCode, wantStatus, data)
-	}
-	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		e.t.Errorf("%s %s: Content-Type %q, want JSON", method, path, ct)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			e.t.Fatalf("%s %s: decoding %s: %v", method, path, data, err)
-		}
-	}
-	return data
+	return e.api().Call(method, path, body, wantStatus, out)
 }
 
 // pageCookie loads the page with the token and returns the cookie it sets.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -31,7 +32,19 @@ type boundPorts struct {
 // boundPortsTTL is how long a reading of /proc/net is used.
 const boundPortsTTL = time.Second
 
-func newBoundPorts() *boundPorts { return &boundPorts{root: "/proc/net"} }
+// newBoundPorts reads the tables of the calling thread's network namespace
+// (/proc/thread-self/net, read on a locked thread), the one the daemon's
+// sockets live in. /proc/net is /proc/self/net, the thread group leader's
+// namespace, which a thread that entered another namespace (a test
+// harness, a library) can leave different from this one's; it serves
+// only kernels before 3.17, which have no thread-self.
+func newBoundPorts() *boundPorts {
+	root := "/proc/thread-self/net"
+	if _, err := os.Stat(root); err != nil {
+		root = "/proc/net"
+	}
+	return &boundPorts{root: root}
+}
 
 // mayBeServed reports whether proto's port may be held by a socket of
 // this host: false only when the last reading shows no socket on it.
@@ -53,6 +66,8 @@ func (b *boundPorts) mayBeServed(proto gateway.Protocol, port uint16) bool {
 
 // readLocked reads the four tables; any failure leaves ok false.
 func (b *boundPorts) readLocked() {
+	runtime.LockOSThread() // thread-self must name one thread throughout
+	defer runtime.UnlockOSThread()
 	b.ok = false
 	b.tcp, b.udp = gateway.PortSet{}, gateway.PortSet{}
 	for _, f := range []struct {

@@ -120,7 +120,8 @@ type Config struct {
 	// address.
 	QuirksOnPublic bool `toml:"quirks_on_public"`
 	// Personality serves the description of a real router (its friendly
-	// name, maker, model, IGD version) with the quirks it is known for:
+	// name, maker, model, IGD version, service layout and URL paths) with
+	// the quirks it is known for:
 	// "mikrotik-chr-7.10" (`portfwd gateway --personality list`). Device
 	// strings set in [device] are replaced.
 	Personality string `toml:"personality"`

@@ -13,11 +13,12 @@ import (
 // app sees "a FRITZ!Box 7430" on the LAN.
 //
 // What is served: the description's strings (friendly name, manufacturer,
-// model name and number), the IGD version of its device tree, the SERVER
-// header where one was recorded, and its quirks. What is recorded but not
-// yet served: the connection service's URL paths (Control) and a
-// WANPPPConnection layout (Connection); portfwd serves WANIPConnection on
-// its own paths (/ctl/IPConn).
+// model name and number), the IGD version of its device tree, its service
+// layout and URL paths (personalityLayouts: the description path, each
+// service's type, ID and SCPD, control and event paths, a WANPPPConnection
+// where the device has one), the SERVER header where one was recorded, and
+// its quirks. Connection and Control are the connection service's type and
+// control URL exactly as recorded, for TestPersonalitiesMatchCorpus.
 type Personality struct {
 	Slug                       string
 	FriendlyName, Manufacturer string

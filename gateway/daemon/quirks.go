@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/addrclass"
 )
 
@@ -361,8 +362,15 @@ func (d *Daemon) refuseQuirksOn(public netip.Addr) error {
 // purpose, and its log must say so.
 func (d *Daemon) logQuirks() {
 	if d.personality != nil {
-		d.log.Warn("personality: serving the description of a real router", "personality", d.personality.Slug,
-			"friendly_name", d.personality.FriendlyName, "igd", d.personality.IGD, "evidence", d.personality.Evidence)
+		attrs := []any{"personality", d.personality.Slug, "friendly_name", d.personality.FriendlyName, "igd", d.personality.IGD}
+		if l := d.upnpLayout(); l != nil {
+			desc := l.DescriptionPath
+			if desc == "" {
+				desc = igd.DescriptionPath
+			}
+			attrs = append(attrs, "connection", l.Connection.Type, "description", desc, "control", l.Connection.Control)
+		}
+		d.log.Warn("personality: serving the description of a real router", append(attrs, "evidence", d.personality.Evidence)...)
 	}
 	for _, n := range d.quirks.Names() {
 		name, _, _ := strings.Cut(n, ":")

@@ -25,6 +25,22 @@ type upnpSide struct {
 	http      []*httpListener
 	limits    *connLimiter // of the HTTP servers, all addresses together
 	responder *ssdp.Responder
+	// events are the services' event paths ("" for a service not
+	// served), which a personality's layout may move.
+	events struct{ conn, common, l3f string }
+}
+
+// upnpLayout returns the personality's layout, or nil for portfwd's own
+// paths.
+func (d *Daemon) upnpLayout() *igd.Layout {
+	if d.personality == nil {
+		return nil
+	}
+	l, ok := personalityLayouts[d.personality.Slug]
+	if !ok {
+		return nil
+	}
+	return &l
 }
 
 // httpListener is the UPnP HTTP server on one internal address.
@@ -68,6 +84,21 @@ func (d *Daemon) setupUPnP(ctx context.Context) error {
 		Logger:           d.log,
 		OnRequest:        func(action string, code int) { d.metrics.request("upnp", action, code) },
 		OnFault:          d.onUPnPFault,
+		Layout:           d.upnpLayout(),
+	}
+	ev := &d.upnpSide.events
+	ev.conn, ev.common, ev.l3f = igd.WANIPConnectionEventPath, igd.WANCommonInterfaceConfigEventPath, igd.Layer3ForwardingEventPath
+	if l := scfg.Layout; l != nil {
+		ev.conn, ev.common, ev.l3f = l.Connection.Event, "", ""
+		if l.Common != nil {
+			ev.common = l.Common.Event
+		}
+		if l.L3F != nil {
+			ev.l3f = l.L3F.Event
+		}
+	}
+	if version != 1 && scfg.Layout == nil {
+		ev.l3f = ""
 	}
 	if version >= 2 {
 		// IPv6 pinholes (WANIPv6FirewallControl:1): IGDv2 only, as
@@ -184,7 +215,7 @@ func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPo
 func (d *Daemon) descriptionURLFor(local netip.Addr) string {
 	for _, h := range d.upnpSide.http {
 		if h.addr.Addr() == local {
-			return "http://" + h.addr.String() + igd.DescriptionPath
+			return "http://" + h.addr.String() + d.descriptionPath()
 		}
 	}
 	return ""
@@ -195,9 +226,15 @@ func (d *Daemon) descriptionURLFor(local netip.Addr) string {
 func (d *Daemon) DescriptionURLs() []string {
 	var out []string
 	for _, h := range d.upnpSide.http {
-		out = append(out, "http://"+h.addr.String()+igd.DescriptionPath)
+		out = append(out, "http://"+h.addr.String()+d.descriptionPath())
 	}
 	return out
+}
+
+// descriptionPath is where the IGD server serves its root description.
+func (d *Daemon) descriptionPath() string {
+	p, _ := d.upnpSide.igd.Paths()
+	return p
 }
 
 // advertsOf returns the SSDP advertisements of a device tree: the root
@@ -223,21 +260,24 @@ func advertsOf(root *upnp.Root) []ssdp.Advertisement {
 // variables of each service by event path (read when a control point
 // subscribes).
 func (d *Daemon) eventedServices(version int) map[string]func() []upnp.Arg {
+	ev := d.upnpSide.events
 	m := map[string]func() []upnp.Arg{
-		igd.WANIPConnectionEventPath: func() []upnp.Arg {
+		ev.conn: func() []upnp.Arg {
 			return append([]upnp.Arg{{Name: "PossibleConnectionTypes", Value: "IP_Routed"}}, d.connectionVars(version)...)
 		},
-		igd.WANCommonInterfaceConfigEventPath: func() []upnp.Arg {
+	}
+	if ev.common != "" {
+		m[ev.common] = func() []upnp.Arg {
 			return []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}}
-		},
+		}
 	}
 	if version >= 2 {
 		m[igd.WANIPv6FirewallControlEventPath] = func() []upnp.Arg {
 			return d.upnpSide.igd.EventedVariables(context.Background(), igd.WANIPv6FirewallControlEventPath)
 		}
 	}
-	if version == 1 {
-		m[igd.Layer3ForwardingEventPath] = func() []upnp.Arg {
+	if ev.l3f != "" {
+		m[ev.l3f] = func() []upnp.Arg {
 			return []upnp.Arg{{Name: "DefaultConnectionService", Value: defaultConnectionService(d.upnpSide.igd.Root())}}
 		}
 	}
@@ -268,13 +308,13 @@ func (d *Daemon) linkStatus() string {
 }
 
 // defaultConnectionService is Layer3Forwarding's name for the WAN
-// connection: the UDN of the device holding WANIPConnection, then its
-// service ID.
+// connection: the UDN of the device holding WANIPConnection (or, under a
+// personality, WANPPPConnection), then its service ID.
 func defaultConnectionService(root *upnp.Root) string {
 	var find func(dev *upnp.Device) string
 	find = func(dev *upnp.Device) string {
 		for _, s := range dev.Services {
-			if s.ServiceID == igd.ServiceIDWANIPConnection {
+			if _, typ, _, ok := igd.ParseServiceType(s.ServiceType); ok && (typ == "WANIPConnection" || typ == "WANPPPConnection") {
 				return dev.UDN + ":WANConnectionDevice:1," + s.ServiceID
 			}
 		}
@@ -307,5 +347,5 @@ func (d *Daemon) onEvent(e gateway.Event) {
 	if _, ok := d.forgotten.LoadAndDelete(e.Mapping.Key()); ok && e.Kind == gateway.EventDeleted {
 		return // quirk forgetful: the loss is told to nobody
 	}
-	d.upnpSide.publisher.Notify(igd.WANIPConnectionEventPath, vars)
+	d.upnpSide.publisher.Notify(d.upnpSide.events.conn, vars)
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway/upstream"
-	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/netroute"
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -185,11 +184,13 @@ func (d *Daemon) onAddressChange(netip.Addr) {
 	if a := d.wan.ext.Get(); a.Is4() {
 		ip = a.String()
 	}
-	d.upnpSide.publisher.Notify(igd.WANIPConnectionEventPath, []upnp.Arg{
+	d.upnpSide.publisher.Notify(d.upnpSide.events.conn, []upnp.Arg{
 		{Name: "ExternalIPAddress", Value: ip},
 		{Name: "ConnectionStatus", Value: status},
 	})
-	d.upnpSide.publisher.Notify(igd.WANCommonInterfaceConfigEventPath, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
+	if d.upnpSide.events.common != "" {
+		d.upnpSide.publisher.Notify(d.upnpSide.events.common, []upnp.Arg{{Name: "PhysicalLinkStatus", Value: d.linkStatus()}})
+	}
 }
 
 // setupUpstream builds the Manager that chains mappings to the router
