@@ -335,7 +335,7 @@ func (c *conn) serve() {
 	s := c.srv
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, c.rwc.LocalAddr()))
 	defer cancel()
-	c.r = &connReader{rwc: c.rwc, cancelConn: cancel}
+	c.r = &connReader{rwc: c.rwc, cancelConn: cancel, remain: -1}
 	c.bufr = bufio.NewReaderSize(c.r, 4096)
 	c.bufw = bufio.NewWriterSize(c, 4096)
 	remote := c.rwc.RemoteAddr().String()
@@ -457,16 +457,14 @@ func (c *conn) readRequest(ctx context.Context, t0 time.Time) (*response, error)
 	if req.ProtoMajor != 1 {
 		return nil, &badRequest{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
 	}
-	hosts, haveHost := req.Header["Host"]
+	// http.ReadRequest moves the Host header to req.Host (the first one,
+	// when a client sent several).
 	switch {
-	case req.ProtoAtLeast(1, 1) && (!haveHost || len(hosts) == 0):
+	case req.ProtoAtLeast(1, 1) && req.Host == "":
 		return nil, &badRequest{http.StatusBadRequest, "missing required Host header"}
-	case len(hosts) > 1:
-		return nil, &badRequest{http.StatusBadRequest, "too many Host headers"}
-	case len(hosts) == 1 && !validHost(hosts[0]):
+	case !validHost(req.Host):
 		return nil, &badRequest{http.StatusBadRequest, "malformed Host header"}
 	}
-	delete(req.Header, "Host")
 	if d := s.ReadTimeout; d > 0 {
 		c.rwc.SetReadDeadline(t0.Add(d))
 	} else {
@@ -610,13 +608,14 @@ func (cr *connReader) startBackgroundRead() {
 		return
 	}
 	cr.inRead = true
+	// No deadline: the handler may stream for as long as it likes; the
+	// client's going away ends the read. (Set here, not in the goroutine,
+	// where it could undo abortPendingRead's.)
+	cr.rwc.SetReadDeadline(time.Time{})
 	go cr.backgroundRead()
 }
 
 func (cr *connReader) backgroundRead() {
-	// No deadline: the handler may stream for as long as it likes; the
-	// client's going away ends the read.
-	cr.rwc.SetReadDeadline(time.Time{})
 	n, err := cr.rwc.Read(cr.byteBuf[:])
 	cr.lock()
 	if n == 1 {
