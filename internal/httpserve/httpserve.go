@@ -382,6 +382,9 @@ func (c *conn) serve() {
 				}
 			}
 		}
+		// The header's bound counts from here: what the reader buffers
+		// while waiting is part of it.
+		c.r.setReadLimit(s.maxHeaderBytes())
 		if _, err := c.bufr.Peek(1); err != nil {
 			return
 		}
@@ -445,7 +448,6 @@ func (c *conn) serve() {
 // byte came.
 func (c *conn) readRequest(ctx context.Context, t0 time.Time) (*response, error) {
 	s := c.srv
-	c.r.setReadLimit(s.maxHeaderBytes())
 	req, err := http.ReadRequest(c.bufr)
 	if err != nil {
 		if c.r.hitReadLimit() {
@@ -464,6 +466,11 @@ func (c *conn) readRequest(ctx context.Context, t0 time.Time) (*response, error)
 		return nil, &badRequest{http.StatusBadRequest, "missing required Host header"}
 	case !validHost(req.Host):
 		return nil, &badRequest{http.StatusBadRequest, "malformed Host header"}
+	}
+	for k := range req.Header {
+		if !validHeaderName(k) { // textproto lets "X Bad" (a space) through
+			return nil, &badRequest{http.StatusBadRequest, "invalid header name"}
+		}
 	}
 	if d := s.ReadTimeout; d > 0 {
 		c.rwc.SetReadDeadline(t0.Add(d))
@@ -559,6 +566,23 @@ func validHost(h string) bool {
 		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
 		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", b) >= 0:
 		case b >= 0x80: // an IDN's UTF-8, as net/http allows
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderName reports whether name is an RFC 9110 token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		switch {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0:
 		default:
 			return false
 		}
