@@ -422,7 +422,7 @@ func (a *Server) table(now time.Time) adminTableJSON {
 	t.Pinholes = []adminPinholeJSON{}
 	if pb, ok := a.Backend.(PinholeBackend); ok {
 		ps := pb.Pinholes()
-		slices.SortFunc(ps, func(x, y Pinhole) int { return cmp.Compare(x.ID, y.ID) })
+		sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID }) // not slices.SortFunc: one sort routine in the router build
 		for _, p := range ps {
 			t.Pinholes = append(t.Pinholes, adminPinholeJSON{Pinhole: p, ExpiresIn: max(0, int64((p.Expires.Sub(now)+time.Second-1)/time.Second))})
 		}
