@@ -130,7 +130,7 @@ func writeRequest(w io.Writer, req *http.Request) error {
 		}
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] }) // not sort.Strings (slices.Sort): one sort routine in the router build
 	for _, k := range keys {
 		for _, v := range req.Header[k] {
 			if strings.ContainsAny(k+v, "\r\n") {
