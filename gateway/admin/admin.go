@@ -329,8 +329,8 @@ func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close ends the open event streams, so that the HTTP server's shutdown
-// need not wait for them (http.Server.RegisterOnShutdown is the place to
-// call it). Pages still open reconnect, and are refused once the server
+// need not wait for them (the server's RegisterOnShutdown, net/http's or
+// internal/httpserve's, is the place to call it). Pages still open reconnect, and are refused once the server
 // is gone.
 func (a *Server) Close() error {
 	a.init()
