@@ -1,13 +1,13 @@
 package gateway
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 )
@@ -786,7 +786,7 @@ func (c *Core) Pinholes() []Pinhole {
 		out = append(out, *p)
 	}
 	t.mu.Unlock()
-	slices.SortFunc(out, func(a, b Pinhole) int { return cmp.Compare(a.ID, b.ID) })
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID }) // not slices.SortFunc: see CompareRules
 	return out
 }
 
@@ -921,7 +921,7 @@ func (c *Core) restorePins(ctx context.Context) error {
 		}
 		return nil
 	}
-	slices.SortFunc(saved, func(a, b Pinhole) int { return cmp.Compare(a.ID, b.ID) })
+	sort.Slice(saved, func(i, j int) bool { return saved[i].ID < saved[j].ID })
 	now := c.now()
 	var drop []uint16
 	keep := saved[:0]

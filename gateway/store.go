@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -288,7 +289,7 @@ func (s *FileStore) keepAside(path string, data []byte) (string, error) {
 		return "", err
 	}
 	if old, err := filepath.Glob(path + ".damaged-*"); err == nil && len(old) > maxKeptAside {
-		slices.Sort(old) // the names sort by time
+		sort.Slice(old, func(i, j int) bool { return old[i] < old[j] }) // the names sort by time
 		for _, f := range old[:len(old)-maxKeptAside] {
 			os.Remove(f)
 		}

@@ -205,7 +205,7 @@ type Fault struct {
 // root description, the SCPDs, and SOAP control, and hands the event URLs
 // to ServerConfig.Events. It implements http.Handler; serve it on the LAN
 // addresses only (IGDv2 requires that the WAN side never reach it), with
-// the read and write timeouts of an http.Server.
+// read and write timeouts (the gateway serves it with internal/httpserve).
 type Server struct {
 	svc            Service
 	fw             FirewallService

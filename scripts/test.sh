@@ -2,6 +2,12 @@
 # Runs portfwd's tests: `go test -race -count=1` on ./... or on the packages
 # and flags given, e.g. scripts/test.sh ./internal/natlab -run TestRouterNone -v
 #
+# The router build (portfwd-gateway, as scripts/release.sh makes it) differs
+# by build tags in the packages whose code has a gatewayonly variant; test
+# it with
+#
+#   bash scripts/test.sh -tags gatewayonly,nethttpomithttp2 ./upnp/ ./gateway/daemon/ ./cmd/portfwd-gateway/
+#
 # First, while the network is there, it downloads every module the tests
 # need (test-only ones such as chromedp included). Then it runs the tests
 # offline (GOPROXY=off) inside a fresh, empty network namespace that has

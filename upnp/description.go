@@ -380,10 +380,7 @@ func FetchDescription(ctx context.Context, hc *http.Client, location string) (*R
 		return nil, fmt.Errorf("upnp: fetching device description: %w", err)
 	}
 	req.Header.Set("User-Agent", "portfwd")
-	if hc == nil {
-		hc = defaultHTTP
-	}
-	resp, err := hc.Do(req)
+	resp, err := do(hc, req)
 	if err != nil {
 		return nil, fmt.Errorf("upnp: fetching device description from %s: %w", location, err)
 	}

@@ -209,13 +209,6 @@ func (s *Subscriber) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func (s *Subscriber) httpClient() *http.Client {
-	if s.Client != nil {
-		return s.Client
-	}
-	return defaultHTTP
-}
-
 func (s *Subscriber) forget(token string) {
 	s.mu.Lock()
 	delete(s.subs, token)
@@ -502,7 +495,7 @@ func (sub *Subscription) request(ctx context.Context, method string, hdr map[str
 		ua = defaultUserAgent
 	}
 	req.Header["User-Agent"] = []string{ua}
-	resp, err := sub.s.httpClient().Do(req)
+	resp, err := do(sub.s.Client, req)
 	if err != nil {
 		cancel()
 		return nil, err

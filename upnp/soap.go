@@ -293,12 +293,6 @@ type Client struct {
 	UserAgent string
 }
 
-var defaultHTTP = &http.Client{Transport: &http.Transport{
-	Proxy:               nil,
-	MaxIdleConnsPerHost: 2,
-	IdleConnTimeout:     30 * time.Second,
-}}
-
 // Call invokes action of serviceType at controlURL. It sends a quoted
 // SOAPAction header and a Content-Length (never chunked: many routers cannot
 // read chunked requests). A UPnPError fault in the reply is returned as an
@@ -324,11 +318,7 @@ func (c *Client) Call(ctx context.Context, controlURL, serviceType, action strin
 		ua = "portfwd"
 	}
 	req.Header["User-Agent"] = []string{ua}
-	hc := c.HTTP
-	if hc == nil {
-		hc = defaultHTTP
-	}
-	resp, err := hc.Do(req)
+	resp, err := do(c.HTTP, req)
 	if err != nil {
 		return nil, fmt.Errorf("upnp: %s at %s: %w", action, controlURL, err)
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -16,7 +18,7 @@ func TestNoClientPackage(t *testing.T) {
 	if err != nil {
 		t.Skip("no go command in PATH to list the dependencies")
 	}
-	out, err := exec.Command(gobin, "list", "-tags", "nethttpomithttp2", "-deps", ".").CombinedOutput()
+	out, err := exec.Command(gobin, "list", "-tags", "nethttpomithttp2,gatewayonly", "-deps", ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
@@ -29,6 +31,45 @@ func TestNoClientPackage(t *testing.T) {
 			if strings.HasSuffix(d, bad) || strings.Contains(d, bad+"/") {
 				t.Errorf("the gateway-only build links %s", d)
 			}
+		}
+	}
+}
+
+// TestNoHTTPServerNorTLS: the router build, as scripts/release.sh makes
+// it, serves HTTP with internal/httpserve, not net/http's Server (whose
+// unencrypted-HTTP/2 check links the TLS client, 1 MB), and sends with
+// upnp.ConnTransport, not net/http's Transport or Client; nor does it link
+// encoding/json's decoder (internal/jsonobj reads what the gateway wrote).
+// The symbols are read with go tool nm from a build for this machine:
+// what links is the same on every architecture.
+func TestNoHTTPServerNorTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the gateway (-short)")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command in PATH to build the gateway")
+	}
+	bin := filepath.Join(t.TempDir(), "portfwd-gateway")
+	build := exec.Command(gobin, "build", "-trimpath", "-tags", "nethttpomithttp2,gatewayonly", "-gcflags=all=-l", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(gobin, "tool", "nm", bin).Output()
+	if err != nil {
+		t.Fatalf("go tool nm: %v", err)
+	}
+	syms := string(out)
+	if !strings.Contains(syms, "internal/httpserve.(*Server).Serve") {
+		t.Fatal("go tool nm lists no internal/httpserve: the test reads the wrong binary")
+	}
+	for _, bad := range []string{
+		"net/http.(*Server).Serve", "net/http.(*conn).serve", "crypto/tls.(*Conn).Handshake", "crypto/x509.(*Certificate).Verify",
+		"net/http.(*Transport).roundTrip", "net/http.(*Client).Do", "encoding/json.(*decodeState).object",
+	} {
+		if strings.Contains(syms, " "+bad+"\n") {
+			t.Errorf("the router build links %s", bad)
 		}
 	}
 }

@@ -325,10 +325,12 @@ func (c *cellRunner) keep(port string, ext uint16, forgetful bool) cellResult {
 func (c *cellRunner) watch(port string) cellResult {
 	p := c.l.Start(c.t, natlab.HostLAN, portfwdBinary(c.t), "watch", "--interval", "2s", "--no-cache", "--state-dir", c.state+"-watch", "--protocol", c.proto)
 	defer p.Stop()
-	if !waitFor(8*time.Second, func() bool { return strings.TrimSpace(p.Output()) != "" }) {
+	// watch prints its first line ("... gateway at ...: <state> (watching
+	// by UPnP events, ...)") once it has read the table it compares with
+	// and made its subscription: a mapping made after it is a change.
+	if !waitFor(8*time.Second, func() bool { return strings.Contains(p.Output(), "watching by ") }) {
 		return cellResult{msg: "watch printed nothing", detail: p.Output()}
 	}
-	time.Sleep(300 * time.Millisecond) // subscribed
 	add := c.run("add", port, "--lease", "1h")
 	if !add.ok {
 		return cellResult{msg: "(its add failed) " + add.msg, detail: add.detail}

@@ -329,8 +329,8 @@ func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close ends the open event streams, so that the HTTP server's shutdown
-// need not wait for them (http.Server.RegisterOnShutdown is the place to
-// call it). Pages still open reconnect, and are refused once the server
+// need not wait for them (the server's RegisterOnShutdown, net/http's or
+// internal/httpserve's, is the place to call it). Pages still open reconnect, and are refused once the server
 // is gone.
 func (a *Server) Close() error {
 	a.init()
@@ -422,7 +422,7 @@ func (a *Server) table(now time.Time) adminTableJSON {
 	t.Pinholes = []adminPinholeJSON{}
 	if pb, ok := a.Backend.(PinholeBackend); ok {
 		ps := pb.Pinholes()
-		slices.SortFunc(ps, func(x, y Pinhole) int { return cmp.Compare(x.ID, y.ID) })
+		sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID }) // not slices.SortFunc: one sort routine in the router build
 		for _, p := range ps {
 			t.Pinholes = append(t.Pinholes, adminPinholeJSON{Pinhole: p, ExpiresIn: max(0, int64((p.Expires.Sub(now)+time.Second-1)/time.Second))})
 		}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 
 	"github.com/portfwd/portfwd/gateway/admin"
+	"github.com/portfwd/portfwd/internal/httpserve"
 )
 
 // adminSide is the admin server: /metrics, /healthz and, with admin.ui,
@@ -17,7 +17,7 @@ import (
 type adminSide struct {
 	mux  *http.ServeMux
 	ln   net.Listener
-	srv  *http.Server
+	srv  *httpserve.Server
 	page *admin.Server
 }
 
@@ -59,12 +59,13 @@ func (d *Daemon) setupAdmin(ctx context.Context) error {
 		return fmt.Errorf("admin server on %s: %w (change admin.address, or set it empty to disable)", d.cfg.Admin.Address, err)
 	}
 	d.adminSide.ln = ln
-	d.adminSide.srv = &http.Server{
-		Handler:           d.adminSide.mux,
-		ReadHeaderTimeout: httpReadHeaderTimeout,
-		IdleTimeout:       httpIdleTimeout,
-		MaxHeaderBytes:    httpMaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+	d.adminSide.srv = &httpserve.Server{
+		Handler:            d.adminSide.mux,
+		ReadHeaderTimeout:  httpReadHeaderTimeout,
+		IdleTimeout:        httpIdleTimeout,
+		MaxHeaderBytes:     httpMaxHeaderBytes,
+		MaxRequestsPerConn: httpMaxRequestsPerConn,
+		Logger:             d.log,
 		// No WriteTimeout: the admin page's event stream is a long
 		// response. Shutdown ends those streams first, or it would wait
 		// for them.

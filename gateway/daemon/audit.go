@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/internal/jsonobj"
 )
 
 // The audit trail: who opened what, when. Every change to the table
@@ -105,8 +107,8 @@ func (a *auditLog) readTail() {
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	first := true
 	for sc.Scan() {
-		var r gateway.AuditRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		r, err := parseAuditRecord(sc.Bytes())
+		if err != nil {
 			if !first { // the first line may be cut by the seek
 				a.log.Debug("audit trail: skipping an unreadable line", "path", a.path)
 			}
@@ -275,4 +277,38 @@ func refusal(now time.Time, ev gateway.AuditEvent, req gateway.Requester, m gate
 		r.Reason = why.Error()
 	}
 	return r
+}
+
+// parseAuditRecord reads one line of the trail, as encoding/json's
+// Unmarshal would, with package jsonobj: the router build links
+// encoding/json's encoder only.
+func parseAuditRecord(line []byte) (gateway.AuditRecord, error) {
+	var r gateway.AuditRecord
+	o, err := jsonobj.Parse(line)
+	if err != nil {
+		return r, err
+	}
+	var event string
+	var port, pin, remote, lease uint64
+	err = errors.Join(
+		o.Time("time", &r.Time),
+		o.String("event", &event),
+		o.String("via", &r.Via),
+		o.Addr("client", &r.Client),
+		o.String("protocol", &r.Protocol),
+		o.Uint("external_port", 16, &port),
+		o.AddrPort("internal", &r.Internal),
+		o.Addr("remote_host", &r.RemoteHost),
+		o.String("family", &r.Family),
+		o.Uint("pinhole_id", 16, &pin),
+		o.Uint("remote_port", 16, &remote),
+		o.Uint("lease_s", 32, &lease),
+		o.String("description", &r.Description),
+		o.String("action", &r.Action),
+		o.String("result", &r.Result),
+		o.String("reason", &r.Reason),
+	)
+	r.Event = gateway.AuditEvent(event)
+	r.ExternalPort, r.PinholeID, r.RemotePort, r.LeaseSeconds = uint16(port), uint16(pin), uint16(remote), uint32(lease)
+	return r, err
 }

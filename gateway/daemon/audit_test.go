@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,32 @@ func TestAuditLogBoundsRefusals(t *testing.T) {
 	a.Record(gateway.NewAuditRecord(now.Add(time.Second), gateway.AuditRefused, req, m))
 	if r := a.Recent()[0]; !strings.Contains(r.Reason, "1500 refusals before this one were not recorded") {
 		t.Errorf("the next refusal recorded says %q", r.Reason)
+	}
+}
+
+// TestAuditRecordReadsBackAsWritten: every field of a record the trail
+// writes (json.Marshal) reads back (parseAuditRecord, without encoding/json's
+// decoder) as json.Unmarshal would read it.
+func TestAuditRecordReadsBackAsWritten(t *testing.T) {
+	for _, r := range []gateway.AuditRecord{
+		{Time: time.Date(2026, 12, 6, 16, 0, 0, 5, time.UTC), Event: gateway.AuditRefused, Via: "UPnP",
+			Client: netip.MustParseAddr("10.0.0.5"), Protocol: "TCP", ExternalPort: 65535,
+			Internal: netip.MustParseAddrPort("10.0.0.5:8080"), RemoteHost: netip.MustParseAddr("192.0.2.9"),
+			Family: "ipv6", PinholeID: 7, RemotePort: 443, LeaseSeconds: 604800,
+			Description: "caf\u00e9 <b>\"x\"</b>\n", Action: "AddPortMapping", Result: "606 Action not authorized", Reason: "secure mode"},
+		{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Event: gateway.AuditAdded, Via: "admin", Result: "ok"},
+	} {
+		line, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want gateway.AuditRecord
+		if err := json.Unmarshal(line, &want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseAuditRecord(line)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v (%v)\nwant %+v", line, got, err, want)
+		}
 	}
 }

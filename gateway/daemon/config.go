@@ -828,6 +828,13 @@ func (d Duration) String() string {
 // EffectiveQuirks returns the quirks of the personality, if any, and of
 // Quirks together.
 func (c *Config) EffectiveQuirks() (Quirks, error) {
+	if !QuirksBuilt {
+		// The router build: a constant, so the emulation is not linked.
+		if c.Personality != "" || len(c.Quirks) > 0 {
+			return Quirks{}, errQuirksNotBuilt
+		}
+		return Quirks{}, nil
+	}
 	items := c.Quirks
 	if c.Personality != "" {
 		p, err := LookupPersonality(c.Personality)

@@ -28,6 +28,10 @@ const (
 	// make one request at a time, and miniupnpd closes after each.
 	httpIdleTimeout    = 5 * time.Second
 	httpMaxHeaderBytes = 8 << 10
+	// httpMaxRequestsPerConn bounds the requests on one kept-alive
+	// connection (a browser on the admin page, a control point that
+	// keeps its connection).
+	httpMaxRequestsPerConn = 100
 	// shutdownTimeout bounds the whole shutdown: requests under way, the
 	// core finishing its operations, a flush of the backend.
 	shutdownTimeout = 10 * time.Second

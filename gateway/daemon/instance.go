@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/jsonobj"
 )
 
 // One gateway per state directory and per nft table. Two gateways sharing
@@ -164,7 +167,7 @@ func lockStateDir(dir string) (*os.File, instanceInfo, error) {
 	if !ok {
 		var holder instanceInfo
 		b, _ := io.ReadAll(io.LimitReader(f, 4096))
-		if json.Unmarshal(b, &holder) != nil || holder.StateDir == "" {
+		if parseInstanceInfo(b, &holder) != nil || holder.StateDir == "" {
 			holder = instanceInfo{StateDir: absPath(dir)}
 		}
 		f.Close()
@@ -193,4 +196,24 @@ func absPath(p string) string {
 		return a
 	}
 	return p
+}
+
+// parseInstanceInfo reads what json.Marshal wrote of an instanceInfo, with
+// package jsonobj (the router build links no JSON decoder).
+func parseInstanceInfo(b []byte, i *instanceInfo) error {
+	o, err := jsonobj.Parse(bytes.TrimSpace(b))
+	if err != nil {
+		return err
+	}
+	var pid int64
+	err = errors.Join(
+		o.Int("pid", &pid),
+		o.String("state_dir", &i.StateDir),
+		o.String("nft_table", &i.Table),
+		o.String("backend", &i.Backend),
+		o.String("admin", &i.Admin),
+		o.Time("started", &i.Started),
+	)
+	i.PID = int(pid)
+	return err
 }

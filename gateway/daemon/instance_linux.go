@@ -67,7 +67,7 @@ func lockTable(table string, me instanceInfo) (io.Closer, instanceInfo, error) {
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	line, _ := bufio.NewReader(io.LimitReader(c, 4096)).ReadBytes('\n')
 	var said instanceInfo
-	if json.Unmarshal(line, &said) == nil && said.PID != 0 {
+	if parseInstanceInfo(line, &said) == nil && said.PID != 0 {
 		holder = said
 	}
 	return nil, holder, nil

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -171,5 +172,21 @@ func BenchmarkPortServed(b *testing.B) {
 	lo := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	for i := 0; b.Loop(); i++ {
 		portServed(gateway.TCP, uint16(40000+i%1000), lo)
+	}
+}
+
+// TestInstanceInfoReadsBackAsWritten: what a gateway writes of itself
+// (json.Marshal) the next one reads (parseInstanceInfo) as json.Unmarshal
+// would.
+func TestInstanceInfoReadsBackAsWritten(t *testing.T) {
+	in := instanceInfo{PID: 4242, StateDir: "/var/lib/portfwd \"x\"", Table: "portfwd", Backend: "nft", Admin: "127.0.0.1:8900",
+		Started: time.Date(2026, 12, 6, 16, 0, 0, 1, time.UTC)}
+	line, _ := json.Marshal(in)
+	var got instanceInfo
+	if err := parseInstanceInfo(append(line, '\n'), &got); err != nil || got != in {
+		t.Errorf("%s: read %+v (%v)", line, got, err)
+	}
+	if err := parseInstanceInfo([]byte("garbage"), &got); err == nil {
+		t.Error("garbage read without an error")
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -188,7 +187,7 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 	for k := range c.errors {
 		ek = append(ek, k)
 	}
-	slices.Sort(ek)
+	sort.Slice(ek, func(i, j int) bool { return ek[i] < ek[j] })
 	for _, k := range ek {
 		fmt.Fprintf(bw, "portfwd_errors_total{kind=%s} %d\n", label(k), c.errors[k])
 	}

@@ -212,6 +212,7 @@ func TestDefaultLayoutUnchanged(t *testing.T) {
 // sees the rule), and a GENA subscription on the device's event path gets
 // the initial event and the one the new mapping causes.
 func TestDaemonServesEveryPersonality(t *testing.T) {
+	needQuirks(t)
 	for _, p := range Personalities {
 		if p.Unservable != "" {
 			continue

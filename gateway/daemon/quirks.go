@@ -327,7 +327,7 @@ func (d *Daemon) setupQuirks() error {
 		return err
 	}
 	d.quirks = q
-	if d.cfg.Personality != "" {
+	if QuirksBuilt && d.cfg.Personality != "" {
 		p, _ := LookupPersonality(d.cfg.Personality)
 		d.personality = &p
 		d.cfg.applyPersonality(p)

@@ -27,6 +27,9 @@ type quirkHandler struct {
 
 // wrapQuirks returns h, or h behind a quirkHandler when a SOAP quirk is on.
 func wrapQuirks(h http.Handler, q Quirks, log *slog.Logger, m *metrics) http.Handler {
+	if !QuirksBuilt {
+		return h
+	}
 	if !q.PermanentOnly && !q.Lease402 && !q.UpperProto && !q.NoList && !q.SOAP500NoBody {
 		return h
 	}

@@ -3,15 +3,14 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/internal/httpserve"
 	"github.com/portfwd/portfwd/ssdp"
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -33,7 +32,9 @@ type upnpSide struct {
 // upnpLayout returns the personality's layout, or nil for portfwd's own
 // paths.
 func (d *Daemon) upnpLayout() *igd.Layout {
-	if d.personality == nil {
+	if !QuirksBuilt || d.personality == nil {
+		// The router build has no personalities: the constant leaves
+		// their layouts (and their map's 7 KB of initialisation) out.
 		return nil
 	}
 	l, ok := personalityLayouts[d.personality.Slug]
@@ -48,7 +49,7 @@ type httpListener struct {
 	iface string
 	addr  netip.AddrPort
 	ln    net.Listener
-	srv   *http.Server
+	srv   *httpserve.Server
 }
 
 // setupUPnP builds the IGD server, its event publisher and SSDP responder,
@@ -192,20 +193,20 @@ func (d *Daemon) listenHTTP(ctx context.Context, iface string, addr netip.AddrPo
 		return nil, fmt.Errorf("UPnP HTTP server on %s (%s): %w (is another UPnP daemon, such as miniupnpd, running? change upnp.http_port otherwise)", addr, iface, err)
 	}
 	got, _ := netip.ParseAddrPort(ln.Addr().String())
-	errLog := slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)
 	return &httpListener{
 		iface: iface,
 		addr:  got,
 		ln:    &lanListener{Listener: ln, allow: d.lan.allowed, limits: d.upnpSide.limits, log: d.log},
-		srv: &http.Server{
-			Handler:           wrapQuirks(d.upnpSide.igd, d.quirks, d.log, d.metrics),
-			ConnState:         d.upnpSide.limits.connState,
-			ReadHeaderTimeout: httpReadHeaderTimeout,
-			ReadTimeout:       httpReadTimeout,
-			WriteTimeout:      httpWriteTimeout,
-			IdleTimeout:       httpIdleTimeout,
-			MaxHeaderBytes:    httpMaxHeaderBytes,
-			ErrorLog:          errLog,
+		srv: &httpserve.Server{
+			Handler:            wrapQuirks(d.upnpSide.igd, d.quirks, d.log, d.metrics),
+			ConnState:          d.upnpSide.limits.connState,
+			ReadHeaderTimeout:  httpReadHeaderTimeout,
+			ReadTimeout:        httpReadTimeout,
+			WriteTimeout:       httpWriteTimeout,
+			IdleTimeout:        httpIdleTimeout,
+			MaxHeaderBytes:     httpMaxHeaderBytes,
+			MaxRequestsPerConn: httpMaxRequestsPerConn,
+			Logger:             d.log,
 		},
 	}, nil
 }

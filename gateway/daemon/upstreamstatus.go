@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -52,7 +53,7 @@ func sortedKeys(m map[string]uint64) []string {
 	for k := range m {
 		ks = append(ks, k)
 	}
-	slices.Sort(ks)
+	sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
 	return ks
 }
 

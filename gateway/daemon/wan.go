@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,7 +134,11 @@ func (d *Daemon) probeAddrs() []netip.Addr {
 		// Once each: the external address is usually also the external
 		// interface's, and every address probed costs four system calls
 		// per port given.
-		d.wan.probeList = slices.Compact(slices.SortedFunc(slices.Values(d.externalAddrs()), netip.Addr.Compare))
+		// sort.Slice, not slices.SortedFunc: one sort routine in the
+		// router build, not one more per element type.
+		addrs := d.externalAddrs()
+		sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+		d.wan.probeList = slices.Compact(addrs)
 		if len(d.wan.probeList) == 0 {
 			d.wan.probeList = []netip.Addr{netip.IPv4Unspecified()}
 		}

@@ -60,7 +60,10 @@ func newUPnP(gw, local netip.Addr, iface, url string, log *slog.Logger) *upnpMet
 	if local.IsValid() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, Proxy: nil, DisableKeepAlives: true}}
+	// One connection per request, bound to the external interface, with no
+	// proxy: upnp.ConnTransport rather than net/http's Transport, which
+	// would add about 0.4 MB to portfwd-gateway for a few calls a minute.
+	hc := &http.Client{Transport: &upnp.ConnTransport{DialContext: d.DialContext}}
 	return &upnpMethod{gw: gw, local: local, iface: iface, url: url, log: log, hc: hc}
 }
 

@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -919,7 +920,7 @@ func (u *Manager) work(ctx context.Context) {
 // made first.
 func (u *Manager) rechain(ctx context.Context, ms []gateway.Mapping, reason string) {
 	start := time.Now()
-	slices.SortFunc(ms, func(a, b gateway.Mapping) int { return b.Created.Compare(a.Created) })
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Created.After(ms[j].Created) }) // not slices.SortFunc: one sort routine in the router build
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

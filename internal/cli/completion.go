@@ -253,6 +253,6 @@ func sortedKeys(m map[string][]string) []string {
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] }) // not sort.Strings (slices.Sort): one sort routine in the router build
 	return keys
 }

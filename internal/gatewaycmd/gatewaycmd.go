@@ -143,6 +143,10 @@ func parseBytes(s string) (int64, error) {
 // the configuration are *cli.UsageError. beforeNetwork, when not nil, is
 // called just before the gateway first touches the network.
 func (f *Flags) Run(ctx context.Context, fs *flag.FlagSet, stdout, stderr io.Writer, beforeNetwork func()) error {
+	if !daemon.QuirksBuilt && (f.quirks != "" || f.personality != "") {
+		// portfwd-gateway, the router build (tag gatewayonly).
+		return cli.Usagef("--quirks and --personality (router emulation for testing clients) are left out of %s, the router build; run 'portfwd gateway' (the whole tool) for them", f.prog())
+	}
 	if f.quirks == "list" {
 		fmt.Fprintf(stdout, "quirks (%s --quirks NAME[:PARAM],...; every one is off by default):\n", f.prog())
 		for _, line := range daemon.QuirkHelp() {

@@ -52,6 +52,11 @@ func (l *Lab) command(ctx context.Context, host, name string, args ...string) *e
 	if err != nil {
 		cmd.Err = err
 	}
+	// The lab's own client state directory (Env): a portfwd command run
+	// without --state-dir (keep remembers what it keeps) must not write
+	// to the state of the user running the tests, nor share it with
+	// another lab.
+	cmd.Env = l.Env()
 	// If the command leaves children holding its pipes, give up on them
 	// shortly after it exits instead of hanging the test.
 	cmd.WaitDelay = 2 * time.Second
