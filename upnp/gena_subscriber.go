@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/httpserve"
 	"github.com/portfwd/portfwd/internal/version"
 )
 
@@ -96,7 +97,7 @@ type Subscriber struct {
 	Logger *slog.Logger
 
 	mu       sync.Mutex
-	srv      *http.Server
+	srv      *httpserve.Server
 	callback string // "host:port" of callback URLs, once started
 	subs     map[string]*Subscription
 	closed   bool
@@ -258,14 +259,17 @@ func (s *Subscriber) start() (string, error) {
 		}
 	}
 	log := s.logger()
-	s.srv = &http.Server{
+	// httpserve, not net/http's Server: the router build chains to a
+	// router above with this subscriber, and net/http's Server links the
+	// TLS stack (see internal/httpserve).
+	s.srv = &httpserve.Server{
 		Handler:           http.HandlerFunc(s.serveNotify),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      notifyWait + 10*time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Logger:            log,
 	}
 	s.callback = netip.AddrPortFrom(host, uint16(tcp.Port)).String()
 	if s.subs == nil {
@@ -273,7 +277,7 @@ func (s *Subscriber) start() (string, error) {
 	}
 	srv := s.srv
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, httpserve.ErrServerClosed) {
 			log.Error("upnp: event callback server stopped", "addr", ln.Addr(), "err", err)
 		}
 	}()
