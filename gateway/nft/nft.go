@@ -466,7 +466,6 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 	return nil
 }
 
-
 // installedRule returns the rule installed for k.
 func (b *Backend) installedRule(k portKey) (gateway.Rule, bool) {
 	v, ok := b.installed[k]
