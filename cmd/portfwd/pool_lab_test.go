@@ -180,6 +180,7 @@ func pcpMapFrom(src netip.Addr, server netip.AddrPort, proto pcp.Protocol, port 
 		return netip.AddrPort{}, err
 	}
 	buf := make([]byte, 1100)
+	var lastErr error
 	for try := range 4 {
 		if _, err := c.Write(req); err != nil {
 			return netip.AddrPort{}, err
@@ -188,7 +189,14 @@ func pcpMapFrom(src netip.Addr, server netip.AddrPort, proto pcp.Protocol, port 
 		for {
 			n, err := c.Read(buf)
 			if err != nil {
-				break // timed out: send again
+				lastErr = err
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					break // timed out: send again
+				}
+				// An ICMP error (ECONNREFUSED) is reported once; like a
+				// PCP client (RFC 6887 §8.1.1), keep to the retransmission
+				// timer rather than resend at once.
+				continue
 			}
 			r, err := pcp.ParseResponse(buf[:n])
 			if err != nil || r.Map == nil || r.Map.Nonce != nonce {
@@ -200,5 +208,5 @@ func pcpMapFrom(src netip.Addr, server netip.AddrPort, proto pcp.Protocol, port 
 			return netip.AddrPortFrom(r.Map.ExternalAddr.Unmap(), r.Map.ExternalPort), nil
 		}
 	}
-	return netip.AddrPort{}, fmt.Errorf("no answer from %v", server)
+	return netip.AddrPort{}, fmt.Errorf("no answer from %v (last: %v)", server, lastErr)
 }
