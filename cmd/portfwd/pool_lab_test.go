@@ -185,8 +185,9 @@ func pcpMapFrom(src netip.Addr, server netip.AddrPort, proto pcp.Protocol, port 
 		if _, err := c.Write(req); err != nil {
 			return netip.AddrPort{}, err
 		}
-		c.SetReadDeadline(time.Now().Add(time.Duration(250<<try) * time.Millisecond))
-		for {
+		deadline := time.Now().Add(time.Duration(250<<try) * time.Millisecond)
+		c.SetReadDeadline(deadline)
+		for time.Now().Before(deadline) {
 			n, err := c.Read(buf)
 			if err != nil {
 				lastErr = err
