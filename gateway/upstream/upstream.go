@@ -459,8 +459,9 @@ func (u *Manager) enqueue(ps ...pendingUnmap) {
 	u.unmaps = append(u.unmaps, ps...)
 	var over []pendingUnmap
 	if n := len(u.unmaps) - maxPending; n > 0 {
-		over = slices.Clone(u.unmaps[:n])
-		u.unmaps = slices.Delete(u.unmaps, 0, n)
+		over = append([]pendingUnmap(nil), u.unmaps[:n]...)
+		u.unmaps = append(u.unmaps[:0], u.unmaps[n:]...)
+		clear(u.unmaps[len(u.unmaps) : len(u.unmaps)+n]) // what slices.Delete does: no stale references kept
 	}
 	u.mu.Unlock()
 	for _, p := range over {
