@@ -377,41 +377,42 @@ func (o Object) Time(key string, dst *time.Time) error {
 // Addr sets *dst to the IP address at key (as netip.Addr encodes: ""
 // for the zero Addr); absent or null leaves it.
 func (o Object) Addr(key string, dst *netip.Addr) error {
-	var s string
-	if err := o.String(key, &s); err != nil {
-		return err
-	}
-	if _, ok := o[key]; !ok || s == "" {
-		if ok && o[key].IsString {
-			*dst = netip.Addr{}
+	return o.parsed(key, func(s string) error {
+		a, err := netip.ParseAddr(s)
+		if err == nil {
+			*dst = a
 		}
-		return nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return fmt.Errorf("jsonobj: %s: %w", key, err)
-	}
-	*dst = a
-	return nil
+		return err
+	}, func() { *dst = netip.Addr{} })
 }
 
 // AddrPort sets *dst to the address and port at key (as netip.AddrPort
 // encodes: "" for the zero AddrPort); absent or null leaves it.
 func (o Object) AddrPort(key string, dst *netip.AddrPort) error {
+	return o.parsed(key, func(s string) error {
+		a, err := netip.ParseAddrPort(s)
+		if err == nil {
+			*dst = a
+		}
+		return err
+	}, func() { *dst = netip.AddrPort{} })
+}
+
+// parsed hands the string at key to parse, or calls zero for "" (how a
+// zero value encodes); absent or null calls neither.
+func (o Object) parsed(key string, parse func(string) error, zero func()) error {
 	var s string
 	if err := o.String(key, &s); err != nil {
 		return err
 	}
 	if _, ok := o[key]; !ok || s == "" {
 		if ok && o[key].IsString {
-			*dst = netip.AddrPort{}
+			zero()
 		}
 		return nil
 	}
-	a, err := netip.ParseAddrPort(s)
-	if err != nil {
+	if err := parse(s); err != nil {
 		return fmt.Errorf("jsonobj: %s: %w", key, err)
 	}
-	*dst = a
 	return nil
 }
