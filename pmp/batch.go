@@ -1,20 +1,12 @@
 package pmp
 
-import (
-	"context"
-	"net"
-	"net/netip"
-)
+import "context"
 
-// request is a request read and admitted, waiting for its answer.
-type request struct {
-	pkt    []byte
-	client netip.AddrPort
-	dst    netip.Addr
-	from   *net.UDPAddr
-	resp   []byte
-}
+// Requests are read and answered in batches in the full build
+// (batch_full.go) and one at a time in the router build
+// (batch_gatewayonly.go); both send a lone answer with sendReply.
 
+// sendReply sends resp, the answer to r, from the address r was sent to.
 func (s *Server) sendReply(ctx context.Context, c *packetConn, resp []byte, r *request) {
 	if err := c.reply(resp, r.dst, r.from); err != nil && ctx.Err() == nil {
 		s.logger().Warn("natpmp: cannot send a reply", "client", r.client, "err", err)

@@ -9,6 +9,7 @@ package pmp
 import (
 	"context"
 	"net"
+	"net/netip"
 	"sync"
 
 	"golang.org/x/net/ipv4"
@@ -35,6 +36,15 @@ type batch struct {
 	src1 net.Addr
 	cm1  *ipv4.ControlMessage
 	reqs []request
+}
+
+// request is a request read and admitted, waiting for its answer.
+type request struct {
+	pkt    []byte
+	client netip.AddrPort
+	dst    netip.Addr
+	from   *net.UDPAddr
+	resp   []byte // the answer, when answered with others
 }
 
 func newBatch(c *packetConn) *batch {

@@ -5,6 +5,7 @@ package pmp
 import (
 	"context"
 	"net"
+	"net/netip"
 
 	"golang.org/x/net/ipv4"
 )
@@ -26,6 +27,14 @@ type batch struct {
 	src1 net.Addr
 	cm1  *ipv4.ControlMessage
 	reqs []request
+}
+
+// request is a request read and admitted, waiting for its answer.
+type request struct {
+	pkt    []byte
+	client netip.AddrPort
+	dst    netip.Addr
+	from   *net.UDPAddr
 }
 
 func newBatch(c *packetConn) *batch { return &batch{c: c} }
