@@ -40,7 +40,7 @@ func TestNoClientPackage(t *testing.T) {
 // unencrypted-HTTP/2 check links the TLS client, 1 MB), and sends with
 // upnp.ConnTransport, not net/http's Transport or Client; nor does it link
 // encoding/json's decoder (internal/jsonobj reads what the gateway wrote).
-// Nor what was taken out of it to keep it under 8 MB for mipsle (README,
+// Nor what was taken out of it to bring it toward 8 MB for mipsle (README,
 // "Releases, packaging and licence"): x/net/bpf's assembler (the nft
 // reload watch's filter is raw instructions), batched NAT-PMP/PCP reads
 // and writes (recvmmsg/sendmmsg) and group commit (the router build
