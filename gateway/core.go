@@ -639,7 +639,7 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 			return Mapping{}, err
 		}
 		if c.up != nil {
-			resume := groupOf(ctx).pause() // the router above may take its time
+			resume := pauseGroup(ctx) // the router above may take its time
 			err = c.chain(ctx, &m, prev, hadPrev, exact)
 			resume()
 		} else {
@@ -845,7 +845,7 @@ func (c *Core) waitIdleLocked(ctx context.Context, k uint64) error {
 		c.mu.Unlock()
 		// Another member of this request's commit group may hold k,
 		// waiting for the group: stop counting as running meanwhile.
-		resume := groupOf(ctx).pause()
+		resume := pauseGroup(ctx)
 		select {
 		case <-op.done:
 			resume()
@@ -1035,7 +1035,7 @@ func (c *Core) releaseLocked(k uint64, op *inflight) {
 // table unchanged. Under a CommitGroup (group.go) the change is applied
 // together with the group's others.
 func (c *Core) apply(ctx context.Context, prev Mapping, hadPrev bool, m Mapping) error {
-	if g := groupOf(ctx); g != nil {
+	if g := groupOf(ctx); groupCommit && g != nil {
 		return g.submit(c, &groupChange{prev: prev, hadPrev: hadPrev, m: m})
 	}
 	return c.applyAlone(ctx, prev, hadPrev, m)
@@ -1139,7 +1139,7 @@ func (c *Core) DeleteAt(ctx context.Context, req Requester, key Key, remoteHost 
 	c.unchain(ctx, []Mapping{m})
 	var removed bool
 	var err error
-	if g := groupOf(ctx); g != nil {
+	if g := groupOf(ctx); groupCommit && g != nil {
 		err = g.submit(c, &groupChange{del: true, m: m})
 		removed = err == nil
 	} else {
@@ -1390,7 +1390,7 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		if wait == nil {
 			break
 		}
-		resume := groupOf(ctx).pause()
+		resume := pauseGroup(ctx)
 		select {
 		case <-wait:
 			resume()

@@ -26,6 +26,10 @@ import (
 // store. A single request never waits for anything: a server hands out a
 // group only when it holds more than one request, and a group whose other
 // members are done commits at once.
+//
+// The router build (the gatewayonly tag, groupcommit_gatewayonly.go) has
+// no group commit: its servers answer one request at a time, and a
+// context from WithCommitGroup is served as if it had no group.
 type CommitGroup struct {
 	ctx context.Context // for commits started by Done or a pause
 
@@ -60,9 +64,21 @@ func WithCommitGroup(ctx context.Context, g *CommitGroup) context.Context {
 	return context.WithValue(ctx, groupKey{}, g)
 }
 
+// groupOf returns the group of ctx, or nil. Its callers test groupCommit
+// first, so that in the router build, where it is false, the compiler
+// drops the group's code (submit, commitChanges) from their paths.
 func groupOf(ctx context.Context) *CommitGroup {
 	g, _ := ctx.Value(groupKey{}).(*CommitGroup)
 	return g
+}
+
+// pauseGroup is groupOf(ctx).pause(): nil-safe, and a no-op in the router
+// build.
+func pauseGroup(ctx context.Context) (resume func()) {
+	if !groupCommit {
+		return func() {}
+	}
+	return groupOf(ctx).pause()
 }
 
 // Done tells g that a member finished: it will hand in no more changes.

@@ -102,7 +102,8 @@ type Server struct {
 	// when answered. A gateway uses it for group commit
 	// (gateway.CommitGroup): the changes of requests that arrived
 	// together go to its backend and store together. A request read
-	// alone is answered as if Group were nil.
+	// alone is answered as if Group were nil. The router build (the
+	// gatewayonly tag) reads one request at a time and never calls it.
 	Group func(ctx context.Context, n int) (groupCtx context.Context, done func())
 
 	ingress ingressCache
@@ -317,7 +318,8 @@ func (s *Server) sinceStart() uint32 {
 // goroutines on a request's path, which on a busy machine cost as much as
 // answering. Several requests read at once are answered together under
 // the Group (group commit). While every worker is busy, requests wait in
-// the socket's buffer.
+// the socket's buffer. The router build reads and answers one request at
+// a time (batch_gatewayonly.go).
 func (s *Server) serve(ctx context.Context, c *packetConn) error {
 	log := s.logger()
 	stop := context.AfterFunc(ctx, func() { c.pc.SetReadDeadline(time.Unix(1, 0)) })

@@ -235,14 +235,20 @@ func announceSources6(name string) (*net.Interface, []netip.Addr) {
 		}
 		out = append(out, ip)
 	}
-	slices.SortStableFunc(out, func(a, b netip.Addr) int {
-		switch {
-		case a.IsLinkLocalUnicast() == b.IsLinkLocalUnicast():
-			return 0
-		case a.IsLinkLocalUnicast():
-			return -1
+	// Link-local addresses first, each group in the interface's order
+	// (a stable partition, by hand: slices.SortStableFunc would link
+	// one more sort routine into the router build).
+	ordered := make([]netip.Addr, 0, len(out))
+	for _, a := range out {
+		if a.IsLinkLocalUnicast() {
+			ordered = append(ordered, a)
 		}
-		return 1
-	})
+	}
+	for _, a := range out {
+		if !a.IsLinkLocalUnicast() {
+			ordered = append(ordered, a)
+		}
+	}
+	out = ordered
 	return ifi, out[:min(len(out), maxAnnounceSources)]
 }

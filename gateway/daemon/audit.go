@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -230,9 +229,12 @@ func (a *auditLog) Recent() []gateway.AuditRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]gateway.AuditRecord, 0, len(a.recent))
-	out = append(out, a.recent[a.next:]...)
-	out = append(out, a.recent[:a.next]...)
-	slices.Reverse(out)
+	for i := a.next - 1; i >= 0; i-- {
+		out = append(out, a.recent[i])
+	}
+	for i := len(a.recent) - 1; i >= a.next; i-- {
+		out = append(out, a.recent[i])
+	}
 	return out
 }
 

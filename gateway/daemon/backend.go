@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -107,5 +108,8 @@ func (d *Daemon) relayPinholeAddrs() (addrs []netip.Addr, follow bool) {
 		follow = true
 		addrs = append(addrs, ipv6AddrsOf(name)...)
 	}
-	return slices.Compact(slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare)), follow
+	// sort.Slice, not slices.SortedFunc: one sort routine in the router
+	// build, not one more per element type.
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+	return slices.Compact(addrs), follow
 }

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/pmp"
 )
 
@@ -55,11 +54,9 @@ func (d *Daemon) setupNATPMP(ctx context.Context) error {
 		RequestContext:  func(ctx context.Context) context.Context { ctx, _ = withPMPNote(ctx); return ctx },
 		Answered:        d.onPMPAnswer,
 		// Requests read together commit together: one nft transaction
-		// and one journal write for the batch.
-		Group: func(ctx context.Context, n int) (context.Context, func()) {
-			g := gateway.NewCommitGroup(ctx, n)
-			return gateway.WithCommitGroup(ctx, g), g.Done
-		},
+		// and one journal write for the batch (nil in the router build,
+		// which reads one request at a time: pmpgroup_*.go).
+		Group: pmpGroup(),
 	}
 	if d.cfg.NATPMP.PCP {
 		d.pmpSide.server.PCP = &pcpHandler{d.pmpAdapter()}

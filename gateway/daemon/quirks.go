@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -193,7 +192,7 @@ func ParseQuirks(items []string) (Quirks, error) {
 			}
 			name, param, _ := strings.Cut(raw, ":")
 			name = strings.ToLower(name)
-			i := slices.IndexFunc(quirkDefs, func(d quirkDef) bool { return d.name == name })
+			i := quirkIndex(name)
 			if i < 0 {
 				errs = append(errs, fmt.Errorf("unknown quirk %q: did you mean %q? ('portfwd gateway --quirks list' lists them)", name, nearest(name, QuirkNames())))
 				continue
@@ -374,7 +373,7 @@ func (d *Daemon) logQuirks() {
 	}
 	for _, n := range d.quirks.Names() {
 		name, _, _ := strings.Cut(n, ":")
-		i := slices.IndexFunc(quirkDefs, func(q quirkDef) bool { return q.name == name })
+		i := quirkIndex(name)
 		d.log.Warn("quirk on: this gateway misbehaves on purpose", "quirk", n, "what", quirkDefs[i].summary)
 	}
 }
@@ -490,4 +489,16 @@ func (d *Daemon) forgetEvery(ctx context.Context, every time.Duration) {
 		}
 		d.log.Info("quirk forgetful: the table was lost, silently", "mappings", n)
 	}
+}
+
+// quirkIndex returns the index of the quirk called name in quirkDefs, or
+// -1. A loop, not slices.IndexFunc: one generic instantiation fewer in the
+// router build.
+func quirkIndex(name string) int {
+	for i, d := range quirkDefs {
+		if d.name == name {
+			return i
+		}
+	}
+	return -1
 }

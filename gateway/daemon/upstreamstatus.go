@@ -3,7 +3,6 @@ package daemon
 import (
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -110,7 +109,13 @@ func upstreamFinding(cfg Config) Finding {
 	iface := cfg.Interfaces.External[0]
 	gw := "no default route through " + iface + " (yet?)"
 	if routes, err := mainRoutes(); err == nil {
-		routes = slices.DeleteFunc(routes, func(r netroute.Route) bool { return r.Iface != iface })
+		var through []netroute.Route // a loop, not slices.DeleteFunc (router build size)
+		for _, r := range routes {
+			if r.Iface == iface {
+				through = append(through, r)
+			}
+		}
+		routes = through
 		if a, _, err := netroute.DefaultGatewayFrom(routes); err == nil {
 			gw = a.String() + ", the default gateway of " + iface
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sort"
 	"sync"
 
@@ -341,7 +340,10 @@ func (b *Backend) AddBatch(ctx context.Context, rules []gateway.Rule) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for chunk := range slices.Chunk(norm, restoreChunk) {
+	// Plain index loops, not slices.Chunk: its iterator closures per
+	// element type are code the router build does without.
+	for i := 0; i < len(norm); i += restoreChunk {
+		chunk := norm[i:min(i+restoreChunk, len(norm)):min(i+restoreChunk, len(norm))]
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -435,7 +437,8 @@ func (b *Backend) DeleteBatch(ctx context.Context, rules []gateway.Rule) error {
 			olds = append(olds, old)
 		}
 	}
-	for chunk := range slices.Chunk(olds, restoreChunk) {
+	for i := 0; i < len(olds); i += restoreChunk {
+		chunk := olds[i:min(i+restoreChunk, len(olds)):min(i+restoreChunk, len(olds))]
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -520,7 +523,9 @@ func (b *Backend) restore() error {
 		bySet[set] = append(bySet[set], nftables.SetElement{Key: key, Val: encodeData(r)})
 	}
 	for _, set := range b.maps() {
-		for chunk := range slices.Chunk(bySet[set], restoreChunk) {
+		elems := bySet[set]
+		for i := 0; i < len(elems); i += restoreChunk {
+			chunk := elems[i:min(i+restoreChunk, len(elems)):min(i+restoreChunk, len(elems))]
 			if err := b.conn.SetAddElements(set, chunk); err != nil {
 				return err
 			}

@@ -90,10 +90,8 @@ func (b *Backend) watchOnce(ctx context.Context, changed chan<- struct{}, first 
 	// A reload is a burst of messages: room for a large one (fw4 writes
 	// thousands of rules) before the kernel drops any (ENOBUFS).
 	conn.SetReadBuffer(4 << 20)
-	if filter, err := watchFilter(); err == nil {
-		if err := conn.SetBPF(filter); err != nil {
-			b.log.Debug("nft: no socket filter for the ruleset events; every change is read", "err", err)
-		}
+	if err := conn.SetBPF(watchFilter()); err != nil {
+		b.log.Debug("nft: no socket filter for the ruleset events; every change is read", "err", err)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -128,15 +126,26 @@ var watchedTypes = []uint16{unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, unix.N
 // notification is a datagram of its own, whose first header's type the
 // filter reads (nlmsg_type, at offset 4, in host byte order, which the
 // filter's big-endian load sees swapped on a little-endian host).
-func watchFilter() ([]bpf.RawInstruction, error) {
-	prog := []bpf.Instruction{bpf.LoadAbsolute{Off: 4, Size: 2}}
+//
+// The program is written as raw instructions (the kernel's struct
+// sock_filter), not assembled by x/net/bpf: its assembler and instruction
+// types are about 8 KB of the router build for these ten instructions.
+// TestWatchFilter disassembles and runs it with x/net/bpf's VM.
+func watchFilter() []bpf.RawInstruction {
+	// A = the 16-bit word at offset 4: nlmsg_type (ldh [4]).
+	prog := []bpf.RawInstruction{{Op: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 4}}
 	for i, t := range watchedTypes {
 		native := binary.NativeEndian.AppendUint16(nil, unix.NFNL_SUBSYS_NFTABLES<<8|t)
-		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(binary.BigEndian.Uint16(native)),
-			SkipTrue: uint8(len(watchedTypes) - i)})
+		// if A == type: jump over the remaining comparisons and the
+		// drop, to the accept (jeq #type, jt, 0).
+		prog = append(prog, bpf.RawInstruction{Op: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K,
+			Jt: uint8(len(watchedTypes) - i), K: uint32(binary.BigEndian.Uint16(native))})
 	}
-	prog = append(prog, bpf.RetConstant{Val: 0}, bpf.RetConstant{Val: 0xffffffff})
-	return bpf.Assemble(prog)
+	return append(prog,
+		// No type matched: drop the message (ret #0).
+		bpf.RawInstruction{Op: unix.BPF_RET | unix.BPF_K, K: 0},
+		// Matched: keep all of it (ret #0xffffffff).
+		bpf.RawInstruction{Op: unix.BPF_RET | unix.BPF_K, K: 0xffffffff})
 }
 
 func signal(c chan<- struct{}) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,13 +168,26 @@ table inet filter {
 // sets, and drops element changes (the backend's own work), generations
 // and other subsystems' messages, read in host byte order.
 func TestWatchFilter(t *testing.T) {
-	raw, err := watchFilter()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := watchFilter()
 	prog, ok := bpf.Disassemble(raw)
 	if !ok {
 		t.Fatal("the filter does not disassemble")
+	}
+	// The hand-written instructions are what x/net/bpf assembles from
+	// the program in its own terms.
+	want := []bpf.Instruction{bpf.LoadAbsolute{Off: 4, Size: 2}}
+	for i, typ := range watchedTypes {
+		native := binary.NativeEndian.AppendUint16(nil, unix.NFNL_SUBSYS_NFTABLES<<8|typ)
+		want = append(want, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(binary.BigEndian.Uint16(native)),
+			SkipTrue: uint8(len(watchedTypes) - i)})
+	}
+	want = append(want, bpf.RetConstant{Val: 0}, bpf.RetConstant{Val: 0xffffffff})
+	wantRaw, err := bpf.Assemble(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(raw, wantRaw) {
+		t.Errorf("watchFilter() = %v\nwant %v (%v)", raw, wantRaw, want)
 	}
 	vm, err := bpf.NewVM(prog)
 	if err != nil {
