@@ -161,21 +161,9 @@ func (d *Daemon) internalIndexes() map[int]bool {
 // interface name: where the UPnP HTTP server listens for IPv6 control
 // points (link-local addresses would need a zone in every URL).
 func ipv6AddrsOf(name string) []netip.Addr {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		return nil
-	}
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return nil
-	}
 	var out []netip.Addr
-	for _, ia := range addrs {
-		p, err := netip.ParsePrefix(ia.String())
-		if err != nil {
-			continue
-		}
-		if a := p.Addr(); a.Is6() && !a.Is4In6() && a.IsGlobalUnicast() && !a.IsLinkLocalUnicast() {
+	for _, p := range ipv6IfPrefixes(name) {
+		if a := p.Addr(); a.IsGlobalUnicast() && !a.IsLinkLocalUnicast() {
 			out = append(out, a)
 		}
 	}
@@ -185,6 +173,16 @@ func ipv6AddrsOf(name string) []netip.Addr {
 // ipv6PrefixesOf returns the on-link IPv6 prefixes of interface name
 // (link-local included), for lanPeers.
 func ipv6PrefixesOf(name string) []netip.Prefix {
+	out := ipv6IfPrefixes(name)
+	for i, p := range out {
+		out[i] = p.Masked()
+	}
+	return out
+}
+
+// ipv6IfPrefixes returns the IPv6 addresses of interface name with their
+// prefix lengths, as the kernel lists them; none when it is gone.
+func ipv6IfPrefixes(name string) []netip.Prefix {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
 		return nil
@@ -196,7 +194,7 @@ func ipv6PrefixesOf(name string) []netip.Prefix {
 	var out []netip.Prefix
 	for _, ia := range addrs {
 		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Is6() && !p.Addr().Is4In6() {
-			out = append(out, p.Masked())
+			out = append(out, p)
 		}
 	}
 	return out
