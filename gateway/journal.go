@@ -296,16 +296,8 @@ func appendPutOp(dst []byte, m Mapping) []byte {
 	if m.Chained() {
 		flags |= 2
 	}
-	dst = append(dst, flags, byte(m.Source))
-	dst = appendAddr(dst, m.InternalAddr)
-	dst = appendAddr(dst, m.RemoteHost)
-	dst = appendAddr(dst, m.Owner)
-	dst = append(dst, m.Nonce[:]...)
-	dst = appendTime(dst, m.Expires)
-	dst = appendTime(dst, m.Created)
-	desc := truncateUTF8(m.Description, 0xffff)
-	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(desc)))
-	dst = append(dst, desc...)
+	dst = append(dst, flags)
+	dst = appendHolder(dst, m.holder())
 	if m.Chained() {
 		h := *m.Upstream
 		method := truncateUTF8(h.Method, 0xff)
@@ -346,16 +338,51 @@ func appendPinOp(dst []byte, p Pinhole) []byte {
 	dst = append(dst, byte(p.Protocol))
 	dst = binary.LittleEndian.AppendUint16(dst, p.InternalPort)
 	dst = binary.LittleEndian.AppendUint16(dst, p.RemotePort)
-	dst = append(dst, byte(p.Source))
-	dst = appendAddr(dst, p.InternalAddr)
-	dst = appendAddr(dst, p.RemoteHost)
-	dst = appendAddr(dst, p.Owner)
-	dst = append(dst, p.Nonce[:]...)
-	dst = appendTime(dst, p.Expires)
-	dst = appendTime(dst, p.Created)
-	desc := truncateUTF8(p.Description, 0xffff)
+	return appendHolder(dst, p.holder())
+}
+
+// holderFields points at the fields a port mapping's and a pinhole's
+// records share, in their order on disk: who asked, for which internal
+// address, from which remote host, with which nonce, for how long.
+type holderFields struct {
+	source                  *Source
+	internal, remote, owner *netip.Addr
+	nonce                   *[12]byte
+	expires, created        *time.Time
+	description             *string
+}
+
+func (m *Mapping) holder() holderFields {
+	return holderFields{&m.Source, &m.InternalAddr, &m.RemoteHost, &m.Owner, &m.Nonce, &m.Expires, &m.Created, &m.Description}
+}
+
+func (p *Pinhole) holder() holderFields {
+	return holderFields{&p.Source, &p.InternalAddr, &p.RemoteHost, &p.Owner, &p.Nonce, &p.Expires, &p.Created, &p.Description}
+}
+
+func appendHolder(dst []byte, h holderFields) []byte {
+	dst = append(dst, byte(*h.source))
+	dst = appendAddr(dst, *h.internal)
+	dst = appendAddr(dst, *h.remote)
+	dst = appendAddr(dst, *h.owner)
+	dst = append(dst, h.nonce[:]...)
+	dst = appendTime(dst, *h.expires)
+	dst = appendTime(dst, *h.created)
+	desc := truncateUTF8(*h.description, 0xffff)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(desc)))
 	return append(dst, desc...)
+}
+
+// holder reads what appendHolder wrote into h's fields.
+func (d *decoder) holder(h holderFields) {
+	*h.source = Source(d.u8())
+	*h.internal = d.addr()
+	*h.remote = d.addr()
+	*h.owner = d.addr()
+	copy(h.nonce[:], d.bytes(len(h.nonce)))
+	*h.expires = d.time()
+	*h.created = d.time()
+	*h.description = string(d.bytes(int(d.u16())))
 }
 
 func appendPinDelOp(dst []byte, id uint16) []byte {
@@ -465,14 +492,7 @@ func decodeOpsInto(ops []journalOp, payload []byte) ([]journalOp, error) {
 			p.Protocol = Protocol(d.u8())
 			p.InternalPort = d.u16()
 			p.RemotePort = d.u16()
-			p.Source = Source(d.u8())
-			p.InternalAddr = d.addr()
-			p.RemoteHost = d.addr()
-			p.Owner = d.addr()
-			copy(p.Nonce[:], d.bytes(len(p.Nonce)))
-			p.Expires = d.time()
-			p.Created = d.time()
-			p.Description = string(d.bytes(int(d.u16())))
+			d.holder(p.holder())
 			op.pinID = p.ID
 			op.raw = payload[start : len(payload)-len(d.b)]
 		case opPinDel, opPinNext:
@@ -531,14 +551,7 @@ func (d *decoder) put(m *Mapping) {
 	if flags&^3 != 0 {
 		d.fail("unknown flags %#x", flags)
 	}
-	m.Source = Source(d.u8())
-	m.InternalAddr = d.addr()
-	m.RemoteHost = d.addr()
-	m.Owner = d.addr()
-	copy(m.Nonce[:], d.bytes(len(m.Nonce)))
-	m.Expires = d.time()
-	m.Created = d.time()
-	m.Description = string(d.bytes(int(d.u16())))
+	d.holder(m.holder())
 	if flags&2 != 0 {
 		h := &UpstreamHalf{}
 		m.Upstream = h
