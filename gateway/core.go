@@ -375,7 +375,7 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 			return false, fmt.Errorf("gateway: loading saved leases: %w", err)
 		}
 		if full {
-			c.tab = newTable()
+			c.tab = c.emptyTable()
 			return false, nil
 		}
 	}
@@ -676,7 +676,7 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		if hadPrev {
 			kind = EventUpdated
 		}
-		c.events.publish(Event{Kind: kind, Mapping: m, Count: c.tab.len()})
+		c.events.publish(Event{Kind: kind, Mapping: m, Count: c.tab.ownLen()})
 	}
 	c.releaseLocked(k, op)
 	c.rearmLocked()
@@ -1151,7 +1151,7 @@ func (c *Core) DeleteAt(ctx context.Context, req Requester, key Key, remoteHost 
 	c.mu.Lock()
 	if removed {
 		c.tab.remove(k)
-		c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: c.tab.len()})
+		c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: c.tab.ownLen()})
 	}
 	c.releaseLocked(k, op)
 	c.rearmLocked()
@@ -1367,7 +1367,7 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 			if ok[i] {
 				c.tab.remove(k)
 				deleted++
-				c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: c.tab.len()})
+				c.events.publish(Event{Kind: EventDeleted, Mapping: m, Count: c.tab.ownLen()})
 			}
 			c.releaseLocked(k, ops[i])
 		}
@@ -1420,7 +1420,11 @@ func (c *Core) visibleAll(req Requester) bool { return !c.pol.ListOwnOnly || req
 
 // Index returns the i-th mapping req can see (UPnP
 // GetGenericPortMappingEntry): the whole table, or with ListOwnOnly the
-// requester's own mappings. The order is stable while the table does not
+// requester's own mappings, of the gateway's own external address only.
+// Mappings on an external pool address are not counted: UPnP names a
+// mapping by protocol and port on the address GetExternalIPAddress
+// reports, and a pool mapping listed there would be taken for (and
+// deleted as) the own address's mapping of that port. The order is stable while the table does not
 // change; a deletion moves the last entry into the deleted one's place.
 func (c *Core) Index(req Requester, i int) (Mapping, error) {
 	req = req.normalize()
@@ -1428,12 +1432,24 @@ func (c *Core) Index(req Requester, i int) (Mapping, error) {
 	defer c.mu.Unlock()
 	var e *tableEntry
 	n := 0
-	if c.visibleAll(req) {
-		n = c.tab.len()
+	switch {
+	case c.visibleAll(req):
+		n = c.tab.ownLen()
 		if i >= 0 && i < n {
-			e = c.tab.at(i)
+			e = c.tab.ownAt(i)
 		}
-	} else {
+	case c.tab.pooled:
+		// The requester's own mappings on the gateway's own address:
+		// a scan of its keys, which its quota bounds.
+		for oe := range c.tab.ownerEntries(req.Addr) {
+			if !oe.m.ExternalAddr.IsValid() {
+				if n == i {
+					e = oe
+				}
+				n++
+			}
+		}
+	default:
 		n = c.tab.ownerLen(req.Addr)
 		e = c.tab.ownerAt(req.Addr, i)
 	}
@@ -1536,12 +1552,47 @@ func better(a, b Mapping) bool {
 	return a.ExternalPort < b.ExternalPort
 }
 
-// Len returns the number of mappings in the table
-// (PortMappingNumberOfEntries).
+// Len returns the number of mappings in the table, on every external
+// address.
 func (c *Core) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.tab.len()
+}
+
+// OwnAddrLen returns the number of mappings on the gateway's own external
+// address, the ones UPnP sees (PortMappingNumberOfEntries; see Index):
+// Len without those on external pool addresses.
+func (c *Core) OwnAddrLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tab.ownLen()
+}
+
+// All returns every mapping in the table, on every external address, in
+// no particular order: the operator's view (the admin page).
+func (c *Core) All() []Mapping {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Mapping, c.tab.len())
+	for i := range out {
+		out[i] = c.tab.at(i).m
+	}
+	return out
+}
+
+// Range calls f for every mapping in the table, on every external
+// address, until f returns false. It holds the Core's lock: f must be
+// quick and must not call the Core (metrics count with it, without
+// copying a carrier's million mappings).
+func (c *Core) Range(f func(m *Mapping) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 0; i < c.tab.len(); i++ {
+		if !f(&c.tab.at(i).m) {
+			return
+		}
+	}
 }
 
 // Subscribe calls f for every change to the table, in commit order, on a
@@ -1615,7 +1666,7 @@ func (c *Core) expireChunk() bool {
 		k := m.Key().pack()
 		if ok[i] {
 			c.tab.remove(k)
-			c.events.publish(Event{Kind: EventExpired, Mapping: m, Count: c.tab.len()})
+			c.events.publish(Event{Kind: EventExpired, Mapping: m, Count: c.tab.ownLen()})
 		} else {
 			failed++
 		}
@@ -1714,7 +1765,7 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 		for i := range all {
 			all[i] = c.tab.at(i).m
 		}
-		c.tab = newTable()
+		c.tab = c.emptyTable()
 	}
 	c.mu.Unlock()
 
@@ -1771,15 +1822,24 @@ func (c *Core) setPool(pool []netip.Addr) error {
 		c.poolSet[a] = true
 		c.pool = append(c.pool, a)
 	}
+	c.tab.pooled = len(c.pool) > 0
 	return nil
+}
+
+// emptyTable returns a new, empty table for the Core's pool.
+func (c *Core) emptyTable() *table {
+	t := newTable()
+	t.pooled = len(c.pool) > 0
+	return t
 }
 
 // ExternalPool returns the external address pool (Config.ExternalPool).
 func (c *Core) ExternalPool() []netip.Addr { return slices.Clone(c.pool) }
 
 // PoolAddr returns the external address paired with subscriber, for its
-// new PCP mappings: the address of the mappings it already holds over PCP
-// when that is still in the pool, and otherwise the one a hash of its
+// new PCP and NAT-PMP mappings (and NAT-PMP's answer to "what is my
+// external address"): the address of the mappings it already holds over
+// PCP or NAT-PMP when that is still in the pool, and otherwise the one a hash of its
 // address picks, so that the pairing survives restarts and needs no state
 // (RFC 4787 REQ-2 "paired" address pooling: a subscriber is seen from
 // outside on one address). It returns the zero Addr, meaning the
@@ -1796,7 +1856,7 @@ func (c *Core) PoolAddr(subscriber netip.Addr) netip.Addr {
 	held := false
 	if o := c.tab.owners[subscriber]; o != nil {
 		for _, k := range o.keys[:min(len(o.keys), 4)] {
-			if m := c.tab.lookup(k).m; m.Source == SourcePCP {
+			if m := c.tab.lookup(k).m; m.Source == SourcePCP || m.Source == SourceNATPMP {
 				a, held = m.ExternalAddr, true
 				break
 			}

@@ -36,7 +36,9 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind    EventKind
 	Mapping Mapping
-	// Count is the number of mappings in the table right after the change.
+	// Count is the number of mappings on the gateway's own external
+	// address right after the change: the table's size without an
+	// external pool (UPnP's PortMappingNumberOfEntries; Core.OwnAddrLen).
 	Count int
 	// Missed is how many events were dropped just before this one because
 	// subscribers fell too far behind; a subscriber that sees it non-zero

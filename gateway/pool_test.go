@@ -273,3 +273,58 @@ func TestRestoreFromFileStoreStreamsAndKeepsOldestUnderLoweredQuota(t *testing.T
 		t.Errorf("dropped %v, recorded once each; want 2000 and 4000", dropped)
 	}
 }
+
+// TestPoolIndexSeesTheOwnAddressOnly: UPnP's i-th entry (Index), its
+// count (OwnAddrLen) and the events' Count cover the gateway's own
+// address only, whatever the pool holds and however the table churns;
+// All lists every address's.
+func TestPoolIndexSeesTheOwnAddressOnly(t *testing.T) {
+	c := newPoolCore(t, nil)
+	pool := c.ExternalPool()
+	own := map[uint16]bool{}
+	for i := range 300 {
+		host := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		ext := netip.Addr{}
+		if i%3 != 0 {
+			ext = pool[1+i%3]
+		} else {
+			own[uint16(5000+i)] = true
+		}
+		m := gateway.Mapping{Protocol: gateway.UDP, ExternalPort: uint16(5000 + i), ExternalAddr: ext, InternalAddr: host, InternalPort: 80, Enabled: true}
+		if _, err := c.Add(ctx, pcpReq(host), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Churn: delete some of each kind, the swap-removes move entries.
+	for i := 0; i < 300; i += 7 {
+		ext := netip.Addr{}
+		if i%3 != 0 {
+			ext = pool[1+i%3]
+		} else {
+			delete(own, uint16(5000+i))
+		}
+		if err := c.DeleteAt(ctx, admin, gateway.Key{Protocol: gateway.UDP, ExternalPort: uint16(5000 + i), ExternalAddr: ext}, netip.Addr{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := c.OwnAddrLen(); n != len(own) {
+		t.Fatalf("OwnAddrLen = %d, want %d", n, len(own))
+	}
+	if n, all := c.Len(), len(c.All()); n != all || n <= len(own) {
+		t.Fatalf("Len %d, All %d: want every address's, more than the own %d", n, all, len(own))
+	}
+	seen := map[uint16]bool{}
+	for i := range len(own) {
+		m, err := c.Index(admin, i)
+		if err != nil {
+			t.Fatalf("Index(%d): %v", i, err)
+		}
+		if m.ExternalAddr.IsValid() || !own[m.ExternalPort] || seen[m.ExternalPort] {
+			t.Fatalf("Index(%d) = %v: not one of the own address's, or twice", i, m.Key())
+		}
+		seen[m.ExternalPort] = true
+	}
+	if _, err := c.Index(admin, len(own)); !errors.Is(err, gateway.ErrIndexOutOfRange) {
+		t.Fatalf("Index past the own address's entries: %v", err)
+	}
+}

@@ -24,6 +24,9 @@ import (
 //     address, protocol and port the (usually single) key forwarding
 //     there, so that NAT-PMP and PCP, which name a mapping by its internal
 //     side, find it in O(1) however many mappings the host holds;
+//   - with an external address pool, a dense list of the keys on the
+//     gateway's own address, so that UPnP, which sees that address only,
+//     gets its i-th entry in O(1) however many pool mappings there are;
 //   - a bitmap of the external ports in use per protocol, so that AddAny
 //     skips 64 taken ports at a time (one pair for the gateway's own
 //     address, and one per external pool address in use);
@@ -43,6 +46,12 @@ type table struct {
 	// address's 32 bits.
 	poolUsed map[uint32]*[2]PortSet
 	heap     []heapItem
+	// pooled is set when the Core has an external address pool: own then
+	// lists the keys of the mappings on the gateway's own address, the
+	// ones UPnP sees. Without a pool every entry is there, and own stays
+	// empty.
+	pooled bool
+	own    ownerKeys
 }
 
 type tableEntry struct {
@@ -50,6 +59,7 @@ type tableEntry struct {
 	heapIdx     int32 // position in heap; -1 for permanent mappings
 	ownerIdx    int32 // position in owners[m.Owner].keys
 	internalIdx int32 // position in internals[m.InternalAddr].keys
+	ownIdx      int32 // position in own.keys (pooled tables, own address only)
 }
 
 // internalKey names where a mapping forwards to.
@@ -232,7 +242,29 @@ func (t *table) put(m Mapping) {
 	ik := internalKeyOf(&m)
 	t.byInternal[ik] = append(t.byInternal[ik], k)
 	t.usedPorts(m.ExternalAddr, m.Protocol, true).Add(m.ExternalPort)
+	if t.pooled && !m.ExternalAddr.IsValid() {
+		e.ownIdx = int32(len(t.own.keys))
+		t.own.keys = append(t.own.keys, k)
+	}
 	t.heapSet(i, e, at, expires)
+}
+
+// ownLen returns the number of mappings on the gateway's own external
+// address (not on a pool address).
+func (t *table) ownLen() int {
+	if t.pooled {
+		return len(t.own.keys)
+	}
+	return len(t.entries)
+}
+
+// ownAt returns the i-th mapping on the gateway's own external address;
+// i must be in [0, ownLen).
+func (t *table) ownAt(i int) *tableEntry {
+	if t.pooled {
+		return t.lookup(t.own.keys[i])
+	}
+	return &t.entries[i]
 }
 
 // inUse reports whether proto's external port of the gateway's own
@@ -293,6 +325,15 @@ func (t *table) remove(k uint64) (Mapping, bool) {
 	t.internalRemove(e)
 	t.byInternalRemove(k, internalKeyOf(&e.m))
 	t.usedPorts(e.m.ExternalAddr, e.m.Protocol, true).Remove(e.m.ExternalPort)
+	if t.pooled && !e.m.ExternalAddr.IsValid() {
+		last := len(t.own.keys) - 1
+		if int(e.ownIdx) != last {
+			moved := t.own.keys[last]
+			t.own.keys[e.ownIdx] = moved
+			t.entries[t.slots[moved]].ownIdx = e.ownIdx
+		}
+		t.own.keys = t.own.keys[:last]
+	}
 	m := e.m
 	last := int32(len(t.entries) - 1)
 	if i != last {

@@ -465,7 +465,7 @@ func (c *Core) Rechain(ctx context.Context, k Key) (Mapping, error) {
 	if err == nil && m.Chained() {
 		c.tab.put(m)
 		if m.Half().Public != prev.Half().Public {
-			c.events.publish(Event{Kind: EventUpdated, Mapping: m, Count: c.tab.len()})
+			c.events.publish(Event{Kind: EventUpdated, Mapping: m, Count: c.tab.ownLen()})
 		}
 	}
 	c.releaseLocked(pk, op)

@@ -46,9 +46,11 @@ type Backend interface {
 	// Mappings returns every mapping in the table, every client's.
 	Mappings() []Mapping
 	// Delete removes the mapping of proto ("TCP" or "UDP") and
-	// externalPort on the operator's authority, whoever made it. An error
-	// wrapping ErrNoSuchMapping means there is none.
-	Delete(ctx context.Context, proto string, externalPort uint16) error
+	// externalPort on externalAddr (an external pool address, or the zero
+	// Addr for the gateway's own external address) on the operator's
+	// authority, whoever made it. An error wrapping ErrNoSuchMapping means
+	// there is none.
+	Delete(ctx context.Context, proto string, externalAddr netip.Addr, externalPort uint16) error
 	// Status returns the gateway's state. It is called for every page and
 	// every few seconds while a page is open, so it must answer at once.
 	Status() Status
@@ -121,8 +123,12 @@ var ErrNoSuchMapping = errors.New("no such mapping")
 
 // Mapping is one row of the admin page's table.
 type Mapping struct {
-	Protocol     string     `json:"protocol"` // "TCP" or "UDP"
-	ExternalPort uint16     `json:"external_port"`
+	Protocol     string `json:"protocol"` // "TCP" or "UDP"
+	ExternalPort uint16 `json:"external_port"`
+	// ExternalAddr is the external pool address the mapping is on; the
+	// zero Addr (left out of the JSON) is the gateway's own external
+	// address.
+	ExternalAddr netip.Addr `json:"external_addr,omitzero"`
 	InternalAddr netip.Addr `json:"internal_addr"`
 	InternalPort uint16     `json:"internal_port"`
 	// Client is the host that asked for the mapping; the zero Addr for
@@ -404,7 +410,7 @@ func (a *Server) table(now time.Time) adminTableJSON {
 	ms := a.Backend.Mappings()
 	sort.Slice(ms, func(i, j int) bool {
 		x, y := ms[i], ms[j]
-		return cmp.Or(cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol)) < 0
+		return cmp.Or(x.ExternalAddr.Compare(y.ExternalAddr), cmp.Compare(x.ExternalPort, y.ExternalPort), cmp.Compare(x.Protocol, y.Protocol)) < 0
 	})
 	t := adminTableJSON{Mappings: make([]adminMappingJSON, 0, len(ms))}
 	count := map[string]uint64{}
@@ -507,8 +513,9 @@ func (a *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	websec.WriteJSON(w, http.StatusOK, a.status(time.Now()))
 }
 
-// handleDelete is DELETE /api/mappings/{proto}/{port}: it answers with the
-// table as it is afterwards.
+// handleDelete is DELETE /api/mappings/{proto}/{port}, with
+// ?external_addr=A for a mapping on external pool address A: it answers
+// with the table as it is afterwards.
 func (a *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	proto := strings.ToUpper(r.PathValue("proto"))
 	if proto != "TCP" && proto != "UDP" {
@@ -520,20 +527,31 @@ func (a *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("external port %q: want a number from 1 to 65535", r.PathValue("port")), Code: http.StatusBadRequest, Field: "external_port"})
 		return
 	}
+	var addr netip.Addr
+	if s := r.URL.Query().Get("external_addr"); s != "" {
+		if addr, err = netip.ParseAddr(s); err != nil || !addr.Is4() {
+			websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("external address %q: want an IPv4 address of the external pool", s), Code: http.StatusBadRequest, Field: "external_addr"})
+			return
+		}
+	}
+	where := fmt.Sprintf("%s %d", proto, port)
+	if addr.IsValid() {
+		where = fmt.Sprintf("%s %s:%d", proto, addr, port)
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(a.Timeout, 10*time.Second))
 	defer cancel()
-	if err := a.Backend.Delete(ctx, proto, uint16(port)); err != nil {
+	if err := a.Backend.Delete(ctx, proto, addr, uint16(port)); err != nil {
 		status := http.StatusInternalServerError
 		msg := "the mapping could not be deleted: " + err.Error()
 		if errors.Is(err, ErrNoSuchMapping) {
 			status = http.StatusNotFound
-			msg = fmt.Sprintf("nothing is mapped on %s %d (any more): it may have expired or been deleted by its client", proto, port)
+			msg = fmt.Sprintf("nothing is mapped on %s (any more): it may have expired or been deleted by its client", where)
 		}
-		a.site.Logger().Warn("admin page: delete failed", "protocol", proto, "port", port, "err", err)
+		a.site.Logger().Warn("admin page: delete failed", "mapping", where, "err", err)
 		websec.WriteError(w, status, msg)
 		return
 	}
-	a.site.Logger().Info("admin page: mapping deleted", "protocol", proto, "port", port, "by", r.RemoteAddr)
+	a.site.Logger().Info("admin page: mapping deleted", "mapping", where, "by", r.RemoteAddr)
 	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
 }
 

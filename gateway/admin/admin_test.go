@@ -58,15 +58,21 @@ func (f *fakeAdmin) Mappings() []admin.Mapping {
 	return slices.Clone(f.ms)
 }
 
-func (f *fakeAdmin) Delete(ctx context.Context, proto string, port uint16) error {
+func (f *fakeAdmin) Delete(ctx context.Context, proto string, addr netip.Addr, port uint16) error {
 	f.mu.Lock()
-	i := slices.IndexFunc(f.ms, func(m admin.Mapping) bool { return m.Protocol == proto && m.ExternalPort == port })
+	i := slices.IndexFunc(f.ms, func(m admin.Mapping) bool {
+		return m.Protocol == proto && m.ExternalPort == port && m.ExternalAddr == addr
+	})
+	name := fmt.Sprintf("%s/%d", proto, port)
+	if addr.IsValid() {
+		name = fmt.Sprintf("%s/%v:%d", proto, addr, port)
+	}
 	if i < 0 {
 		f.mu.Unlock()
-		return fmt.Errorf("%w: %s/%d", admin.ErrNoSuchMapping, proto, port)
+		return fmt.Errorf("%w: %s", admin.ErrNoSuchMapping, name)
 	}
 	f.ms = slices.Delete(f.ms, i, i+1)
-	f.deletes = append(f.deletes, fmt.Sprintf("%s/%d", proto, port))
+	f.deletes = append(f.deletes, name)
 	f.mu.Unlock()
 	f.notify()
 	return nil
@@ -148,6 +154,7 @@ type adminTable struct {
 	Mappings []struct {
 		Protocol     string `json:"protocol"`
 		ExternalPort int    `json:"external_port"`
+		ExternalAddr string `json:"external_addr"`
 		InternalAddr string `json:"internal_addr"`
 		InternalPort int    `json:"internal_port"`
 		Client       string `json:"client"`
@@ -362,6 +369,47 @@ func TestAdminDelete(t *testing.T) {
 	}
 }
 
+// TestAdminDeletePool: a mapping on an external pool address is listed
+// with that address and deleted by it, never the gateway's own address's
+// mapping of the same port.
+func TestAdminDeletePool(t *testing.T) {
+	own := upnpMapping(18080, "own")
+	pooled := upnpMapping(18080, "pool")
+	pooled.Source, pooled.ExternalAddr = "PCP", netip.MustParseAddr("198.51.100.2")
+	f := newFakeAdmin(own, pooled)
+	e, _ := newAdminEnv(t, f)
+
+	var tb adminTable
+	e.call("GET", "/api/mappings", nil, http.StatusOK, &tb)
+	if len(tb.Mappings) != 2 || tb.Mappings[0].ExternalAddr != "" || tb.Mappings[1].ExternalAddr != "198.51.100.2" {
+		t.Fatalf("the table: %+v, want the own address's 18080 (no external_addr), then the pool's", tb.Mappings)
+	}
+	_, page := e.request("GET", "/?token="+testToken, nil, nil)
+	for _, want := range []string{`data-key="TCP/18080"`, `data-key="TCP/18080/198.51.100.2"`, `on 198.51.100.2`, `aria-label="Delete 198.51.100.2:18080/TCP"`} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	e.call("DELETE", "/api/mappings/tcp/18080?external_addr=198.51.100.2", nil, http.StatusOK, &tb)
+	if len(tb.Mappings) != 1 || tb.Mappings[0].Description != "own" {
+		t.Errorf("after deleting the pool's 18080: %+v, want the own address's kept", tb.Mappings)
+	}
+	var ae apiError
+	json.Unmarshal(e.call("DELETE", "/api/mappings/tcp/18080?external_addr=198.51.100.2", nil, http.StatusNotFound, nil), &ae)
+	if !strings.Contains(ae.Error, "nothing is mapped on TCP 198.51.100.2:18080") {
+		t.Errorf("deleting it again: %q", ae.Error)
+	}
+	e.call("DELETE", "/api/mappings/tcp/18080?external_addr=2001:db8::1", nil, http.StatusBadRequest, nil)
+	e.call("DELETE", "/api/mappings/tcp/18080?external_addr=pool", nil, http.StatusBadRequest, nil)
+	if d := f.deleted(); !slices.Equal(d, []string{"TCP/198.51.100.2:18080"}) {
+		t.Errorf("the backend deleted %v", d)
+	}
+	_, page = e.request("GET", "/?token="+testToken, nil, nil)
+	if !strings.Contains(string(page), `data-key="TCP/18080"`) || strings.Contains(string(page), `198.51.100.2`) {
+		t.Errorf("the page after the delete should list the own address's 18080 only")
+	}
+}
+
 // TestAdminEvents: a page gets the table at once and again after each
 // change, the status on a timer, and the stream ends with Close.
 func TestAdminEvents(t *testing.T) {
@@ -451,6 +499,23 @@ func TestAdminBrowser(t *testing.T) {
 	b.Do("confirming", chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")), chromedp.Click(chromedp.CSS("#confirm-ok")))
 	b.WaitFor("the row to go", fmt.Sprintf(`!document.querySelector('%s')`, row("TCP", 18080)))
 	if d := f.deleted(); !slices.Equal(d, []string{"TCP/18080"}) {
+		t.Errorf("the backend deleted %v", d)
+	}
+	// A mapping on an external pool address: shown and deleted by its
+	// address, whatever the own address holds on that port.
+	pooled := upnpMapping(18080, "pool")
+	pooled.Source, pooled.ExternalAddr = "PCP", netip.MustParseAddr("198.51.100.2")
+	f.add(pooled)
+	poolRow := `#rows tr[data-key="TCP/18080/198.51.100.2"]`
+	b.WaitFor("the pool row", fmt.Sprintf(`document.querySelector('%s')?.innerText.includes('on 198.51.100.2')`, poolRow))
+	b.Click("the pool row's delete button", poolRow+" button.delete")
+	b.Do("confirming", chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")))
+	if q := browsertest.Eval[string](b, `document.querySelector('#confirm-dialog').innerText`); !strings.Contains(q, "Delete 198.51.100.2:18080/TCP?") {
+		t.Errorf("the pool mapping's confirmation reads %q", q)
+	}
+	b.Do("confirming", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	b.WaitFor("the pool row to go", fmt.Sprintf(`!document.querySelector('%s')`, poolRow))
+	if d := f.deleted(); !slices.Equal(d, []string{"TCP/18080", "TCP/198.51.100.2:18080"}) {
 		t.Errorf("the backend deleted %v", d)
 	}
 	// A mapping that went meanwhile: the page says so.

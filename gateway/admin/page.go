@@ -199,8 +199,15 @@ func writeMappings(p *pageWriter, t adminTableJSON) {
 			expires = webpage.FormatSeconds(m.ExpiresIn)
 		}
 		port, proto := fmt.Sprint(m.ExternalPort), esc(m.Protocol)
+		key, name := proto+`/`+port, port+`/`+proto
+		if m.ExternalAddr.IsValid() {
+			// On an external pool address: named by it, deleted by it.
+			a := esc(m.ExternalAddr.String())
+			key, name = key+`/`+a, a+`:`+name
+			only = ` <span class="muted">on ` + a + `</span>` + only
+		}
 		p.s(`
-      <tr data-key="`, proto, `/`, port, `"`, off, `>
+      <tr data-key="`, key, `"`, off, `>
         <td data-label="Client">`, esc(addrText(m.Client, "operator")), `</td>
         <td data-label="Forwards to">`, esc(netip.AddrPortFrom(m.InternalAddr, m.InternalPort).String()), disabled, `</td>
         <td data-label="External port">`, port, only, `</td>
@@ -208,7 +215,7 @@ func writeMappings(p *pageWriter, t adminTableJSON) {
         <td data-label="Made by"><span class="badge source">`, esc(m.Source), `</span></td>
         <td data-label="Description" class="desc">`, esc(m.Description), `</td>
         <td data-label="Expires in"><span class="lease">`, expires, `</span></td>
-        <td class="actions"><button type="button" class="delete danger" aria-label="Delete `, port, `/`, proto, `">Delete</button></td>
+        <td class="actions"><button type="button" class="delete danger" aria-label="Delete `, name, `">Delete</button></td>
       </tr>`)
 	}
 	p.s(`

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -101,27 +100,29 @@ type adminBackend struct{ d *Daemon }
 func operator() gateway.Requester { return gateway.Requester{Source: gateway.SourceAdmin} }
 
 func (b adminBackend) Mappings() []admin.Mapping {
-	var out []admin.Mapping
-	for _, p := range []gateway.Protocol{gateway.TCP, gateway.UDP} {
-		for _, m := range b.d.core.List(operator(), p, 0, math.MaxUint16, 0) {
-			out = append(out, admin.Mapping{
-				Protocol: m.Protocol.String(), ExternalPort: m.ExternalPort,
-				InternalAddr: m.InternalAddr, InternalPort: m.InternalPort,
-				Client: m.Owner, RemoteHost: m.RemoteHost, Source: m.Source.String(),
-				Description: m.Description, Enabled: m.Enabled, Expires: m.Expires, Created: m.Created,
-				Upstream: upstreamHalfOf(m),
-			})
-		}
+	ms := b.d.core.All() // the pool addresses' too
+	out := make([]admin.Mapping, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, admin.Mapping{
+			Protocol: m.Protocol.String(), ExternalPort: m.ExternalPort, ExternalAddr: m.ExternalAddr,
+			InternalAddr: m.InternalAddr, InternalPort: m.InternalPort,
+			Client: m.Owner, RemoteHost: m.RemoteHost, Source: m.Source.String(),
+			Description: m.Description, Enabled: m.Enabled, Expires: m.Expires, Created: m.Created,
+			Upstream: upstreamHalfOf(m),
+		})
 	}
 	return out
 }
 
-func (b adminBackend) Delete(ctx context.Context, proto string, port uint16) error {
+func (b adminBackend) Delete(ctx context.Context, proto string, addr netip.Addr, port uint16) error {
 	p, err := gateway.ParseProtocol(proto)
 	if err != nil {
 		return err
 	}
-	err = b.d.core.Delete(ctx, operator(), p, port, netip.Addr{})
+	if addr == b.d.core.ExternalAddr() {
+		addr = netip.Addr{} // the gateway's own address, pool or not, is keyed as no address
+	}
+	err = b.d.core.DeleteAt(ctx, operator(), gateway.Key{Protocol: p, ExternalPort: port, ExternalAddr: addr}, netip.Addr{})
 	if errors.Is(err, gateway.ErrNoSuchEntry) {
 		return fmt.Errorf("%w: %w", admin.ErrNoSuchMapping, err)
 	}

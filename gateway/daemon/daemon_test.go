@@ -693,8 +693,12 @@ func TestMetricsBoundActionNames(t *testing.T) {
 }
 
 // With an external address pool, a PCP client's mappings are on its
-// paired pool address, which the answer names; NAT-PMP stays on the
-// gateway's own address, and PCP deletes reach the pool mapping.
+// paired pool address, which the answer names. NAT-PMP tells the client
+// that address and maps there too, and a NAT-PMP renewal of the PCP
+// mapping renews it where it is, without a second mapping on the
+// gateway's own address. UPnP sees the gateway's own address only: the
+// pool mappings are in none of its lists, counts or lookups, and its
+// delete of the same port cannot reach them.
 func TestDaemonPCPPool(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.NATPMP.PCPExternalPool = []string{"198.51.100.7"}
@@ -713,10 +717,58 @@ func TestDaemonPCPPool(t *testing.T) {
 	if !ok || held.ExternalAddr != pool {
 		t.Fatalf("table entry %+v, %v: want it on %v", held, ok, pool)
 	}
-	// The same port on the gateway's own address is another mapping.
-	nat := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 8001, SuggestedExternalPort: 28000, Lifetime: 3600})
-	if nat.ExternalPort != 28000 {
-		t.Errorf("NAT-PMP on the own address got port %d, want 28000", nat.ExternalPort)
+	// NAT-PMP: the client's external address is its pool address.
+	if a := r.pmp(t, natpmp.Request{Op: natpmp.OpExternalAddress}); a.Result != natpmp.Success || a.ExternalAddr != pool {
+		t.Errorf("NAT-PMP external address: %v %v, want %v", a.Result, a.ExternalAddr, pool)
+	}
+	// A NAT-PMP renewal of the PCP mapping: the same port, the same
+	// mapping, still on the pool address.
+	nat := r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 8000, SuggestedExternalPort: 1234, Lifetime: 7200})
+	if nat.Result != natpmp.Success || nat.ExternalPort != 28000 {
+		t.Errorf("NAT-PMP renewal of the PCP mapping: %v port %d, want port 28000", nat.Result, nat.ExternalPort)
+	}
+	if n := r.Core().Len(); n != 1 {
+		t.Errorf("after the NAT-PMP renewal the table holds %d mappings, want 1: %+v", n, r.Core().All())
+	}
+	if again, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8000); !ok || again.ExternalAddr != pool || again.ExternalPort != 28000 {
+		t.Errorf("after the NAT-PMP renewal: %+v, want it on %v:28000", again, pool)
+	}
+	// A new NAT-PMP mapping goes on the pool address too (28000 is
+	// taken there: the next port).
+	nat = r.pmp(t, natpmp.Request{Op: natpmp.OpMapTCP, InternalPort: 8001, SuggestedExternalPort: 28000, Lifetime: 3600})
+	if nat.Result != natpmp.Success || nat.ExternalPort == 28000 {
+		t.Errorf("NAT-PMP map of 8001: %v port %d, want another port than 28000", nat.Result, nat.ExternalPort)
+	}
+	if pm, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8001); !ok || pm.ExternalAddr != pool {
+		t.Errorf("the NAT-PMP mapping %+v is not on %v", pm, pool)
+	}
+	// UPnP: the same port on the gateway's own address is another
+	// mapping, and the only one UPnP sees.
+	u := r.igdClient(t, "127.0.0.2")
+	if err := u.AddPortMapping(ctx, igd.PortMapping{ExternalPort: 28000, Protocol: "TCP", InternalPort: 80, InternalClient: "127.0.0.2",
+		Enabled: true, Description: "own", LeaseDuration: 3600}); err != nil {
+		t.Fatalf("UPnP AddPortMapping of 28000 on the own address: %v", err)
+	}
+	if n := r.Core().OwnAddrLen(); n != 1 {
+		t.Errorf("PortMappingNumberOfEntries = %d; want 1 (the pool's are not UPnP's)", n)
+	}
+	if e, err := u.GetGenericPortMappingEntry(ctx, 0); err != nil || e.Description != "own" {
+		t.Errorf("GetGenericPortMappingEntry(0) = %+v, %v; want the own address's mapping", e, err)
+	}
+	if _, err := u.GetGenericPortMappingEntry(ctx, 1); err == nil {
+		t.Error("GetGenericPortMappingEntry(1) answered: the pool mappings are listed over UPnP")
+	}
+	if e, err := u.GetSpecificPortMappingEntry(ctx, "", 28000, "TCP"); err != nil || e.Description != "own" {
+		t.Errorf("GetSpecificPortMappingEntry(28000) = %+v, %v; want the own address's", e, err)
+	}
+	if l, err := u.GetListOfPortMappings(ctx, 0, 65535, "TCP", false, 100); err != nil || len(l) != 1 || l[0].Description != "own" {
+		t.Errorf("GetListOfPortMappings = %+v, %v; want the own address's one", l, err)
+	}
+	if err := u.DeletePortMapping(ctx, "", 28000, "TCP"); err != nil {
+		t.Errorf("UPnP delete of 28000: %v", err)
+	}
+	if _, ok := r.Core().FindByInternal(netip.MustParseAddr("127.0.0.1"), gateway.TCP, 8000); !ok {
+		t.Error("UPnP's delete of the own address's 28000 removed the pool's")
 	}
 	// A refresh stays on the pool address; PREFER_FAILURE suggesting the
 	// own address cannot be served.

@@ -144,10 +144,11 @@ func (m *metrics) write(w io.Writer, core *gateway.Core, backend string) error {
 		for _, s := range []gateway.Source{gateway.SourceUPnP, gateway.SourceNATPMP, gateway.SourcePCP, gateway.SourceAdmin} {
 			gauges[gaugeKey{p.String(), sourceLabel(s)}] = 0
 		}
-		for _, mp := range core.List(gateway.Requester{Source: gateway.SourceAdmin}, p, 0, 65535, 0) {
-			gauges[gaugeKey{p.String(), sourceLabel(mp.Source)}]++
-		}
 	}
+	core.Range(func(mp *gateway.Mapping) bool { // every address's, the pool's too
+		gauges[gaugeKey{mp.Protocol.String(), sourceLabel(mp.Source)}]++
+		return true
+	})
 
 	c := m.counts()
 	reqs := make([]requestKey, 0, len(c.requests))

@@ -42,12 +42,19 @@ var _ natpmp.Handler = (*natpmpHandler)(nil)
 // description, in lists and on the admin page.
 const natpmpDescription = "NAT-PMP"
 
+// ExternalAddress answers the client's external address: the gateway's
+// own, or with an external address pool the address the client is paired
+// with (gateway.Core.PoolAddr), where its NAT-PMP mappings are made too.
+// A NAT-PMP client puts this address beside every port it is granted,
+// so it must be the one its mappings are on.
 func (h *natpmpHandler) ExternalAddress(_ context.Context, client netip.Addr) (addr netip.Addr, rc natpmp.ResultCode) {
 	defer answerPanic(h.pmpAdapter, "natpmp", "external address", client, &rc, natpmp.NetworkFailure)
 	a := h.ext.Get()
 	rc = natpmp.Success
 	if !a.IsValid() || h.noExternalIP {
 		rc = natpmp.NetworkFailure
+	} else if p := h.core.PoolAddr(client); p.IsValid() {
+		a = p
 	}
 	h.metrics.request("natpmp", "external_address", int(rc))
 	return a, rc
@@ -108,13 +115,21 @@ func (h *natpmpHandler) add(ctx context.Context, req gateway.Requester, p gatewa
 		Description:  natpmpDescription,
 	}
 	if held, ok := h.core.FindByInternal(req.Addr, p, internalPort); ok {
-		// A renewal: keep the port the client was given, and what the
-		// mapping was (a UPnP mapping of the same port keeps its label).
+		// A renewal: keep the port the client was given, on the address
+		// it is on (a PCP client's mapping on an external pool address
+		// is renewed there, not doubled on the gateway's own), and what
+		// the mapping was (a UPnP mapping of the same port keeps its
+		// label).
 		m.ExternalPort = held.ExternalPort
+		m.ExternalAddr = held.ExternalAddr
 		m.RemoteHost = held.RemoteHost
 		if held.Description != "" {
 			m.Description = held.Description
 		}
+	} else {
+		// With an external address pool, on the client's paired address,
+		// the one ExternalAddress answers it.
+		m.ExternalAddr = h.core.PoolAddr(req.Addr)
 	}
 	if m.ExternalPort == 0 {
 		m.ExternalPort = internalPort

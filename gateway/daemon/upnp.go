@@ -220,7 +220,7 @@ func (s *upnpService) GetGenericPortMappingEntry(_ context.Context, client netip
 			return igd.PortMapping{}, fmt.Errorf("%w: quirk no-list: past the end of the table", &upnp.Error{Code: igd.CodeInvalidArgs})
 		case s.quirks.DuplicateEntries:
 			// The last entry, again and again.
-			for i := min(index, s.core.Len()) - 1; i >= 0; i-- {
+			for i := min(index, s.core.OwnAddrLen()) - 1; i >= 0; i-- {
 				if last, lerr := s.core.Index(s.requester(client), i); lerr == nil {
 					return s.fromCore(last), nil
 				}
@@ -295,7 +295,7 @@ func (s *upnpService) ForceTermination(_ context.Context, client netip.Addr) err
 		&upnp.Error{Code: igd.CodeActionFailed})
 }
 
-func (s *upnpService) PortMappingNumberOfEntries(context.Context) int { return s.core.Len() }
+func (s *upnpService) PortMappingNumberOfEntries(context.Context) int { return s.core.OwnAddrLen() }
 
 func (s *upnpService) SystemUpdateID(context.Context) uint32 { return s.updateID.Load() }
 

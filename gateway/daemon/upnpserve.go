@@ -295,7 +295,7 @@ func (d *Daemon) connectionVars(version int) []upnp.Arg {
 	vars := []upnp.Arg{
 		{Name: "ConnectionStatus", Value: status},
 		{Name: "ExternalIPAddress", Value: ip},
-		{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(d.core.Len())},
+		{Name: "PortMappingNumberOfEntries", Value: strconv.Itoa(d.core.OwnAddrLen())},
 	}
 	if version >= 2 {
 		vars = append(vars, upnp.Arg{Name: "SystemUpdateID", Value: strconv.FormatUint(uint64(d.upnpSide.svc.updateID.Load()), 10)})
@@ -334,7 +334,9 @@ func defaultConnectionService(root *upnp.Root) string {
 func (d *Daemon) onEvent(e gateway.Event) {
 	defer d.catch("table event")
 	d.metrics.event(e)
-	if d.upnpSide.svc == nil {
+	if d.upnpSide.svc == nil || e.Mapping.ExternalAddr.IsValid() {
+		// A mapping on an external pool address is not in UPnP's table
+		// (see gateway.Core.Index): its subscribers hear of nothing.
 		return
 	}
 	id := d.upnpSide.svc.updateID.Add(1)

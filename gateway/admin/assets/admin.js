@@ -26,7 +26,12 @@
 
   // ---- the table ----------------------------------------------------------
 
-  const keyOf = (m) => `${m.protocol}/${m.external_port}`;
+  // A row's key: protocol/port, and /address for a mapping on an external
+  // pool address (the zero address, the gateway's own, is left out).
+  const keyOf = (m) => `${m.protocol}/${m.external_port}` + (m.external_addr ? `/${m.external_addr}` : '');
+  // nameOf is how the page names a row's mapping: 8080/TCP, or
+  // 198.51.100.2:8080/TCP on a pool address.
+  const nameOf = (proto, port, addr) => (addr ? `${addr}:` : '') + `${port}/${proto}`;
 
   function expiresText(m, elapsed) {
     return m.permanent ? 'never' : formatSeconds(Math.max(0, m.expires_in - elapsed));
@@ -40,12 +45,13 @@
   }
 
   function row(m) {
-    const name = `${m.external_port}/${m.protocol}`;
+    const name = nameOf(m.protocol, m.external_port, m.external_addr);
     return el('tr', { dataset: { key: keyOf(m) }, class: m.enabled ? null : 'off' },
       el('td', { 'data-label': 'Client' }, m.client || 'operator'),
       el('td', { 'data-label': 'Forwards to' }, `${m.internal_addr}:${m.internal_port}`,
         m.enabled ? null : ' ', m.enabled ? null : el('span', { class: 'muted' }, '(disabled)')),
       el('td', { 'data-label': 'External port' }, String(m.external_port),
+        m.external_addr ? ' ' : null, m.external_addr ? el('span', { class: 'muted' }, `on ${m.external_addr}`) : null,
         m.remote_host ? ' ' : null, m.remote_host ? el('span', { class: 'muted' }, `only from ${m.remote_host}`) : null,
         m.upstream ? ' ' : null, m.upstream ? el('span', { class: 'muted upstream' }, `⇐ ${m.upstream.public} (${m.upstream.method} upstream)`) : null),
       el('td', { 'data-label': 'Protocol' }, m.protocol),
@@ -200,22 +206,24 @@
   function confirmDelete(button) {
     const key = button.closest('tr').dataset.key;
     const m = state.table && state.table.mappings.find((x) => keyOf(x) === key);
-    const [proto, port] = key.split('/');
+    const [proto, port, addr] = key.split('/');
+    const name = nameOf(proto, port, addr);
     toDelete = button;
-    $('#confirm-title').textContent = `Delete ${port}/${proto}?`;
+    $('#confirm-title').textContent = `Delete ${name}?`;
     $('#confirm-text').textContent = m
-      ? `The gateway will stop forwarding external port ${port}/${proto} to ${m.internal_addr}:${m.internal_port} at once`
+      ? `The gateway will stop forwarding external port ${name} to ${m.internal_addr}:${m.internal_port} at once`
         + ` (made by ${m.source}${m.client ? ` for ${m.client}` : ''}${m.description ? `, "${m.description}"` : ''}); its client may ask for it again.`
-      : `The gateway will stop forwarding external port ${port}/${proto} at once; its client may ask for it again.`;
+      : `The gateway will stop forwarding external port ${name} at once; its client may ask for it again.`;
     $('#confirm-dialog').showModal();
     $('#confirm-cancel').focus();
   }
 
   async function del(button) {
-    const [proto, port] = button.closest('tr').dataset.key.split('/');
+    const [proto, port, addr] = button.closest('tr').dataset.key.split('/');
     button.disabled = true;
     try {
-      const res = await fetch(`/api/mappings/${encodeURIComponent(proto.toLowerCase())}/${encodeURIComponent(port)}`, {
+      const at = addr ? `?external_addr=${encodeURIComponent(addr)}` : '';
+      const res = await fetch(`/api/mappings/${encodeURIComponent(proto.toLowerCase())}/${encodeURIComponent(port)}${at}`, {
         method: 'DELETE', headers: { 'X-Portfwd-Token': token }, credentials: 'same-origin', cache: 'no-store',
       });
       let data = null;
@@ -224,7 +232,7 @@
       if (!res.ok) throw new Error((data && data.error) || `the request failed (HTTP ${res.status})`);
       onMappings(data);
     } catch (e) {
-      notice(`${port}/${proto}: ${e.message}`);
+      notice(`${nameOf(proto, port, addr)}: ${e.message}`);
       button.disabled = false;
     }
   }
