@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,7 +43,8 @@ func (p profilePhase) name() string {
 // PORTFWD_PROFILE_STRACE=1 each pattern runs a second time, without the
 // profile and with fewer pairs, under `strace -c -f`, and the table gains
 // the system calls per pair (the summaries are written beside the
-// profiles as PHASE.strace).
+// profiles as PHASE.strace). PORTFWD_PROFILE_PHASES=natpmp-pairs,soap-list
+// (a comma-separated list of the patterns' names) runs only those.
 func TestLabProfileGateway(t *testing.T) {
 	requireBench(t)
 	dir := os.Getenv("PORTFWD_PROFILE_DIR")
@@ -62,6 +64,16 @@ func TestLabProfileGateway(t *testing.T) {
 	withStrace := os.Getenv("PORTFWD_PROFILE_STRACE") == "1"
 	loadStart := loadavg()
 	phases := []profilePhase{{"natpmp-pairs", 1}, {"pcp-pairs", 1}, {"soap-pairs", 1}, {"natpmp-pairs", 8}, {"pcp-pairs", 8}, {"soap-pairs", 8}, {"soap-list", 1}}
+	if only := os.Getenv("PORTFWD_PROFILE_PHASES"); only != "" {
+		// A comma-separated subset by name (natpmp-pairs, pcp-pairs-x8, ...).
+		var keep []profilePhase
+		for _, ph := range phases {
+			if slices.Contains(strings.Split(only, ","), ph.name()) {
+				keep = append(keep, ph)
+			}
+		}
+		phases = keep
+	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "pattern\trate\tp50\tp99\tgateway CPU per pair\tsystem calls per pair")

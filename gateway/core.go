@@ -686,17 +686,25 @@ func (c *Core) add(ctx context.Context, req Requester, m Mapping, anyPort bool) 
 		c.log.Warn("port mapping not added", "mapping", m, "err", err)
 		return Mapping{}, err
 	}
+	// The log calls are guarded: their arguments (the mapping boxed, the
+	// lease) cost allocations on every request even when the level is off.
 	switch {
 	case !hadPrev:
-		c.log.Info("port mapping added", "mapping", m, "lease_s", m.LeaseSeconds(now))
+		if c.log.Enabled(ctx, slog.LevelInfo) {
+			c.log.Info("port mapping added", "mapping", m, "lease_s", m.LeaseSeconds(now))
+		}
 		c.audit(NewAuditRecord(now, AuditAdded, req, m))
 	case prev.Rule() != m.Rule() || prev.Enabled != m.Enabled:
-		c.log.Info("port mapping changed", "mapping", m, "was", prev)
+		if c.log.Enabled(ctx, slog.LevelInfo) {
+			c.log.Info("port mapping changed", "mapping", m, "was", prev)
+		}
 		r := NewAuditRecord(now, AuditChanged, req, m)
 		r.Reason = "was " + prev.String()
 		c.audit(r)
 	default:
-		c.log.Debug("port mapping refreshed", "mapping", m, "lease_s", m.LeaseSeconds(now))
+		if c.log.Enabled(ctx, slog.LevelDebug) {
+			c.log.Debug("port mapping refreshed", "mapping", m, "lease_s", m.LeaseSeconds(now))
+		}
 		c.audit(NewAuditRecord(now, AuditRenewed, req, m))
 	}
 	return m, nil
@@ -1160,7 +1168,9 @@ func (c *Core) DeleteAt(ctx context.Context, req Requester, key Key, remoteHost 
 		c.log.Warn("port mapping not deleted", "mapping", m, "err", err)
 		return err
 	}
-	c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
+	if c.log.Enabled(ctx, slog.LevelInfo) {
+		c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
+	}
 	c.audit(NewAuditRecord(c.now(), AuditDeleted, req, m))
 	return nil
 }
@@ -1376,7 +1386,9 @@ func (c *Core) deleteWhere(ctx context.Context, req Requester, candidates func(f
 		now := c.now()
 		for i, m := range batch {
 			if ok[i] {
-				c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
+				if c.log.Enabled(ctx, slog.LevelInfo) {
+					c.log.Info("port mapping deleted", "mapping", m, "by", req.String())
+				}
 				c.audit(NewAuditRecord(now, AuditDeleted, req, m))
 			}
 		}

@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/portfwd/portfwd/natpmp"
@@ -16,26 +16,62 @@ import (
 // goroutine, no logging. A load generator measures the server, so its own
 // cost per request is kept as small as the protocol allows, for every
 // server alike.
+//
+// The socket is a blocking one, used through plain read and write system
+// calls with a receive timeout (SO_RCVTIMEO), not through Go's network
+// poller: a request is one write and one read that sleeps in the kernel
+// until the answer is delivered, where the poller cost a failed read, a
+// park, an epoll wait and a second read, plus a deadline timer, per
+// request. The server sees exactly the same packets.
 type wire struct {
-	conn  *net.UDPConn
+	fd    int
 	local netip.Addr
 	buf   []byte
 	out   []byte
+	wait  time.Duration // the receive timeout set on fd
 }
 
 // dialWire connects a socket from local (any address when invalid) to
 // server.
 func dialWire(local netip.Addr, server netip.AddrPort) (*wire, error) {
-	var laddr *net.UDPAddr
-	if local.IsValid() {
-		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	if !server.Addr().Is4() {
+		return nil, fmt.Errorf("%v: an IPv4 server, please", server)
 	}
-	c, err := net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(server))
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	la := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	return &wire{conn: c, local: la, buf: make([]byte, 1100)}, nil
+	if local.IsValid() {
+		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: local.As4()}); err != nil {
+			syscall.Close(fd)
+			return nil, fmt.Errorf("binding to %v: %w", local, err)
+		}
+	}
+	if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: int(server.Port()), Addr: server.Addr().As4()}); err != nil {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("connecting to %v: %w", server, err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	la := netip.AddrFrom4(sa.(*syscall.SockaddrInet4).Addr)
+	return &wire{fd: fd, local: la, buf: make([]byte, 1100)}, nil
+}
+
+// setWait sets the socket's receive timeout to d, if it is not that
+// already.
+func (w *wire) setWait(d time.Duration) error {
+	if d == w.wait {
+		return nil
+	}
+	tv := syscall.NsecToTimeval(max(d, time.Millisecond).Nanoseconds())
+	if err := syscall.SetsockoptTimeval(w.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	w.wait = d
+	return nil
 }
 
 // exchange sends req and returns the first reply accept takes, sending
@@ -43,22 +79,34 @@ func dialWire(local netip.Addr, server netip.AddrPort) (*wire, error) {
 func (w *wire) exchange(req []byte, accept func([]byte) bool) error {
 	wait := 250 * time.Millisecond
 	for try := 0; try < 5; try++ {
-		if _, err := w.conn.Write(req); err != nil {
+		if err := w.setWait(wait); err != nil {
+			return err
+		}
+		if _, err := syscall.Write(w.fd, req); err != nil {
 			return err
 		}
 		deadline := time.Now().Add(wait)
-		w.conn.SetReadDeadline(deadline)
 		for {
-			n, err := w.conn.Read(w.buf)
+			n, err := syscall.Read(w.fd, w.buf)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if errors.Is(err, syscall.EAGAIN) {
+				break // timed out: send again
+			}
 			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
 				return err
 			}
 			if accept(w.buf[:n]) {
 				return nil
+			}
+			// Not the answer: wait for the rest of this try only.
+			left := time.Until(deadline)
+			if left <= 0 {
+				break
+			}
+			if err := w.setWait(left); err != nil {
+				return err
 			}
 		}
 		wait *= 2
