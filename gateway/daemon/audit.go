@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,13 @@ import (
 // is rotated at AuditConfig.MaxBytes (audit.jsonl.1, .2, ...; the oldest
 // beyond AuditConfig.Keep is removed), so it never grows without bound,
 // and the last records are kept in memory for the admin page.
+//
+// Records reach the file within auditFlushDelay, several in one write,
+// from a goroutine of the trail's own: not one write per change on the
+// request's path, which was a tenth of a NAT-PMP pair's CPU. The lease
+// journal, not the trail, is what keeps an acknowledged lease across a
+// kill -9; the trail may lose its last auditFlushDelay of records then.
+// Close writes everything recorded.
 
 const (
 	auditFile = "audit.jsonl"
@@ -31,6 +39,9 @@ const (
 	// auditTailRead bounds what is read back of the file at start, to
 	// show the page the records of the previous run.
 	auditTailRead = 256 << 10
+	// auditFlushDelay is how long a record may wait to be written with
+	// the ones that follow it.
+	auditFlushDelay = 2 * time.Millisecond
 )
 
 // auditLog writes the trail. It is safe for concurrent use.
@@ -47,6 +58,10 @@ type auditLog struct {
 	next    int                   // where the next record goes in recent, once full
 	failing bool                  // a write failed; logged once until one succeeds
 	line    []byte                // the record being written, reused
+	pending []byte                // records not written yet, whole lines
+	wake    chan struct{}         // tells the writer there is pending (capacity 1)
+	stopped chan struct{}         // closed when the writer has ended
+	closing bool
 	notify  map[int]func()
 	nextSub int
 	// Refusals are recorded at most auditRefusalRate a second, beyond a
@@ -88,7 +103,62 @@ func openAuditLog(dir string, cfg AuditConfig, log *slog.Logger) (*auditLog, err
 		return nil, fmt.Errorf("opening the audit trail: %w", err)
 	}
 	a.f, a.size = f, st.Size()
+	a.wake, a.stopped = make(chan struct{}, 1), make(chan struct{})
+	go a.writer()
 	return a, nil
+}
+
+// writer writes the pending records, auditFlushDelay after the first of
+// them, until Close.
+func (a *auditLog) writer() {
+	defer close(a.stopped)
+	for range a.wake {
+		time.Sleep(auditFlushDelay)
+		a.mu.Lock()
+		a.flushLocked()
+		closing := a.closing
+		a.mu.Unlock()
+		if closing {
+			return
+		}
+	}
+}
+
+// flush writes the pending records now.
+func (a *auditLog) flush() {
+	a.mu.Lock()
+	a.flushLocked()
+	a.mu.Unlock()
+}
+
+// flushLocked writes the pending records, rotating the file between two
+// of them when the next would take it past maxBytes.
+func (a *auditLog) flushLocked() {
+	p := a.pending
+	for start := 0; start < len(p) && a.f != nil; {
+		end := start
+		for end < len(p) {
+			next := end + bytes.IndexByte(p[end:], '\n') + 1
+			if a.size+int64(next-start) > a.maxBytes && (a.size > 0 || end > start) {
+				break
+			}
+			end = next
+		}
+		if end == start { // the next line does not fit: a new file first
+			if err := a.rotateLocked(); err != nil {
+				a.failed(err)
+				break
+			}
+			continue
+		}
+		a.writeLocked(p[start:end])
+		start = end
+	}
+	if cap(p) <= 64<<10 {
+		a.pending = p[:0]
+	} else {
+		a.pending = nil // not the buffer a burst grew
+	}
 }
 
 // readTail fills recent with the last records of the file.
@@ -142,8 +212,12 @@ func (a *auditLog) Record(r gateway.AuditRecord) {
 		a.line = line // reused: one record at a time, under mu
 	}
 	a.remember(r)
-	if a.f != nil {
-		a.writeLocked(line)
+	if a.f != nil && !a.closing {
+		a.pending = append(a.pending, line...)
+		select {
+		case a.wake <- struct{}{}:
+		default: // the writer is told already
+		}
 	}
 	notify := make([]func(), 0, len(a.notify))
 	for _, f := range a.notify {
@@ -177,14 +251,9 @@ func (a *auditLog) remember(r gateway.AuditRecord) {
 	a.next = (a.next + 1) % auditRecent
 }
 
-func (a *auditLog) writeLocked(line []byte) {
-	if a.size+int64(len(line)) > a.maxBytes && a.size > 0 {
-		if err := a.rotateLocked(); err != nil {
-			a.failed(err)
-			return
-		}
-	}
-	n, err := a.f.Write(line)
+// writeLocked appends lines to the file (flushLocked rotates it).
+func (a *auditLog) writeLocked(lines []byte) {
+	n, err := a.f.Write(lines)
 	a.size += int64(n)
 	if err != nil {
 		a.failed(err)
@@ -256,10 +325,21 @@ func (a *auditLog) OnRecord(f func()) (cancel func()) {
 	}
 }
 
-// Close closes the file.
+// Close writes the pending records and closes the file.
 func (a *auditLog) Close() error {
 	a.mu.Lock()
+	if a.wake != nil && !a.closing {
+		a.closing = true
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+		a.mu.Unlock()
+		<-a.stopped // it wrote what was pending
+		a.mu.Lock()
+	}
 	defer a.mu.Unlock()
+	a.flushLocked()
 	if a.f == nil {
 		return nil
 	}

@@ -90,6 +90,7 @@ func TestAuditLogBoundsRefusals(t *testing.T) {
 		a.Record(gateway.NewAuditRecord(now, gateway.AuditRefused, req, m))
 	}
 	a.Record(gateway.NewAuditRecord(now, gateway.AuditAdded, req, m))
+	a.flush()
 	b, _ := os.ReadFile(filepath.Join(dir, auditFile))
 	if n := bytes.Count(b, []byte("\n")); n != auditRefusalBurst+1 {
 		t.Errorf("%d records written of a flood of 2,000 refusals and one change, want the burst of %d and the change", n, auditRefusalBurst)
@@ -127,5 +128,31 @@ func TestAuditRecordReadsBackAsWritten(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Errorf("%s:\n got %+v (%v)\nwant %+v", line, got, err, want)
 		}
+	}
+}
+
+// Records reach the file by themselves, within auditFlushDelay and
+// several in one write, without waiting for Close.
+func TestAuditLogWritesSoon(t *testing.T) {
+	dir := t.TempDir()
+	a, err := openAuditLog(dir, AuditConfig{Enabled: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	req := gateway.Requester{Addr: netip.MustParseAddr("192.168.1.10"), Source: gateway.SourceNATPMP}
+	for i := range 10 {
+		m := gateway.Mapping{Protocol: gateway.UDP, ExternalPort: uint16(4000 + i)}
+		a.Record(gateway.NewAuditRecord(time.Unix(1700000000, 0), gateway.AuditAdded, req, m))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, auditFile))
+		if n := bytes.Count(b, []byte("\n")); n == 10 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%d of 10 records written after 5 s", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
