@@ -114,6 +114,20 @@ type Config struct {
 	// pool, and no mapping has an ExternalAddr. The backend must be a
 	// PoolBackend that supports it.
 	ExternalPool []netip.Addr
+	// ApplyInBackground makes New return, and the Core serve, as soon as
+	// the saved leases are back in the table, and re-apply them to the
+	// backend afterwards, restoreBatch at a time, while requests are
+	// served: a restart with a million leases serves in seconds instead
+	// of waiting for the data plane (the nft backend takes several
+	// seconds for a million elements). The table stays authoritative: a
+	// request for a lease not yet re-applied changes it as it would any
+	// other (the Backend contract makes adding an installed rule and
+	// deleting a missing one harmless), and the re-application holds each
+	// batch's keys busy, as any operation does, so that it never re-adds
+	// what a request has just removed. Until it is done, restored leases
+	// may be listed before they forward. Core.Applied reports when it is
+	// done; Parked is final from then.
+	ApplyInBackground bool
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -158,6 +172,12 @@ type Core struct {
 	// pool is Config.ExternalPool, and poolSet the same as a set.
 	pool    []netip.Addr
 	poolSet map[netip.Addr]bool
+	// applied is closed once the restored leases are in the backend
+	// (Applied). With background (Config.ApplyInBackground), New leaves
+	// reapplyWork to runReapply.
+	applied     chan struct{}
+	background  bool
+	reapplyWork *restoreWork
 
 	mu         sync.Mutex
 	tab        *table
@@ -230,6 +250,8 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		sameHostNow: cfg.SameHostNow,
 		hostAddrs:   cfg.HostAddrs,
 		ownAddr:     cfg.OwnAddr,
+		applied:     make(chan struct{}),
+		background:  cfg.ApplyInBackground,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
@@ -253,6 +275,12 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 	c.mu.Lock()
 	c.rearmLocked()
 	c.mu.Unlock()
+	if w := c.reapplyWork; w != nil {
+		c.reapplyWork = nil
+		go c.runReapply(w)
+	} else {
+		close(c.applied)
+	}
 	return c, nil
 }
 
@@ -387,8 +415,14 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 		c.audit(r)
 	}
 
-	parked, err := c.applyRestored(ctx)
+	work, err := c.listRestored(ctx)
 	if err != nil {
+		return false, err
+	}
+	parked := 0
+	if c.background {
+		c.reapplyWork = work // New starts it once the Core serves
+	} else if parked, err = c.reapply(ctx, work); err != nil {
 		return false, err
 	}
 	// The halves to delete are journaled before their leases are
@@ -408,7 +442,10 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 			return false, fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
 		}
 	}
-	if loaded > 0 {
+	if loaded > 0 && c.background {
+		c.log.Info("restored leases; re-applying them to the backend while serving", "restored", c.tab.len(), "expired", expired, "denied", denied,
+			"to_apply", len(work.keys), "backend", c.backend.Name())
+	} else if loaded > 0 {
 		c.log.Info("restored leases", "restored", c.tab.len(), "expired", expired, "denied", denied,
 			"parked", parked, "backend", c.backend.Name())
 	}
@@ -422,102 +459,239 @@ type RuleLister interface {
 	InstalledRules(ctx context.Context) ([]Rule, error)
 }
 
-// applyRestored makes the backend hold the table's enabled mappings (see
-// New), parking those it refuses, and returns how many it parked.
-func (c *Core) applyRestored(ctx context.Context) (int, error) {
+// restoreWork is what re-applying the restored table to the backend
+// takes: the keys of the enabled mappings the backend does not hold as
+// they are, in table order, and the rules installed before the restart
+// that no lease has now.
+type restoreWork struct {
+	keys  []uint64
+	stray []Rule
+}
+
+// listRestored finds what the backend must be told so that it holds
+// exactly the table's enabled mappings (see New): a backend that can list
+// its rules (RuleLister) is compared with the table, another one is
+// flushed.
+func (c *Core) listRestored(ctx context.Context) (*restoreWork, error) {
 	installed := map[uint64]Rule{}
 	lister, canList := c.backend.(RuleLister)
 	if canList {
 		rules, err := lister.InstalledRules(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("gateway: reading the rules installed before the restart: %w",
+			return nil, fmt.Errorf("gateway: reading the rules installed before the restart: %w",
 				&BackendError{Backend: c.backend.Name(), Op: "list", Err: err})
 		}
 		for _, r := range rules {
 			installed[r.Key().pack()] = r
 		}
 	} else if err := c.backend.Flush(ctx); err != nil {
-		return 0, fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
+		return nil, fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
 			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
 	}
-	var park []Mapping
-	var pending []Mapping // to add, restoreBatch at a time with a BatchAdder
-	batcher, canBatch := c.backend.(BatchAdder)
-	addOne := func(m Mapping) error {
+	w := &restoreWork{keys: make([]uint64, 0, c.tab.len())}
+	for i := 0; i < c.tab.len(); i++ {
+		m := &c.tab.at(i).m
+		if !m.Enabled {
+			continue
+		}
+		k := m.Key().pack()
+		if len(installed) > 0 {
+			r, ok := installed[k]
+			delete(installed, k) // identical, or Add replaces it
+			if ok && r == m.Rule() {
+				continue // forwarding already, untouched across the restart
+			}
+		}
+		w.keys = append(w.keys, k)
+	}
+	// What is left was installed before the restart and is no lease now
+	// (expired, denied or never recorded): it must not forward.
+	for _, r := range installed {
+		w.stray = append(w.stray, r)
+	}
+	return w, nil
+}
+
+// reapply makes the backend hold the table's mappings that w names,
+// restoreBatch at a time, parking those it refuses, then removes w's
+// stray rules, and returns how many it parked. Each batch's keys are held
+// busy while the backend works, as any operation holds its key, so that
+// it runs as well before the Core serves as while it serves
+// (Config.ApplyInBackground): a request waits for the batch that holds its
+// key, and a key busy with a request is taken alone once the request is
+// done, with the mapping as the request left it.
+func (c *Core) reapply(ctx context.Context, w *restoreWork) (int, error) {
+	parked := 0
+	var later []uint64 // busy with a request when their batch came
+	for keys := w.keys; len(keys) > 0; {
+		n := min(len(keys), restoreBatch)
+		busy, p, err := c.reapplyBatch(ctx, keys[:n], false)
+		parked += p
+		if err != nil {
+			return parked, err
+		}
+		later = append(later, busy...)
+		keys = keys[n:]
+	}
+	for _, k := range later {
+		_, p, err := c.reapplyBatch(ctx, []uint64{k}, true)
+		parked += p
+		if err != nil {
+			return parked, err
+		}
+	}
+	for rules := w.stray; len(rules) > 0; {
+		n := min(len(rules), restoreBatch)
+		if err := c.removeStray(ctx, rules[:n]); err != nil {
+			return parked, err
+		}
+		rules = rules[n:]
+	}
+	return parked, nil
+}
+
+// reapplyBatch re-applies the table's mappings for keys to the backend
+// and parks those it refuses. Keys busy with another operation are
+// returned for later, unless wait is set: then it waits for them.
+func (c *Core) reapplyBatch(ctx context.Context, keys []uint64, wait bool) (busy []uint64, parked int, err error) {
+	c.mu.Lock()
+	ms := make([]Mapping, 0, len(keys))
+	ops := make([]*inflight, 0, len(keys))
+	for _, k := range keys {
+		if wait {
+			if err := c.waitIdleLocked(ctx, k); err != nil {
+				c.mu.Unlock()
+				return nil, 0, err
+			}
+		} else if c.closed {
+			c.mu.Unlock()
+			return nil, 0, ErrClosed
+		}
+		if c.isBusyLocked(k) {
+			busy = append(busy, k)
+			continue
+		}
+		e := c.tab.lookup(k)
+		if e == nil || !e.m.Enabled {
+			continue // deleted or disabled since, by a request that told the backend
+		}
+		ms = append(ms, e.m)
+		ops = append(ops, c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false))
+	}
+	c.mu.Unlock()
+
+	park, err := c.addRestored(ctx, ms)
+
+	c.mu.Lock()
+	for _, m := range park {
+		c.tab.remove(m.Key().pack())
+	}
+	c.parked = append(c.parked, park...)
+	for i, m := range ms {
+		c.releaseLocked(m.Key().pack(), ops[i])
+	}
+	if c.events != nil { // serving: the releases may have held the earliest lease
+		c.rearmLocked()
+	}
+	c.mu.Unlock()
+	for _, m := range park {
+		r := NewAuditRecord(c.now(), AuditParked, Requester{Source: SourceAdmin}, m)
+		r.Result, r.Reason = "not restored", "the "+c.backend.Name()+" backend refused it at start"
+		c.audit(r)
+	}
+	return busy, len(park), err
+}
+
+// addRestored installs the rules of ms, in one BatchAdder call when the
+// backend has it, and returns the mappings the backend refuses.
+func (c *Core) addRestored(ctx context.Context, ms []Mapping) (park []Mapping, err error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	if batcher, ok := c.backend.(BatchAdder); ok {
+		rules := make([]Rule, len(ms))
+		for i := range ms {
+			rules[i] = ms[i].Rule()
+		}
+		if batcher.AddBatch(ctx, rules) == nil {
+			return nil, nil
+		}
+		// Learn which ones it refuses.
+	}
+	for _, m := range ms {
 		if err := c.backend.Add(ctx, m.Rule()); err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
+				return park, fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
 			}
 			berr := &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
 			c.log.Warn("the backend refused a saved lease; it is parked (kept in the state directory for the next start, not served now)",
 				"mapping", m, "err", berr)
 			park = append(park, m)
 		}
-		return nil
 	}
-	flushPending := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		rules := make([]Rule, len(pending))
-		for i, m := range pending {
-			rules[i] = m.Rule()
-		}
-		if err := batcher.AddBatch(ctx, rules); err != nil {
-			for _, m := range pending { // learn which ones it refuses
-				if err := addOne(m); err != nil {
-					return err
-				}
-			}
-		}
-		pending = pending[:0]
-		return nil
-	}
-	for i := 0; i < c.tab.len(); i++ {
-		m := c.tab.at(i).m
-		if !m.Enabled {
-			continue
-		}
-		k := m.Key().pack()
-		if r, ok := installed[k]; ok && r == m.Rule() {
-			delete(installed, k)
-			continue // forwarding already, untouched across the restart
-		}
-		delete(installed, k) // Add replaces it
-		if !canBatch {
-			if err := addOne(m); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		if pending = append(pending, m); len(pending) == restoreBatch {
-			if err := flushPending(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if canBatch {
-		if err := flushPending(); err != nil {
-			return 0, err
-		}
-	}
-	for _, m := range park {
-		c.tab.remove(m.Key().pack())
-		r := NewAuditRecord(c.now(), AuditParked, Requester{Source: SourceAdmin}, m)
-		r.Result, r.Reason = "not restored", "the "+c.backend.Name()+" backend refused it at start"
-		c.audit(r)
-	}
-	c.parked = park
-	// What is left was installed before the restart and is no lease now
-	// (expired, denied, parked or never recorded): it must not forward.
-	for _, r := range installed {
-		if err := c.backend.Delete(ctx, r); err != nil {
-			return len(park), fmt.Errorf("gateway: removing a rule left from an earlier run: %w",
-				&BackendError{Backend: c.backend.Name(), Op: "delete", Rule: r, Err: err})
-		}
-	}
-	return len(park), nil
+	return park, nil
 }
+
+// removeStray deletes rules installed before the restart that no lease
+// holds, except where a request has made a mapping since (its Add
+// replaced the rule).
+func (c *Core) removeStray(ctx context.Context, rules []Rule) error {
+	c.mu.Lock()
+	var ops []*inflight
+	var del []Rule
+	for _, r := range rules {
+		k := r.Key().pack()
+		if err := c.waitIdleLocked(ctx, k); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		if c.tab.lookup(k) != nil {
+			continue
+		}
+		del = append(del, r)
+		ops = append(ops, c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false))
+	}
+	c.mu.Unlock()
+	var err error
+	for _, r := range del {
+		if derr := c.backend.Delete(ctx, r); derr != nil {
+			err = fmt.Errorf("gateway: removing a rule left from an earlier run: %w",
+				&BackendError{Backend: c.backend.Name(), Op: "delete", Rule: r, Err: derr})
+			break
+		}
+	}
+	c.mu.Lock()
+	for i, r := range del {
+		c.releaseLocked(r.Key().pack(), ops[i])
+	}
+	c.mu.Unlock()
+	return err
+}
+
+// runReapply is reapply after New has returned (Config.ApplyInBackground).
+// A backend that fails is logged, not fatal: the leases it did not take
+// stay in the table, forwarding nothing, until a request or the next
+// start applies them.
+func (c *Core) runReapply(w *restoreWork) {
+	defer close(c.applied)
+	start := time.Now()
+	parked, err := c.reapply(context.Background(), w)
+	switch {
+	case errors.Is(err, ErrClosed):
+		c.log.Info("stopped re-applying restored leases: the gateway is closing")
+	case err != nil:
+		c.log.Error("could not re-apply every restored lease to the backend; those left forward nothing until they are renewed or the gateway restarts",
+			"backend", c.backend.Name(), "err", err)
+	default:
+		c.log.Info("restored leases are in the backend", "applied", len(w.keys), "parked", parked,
+			"strays_removed", len(w.stray), "took", time.Since(start).Round(time.Millisecond), "backend", c.backend.Name())
+	}
+}
+
+// Applied returns a channel that is closed once the restored leases are
+// in the backend: at once, unless Config.ApplyInBackground had New return
+// before that.
+func (c *Core) Applied() <-chan struct{} { return c.applied }
 
 // Parked returns the saved leases that the backend refused at start: they
 // are kept in the store, to be tried again at the next start, but they
@@ -1693,6 +1867,15 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	// Re-applying restored leases stops at its next batch.
+	c.mu.Unlock()
+	select {
+	case <-c.applied:
+	case <-ctx.Done():
+		c.events.close(ctx)
+		return ctxErr(ctx.Err(), "the restored leases' re-application to stop before closing")
+	}
+	c.mu.Lock()
 	for len(c.busy) > 0 {
 		var op *inflight
 		for _, o := range c.busy {
