@@ -1690,7 +1690,7 @@ func (c *Core) FindByInternal(owner netip.Addr, proto Protocol, internalPort uin
 	defer c.mu.Unlock()
 	var best Mapping
 	found := false
-	for _, k := range c.tab.forwardingTo(owner, proto, internalPort) {
+	for k := range c.tab.forwardingTo(owner, proto, internalPort) {
 		m := c.tab.lookup(k).m
 		if m.Owner != owner {
 			continue

@@ -37,7 +37,11 @@ type table struct {
 	slots      map[uint64]int32
 	owners     map[netip.Addr]*ownerKeys
 	internals  map[netip.Addr]*ownerKeys
-	byInternal map[internalKey][]uint64
+	// byInternal holds one key forwarding to each internal side, and
+	// byInternalMore the others, when several mappings forward to one
+	// (rare: a million leases then cost no slice each).
+	byInternal     map[internalKey]uint64
+	byInternalMore map[internalKey][]uint64
 	used       [2]PortSet
 	// poolUsed holds the bitmaps of the external pool addresses, by the
 	// address's 32 bits.
@@ -107,8 +111,9 @@ func newTable() *table {
 		slots:      make(map[uint64]int32),
 		owners:     make(map[netip.Addr]*ownerKeys),
 		internals:  make(map[netip.Addr]*ownerKeys),
-		byInternal: make(map[internalKey][]uint64),
-		poolUsed:   make(map[uint32]*[2]PortSet),
+		byInternal:     make(map[internalKey]uint64),
+		byInternalMore: make(map[internalKey][]uint64),
+		poolUsed:       make(map[uint32]*[2]PortSet),
 	}
 }
 
@@ -151,7 +156,7 @@ func (t *table) grow(n int) {
 	t.heap = slices.Grow(t.heap, n)
 	if len(t.slots) == 0 {
 		t.slots = make(map[uint64]int32, n)
-		t.byInternal = make(map[internalKey][]uint64, n)
+		t.byInternal = make(map[internalKey]uint64, n)
 	}
 }
 
@@ -217,7 +222,7 @@ func (t *table) put(m Mapping) {
 		}
 		if ik := internalKeyOf(&m); ik != internalKeyOf(&e.m) {
 			t.byInternalRemove(k, internalKeyOf(&e.m))
-			t.byInternal[ik] = append(t.byInternal[ik], k)
+			t.byInternalAdd(k, ik)
 		}
 		e.m = m
 		t.heapSet(i, e, at, expires)
@@ -229,8 +234,7 @@ func (t *table) put(m Mapping) {
 	e := &t.entries[i]
 	t.ownerAdd(k, e, m.Owner)
 	t.internalAdd(k, e, m.InternalAddr)
-	ik := internalKeyOf(&m)
-	t.byInternal[ik] = append(t.byInternal[ik], k)
+	t.byInternalAdd(k, internalKeyOf(&m))
 	t.usedPorts(m.ExternalAddr, m.Protocol, true).Add(m.ExternalPort)
 	t.heapSet(i, e, at, expires)
 }
@@ -241,10 +245,21 @@ func (t *table) inUse(proto Protocol, port uint16) bool {
 	return t.used[protoIndex(proto)].Contains(port)
 }
 
-// forwardingTo returns the keys of the mappings forwarding to
-// addr:port over proto.
-func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) []uint64 {
-	return t.byInternal[internalKey{addr: addr, proto: proto, port: port}]
+// forwardingTo calls yield with the key of each mapping forwarding to
+// addr:port over proto until it returns false.
+func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) func(yield func(uint64) bool) {
+	return func(yield func(uint64) bool) {
+		ik := internalKey{addr: addr, proto: proto, port: port}
+		k, ok := t.byInternal[ik]
+		if !ok || !yield(k) {
+			return
+		}
+		for _, k := range t.byInternalMore[ik] {
+			if !yield(k) {
+				return
+			}
+		}
+	}
 }
 
 // internalEntries calls yield for each entry forwarding to addr until it
@@ -263,19 +278,35 @@ func (t *table) internalEntries(addr netip.Addr) func(yield func(*tableEntry) bo
 	}
 }
 
+func (t *table) byInternalAdd(k uint64, ik internalKey) {
+	if _, ok := t.byInternal[ik]; !ok {
+		t.byInternal[ik] = k
+		return
+	}
+	t.byInternalMore[ik] = append(t.byInternalMore[ik], k)
+}
+
 func (t *table) byInternalRemove(k uint64, ik internalKey) {
-	keys := t.byInternal[ik]
-	for j, kk := range keys {
+	more := t.byInternalMore[ik]
+	if t.byInternal[ik] == k {
+		if len(more) == 0 {
+			delete(t.byInternal, ik)
+			return
+		}
+		t.byInternal[ik] = more[len(more)-1]
+		k = more[len(more)-1] // now to be taken out of more
+	}
+	for j, kk := range more {
 		if kk == k {
-			keys[j] = keys[len(keys)-1]
-			keys = keys[:len(keys)-1]
+			more[j] = more[len(more)-1]
+			more = more[:len(more)-1]
 			break
 		}
 	}
-	if len(keys) == 0 {
-		delete(t.byInternal, ik)
+	if len(more) == 0 {
+		delete(t.byInternalMore, ik)
 	} else {
-		t.byInternal[ik] = keys
+		t.byInternalMore[ik] = more
 	}
 }
 

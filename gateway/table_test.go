@@ -34,7 +34,7 @@ func checkTable(t *testing.T, tab *table, ref map[uint64]Mapping) {
 			t.Fatalf("internal address index of %v is wrong", e.m)
 		}
 		found := 0
-		for _, kk := range tab.forwardingTo(e.m.InternalAddr, e.m.Protocol, e.m.InternalPort) {
+		for kk := range tab.forwardingTo(e.m.InternalAddr, e.m.Protocol, e.m.InternalPort) {
 			if kk == k {
 				found++
 			}
@@ -66,9 +66,13 @@ func checkTable(t *testing.T, tab *table, ref map[uint64]Mapping) {
 	for _, o := range tab.internals {
 		internal += len(o.keys)
 	}
-	for _, keys := range tab.byInternal {
+	byInternal = len(tab.byInternal)
+	for ik, keys := range tab.byInternalMore {
 		if len(keys) == 0 {
 			t.Fatal("empty internal-side list kept")
+		}
+		if _, ok := tab.byInternal[ik]; !ok {
+			t.Fatal("internal side with more keys but no first one")
 		}
 		byInternal += len(keys)
 	}
