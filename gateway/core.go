@@ -444,7 +444,7 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 	}
 	if loaded > 0 && c.background {
 		c.log.Info("restored leases; re-applying them to the backend while serving", "restored", c.tab.len(), "expired", expired, "denied", denied,
-			"to_apply", len(work.keys), "backend", c.backend.Name())
+			"to_apply", c.tab.unapplied, "backend", c.backend.Name())
 	} else if loaded > 0 {
 		c.log.Info("restored leases", "restored", c.tab.len(), "expired", expired, "denied", denied,
 			"parked", parked, "backend", c.backend.Name())
@@ -460,18 +460,16 @@ type RuleLister interface {
 }
 
 // restoreWork is what re-applying the restored table to the backend
-// takes: the keys of the enabled mappings the backend does not hold as
-// they are, in table order, and the rules installed before the restart
-// that no lease has now.
+// takes besides the table's entries marked unapplied: the rules
+// installed before the restart that no lease has now.
 type restoreWork struct {
-	keys  []uint64
 	stray []Rule
 }
 
 // listRestored finds what the backend must be told so that it holds
-// exactly the table's enabled mappings (see New): a backend that can list
-// its rules (RuleLister) is compared with the table, another one is
-// flushed.
+// exactly the table's enabled mappings (see New), and marks those entries
+// unapplied: a backend that can list its rules (RuleLister) is compared
+// with the table, another one is flushed.
 func (c *Core) listRestored(ctx context.Context) (*restoreWork, error) {
 	installed := map[uint64]Rule{}
 	lister, canList := c.backend.(RuleLister)
@@ -488,21 +486,22 @@ func (c *Core) listRestored(ctx context.Context) (*restoreWork, error) {
 		return nil, fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
 			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
 	}
-	w := &restoreWork{keys: make([]uint64, 0, c.tab.len())}
+	w := &restoreWork{}
 	for i := 0; i < c.tab.len(); i++ {
-		m := &c.tab.at(i).m
-		if !m.Enabled {
+		e := c.tab.at(i)
+		if !e.m.Enabled {
 			continue
 		}
-		k := m.Key().pack()
 		if len(installed) > 0 {
+			k := e.m.Key().pack()
 			r, ok := installed[k]
 			delete(installed, k) // identical, or Add replaces it
-			if ok && r == m.Rule() {
+			if ok && r == e.m.Rule() {
 				continue // forwarding already, untouched across the restart
 			}
 		}
-		w.keys = append(w.keys, k)
+		e.unapplied = true
+		c.tab.unapplied++
 	}
 	// What is left was installed before the restart and is no lease now
 	// (expired, denied or never recorded): it must not forward.
@@ -512,32 +511,27 @@ func (c *Core) listRestored(ctx context.Context) (*restoreWork, error) {
 	return w, nil
 }
 
-// reapply makes the backend hold the table's mappings that w names,
+// reapply makes the backend hold the table's entries marked unapplied,
 // restoreBatch at a time, parking those it refuses, then removes w's
-// stray rules, and returns how many it parked. Each batch's keys are held
-// busy while the backend works, as any operation holds its key, so that
-// it runs as well before the Core serves as while it serves
-// (Config.ApplyInBackground): a request waits for the batch that holds its
-// key, and a key busy with a request is taken alone once the request is
-// done, with the mapping as the request left it.
+// stray rules, and returns how many it parked. It walks the table by
+// slot, again from the start while entries are left (a removal moves the
+// last entry into the hole). Each batch's keys are held busy while the
+// backend works, as any operation holds its key, so that it runs as well
+// before the Core serves as while it serves (Config.ApplyInBackground): a
+// request waits for the batch that holds its key, a key busy with a
+// request is left for a later pass, and an entry a request changed is
+// applied as the request left it.
 func (c *Core) reapply(ctx context.Context, w *restoreWork) (int, error) {
 	parked := 0
-	var later []uint64 // busy with a request when their batch came
-	for keys := w.keys; len(keys) > 0; {
-		n := min(len(keys), restoreBatch)
-		busy, p, err := c.reapplyBatch(ctx, keys[:n], false)
+	next := 0 // the slot the walk goes on from
+	for {
+		p, more, err := c.reapplyBatch(ctx, &next)
 		parked += p
 		if err != nil {
 			return parked, err
 		}
-		later = append(later, busy...)
-		keys = keys[n:]
-	}
-	for _, k := range later {
-		_, p, err := c.reapplyBatch(ctx, []uint64{k}, true)
-		parked += p
-		if err != nil {
-			return parked, err
+		if !more {
+			break
 		}
 	}
 	for rules := w.stray; len(rules) > 0; {
@@ -550,33 +544,51 @@ func (c *Core) reapply(ctx context.Context, w *restoreWork) (int, error) {
 	return parked, nil
 }
 
-// reapplyBatch re-applies the table's mappings for keys to the backend
-// and parks those it refuses. Keys busy with another operation are
-// returned for later, unless wait is set: then it waits for them.
-func (c *Core) reapplyBatch(ctx context.Context, keys []uint64, wait bool) (busy []uint64, parked int, err error) {
+// reapplyBatch re-applies up to restoreBatch unapplied entries from slot
+// *next on, and parks those the backend refuses. It reports whether
+// entries are left.
+func (c *Core) reapplyBatch(ctx context.Context, next *int) (parked int, more bool, err error) {
 	c.mu.Lock()
-	ms := make([]Mapping, 0, len(keys))
-	ops := make([]*inflight, 0, len(keys))
-	for _, k := range keys {
-		if wait {
-			if err := c.waitIdleLocked(ctx, k); err != nil {
-				c.mu.Unlock()
-				return nil, 0, err
-			}
-		} else if c.closed {
-			c.mu.Unlock()
-			return nil, 0, ErrClosed
+	if c.closed {
+		c.mu.Unlock()
+		return 0, false, ErrClosed
+	}
+	if c.tab.unapplied == 0 {
+		c.mu.Unlock()
+		return 0, false, nil
+	}
+	// One operation holds the whole batch.
+	op := &inflight{done: make(chan struct{})}
+	ms := make([]Mapping, 0, restoreBatch)
+	var busyKey uint64
+	busySeen := false
+	for scanned := 0; len(ms) < restoreBatch && scanned < c.tab.len(); scanned++ {
+		if *next >= c.tab.len() {
+			*next = 0
 		}
-		if c.isBusyLocked(k) {
-			busy = append(busy, k)
+		e := c.tab.at(*next)
+		*next++
+		if !e.unapplied {
 			continue
 		}
-		e := c.tab.lookup(k)
-		if e == nil || !e.m.Enabled {
-			continue // deleted or disabled since, by a request that told the backend
+		k := e.m.Key().pack()
+		if c.isBusyLocked(k) {
+			busyKey, busySeen = k, true
+			continue // a later pass takes it, as the request leaves it
+		}
+		e.unapplied = false
+		c.tab.unapplied--
+		if !e.m.Enabled {
+			continue // disabled by a request, which told the backend
 		}
 		ms = append(ms, e.m)
-		ops = append(ops, c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false))
+		c.busy[k] = op
+	}
+	if len(ms) == 0 && busySeen {
+		// Only keys busy with requests are left: wait for one.
+		err := c.waitIdleLocked(ctx, busyKey)
+		c.mu.Unlock()
+		return 0, true, err
 	}
 	c.mu.Unlock()
 
@@ -587,19 +599,22 @@ func (c *Core) reapplyBatch(ctx context.Context, keys []uint64, wait bool) (busy
 		c.tab.remove(m.Key().pack())
 	}
 	c.parked = append(c.parked, park...)
-	for i, m := range ms {
-		c.releaseLocked(m.Key().pack(), ops[i])
+	for _, m := range ms {
+		delete(c.busy, m.Key().pack())
 	}
-	if c.events != nil { // serving: the releases may have held the earliest lease
+	op.finished = true
+	close(op.done)
+	if c.events != nil { // serving: the batch may have held the earliest lease
 		c.rearmLocked()
 	}
+	more = c.tab.unapplied > 0
 	c.mu.Unlock()
 	for _, m := range park {
 		r := NewAuditRecord(c.now(), AuditParked, Requester{Source: SourceAdmin}, m)
 		r.Result, r.Reason = "not restored", "the "+c.backend.Name()+" backend refused it at start"
 		c.audit(r)
 	}
-	return busy, len(park), err
+	return len(park), more, err
 }
 
 // addRestored installs the rules of ms, in one BatchAdder call when the
@@ -683,7 +698,7 @@ func (c *Core) runReapply(w *restoreWork) {
 		c.log.Error("could not re-apply every restored lease to the backend; those left forward nothing until they are renewed or the gateway restarts",
 			"backend", c.backend.Name(), "err", err)
 	default:
-		c.log.Info("restored leases are in the backend", "applied", len(w.keys), "parked", parked,
+		c.log.Info("restored leases are in the backend", "parked", parked,
 			"strays_removed", len(w.stray), "took", time.Since(start).Round(time.Millisecond), "backend", c.backend.Name())
 	}
 }

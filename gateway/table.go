@@ -47,6 +47,8 @@ type table struct {
 	// address's 32 bits.
 	poolUsed map[uint32]*[2]PortSet
 	heap     []heapItem
+	// unapplied counts the entries whose unapplied flag is set.
+	unapplied int
 }
 
 type tableEntry struct {
@@ -54,6 +56,9 @@ type tableEntry struct {
 	heapIdx     int32 // position in heap; -1 for permanent mappings
 	ownerIdx    int32 // position in owners[m.Owner].keys
 	internalIdx int32 // position in internals[m.InternalAddr].keys
+	// unapplied marks a restored mapping not yet re-applied to the
+	// backend (Core.reapply). A put keeps it; it moves with the entry.
+	unapplied bool
 }
 
 // internalKey names where a mapping forwards to.
@@ -319,6 +324,9 @@ func (t *table) remove(k uint64) (Mapping, bool) {
 	e := &t.entries[i]
 	if e.heapIdx >= 0 {
 		t.heapRemove(int(e.heapIdx))
+	}
+	if e.unapplied {
+		t.unapplied--
 	}
 	t.ownerRemove(e)
 	t.internalRemove(e)
