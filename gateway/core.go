@@ -1785,11 +1785,13 @@ func (c *Core) expireChunk() bool {
 		c.mu.Unlock()
 		return false
 	}
+	// One operation holds the whole chunk: requests for its keys wait
+	// for it.
+	op := &inflight{done: make(chan struct{})}
 	batch := make([]Mapping, len(keys))
-	ops := make([]*inflight, len(keys))
 	for i, k := range keys {
 		batch[i] = c.tab.lookup(k).m
-		ops[i] = c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false)
+		c.busy[k] = op
 	}
 	c.mu.Unlock()
 
@@ -1808,8 +1810,10 @@ func (c *Core) expireChunk() bool {
 		} else {
 			failed++
 		}
-		c.releaseLocked(k, ops[i])
+		delete(c.busy, k)
 	}
+	op.finished = true
+	close(op.done)
 	if failed > 0 {
 		c.retryAfter = now.Add(expiryRetry)
 	} else {
@@ -1817,9 +1821,15 @@ func (c *Core) expireChunk() bool {
 	}
 	c.mu.Unlock()
 
+	logged := c.log.Enabled(context.Background(), slog.LevelInfo)
 	for i, m := range batch {
-		if ok[i] {
+		if !ok[i] {
+			continue
+		}
+		if logged {
 			c.log.Info("port mapping expired", "mapping", m)
+		}
+		if c.auditf != nil {
 			r := NewAuditRecord(now, AuditExpired, Requester{Source: SourceAdmin}, m)
 			r.Via = m.Source.String()
 			r.Client = m.Owner

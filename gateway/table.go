@@ -33,16 +33,16 @@ import (
 //     entry moves), making refresh and delete O(log n) with no stale items
 //     and no map lookups while sifting.
 type table struct {
-	entries    []tableEntry
-	slots      map[uint64]int32
-	owners     map[netip.Addr]*ownerKeys
-	internals  map[netip.Addr]*ownerKeys
+	entries   []tableEntry
+	slots     map[uint64]int32
+	owners    map[netip.Addr]*ownerKeys
+	internals map[netip.Addr]*ownerKeys
 	// byInternal holds one key forwarding to each internal side, and
 	// byInternalMore the others, when several mappings forward to one
 	// (rare: a million leases then cost no slice each).
 	byInternal     map[internalKey]uint64
 	byInternalMore map[internalKey][]uint64
-	used       [2]PortSet
+	used           [2]PortSet
 	// poolUsed holds the bitmaps of the external pool addresses, by the
 	// address's 32 bits.
 	poolUsed map[uint32]*[2]PortSet
@@ -113,9 +113,9 @@ func (t *table) heapKey(i int) uint64 { return t.entries[t.heap[i].slot].m.Key()
 
 func newTable() *table {
 	return &table{
-		slots:      make(map[uint64]int32),
-		owners:     make(map[netip.Addr]*ownerKeys),
-		internals:  make(map[netip.Addr]*ownerKeys),
+		slots:          make(map[uint64]int32),
+		owners:         make(map[netip.Addr]*ownerKeys),
+		internals:      make(map[netip.Addr]*ownerKeys),
 		byInternal:     make(map[internalKey]uint64),
 		byInternalMore: make(map[internalKey][]uint64),
 		poolUsed:       make(map[uint32]*[2]PortSet),
