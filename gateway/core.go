@@ -396,7 +396,7 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 		if !m.Expires.Equal(orig) {
 			rewrite = append(rewrite, m)
 		}
-		c.tab.put(m)
+		c.tab.insertNew(m) // not there: checked above
 	}
 	if el != nil {
 		if err := el.LoadEach(func(m Mapping) { loaded++; restoreOne(m.normalize()) }); err != nil {

@@ -233,6 +233,17 @@ func (t *table) put(m Mapping) {
 		t.heapSet(i, e, at, expires)
 		return
 	}
+	t.insert(k, m, at, expires)
+}
+
+// insertNew inserts m, whose key the table must not hold: the restore,
+// which has checked that, saves a lookup in a table of a million.
+func (t *table) insertNew(m Mapping) {
+	at, expires := expiryNanos(m.Expires)
+	t.insert(m.Key().pack(), m, at, expires)
+}
+
+func (t *table) insert(k uint64, m Mapping, at int64, expires bool) {
 	i := int32(len(t.entries))
 	t.entries = append(t.entries, tableEntry{m: m, heapIdx: -1})
 	t.slots[k] = i
