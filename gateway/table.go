@@ -20,10 +20,12 @@ import (
 //
 //   - per owner, a dense list of keys (swap-removed the same way), giving
 //     quota counts and the i-th entry of one owner (ListOwnOnly) in O(1);
-//   - per internal address, the same kind of dense list, and per internal
-//     address, protocol and port the (usually single) key forwarding
-//     there, so that NAT-PMP and PCP, which name a mapping by its internal
-//     side, find it in O(1) however many mappings the host holds;
+//   - per internal address, the same kind of dense list (beside the
+//     owner's, in one map by address: one lookup for the usual mapping,
+//     which its own host owns), and per internal address, protocol and
+//     port the (usually single) key forwarding there, so that NAT-PMP and
+//     PCP, which name a mapping by its internal side, find it in O(1)
+//     however many mappings the host holds;
 //   - a bitmap of the external ports in use per protocol, so that AddAny
 //     skips 64 taken ports at a time (one pair for the gateway's own
 //     address, and one per external pool address in use);
@@ -33,10 +35,12 @@ import (
 //     entry moves), making refresh and delete O(log n) with no stale items
 //     and no map lookups while sifting.
 type table struct {
-	entries   []tableEntry
-	slots     map[uint64]int32
-	owners    map[netip.Addr]*ownerKeys
-	internals map[netip.Addr]*ownerKeys
+	entries []tableEntry
+	slots   map[uint64]int32
+	// owners holds, per address, the keys of the mappings it owns and of
+	// those forwarding to it: one map, so that the usual mapping, owned
+	// by the host it forwards to, costs one lookup.
+	owners map[netip.Addr]*ownerKeys
 	// byInternal holds one key forwarding to each internal side, and
 	// byInternalMore the others, when several mappings forward to one
 	// (rare: a million leases then cost no slice each).
@@ -55,7 +59,7 @@ type tableEntry struct {
 	m           Mapping
 	heapIdx     int32 // position in heap; -1 for permanent mappings
 	ownerIdx    int32 // position in owners[m.Owner].keys
-	internalIdx int32 // position in internals[m.InternalAddr].keys
+	internalIdx int32 // position in owners[m.InternalAddr].internal
 	// unapplied marks a restored mapping not yet re-applied to the
 	// backend (Core.reapply). A put keeps it; it moves with the entry.
 	unapplied bool
@@ -102,7 +106,20 @@ func protoIndex(p Protocol) int {
 	return 0
 }
 
-type ownerKeys struct{ keys []uint64 }
+type ownerKeys struct {
+	keys     []uint64 // owned by the address (Mapping.Owner)
+	internal []uint64 // forwarding to it (Mapping.InternalAddr)
+}
+
+// hostFor returns a's lists, creating them.
+func (t *table) hostFor(a netip.Addr) *ownerKeys {
+	o := t.owners[a]
+	if o == nil {
+		o = &ownerKeys{}
+		t.owners[a] = o
+	}
+	return o
+}
 
 type heapItem struct {
 	at   int64 // expiry, Unix nanoseconds (see expiryNanos)
@@ -115,7 +132,6 @@ func newTable() *table {
 	return &table{
 		slots:          make(map[uint64]int32),
 		owners:         make(map[netip.Addr]*ownerKeys),
-		internals:      make(map[netip.Addr]*ownerKeys),
 		byInternal:     make(map[internalKey]uint64),
 		byInternalMore: make(map[internalKey][]uint64),
 		poolUsed:       make(map[uint32]*[2]PortSet),
@@ -248,8 +264,12 @@ func (t *table) insert(k uint64, m Mapping, at int64, expires bool) {
 	t.entries = append(t.entries, tableEntry{m: m, heapIdx: -1})
 	t.slots[k] = i
 	e := &t.entries[i]
-	t.ownerAdd(k, e, m.Owner)
-	t.internalAdd(k, e, m.InternalAddr)
+	o := t.hostFor(m.Owner)
+	e.ownerIdx = listAppend(&o.keys, k)
+	if m.InternalAddr != m.Owner {
+		o = t.hostFor(m.InternalAddr)
+	}
+	e.internalIdx = listAppend(&o.internal, k)
 	t.byInternalAdd(k, internalKeyOf(&m))
 	t.usedPorts(m.ExternalAddr, m.Protocol, true).Add(m.ExternalPort)
 	t.heapSet(i, e, at, expires)
@@ -282,11 +302,11 @@ func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) func(
 // returns false. The table must not change during the iteration.
 func (t *table) internalEntries(addr netip.Addr) func(yield func(*tableEntry) bool) {
 	return func(yield func(*tableEntry) bool) {
-		o := t.internals[addr]
+		o := t.owners[addr]
 		if o == nil {
 			return
 		}
-		for _, k := range o.keys {
+		for _, k := range o.internal {
 			if !yield(t.lookup(k)) {
 				return
 			}
@@ -360,49 +380,52 @@ func (t *table) remove(k uint64) (Mapping, bool) {
 }
 
 func (t *table) ownerAdd(k uint64, e *tableEntry, owner netip.Addr) {
-	e.ownerIdx = listAdd(t.owners, owner, k)
+	e.ownerIdx = listAppend(&t.hostFor(owner).keys, k)
 }
 
 func (t *table) ownerRemove(e *tableEntry) {
-	if moved, ok := listRemove(t.owners, e.m.Owner, e.ownerIdx); ok {
+	o := t.owners[e.m.Owner]
+	if moved, ok := listRemove(&o.keys, e.ownerIdx); ok {
 		t.entries[t.slots[moved]].ownerIdx = e.ownerIdx
 	}
+	t.dropIfEmpty(e.m.Owner, o)
 }
 
 func (t *table) internalAdd(k uint64, e *tableEntry, addr netip.Addr) {
-	e.internalIdx = listAdd(t.internals, addr, k)
+	e.internalIdx = listAppend(&t.hostFor(addr).internal, k)
 }
 
 func (t *table) internalRemove(e *tableEntry) {
-	if moved, ok := listRemove(t.internals, e.m.InternalAddr, e.internalIdx); ok {
+	o := t.owners[e.m.InternalAddr]
+	if moved, ok := listRemove(&o.internal, e.internalIdx); ok {
 		t.entries[t.slots[moved]].internalIdx = e.internalIdx
 	}
+	t.dropIfEmpty(e.m.InternalAddr, o)
 }
 
-// listAdd appends k to lists[a] and returns its position.
-func listAdd(lists map[netip.Addr]*ownerKeys, a netip.Addr, k uint64) int32 {
-	o := lists[a]
-	if o == nil {
-		o = &ownerKeys{}
-		lists[a] = o
+// dropIfEmpty forgets a's lists once both are empty.
+func (t *table) dropIfEmpty(a netip.Addr, o *ownerKeys) {
+	if len(o.keys) == 0 && len(o.internal) == 0 {
+		delete(t.owners, a)
 	}
-	o.keys = append(o.keys, k)
-	return int32(len(o.keys) - 1)
 }
 
-// listRemove removes position i of lists[a] by moving the last key into
-// it, and returns that key when one moved.
-func listRemove(lists map[netip.Addr]*ownerKeys, a netip.Addr, i int32) (moved uint64, ok bool) {
-	o := lists[a]
-	last := len(o.keys) - 1
+// listAppend appends k to *list and returns its position.
+func listAppend(list *[]uint64, k uint64) int32 {
+	*list = append(*list, k)
+	return int32(len(*list) - 1)
+}
+
+// listRemove removes position i of *list by moving the last key into it,
+// and returns that key when one moved.
+func listRemove(list *[]uint64, i int32) (moved uint64, ok bool) {
+	keys := *list
+	last := len(keys) - 1
 	if int(i) != last {
-		moved, ok = o.keys[last], true
-		o.keys[i] = moved
+		moved, ok = keys[last], true
+		keys[i] = moved
 	}
-	o.keys = o.keys[:last]
-	if len(o.keys) == 0 {
-		delete(lists, a)
-	}
+	*list = keys[:last]
 	return moved, ok
 }
 
