@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/netip"
 	"sync/atomic"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/portfwd/portfwd/gateway"
 )
@@ -122,7 +124,9 @@ func TestApplyInBackgroundStopsOnClose(t *testing.T) {
 	f := newFixture(t, gateway.Policy{})
 	c := upnp("192.168.1.10")
 	for p := uint16(1001); p <= 1600; p++ {
-		f.add(c, tcp(p, "192.168.1.10", p))
+		m := tcp(p, "192.168.1.10", p)
+		m.Expires = f.lease(time.Hour) // so that the Core arms its expiry timer
+		f.add(c, m)
 	}
 	f.core.Close(ctx, false)
 	f.mem = gateway.NewMemory()
@@ -130,8 +134,16 @@ func TestApplyInBackgroundStopsOnClose(t *testing.T) {
 	f.startInBackground(backend)
 	<-backend.entered
 
+	if f.clock.Pending() == 0 {
+		t.Fatal("no expiry timer armed while serving")
+	}
 	closed := make(chan error, 1)
 	go func() { closed <- f.core.Close(ctx, false) }()
+	// Close stops the expiry timer as it marks the Core closed, before it
+	// waits for the batch under way.
+	for f.clock.Pending() > 0 {
+		runtime.Gosched()
+	}
 	close(backend.gate)
 	if err := <-closed; err != nil {
 		t.Fatal(err)

@@ -584,11 +584,17 @@ func (c *Core) reapplyBatch(ctx context.Context, next *int) (parked int, more bo
 		ms = append(ms, e.m)
 		c.busy[k] = op
 	}
-	if len(ms) == 0 && busySeen {
+	switch {
+	case len(ms) == 0 && busySeen:
 		// Only keys busy with requests are left: wait for one.
 		err := c.waitIdleLocked(ctx, busyKey)
 		c.mu.Unlock()
 		return 0, true, err
+	case len(ms) == 0 && c.tab.unapplied > 0:
+		// A whole pass found none left (ms never filled): the count is
+		// wrong. Never spin on it.
+		c.log.Error("restored leases counted as not applied are not in the table", "count", c.tab.unapplied)
+		c.tab.unapplied = 0
 	}
 	c.mu.Unlock()
 
