@@ -3,8 +3,8 @@ package gateway_test
 import (
 	"context"
 	"net/netip"
-	"sync/atomic"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
