@@ -114,6 +114,20 @@ type Config struct {
 	// pool, and no mapping has an ExternalAddr. The backend must be a
 	// PoolBackend that supports it.
 	ExternalPool []netip.Addr
+	// ApplyInBackground makes New return, and the Core serve, as soon as
+	// the saved leases are back in the table, and re-apply them to the
+	// backend afterwards, restoreBatch at a time, while requests are
+	// served: a restart with a million leases serves in seconds instead
+	// of waiting for the data plane (the nft backend takes several
+	// seconds for a million elements). The table stays authoritative: a
+	// request for a lease not yet re-applied changes it as it would any
+	// other (the Backend contract makes adding an installed rule and
+	// deleting a missing one harmless), and the re-application holds each
+	// batch's keys busy, as any operation does, so that it never re-adds
+	// what a request has just removed. Until it is done, restored leases
+	// may be listed before they forward. Core.Applied reports when it is
+	// done; Parked is final from then.
+	ApplyInBackground bool
 }
 
 // Core is the mapping table with its policy, lease expiry, persistence and
@@ -158,6 +172,12 @@ type Core struct {
 	// pool is Config.ExternalPool, and poolSet the same as a set.
 	pool    []netip.Addr
 	poolSet map[netip.Addr]bool
+	// applied is closed once the restored leases are in the backend
+	// (Applied). With background (Config.ApplyInBackground), New leaves
+	// reapplyWork to runReapply.
+	applied     chan struct{}
+	background  bool
+	reapplyWork *restoreWork
 
 	mu         sync.Mutex
 	tab        *table
@@ -230,6 +250,8 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 		sameHostNow: cfg.SameHostNow,
 		hostAddrs:   cfg.HostAddrs,
 		ownAddr:     cfg.OwnAddr,
+		applied:     make(chan struct{}),
+		background:  cfg.ApplyInBackground,
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}
@@ -253,6 +275,12 @@ func New(ctx context.Context, cfg Config) (*Core, error) {
 	c.mu.Lock()
 	c.rearmLocked()
 	c.mu.Unlock()
+	if w := c.reapplyWork; w != nil {
+		c.reapplyWork = nil
+		go c.runReapply(w)
+	} else {
+		close(c.applied)
+	}
 	return c, nil
 }
 
@@ -368,7 +396,7 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 		if !m.Expires.Equal(orig) {
 			rewrite = append(rewrite, m)
 		}
-		c.tab.put(m)
+		c.tab.insertNew(m) // not there: checked above
 	}
 	if el != nil {
 		if err := el.LoadEach(func(m Mapping) { loaded++; restoreOne(m.normalize()) }); err != nil {
@@ -387,8 +415,14 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 		c.audit(r)
 	}
 
-	parked, err := c.applyRestored(ctx)
+	work, err := c.listRestored(ctx)
 	if err != nil {
+		return false, err
+	}
+	parked := 0
+	if c.background {
+		c.reapplyWork = work // New starts it once the Core serves
+	} else if parked, err = c.reapply(ctx, work); err != nil {
 		return false, err
 	}
 	// The halves to delete are journaled before their leases are
@@ -408,7 +442,10 @@ func (c *Core) restoreLeases(ctx context.Context, el EachLoader) (done bool, err
 			return false, fmt.Errorf("gateway: recording restored leases: %w: %w", ErrStore, err)
 		}
 	}
-	if loaded > 0 {
+	if loaded > 0 && c.background {
+		c.log.Info("restored leases; re-applying them to the backend while serving", "restored", c.tab.len(), "expired", expired, "denied", denied,
+			"to_apply", c.tab.unapplied, "backend", c.backend.Name())
+	} else if loaded > 0 {
 		c.log.Info("restored leases", "restored", c.tab.len(), "expired", expired, "denied", denied,
 			"parked", parked, "backend", c.backend.Name())
 	}
@@ -422,102 +459,260 @@ type RuleLister interface {
 	InstalledRules(ctx context.Context) ([]Rule, error)
 }
 
-// applyRestored makes the backend hold the table's enabled mappings (see
-// New), parking those it refuses, and returns how many it parked.
-func (c *Core) applyRestored(ctx context.Context) (int, error) {
+// restoreWork is what re-applying the restored table to the backend
+// takes besides the table's entries marked unapplied: the rules
+// installed before the restart that no lease has now.
+type restoreWork struct {
+	stray []Rule
+}
+
+// listRestored finds what the backend must be told so that it holds
+// exactly the table's enabled mappings (see New), and marks those entries
+// unapplied: a backend that can list its rules (RuleLister) is compared
+// with the table, another one is flushed.
+func (c *Core) listRestored(ctx context.Context) (*restoreWork, error) {
 	installed := map[uint64]Rule{}
 	lister, canList := c.backend.(RuleLister)
 	if canList {
 		rules, err := lister.InstalledRules(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("gateway: reading the rules installed before the restart: %w",
+			return nil, fmt.Errorf("gateway: reading the rules installed before the restart: %w",
 				&BackendError{Backend: c.backend.Name(), Op: "list", Err: err})
 		}
 		for _, r := range rules {
 			installed[r.Key().pack()] = r
 		}
 	} else if err := c.backend.Flush(ctx); err != nil {
-		return 0, fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
+		return nil, fmt.Errorf("gateway: clearing rules left from an earlier run: %w",
 			&BackendError{Backend: c.backend.Name(), Op: "flush", Err: err})
 	}
-	var park []Mapping
-	var pending []Mapping // to add, restoreBatch at a time with a BatchAdder
-	batcher, canBatch := c.backend.(BatchAdder)
-	addOne := func(m Mapping) error {
+	w := &restoreWork{}
+	for i := 0; i < c.tab.len(); i++ {
+		e := c.tab.at(i)
+		if !e.m.Enabled {
+			continue
+		}
+		if len(installed) > 0 {
+			k := e.m.Key().pack()
+			r, ok := installed[k]
+			delete(installed, k) // identical, or Add replaces it
+			if ok && r == e.m.Rule() {
+				continue // forwarding already, untouched across the restart
+			}
+		}
+		e.unapplied = true
+		c.tab.unapplied++
+	}
+	// What is left was installed before the restart and is no lease now
+	// (expired, denied or never recorded): it must not forward.
+	for _, r := range installed {
+		w.stray = append(w.stray, r)
+	}
+	return w, nil
+}
+
+// reapply makes the backend hold the table's entries marked unapplied,
+// restoreBatch at a time, parking those it refuses, then removes w's
+// stray rules, and returns how many it parked. It walks the table by
+// slot, again from the start while entries are left (a removal moves the
+// last entry into the hole). Each batch's keys are held busy while the
+// backend works, as any operation holds its key, so that it runs as well
+// before the Core serves as while it serves (Config.ApplyInBackground): a
+// request waits for the batch that holds its key, a key busy with a
+// request is left for a later pass, and an entry a request changed is
+// applied as the request left it.
+func (c *Core) reapply(ctx context.Context, w *restoreWork) (int, error) {
+	parked := 0
+	next := 0 // the slot the walk goes on from
+	for {
+		p, more, err := c.reapplyBatch(ctx, &next)
+		parked += p
+		if err != nil {
+			return parked, err
+		}
+		if !more {
+			break
+		}
+	}
+	for rules := w.stray; len(rules) > 0; {
+		n := min(len(rules), restoreBatch)
+		if err := c.removeStray(ctx, rules[:n]); err != nil {
+			return parked, err
+		}
+		rules = rules[n:]
+	}
+	return parked, nil
+}
+
+// reapplyBatch re-applies up to restoreBatch unapplied entries from slot
+// *next on, and parks those the backend refuses. It reports whether
+// entries are left.
+func (c *Core) reapplyBatch(ctx context.Context, next *int) (parked int, more bool, err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, false, ErrClosed
+	}
+	if c.tab.unapplied == 0 {
+		c.mu.Unlock()
+		return 0, false, nil
+	}
+	// One operation holds the whole batch.
+	op := &inflight{done: make(chan struct{})}
+	ms := make([]Mapping, 0, restoreBatch)
+	var busyKey uint64
+	busySeen := false
+	for scanned := 0; len(ms) < restoreBatch && scanned < c.tab.len(); scanned++ {
+		if *next >= c.tab.len() {
+			*next = 0
+		}
+		e := c.tab.at(*next)
+		*next++
+		if !e.unapplied {
+			continue
+		}
+		k := e.m.Key().pack()
+		if c.isBusyLocked(k) {
+			busyKey, busySeen = k, true
+			continue // a later pass takes it, as the request leaves it
+		}
+		e.unapplied = false
+		c.tab.unapplied--
+		if !e.m.Enabled {
+			continue // disabled by a request, which told the backend
+		}
+		ms = append(ms, e.m)
+		c.busy[k] = op
+	}
+	switch {
+	case len(ms) == 0 && busySeen:
+		// Only keys busy with requests are left: wait for one.
+		err := c.waitIdleLocked(ctx, busyKey)
+		c.mu.Unlock()
+		return 0, true, err
+	case len(ms) == 0 && c.tab.unapplied > 0:
+		// A whole pass found none left (ms never filled): the count is
+		// wrong. Never spin on it.
+		c.log.Error("restored leases counted as not applied are not in the table", "count", c.tab.unapplied)
+		c.tab.unapplied = 0
+	}
+	c.mu.Unlock()
+
+	park, err := c.addRestored(ctx, ms)
+
+	c.mu.Lock()
+	for _, m := range park {
+		c.tab.remove(m.Key().pack())
+	}
+	c.parked = append(c.parked, park...)
+	for _, m := range ms {
+		delete(c.busy, m.Key().pack())
+	}
+	op.finished = true
+	close(op.done)
+	if c.events != nil { // serving: the batch may have held the earliest lease
+		c.rearmLocked()
+	}
+	more = c.tab.unapplied > 0
+	c.mu.Unlock()
+	for _, m := range park {
+		r := NewAuditRecord(c.now(), AuditParked, Requester{Source: SourceAdmin}, m)
+		r.Result, r.Reason = "not restored", "the "+c.backend.Name()+" backend refused it at start"
+		c.audit(r)
+	}
+	return len(park), more, err
+}
+
+// addRestored installs the rules of ms, in one BatchAdder call when the
+// backend has it, and returns the mappings the backend refuses.
+func (c *Core) addRestored(ctx context.Context, ms []Mapping) (park []Mapping, err error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	if batcher, ok := c.backend.(BatchAdder); ok {
+		rules := make([]Rule, len(ms))
+		for i := range ms {
+			rules[i] = ms[i].Rule()
+		}
+		if batcher.AddBatch(ctx, rules) == nil {
+			return nil, nil
+		}
+		// Learn which ones it refuses.
+	}
+	for _, m := range ms {
 		if err := c.backend.Add(ctx, m.Rule()); err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
+				return park, fmt.Errorf("gateway: re-applying saved leases: %w", ctx.Err())
 			}
 			berr := &BackendError{Backend: c.backend.Name(), Op: "add", Rule: m.Rule(), Err: err}
 			c.log.Warn("the backend refused a saved lease; it is parked (kept in the state directory for the next start, not served now)",
 				"mapping", m, "err", berr)
 			park = append(park, m)
 		}
-		return nil
 	}
-	flushPending := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		rules := make([]Rule, len(pending))
-		for i, m := range pending {
-			rules[i] = m.Rule()
-		}
-		if err := batcher.AddBatch(ctx, rules); err != nil {
-			for _, m := range pending { // learn which ones it refuses
-				if err := addOne(m); err != nil {
-					return err
-				}
-			}
-		}
-		pending = pending[:0]
-		return nil
-	}
-	for i := 0; i < c.tab.len(); i++ {
-		m := c.tab.at(i).m
-		if !m.Enabled {
-			continue
-		}
-		k := m.Key().pack()
-		if r, ok := installed[k]; ok && r == m.Rule() {
-			delete(installed, k)
-			continue // forwarding already, untouched across the restart
-		}
-		delete(installed, k) // Add replaces it
-		if !canBatch {
-			if err := addOne(m); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		if pending = append(pending, m); len(pending) == restoreBatch {
-			if err := flushPending(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if canBatch {
-		if err := flushPending(); err != nil {
-			return 0, err
-		}
-	}
-	for _, m := range park {
-		c.tab.remove(m.Key().pack())
-		r := NewAuditRecord(c.now(), AuditParked, Requester{Source: SourceAdmin}, m)
-		r.Result, r.Reason = "not restored", "the "+c.backend.Name()+" backend refused it at start"
-		c.audit(r)
-	}
-	c.parked = park
-	// What is left was installed before the restart and is no lease now
-	// (expired, denied, parked or never recorded): it must not forward.
-	for _, r := range installed {
-		if err := c.backend.Delete(ctx, r); err != nil {
-			return len(park), fmt.Errorf("gateway: removing a rule left from an earlier run: %w",
-				&BackendError{Backend: c.backend.Name(), Op: "delete", Rule: r, Err: err})
-		}
-	}
-	return len(park), nil
+	return park, nil
 }
+
+// removeStray deletes rules installed before the restart that no lease
+// holds, except where a request has made a mapping since (its Add
+// replaced the rule).
+func (c *Core) removeStray(ctx context.Context, rules []Rule) error {
+	c.mu.Lock()
+	var ops []*inflight
+	var del []Rule
+	for _, r := range rules {
+		k := r.Key().pack()
+		if err := c.waitIdleLocked(ctx, k); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		if c.tab.lookup(k) != nil {
+			continue
+		}
+		del = append(del, r)
+		ops = append(ops, c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false))
+	}
+	c.mu.Unlock()
+	var err error
+	for _, r := range del {
+		if derr := c.backend.Delete(ctx, r); derr != nil {
+			err = fmt.Errorf("gateway: removing a rule left from an earlier run: %w",
+				&BackendError{Backend: c.backend.Name(), Op: "delete", Rule: r, Err: derr})
+			break
+		}
+	}
+	c.mu.Lock()
+	for i, r := range del {
+		c.releaseLocked(r.Key().pack(), ops[i])
+	}
+	c.mu.Unlock()
+	return err
+}
+
+// runReapply is reapply after New has returned (Config.ApplyInBackground).
+// A backend that fails is logged, not fatal: the leases it did not take
+// stay in the table, forwarding nothing, until a request or the next
+// start applies them.
+func (c *Core) runReapply(w *restoreWork) {
+	defer close(c.applied)
+	start := time.Now()
+	parked, err := c.reapply(context.Background(), w)
+	switch {
+	case errors.Is(err, ErrClosed):
+		c.log.Info("stopped re-applying restored leases: the gateway is closing")
+	case err != nil:
+		c.log.Error("could not re-apply every restored lease to the backend; those left forward nothing until they are renewed or the gateway restarts",
+			"backend", c.backend.Name(), "err", err)
+	default:
+		c.log.Info("restored leases are in the backend", "parked", parked,
+			"strays_removed", len(w.stray), "took", time.Since(start).Round(time.Millisecond), "backend", c.backend.Name())
+	}
+}
+
+// Applied returns a channel that is closed once the restored leases are
+// in the backend: at once, unless Config.ApplyInBackground had New return
+// before that.
+func (c *Core) Applied() <-chan struct{} { return c.applied }
 
 // Parked returns the saved leases that the backend refused at start: they
 // are kept in the store, to be tried again at the next start, but they
@@ -1544,7 +1739,7 @@ func (c *Core) FindByInternal(owner netip.Addr, proto Protocol, internalPort uin
 	defer c.mu.Unlock()
 	var best Mapping
 	found := false
-	for _, k := range c.tab.forwardingTo(owner, proto, internalPort) {
+	for k := range c.tab.forwardingTo(owner, proto, internalPort) {
 		m := c.tab.lookup(k).m
 		if m.Owner != owner {
 			continue
@@ -1659,11 +1854,13 @@ func (c *Core) expireChunk() bool {
 		c.mu.Unlock()
 		return false
 	}
+	// One operation holds the whole chunk: requests for its keys wait
+	// for it.
+	op := &inflight{done: make(chan struct{})}
 	batch := make([]Mapping, len(keys))
-	ops := make([]*inflight, len(keys))
 	for i, k := range keys {
 		batch[i] = c.tab.lookup(k).m
-		ops[i] = c.markBusyLocked(Requester{Source: SourceAdmin}, k, netip.Addr{}, false, false)
+		c.busy[k] = op
 	}
 	c.mu.Unlock()
 
@@ -1682,8 +1879,10 @@ func (c *Core) expireChunk() bool {
 		} else {
 			failed++
 		}
-		c.releaseLocked(k, ops[i])
+		delete(c.busy, k)
 	}
+	op.finished = true
+	close(op.done)
 	if failed > 0 {
 		c.retryAfter = now.Add(expiryRetry)
 	} else {
@@ -1691,9 +1890,15 @@ func (c *Core) expireChunk() bool {
 	}
 	c.mu.Unlock()
 
+	logged := c.log.Enabled(context.Background(), slog.LevelInfo)
 	for i, m := range batch {
-		if ok[i] {
+		if !ok[i] {
+			continue
+		}
+		if logged {
 			c.log.Info("port mapping expired", "mapping", m)
+		}
+		if c.auditf != nil {
 			r := NewAuditRecord(now, AuditExpired, Requester{Source: SourceAdmin}, m)
 			r.Via = m.Source.String()
 			r.Client = m.Owner
@@ -1756,6 +1961,15 @@ func (c *Core) Close(ctx context.Context, flush bool) error {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	// Re-applying restored leases stops at its next batch.
+	c.mu.Unlock()
+	select {
+	case <-c.applied:
+	case <-ctx.Done():
+		c.events.close(ctx)
+		return ctxErr(ctx.Err(), "the restored leases' re-application to stop before closing")
+	}
+	c.mu.Lock()
 	for len(c.busy) > 0 {
 		var op *inflight
 		for _, o := range c.busy {

@@ -14,16 +14,18 @@ import (
 // Entries live in a dense slice so that UPnP's GetGenericPortMappingEntry
 // (the i-th entry) is a slice index; a map from key to slot gives lookup by
 // key; deletion moves the last entry into the hole, so both stay O(1) and
-// the order of the remaining entries changes only at the hole. Two more
-// indexes ride along, both referring to entries by key so that moving an
+// the order of the remaining entries changes only at the hole. More
+// indexes ride along, all referring to entries by key so that moving an
 // entry between slots never touches them:
 //
 //   - per owner, a dense list of keys (swap-removed the same way), giving
 //     quota counts and the i-th entry of one owner (ListOwnOnly) in O(1);
-//   - per internal address, the same kind of dense list, and per internal
-//     address, protocol and port the (usually single) key forwarding
-//     there, so that NAT-PMP and PCP, which name a mapping by its internal
-//     side, find it in O(1) however many mappings the host holds;
+//   - per internal address, the same kind of dense list (beside the
+//     owner's, in one map by address: one lookup for the usual mapping,
+//     which its own host owns), and per internal address, protocol and
+//     port the (usually single) key forwarding there, so that NAT-PMP and
+//     PCP, which name a mapping by its internal side, find it in O(1)
+//     however many mappings the host holds;
 //   - with an external address pool, a dense list of the keys on the
 //     gateway's own address, so that UPnP, which sees that address only,
 //     gets its i-th entry in O(1) however many pool mappings there are;
@@ -36,12 +38,18 @@ import (
 //     entry moves), making refresh and delete O(log n) with no stale items
 //     and no map lookups while sifting.
 type table struct {
-	entries    []tableEntry
-	slots      map[uint64]int32
-	owners     map[netip.Addr]*ownerKeys
-	internals  map[netip.Addr]*ownerKeys
-	byInternal map[internalKey][]uint64
-	used       [2]PortSet
+	entries []tableEntry
+	slots   map[uint64]int32
+	// owners holds, per address, the keys of the mappings it owns and of
+	// those forwarding to it: one map, so that the usual mapping, owned
+	// by the host it forwards to, costs one lookup.
+	owners map[netip.Addr]*ownerKeys
+	// byInternal holds one key forwarding to each internal side, and
+	// byInternalMore the others, when several mappings forward to one
+	// (rare: a million leases then cost no slice each).
+	byInternal     map[internalKey]uint64
+	byInternalMore map[internalKey][]uint64
+	used           [2]PortSet
 	// poolUsed holds the bitmaps of the external pool addresses, by the
 	// address's 32 bits.
 	poolUsed map[uint32]*[2]PortSet
@@ -52,14 +60,19 @@ type table struct {
 	// empty.
 	pooled bool
 	own    ownerKeys
+	// unapplied counts the entries whose unapplied flag is set.
+	unapplied int
 }
 
 type tableEntry struct {
 	m           Mapping
 	heapIdx     int32 // position in heap; -1 for permanent mappings
 	ownerIdx    int32 // position in owners[m.Owner].keys
-	internalIdx int32 // position in internals[m.InternalAddr].keys
+	internalIdx int32 // position in owners[m.InternalAddr].internal
 	ownIdx      int32 // position in own.keys (pooled tables, own address only)
+	// unapplied marks a restored mapping not yet re-applied to the
+	// backend (Core.reapply). A put keeps it; it moves with the entry.
+	unapplied bool
 }
 
 // internalKey names where a mapping forwards to.
@@ -103,7 +116,20 @@ func protoIndex(p Protocol) int {
 	return 0
 }
 
-type ownerKeys struct{ keys []uint64 }
+type ownerKeys struct {
+	keys     []uint64 // owned by the address (Mapping.Owner)
+	internal []uint64 // forwarding to it (Mapping.InternalAddr)
+}
+
+// hostFor returns a's lists, creating them.
+func (t *table) hostFor(a netip.Addr) *ownerKeys {
+	o := t.owners[a]
+	if o == nil {
+		o = &ownerKeys{}
+		t.owners[a] = o
+	}
+	return o
+}
 
 type heapItem struct {
 	at   int64 // expiry, Unix nanoseconds (see expiryNanos)
@@ -114,11 +140,11 @@ func (t *table) heapKey(i int) uint64 { return t.entries[t.heap[i].slot].m.Key()
 
 func newTable() *table {
 	return &table{
-		slots:      make(map[uint64]int32),
-		owners:     make(map[netip.Addr]*ownerKeys),
-		internals:  make(map[netip.Addr]*ownerKeys),
-		byInternal: make(map[internalKey][]uint64),
-		poolUsed:   make(map[uint32]*[2]PortSet),
+		slots:          make(map[uint64]int32),
+		owners:         make(map[netip.Addr]*ownerKeys),
+		byInternal:     make(map[internalKey]uint64),
+		byInternalMore: make(map[internalKey][]uint64),
+		poolUsed:       make(map[uint32]*[2]PortSet),
 	}
 }
 
@@ -161,7 +187,7 @@ func (t *table) grow(n int) {
 	t.heap = slices.Grow(t.heap, n)
 	if len(t.slots) == 0 {
 		t.slots = make(map[uint64]int32, n)
-		t.byInternal = make(map[internalKey][]uint64, n)
+		t.byInternal = make(map[internalKey]uint64, n)
 	}
 }
 
@@ -227,20 +253,34 @@ func (t *table) put(m Mapping) {
 		}
 		if ik := internalKeyOf(&m); ik != internalKeyOf(&e.m) {
 			t.byInternalRemove(k, internalKeyOf(&e.m))
-			t.byInternal[ik] = append(t.byInternal[ik], k)
+			t.byInternalAdd(k, ik)
 		}
 		e.m = m
 		t.heapSet(i, e, at, expires)
 		return
 	}
+	t.insert(k, m, at, expires)
+}
+
+// insertNew inserts m, whose key the table must not hold: the restore,
+// which has checked that, saves a lookup in a table of a million.
+func (t *table) insertNew(m Mapping) {
+	at, expires := expiryNanos(m.Expires)
+	t.insert(m.Key().pack(), m, at, expires)
+}
+
+func (t *table) insert(k uint64, m Mapping, at int64, expires bool) {
 	i := int32(len(t.entries))
 	t.entries = append(t.entries, tableEntry{m: m, heapIdx: -1})
 	t.slots[k] = i
 	e := &t.entries[i]
-	t.ownerAdd(k, e, m.Owner)
-	t.internalAdd(k, e, m.InternalAddr)
-	ik := internalKeyOf(&m)
-	t.byInternal[ik] = append(t.byInternal[ik], k)
+	o := t.hostFor(m.Owner)
+	e.ownerIdx = listAppend(&o.keys, k)
+	if m.InternalAddr != m.Owner {
+		o = t.hostFor(m.InternalAddr)
+	}
+	e.internalIdx = listAppend(&o.internal, k)
+	t.byInternalAdd(k, internalKeyOf(&m))
 	t.usedPorts(m.ExternalAddr, m.Protocol, true).Add(m.ExternalPort)
 	if t.pooled && !m.ExternalAddr.IsValid() {
 		e.ownIdx = int32(len(t.own.keys))
@@ -273,21 +313,32 @@ func (t *table) inUse(proto Protocol, port uint16) bool {
 	return t.used[protoIndex(proto)].Contains(port)
 }
 
-// forwardingTo returns the keys of the mappings forwarding to
-// addr:port over proto.
-func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) []uint64 {
-	return t.byInternal[internalKey{addr: addr, proto: proto, port: port}]
+// forwardingTo calls yield with the key of each mapping forwarding to
+// addr:port over proto until it returns false.
+func (t *table) forwardingTo(addr netip.Addr, proto Protocol, port uint16) func(yield func(uint64) bool) {
+	return func(yield func(uint64) bool) {
+		ik := internalKey{addr: addr, proto: proto, port: port}
+		k, ok := t.byInternal[ik]
+		if !ok || !yield(k) {
+			return
+		}
+		for _, k := range t.byInternalMore[ik] {
+			if !yield(k) {
+				return
+			}
+		}
+	}
 }
 
 // internalEntries calls yield for each entry forwarding to addr until it
 // returns false. The table must not change during the iteration.
 func (t *table) internalEntries(addr netip.Addr) func(yield func(*tableEntry) bool) {
 	return func(yield func(*tableEntry) bool) {
-		o := t.internals[addr]
+		o := t.owners[addr]
 		if o == nil {
 			return
 		}
-		for _, k := range o.keys {
+		for _, k := range o.internal {
 			if !yield(t.lookup(k)) {
 				return
 			}
@@ -295,19 +346,35 @@ func (t *table) internalEntries(addr netip.Addr) func(yield func(*tableEntry) bo
 	}
 }
 
+func (t *table) byInternalAdd(k uint64, ik internalKey) {
+	if _, ok := t.byInternal[ik]; !ok {
+		t.byInternal[ik] = k
+		return
+	}
+	t.byInternalMore[ik] = append(t.byInternalMore[ik], k)
+}
+
 func (t *table) byInternalRemove(k uint64, ik internalKey) {
-	keys := t.byInternal[ik]
-	for j, kk := range keys {
+	more := t.byInternalMore[ik]
+	if t.byInternal[ik] == k {
+		if len(more) == 0 {
+			delete(t.byInternal, ik)
+			return
+		}
+		t.byInternal[ik] = more[len(more)-1]
+		k = more[len(more)-1] // now to be taken out of more
+	}
+	for j, kk := range more {
 		if kk == k {
-			keys[j] = keys[len(keys)-1]
-			keys = keys[:len(keys)-1]
+			more[j] = more[len(more)-1]
+			more = more[:len(more)-1]
 			break
 		}
 	}
-	if len(keys) == 0 {
-		delete(t.byInternal, ik)
+	if len(more) == 0 {
+		delete(t.byInternalMore, ik)
 	} else {
-		t.byInternal[ik] = keys
+		t.byInternalMore[ik] = more
 	}
 }
 
@@ -320,6 +387,9 @@ func (t *table) remove(k uint64) (Mapping, bool) {
 	e := &t.entries[i]
 	if e.heapIdx >= 0 {
 		t.heapRemove(int(e.heapIdx))
+	}
+	if e.unapplied {
+		t.unapplied--
 	}
 	t.ownerRemove(e)
 	t.internalRemove(e)
@@ -351,49 +421,52 @@ func (t *table) remove(k uint64) (Mapping, bool) {
 }
 
 func (t *table) ownerAdd(k uint64, e *tableEntry, owner netip.Addr) {
-	e.ownerIdx = listAdd(t.owners, owner, k)
+	e.ownerIdx = listAppend(&t.hostFor(owner).keys, k)
 }
 
 func (t *table) ownerRemove(e *tableEntry) {
-	if moved, ok := listRemove(t.owners, e.m.Owner, e.ownerIdx); ok {
+	o := t.owners[e.m.Owner]
+	if moved, ok := listRemove(&o.keys, e.ownerIdx); ok {
 		t.entries[t.slots[moved]].ownerIdx = e.ownerIdx
 	}
+	t.dropIfEmpty(e.m.Owner, o)
 }
 
 func (t *table) internalAdd(k uint64, e *tableEntry, addr netip.Addr) {
-	e.internalIdx = listAdd(t.internals, addr, k)
+	e.internalIdx = listAppend(&t.hostFor(addr).internal, k)
 }
 
 func (t *table) internalRemove(e *tableEntry) {
-	if moved, ok := listRemove(t.internals, e.m.InternalAddr, e.internalIdx); ok {
+	o := t.owners[e.m.InternalAddr]
+	if moved, ok := listRemove(&o.internal, e.internalIdx); ok {
 		t.entries[t.slots[moved]].internalIdx = e.internalIdx
 	}
+	t.dropIfEmpty(e.m.InternalAddr, o)
 }
 
-// listAdd appends k to lists[a] and returns its position.
-func listAdd(lists map[netip.Addr]*ownerKeys, a netip.Addr, k uint64) int32 {
-	o := lists[a]
-	if o == nil {
-		o = &ownerKeys{}
-		lists[a] = o
+// dropIfEmpty forgets a's lists once both are empty.
+func (t *table) dropIfEmpty(a netip.Addr, o *ownerKeys) {
+	if len(o.keys) == 0 && len(o.internal) == 0 {
+		delete(t.owners, a)
 	}
-	o.keys = append(o.keys, k)
-	return int32(len(o.keys) - 1)
 }
 
-// listRemove removes position i of lists[a] by moving the last key into
-// it, and returns that key when one moved.
-func listRemove(lists map[netip.Addr]*ownerKeys, a netip.Addr, i int32) (moved uint64, ok bool) {
-	o := lists[a]
-	last := len(o.keys) - 1
+// listAppend appends k to *list and returns its position.
+func listAppend(list *[]uint64, k uint64) int32 {
+	*list = append(*list, k)
+	return int32(len(*list) - 1)
+}
+
+// listRemove removes position i of *list by moving the last key into it,
+// and returns that key when one moved.
+func listRemove(list *[]uint64, i int32) (moved uint64, ok bool) {
+	keys := *list
+	last := len(keys) - 1
 	if int(i) != last {
-		moved, ok = o.keys[last], true
-		o.keys[i] = moved
+		moved, ok = keys[last], true
+		keys[i] = moved
 	}
-	o.keys = o.keys[:last]
-	if len(o.keys) == 0 {
-		delete(lists, a)
-	}
+	*list = keys[:last]
 	return moved, ok
 }
 

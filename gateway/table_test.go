@@ -30,11 +30,11 @@ func checkTable(t *testing.T, tab *table, ref map[uint64]Mapping) {
 		if o := tab.owners[e.m.Owner]; o == nil || int(e.ownerIdx) >= len(o.keys) || o.keys[e.ownerIdx] != k {
 			t.Fatalf("owner index of %v is wrong", e.m)
 		}
-		if o := tab.internals[e.m.InternalAddr]; o == nil || int(e.internalIdx) >= len(o.keys) || o.keys[e.internalIdx] != k {
+		if o := tab.owners[e.m.InternalAddr]; o == nil || int(e.internalIdx) >= len(o.internal) || o.internal[e.internalIdx] != k {
 			t.Fatalf("internal address index of %v is wrong", e.m)
 		}
 		found := 0
-		for _, kk := range tab.forwardingTo(e.m.InternalAddr, e.m.Protocol, e.m.InternalPort) {
+		for kk := range tab.forwardingTo(e.m.InternalAddr, e.m.Protocol, e.m.InternalPort) {
 			if kk == k {
 				found++
 			}
@@ -53,22 +53,24 @@ func checkTable(t *testing.T, tab *table, ref map[uint64]Mapping) {
 			t.Fatalf("heap[%d] points at slot %d, entry %v is at %d", e.heapIdx, tab.heap[e.heapIdx].slot, e.m, i)
 		}
 	}
+	internal, byInternal, used := 0, 0, 0
 	for _, o := range tab.owners {
-		if len(o.keys) == 0 {
-			t.Fatal("empty owner list kept")
+		if len(o.keys) == 0 && len(o.internal) == 0 {
+			t.Fatal("empty owner and internal lists kept")
 		}
 		owned += len(o.keys)
+		internal += len(o.internal)
 	}
 	if owned != len(ref) {
 		t.Fatalf("owner lists hold %d keys, want %d", owned, len(ref))
 	}
-	internal, byInternal, used := 0, 0, 0
-	for _, o := range tab.internals {
-		internal += len(o.keys)
-	}
-	for _, keys := range tab.byInternal {
+	byInternal = len(tab.byInternal)
+	for ik, keys := range tab.byInternalMore {
 		if len(keys) == 0 {
 			t.Fatal("empty internal-side list kept")
+		}
+		if _, ok := tab.byInternal[ik]; !ok {
+			t.Fatal("internal side with more keys but no first one")
 		}
 		byInternal += len(keys)
 	}

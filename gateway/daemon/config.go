@@ -376,8 +376,11 @@ type NFTConfig struct {
 	// reading them back from the kernel, whose dump of a map takes time
 	// quadratic in its size (minutes for a million elements). Forwarding
 	// of existing mappings stops until each is back (about a second per
-	// 100,000). For a carrier-scale table (natpmp.pcp_external_pool); off
-	// by default, so that a restart leaves every forward in place.
+	// 100,000), so the gateway serves requests meanwhile: it answers as
+	// soon as the leases are back in its table and fills the maps in the
+	// background (gateway.Config.ApplyInBackground). For a carrier-scale
+	// table (natpmp.pcp_external_pool); off by default, so that a restart
+	// leaves every forward in place.
 	RebuildOnStart bool `toml:"rebuild_on_start"`
 }
 

@@ -178,6 +178,11 @@ func New(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		gcfg.Upstream = d.wan.up
 	}
 	gcfg.ExternalPool, _ = parsePool(d.cfg.NATPMP.PCPExternalPool) // validated
+	// Rebuilding empties the maps, so nothing forwards until the leases
+	// are back in them: serve meanwhile rather than after (a million
+	// elements take seconds). Without it they stayed installed, and New
+	// reconciles them before serving, changing only what differs.
+	gcfg.ApplyInBackground = d.cfg.NFT.RebuildOnStart && d.cfg.resolvedBackend() == BackendNFT
 	d.core, err = gateway.New(ctx, gcfg)
 	restoring.Store(false)
 	if err != nil {
