@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"sort"
 	"strings"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // notifyTransport is the Publisher's default transport: each NOTIFY on a

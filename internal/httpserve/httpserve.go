@@ -47,13 +47,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // DefaultMaxHeaderBytes is MaxHeaderBytes when that is zero (as
