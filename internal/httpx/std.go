@@ -1,3 +1,5 @@
+//go:build !gatewayonly
+
 package httpx
 
 import (
