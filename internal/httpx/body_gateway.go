@@ -24,8 +24,12 @@ const (
 	maxTrailerLines = 64   // trailer fields after the last chunk
 )
 
-// errBadChunk is a chunked body's framing that is not RFC 9112's.
-var errBadChunk = errors.New("malformed chunked encoding")
+// The errors of a chunked body's framing that is not RFC 9112's, with
+// net/http's texts.
+var (
+	errBadChunk       = errors.New("malformed chunked encoding")
+	errBadChunkLength = errors.New("invalid byte in chunk length")
+)
 
 // framing is how a message's body is delimited: its length (-1: unknown)
 // and whether it is chunked.
@@ -192,14 +196,17 @@ func (c *chunkedReader) nextChunk() (int64, error) {
 		line = line[:i] // chunk extensions: none is understood
 	}
 	line = strings.TrimRight(line, " \t")
-	if line == "" || len(line) > 15 { // 15 hex digits: far beyond any body, and no overflow
-		return 0, errBadChunk
+	if line == "" {
+		return 0, errBadChunkLength
+	}
+	if len(line) > 15 { // 15 hex digits: far beyond any body, and no overflow
+		return 0, errors.New("http chunk length too large")
 	}
 	var n int64
 	for i := 0; i < len(line); i++ {
 		d := unhex(line[i])
 		if d < 0 {
-			return 0, errBadChunk
+			return 0, errBadChunkLength
 		}
 		n = n<<4 | int64(d)
 	}

@@ -44,6 +44,23 @@ const (
 	StateClosed
 )
 
+// String is the state's name, as net/http's: "new", "active", ...
+func (c ConnState) String() string {
+	switch c {
+	case StateNew:
+		return "new"
+	case StateActive:
+		return "active"
+	case StateIdle:
+		return "idle"
+	case StateHijacked:
+		return "hijacked"
+	case StateClosed:
+		return "closed"
+	}
+	return "unknown"
+}
+
 // contextKey is the type of the context keys here.
 type contextKey struct{ name string }
 
