@@ -547,14 +547,20 @@ func isNetReadError(err error) bool {
 
 // closeWriteAndWait ends the connection's sending half and reads what the
 // client still sends for a moment, so that the answer is not lost to the
-// TCP reset that closing a connection with unread data would send.
+// TCP reset that closing a connection with unread data would send. A
+// client still sending after 256 KiB is given the rest of the moment
+// (half a second, as net/http's server waits) to read the answer before
+// the reset.
 func (c *conn) closeWriteAndWait() {
 	c.bufw.Flush()
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	io.CopyN(io.Discard, c.rwc, 256<<10)
+	end := time.Now().Add(500 * time.Millisecond)
+	c.rwc.SetReadDeadline(end)
+	if n, _ := io.CopyN(io.Discard, c.rwc, 256<<10); n == 256<<10 {
+		time.Sleep(time.Until(end))
+	}
 }
 
 // validHost reports whether a Host header's value is made of the bytes a
