@@ -291,7 +291,8 @@ func (r *Response) ProtoAtLeast(major, minor int) bool {
 }
 
 // readHeader reads header fields up to the empty line, canonicalising
-// their names; a field that is not "token: value" is an error.
+// their names; a field that is not "token: value" is an error (RFC 9112
+// section 5.1: no space before the colon).
 func readHeader(b *bufio.Reader) (Header, error) {
 	h, err := textproto.NewReader(b).ReadMIMEHeader()
 	if err == io.EOF {
@@ -299,6 +300,11 @@ func readHeader(b *bufio.Reader) (Header, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	for k := range h {
+		if !validToken(k) { // textproto lets "X Bad" and "X-Bad " through
+			return nil, errors.New("malformed MIME header: invalid field name " + strconv.Quote(k))
+		}
 	}
 	if h == nil {
 		h = textproto.MIMEHeader{}
