@@ -99,6 +99,7 @@ func (g *labGateway) start(t *testing.T) {
 	}
 	if g.bin != "" && len(args) > 0 && args[0] == "gateway" {
 		bin, args = g.bin, args[1:]
+		t.Logf("the gateway is the router build, %s", filepath.Base(bin))
 	}
 	began := time.Now()
 	g.proc = g.l.Start(t, natlab.HostRouter, bin, args...)
