@@ -1,13 +1,16 @@
 // Package httpserve is the gateway daemon's HTTP/1.1 server: the loop that
 // accepts connections on its UPnP (description, SOAP, GENA) and admin
-// listeners, reads requests with net/http's own parser (http.ReadRequest:
-// header validation, chunked bodies) and hands them to an http.Handler.
+// listeners, reads requests with internal/httpx's ReadRequest (header
+// validation, chunked bodies: net/http's own in the ordinary build, the
+// router build's own under the gatewayonly tag) and hands them to an
+// http.Handler.
 //
 // It exists for the size of the router build. net/http's Server checks
 // every plain connection for unencrypted HTTP/2, a static call into
 // crypto/tls (conn.serve → maybeServeUnencryptedHTTP2 → tls.Client) that
 // links the whole TLS client, about 1.5 MB of a mipsle binary, into a
-// daemon that never speaks TLS or HTTP/2. Everything else here is what
+// daemon that never speaks TLS or HTTP/2 (and the router build links no
+// net/http at all: see internal/httpx). Everything else here is what
 // net/http's Server does for an HTTP/1.1 handler, so that handlers written
 // for it (igd, upnp's GENA publisher, the admin page) run unchanged:
 //
