@@ -457,6 +457,11 @@ func (c *conn) readRequest(ctx context.Context, t0 time.Time) (*response, error)
 		if c.r.hitReadLimit() {
 			return nil, errHeaderTooLarge
 		}
+		if strings.HasPrefix(err.Error(), "invalid header name") {
+			// The router build's reader checks the names itself (below
+			// for net/http's): the same answer.
+			return nil, &badRequest{http.StatusBadRequest, "invalid header name"}
+		}
 		return nil, err
 	}
 	c.r.setReadLimit(-1)

@@ -303,7 +303,7 @@ func readHeader(b *bufio.Reader) (Header, error) {
 	}
 	for k := range h {
 		if !validToken(k) { // textproto lets "X Bad" and "X-Bad " through
-			return nil, errors.New("malformed MIME header: invalid field name " + strconv.Quote(k))
+			return nil, errors.New("invalid header name " + strconv.Quote(k))
 		}
 	}
 	if h == nil {
