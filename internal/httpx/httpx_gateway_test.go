@@ -233,7 +233,7 @@ func TestServeMux(t *testing.T) {
 	} {
 		w := serve(mux, tc.method, tc.target)
 		if strings.Contains(tc.target, "//") {
-			if w.code != 301 || w.h.Get("Location") != "/api/mappings/80" {
+			if w.code != 307 || w.h.Get("Location") != "/api/mappings/80" {
 				t.Errorf("%s %s: %d to %q, want a redirect to the clean path", tc.method, tc.target, w.code, w.h.Get("Location"))
 			}
 			continue

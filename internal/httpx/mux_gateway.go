@@ -22,8 +22,8 @@ import (
 // The most specific pattern wins: the one with more literal segments,
 // then a whole path over a prefix, then one naming a method. A path that
 // matches only patterns of other methods is answered 405 with an Allow
-// header, an unclean path ("/a//b", "/a/../b") is redirected to its
-// clean form, anything else 404. Host patterns and "{name...}" are not
+// header, an unclean path ("/a//b", "/a/../b") is redirected (307) to
+// its clean form, anything else 404. Host patterns and "{name...}" are not
 // supported (the gateway registers none).
 type ServeMux struct {
 	mu      sync.RWMutex

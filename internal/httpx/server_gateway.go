@@ -302,12 +302,13 @@ func (r *Request) Cookie(name string) (*Cookie, error) {
 	return nil, ErrNoCookie
 }
 
-// redirectTo answers 301 to the path p of r's URL (its query kept).
+// redirectTo answers 307 (the method kept, as net/http's ServeMux) to the
+// path p of r's URL (its query kept).
 func redirectTo(w ResponseWriter, r *Request, p string) {
 	u := url.URL{Path: p, RawQuery: r.URL.RawQuery}
 	w.Header().Set("Location", u.String())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(StatusMovedPermanently)
+	w.WriteHeader(StatusTemporaryRedirect)
 }
 
 // StatusText is the reason phrase of code, or "" for one unknown.
