@@ -51,3 +51,45 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadResponse reads any bytes as an answer to a GET, as
+// upnp.ConnTransport does, without a panic; and wherever net/http's
+// reader accepts them too, both read the same status, header and body.
+func FuzzReadResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n<a/>",
+		"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nto the end",
+		"HTTP/1.1 412 Precondition Failed\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		ours, err := ReadResponse(bufio.NewReader(strings.NewReader(raw)), &Request{Method: "GET"})
+		if err != nil {
+			return
+		}
+		ourBody, err := io.ReadAll(ours.Body)
+		if err != nil {
+			return
+		}
+		ref, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), &http.Request{Method: "GET"})
+		if err != nil {
+			return
+		}
+		refBody, err := io.ReadAll(ref.Body)
+		if err != nil {
+			return
+		}
+		if ours.StatusCode != ref.StatusCode || ours.ProtoMajor != ref.ProtoMajor || ours.ProtoMinor != ref.ProtoMinor {
+			t.Fatalf("%q: status %d %s; net/http reads %d %s", raw, ours.StatusCode, ours.Proto, ref.StatusCode, ref.Proto)
+		}
+		if !reflect.DeepEqual(map[string][]string(ours.Header), map[string][]string(ref.Header)) {
+			t.Fatalf("%q: header %v; net/http reads %v", raw, ours.Header, ref.Header)
+		}
+		if string(ourBody) != string(refBody) {
+			t.Fatalf("%q: body %q; net/http reads %q", raw, ourBody, refBody)
+		}
+	})
+}

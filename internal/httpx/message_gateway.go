@@ -263,23 +263,23 @@ func ReadResponse(r *bufio.Reader, req *Request) (*Response, error) {
 		return nil, err
 	}
 	resp.Close = !resp.ProtoAtLeast(1, 1) || hasToken(resp.Header["Connection"], "close")
-	if n < 200 || n == StatusNoContent || n == StatusNotModified || req != nil && req.Method == MethodHead {
-		resp.Body = NoBody
-		resp.ContentLength = 0
-		if cl, err := framingOf(resp.Header); err == nil && !cl.chunked && cl.length > 0 && req != nil && req.Method == MethodHead {
-			resp.ContentLength = cl.length // what a GET would have had
-		}
-		return resp, nil
-	}
 	f, err := framingOf(resp.Header)
 	if err != nil {
 		return nil, err
 	}
-	resp.ContentLength = f.length
 	if f.chunked {
 		resp.TransferEncoding = []string{"chunked"}
 		delete(resp.Header, "Transfer-Encoding")
 	}
+	if n < 200 || n == StatusNoContent || n == StatusNotModified || req != nil && req.Method == MethodHead {
+		resp.Body = NoBody
+		resp.ContentLength = 0
+		if !f.chunked && f.length > 0 && req != nil && req.Method == MethodHead {
+			resp.ContentLength = f.length // what a GET would have had
+		}
+		return resp, nil
+	}
+	resp.ContentLength = f.length
 	resp.Body = f.bodyReader(r)
 	return resp, nil
 }
