@@ -1,6 +1,8 @@
-//go:build linux
+//go:build linux && !gatewayonly
 
 package igd_test
+
+// (Not in the router build: the client half against miniupnpd.)
 
 import (
 	"context"

@@ -3,14 +3,15 @@ package igd_test
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/upnp"
@@ -31,7 +32,7 @@ type fwCall struct {
 
 func newFWServer(t *testing.T, replies map[string]any) (*fwServer, *igd.FirewallClient) {
 	s := &fwServer{replies: replies}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st, action, args, err := upnp.ReadRequest(r, 1<<16)
 		if err != nil {
 			http.Error(w, err.Error(), 400)

@@ -1,10 +1,11 @@
 package igd
 
 import (
-	"net/http"
-	"net/http/httptest"
+	nethttp "net/http"
 	"strings"
 	"testing"
+
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 )
 
 // pppLayout is a Linksys-style layout: WANPPPConnection:1, query-style
@@ -24,7 +25,7 @@ func TestLayoutRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s)
+	hs := httpxtest.NewServer(s)
 	defer hs.Close()
 	for _, tc := range []struct {
 		method, path string
@@ -42,8 +43,8 @@ func TestLayoutRoutes(t *testing.T) {
 		{"GET", "/control?Nothing", 404, ""},
 		{"PUT", "/event?WANCommonInterfaceConfig", 405, "SUBSCRIBE, UNSUBSCRIBE"},
 	} {
-		req, _ := http.NewRequest(tc.method, hs.URL+tc.path, nil)
-		res, err := hs.Client().Do(req)
+		req, _ := nethttp.NewRequest(tc.method, hs.URL+tc.path, nil)
+		res, err := nethttp.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"runtime/debug"
 	"strconv"

@@ -4,12 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"maps"
-	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -302,7 +303,7 @@ const testUUID = "uuid:3c2e5c4a-9d1b-4f2e-8a7c-0b1d2e3f4a5b"
 
 // newTestServer serves a Server for cfg (with the fake and the test UUID
 // unless cfg says otherwise) on 127.0.0.1.
-func newTestServer(t testing.TB, version int, f *fakeService, edit func(*ServerConfig)) (*httptest.Server, *Server) {
+func newTestServer(t testing.TB, version int, f *fakeService, edit func(*ServerConfig)) (*httpxtest.Server, *Server) {
 	t.Helper()
 	cfg := ServerConfig{Service: f, Version: version, UUID: testUUID, FriendlyName: "test gateway",
 		Logger: slogDiscard()}
@@ -316,7 +317,7 @@ func newTestServer(t testing.TB, version int, f *fakeService, edit func(*ServerC
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(s)
+	srv := httpxtest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return srv, s
 }
@@ -325,7 +326,7 @@ func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // discover fetches the description like a control point and returns the
 // best connection service's client.
-func discover(t testing.TB, srv *httptest.Server) (*Client, []ServiceRef) {
+func discover(t testing.TB, srv *httpxtest.Server) (*Client, []ServiceRef) {
 	t.Helper()
 	root, err := upnp.FetchDescription(context.Background(), srv.Client(), srv.URL+DescriptionPath)
 	if err != nil {
@@ -340,7 +341,7 @@ func discover(t testing.TB, srv *httptest.Server) (*Client, []ServiceRef) {
 
 // soapCall calls action at path of srv with args, as a raw UPnP control
 // point would.
-func soapCall(t testing.TB, srv *httptest.Server, path, serviceType, action string, args ...string) (upnp.Args, error) {
+func soapCall(t testing.TB, srv *httpxtest.Server, path, serviceType, action string, args ...string) (upnp.Args, error) {
 	t.Helper()
 	if len(args)%2 != 0 {
 		t.Fatalf("soapCall: odd number of name/value strings")

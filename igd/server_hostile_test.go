@@ -6,8 +6,7 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
+	nethttp "net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,14 +14,17 @@ import (
 	"testing"
 	"time"
 
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
+
 	"github.com/portfwd/portfwd/upnp"
 )
 
 // post sends body to the WANIPConnection control URL of srv with the
 // given SOAPAction, and returns the response and its body.
-func post(t testing.TB, srv *httptest.Server, soapAction string, body io.Reader, edit func(*http.Request)) (*http.Response, []byte) {
+func post(t testing.TB, srv *httpxtest.Server, soapAction string, body io.Reader, edit func(*nethttp.Request)) (*nethttp.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, srv.URL+WANIPConnectionControlPath, body)
+	req, err := nethttp.NewRequest(http.MethodPost, srv.URL+WANIPConnectionControlPath, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +35,7 @@ func post(t testing.TB, srv *httptest.Server, soapAction string, body io.Reader,
 	if edit != nil {
 		edit(req)
 	}
-	resp, err := srv.Client().Do(req)
+	resp, err := nethttp.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,9 +218,9 @@ func TestHostHeader(t *testing.T) {
 		"[::1]:" + strconv.Itoa(port):        400,
 	} {
 		for _, path := range []string{DescriptionPath, WANIPConnectionSCPDPath} {
-			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+			req, _ := nethttp.NewRequest(http.MethodGet, srv.URL+path, nil)
 			req.Host = host
-			resp, err := srv.Client().Do(req)
+			resp, err := nethttp.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +230,7 @@ func TestHostHeader(t *testing.T) {
 			}
 		}
 		resp, _ := post(t, srv, `"`+URNWANIPConnection2+`#GetExternalIPAddress"`, bytes.NewReader(envelope("GetExternalIPAddress")),
-			func(r *http.Request) { r.Host = host })
+			func(r *nethttp.Request) { r.Host = host })
 		if resp.StatusCode != want {
 			t.Errorf("POST with Host %q: %s, want %d", host, resp.Status, want)
 		}
@@ -242,7 +244,7 @@ func TestHostHeader(t *testing.T) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(conn, "GET "+DescriptionPath+" HTTP/1.0\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := nethttp.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,9 +259,9 @@ func TestHostHeader(t *testing.T) {
 		c.AllowedHosts = func(h string) bool { asked = append(asked, h); return h == "router.lan:5000" }
 	})
 	for host, want := range map[string]int{"router.lan:5000": 200, srv2.Listener.Addr().String(): 400} {
-		req, _ := http.NewRequest(http.MethodGet, srv2.URL+DescriptionPath, nil)
+		req, _ := nethttp.NewRequest(http.MethodGet, srv2.URL+DescriptionPath, nil)
 		req.Host = host
-		resp, err := srv2.Client().Do(req)
+		resp, err := nethttp.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,8 +363,8 @@ func TestMethodsAndPaths(t *testing.T) {
 		{2, events, "SUBSCRIBE", WANIPConnectionEventPath, 200, ""},
 	} {
 		srv, _ := newTestServer(t, tc.version, newFake(), func(c *ServerConfig) { c.Events = tc.events })
-		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
-		resp, err := srv.Client().Do(req)
+		req, _ := nethttp.NewRequest(tc.method, srv.URL+tc.path, nil)
+		resp, err := nethttp.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -416,7 +418,7 @@ func TestResponseHeaders(t *testing.T) {
 		}
 	}
 	srv, _ := newTestServer(t, 2, newFake(), func(c *ServerConfig) { c.ServerHeader = "Linux/6.1 UPnP/1.1 portfwd/9.9" })
-	resp, err := srv.Client().Get(srv.URL + DescriptionPath)
+	resp, err := nethttp.Get(srv.URL + DescriptionPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +429,7 @@ func TestResponseHeaders(t *testing.T) {
 }
 
 // rawHead sends a raw request and returns the response's header block.
-func rawHead(t *testing.T, srv *httptest.Server, raw string) string {
+func rawHead(t *testing.T, srv *httpxtest.Server, raw string) string {
 	t.Helper()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -493,12 +495,15 @@ func FuzzServeSOAP(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, version uint8, soapAction, body string) {
 		s := servers[1+int(version%2)]
-		req := httptest.NewRequest(http.MethodPost, WANIPConnectionControlPath, strings.NewReader(body))
+		req := httpxtest.NewRequest(http.MethodPost, WANIPConnectionControlPath, strings.NewReader(body))
 		req.Host = "192.0.2.10:5000"
 		req.Header.Set("SOAPAction", soapAction)
-		w := httptest.NewRecorder()
+		w := httpxtest.NewRecorder()
 		s.ServeHTTP(w, req)
-		resp := w.Result()
+		resp := struct {
+			StatusCode int
+			Header     http.Header
+		}{w.Code, w.Header()}
 		out := w.Body.Bytes()
 		switch resp.StatusCode {
 		case http.StatusOK:

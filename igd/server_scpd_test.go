@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	nethttp "net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -104,7 +105,7 @@ func TestSCPDMatchesHandler(t *testing.T) {
 		_, services := s.Paths()
 		for i, svc := range services {
 			def := &s.services[i]
-			resp, err := srv.Client().Get(srv.URL + svc.SCPDURL)
+			resp, err := nethttp.Get(srv.URL + svc.SCPDURL)
 			if err != nil {
 				t.Fatal(err)
 			}

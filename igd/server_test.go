@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/http"
 	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	nethttp "net/http"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/upnp"
 )
@@ -125,7 +128,7 @@ func TestDescription(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp, err := srv.Client().Get(u)
+			resp, err := nethttp.Get(u)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -384,7 +387,7 @@ func TestRawActions(t *testing.T) {
 					t.Errorf("SetDefaultConnectionService(%q): %v, want %d", value, err, code)
 				}
 			}
-		} else if resp, err := srv.Client().Get(srv.URL + Layer3ForwardingSCPDPath); err != nil || resp.StatusCode != http.StatusNotFound {
+		} else if resp, err := nethttp.Get(srv.URL + Layer3ForwardingSCPDPath); err != nil || resp.StatusCode != http.StatusNotFound {
 			t.Errorf("IGDv2 serves Layer3Forwarding: %v %v", resp.Status, err)
 		}
 	}

@@ -6,7 +6,7 @@
 # by build tags in the packages whose code has a gatewayonly variant; test
 # it with
 #
-#   bash scripts/test.sh -tags gatewayonly,nethttpomithttp2 ./upnp/ ./gateway/daemon/ ./cmd/portfwd-gateway/
+#   bash scripts/test.sh -tags gatewayonly,nethttpomithttp2 ./internal/httpx/... ./internal/httpserve/ ./upnp/ ./igd/ ./gateway/... ./cmd/portfwd-gateway/
 #
 # First, while the network is there, it downloads every module the tests
 # need (test-only ones such as chromedp included). Then it runs the tests

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/portfwd/portfwd/internal/httpx"
 )
 
 // TestConnTransport: the router build's transport dials with the dialer it
@@ -68,7 +70,7 @@ func TestConnTransport(t *testing.T) {
 		if tc.body != "" {
 			body = strings.NewReader(tc.body)
 		}
-		req, err := http.NewRequest(tc.method, "http://"+ln.Addr().String()+"/desc.xml", body)
+		req, err := httpx.NewRequestWithContext(context.Background(), tc.method, "http://"+ln.Addr().String()+"/desc.xml", body)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // DeviceNamespace is the XML namespace of a UPnP root device description.

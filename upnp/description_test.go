@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/internal/testenv"
 )
@@ -915,7 +918,7 @@ func TestFetchDescription(t *testing.T) {
 		t.Errorf("control URL %q", u)
 	}
 
-	r, err = FetchDescription(ctx, srv.Client(), srv.URL+"/moved")
+	r, err = FetchDescription(ctx, &httpx.Client{}, srv.URL+"/moved")
 	if err != nil {
 		t.Fatal(err)
 	}

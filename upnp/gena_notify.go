@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"sort"
 	"strings"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // notifyTransport is the Publisher's default transport: each NOTIFY on a
@@ -28,10 +29,11 @@ func (notifyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // ConnTransport is an http.RoundTripper for a gateway built for a
 // router's flash: each request on a connection of its own, closed after
 // the answer, with no proxy, no connection pool, no HTTP/2 and no gzip. It
-// is written on net.Conn by hand and read with net/http's ReadResponse,
-// rather than with net/http's Transport, which would add about 0.4 MB to
-// the router's binary and which a daemon sending a few requests a minute
-// (GENA events, SOAP calls to the router above) has no use for.
+// is written on net.Conn by hand and read with ReadResponse (internal/httpx:
+// net/http's, or the router build's own), rather than with net/http's
+// Transport, which would add about 0.4 MB to the router's binary and which
+// a daemon sending a few requests a minute (GENA events, SOAP calls to the
+// router above) has no use for.
 //
 // It takes http:// URLs only (UPnP devices and UDA callbacks are plain
 // HTTP), and honours the request's context for the dial, the write and

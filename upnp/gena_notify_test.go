@@ -6,10 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpx"
 )
 
 // TestNotifyTransport: the publisher's own transport delivers a NOTIFY
@@ -26,7 +29,7 @@ func TestNotifyTransport(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	req, err := http.NewRequestWithContext(context.Background(), "NOTIFY", srv.URL+"/cb", strings.NewReader("<e:propertyset/>"))
+	req, err := httpx.NewRequestWithContext(context.Background(), "NOTIFY", srv.URL+"/cb", strings.NewReader("<e:propertyset/>"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +61,12 @@ func TestNotifyTransport(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	req, _ = http.NewRequestWithContext(ctx, "NOTIFY", "http://"+ln.Addr().String()+"/cb", strings.NewReader("x"))
+	req, _ = httpx.NewRequestWithContext(ctx, "NOTIFY", "http://"+ln.Addr().String()+"/cb", strings.NewReader("x"))
 	if _, err := (notifyTransport{}).RoundTrip(req); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a silent subscriber: %v, want the context's deadline", err)
 	}
 
-	req, _ = http.NewRequest("NOTIFY", "https://127.0.0.1:1/cb", nil)
+	req, _ = httpx.NewRequestWithContext(context.Background(), "NOTIFY", "https://127.0.0.1:1/cb", nil)
 	if _, err := (notifyTransport{}).RoundTrip(req); err == nil || !strings.Contains(err.Error(), "not an http:// URL") {
 		t.Errorf("an https callback: %v", err)
 	}

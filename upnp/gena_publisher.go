@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // Defaults of PublisherConfig.

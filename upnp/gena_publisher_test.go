@@ -7,8 +7,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"strconv"
 	"strings"
@@ -17,6 +15,11 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	nethttp "net/http"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 )
 
 // Expiry and moderation are tested under testing/synctest: the publisher
@@ -44,7 +47,7 @@ type notifyMsg struct {
 
 // sink is a callback server on 127.0.0.1 that records every request.
 type sink struct {
-	srv   *httptest.Server
+	srv   *httpxtest.Server
 	got   chan notifyMsg
 	count atomic.Int32
 }
@@ -55,7 +58,7 @@ type sink struct {
 func newSink(t *testing.T, status int, hold <-chan struct{}) *sink {
 	t.Helper()
 	s := &sink{got: make(chan notifyMsg, 64)}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.srv = httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.count.Add(1)
 		if hold != nil {
 			select {
@@ -231,20 +234,20 @@ func newTestPublisher(t *testing.T, cfg PublisherConfig) *Publisher {
 }
 
 // call runs one request through p.ServeHTTP as if it came from remote.
-func call(p *Publisher, method, path, remote string, hdr map[string]string) *httptest.ResponseRecorder {
-	r := httptest.NewRequest(method, path, nil)
+func call(p *Publisher, method, path, remote string, hdr map[string]string) *httpxtest.ResponseRecorder {
+	r := httpxtest.NewRequest(method, path, nil)
 	r.RemoteAddr = remote
 	for k, v := range hdr {
 		r.Header.Set(k, v)
 	}
-	w := httptest.NewRecorder()
+	w := httpxtest.NewRecorder()
 	p.ServeHTTP(w, r)
 	return w
 }
 
 // respHeader returns the response header k, matched without regard to case: the
 // Publisher sets its headers in upper case, which a ResponseRecorder keeps.
-func respHeader(w *httptest.ResponseRecorder, k string) string {
+func respHeader(w *httpxtest.ResponseRecorder, k string) string {
 	for name, v := range w.Header() {
 		if strings.EqualFold(name, k) && len(v) > 0 {
 			return v[0]
@@ -277,7 +280,7 @@ func subscribe(t *testing.T, p *Publisher, callback, timeout string) string {
 func TestPublisherWire(t *testing.T) {
 	st := &state{vars: []Arg{{"ExternalIPAddress", "192.0.2.1"}, {"X_Name", "a&b"}}}
 	p := newTestPublisher(t, PublisherConfig{Services: map[string]func() []Arg{evtPath: st.get}})
-	srv := httptest.NewServer(p)
+	srv := httpxtest.NewServer(p)
 	defer srv.Close()
 
 	cb, err := net.Listen("tcp", "127.0.0.1:0")
@@ -348,7 +351,7 @@ func TestPublisherWire(t *testing.T) {
 	if got := resp.Header.Get("TIMEOUT"); got != "Second-1800" {
 		t.Errorf("TIMEOUT %q: the default minimum is the 1800 s UDA 1.1 recommends", got)
 	}
-	if _, err := http.ParseTime(resp.Header.Get("DATE")); err != nil {
+	if _, err := nethttp.ParseTime(resp.Header.Get("DATE")); err != nil {
 		t.Errorf("DATE: %v", err)
 	}
 	if s := resp.Header.Get("SERVER"); !strings.Contains(s, "UPnP/1.1") {
@@ -703,7 +706,7 @@ func TestPublisherSIDIsBoundToItsSubscriber(t *testing.T) {
 // handler that sets Server for every response.
 func TestPublisherAnswerHasEachHeaderOnce(t *testing.T) {
 	p := newTestPublisher(t, PublisherConfig{Transport: &recorder{}})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Server", "front/1")
 		p.ServeHTTP(w, r)
 	}))

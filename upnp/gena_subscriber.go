@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/internal/httpserve"
 	"github.com/portfwd/portfwd/internal/version"

@@ -3,8 +3,7 @@ package upnp
 import (
 	"context"
 	"net"
-	"net/http"
-	"net/http/httptest"
+	nethttp "net/http"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -13,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/portfwd/portfwd/internal/testenv"
 )
@@ -59,7 +61,7 @@ func newTestSubscriber(t *testing.T) *Subscriber {
 // device is a Publisher served on 127.0.0.1 that counts renewals.
 type device struct {
 	p        *Publisher
-	srv      *httptest.Server
+	srv      *httpxtest.Server
 	st       *state
 	renewals atomic.Int32
 }
@@ -69,7 +71,7 @@ func newDevice(t *testing.T, cfg PublisherConfig) *device {
 	d := &device{st: &state{vars: []Arg{{"PortMappingNumberOfEntries", "0"}, {"ExternalIPAddress", "192.0.2.1"}}}}
 	cfg.Services = map[string]func() []Arg{evtPath: d.st.get}
 	d.p = newTestPublisher(t, cfg)
-	d.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d.srv = httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == "SUBSCRIBE" && r.Header.Get("SID") != "" {
 			d.renewals.Add(1)
 		}
@@ -224,7 +226,7 @@ func (l addrListener) Addr() net.Addr { return l.addr }
 // fakeDevice answers SUBSCRIBE with a fixed SID, so that a test can send
 // NOTIFY requests of its own making to the callback URL it learns.
 type fakeDevice struct {
-	srv      *httptest.Server
+	srv      *httpxtest.Server
 	mu       sync.Mutex
 	callback string
 	before   func(callback string) // run before answering SUBSCRIBE
@@ -235,7 +237,7 @@ const fakeSID = "uuid:11111111-2222-4333-8444-555555555555"
 func newFakeDevice(t *testing.T) *fakeDevice {
 	t.Helper()
 	f := &fakeDevice{}
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.srv = httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == "SUBSCRIBE" && r.Header.Get("CALLBACK") != "" {
 			urls, err := ParseCallback(r.Header.Get("CALLBACK"))
 			if err != nil {
@@ -261,14 +263,14 @@ func newFakeDevice(t *testing.T) *fakeDevice {
 // notify sends a NOTIFY to the subscriber's callback and returns the status.
 func notify(t *testing.T, url string, hdr map[string]string, body string) int {
 	t.Helper()
-	req, err := http.NewRequest("NOTIFY", url, strings.NewReader(body))
+	req, err := nethttp.NewRequest("NOTIFY", url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := nethttp.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,8 +363,8 @@ func TestSubscriberStrictCallbacks(t *testing.T) {
 			t.Errorf("%s: status %d, want %d", tc.name, code, tc.status)
 		}
 	}
-	req, _ := http.NewRequest("GET", f.callback, nil)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 405 {
+	req, _ := nethttp.NewRequest("GET", f.callback, nil)
+	if resp, err := nethttp.DefaultClient.Do(req); err != nil || resp.StatusCode != 405 {
 		t.Errorf("GET on the callback: %v %v", resp, err)
 	} else {
 		resp.Body.Close()

@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // maxRedirects is how many redirects do follows, as http.Client's default

@@ -6,10 +6,13 @@ import (
 	"context"
 	"io"
 	"net/http"
+
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpx"
 )
 
 // TestDoWithoutClient: the router build's do, which sends without
@@ -30,7 +33,7 @@ func TestDoWithoutClient(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	req, _ := http.NewRequest("GET", srv.URL+"/a", nil)
+	req, _ := httpx.NewRequestWithContext(context.Background(), "GET", srv.URL+"/a", nil)
 	req.Header.Set("User-Agent", "portfwd")
 	resp, err := do(nil, req)
 	if err != nil {
@@ -42,21 +45,21 @@ func TestDoWithoutClient(t *testing.T) {
 		t.Errorf("GET /a: %q from %s, want the end of the redirects, /c, with the request's headers", b, resp.Request.URL)
 	}
 
-	req, _ = http.NewRequest("POST", srv.URL+"/a", strings.NewReader("<x/>"))
+	req, _ = httpx.NewRequestWithContext(context.Background(), "POST", srv.URL+"/a", strings.NewReader("<x/>"))
 	if resp, err := do(nil, req); err != nil || resp.StatusCode != http.StatusFound {
 		t.Errorf("POST /a: %v %v, want the 302 itself", resp, err)
 	} else {
 		resp.Body.Close()
 	}
 
-	req, _ = http.NewRequest("GET", srv.URL+"/loop", nil)
+	req, _ = httpx.NewRequestWithContext(context.Background(), "GET", srv.URL+"/loop", nil)
 	if _, err := do(nil, req); err == nil || !strings.Contains(err.Error(), "redirects") {
 		t.Errorf("a redirect loop: %v, want an error", err)
 	}
 
-	req, _ = http.NewRequestWithContext(context.Background(), "GET", srv.URL+"/slow", nil)
+	req, _ = httpx.NewRequestWithContext(context.Background(), "GET", srv.URL+"/slow", nil)
 	began := time.Now()
-	if _, err := do(&http.Client{Timeout: 100 * time.Millisecond}, req); err == nil || time.Since(began) > 3*time.Second {
+	if _, err := do(&httpx.Client{Timeout: 100 * time.Millisecond}, req); err == nil || time.Since(began) > 3*time.Second {
 		t.Errorf("a client with a 100 ms Timeout, to a server that waits: %v after %v", err, time.Since(began))
 	}
 }

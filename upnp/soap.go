@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // Arg is one named argument of a SOAP action, in or out. Order matters to

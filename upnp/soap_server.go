@@ -3,9 +3,10 @@ package upnp
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // UPnP error codes a control point can get wrong regardless of the service.

@@ -8,14 +8,16 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
+	nethttp "net/http"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 )
 
 // readResult is what a handler calling ReadRequest saw.
@@ -27,10 +29,10 @@ type readResult struct {
 
 // readRequestServer runs ReadRequest in a real net/http server, so header
 // names arrive exactly as net/http presents them, and reports each result.
-func readRequestServer(t *testing.T, maxBody int64) (*httptest.Server, chan readResult) {
+func readRequestServer(t *testing.T, maxBody int64) (*httpxtest.Server, chan readResult) {
 	t.Helper()
 	results := make(chan readResult, 16)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var res readResult
 		res.serviceType, res.action, res.args, res.err = ReadRequest(r, maxBody)
 		results <- res
@@ -45,7 +47,7 @@ func readRequestServer(t *testing.T, maxBody int64) (*httptest.Server, chan read
 }
 
 // sendRaw writes a request verbatim and returns the response status.
-func sendRaw(t *testing.T, srv *httptest.Server, raw []byte) int {
+func sendRaw(t *testing.T, srv *httpxtest.Server, raw []byte) int {
 	t.Helper()
 	c, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -162,7 +164,7 @@ func TestReadRequestRejects(t *testing.T) {
 			if tc.chunked {
 				body = io.MultiReader(body) // not a type httptest can measure
 			}
-			r := httptest.NewRequest(tc.method, "http://192.0.2.1/ctl", body)
+			r := httpxtest.NewRequest(tc.method, "http://192.0.2.1/ctl", body)
 			r.Header.Set("SOAPAction", action)
 			_, _, _, err := ReadRequest(r, 1024)
 			if err == nil {
@@ -180,7 +182,7 @@ func TestReadRequestRejects(t *testing.T) {
 		})
 	}
 	// maxBody 0 means DefaultMaxBody, under which big fits easily.
-	r := httptest.NewRequest(http.MethodPost, "http://192.0.2.1/ctl", bytes.NewReader(big))
+	r := httpxtest.NewRequest(http.MethodPost, "http://192.0.2.1/ctl", bytes.NewReader(big))
 	r.Header.Set("SOAPAction", action)
 	if _, _, args, err := ReadRequest(r, 0); err != nil || len(args) != 1 {
 		t.Errorf("maxBody 0: %q, %v", args, err)
@@ -188,7 +190,7 @@ func TestReadRequestRejects(t *testing.T) {
 }
 
 func TestWriteResponse(t *testing.T) {
-	w := httptest.NewRecorder()
+	w := httpxtest.NewRecorder()
 	out := []Arg{{"NewExternalIPAddress", "203.0.113.1"}}
 	WriteResponse(w, wanIP2, "GetExternalIPAddress", out)
 	checkSOAPResponse(t, w, http.StatusOK)
@@ -202,7 +204,7 @@ func TestWriteResponse(t *testing.T) {
 }
 
 func TestWriteFault(t *testing.T) {
-	w := httptest.NewRecorder()
+	w := httpxtest.NewRecorder()
 	WriteFault(w, 718, "ConflictInMappingEntry")
 	checkSOAPResponse(t, w, http.StatusInternalServerError)
 	_, _, err := ParseEnvelope(w.Body.Bytes())
@@ -212,7 +214,7 @@ func TestWriteFault(t *testing.T) {
 	}
 }
 
-func checkSOAPResponse(t *testing.T, w *httptest.ResponseRecorder, status int) {
+func checkSOAPResponse(t *testing.T, w *httpxtest.ResponseRecorder, status int) {
 	t.Helper()
 	if w.Code != status {
 		t.Errorf("status %d, want %d", w.Code, status)
@@ -228,7 +230,7 @@ func checkSOAPResponse(t *testing.T, w *httptest.ResponseRecorder, status int) {
 // TestServerClientEndToEnd runs the device side and the control point side
 // of this package against each other over loopback.
 func TestServerClientEndToEnd(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st, action, args, err := ReadRequest(r, 0)
 		if err != nil {
 			if code := ErrorCode(err); code != 0 {
@@ -278,7 +280,7 @@ func TestServerClientEndToEnd(t *testing.T) {
 	}
 
 	// Whatever the client does on the wire, the response is never chunked.
-	resp, err := http.Post(srv.URL+"/ctl", "text/xml", bytes.NewReader(AppendEnvelope(nil, wanIP1, "GetExternalIPAddress", nil)))
+	resp, err := nethttp.Post(srv.URL+"/ctl", "text/xml", bytes.NewReader(AppendEnvelope(nil, wanIP1, "GetExternalIPAddress", nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

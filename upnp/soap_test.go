@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -18,6 +16,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/portfwd/portfwd/internal/testenv"
 )
@@ -713,7 +714,7 @@ func TestClientCallResponses(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv := httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(tc.status)
 				w.Write(tc.body)
 			}))
@@ -742,7 +743,7 @@ func TestClientCallResponses(t *testing.T) {
 
 func TestClientCallLimits(t *testing.T) {
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/big":
 			w.Write(AppendEnvelope(nil, wanIP1, "XResponse", []Arg{{"A", strings.Repeat("x", 4096)}}))

@@ -36,9 +36,12 @@ func TestNoClientPackage(t *testing.T) {
 }
 
 // TestNoHTTPServerNorTLS: the router build, as scripts/release.sh makes
-// it, serves HTTP with internal/httpserve, not net/http's Server (whose
-// unencrypted-HTTP/2 check links the TLS client, 1 MB), and sends with
-// upnp.ConnTransport, not net/http's Transport or Client; nor does it link
+// it, links neither net/http nor crypto/tls, not even one package of
+// them: net/http's initialisation alone keeps the TLS client, the FIPS
+// self-tests and the IDNA tables, 1.2 MB of a mipsle binary. It serves
+// HTTP with internal/httpserve and speaks it with internal/httpx's own
+// implementation (tag gatewayonly), and sends with upnp.ConnTransport; nor
+// does it link
 // encoding/json's decoder (internal/jsonobj reads what the gateway wrote).
 // Nor what was taken out of it to bring it toward 8 MB for mipsle (README,
 // "Releases, packaging and licence"): x/net/bpf's assembler (the nft
@@ -56,13 +59,28 @@ func TestNoHTTPServerNorTLS(t *testing.T) {
 	if err != nil {
 		t.Skip("no go command in PATH to build the gateway")
 	}
+	out, err := exec.Command(gobin, "list", "-tags", "nethttpomithttp2,gatewayonly", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "github.com/portfwd/portfwd/internal/httpx\n") {
+		t.Fatalf("go list -deps lists no internal/httpx: the test reads the wrong build\n%s", out)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		for _, bad := range []string{"net/http", "crypto/tls", "crypto/x509", "vendor/golang.org/x/net/idna", "golang.org/x/net/idna", "mime/multipart"} {
+			if d == bad || strings.HasPrefix(d, bad+"/") {
+				t.Errorf("the router build links %s: nothing of the gateway may import it (internal/httpx is the router build's HTTP)", d)
+			}
+		}
+	}
+
 	bin := filepath.Join(t.TempDir(), "portfwd-gateway")
 	build := exec.Command(gobin, "build", "-trimpath", "-tags", "nethttpomithttp2,gatewayonly", "-gcflags=all=-l", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	out, err := exec.Command(gobin, "tool", "nm", bin).Output()
+	out, err = exec.Command(gobin, "tool", "nm", bin).Output()
 	if err != nil {
 		t.Fatalf("go tool nm: %v", err)
 	}
@@ -86,6 +104,9 @@ func TestNoHTTPServerNorTLS(t *testing.T) {
 			continue
 		}
 		sym := strings.Join(fields[2:], " ")
+		if strings.HasPrefix(sym, "net/http.") || strings.HasPrefix(sym, "crypto/tls.") {
+			t.Errorf("the router build links %s", sym)
+		}
 		if strings.HasPrefix(sym, "golang.org/x/net/bpf.") {
 			t.Errorf("the router build links x/net/bpf (%s): write socket filters as raw instructions", sym)
 		}

@@ -25,10 +25,25 @@ import (
 
 // labGateway is a portfwd gateway running on the lab's router.
 type labGateway struct {
-	l        *natlab.Lab
-	proc     *natlab.Process
-	args     []string
+	l    *natlab.Lab
+	proc *natlab.Process
+	// args are portfwd's, from "gateway" on.
+	args []string
+	// bin, when set, is the gateway-only program (cmd/portfwd-gateway)
+	// that runs instead of `portfwd gateway`, with args[1:].
+	bin      string
 	stateDir string
+}
+
+// routerBuildEnv, set to 1, runs every lab gateway as the router build
+// (routerGatewayBinary) rather than `portfwd gateway`: the lab tests of
+// the gateway against the binary a router's flash gets.
+const routerBuildEnv = "PORTFWD_LAB_ROUTER_BUILD"
+
+// routerGatewayBinary is cmd/portfwd-gateway as scripts/release.sh builds
+// it for a router: on internal/httpx's own HTTP, without net/http.
+func routerGatewayBinary(t testing.TB) string {
+	return natlab.GoBuildTags(t, "github.com/portfwd/portfwd/cmd/portfwd-gateway", "gatewayonly,nethttpomithttp2")
 }
 
 // gatewayConfig is the lab gateway's configuration file: everything else
@@ -78,9 +93,16 @@ func startGateway(t *testing.T, l *natlab.Lab, extra ...string) *labGateway {
 
 func (g *labGateway) start(t *testing.T) {
 	t.Helper()
-	bin := portfwdBinary(t) // built once per test process; not part of the timing
+	bin, args := portfwdBinary(t), g.args // built once per test process; not part of the timing
+	if g.bin == "" && os.Getenv(routerBuildEnv) == "1" {
+		g.bin = routerGatewayBinary(t)
+	}
+	if g.bin != "" && len(args) > 0 && args[0] == "gateway" {
+		bin, args = g.bin, args[1:]
+		t.Logf("the gateway is the router build, %s", filepath.Base(bin))
+	}
 	began := time.Now()
-	g.proc = g.l.Start(t, natlab.HostRouter, bin, g.args...)
+	g.proc = g.l.Start(t, natlab.HostRouter, bin, args...)
 	g.l.WaitTCP(t, natlab.HostLAN, ap(g.l.RouterLANIP, 5000), 10*time.Second, g.proc)
 	t.Logf("timing: gateway up (HTTP answering on the LAN) %v after start", time.Since(began).Round(time.Millisecond))
 }

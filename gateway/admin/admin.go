@@ -22,7 +22,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sort"
@@ -30,6 +29,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/internal/addrclass"
 	"github.com/portfwd/portfwd/internal/webpage"

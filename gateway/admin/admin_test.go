@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/chromedp/chromedp"
 
@@ -143,7 +144,7 @@ func newAdminEnv(t *testing.T, backend admin.Backend) (*env, *admin.Server) {
 		StatusInterval: 100 * time.Millisecond,
 		Logger:         slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	hs := httptest.NewServer(a)
+	hs := httpxtest.NewServer(a)
 	t.Cleanup(hs.Close)
 	t.Cleanup(func() { a.Close() }) // runs first: ends the event streams
 	return &env{t: t, hs: hs}, a

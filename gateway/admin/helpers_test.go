@@ -5,10 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/portfwd/portfwd/gateway/admin"
 	"github.com/portfwd/portfwd/internal/websec/websectest"
@@ -19,7 +20,7 @@ const testToken = "test-token-4f7c1e0b9a"
 // env is an admin page served on 127.0.0.1.
 type env struct {
 	t  *testing.T
-	hs *httptest.Server
+	hs *httpxtest.Server
 }
 
 type testWriter struct{ t *testing.T }
@@ -31,7 +32,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // api is the page's JSON API as its script calls it.
 func (e *env) api() websectest.API {
-	return websectest.API{T: e.t, Server: e.hs, TokenHeader: admin.TokenHeader, Token: testToken}
+	return websectest.API{T: e.t, URL: e.hs.URL, TokenHeader: admin.TokenHeader, Token: testToken}
 }
 
 // request makes a request with the given headers (the token header is
@@ -99,7 +100,7 @@ func (e *env) events(header http.Header) (*stream, *http.Response) {
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	res, err := e.hs.Client().Do(req)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
 		e.t.Fatalf("GET /api/events: %v", err)

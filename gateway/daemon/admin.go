@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/gateway/admin"
 	"github.com/portfwd/portfwd/internal/httpserve"

@@ -5,10 +5,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpserve"
+	"github.com/portfwd/portfwd/internal/httpx"
 )
 
 // A host gets its share of connections and no more; a newcomer at the
@@ -42,13 +46,13 @@ func TestConnLimiterShares(t *testing.T) {
 	admit(c)
 	// The total of 5 is reached; a's connections are busy: d is refused.
 	for _, lc := range fromA {
-		l.connState(lc, http.StateActive)
+		l.connState(lc, httpx.StateActive)
 	}
 	if lc, _ := admit(d); lc != nil {
 		t.Error("a newcomer took a busy connection")
 	}
 	// One of a's goes idle: d takes it.
-	l.connState(fromA[1], http.StateIdle)
+	l.connState(fromA[1], httpx.StateIdle)
 	if lc, _ := admit(d); lc == nil {
 		t.Fatal("a newcomer was refused although a host held more than its share of idle connections")
 	}
@@ -75,7 +79,7 @@ func TestLANListenerLimitsConnections(t *testing.T) {
 	}
 	limits := newConnLimiter(3, 50, discardLogger())
 	ll := &lanListener{Listener: ln, allow: func(netip.Addr) bool { return true }, limits: limits, log: discardLogger()}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello") }),
+	srv := &httpserve.Server{Handler: httpx.HandlerFunc(func(w httpx.ResponseWriter, _ *httpx.Request) { io.WriteString(w, "hello") }),
 		ConnState: limits.connState, IdleTimeout: time.Minute}
 	go srv.Serve(ll)
 	defer srv.Close()

@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+
 	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/igd"
@@ -97,10 +100,7 @@ func (r *running) memory() *gateway.Memory { return r.backend.(*gateway.Memory) 
 // connections come from the local address from (127.0.0.1, 127.0.0.2...).
 func (r *running) igdClient(t *testing.T, from string) *igd.Client {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		Proxy:       nil,
-		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext,
-	}}
+	hc := testHTTPClient((&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext)
 	root, err := upnp.FetchDescription(context.Background(), hc, r.DescriptionURLs()[0])
 	if err != nil {
 		t.Fatalf("fetching the description: %v", err)
@@ -390,7 +390,7 @@ func TestDaemonAdmin(t *testing.T) {
 		}
 	}
 	// The mux is exported for the admin page.
-	r.AdminMux().HandleFunc("/extra", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "mounted") })
+	r.AdminMux().HandleFunc("/extra", func(w httpx.ResponseWriter, _ *httpx.Request) { io.WriteString(w, "mounted") })
 	if got := get("/extra"); got != "mounted" {
 		t.Errorf("a handler mounted on AdminMux answered %q", got)
 	}

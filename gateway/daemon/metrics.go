@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/gateway"
 )

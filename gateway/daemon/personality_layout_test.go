@@ -3,14 +3,16 @@ package daemon
 import (
 	"context"
 	"io"
-	"net/http"
-	"net/http/httptest"
+	nethttp "net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/igd"
@@ -98,7 +100,7 @@ func TestPersonalityLayoutsMatchCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			hs := httptest.NewServer(srv)
+			hs := httpxtest.NewServer(srv)
 			defer hs.Close()
 			gotPath, _ := srv.Paths()
 			if gotPath != descPath {
@@ -119,7 +121,7 @@ func TestPersonalityLayoutsMatchCorpus(t *testing.T) {
 			}
 
 			for role, e := range gl {
-				res, err := hs.Client().Get(hs.URL + e.SCPD)
+				res, err := nethttp.Get(hs.URL + e.SCPD)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -128,8 +130,8 @@ func TestPersonalityLayoutsMatchCorpus(t *testing.T) {
 				if res.StatusCode != http.StatusOK || !strings.Contains(string(body), "<scpd") {
 					t.Errorf("%s: GET %s: %s", role, e.SCPD, res.Status)
 				}
-				req, _ := http.NewRequest("SUBSCRIBE", hs.URL+e.Event, nil)
-				res, err = hs.Client().Do(req)
+				req, _ := nethttp.NewRequest("SUBSCRIBE", hs.URL+e.Event, nil)
+				res, err = nethttp.DefaultClient.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -140,7 +142,7 @@ func TestPersonalityLayoutsMatchCorpus(t *testing.T) {
 			}
 			conn := gl["conn"]
 			if strings.Contains(conn.Type, "WANPPPConnection") {
-				res, err := hs.Client().Get(hs.URL + conn.SCPD)
+				res, err := nethttp.Get(hs.URL + conn.SCPD)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -160,10 +162,10 @@ func TestPersonalityLayoutsMatchCorpus(t *testing.T) {
 			} {
 				body := `<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>` +
 					`<u:GetNATRSIPStatus xmlns:u="` + tc.serviceType + `"></u:GetNATRSIPStatus></s:Body></s:Envelope>`
-				req, _ := http.NewRequest(http.MethodPost, hs.URL+conn.Control, strings.NewReader(body))
+				req, _ := nethttp.NewRequest(http.MethodPost, hs.URL+conn.Control, strings.NewReader(body))
 				req.Header.Set("Content-Type", `text/xml; charset="utf-8"`)
 				req.Header.Set("SOAPAction", `"`+tc.serviceType+`#GetNATRSIPStatus"`)
-				res, err := hs.Client().Do(req)
+				res, err := nethttp.DefaultClient.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -233,7 +235,7 @@ func TestDaemonServesEveryPersonality(t *testing.T) {
 			}
 
 			events := make(chan []upnp.Arg, 8)
-			cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			cb := httpxtest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 				body, _ := io.ReadAll(req.Body)
 				if vars, err := upnp.ParsePropertySet(body); err == nil {
 					events <- vars
@@ -241,10 +243,10 @@ func TestDaemonServesEveryPersonality(t *testing.T) {
 			}))
 			defer cb.Close()
 			base, _ := url.Parse(u)
-			req, _ := http.NewRequest("SUBSCRIBE", base.Scheme+"://"+base.Host+layout.Connection.Event, nil)
+			req, _ := nethttp.NewRequest("SUBSCRIBE", base.Scheme+"://"+base.Host+layout.Connection.Event, nil)
 			req.Header.Set("CALLBACK", "<"+cb.URL+"/>")
 			req.Header.Set("NT", "upnp:event")
-			res, err := http.DefaultClient.Do(req)
+			res, err := nethttp.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

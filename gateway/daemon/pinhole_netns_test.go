@@ -5,7 +5,6 @@ package daemon
 import (
 	"context"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,13 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/portfwd/portfwd/gateway"
 	"github.com/portfwd/portfwd/gateway/relay"
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/pcp"
 	"github.com/portfwd/portfwd/upnp"
-	"golang.org/x/sys/unix"
 )
 
 // v6LAN is a LAN host in a namespace of its own, joined to the test's
@@ -133,14 +133,10 @@ func (l *v6LAN) firewallClient(t *testing.T, url, from string) func(action strin
 	var dialer net.Dialer
 	dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
 	// Each call dials from the LAN namespace.
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			l.in(t, func() { c, err = dialer.DialContext(ctx, network, addr) })
-			return c, err
-		},
-		DisableKeepAlives: true,
-	}}
+	hc := testHTTPClient(func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		l.in(t, func() { c, err = dialer.DialContext(ctx, network, addr) })
+		return c, err
+	})
 	c := &upnp.Client{HTTP: hc}
 	return func(action string, args ...string) (upnp.Args, error) {
 		var in upnp.Args

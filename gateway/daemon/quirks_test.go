@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
+	"github.com/portfwd/portfwd/internal/httpx/httpxtest"
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/internal/testenv"
@@ -137,9 +138,9 @@ func needQuirks(t *testing.T) {
 func soapCall(t *testing.T, h http.Handler, action string, args ...upnp.Arg) (int, int, string) {
 	t.Helper()
 	body := upnp.AppendEnvelope(nil, "urn:schemas-upnp-org:service:WANIPConnection:1", action, args)
-	r := httptest.NewRequest(http.MethodPost, "/ctl/IPConn", strings.NewReader(string(body)))
+	r := httpxtest.NewRequest(http.MethodPost, "/ctl/IPConn", strings.NewReader(string(body)))
 	r.Header.Set("SOAPAction", `"urn:schemas-upnp-org:service:WANIPConnection:1#`+action+`"`)
-	w := httptest.NewRecorder()
+	w := httpxtest.NewRecorder()
 	h.ServeHTTP(w, r)
 	code := 0
 	if m := regexp.MustCompile(`<errorCode>(\d+)</errorCode>`).FindStringSubmatch(w.Body.String()); m != nil {

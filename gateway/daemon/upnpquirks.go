@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/upnp"

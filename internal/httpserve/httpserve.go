@@ -1,13 +1,16 @@
 // Package httpserve is the gateway daemon's HTTP/1.1 server: the loop that
 // accepts connections on its UPnP (description, SOAP, GENA) and admin
-// listeners, reads requests with net/http's own parser (http.ReadRequest:
-// header validation, chunked bodies) and hands them to an http.Handler.
+// listeners, reads requests with internal/httpx's ReadRequest (header
+// validation, chunked bodies: net/http's own in the ordinary build, the
+// router build's own under the gatewayonly tag) and hands them to an
+// http.Handler.
 //
 // It exists for the size of the router build. net/http's Server checks
 // every plain connection for unencrypted HTTP/2, a static call into
 // crypto/tls (conn.serve → maybeServeUnencryptedHTTP2 → tls.Client) that
 // links the whole TLS client, about 1.5 MB of a mipsle binary, into a
-// daemon that never speaks TLS or HTTP/2. Everything else here is what
+// daemon that never speaks TLS or HTTP/2 (and the router build links no
+// net/http at all: see internal/httpx). Everything else here is what
 // net/http's Server does for an HTTP/1.1 handler, so that handlers written
 // for it (igd, upnp's GENA publisher, the admin page) run unchanged:
 //
@@ -47,13 +50,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // DefaultMaxHeaderBytes is MaxHeaderBytes when that is zero (as
@@ -453,6 +457,11 @@ func (c *conn) readRequest(ctx context.Context, t0 time.Time) (*response, error)
 		if c.r.hitReadLimit() {
 			return nil, errHeaderTooLarge
 		}
+		if strings.HasPrefix(err.Error(), "invalid header name") {
+			// The router build's reader checks the names itself (below
+			// for net/http's): the same answer.
+			return nil, &badRequest{http.StatusBadRequest, "invalid header name"}
+		}
 		return nil, err
 	}
 	c.r.setReadLimit(-1)
@@ -546,14 +555,20 @@ func isNetReadError(err error) bool {
 
 // closeWriteAndWait ends the connection's sending half and reads what the
 // client still sends for a moment, so that the answer is not lost to the
-// TCP reset that closing a connection with unread data would send.
+// TCP reset that closing a connection with unread data would send. A
+// client still sending after 256 KiB is given the rest of the moment
+// (half a second, as net/http's server waits) to read the answer before
+// the reset.
 func (c *conn) closeWriteAndWait() {
 	c.bufw.Flush()
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	io.CopyN(io.Discard, c.rwc, 256<<10)
+	end := time.Now().Add(500 * time.Millisecond)
+	c.rwc.SetReadDeadline(end)
+	if n, _ := io.CopyN(io.Discard, c.rwc, 256<<10); n == 256<<10 {
+		time.Sleep(time.Until(end))
+	}
 }
 
 // validHost reports whether a Host header's value is made of the bytes a

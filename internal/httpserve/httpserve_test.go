@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	nethttp "net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // pipeListener hands the server the server ends of net.Pipe connections.
@@ -130,7 +132,7 @@ func testHandler(w http.ResponseWriter, r *http.Request) {
 // answer is one HTTP answer read back.
 type answer struct {
 	status int
-	header http.Header
+	header nethttp.Header
 	body   string
 	close  bool // Connection: close (which ReadResponse takes out of the header)
 }
@@ -144,7 +146,7 @@ func answers(t testing.TB, raw, method string) []answer {
 		if _, err := br.Peek(1); err != nil {
 			return out
 		}
-		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		resp, err := nethttp.ReadResponse(br, &nethttp.Request{Method: method})
 		if err != nil {
 			t.Fatalf("answer %d does not parse: %v\n%s", len(out)+1, err, raw)
 		}
@@ -163,7 +165,7 @@ func tryAnswers(raw, method string) (out []answer, ok bool) {
 		if _, err := br.Peek(1); err != nil {
 			return out, true
 		}
-		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		resp, err := nethttp.ReadResponse(br, &nethttp.Request{Method: method})
 		if err != nil {
 			return nil, false
 		}
@@ -179,7 +181,7 @@ func tryAnswers(raw, method string) (out []answer, ok bool) {
 // (value "" = absent), body.
 type wantAnswer struct {
 	status int
-	header http.Header
+	header nethttp.Header
 	body   string
 }
 
@@ -198,18 +200,18 @@ func TestServeAnswers(t *testing.T) {
 	}{
 		{name: "GET: buffered, with Content-Length, Date and a sniffed type",
 			raw:  host("/html") + "\r\n",
-			want: []wantAnswer{{200, http.Header{"Content-Length": {"24"}, "Content-Type": {"text/html; charset=utf-8"}, "Connection": {""}}, "<!DOCTYPE html><p>hi</p>"}},
+			want: []wantAnswer{{200, nethttp.Header{"Content-Length": {"24"}, "Content-Type": {"text/html; charset=utf-8"}, "Connection": {""}}, "<!DOCTYPE html><p>hi</p>"}},
 			open: true},
 		{name: "HEAD: the headers only, with the length GET would have",
 			raw: "HEAD /html HTTP/1.1\r\nHost: h\r\n\r\n", method: "HEAD",
-			want: []wantAnswer{{200, http.Header{"Content-Length": {"24"}, "Content-Type": {"text/html; charset=utf-8"}}, ""}},
+			want: []wantAnswer{{200, nethttp.Header{"Content-Length": {"24"}, "Content-Type": {"text/html; charset=utf-8"}}, ""}},
 			open: true},
 		{name: "HTTP/1.0: answered, then closed",
 			raw:  "GET /echo HTTP/1.0\r\n\r\n",
-			want: []wantAnswer{{200, http.Header{"Content-Length": {"27"}}, "GET /echo host= len=0 body="}}},
+			want: []wantAnswer{{200, nethttp.Header{"Content-Length": {"27"}}, "GET /echo host= len=0 body="}}},
 		{name: "Connection: close",
 			raw:  host("/echo") + "Connection: close\r\n\r\n",
-			want: []wantAnswer{{200, http.Header{"Connection": {"close"}}, "GET /echo host=192.168.1.1:5000 len=0 body="}}},
+			want: []wantAnswer{{200, nethttp.Header{"Connection": {"close"}}, "GET /echo host=192.168.1.1:5000 len=0 body="}}},
 		{name: "a body with Content-Length",
 			raw:  "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
 			want: []wantAnswer{{200, nil, "POST /echo host=h len=5 body=hello"}}, open: true},
@@ -218,7 +220,7 @@ func TestServeAnswers(t *testing.T) {
 			want: []wantAnswer{{200, nil, "POST /echo host=h len=5 body=hello"}}, open: true},
 		{name: "a chunked body cut short: the handler's error, then closed",
 			raw:  "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-			want: []wantAnswer{{400, http.Header{"Connection": {"close"}}, "invalid byte in chunk length\n"}}},
+			want: []wantAnswer{{400, nethttp.Header{"Connection": {"close"}}, "invalid byte in chunk length\n"}}},
 		{name: "pipelined requests: answered in order on one connection",
 			raw:  host("/echo") + "\r\n" + "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi" + host("/html") + "\r\n",
 			want: []wantAnswer{{200, nil, "GET /echo host=192.168.1.1:5000 len=0 body="}, {200, nil, "POST /echo host=h len=2 body=hi"}, {200, nil, "<!DOCTYPE html><p>hi</p>"}},
@@ -228,34 +230,34 @@ func TestServeAnswers(t *testing.T) {
 			want: []wantAnswer{{100, nil, ""}, {200, nil, "POST /echo host=h len=2 body=hi"}}, open: true},
 		{name: "another expectation: 417",
 			raw:  "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: fly\r\n\r\nhi",
-			want: []wantAnswer{{417, http.Header{"Connection": {"close"}}, ""}}},
+			want: []wantAnswer{{417, nethttp.Header{"Connection": {"close"}}, ""}}},
 		{name: "a body the handler left unread: closed after the answer",
 			raw:  "POST /unread HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nxx",
-			want: []wantAnswer{{200, http.Header{"Connection": {"close"}}, "not read"}}},
+			want: []wantAnswer{{200, nethttp.Header{"Connection": {"close"}}, "not read"}}},
 		{name: "204: no body, no length",
 			raw:  host("/nobody") + "\r\n",
-			want: []wantAnswer{{204, http.Header{"Content-Length": {""}}, ""}}, open: true},
+			want: []wantAnswer{{204, nethttp.Header{"Content-Length": {""}}, ""}}, open: true},
 		{name: "a nil header value suppresses the server's (GENA's DATE)",
 			raw:  host("/nodate") + "\r\n",
-			want: []wantAnswer{{200, http.Header{"Date": {""}, "Sid": {"uuid:1"}, "Content-Length": {"0"}}, ""}}, open: true},
+			want: []wantAnswer{{200, nethttp.Header{"Date": {""}, "Sid": {"uuid:1"}, "Content-Length": {"0"}}, ""}}, open: true},
 		{name: "an answer shorter than its Content-Length: closed",
 			raw:  host("/short") + "\r\n",
 			want: nil}, // unparsable by design: 3 of 10 bytes, then the close
 		{name: "flushed: chunked",
 			raw:  host("/stream") + "\r\n",
-			want: []wantAnswer{{200, http.Header{"Transfer-Encoding": {""}, "Content-Length": {""}}, "event 0\nevent 1\nevent 2\n"}}, open: true},
+			want: []wantAnswer{{200, nethttp.Header{"Transfer-Encoding": {""}, "Content-Length": {""}}, "event 0\nevent 1\nevent 2\n"}}, open: true},
 		{name: "longer than the buffer: streamed",
 			raw:  host("/big") + "\r\n",
-			want: []wantAnswer{{200, http.Header{"Content-Length": {""}}, strings.Repeat("x", bufferSize+10)}}, open: true},
+			want: []wantAnswer{{200, nethttp.Header{"Content-Length": {""}}, strings.Repeat("x", bufferSize+10)}}, open: true},
 		{name: "the request's context holds the local address",
 			raw:  host("/local") + "\r\n",
 			want: []wantAnswer{{200, nil, "pipe"}}, open: true},
 		{name: "a handler's panic: 500, closed",
 			raw:  host("/panic") + "\r\n",
-			want: []wantAnswer{{500, http.Header{"Connection": {"close"}}, "500 Internal Server Error\n"}}},
+			want: []wantAnswer{{500, nethttp.Header{"Connection": {"close"}}, "500 Internal Server Error\n"}}},
 		{name: "a bad request line: 400",
 			raw:  "GARBAGE\r\n\r\n",
-			want: []wantAnswer{{400, http.Header{"Connection": {"close"}}, "400 Bad Request"}}},
+			want: []wantAnswer{{400, nethttp.Header{"Connection": {"close"}}, "400 Bad Request"}}},
 		{name: "HTTP/1.1 without Host: 400",
 			raw:  "GET / HTTP/1.1\r\n\r\n",
 			want: []wantAnswer{{400, nil, "400 Bad Request: missing required Host header"}}},
@@ -287,7 +289,7 @@ func TestServeAnswers(t *testing.T) {
 			br := bufio.NewReader(c)
 			method := cmpOr(tc.method, "GET")
 			if tc.want == nil { // /short: the header, 3 bytes, then the close
-				resp, err := http.ReadResponse(br, nil)
+				resp, err := nethttp.ReadResponse(br, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -298,7 +300,7 @@ func TestServeAnswers(t *testing.T) {
 				return
 			}
 			for i, want := range tc.want {
-				resp, err := http.ReadResponse(br, &http.Request{Method: method})
+				resp, err := nethttp.ReadResponse(br, &nethttp.Request{Method: method})
 				if err != nil {
 					t.Fatalf("answer %d: %v", i+1, err)
 				}
@@ -329,7 +331,7 @@ func TestServeAnswers(t *testing.T) {
 			// Open: a further request is answered. Closed: EOF.
 			if tc.open {
 				go io.WriteString(c, host("/echo")+"\r\n")
-				resp, err := http.ReadResponse(br, nil)
+				resp, err := nethttp.ReadResponse(br, nil)
 				if err != nil || resp.StatusCode != 200 {
 					t.Errorf("a further request on the connection: %v %v", resp, err)
 				}
@@ -432,7 +434,7 @@ func TestContextEndsWhenClientGoes(t *testing.T) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	go io.WriteString(c, host("/")+"\r\n")
 	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
+	resp, err := nethttp.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,7 +493,7 @@ func TestShutdown(t *testing.T) {
 	idle.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(idle, host("/")+"\r\n")
 	idleR := bufio.NewReader(idle)
-	if resp, err := http.ReadResponse(idleR, nil); err != nil || resp.StatusCode != 200 {
+	if resp, err := nethttp.ReadResponse(idleR, nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("%v %v", resp, err)
 	} else {
 		io.ReadAll(resp.Body)
@@ -501,7 +503,7 @@ func TestShutdown(t *testing.T) {
 	stream.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(stream, host("/stream")+"\r\n")
 	streamR := bufio.NewReader(stream)
-	if _, err := http.ReadResponse(streamR, nil); err != nil {
+	if _, err := nethttp.ReadResponse(streamR, nil); err != nil {
 		t.Fatal(err)
 	}
 	go io.Copy(io.Discard, streamR) // net.Pipe holds nothing: the stream's end must be read

@@ -5,11 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // bufferSize is how much of an answer is held to be sent with a

@@ -21,9 +21,18 @@ var (
 // namespaces.
 func GoBuild(t testing.TB, pkg string) string {
 	t.Helper()
+	return GoBuildTags(t, pkg, "")
+}
+
+// GoBuildTags is GoBuild with build tags (a comma-separated list, as go
+// build's -tags takes; "" for none): the router build of the gateway is
+// cmd/portfwd-gateway with "gatewayonly,nethttpomithttp2".
+func GoBuildTags(t testing.TB, pkg, tags string) string {
+	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if bin, ok := buildCache[pkg]; ok {
+	key := pkg + " " + tags
+	if bin, ok := buildCache[key]; ok {
 		return bin
 	}
 	dir, err := os.MkdirTemp("", "natlab-bin-")
@@ -31,11 +40,11 @@ func GoBuild(t testing.TB, pkg string) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", bin, pkg)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("natlab: go build %s: %v\n%s", pkg, err, strings.TrimSpace(string(out)))
+		t.Fatalf("natlab: go build -tags %q %s: %v\n%s", tags, pkg, err, strings.TrimSpace(string(out)))
 	}
-	buildCache[pkg] = bin
+	buildCache[key] = bin
 	return bin
 }
 

@@ -2,7 +2,8 @@ package webpage
 
 import (
 	"fmt"
-	"net/http"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // Stream writes server-sent events (the text/event-stream format) to one

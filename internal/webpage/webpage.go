@@ -21,9 +21,10 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"path"
 	"strconv"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 
 	"github.com/portfwd/portfwd/internal/websec"
 )

@@ -22,10 +22,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
+
+	http "github.com/portfwd/portfwd/internal/httpx"
 )
 
 // TokenHeader is the request header that carries the token.

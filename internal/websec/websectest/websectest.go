@@ -16,11 +16,13 @@ import (
 	"time"
 )
 
-// API is a page's JSON API served by Server, whose token Token goes in
-// the header TokenHeader.
+// API is a page's JSON API served by Server, or at URL when Server is
+// nil (a server that is not net/http's, as the router build's), whose
+// token Token goes in the header TokenHeader.
 type API struct {
 	T           testing.TB
 	Server      *httptest.Server
+	URL         string
 	TokenHeader string
 	Token       string
 }
@@ -44,7 +46,11 @@ func (a API) Request(method, path string, body any, header http.Header) (*http.R
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, a.Server.URL+path, rd)
+	base, client := a.URL, http.DefaultClient
+	if a.Server != nil {
+		base, client = a.Server.URL, a.Server.Client()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		a.T.Fatal(err)
 	}
@@ -54,7 +60,7 @@ func (a API) Request(method, path string, body any, header http.Header) (*http.R
 	if host := header.Get("Host"); host != "" {
 		req.Host = host
 	}
-	res, err := a.Server.Client().Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		a.T.Fatalf("%s %s: %v", method, path, err)
 	}
