@@ -109,9 +109,13 @@ func silent(int, netip.AddrPort, []byte) [][]byte { return nil }
 
 func resp(r Response) []byte { return AppendResponse(nil, r) }
 
-// fastClient retries quickly so that tests of lost packets stay short.
-func fastClient(t *testing.T, gw netip.AddrPort) *Client {
-	return &Client{Gateway: gw, InitialTimeout: 20 * time.Millisecond, MaxTries: 5, Logger: testLogger(t)}
+// testClient is the client of the tests whose fake answers: it waits 10 s
+// before it retransmits, so that exactly one request goes out however
+// late a loaded machine runs the fake, and a test that counts requests
+// cannot see a retransmission it did not cause. The tests of lost packets
+// set a fast schedule of their own.
+func testClient(t *testing.T, gw netip.AddrPort) *Client {
+	return &Client{Gateway: gw, InitialTimeout: 10 * time.Second, MaxTries: 5, Logger: testLogger(t)}
 }
 
 var testExt = netip.MustParseAddr("203.0.113.1")
@@ -120,7 +124,7 @@ func TestClientExternalAddress(t *testing.T) {
 	g := newFakeGateway(t, answer(func([]byte) [][]byte {
 		return [][]byte{resp(Response{Op: OpExternalAddress, Epoch: 2132, ExternalAddr: testExt})}
 	}))
-	got, err := fastClient(t, g.addr).ExternalAddress(context.Background())
+	got, err := testClient(t, g.addr).ExternalAddress(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +141,7 @@ func TestClientExternalAddressUnspecified(t *testing.T) {
 	g := newFakeGateway(t, answer(func([]byte) [][]byte {
 		return [][]byte{resp(Response{Op: OpExternalAddress, Epoch: 1, ExternalAddr: netip.IPv4Unspecified()})}
 	}))
-	_, err := fastClient(t, g.addr).ExternalAddress(context.Background())
+	_, err := testClient(t, g.addr).ExternalAddress(context.Background())
 	if !errors.Is(err, ErrNoExternalAddress) {
 		t.Errorf("err = %v, want ErrNoExternalAddress", err)
 	}
@@ -201,7 +205,7 @@ func TestClientMapRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := newFakeGateway(t, answer(mapServer))
-			got, err := tt.call(fastClient(t, g.addr))
+			got, err := tt.call(testClient(t, g.addr))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +233,7 @@ func TestClientUnmapRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := newFakeGateway(t, answer(mapServer))
-			if err := tt.call(fastClient(t, g.addr)); err != nil {
+			if err := tt.call(testClient(t, g.addr)); err != nil {
 				t.Fatal(err)
 			}
 			reqs := g.requests()
@@ -283,7 +287,7 @@ func TestClientResultCodes(t *testing.T) {
 					}
 					return [][]byte{tt.reply(r)}
 				}))
-				err := call.call(fastClient(t, g.addr))
+				err := call.call(testClient(t, g.addr))
 				var re *ResultError
 				if !errors.As(err, &re) {
 					t.Fatalf("err = %v, want a *ResultError", err)
@@ -308,7 +312,9 @@ func TestClientRetransmitsUntilAnswered(t *testing.T) {
 		return mapServer(req)
 	})
 	waits := testenv.NewDurationLog(testLogger(t).Handler(), "natpmp: no reply, retransmitting", "waited")
-	c := &Client{Gateway: g.addr, InitialTimeout: 20 * time.Millisecond, Logger: slog.New(waits)}
+	// 100 ms, 200 ms, then 400 ms for the answer to the third: long enough
+	// that a loaded machine's late fake is not taken for a lost answer.
+	c := &Client{Gateway: g.addr, InitialTimeout: 100 * time.Millisecond, Logger: slog.New(waits)}
 	began := time.Now()
 	m, err := c.Map(context.Background(), UDP, 4000, 4000, time.Minute)
 	took := time.Since(began)
@@ -326,11 +332,11 @@ func TestClientRetransmitsUntilAnswered(t *testing.T) {
 	// the client's own account; the clock only bounds them from below (the
 	// times the gateway reads the requests would not: a loaded machine
 	// reads one late and the next on time).
-	if w := waits.Durations(); !slices.Equal(w, []time.Duration{20 * time.Millisecond, 40 * time.Millisecond}) {
-		t.Errorf("waited %v before retransmitting, want 20ms then 40ms", w)
+	if w := waits.Durations(); !slices.Equal(w, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}) {
+		t.Errorf("waited %v before retransmitting, want 100ms then 200ms", w)
 	}
-	if took < 60*time.Millisecond {
-		t.Errorf("Map returned after %v, before its waits of 60 ms in all ran out", took)
+	if took < 300*time.Millisecond {
+		t.Errorf("Map returned after %v, before its waits of 300 ms in all ran out", took)
 	}
 	// Every retransmission is the same request from the same socket.
 	for i := 1; i < len(reqs); i++ {
@@ -350,7 +356,8 @@ func TestClientGivesUp(t *testing.T) {
 	if !strings.Contains(err.Error(), g.addr.String()) {
 		t.Errorf("error %q does not name the gateway", err)
 	}
-	if n := len(g.requests()); n != 3 {
+	// The last try may still be on its way to the fake: flush, then count.
+	if n := len(g.flush(t)); n != 3 {
 		t.Errorf("%d requests sent, want MaxTries = 3", n)
 	}
 }
@@ -367,7 +374,7 @@ func TestClientIgnoresUnrelatedReplies(t *testing.T) {
 			resp(Response{Op: r.Op, Epoch: 16, InternalPort: r.InternalPort, ExternalPort: 7000, Lifetime: 60}),
 		}
 	}))
-	c := fastClient(t, g.addr)
+	c := testClient(t, g.addr)
 	m, err := c.Map(context.Background(), UDP, 7000, 7000, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -468,7 +475,7 @@ func TestClientDetectsLostState(t *testing.T) {
 		r, _ := ParseRequest(req)
 		return [][]byte{resp(Response{Op: r.Op, Epoch: epoch.Load(), ExternalAddr: testExt, InternalPort: r.InternalPort, ExternalPort: r.SuggestedExternalPort, Lifetime: r.Lifetime})}
 	}))
-	c := fastClient(t, g.addr)
+	c := testClient(t, g.addr)
 	ctx := context.Background()
 	if st := c.Epoch(); st.Valid {
 		t.Errorf("Epoch() before any reply = %+v, want not Valid", st)
@@ -625,7 +632,7 @@ func TestClientSerializesConcurrentCalls(t *testing.T) {
 func TestClientArgumentErrors(t *testing.T) {
 	ctx := context.Background()
 	g := newFakeGateway(t, answer(mapServer))
-	c := fastClient(t, g.addr)
+	c := testClient(t, g.addr)
 	tests := []struct {
 		name string
 		err  error
@@ -669,7 +676,7 @@ func TestClientRejectsSuccessWithoutMapping(t *testing.T) {
 		r, _ := ParseRequest(req)
 		return [][]byte{resp(Response{Op: r.Op, InternalPort: r.InternalPort})}
 	}))
-	_, err := fastClient(t, g.addr).Map(context.Background(), TCP, 80, 80, time.Minute)
+	_, err := testClient(t, g.addr).Map(context.Background(), TCP, 80, 80, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "granted no mapping") {
 		t.Errorf("err = %v, want one saying the router granted no mapping", err)
 	}

