@@ -27,8 +27,7 @@ type fakeDevice struct {
 	in, out *net.UDPConn
 	answer  func(st string) []reply
 
-	mu   sync.Mutex
-	reqs []received
+	inbox testenv.Inbox
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -38,11 +37,6 @@ type reply struct {
 	data  []byte
 	delay time.Duration
 	sent  chan struct{} // closed once sent, if non-nil
-}
-
-type received struct {
-	data []byte
-	at   time.Time
 }
 
 func newFakeDevice(t *testing.T, network, host string, answer func(st string) []reply) *fakeDevice {
@@ -78,9 +72,7 @@ func (d *fakeDevice) serve() {
 			return
 		}
 		data := append([]byte(nil), buf[:n]...)
-		d.mu.Lock()
-		d.reqs = append(d.reqs, received{data, time.Now()})
-		d.mu.Unlock()
+		d.inbox.Add(from, data)
 		st, _, err := ParseSearch(data)
 		if err != nil || d.answer == nil {
 			continue
@@ -105,25 +97,11 @@ func (d *fakeDevice) serve() {
 	}
 }
 
-func (d *fakeDevice) requests() []received {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.reqs)
-}
+func (d *fakeDevice) requests() []testenv.Datagram { return d.inbox.All() }
 
 // flush returns what the fake has received so far, once every datagram
-// sent to it before the call has been read (testenv.FlushUDP).
-func (d *fakeDevice) flush(t *testing.T) []received {
-	t.Helper()
-	var before []received
-	testenv.FlushUDP(t, d.addr(), func(marker []byte) bool {
-		got := d.requests()
-		i := slices.IndexFunc(got, func(r received) bool { return bytes.Equal(r.data, marker) })
-		before = got[:max(i, 0)]
-		return i >= 0
-	})
-	return before
-}
+// sent to it before the call has been read.
+func (d *fakeDevice) flush(t *testing.T) []testenv.Datagram { return d.inbox.Flush(t, d.addr()) }
 
 // answerFor builds the answer of device n to a search for st.
 func answerFor(n int, st string) []byte {
@@ -193,7 +171,7 @@ func TestSearchAcceptsAnswerFromAnotherPort(t *testing.T) {
 	if len(reqs) == 0 {
 		t.Fatal("fake device received nothing")
 	}
-	m, err := ParseMessage(reqs[0].data)
+	m, err := ParseMessage(reqs[0].Data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +206,7 @@ func TestSearchSendsAllTargetsAtOnceThreeRounds(t *testing.T) {
 		batch := reqs[round*len(targets) : (round+1)*len(targets)]
 		var sts []string
 		for _, r := range batch {
-			st, mx, err := ParseSearch(r.data)
+			st, mx, err := ParseSearch(r.Data)
 			if err != nil || mx != 1 {
 				t.Fatalf("round %d: ParseSearch = %q, %d, %v; want MX 1", round, st, mx, err)
 			}
@@ -240,11 +218,11 @@ func TestSearchSendsAllTargetsAtOnceThreeRounds(t *testing.T) {
 			t.Errorf("round %d searched %v, want %v", round, sts, want)
 		}
 		// All targets of a round go out together, well before the next round.
-		if spread := batch[len(batch)-1].at.Sub(batch[0].at); spread > resend/2 {
+		if spread := batch[len(batch)-1].At.Sub(batch[0].At); spread > resend/2 {
 			t.Errorf("round %d took %v to send, want all targets at once", round, spread)
 		}
 	}
-	if gap := reqs[len(targets)].at.Sub(reqs[0].at); gap < resend/2 {
+	if gap := reqs[len(targets)].At.Sub(reqs[0].At); gap < resend/2 {
 		t.Errorf("second round came %v after the first, want about %v", gap, resend)
 	}
 }
@@ -261,7 +239,7 @@ func TestSearchClampsMX(t *testing.T) {
 			if len(reqs) == 0 {
 				t.Fatal("no search received")
 			}
-			if _, mx, err := ParseSearch(reqs[0].data); err != nil || mx != tt.want {
+			if _, mx, err := ParseSearch(reqs[0].Data); err != nil || mx != tt.want {
 				t.Errorf("MX %d sent as %d (%v), want %d", tt.in, mx, err, tt.want)
 			}
 		})
