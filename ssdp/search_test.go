@@ -1,7 +1,6 @@
 package ssdp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -114,25 +113,7 @@ func answerFor(n int, st string) []byte {
 	})
 }
 
-// syncBuffer is a bytes.Buffer a logger can write to from any goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func debugLogger(w *syncBuffer) *slog.Logger {
+func debugLogger(w *testenv.SyncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -261,7 +242,7 @@ func TestSearchDeduplicatesAndSkipsGarbage(t *testing.T) {
 		// Device 1 answers twice to every search, device 2 once.
 		return append(rs, reply{data: answerFor(1, st)}, reply{data: answerFor(1, st)}, reply{data: answerFor(2, st)})
 	})
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
 	got, err := SearchAll(ctx, SearchOptions{
