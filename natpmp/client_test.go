@@ -19,19 +19,6 @@ import (
 	"github.com/portfwd/portfwd/internal/testenv"
 )
 
-// testLogger sends a component's debug logs to the test log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 // newFakeGateway starts a scripted NAT-PMP server on 127.0.0.1
 // (testenv.UDPFake): for the i-th request it receives (counting from 0)
 // it sends back whatever reply returns.
@@ -54,7 +41,7 @@ func resp(r Response) []byte { return AppendResponse(nil, r) }
 // cannot see a retransmission it did not cause. The tests of lost packets
 // set a fast schedule of their own.
 func testClient(t *testing.T, gw netip.AddrPort) *Client {
-	return &Client{Gateway: gw, InitialTimeout: 10 * time.Second, MaxTries: 5, Logger: testLogger(t)}
+	return &Client{Gateway: gw, InitialTimeout: 10 * time.Second, MaxTries: 5, Logger: testenv.Logger(t)}
 }
 
 var testExt = netip.MustParseAddr("203.0.113.1")
@@ -250,7 +237,7 @@ func TestClientRetransmitsUntilAnswered(t *testing.T) {
 		}
 		return mapServer(req)
 	})
-	waits := testenv.NewDurationLog(testLogger(t).Handler(), "natpmp: no reply, retransmitting", "waited")
+	waits := testenv.NewDurationLog(testenv.Logger(t).Handler(), "natpmp: no reply, retransmitting", "waited")
 	// 100 ms, 200 ms, then 400 ms for the answer to the third: long enough
 	// that a loaded machine's late fake is not taken for a lost answer.
 	c := &Client{Gateway: g.Addr, InitialTimeout: 100 * time.Millisecond, Logger: slog.New(waits)}

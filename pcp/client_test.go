@@ -17,19 +17,6 @@ import (
 	"github.com/portfwd/portfwd/internal/testenv"
 )
 
-// testLogger sends a component's debug logs to the test log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 var loopback = netip.MustParseAddr("127.0.0.1")
 
 // newFakeGateway starts a scripted PCP server on 127.0.0.1
@@ -100,7 +87,7 @@ func refuse(req []byte, code ResultCode, lifetime uint32) []byte {
 // cannot see a retransmission it did not cause. The tests of lost packets
 // set a fast schedule of their own.
 func testClient(t *testing.T, gw netip.AddrPort) *Client {
-	return &Client{Gateway: gw, InitialTimeout: 10 * time.Second, MaxTries: 5, Logger: testLogger(t)}
+	return &Client{Gateway: gw, InitialTimeout: 10 * time.Second, MaxTries: 5, Logger: testenv.Logger(t)}
 }
 
 func TestClientMap(t *testing.T) {
@@ -236,7 +223,7 @@ func TestClientRetransmit(t *testing.T) {
 		}
 		return [][]byte{grant(t, req, 10)}
 	})
-	waits := testenv.NewDurationLog(testLogger(t).Handler(), "pcp: no reply, retransmitting", "waited")
+	waits := testenv.NewDurationLog(testenv.Logger(t).Handler(), "pcp: no reply, retransmitting", "waited")
 	// About 100 ms, 200 ms, then 400 ms for the answer to the third: long
 	// enough that a loaded machine's late fake is not taken for a lost
 	// answer.
@@ -318,7 +305,7 @@ func TestClientNoResponse(t *testing.T) {
 
 func TestClientContext(t *testing.T) {
 	g := newFakeGateway(t, silent)
-	c := &Client{Gateway: g.Addr, Logger: testLogger(t)} // default schedule: minutes
+	c := &Client{Gateway: g.Addr, Logger: testenv.Logger(t)} // default schedule: minutes
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -351,7 +338,7 @@ func TestClientPortUnreachable(t *testing.T) {
 	}
 	closed := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	pc.Close()
-	c := &Client{Gateway: closed, Logger: testLogger(t)}
+	c := &Client{Gateway: closed, Logger: testenv.Logger(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := c.Announce(ctx); !errors.Is(err, ErrNotSupported) {

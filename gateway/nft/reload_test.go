@@ -88,7 +88,7 @@ func waitRepaired(t *testing.T, top *topology6, since time.Time, within time.Dur
 func TestWatchReloadsRepairs(t *testing.T) {
 	top := newTopology6(t)
 	top.lan.serveTCP(t, "tcp6", "["+lan6+"]:8080")
-	h := countingHandler{Handler: testLogger(t).Handler(), want: "putting", mu: &sync.Mutex{}, n: new(int)}
+	h := countingHandler{Handler: testenv.Logger(t).Handler(), want: "putting", mu: &sync.Mutex{}, n: new(int)}
 	cfg := Config{ExternalInterfaces: []string{"wan0"}, ForwardTable: "inet filter", ForwardChain: "miniupnpd", Logger: slog.New(h)}
 	b := newBackend(t, top.router, cfg)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -103,24 +103,3 @@ func (f *UDPFake) Flush(t testing.TB) []Datagram {
 	t.Helper()
 	return f.Inbox.Flush(t, f.Addr)
 }
-
-// SyncBuffer is a bytes.Buffer that a logger or a program under test can
-// write to from its goroutines while the test reads it. The zero
-// SyncBuffer is empty and ready.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns what was written so far.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
