@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/gateway/clocktest"
 )
 
 // TestCarrierScale measures the Core as a carrier-grade PCP server runs
@@ -41,60 +42,14 @@ func TestCarrierScale(t *testing.T) {
 	dir := t.TempDir()
 	clock := newFakeClock()
 	open := func() (*gateway.Core, *gateway.FileStore, time.Duration) {
-		start := time.Now()
-		s, err := gateway.OpenFileStore(dir, &gateway.FileStoreOptions{Clock: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := gateway.New(ctx, gateway.Config{Backend: gateway.NewMemory(), Store: s, Clock: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, s, time.Since(start)
+		c, s, _, took := openCarrier(t, dir, gateway.Config{Clock: clock})
+		return c, s, took
 	}
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	c, s, _ := open()
-	sub := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}) }
-	var made atomic.Int64
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	for w := range clients {
-		wg.Go(func() {
-			for i := w; i < subscribers; i += clients {
-				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
-				for j := range perSub {
-					proto := gateway.TCP
-					if j%2 == 1 {
-						proto = gateway.UDP
-					}
-					// The first `expiring` mappings made end together.
-					lease := 2 * time.Hour
-					if n := made.Add(1); n <= expiring {
-						lease = time.Hour
-					}
-					m := gateway.Mapping{Protocol: proto, InternalAddr: req.Addr, InternalPort: uint16(10000 + j), Enabled: true,
-						Expires: clock.Now().Add(lease)}
-					if _, err := c.AddAny(ctx, req, m); err != nil {
-						errs <- fmt.Errorf("subscriber %v mapping %d: %w", req.Addr, j, err)
-						return
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	addTook := time.Since(start)
-	select {
-	case err := <-errs:
-		t.Fatal(err)
-	default:
-	}
-	if c.Len() != total {
-		t.Fatalf("%d mappings in the table, want %d", c.Len(), total)
-	}
+	addTook := fill(t, c, clock, carrierLoad{subscribers, perSub, clients, expiring}, func(m gateway.Mapping) gateway.Mapping { return m })
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
@@ -121,76 +76,14 @@ func TestCarrierScale(t *testing.T) {
 		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), restart.Seconds()*1e6/float64(total)))
 
 	// Expiry of 100,000 at once, beside 4 clients refreshing theirs.
-	stop := make(chan struct{})
-	var mu sync.Mutex
-	var lat []time.Duration
-	for w := range 4 {
-		wg.Go(func() {
-			var mine []time.Duration
-			defer func() { mu.Lock(); lat = append(lat, mine...); mu.Unlock() }()
-			// Subscribers whose mappings outlive the expiry (the last made).
-			for k := 0; ; k++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				i := subscribers - 1 - (w+4*k)%500
-				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
-				held, ok := c.FindByInternal(req.Addr, gateway.UDP, 10000+uint16(perSub-1))
-				if !ok || !held.Expires.After(clock.Now().Add(time.Hour+time.Second)) {
-					continue // one of those ending now: a refresh would keep it
-				}
-				held.Expires = clock.Now().Add(2 * time.Hour)
-				t0 := time.Now()
-				if _, err := c.Add(ctx, req, held); err != nil {
-					t.Error(err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-		})
-	}
-	time.Sleep(50 * time.Millisecond)
-	mu.Lock()
-	lat = lat[:0]
-	mu.Unlock()
-	expStart := time.Now()
-	clock.Advance(time.Hour + time.Second)
-	expTook := time.Since(expStart)
-	close(stop)
-	wg.Wait()
-	if got := c.Len(); got != total-expiring {
-		t.Errorf("after the expiry %d mappings, want %d", got, total-expiring)
-	}
-	slices.Sort(lat)
-	q := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(float64(len(lat))*p))]
-	}
-	report = append(report, fmt.Sprintf("expiry of %d leases at one moment: %v; %d refreshes meanwhile (and until the clients stopped), p50 %v, p99 %v, max %v",
-		expiring, expTook.Round(time.Millisecond), len(lat), q(0.5), q(0.99), q(1)))
+	report = append(report, expireWhileRefreshing(t, c, clock, carrierLoad{subscribers, perSub, clients, expiring}))
 	for _, r := range report {
 		fmt.Println("carrier scale:", r)
 	}
 }
 
-// rss is this process's resident set, from /proc (empty elsewhere).
-func rss() string {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return "unknown"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.Atoi(f[1])
-			return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
-		}
-	}
-	return "unknown"
-}
+// rss is this process's resident set, from /proc ("unknown" elsewhere).
+func rss() string { return procStatus("VmRSS:") }
 
 // TestCarrierScaleMillion measures the carrier-scale targets of a PCP
 // server with an external address pool, in process (memory backend,
@@ -231,67 +124,23 @@ func TestCarrierScaleMillion(t *testing.T) {
 	dir := t.TempDir()
 	clock := newFakeClock()
 	var replay time.Duration
-	open := func() (*gateway.Core, *gateway.FileStore, time.Duration) {
-		start := time.Now()
-		s, err := gateway.OpenFileStore(dir, &gateway.FileStoreOptions{Clock: clock})
-		if err != nil {
-			t.Fatal(err)
-		}
-		replay = time.Since(start)
-		c, err := gateway.New(ctx, gateway.Config{Backend: gateway.NewMemory(), Store: s, Clock: clock,
-			ExternalPool: pool, ExternalAddr: func() netip.Addr { return pool[0] }, ApplyInBackground: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, s, time.Since(start)
+	open := func() (c *gateway.Core, s *gateway.FileStore, took time.Duration) {
+		c, s, replay, took = openCarrier(t, dir, gateway.Config{Clock: clock, ExternalPool: pool, ExternalAddr: func() netip.Addr { return pool[0] }, ApplyInBackground: true})
+		return c, s, took
 	}
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	c, s, _ := open()
-	sub := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}) }
-	var made atomic.Int64
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	for w := range clients {
-		wg.Go(func() {
-			for i := w; i < subscribers; i += clients {
-				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
-				for j := range perSub {
-					proto := gateway.TCP
-					if j%2 == 1 {
-						proto = gateway.UDP
-					}
-					lease := 2 * time.Hour
-					if n := made.Add(1); n <= expiring {
-						lease = time.Hour
-					}
-					// As the PCP adapter asks: the subscriber's address.
-					m := gateway.Mapping{Protocol: proto, ExternalAddr: c.PoolAddr(req.Addr), InternalAddr: req.Addr,
-						InternalPort: uint16(10000 + j), Enabled: true, Expires: clock.Now().Add(lease)}
-					if _, err := c.AddAny(ctx, req, m); err != nil {
-						errs <- fmt.Errorf("subscriber %v mapping %d: %w", req.Addr, j, err)
-						return
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	addTook := time.Since(start)
-	select {
-	case err := <-errs:
-		t.Fatal(err)
-	default:
-	}
-	if c.Len() != total {
-		t.Fatalf("%d mappings in the table, want %d", c.Len(), total)
-	}
+	// As the PCP adapter asks: the subscriber's pool address.
+	addTook := fill(t, c, clock, carrierLoad{subscribers, perSub, clients, expiring}, func(m gateway.Mapping) gateway.Mapping {
+		m.ExternalAddr = c.PoolAddr(m.InternalAddr)
+		return m
+	})
 	// Paired pooling: every mapping of a subscriber is on one address.
 	perAddr := map[netip.Addr]int{}
 	for i := 0; i < subscribers; i += 97 {
-		a := sub(i)
+		a := subscriber(i)
 		seen := map[netip.Addr]bool{}
 		for _, p := range []gateway.Protocol{gateway.TCP, gateway.UDP} {
 			for _, m := range c.MappingsTo(a, p) {
@@ -343,56 +192,7 @@ func TestCarrierScaleMillion(t *testing.T) {
 		total, float64(st.Size())/(1<<20), restart.Round(time.Millisecond), replay.Round(time.Millisecond), (restart-replay).Round(time.Millisecond),
 		cpu.Round(time.Millisecond), applied.Round(time.Millisecond), appliedCPU.Round(time.Millisecond), g1.NumGC-g0.NumGC, rss(), procStatus("VmHWM:")))
 
-	stop := make(chan struct{})
-	var mu sync.Mutex
-	var lat []time.Duration
-	for w := range 4 {
-		wg.Go(func() {
-			var mine []time.Duration
-			defer func() { mu.Lock(); lat = append(lat, mine...); mu.Unlock() }()
-			for k := 0; ; k++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				i := subscribers - 1 - (w+4*k)%500
-				req := gateway.Requester{Addr: sub(i), Source: gateway.SourcePCP}
-				held, ok := c.FindByInternal(req.Addr, gateway.UDP, 10000+uint16(perSub-1))
-				if !ok || !held.Expires.After(clock.Now().Add(time.Hour+time.Second)) {
-					continue
-				}
-				held.Expires = clock.Now().Add(2 * time.Hour)
-				t0 := time.Now()
-				if _, err := c.Add(ctx, req, held); err != nil {
-					t.Error(err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-		})
-	}
-	time.Sleep(50 * time.Millisecond)
-	mu.Lock()
-	lat = lat[:0]
-	mu.Unlock()
-	expStart, expCPU0 := time.Now(), cpuTime()
-	clock.Advance(time.Hour + time.Second)
-	expTook, expCPU := time.Since(expStart), cpuTime()-expCPU0
-	close(stop)
-	wg.Wait()
-	if got := c.Len(); got != total-expiring {
-		t.Errorf("after the expiry %d mappings, want %d", got, total-expiring)
-	}
-	slices.Sort(lat)
-	q := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(float64(len(lat))*p))]
-	}
-	report = append(report, fmt.Sprintf("expiry of %d leases at one moment: %v (process CPU %v, the refreshing clients' included); %d refreshes meanwhile, p50 %v, p99 %v, max %v",
-		expiring, expTook.Round(time.Millisecond), expCPU.Round(time.Millisecond), len(lat), q(0.5), q(0.99), q(1)))
+	report = append(report, expireWhileRefreshing(t, c, clock, carrierLoad{subscribers, perSub, clients, expiring}))
 	for _, r := range report {
 		fmt.Println("carrier scale (1M):", r)
 	}
@@ -420,4 +220,146 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// openCarrier opens the FileStore in dir and a Core over it with cfg, a
+// memory backend and that store, as a restart does, and returns them with
+// how long the journal's replay and the whole took.
+func openCarrier(t *testing.T, dir string, cfg gateway.Config) (c *gateway.Core, s *gateway.FileStore, replay, took time.Duration) {
+	t.Helper()
+	start := time.Now()
+	s, err := gateway.OpenFileStore(dir, &gateway.FileStoreOptions{Clock: cfg.Clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay = time.Since(start)
+	cfg.Backend, cfg.Store = gateway.NewMemory(), s
+	if c, err = gateway.New(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return c, s, replay, time.Since(start)
+}
+
+// carrierLoad is the table the carrier-scale tests fill: perSub mappings
+// (half TCP, half UDP) for each of subscribers, made by clients at once;
+// the first expiring of them made end an hour after the start, the
+// others an hour later.
+type carrierLoad struct {
+	subscribers, perSub, clients, expiring int
+}
+
+func (l carrierLoad) total() int { return l.subscribers * l.perSub }
+
+// subscriber is the address of subscriber i, in 100.64.0.0/10.
+func subscriber(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)})
+}
+
+// fill makes l's mappings in c through AddAny, as PCP does, each as
+// adjust leaves it, and returns how long it took. It fails t unless the
+// table then holds l.total() mappings.
+func fill(t *testing.T, c *gateway.Core, clock *clocktest.Fake, l carrierLoad, adjust func(gateway.Mapping) gateway.Mapping) time.Duration {
+	t.Helper()
+	var made atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, l.clients)
+	for w := range l.clients {
+		wg.Go(func() {
+			for i := w; i < l.subscribers; i += l.clients {
+				req := gateway.Requester{Addr: subscriber(i), Source: gateway.SourcePCP}
+				for j := range l.perSub {
+					proto := gateway.TCP
+					if j%2 == 1 {
+						proto = gateway.UDP
+					}
+					// The first `expiring` mappings made end together.
+					lease := 2 * time.Hour
+					if n := made.Add(1); n <= int64(l.expiring) {
+						lease = time.Hour
+					}
+					m := adjust(gateway.Mapping{Protocol: proto, InternalAddr: req.Addr, InternalPort: uint16(10000 + j), Enabled: true,
+						Expires: clock.Now().Add(lease)})
+					if _, err := c.AddAny(ctx, req, m); err != nil {
+						errs <- fmt.Errorf("subscriber %v mapping %d: %w", req.Addr, j, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	if c.Len() != l.total() {
+		t.Fatalf("%d mappings in the table, want %d", c.Len(), l.total())
+	}
+	return took
+}
+
+// expireWhileRefreshing ends l's expiring leases at one moment, while 4
+// clients refresh the leases of the last 500 subscribers' last mappings
+// (those that outlive the expiry), and returns the report's line: how
+// long the expiry took and the refreshes' latency meanwhile (and until
+// the clients stopped). It fails t unless the expired mappings, and only
+// they, are gone.
+func expireWhileRefreshing(t *testing.T, c *gateway.Core, clock *clocktest.Fake, l carrierLoad) string {
+	t.Helper()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var lat []time.Duration
+	for w := range 4 {
+		wg.Go(func() {
+			var mine []time.Duration
+			defer func() { mu.Lock(); lat = append(lat, mine...); mu.Unlock() }()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := l.subscribers - 1 - (w+4*k)%500
+				req := gateway.Requester{Addr: subscriber(i), Source: gateway.SourcePCP}
+				held, ok := c.FindByInternal(req.Addr, gateway.UDP, 10000+uint16(l.perSub-1))
+				if !ok || !held.Expires.After(clock.Now().Add(time.Hour+time.Second)) {
+					continue // one of those ending now: a refresh would keep it
+				}
+				held.Expires = clock.Now().Add(2 * time.Hour)
+				t0 := time.Now()
+				if _, err := c.Add(ctx, req, held); err != nil {
+					t.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+		})
+	}
+	// The refreshers' first requests warm up; only those during and after
+	// the expiry count.
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	lat = lat[:0]
+	mu.Unlock()
+	expStart, expCPU0 := time.Now(), cpuTime()
+	clock.Advance(time.Hour + time.Second)
+	expTook, expCPU := time.Since(expStart), cpuTime()-expCPU0
+	close(stop)
+	wg.Wait()
+	if got := c.Len(); got != l.total()-l.expiring {
+		t.Errorf("after the expiry %d mappings, want %d", got, l.total()-l.expiring)
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(float64(len(lat))*p))]
+	}
+	return fmt.Sprintf("expiry of %d leases at one moment: %v (process CPU %v, the refreshing clients' included); %d refreshes meanwhile (and until the clients stopped), p50 %v, p99 %v, max %v",
+		l.expiring, expTook.Round(time.Millisecond), expCPU.Round(time.Millisecond), len(lat), q(0.5), q(0.99), q(1))
 }

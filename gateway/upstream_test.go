@@ -199,9 +199,13 @@ func TestKilledBetweenUpstreamGrantAndCommitLeaksNothing(t *testing.T) {
 	}
 }
 
-func TestChainedMappingSurvivesARestartWithItsHalf(t *testing.T) {
-	up := newFakeUpstream()
-	dir := t.TempDir()
+// chainedLeaseOnDisk makes a chained mapping, 18080/TCP to 10.77.0.2:8080
+// for 30 minutes, through a Core over a FileStore in a new directory,
+// stops both as the daemon does, and returns the directory and the
+// mapping as granted.
+func chainedLeaseOnDisk(t *testing.T, up *fakeUpstream) (dir string, got gateway.Mapping) {
+	t.Helper()
+	dir = t.TempDir()
 	fs, err := gateway.OpenFileStore(dir, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -209,12 +213,17 @@ func TestChainedMappingSurvivesARestartWithItsHalf(t *testing.T) {
 	c, _ := newChainedCore(t, fs, up)
 	m := tcp(18080, "10.77.0.2", 8080)
 	m.Expires = t0.Add(30 * time.Minute)
-	got, err := c.Add(context.Background(), upnp("10.77.0.2"), m)
-	if err != nil {
+	if got, err = c.Add(context.Background(), upnp("10.77.0.2"), m); err != nil {
 		t.Fatal(err)
 	}
 	c.Close(context.Background(), false)
 	fs.Close()
+	return dir, got
+}
+
+func TestChainedMappingSurvivesARestartWithItsHalf(t *testing.T) {
+	up := newFakeUpstream()
+	dir, got := chainedLeaseOnDisk(t, up)
 	fs2, err := gateway.OpenFileStore(dir, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -270,20 +279,7 @@ func TestChainingObeysThePolicyFirst(t *testing.T) {
 // restart before the delete still does.
 func TestRestoreHandsOutTheHalvesOfLeasesItDrops(t *testing.T) {
 	up := newFakeUpstream()
-	dir := t.TempDir()
-	fs, err := gateway.OpenFileStore(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := newChainedCore(t, fs, up)
-	m := tcp(18080, "10.77.0.2", 8080)
-	m.Expires = t0.Add(30 * time.Minute)
-	got, err := c.Add(context.Background(), upnp("10.77.0.2"), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close(context.Background(), false)
-	fs.Close()
+	dir, got := chainedLeaseOnDisk(t, up)
 
 	reopen := func() []gateway.UpstreamDelete {
 		t.Helper()

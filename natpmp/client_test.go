@@ -19,85 +19,11 @@ import (
 	"github.com/portfwd/portfwd/internal/testenv"
 )
 
-// testLogger sends a component's debug logs to the test log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-// fakeGateway is a scripted NAT-PMP server on 127.0.0.1: for the i-th
-// request it receives (counting from 0) it sends back whatever reply returns.
-type fakeGateway struct {
-	conn *net.UDPConn
-	addr netip.AddrPort
-
-	mu   sync.Mutex
-	reqs []fakeRequest
-}
-
-type fakeRequest struct {
-	at   time.Time
-	from netip.AddrPort
-	data []byte
-}
-
-func newFakeGateway(t *testing.T, reply func(i int, from netip.AddrPort, req []byte) [][]byte) *fakeGateway {
-	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &fakeGateway{conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort()}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for i := 0; ; i++ {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			data := bytes.Clone(buf[:n])
-			g.mu.Lock()
-			g.reqs = append(g.reqs, fakeRequest{time.Now(), from, data})
-			g.mu.Unlock()
-			for _, p := range reply(i, from, data) {
-				conn.WriteToUDPAddrPort(p, from)
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		conn.Close()
-		<-done
-	})
-	return g
-}
-
-func (g *fakeGateway) requests() []fakeRequest {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]fakeRequest(nil), g.reqs...)
-}
-
-// flush returns what the fake has received so far, once every datagram
-// sent to it before the call has been read (testenv.FlushUDP).
-func (g *fakeGateway) flush(t *testing.T) []fakeRequest {
-	t.Helper()
-	var before []fakeRequest
-	testenv.FlushUDP(t, g.addr, func(marker []byte) bool {
-		got := g.requests()
-		i := slices.IndexFunc(got, func(r fakeRequest) bool { return bytes.Equal(r.data, marker) })
-		before = got[:max(i, 0)]
-		return i >= 0
-	})
-	return before
+// newFakeGateway starts a scripted NAT-PMP server on 127.0.0.1
+// (testenv.UDPFake): for the i-th request it receives (counting from 0)
+// it sends back whatever reply returns.
+func newFakeGateway(t *testing.T, reply func(i int, from netip.AddrPort, req []byte) [][]byte) *testenv.UDPFake {
+	return testenv.NewUDPFake(t, func(i int, d testenv.Datagram) [][]byte { return reply(i, d.From, d.Data) })
 }
 
 // answer replies to every request with the packets of fn.
@@ -109,9 +35,13 @@ func silent(int, netip.AddrPort, []byte) [][]byte { return nil }
 
 func resp(r Response) []byte { return AppendResponse(nil, r) }
 
-// fastClient retries quickly so that tests of lost packets stay short.
-func fastClient(t *testing.T, gw netip.AddrPort) *Client {
-	return &Client{Gateway: gw, InitialTimeout: 20 * time.Millisecond, MaxTries: 5, Logger: testLogger(t)}
+// testClient is the client of the tests whose fake answers: it waits 10 s
+// before it retransmits, so that exactly one request goes out however
+// late a loaded machine runs the fake, and a test that counts requests
+// cannot see a retransmission it did not cause. The tests of lost packets
+// set a fast schedule of their own.
+func testClient(t *testing.T, gw netip.AddrPort) *Client {
+	return &Client{Gateway: gw, InitialTimeout: 10 * time.Second, MaxTries: 5, Logger: testenv.Logger(t)}
 }
 
 var testExt = netip.MustParseAddr("203.0.113.1")
@@ -120,15 +50,15 @@ func TestClientExternalAddress(t *testing.T) {
 	g := newFakeGateway(t, answer(func([]byte) [][]byte {
 		return [][]byte{resp(Response{Op: OpExternalAddress, Epoch: 2132, ExternalAddr: testExt})}
 	}))
-	got, err := fastClient(t, g.addr).ExternalAddress(context.Background())
+	got, err := testClient(t, g.Addr).ExternalAddress(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := (ExternalAddress{Addr: testExt, Epoch: 2132}); got != want {
 		t.Errorf("ExternalAddress = %+v, want %+v", got, want)
 	}
-	reqs := g.requests()
-	if len(reqs) != 1 || !bytes.Equal(reqs[0].data, []byte{0, 0}) {
+	reqs := g.All()
+	if len(reqs) != 1 || !bytes.Equal(reqs[0].Data, []byte{0, 0}) {
 		t.Errorf("gateway received %v, want one request 00 00", reqs)
 	}
 }
@@ -137,7 +67,7 @@ func TestClientExternalAddressUnspecified(t *testing.T) {
 	g := newFakeGateway(t, answer(func([]byte) [][]byte {
 		return [][]byte{resp(Response{Op: OpExternalAddress, Epoch: 1, ExternalAddr: netip.IPv4Unspecified()})}
 	}))
-	_, err := fastClient(t, g.addr).ExternalAddress(context.Background())
+	_, err := testClient(t, g.Addr).ExternalAddress(context.Background())
 	if !errors.Is(err, ErrNoExternalAddress) {
 		t.Errorf("err = %v, want ErrNoExternalAddress", err)
 	}
@@ -201,15 +131,15 @@ func TestClientMapRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := newFakeGateway(t, answer(mapServer))
-			got, err := tt.call(fastClient(t, g.addr))
+			got, err := tt.call(testClient(t, g.Addr))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.wantResp {
 				t.Errorf("got %+v, want %+v", got, tt.wantResp)
 			}
-			reqs := g.requests()
-			if len(reqs) != 1 || !bytes.Equal(reqs[0].data, mustHex(t, tt.wantReq)) {
+			reqs := g.All()
+			if len(reqs) != 1 || !bytes.Equal(reqs[0].Data, mustHex(t, tt.wantReq)) {
 				t.Errorf("gateway received %v, want one request %s", reqs, tt.wantReq)
 			}
 		})
@@ -229,11 +159,11 @@ func TestClientUnmapRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := newFakeGateway(t, answer(mapServer))
-			if err := tt.call(fastClient(t, g.addr)); err != nil {
+			if err := tt.call(testClient(t, g.Addr)); err != nil {
 				t.Fatal(err)
 			}
-			reqs := g.requests()
-			if len(reqs) != 1 || !bytes.Equal(reqs[0].data, mustHex(t, tt.wantReq)) {
+			reqs := g.All()
+			if len(reqs) != 1 || !bytes.Equal(reqs[0].Data, mustHex(t, tt.wantReq)) {
 				t.Errorf("gateway received %v, want one request %s", reqs, tt.wantReq)
 			}
 		})
@@ -283,7 +213,7 @@ func TestClientResultCodes(t *testing.T) {
 					}
 					return [][]byte{tt.reply(r)}
 				}))
-				err := call.call(fastClient(t, g.addr))
+				err := call.call(testClient(t, g.Addr))
 				var re *ResultError
 				if !errors.As(err, &re) {
 					t.Fatalf("err = %v, want a *ResultError", err)
@@ -291,7 +221,7 @@ func TestClientResultCodes(t *testing.T) {
 				if re.Code != tt.code || re.Op != call.op {
 					t.Errorf("ResultError = %+v, want code %d for %s", re, tt.code, call.op)
 				}
-				if n := len(g.requests()); n != 1 {
+				if n := len(g.All()); n != 1 {
 					t.Errorf("%d requests sent; an error reply is final, want 1", n)
 				}
 			})
@@ -307,8 +237,10 @@ func TestClientRetransmitsUntilAnswered(t *testing.T) {
 		}
 		return mapServer(req)
 	})
-	waits := testenv.NewDurationLog(testLogger(t).Handler(), "natpmp: no reply, retransmitting", "waited")
-	c := &Client{Gateway: g.addr, InitialTimeout: 20 * time.Millisecond, Logger: slog.New(waits)}
+	waits := testenv.NewDurationLog(testenv.Logger(t).Handler(), "natpmp: no reply, retransmitting", "waited")
+	// 100 ms, 200 ms, then 400 ms for the answer to the third: long enough
+	// that a loaded machine's late fake is not taken for a lost answer.
+	c := &Client{Gateway: g.Addr, InitialTimeout: 100 * time.Millisecond, Logger: slog.New(waits)}
 	began := time.Now()
 	m, err := c.Map(context.Background(), UDP, 4000, 4000, time.Minute)
 	took := time.Since(began)
@@ -318,7 +250,7 @@ func TestClientRetransmitsUntilAnswered(t *testing.T) {
 	if m.ExternalPort != 4000 {
 		t.Errorf("Map = %+v", m)
 	}
-	reqs := g.requests()
+	reqs := g.All()
 	if len(reqs) != 3 {
 		t.Fatalf("gateway received %d requests, want 3", len(reqs))
 	}
@@ -326,31 +258,32 @@ func TestClientRetransmitsUntilAnswered(t *testing.T) {
 	// the client's own account; the clock only bounds them from below (the
 	// times the gateway reads the requests would not: a loaded machine
 	// reads one late and the next on time).
-	if w := waits.Durations(); !slices.Equal(w, []time.Duration{20 * time.Millisecond, 40 * time.Millisecond}) {
-		t.Errorf("waited %v before retransmitting, want 20ms then 40ms", w)
+	if w := waits.Durations(); !slices.Equal(w, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}) {
+		t.Errorf("waited %v before retransmitting, want 100ms then 200ms", w)
 	}
-	if took < 60*time.Millisecond {
-		t.Errorf("Map returned after %v, before its waits of 60 ms in all ran out", took)
+	if took < 300*time.Millisecond {
+		t.Errorf("Map returned after %v, before its waits of 300 ms in all ran out", took)
 	}
 	// Every retransmission is the same request from the same socket.
 	for i := 1; i < len(reqs); i++ {
-		if !bytes.Equal(reqs[i].data, reqs[0].data) || reqs[i].from != reqs[0].from {
-			t.Errorf("retransmission %d differs: % x from %v, first was % x from %v", i, reqs[i].data, reqs[i].from, reqs[0].data, reqs[0].from)
+		if !bytes.Equal(reqs[i].Data, reqs[0].Data) || reqs[i].From != reqs[0].From {
+			t.Errorf("retransmission %d differs: % x from %v, first was % x from %v", i, reqs[i].Data, reqs[i].From, reqs[0].Data, reqs[0].From)
 		}
 	}
 }
 
 func TestClientGivesUp(t *testing.T) {
 	g := newFakeGateway(t, silent)
-	c := &Client{Gateway: g.addr, InitialTimeout: 10 * time.Millisecond, MaxTries: 3}
+	c := &Client{Gateway: g.Addr, InitialTimeout: 10 * time.Millisecond, MaxTries: 3}
 	_, err := c.ExternalAddress(context.Background())
 	if !errors.Is(err, ErrNoResponse) {
 		t.Fatalf("err = %v, want ErrNoResponse", err)
 	}
-	if !strings.Contains(err.Error(), g.addr.String()) {
+	if !strings.Contains(err.Error(), g.Addr.String()) {
 		t.Errorf("error %q does not name the gateway", err)
 	}
-	if n := len(g.requests()); n != 3 {
+	// The last try may still be on its way to the fake: flush, then count.
+	if n := len(g.Flush(t)); n != 3 {
 		t.Errorf("%d requests sent, want MaxTries = 3", n)
 	}
 }
@@ -367,7 +300,7 @@ func TestClientIgnoresUnrelatedReplies(t *testing.T) {
 			resp(Response{Op: r.Op, Epoch: 16, InternalPort: r.InternalPort, ExternalPort: 7000, Lifetime: 60}),
 		}
 	}))
-	c := fastClient(t, g.addr)
+	c := testClient(t, g.Addr)
 	m, err := c.Map(context.Background(), UDP, 7000, 7000, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +308,7 @@ func TestClientIgnoresUnrelatedReplies(t *testing.T) {
 	if m.ExternalPort != 7000 || m.Epoch != 16 {
 		t.Errorf("Map = %+v, want the one reply that answers the request", m)
 	}
-	if n := len(g.requests()); n != 1 {
+	if n := len(g.All()); n != 1 {
 		t.Errorf("%d requests sent; the answer came in the first wait, want 1", n)
 	}
 }
@@ -395,7 +328,7 @@ func TestClientIgnoresOtherSources(t *testing.T) {
 		other.WriteToUDPAddrPort(resp(Response{Op: OpExternalAddress, Epoch: 1, ExternalAddr: impostor}), from)
 		return [][]byte{resp(Response{Op: OpExternalAddress, Epoch: 1, ExternalAddr: testExt})}
 	})
-	c := &Client{Gateway: g.addr, InitialTimeout: time.Second}
+	c := &Client{Gateway: g.Addr, InitialTimeout: time.Second}
 	got, err := c.ExternalAddress(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -407,7 +340,7 @@ func TestClientIgnoresOtherSources(t *testing.T) {
 
 func TestClientContextEnds(t *testing.T) {
 	g := newFakeGateway(t, silent)
-	c := &Client{Gateway: g.addr} // default schedule: minutes before giving up
+	c := &Client{Gateway: g.Addr} // default schedule: minutes before giving up
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
@@ -432,11 +365,11 @@ func TestClientContextEnds(t *testing.T) {
 	}
 
 	// An already-ended context sends nothing.
-	before := len(g.requests())
+	before := len(g.All())
 	if err := c.Unmap(ctx, TCP, 80); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Unmap with an ended context: %v", err)
 	}
-	if sent := g.flush(t)[before:]; len(sent) != 0 {
+	if sent := g.Flush(t)[before:]; len(sent) != 0 {
 		t.Errorf("%d request(s) sent with an ended context", len(sent))
 	}
 }
@@ -468,7 +401,7 @@ func TestClientDetectsLostState(t *testing.T) {
 		r, _ := ParseRequest(req)
 		return [][]byte{resp(Response{Op: r.Op, Epoch: epoch.Load(), ExternalAddr: testExt, InternalPort: r.InternalPort, ExternalPort: r.SuggestedExternalPort, Lifetime: r.Lifetime})}
 	}))
-	c := fastClient(t, g.addr)
+	c := testClient(t, g.Addr)
 	ctx := context.Background()
 	if st := c.Epoch(); st.Valid {
 		t.Errorf("Epoch() before any reply = %+v, want not Valid", st)
@@ -625,7 +558,7 @@ func TestClientSerializesConcurrentCalls(t *testing.T) {
 func TestClientArgumentErrors(t *testing.T) {
 	ctx := context.Background()
 	g := newFakeGateway(t, answer(mapServer))
-	c := fastClient(t, g.addr)
+	c := testClient(t, g.Addr)
 	tests := []struct {
 		name string
 		err  error
@@ -648,7 +581,7 @@ func TestClientArgumentErrors(t *testing.T) {
 			t.Errorf("%s: err = %v, want one saying %q", tt.name, tt.err, tt.want)
 		}
 	}
-	if n := len(g.requests()); n != 0 {
+	if n := len(g.All()); n != 0 {
 		t.Errorf("invalid calls sent %d requests", n)
 	}
 }
@@ -669,7 +602,7 @@ func TestClientRejectsSuccessWithoutMapping(t *testing.T) {
 		r, _ := ParseRequest(req)
 		return [][]byte{resp(Response{Op: r.Op, InternalPort: r.InternalPort})}
 	}))
-	_, err := fastClient(t, g.addr).Map(context.Background(), TCP, 80, 80, time.Minute)
+	_, err := testClient(t, g.Addr).Map(context.Background(), TCP, 80, 80, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "granted no mapping") {
 		t.Errorf("err = %v, want one saying the router granted no mapping", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portfwd/portfwd/internal/natlab"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // inNetns runs fn on a thread inside network namespace ns, so that the
@@ -58,7 +59,7 @@ func TestNatlabMiniupnpd(t *testing.T) {
 	defer cancel()
 
 	inNetns(t, l.LAN, func() {
-		c := &Client{Gateway: gw, Logger: testLogger(t)}
+		c := &Client{Gateway: gw, Logger: testenv.Logger(t)}
 		ext, err := c.ExternalAddress(ctx)
 		if err != nil {
 			t.Errorf("ExternalAddress: %v", err)
@@ -107,7 +108,7 @@ func TestNatlabMiniupnpd(t *testing.T) {
 		// clock by those seconds, which past 2 s (RFC 6886 §3.6's slack)
 		// reads as a restart. So this runs last, on a client that waits
 		// instead of retransmitting.
-		patient := &Client{Gateway: gw, InitialTimeout: 25 * time.Second, MaxTries: 1, Logger: testLogger(t)}
+		patient := &Client{Gateway: gw, InitialTimeout: 25 * time.Second, MaxTries: 1, Logger: testenv.Logger(t)}
 		_, err = patient.Map(ctx, UDP, 80, 80, time.Hour)
 		var re *ResultError
 		if !errors.As(err, &re) || re.Code != NotAuthorized {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/internal/natlab"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // TestLabMiniupnpdMapIPv6 is PCP over IPv6 against miniupnpd 2.3.1 in the
@@ -28,7 +29,7 @@ func TestLabMiniupnpdMapIPv6(t *testing.T) {
 		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 			return l.DialContext(ctx, natlab.HostLAN, network, address)
 		},
-		Logger: testLogger(t),
+		Logger: testenv.Logger(t),
 	}
 	host := netip.AddrPortFrom(l.LANIP6, 8080)
 	l.ServeTCP(t, natlab.HostLAN, host, "hello over IPv6")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/internal/natlab"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // These tests run Client against the reference PCP server, miniupnpd 2.3.1,
@@ -33,7 +34,7 @@ func labClient(t *testing.T, l *natlab.Lab) *Client {
 		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 			return l.DialContext(ctx, natlab.HostLAN, network, address)
 		},
-		Logger: testLogger(t),
+		Logger: testenv.Logger(t),
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/natpmp"
 )
 
@@ -21,7 +22,7 @@ func TestServerAnswersABatchAsAGroup(t *testing.T) {
 	var sizes []int
 	dones := 0
 	type groupKey struct{}
-	s := &Server{NATPMP: h, Logger: testLogger(t),
+	s := &Server{NATPMP: h, Logger: testenv.Logger(t),
 		Group: func(ctx context.Context, n int) (context.Context, func()) {
 			mu.Lock()
 			sizes = append(sizes, n)

@@ -84,7 +84,7 @@ func TestInteropNatpmpc(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- (&Server{NATPMP: h, NATPMPEpoch: func() uint32 { return 2132 }, Logger: testLogger(t)}).ServePacketConn(ctx, pc)
+		done <- (&Server{NATPMP: h, NATPMPEpoch: func() uint32 { return 2132 }, Logger: testenv.Logger(t)}).ServePacketConn(ctx, pc)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -3,7 +3,6 @@ package pmp
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -19,18 +18,6 @@ import (
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pcp"
 )
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
 
 // memHandler is a mapping table in a map, standing in for the gateway core.
 type memHandler struct {
@@ -171,8 +158,8 @@ func TestClientAgainstServer(t *testing.T) {
 	h := &memHandler{ext: netip.MustParseAddr("198.51.100.20")}
 	var epoch atomic.Uint32
 	epoch.Store(5000)
-	gw := startServer(t, &Server{NATPMP: h, NATPMPEpoch: epoch.Load, Logger: testLogger(t)}, "127.0.0.1")
-	c := &natpmp.Client{Gateway: gw, InitialTimeout: 50 * time.Millisecond, MaxTries: 4, Logger: testLogger(t)}
+	gw := startServer(t, &Server{NATPMP: h, NATPMPEpoch: epoch.Load, Logger: testenv.Logger(t)}, "127.0.0.1")
+	c := &natpmp.Client{Gateway: gw, InitialTimeout: 50 * time.Millisecond, MaxTries: 4, Logger: testenv.Logger(t)}
 	ctx := context.Background()
 	self := netip.MustParseAddr("127.0.0.1")
 
@@ -280,7 +267,7 @@ func TestServerInterfaces(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &memHandler{ext: ext}
-			gw := startServer(t, &Server{NATPMP: h, Interfaces: tt.interfaces, Logger: testLogger(t)}, tt.host)
+			gw := startServer(t, &Server{NATPMP: h, Interfaces: tt.interfaces, Logger: testenv.Logger(t)}, tt.host)
 			c := &natpmp.Client{Gateway: gw, InitialTimeout: 30 * time.Millisecond, MaxTries: 3}
 			got, err := c.ExternalAddress(context.Background())
 			if tt.answered {
@@ -491,7 +478,7 @@ func TestServerDispatchesOnVersion(t *testing.T) {
 
 	t.Run("both", func(t *testing.T) {
 		var seen answers
-		gw := startServer(t, &Server{NATPMP: &memHandler{ext: ext}, PCP: pcpHandler{ext}, Logger: testLogger(t),
+		gw := startServer(t, &Server{NATPMP: &memHandler{ext: ext}, PCP: pcpHandler{ext}, Logger: testenv.Logger(t),
 			NATPMPEpoch: func() uint32 { return 1000 }, PCPEpoch: func() uint32 { return 7 }, Answered: seen.add}, "127.0.0.1")
 		nc, pc := quick(gw)
 		a, err := nc.ExternalAddress(ctx)
@@ -511,7 +498,7 @@ func TestServerDispatchesOnVersion(t *testing.T) {
 	})
 
 	t.Run("PCP off", func(t *testing.T) {
-		gw := startServer(t, &Server{NATPMP: &memHandler{ext: ext}, Logger: testLogger(t)}, "127.0.0.1")
+		gw := startServer(t, &Server{NATPMP: &memHandler{ext: ext}, Logger: testenv.Logger(t)}, "127.0.0.1")
 		_, pc := quick(gw)
 		_, err := pc.Announce(ctx)
 		var re *pcp.ResultError
@@ -521,7 +508,7 @@ func TestServerDispatchesOnVersion(t *testing.T) {
 	})
 
 	t.Run("NAT-PMP off", func(t *testing.T) {
-		gw := startServer(t, &Server{PCP: pcpHandler{ext}, Logger: testLogger(t)}, "127.0.0.1")
+		gw := startServer(t, &Server{PCP: pcpHandler{ext}, Logger: testenv.Logger(t)}, "127.0.0.1")
 		nc, pc := quick(gw)
 		_, err := nc.ExternalAddress(ctx)
 		var re *natpmp.ResultError
@@ -542,7 +529,7 @@ func TestServerDispatchesOnVersion(t *testing.T) {
 func TestServerAnswersRequestsOnly(t *testing.T) {
 	h := &memHandler{ext: netip.MustParseAddr("192.0.2.8")}
 	var seen answers
-	gw := startServer(t, &Server{NATPMP: h, PCP: pcpHandler{h.ext}, Answered: seen.add, Logger: testLogger(t)}, "127.0.0.1")
+	gw := startServer(t, &Server{NATPMP: h, PCP: pcpHandler{h.ext}, Answered: seen.add, Logger: testenv.Logger(t)}, "127.0.0.1")
 	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(gw))
 	if err != nil {
 		t.Fatal(err)

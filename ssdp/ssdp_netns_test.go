@@ -255,7 +255,7 @@ func netnsClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var routerOut syncBuffer
+	var routerOut testenv.SyncBuffer
 	router.Stdout, router.Stderr = &routerOut, &routerOut
 	if err := router.Start(); err != nil {
 		t.Fatal(err)

@@ -28,6 +28,9 @@ func TestBrowserWhileDiscovering(t *testing.T) {
 	g := webuitest.New(webuitest.Options{Info: portmap.Info{Method: portmap.UPnP, FriendlyName: "Attic router"}})
 	release := make(chan struct{})
 	e := newEnv(t, func(s *webui.Server) {
+		// The discovery ends when the test says, not at the default 5 s
+		// that a loaded machine's browser can take to load the page.
+		s.DiscoverTimeout = time.Minute
 		s.Discover = func(ctx context.Context, o portmap.Options) ([]portmap.Gateway, error) {
 			o.Progress(portmap.Progress{Message: "found upnp gateway at " + g.Addr(), Found: 1})
 			select {

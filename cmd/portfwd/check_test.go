@@ -12,9 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/reach"
 )
 
@@ -139,7 +139,7 @@ func TestProbeServerFlags(t *testing.T) {
 // TestProbeServerCommandServes runs the command until its context ends.
 func TestProbeServerCommandServes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var se lockedBuffer
+	var se testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runProbeServer(ctx, &env{stdout: &bytes.Buffer{}, stderr: &se}, []string{"--listen", "127.0.0.1:0", "--rate", "5/min"})
@@ -151,23 +151,4 @@ func TestProbeServerCommandServes(t *testing.T) {
 	if log := se.String(); !strings.Contains(log, "probe server listening") || !strings.Contains(log, "5/min") {
 		t.Errorf("log:\n%s", log)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader in
-// different goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,41 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // The demo runs on loopback only (no SSDP, no default gateway), so it runs
 // as an ordinary test.
 
-// syncBuffer is a bytes.Buffer safe to write from the demo and read from
-// the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	began := time.Now()
 	if err := demo(ctx, &out, demoOptions{self: "portfwd"}); err != nil {
 		t.Fatalf("demo failed: %v\noutput:\n%s", err, out.String())
@@ -71,7 +52,7 @@ func TestDemo(t *testing.T) {
 func TestDemoKeep(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- demo(ctx, &out, demoOptions{keep: true, self: "portfwd"}) }()
 	deadline := time.Now().Add(15 * time.Second)

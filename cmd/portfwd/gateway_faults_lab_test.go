@@ -142,9 +142,7 @@ func slicesClone(s []string) []string { return append([]string(nil), s...) }
 // each restart the gateway starts, keeps every intact lease (and they
 // forward), says what it dropped and where, and keeps the damaged file.
 func TestLabGatewayJournalDamage(t *testing.T) {
-	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
-	g := &labGateway{l: l, args: gatewayArgsWithPolicy(t, l, "max_per_client = 0"), stateDir: filepath.Join(l.RunDir, "gw")}
-	g.start(t)
+	l, g := startUnlimitedGateway(t)
 	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP, 8080), "lan")
 	loadgen := natlab.GoBuild(t, "github.com/portfwd/portfwd/bench/loadgen")
 	control := fmt.Sprintf("http://%s:5000/ctl/IPConn", l.RouterLANIP)

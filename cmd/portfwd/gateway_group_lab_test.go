@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,9 +20,7 @@ import (
 // the middle. After a restart every mapping that was acknowledged is back,
 // on the port its client was given.
 func TestLabGatewayKill9DuringGroupCommits(t *testing.T) {
-	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
-	g := &labGateway{l: l, args: gatewayArgsWithPolicy(t, l, "max_per_client = 0"), stateDir: filepath.Join(l.RunDir, "gw")}
-	g.start(t)
+	l, g := startUnlimitedGateway(t)
 	const clients, each = 16, 100
 	addLANAddrs(t, l, clients)
 	server := ap(l.RouterLANIP, 5351)

@@ -69,6 +69,18 @@ func gatewayArgs(t *testing.T, l *natlab.Lab, extra ...string) []string {
 
 // gatewayArgsWithPolicy is gatewayArgs with more [policy] keys in the
 // configuration file, such as "max_per_client = 0".
+// startUnlimitedGateway starts a lab whose router runs only our gateway,
+// and the gateway there (nft backend, state in RunDir/gw) without the
+// per-client quota, for the tests whose one host or few hosts make
+// thousands of mappings.
+func startUnlimitedGateway(t *testing.T) (*natlab.Lab, *labGateway) {
+	t.Helper()
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
+	g := &labGateway{l: l, args: gatewayArgsWithPolicy(t, l, "max_per_client = 0"), stateDir: filepath.Join(l.RunDir, "gw")}
+	g.start(t)
+	return l, g
+}
+
 func gatewayArgsWithPolicy(t *testing.T, l *natlab.Lab, policy string, extra ...string) []string {
 	t.Helper()
 	conf := filepath.Join(l.RunDir, "gateway.toml")

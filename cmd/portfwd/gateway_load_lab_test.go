@@ -33,9 +33,7 @@ import (
 // was acknowledged is back and forwards, and none that was refused
 // appears.
 func TestLabGatewayKill9DuringInFlightAdds(t *testing.T) {
-	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
-	g := &labGateway{l: l, args: gatewayArgsWithPolicy(t, l, "max_per_client = 0"), stateDir: filepath.Join(l.RunDir, "gw")}
-	g.start(t)
+	l, g := startUnlimitedGateway(t)
 	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP, 8080), "lan")
 	me := lanAddr(0)
 

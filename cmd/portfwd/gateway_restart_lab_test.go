@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,10 +17,8 @@ import (
 // table and carries traffic from the WAN host, none is lost, and the short
 // ones that ran out while it was down are gone.
 func TestLabGatewayKill9With1000Leases(t *testing.T) {
-	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone})
 	// One host makes all 1,005 mappings: no per-client quota.
-	g := &labGateway{l: l, args: gatewayArgsWithPolicy(t, l, "max_per_client = 0"), stateDir: filepath.Join(l.RunDir, "gw")}
-	g.start(t)
+	l, g := startUnlimitedGateway(t)
 	l.ServeTCP(t, natlab.HostLAN, ap(l.LANIP, 8080), "lan")
 	loadgen := natlab.GoBuild(t, "github.com/portfwd/portfwd/bench/loadgen")
 	control := fmt.Sprintf("http://%s:5000/ctl/IPConn", l.RouterLANIP)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/upnp"
 )
 
@@ -149,9 +150,9 @@ func TestJSONGoldenStreams(t *testing.T) {
 
 // running runs a command in-process until stop, which returns its exit
 // code.
-func running(t *testing.T, cmd func(context.Context, *env, []string) error, args ...string) (stdout, stderr *watchOutput, stop func() int) {
+func running(t *testing.T, cmd func(context.Context, *env, []string) error, args ...string) (stdout, stderr *testenv.SyncBuffer, stop func() int) {
 	t.Helper()
-	stdout, stderr = &watchOutput{}, &watchOutput{}
+	stdout, stderr = &testenv.SyncBuffer{}, &testenv.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	e := &env{stdout: stdout, stderr: stderr}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,12 +8,12 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/reach"
 )
 
@@ -40,31 +39,13 @@ func TestListenExposed(t *testing.T) {
 	}
 }
 
-// uiStderr is a bytes.Buffer safe to read while the command writes.
-type uiStderr struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *uiStderr) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *uiStderr) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startUI runs "portfwd ui" with args until the test ends and returns
 // what it printed as JSON, and its stderr.
-func startUI(t *testing.T, args ...string) (map[string]string, *uiStderr) {
+func startUI(t *testing.T, args ...string) (map[string]string, *testenv.SyncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	stderr := &uiStderr{}
+	stderr := &testenv.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- runUI(ctx, &env{stdout: pw, stderr: stderr}, append(args, "--json"))

@@ -5,41 +5,23 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
-
-// watchOutput is a bytes.Buffer that watch writes while the test reads it.
-type watchOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *watchOutput) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *watchOutput) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // watching runs `portfwd watch args...` in-process until the test stops
 // it; stop returns the exit code.
-func watching(t *testing.T, args ...string) (stdout, stderr *watchOutput, stop func() int) {
+func watching(t *testing.T, args ...string) (stdout, stderr *testenv.SyncBuffer, stop func() int) {
 	t.Helper()
 	return running(t, runWatch, args...)
 }
 
 // waitOutput waits until the output holds want, for at most d.
-func waitOutput(t *testing.T, out *watchOutput, want string, d time.Duration) {
+func waitOutput(t *testing.T, out *testenv.SyncBuffer, want string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !strings.Contains(out.String(), want) {

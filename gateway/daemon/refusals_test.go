@@ -1,36 +1,17 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/portfwd/portfwd/igd"
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/pcp"
 )
-
-// syncBuffer is a log destination safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Refusals are logged at the default level, with the client and the
 // reason, and mapping refusals go to the audit trail. A PCP FILTER naming
@@ -38,7 +19,7 @@ func (s *syncBuffer) String() string {
 // is counted, nothing is asked of the backend.
 func TestRefusalsAreLoggedAndAudited(t *testing.T) {
 	cfg := testConfig(t)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg.Policy.Rules = DefaultRules
 	r := start(t, cfg)

@@ -34,10 +34,8 @@ const (
 )
 
 func newTopology(t *testing.T) *topology {
-	l := newLab(t)
-	top := &topology{lan: l.ns(), router: l.ns(), wan: l.ns()}
-	run(t, "ip", "link", "add", "lan0", "netns", top.router.name, "type", "veth", "peer", "name", "eth0", "netns", top.lan.name)
-	run(t, "ip", "link", "add", "wan0", "netns", top.router.name, "type", "veth", "peer", "name", "eth0", "netns", top.wan.name)
+	top := &topology{}
+	top.lan, top.router, top.wan = newRoutedNamespaces(t, nil)
 	for _, c := range [][]string{
 		{top.router.name, "addr", "add", routerLAN + "/24", "dev", "lan0"},
 		{top.router.name, "addr", "add", routerWAN + "/24", "dev", "wan0"},
@@ -57,6 +55,23 @@ func newTopology(t *testing.T) *topology {
 	return top
 }
 
+// newRoutedNamespaces makes the namespaces of a router between a LAN host
+// and a WAN host, each set up by prepare first (nil: nothing), and joins
+// them: the router's lan0 to the LAN host's eth0, its wan0 to the WAN
+// host's eth0. The links are down and have no address.
+func newRoutedNamespaces(t *testing.T, prepare func(*netNS)) (lan, router, wan *netNS) {
+	l := newLab(t)
+	lan, router, wan = l.ns(), l.ns(), l.ns()
+	if prepare != nil {
+		for _, n := range []*netNS{lan, router, wan} {
+			prepare(n)
+		}
+	}
+	run(t, "ip", "link", "add", "lan0", "netns", router.name, "type", "veth", "peer", "name", "eth0", "netns", lan.name)
+	run(t, "ip", "link", "add", "wan0", "netns", router.name, "type", "veth", "peer", "name", "eth0", "netns", wan.name)
+	return lan, router, wan
+}
+
 func (n *netNS) sysctl(t testing.TB, name, value string) {
 	t.Helper()
 	err := inNetNS(n.fd(), func() error {
@@ -67,13 +82,14 @@ func (n *netNS) sysctl(t testing.TB, name, value string) {
 	}
 }
 
-// serveTCP listens on addr inside n and answers each connection with one
-// line naming the peer address it sees, then closes it.
-func (n *netNS) serveTCP(t *testing.T, addr string) {
+// serveTCP listens on addr inside n (network "tcp4" or "tcp6") and
+// answers each connection with one line naming the peer address it sees,
+// then closes it.
+func (n *netNS) serveTCP(t *testing.T, network, addr string) {
 	t.Helper()
 	var ln net.Listener
 	err := inNetNS(n.fd(), func() (err error) {
-		ln, err = net.Listen("tcp4", addr)
+		ln, err = net.Listen(network, addr)
 		return err
 	})
 	if err != nil {
@@ -116,11 +132,12 @@ func (n *netNS) serveUDP(t *testing.T, addr string) {
 	}()
 }
 
-// dialTCP connects from n to addr and returns the line the server sent.
-func (n *netNS) dialTCP(addr string) (string, error) {
+// dialTCP connects from n to addr (network "tcp4" or "tcp6") and returns
+// the line the server sent.
+func (n *netNS) dialTCP(network, addr string) (string, error) {
 	var line string
 	err := inNetNS(n.fd(), func() error {
-		c, err := net.DialTimeout("tcp4", addr, time.Second)
+		c, err := net.DialTimeout(network, addr, time.Second)
 		if err != nil {
 			return err
 		}
@@ -159,13 +176,13 @@ func (n *netNS) pingUDP(addr string) (string, error) {
 // mappings between namespaces.
 func TestForwardingEndToEnd(t *testing.T) {
 	top := newTopology(t)
-	top.lan.serveTCP(t, lanHost.String()+":8080")
+	top.lan.serveTCP(t, "tcp4", lanHost.String()+":8080")
 	top.lan.serveUDP(t, lanHost.String()+":5353")
 	b := newBackend(t, top.router, Config{ExternalInterfaces: []string{"wan0"}, InternalInterfaces: []string{"lan0"}})
 	ctx := context.Background()
 	ext := routerWAN + ":18080"
 
-	if _, err := top.wan.dialTCP(ext); err == nil {
+	if _, err := top.wan.dialTCP("tcp4", ext); err == nil {
 		t.Fatal("port 18080 reachable before any mapping")
 	}
 
@@ -174,7 +191,7 @@ func TestForwardingEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("tcp", func(t *testing.T) {
-		got, err := top.wan.dialTCP(ext)
+		got, err := top.wan.dialTCP("tcp4", ext)
 		// DNAT keeps the client's address, unlike a relay.
 		if want := "hello " + wanHost; err != nil || got != want {
 			t.Fatalf("wan -> %s: %q, %v; want %q", ext, got, err, want)
@@ -208,25 +225,25 @@ func TestForwardingEndToEnd(t *testing.T) {
 		if err := b.Add(ctx, other); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := top.wan.dialTCP(routerWAN + ":18081"); err == nil {
+		if got, err := top.wan.dialTCP("tcp4", routerWAN+":18081"); err == nil {
 			t.Fatalf("mapping for 203.0.113.99 served %s: %q", wanHost, got)
 		}
 		if err := b.Add(ctx, restricted); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := top.wan.dialTCP(routerWAN + ":18081"); err != nil || got != "hello "+wanHost {
+		if got, err := top.wan.dialTCP("tcp4", routerWAN+":18081"); err != nil || got != "hello "+wanHost {
 			t.Fatalf("mapping for %s: %q, %v", wanHost, got, err)
 		}
 	})
 
 	t.Run("hairpin", func(t *testing.T) {
-		got, err := top.lan.dialTCP(ext)
+		got, err := top.lan.dialTCP("tcp4", ext)
 		// Masqueraded, so that the server answers through the router.
 		if want := "hello " + routerLAN; err != nil || got != want {
 			t.Fatalf("lan -> %s: %q, %v; want %q", ext, got, err, want)
 		}
 		// The router's own LAN address keeps its own ports.
-		if got, err := top.lan.dialTCP(routerLAN + ":18080"); err == nil {
+		if got, err := top.lan.dialTCP("tcp4", routerLAN+":18080"); err == nil {
 			t.Fatalf("lan -> router's LAN address was DNATed: %q", got)
 		}
 	})
@@ -236,11 +253,11 @@ func TestForwardingEndToEnd(t *testing.T) {
 		t.Cleanup(func() { top.router.nft(t, "delete table inet adminfw") })
 		top.router.nft(t, "add chain inet adminfw forward { type filter hook forward priority filter; policy drop; }")
 		top.router.nft(t, "add rule inet adminfw forward ct state established,related accept")
-		if got, err := top.wan.dialTCP(ext); err == nil {
+		if got, err := top.wan.dialTCP("tcp4", ext); err == nil {
 			t.Fatalf("got %q although adminfw drops new forwarded connections; our own accept cannot override it", got)
 		}
 		top.router.nft(t, "insert rule inet adminfw forward ct status dnat accept")
-		if got, err := top.wan.dialTCP(ext); err != nil {
+		if got, err := top.wan.dialTCP("tcp4", ext); err != nil {
 			t.Fatalf("with ct status dnat accept in adminfw: %q, %v", got, err)
 		}
 	})
@@ -250,7 +267,7 @@ func TestForwardingEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The SYN now reaches the router itself, where nothing listens.
-		if got, err := top.wan.dialTCP(ext); !errors.Is(err, syscall.ECONNREFUSED) {
+		if got, err := top.wan.dialTCP("tcp4", ext); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("dial after Delete: %q, %v; want connection refused by the router", got, err)
 		}
 	})
@@ -261,7 +278,7 @@ func TestForwardingEndToEnd(t *testing.T) {
 		}
 		b.Close()
 		b2 := newBackend(t, top.router, Config{ExternalInterfaces: []string{"wan0"}, InternalInterfaces: []string{"lan0"}})
-		if got, err := top.wan.dialTCP(ext); err != nil || got != "hello "+wanHost {
+		if got, err := top.wan.dialTCP("tcp4", ext); err != nil || got != "hello "+wanHost {
 			t.Fatalf("after restart: %q, %v", got, err)
 		}
 		wantRules(t, b2, web, restricted)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -95,24 +94,12 @@ func (n *netNS) nft(t testing.TB, args ...string) string {
 	return n.exec(t, append([]string{"nft"}, args...)...)
 }
 
-// testLogger sends the backend's logs to the test log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 // newBackend runs New for a namespace and closes the Backend with the test.
 func newBackend(t testing.TB, ns *netNS, cfg Config) *Backend {
 	t.Helper()
 	cfg.NetNS = ns.fd()
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testenv.Logger(t)
 	}
 	b, err := New(context.Background(), cfg)
 	if err != nil {

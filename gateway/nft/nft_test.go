@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portfwd/portfwd/gateway"
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 var (
@@ -282,7 +283,7 @@ func TestNewRefusesForeignTable(t *testing.T) {
 	ns := newLab(t).ns()
 	ns.nft(t, "add", "table", "inet", DefaultTable)
 	ns.nft(t, "add", "map", "inet", DefaultTable, mapFwd, "{ type inet_service : ipv4_addr; }")
-	cfg := Config{ExternalInterfaces: []string{"wan0"}, NetNS: ns.fd(), Logger: testLogger(t)}
+	cfg := Config{ExternalInterfaces: []string{"wan0"}, NetNS: ns.fd(), Logger: testenv.Logger(t)}
 	b, err := New(context.Background(), cfg)
 	if err == nil {
 		b.Close()

@@ -3,10 +3,7 @@
 package nft
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -32,15 +29,12 @@ const (
 )
 
 func newTopology6(t *testing.T) *topology6 {
-	l := newLab(t)
-	top := &topology6{lan: l.ns(), router: l.ns(), wan: l.ns()}
-	for _, n := range []*netNS{top.lan, top.router, top.wan} {
+	top := &topology6{}
+	top.lan, top.router, top.wan = newRoutedNamespaces(t, func(n *netNS) {
 		for _, k := range []string{"accept_dad", "dad_transmits", "accept_ra", "autoconf", "router_solicitations"} {
 			n.sysctl(t, "net/ipv6/conf/default/"+k, "0")
 		}
-	}
-	run(t, "ip", "link", "add", "lan0", "netns", top.router.name, "type", "veth", "peer", "name", "eth0", "netns", top.lan.name)
-	run(t, "ip", "link", "add", "wan0", "netns", top.router.name, "type", "veth", "peer", "name", "eth0", "netns", top.wan.name)
+	})
 	for _, c := range [][]string{
 		{top.router.name, "-6", "addr", "add", "2001:db8:77::1/64", "dev", "lan0", "nodad"},
 		{top.router.name, "-6", "addr", "add", "2001:db8:113::1/64", "dev", "wan0", "nodad"},
@@ -66,42 +60,6 @@ func newTopology6(t *testing.T) *topology6 {
 	return top
 }
 
-// serveTCP6 answers each connection on addr inside n with its peer's IP.
-func (n *netNS) serveTCP6(t *testing.T, addr string) {
-	t.Helper()
-	var ln net.Listener
-	if err := inNetNS(n.fd(), func() (err error) { ln, err = net.Listen("tcp6", addr); return err }); err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, n.name, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "hello %s\n", c.RemoteAddr().(*net.TCPAddr).IP)
-			c.Close()
-		}
-	}()
-}
-
-func (n *netNS) dialTCP6(addr string) (string, error) {
-	var line string
-	err := inNetNS(n.fd(), func() error {
-		c, err := net.DialTimeout("tcp6", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		line, err = bufio.NewReader(c).ReadString('\n')
-		line = strings.TrimSpace(line)
-		return err
-	})
-	return line, err
-}
-
 func pinRule(to string, port uint16) gateway.PinholeRule {
 	return gateway.PinholeRule{PinholeKey: gateway.PinholeKey{Protocol: gateway.TCP, InternalAddr: netip.MustParseAddr(to), InternalPort: port}, Timeout: time.Hour}
 }
@@ -110,21 +68,21 @@ func pinRule(to string, port uint16) gateway.PinholeRule {
 // pinholes in the administrator's chain, with real TCP from the WAN host.
 func TestPinholesEndToEnd(t *testing.T) {
 	top := newTopology6(t)
-	top.lan.serveTCP6(t, "["+lan6+"]:8080")
-	top.lan.serveTCP6(t, "["+lan6b+"]:8081")
+	top.lan.serveTCP(t, "tcp6", "["+lan6+"]:8080")
+	top.lan.serveTCP(t, "tcp6", "["+lan6b+"]:8081")
 	cfg := Config{ExternalInterfaces: []string{"wan0"}, ForwardTable: "inet filter", ForwardChain: "miniupnpd"}
 	b := newBackend(t, top.router, cfg)
 	ctx := context.Background()
 	addr := "[" + lan6 + "]:8080"
 
-	if got, err := top.wan.dialTCP6(addr); err == nil {
+	if got, err := top.wan.dialTCP("tcp6", addr); err == nil {
 		t.Fatalf("reached %s before any pinhole: %q", addr, got)
 	}
 	web := pinRule(lan6, 8080)
 	if err := b.AddPinhole(ctx, web); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := top.wan.dialTCP6(addr); err != nil || got != "hello "+wan6 {
+	if got, err := top.wan.dialTCP("tcp6", addr); err != nil || got != "hello "+wan6 {
 		t.Fatalf("through the pinhole: %q, %v", got, err)
 	}
 	t.Run("counter", func(t *testing.T) {
@@ -134,7 +92,7 @@ func TestPinholesEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("the other address of the host is not opened", func(t *testing.T) {
-		if got, err := top.wan.dialTCP6("[" + lan6b + "]:8081"); err == nil {
+		if got, err := top.wan.dialTCP("tcp6", "["+lan6b+"]:8081"); err == nil {
 			t.Fatalf("reached %s:8081 without a pinhole: %q", lan6b, got)
 		}
 	})
@@ -144,7 +102,7 @@ func TestPinholesEndToEnd(t *testing.T) {
 		if err := b.AddPinhole(ctx, other); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := top.wan.dialTCP6("[" + lan6b + "]:8081"); err == nil {
+		if got, err := top.wan.dialTCP("tcp6", "["+lan6b+"]:8081"); err == nil {
 			t.Fatalf("pinhole for 2001:db8:113::99 served %s: %q", wan6, got)
 		}
 		mine := pinRule(lan6b, 8081)
@@ -153,14 +111,14 @@ func TestPinholesEndToEnd(t *testing.T) {
 		if err := b.AddPinhole(ctx, mine); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := top.wan.dialTCP6("[" + lan6b + "]:8081"); err == nil {
+		if got, err := top.wan.dialTCP("tcp6", "["+lan6b+"]:8081"); err == nil {
 			t.Fatalf("pinhole for remote port 1 served another port: %q", got)
 		}
 		mine.RemotePort = 0
 		if err := b.AddPinhole(ctx, mine); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := top.wan.dialTCP6("[" + lan6b + "]:8081"); err != nil {
+		if got, err := top.wan.dialTCP("tcp6", "["+lan6b+"]:8081"); err != nil {
 			t.Fatalf("pinhole for %s: %q, %v", wan6, got, err)
 		}
 	})
@@ -174,7 +132,7 @@ func TestPinholesEndToEnd(t *testing.T) {
 		if !strings.Contains(out, "2001:db8:77::2 . tcp . 8080") || !strings.Contains(out, "timeout 2h") {
 			t.Fatalf("set after renewal:\n%s", out)
 		}
-		if got, err := top.wan.dialTCP6(addr); err != nil {
+		if got, err := top.wan.dialTCP("tcp6", addr); err != nil {
 			t.Fatalf("after renewal: %q, %v", got, err)
 		}
 	})
@@ -188,7 +146,7 @@ func TestPinholesEndToEnd(t *testing.T) {
 		if err != nil || len(got) != 4 {
 			t.Fatalf("after restart: %+v, %v; want the 4 pinholes found in the sets", got, err)
 		}
-		if got, err := top.wan.dialTCP6(addr); err != nil {
+		if got, err := top.wan.dialTCP("tcp6", addr); err != nil {
 			t.Fatalf("after restart: %q, %v", got, err)
 		}
 		b = b2
@@ -197,7 +155,7 @@ func TestPinholesEndToEnd(t *testing.T) {
 		if err := b.DeletePinhole(ctx, web); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := top.wan.dialTCP6(addr); err == nil {
+		if got, err := top.wan.dialTCP("tcp6", addr); err == nil {
 			t.Fatalf("reached %s after delete: %q", addr, got)
 		}
 	})
@@ -226,10 +184,10 @@ func TestPinholesEndToEnd(t *testing.T) {
 		if err := b.AddPinhole(ctx, web); err != nil {
 			t.Fatalf("after the reload: %v", err)
 		}
-		if got, err := top.wan.dialTCP6(addr); err != nil {
+		if got, err := top.wan.dialTCP("tcp6", addr); err != nil {
 			t.Fatalf("after the reload: %q, %v", got, err)
 		}
-		if got, err := top.wan.dialTCP6("[" + lan6b + "]:8081"); err != nil {
+		if got, err := top.wan.dialTCP("tcp6", "["+lan6b+"]:8081"); err != nil {
 			t.Fatalf("the other pinhole after the reload: %q, %v", got, err)
 		}
 	})

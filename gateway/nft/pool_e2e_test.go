@@ -25,8 +25,8 @@ func TestPoolForwardingEndToEnd(t *testing.T) {
 	run(t, "ip", "-n", top.wan.name, "route", "add", "203.0.113.8/30", "dev", "eth0")
 	other := netip.MustParseAddr("10.88.0.3")
 	run(t, "ip", "-n", top.lan.name, "addr", "add", other.String()+"/24", "dev", "eth0")
-	top.lan.serveTCP(t, lanHost.String()+":8080")
-	top.lan.serveTCP(t, other.String()+":8080")
+	top.lan.serveTCP(t, "tcp4", lanHost.String()+":8080")
+	top.lan.serveTCP(t, "tcp4", other.String()+":8080")
 	top.lan.serveUDP(t, lanHost.String()+":5353")
 	cfg := Config{ExternalInterfaces: []string{"wan0"}, InternalInterfaces: []string{"lan0"},
 		Pool: []netip.Addr{netip.MustParseAddr(poolA), netip.MustParseAddr(poolB)}}
@@ -48,19 +48,19 @@ func TestPoolForwardingEndToEnd(t *testing.T) {
 	}
 	check := func(t *testing.T) {
 		t.Helper()
-		if got, err := top.wan.dialTCP(poolA + ":18080"); err != nil || got != "hello "+wanHost {
+		if got, err := top.wan.dialTCP("tcp4", poolA+":18080"); err != nil || got != "hello "+wanHost {
 			t.Fatalf("wan -> pool address %s: %q, %v", poolA, got, err)
 		}
 		if got, err := top.wan.pingUDP(poolA + ":15353"); err != nil || got != "pong "+wanHost {
 			t.Fatalf("udp to pool address %s: %q, %v", poolA, got, err)
 		}
 		// The own address's mapping of the same port goes to its host.
-		if _, err := top.wan.dialTCP(routerWAN + ":18080"); err != nil {
+		if _, err := top.wan.dialTCP("tcp4", routerWAN+":18080"); err != nil {
 			t.Fatalf("wan -> own address: %v", err)
 		}
 		// Not to the other pool address: nothing is mapped there, and the
 		// own address's mapping must not answer for it.
-		if got, err := top.wan.dialTCP(poolB + ":18080"); err == nil {
+		if got, err := top.wan.dialTCP("tcp4", poolB+":18080"); err == nil {
 			t.Fatalf("pool address %s without a mapping forwarded: %q", poolB, got)
 		}
 	}
@@ -73,7 +73,7 @@ func TestPoolForwardingEndToEnd(t *testing.T) {
 	if err := b2.DeleteBatch(ctx, []gateway.Rule{onA, own}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := top.wan.dialTCP(poolA + ":18080"); err == nil {
+	if got, err := top.wan.dialTCP("tcp4", poolA+":18080"); err == nil {
 		t.Fatalf("after delete, pool address forwarded: %q", got)
 	}
 	wantRules(t, b2, udpA)

@@ -53,7 +53,7 @@ func waitReached(t *testing.T, top *topology6, addr string, within time.Duration
 	t.Helper()
 	start := time.Now()
 	for {
-		if _, err := top.wan.dialTCP6(addr); err == nil {
+		if _, err := top.wan.dialTCP("tcp6", addr); err == nil {
 			return
 		}
 		if time.Since(start) > within {
@@ -87,8 +87,8 @@ func waitRepaired(t *testing.T, top *topology6, since time.Time, within time.Dur
 // repaired once (the repair's own changes find nothing more to do).
 func TestWatchReloadsRepairs(t *testing.T) {
 	top := newTopology6(t)
-	top.lan.serveTCP6(t, "["+lan6+"]:8080")
-	h := countingHandler{Handler: testLogger(t).Handler(), want: "putting", mu: &sync.Mutex{}, n: new(int)}
+	top.lan.serveTCP(t, "tcp6", "["+lan6+"]:8080")
+	h := countingHandler{Handler: testenv.Logger(t).Handler(), want: "putting", mu: &sync.Mutex{}, n: new(int)}
 	cfg := Config{ExternalInterfaces: []string{"wan0"}, ForwardTable: "inet filter", ForwardChain: "miniupnpd", Logger: slog.New(h)}
 	b := newBackend(t, top.router, cfg)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -30,18 +30,11 @@ func newRelay(t testing.TB, cfg Config) *Relay {
 	t.Helper()
 	cfg.BindAddr = loopback
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = testenv.Logger(t)
 	}
 	r := New(cfg)
 	t.Cleanup(func() { r.Close() })
 	return r
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 // freePort returns a port that is free on 127.0.0.1 for both TCP and UDP

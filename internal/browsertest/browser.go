@@ -55,8 +55,10 @@ type Browser struct {
 	problems []string
 }
 
-// NewBrowser starts a headless Chromium with a fresh profile, stopped when
-// the test ends. It skips the test when Chromium is not installed, unless
+// NewBrowser starts a headless Chromium with a fresh profile and a home
+// directory of its own (Chromium keeps a certificate database in
+// ~/.pki and settings in ~/.config and ~/.cache whatever its profile),
+// stopped when the test ends. It skips the test when Chromium is not installed, unless
 // PORTFWD_LAB_REQUIRED=1 makes that a failure.
 func NewBrowser(t testing.TB, o BrowserOptions) *Browser {
 	t.Helper()
@@ -79,6 +81,7 @@ func NewBrowser(t testing.TB, o BrowserOptions) *Browser {
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.NoFirstRun,
 		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Env(browserHome(t)...),
 		chromedp.WindowSize(1280, 900),
 	)
 	if o.Command != nil {
@@ -110,6 +113,13 @@ func NewBrowser(t testing.TB, o BrowserOptions) *Browser {
 		t.Fatalf("starting %s: %v", ChromiumPath, err)
 	}
 	return b
+}
+
+// browserHome returns the variables that give the browser an empty home
+// directory of its own, removed when t ends.
+func browserHome(t testing.TB) []string {
+	home := t.TempDir()
+	return []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home + "/.config", "XDG_CACHE_HOME=" + home + "/.cache", "XDG_DATA_HOME=" + home + "/.local/share"}
 }
 
 func (b *Browser) problem(format string, a ...any) {

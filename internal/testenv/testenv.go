@@ -8,6 +8,12 @@
 //
 // Every test that depends on something a fresh clone may lack goes through
 // this package, so that no test skips silently.
+//
+// It also keeps tests hermetic and in step with what they watch: Main runs
+// a package's tests away from the user's home and temporary directories;
+// UDPFake, Inbox and FlushUDP let a test count what a client sent once the
+// fake has read all of it; SyncBuffer and Logger take what a component
+// logs from its goroutines.
 package testenv
 
 import (
