@@ -40,17 +40,26 @@ type Event struct {
 	// dropped. A handler keeping state should read it afresh (by SOAP, or
 	// from the next initial event).
 	Resync bool
+	// Forgotten is set on the first event delivered after the device
+	// answered a renewal with 412 and the subscription was made anew: the
+	// device no longer knew it, which is what a restart does. It does not
+	// depend on an event of the old subscription having arrived first (a
+	// device that restarts right after subscribing may never send one).
+	Forgotten bool
 }
 
 // RestartEvidence tells from ev, an event of a subscription whose SID was
 // last seen as sid ("" before the first event), whether the device
-// restarted: the Subscriber had to subscribe anew (another SID: the device
-// no longer knew the subscription, which is what a restart does to it), or
+// restarted: the Subscriber had to subscribe anew because the device no
+// longer knew the subscription (ev.Forgotten, or another SID than the one
+// last seen), which is what a restart does to it, or
 // the initial event came again on a known subscription (UDA sequence
 // numbers wrap to 1, never to 0). It returns the SID to remember and why
 // the device restarted, "" when nothing says it did.
 func RestartEvidence(sid string, ev Event) (string, string) {
 	switch {
+	case ev.Forgotten:
+		return ev.SID, "the router forgot our event subscription, as it does when it restarts"
 	case sid == "":
 		return ev.SID, ""
 	case ev.SID != sid:
@@ -148,6 +157,7 @@ type Subscription struct {
 	seen     bool          // an event for sid was accepted
 	last     uint32        // its SEQ
 	resync   bool          // the next event must carry Resync
+	forgot   bool          // the next event must carry Forgotten
 	closed   bool
 }
 
@@ -194,7 +204,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, eventURL string, timeout tim
 	}
 	s.subs[token] = sub
 	s.mu.Unlock()
-	if err := sub.subscribe(ctx, false); err != nil {
+	if err := sub.subscribe(ctx, false, false); err != nil {
 		s.forget(token)
 		sub.cancel()
 		return nil, err
@@ -387,21 +397,22 @@ func (sub *Subscription) admit(sid string, seq uint32, vars []Arg, perr error) (
 		want = NextSeq(sub.last)
 	}
 	ev := Event{
-		EventURL: sub.eventURL,
-		SID:      sid,
-		Seq:      seq,
-		Vars:     vars,
-		Initial:  seq == 0,
-		Resync:   sub.resync || seq != want,
+		EventURL:  sub.eventURL,
+		SID:       sid,
+		Seq:       seq,
+		Vars:      vars,
+		Initial:   seq == 0,
+		Resync:    sub.resync || seq != want,
+		Forgotten: sub.forgot,
 	}
 	if seq != want {
 		sub.log.Info("upnp: event sequence broken", "url", sub.eventURL, "sid", sid, "want", want, "got", seq)
 	}
-	sub.seen, sub.last, sub.resync = true, seq, false
+	sub.seen, sub.last, sub.resync, sub.forgot = true, seq, false, false
 	select {
 	case sub.events <- ev:
 	default:
-		sub.resync = true
+		sub.resync, sub.forgot = true, ev.Forgotten
 		sub.log.Warn("upnp: event handler too slow; event dropped", "url", sub.eventURL, "sid", sid, "seq", seq)
 	}
 	return http.StatusOK, ""
@@ -461,6 +472,7 @@ func (sub *Subscription) refresh() time.Duration {
 	expired := !sub.infinite && !time.Now().Before(sub.expires)
 	sub.mu.Unlock()
 	var err error
+	forgotten := false
 	if !expired {
 		err = sub.renew(sub.ctx)
 		if err == nil {
@@ -473,8 +485,9 @@ func (sub *Subscription) refresh() time.Duration {
 			return sub.retryIn()
 		}
 		sub.log.Info("upnp: device forgot the event subscription; subscribing again", "url", sub.eventURL)
+		forgotten = true
 	}
-	if err := sub.subscribe(sub.ctx, true); err != nil {
+	if err := sub.subscribe(sub.ctx, true, forgotten); err != nil {
 		if sub.ctx.Err() == nil {
 			sub.log.Warn("upnp: event resubscription failed; will retry", "url", sub.eventURL, "err", err)
 		}
@@ -519,8 +532,10 @@ const defaultUserAgent = version.Server
 
 // subscribe sends a new SUBSCRIBE (with CALLBACK and NT) and records the
 // SID and duration granted. again marks a resubscription, whose first
-// event must carry Resync since changes made meanwhile were missed.
-func (sub *Subscription) subscribe(ctx context.Context, again bool) error {
+// event must carry Resync since changes made meanwhile were missed;
+// forgotten, one after the device answered a renewal with 412, whose first
+// event must carry Forgotten too.
+func (sub *Subscription) subscribe(ctx context.Context, again, forgotten bool) error {
 	sub.mu.Lock()
 	if !sub.pending {
 		sub.ready = make(chan struct{})
@@ -564,6 +579,9 @@ func (sub *Subscription) subscribe(ctx context.Context, again bool) error {
 	sub.seen = false
 	if again {
 		sub.resync = true
+	}
+	if forgotten {
+		sub.forgot = true
 	}
 	sub.mu.Unlock()
 	sub.log.Info("upnp: subscribed to events", "url", sub.eventURL, "sid", sid, "timeout", granted, "callback", sub.callback)

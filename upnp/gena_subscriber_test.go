@@ -136,7 +136,7 @@ func TestSubscriberResubscribes(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := sub.SID()
-	if ev := evs.next(t); !ev.Initial || ev.Resync {
+	if ev := evs.next(t); !ev.Initial || ev.Resync || ev.Forgotten {
 		t.Fatalf("first initial event %+v", ev)
 	}
 
@@ -148,16 +148,17 @@ func TestSubscriberResubscribes(t *testing.T) {
 
 	// The next renewal gets 412 and the subscription is made anew; its
 	// initial event carries the whole state and is flagged Resync, since
-	// changes in between were missed.
+	// changes in between were missed, and Forgotten, since the device did
+	// not know the subscription any more.
 	ev := evs.next(t)
-	if !ev.Initial || !ev.Resync || ev.Seq != 0 || ev.SID == old || !reflect.DeepEqual([]Arg(ev.Vars), d.st.get()) {
+	if !ev.Initial || !ev.Resync || !ev.Forgotten || ev.Seq != 0 || ev.SID == old || !reflect.DeepEqual([]Arg(ev.Vars), d.st.get()) {
 		t.Fatalf("event after resubscription %+v (old SID %s)", ev, old)
 	}
 	if sub.SID() != ev.SID {
 		t.Errorf("SID() = %s, events come with %s", sub.SID(), ev.SID)
 	}
 	d.p.Notify(evtPath, []Arg{{"PortMappingNumberOfEntries", "6"}})
-	if ev := evs.next(t); ev.Seq != 1 || ev.Resync {
+	if ev := evs.next(t); ev.Seq != 1 || ev.Resync || ev.Forgotten {
 		t.Fatalf("event after that %+v", ev)
 	}
 	if n := d.p.Subscribers(evtPath); n != 1 {
@@ -501,6 +502,9 @@ func TestRestartEvidence(t *testing.T) {
 		{"next event", "uuid:a", Event{SID: "uuid:a", Seq: 1}, "uuid:a", false},
 		{"subscribed anew", "uuid:a", Event{SID: "uuid:b", Initial: true}, "uuid:b", true},
 		{"sequence back at 0", "uuid:a", Event{SID: "uuid:a", Initial: true}, "uuid:a", true},
+		// The device forgot the subscription before its first event came
+		// (or that event was lost): no SID was seen, the 412 says it.
+		{"forgotten before any event", "", Event{SID: "uuid:b", Initial: true, Resync: true, Forgotten: true}, "uuid:b", true},
 	} {
 		sid, why := RestartEvidence(tc.sid, tc.ev)
 		if sid != tc.wantSID || (why != "") != tc.restarted {
