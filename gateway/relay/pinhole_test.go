@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,31 +28,21 @@ var (
 	otherPeer  = netip.MustParseAddr("2001:db8:113::3") // another one
 )
 
-const netnsEnv = "PORTFWD_RELAY_NETNS_TEST"
-
 // inNetns reports whether t runs in its own namespace with the test
-// addresses. When it does not, it runs t there, reports its outcome and
-// returns false: the caller returns.
+// addresses (testenv.InOwnNetns). When it does not, it runs t there,
+// reports its outcome and returns false: the caller returns.
 func inNetns(t *testing.T) bool {
 	t.Helper()
+	if !testenv.InOwnNetns(t) {
+		return false
+	}
 	ip := testenv.Programs(t, "ip")["ip"]
-	if os.Getenv(netnsEnv) == t.Name() {
-		for _, a := range []netip.Addr{routerAddr, hostAddr, peerAddr, otherPeer} {
-			if out, err := exec.Command(ip, "-6", "addr", "add", a.String()+"/128", "dev", "lo", "nodad").CombinedOutput(); err != nil {
-				t.Fatalf("ip addr add %v: %v: %s", a, err, out)
-			}
+	for _, a := range []netip.Addr{routerAddr, hostAddr, peerAddr, otherPeer} {
+		if out, err := exec.Command(ip, "-6", "addr", "add", a.String()+"/128", "dev", "lo", "nodad").CombinedOutput(); err != nil {
+			t.Fatalf("ip addr add %v: %v: %s", a, err, out)
 		}
-		return true
 	}
-	ns := testenv.Netns(t)
-	cmd := exec.Command(ip, "netns", "exec", ns, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
-	out, err := cmd.CombinedOutput()
-	t.Logf("in namespace %s:\n%s", ns, out)
-	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-		t.Fatalf("%s in its namespace: %v", t.Name(), err)
-	}
-	return false
+	return true
 }
 
 func newPinholeRelay(t *testing.T) *Relay {

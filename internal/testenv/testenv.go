@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -377,4 +378,36 @@ func Record(t testing.TB, f func(tb testing.TB)) Outcome {
 	}()
 	<-done
 	return r.out
+}
+
+// ownNetnsEnv names the test a child process started by InOwnNetns runs.
+const ownNetnsEnv = "PORTFWD_TEST_OWN_NETNS"
+
+// InOwnNetns reports whether t, a top-level test, runs in a network
+// namespace of its own.
+// When it does not, it runs t again, alone, in a fresh namespace (the test
+// binary started by ip netns exec, naming only t), logs the child's
+// output, fails t if the child did not pass, and returns false: the caller
+// returns at once.
+//
+// A test that adds links or addresses, or changes sysctls, in the
+// namespace it runs in needs it: the test packages of a run share one
+// namespace (scripts/test.sh), and other tests in it are disturbed by the
+// changes. Chromium, which the page tests drive, aborts fetches in flight
+// when the machine's network changes ("Failed to fetch").
+func InOwnNetns(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(ownNetnsEnv) == t.Name() {
+		return true
+	}
+	ns := Netns(t)
+	ip := Programs(t, "ip")["ip"]
+	cmd := exec.Command(ip, "netns", "exec", ns, os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), ownNetnsEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	t.Logf("in namespace %s:\n%s", ns, out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("%s in its own namespace: %v", t.Name(), err)
+	}
+	return false
 }
