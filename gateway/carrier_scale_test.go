@@ -92,10 +92,12 @@ func rss() string { return procStatus("VmRSS:") }
 // pool of 16 addresses, each subscriber paired with one of them, made by
 // 8 clients at once; the heap and the process's resident set (now and at
 // its peak) with them, under a runtime memory limit (the daemon's
-// --memory-limit: 900 MiB, or PORTFWD_SCALE_MEMLIMIT MiB); a restart with all of them; and the expiry of 100,000
-// at one moment while 4 other clients refresh theirs, with those
-// requests' latency. PORTFWD_SCALE=1 runs it: it takes a few minutes and
-// about 1 GiB.
+// --memory-limit: 800 MiB, or PORTFWD_SCALE_MEMLIMIT MiB); a restart
+// with all of them; and the expiry of 100,000 at one moment while 4 other
+// clients refresh theirs, with those requests' latency. It fails if the
+// process's resident set ever passed 1 GiB (the bound); the times
+// are reported, not checked. PORTFWD_SCALE=1 runs it: it takes a minute
+// or more and about 1 GiB.
 func TestCarrierScaleMillion(t *testing.T) {
 	if os.Getenv("PORTFWD_SCALE") != "1" || testing.Short() {
 		t.Skip("carrier-scale measurement: PORTFWD_SCALE=1 runs it")
@@ -109,10 +111,12 @@ func TestCarrierScaleMillion(t *testing.T) {
 		poolSize    = 16
 	)
 	// The runtime's soft memory limit, as the daemon's --memory-limit sets
-	// it: 900 MiB unless PORTFWD_SCALE_MEMLIMIT gives MiB. The Go runtime's
+	// it: 800 MiB unless PORTFWD_SCALE_MEMLIMIT gives MiB. The Go runtime's
 	// own memory (heap, stacks, metadata) stays under it; RSS is a little
-	// more.
-	limitMiB := 900
+	// more, and while 8 clients fill the table at 50,000-70,000 adds/s the
+	// collector lags: with 900 MiB the peak passed 1 GiB (1,004-1,031
+	// MiB), with 800 MiB it stays near 920.
+	limitMiB := 800
 	if v, err := strconv.Atoi(os.Getenv("PORTFWD_SCALE_MEMLIMIT")); err == nil && v > 0 {
 		limitMiB = v
 	}
@@ -196,21 +200,34 @@ func TestCarrierScaleMillion(t *testing.T) {
 	for _, r := range report {
 		fmt.Println("carrier scale (1M):", r)
 	}
+	if peak := procStatusMiB("VmHWM:"); peak > 1024 {
+		t.Errorf("the process's resident set peaked at %.0f MiB, over 1 GiB (memory limit %d MiB)", peak, limitMiB)
+	}
 }
 
 // procStatus returns a memory line of /proc/self/status in MiB.
 func procStatus(field string) string {
+	mib := procStatusMiB(field)
+	if mib < 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.0f MiB", mib)
+}
+
+// procStatusMiB returns a memory line of /proc/self/status in MiB, or -1
+// when it cannot be read.
+func procStatusMiB(field string) float64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return "unknown"
+		return -1
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.Atoi(f[1])
-			return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
+			return float64(kb) / 1024
 		}
 	}
-	return "unknown"
+	return -1
 }
 
 // cpuTime is the CPU time this process has used, user and system.
