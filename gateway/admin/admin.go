@@ -539,20 +539,28 @@ func (a *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	if addr.IsValid() {
 		where = fmt.Sprintf("%s %s:%d", proto, addr, port)
 	}
+	a.removeAndAnswer(w, r, func(ctx context.Context) error { return a.Backend.Delete(ctx, proto, addr, uint16(port)) },
+		"mapping", where, "the mapping could not be deleted",
+		fmt.Sprintf("nothing is mapped on %s (any more): it may have expired or been deleted by its client", where))
+}
+
+// removeAndAnswer runs remove, which deletes the what named name, within
+// the admin page's timeout, and answers with the table as it is afterwards,
+// or with failed and the error (404 and missing when there was nothing to
+// delete), logging either way.
+func (a *Server) removeAndAnswer(w http.ResponseWriter, r *http.Request, remove func(context.Context) error, what string, name any, failed, missing string) {
 	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(a.Timeout, 10*time.Second))
 	defer cancel()
-	if err := a.Backend.Delete(ctx, proto, addr, uint16(port)); err != nil {
-		status := http.StatusInternalServerError
-		msg := "the mapping could not be deleted: " + err.Error()
+	if err := remove(ctx); err != nil {
+		status, msg := http.StatusInternalServerError, failed+": "+err.Error()
 		if errors.Is(err, ErrNoSuchMapping) {
-			status = http.StatusNotFound
-			msg = fmt.Sprintf("nothing is mapped on %s (any more): it may have expired or been deleted by its client", where)
+			status, msg = http.StatusNotFound, missing
 		}
-		a.site.Logger().Warn("admin page: delete failed", "mapping", where, "err", err)
+		a.site.Logger().Warn("admin page: removing a "+what+" failed", what, name, "err", err)
 		websec.WriteError(w, status, msg)
 		return
 	}
-	a.site.Logger().Info("admin page: mapping deleted", "mapping", where, "by", r.RemoteAddr)
+	a.site.Logger().Info("admin page: "+what+" removed", what, name, "by", r.RemoteAddr)
 	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
 }
 
@@ -569,21 +577,9 @@ func (a *Server) handleDeletePinhole(w http.ResponseWriter, r *http.Request) {
 		websec.WriteJSON(w, http.StatusBadRequest, websec.Error{Error: fmt.Sprintf("pinhole ID %q: want a number from 1 to 65535", r.PathValue("id")), Code: http.StatusBadRequest, Field: "id"})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(a.Timeout, 10*time.Second))
-	defer cancel()
-	if err := pb.DeletePinhole(ctx, uint16(id)); err != nil {
-		status := http.StatusInternalServerError
-		msg := "the pinhole could not be closed: " + err.Error()
-		if errors.Is(err, ErrNoSuchMapping) {
-			status = http.StatusNotFound
-			msg = fmt.Sprintf("there is no pinhole %d (any more): it may have expired or been closed by its client", id)
-		}
-		a.site.Logger().Warn("admin page: closing a pinhole failed", "id", id, "err", err)
-		websec.WriteError(w, status, msg)
-		return
-	}
-	a.site.Logger().Info("admin page: pinhole closed", "id", id, "by", r.RemoteAddr)
-	websec.WriteJSON(w, http.StatusOK, a.table(time.Now()))
+	a.removeAndAnswer(w, r, func(ctx context.Context) error { return pb.DeletePinhole(ctx, uint16(id)) },
+		"pinhole", id, "the pinhole could not be closed",
+		fmt.Sprintf("there is no pinhole %d (any more): it may have expired or been closed by its client", id))
 }
 
 // handleEvents is GET /api/events: the table and the status at once, then

@@ -477,7 +477,7 @@ func (c *conn) readRequest(ctx context.Context, t0 time.Time) (*response, error)
 		return nil, &badRequest{http.StatusBadRequest, "malformed Host header"}
 	}
 	for k := range req.Header {
-		if !validHeaderName(k) { // textproto lets "X Bad" (a space) through
+		if !http.ValidToken(k) { // textproto lets "X Bad" (a space) through
 			return nil, &badRequest{http.StatusBadRequest, "invalid header name"}
 		}
 	}
@@ -581,23 +581,6 @@ func validHost(h string) bool {
 		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
 		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", b) >= 0:
 		case b >= 0x80: // an IDN's UTF-8, as net/http allows
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderName reports whether name is an RFC 9110 token.
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		b := name[i]
-		switch {
-		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0:
 		default:
 			return false
 		}

@@ -195,7 +195,7 @@ func (w *response) sendHeader(final bool) error {
 func writeHeader(bw *bufio.Writer, h http.Header) {
 	keys := make([]string, 0, len(h))
 	for k := range h {
-		if validHeaderName(k) {
+		if http.ValidToken(k) {
 			keys = append(keys, k)
 		}
 	}

@@ -118,7 +118,7 @@ func NewRequestWithContext(ctx context.Context, method, rawURL string, body io.R
 	if method == "" {
 		method = MethodGet
 	}
-	if !validToken(method) {
+	if !ValidToken(method) {
 		return nil, errors.New("net/http: invalid method " + strconv.Quote(method))
 	}
 	u, err := url.Parse(rawURL)
@@ -171,7 +171,7 @@ func ReadRequest(b *bufio.Reader) (*Request, error) {
 	if !ok1 || !ok2 {
 		return nil, &badStringError{"malformed HTTP request", line}
 	}
-	if !validToken(method) {
+	if !ValidToken(method) {
 		return nil, &badStringError{"invalid method", method}
 	}
 	major, minor, ok := parseHTTPVersion(proto)
@@ -302,7 +302,7 @@ func readHeader(b *bufio.Reader) (Header, error) {
 		return nil, err
 	}
 	for k := range h {
-		if !validToken(k) { // textproto lets "X Bad" and "X-Bad " through
+		if !ValidToken(k) { // textproto lets "X Bad" and "X-Bad " through
 			return nil, errors.New("invalid header name " + strconv.Quote(k))
 		}
 	}
@@ -321,24 +321,6 @@ func parseHTTPVersion(v string) (major, minor int, ok bool) {
 		return 0, 0, false
 	}
 	return int(v[5] - '0'), int(v[7] - '0'), true
-}
-
-// validToken reports whether s is an RFC 9110 token (a method, a field
-// name).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		switch {
-		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // hasToken reports whether a comma-separated header holds token, in any

@@ -50,7 +50,7 @@ func (m *ServeMux) Handle(pattern string, h Handler) {
 	e := &muxEntry{pattern: pattern, h: h}
 	p := pattern
 	if method, rest, ok := strings.Cut(pattern, " "); ok {
-		if !validToken(method) {
+		if !ValidToken(method) {
 			panic("http: bad method in pattern " + pattern)
 		}
 		e.method, p = method, strings.TrimLeft(rest, " \t")
@@ -66,7 +66,7 @@ func (m *ServeMux) Handle(pattern string, h Handler) {
 	e.prefix = !exact && e.segs[len(e.segs)-1] == ""
 	for i, s := range e.segs {
 		if strings.ContainsAny(s, "{}") && (!strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") ||
-			!validToken(s[1:len(s)-1]) || strings.Contains(s, "...") || i == len(e.segs)-1 && e.prefix) {
+			!ValidToken(s[1:len(s)-1]) || strings.Contains(s, "...") || i == len(e.segs)-1 && e.prefix) {
 			panic("http: unsupported segment " + s + " in pattern " + pattern)
 		}
 	}

@@ -238,7 +238,7 @@ const (
 // String is the Set-Cookie header's value for c; "" when its name or
 // value cannot be sent.
 func (c *Cookie) String() string {
-	if c == nil || !validToken(c.Name) || strings.ContainsFunc(c.Value, func(r rune) bool {
+	if c == nil || !ValidToken(c.Name) || strings.ContainsFunc(c.Value, func(r rune) bool {
 		return r < 0x21 || r > 0x7e || r == '"' || r == ',' || r == ';' || r == '\\'
 	}) {
 		return ""
@@ -247,7 +247,7 @@ func (c *Cookie) String() string {
 	if c.Path != "" && !strings.ContainsAny(c.Path, ";\r\n") {
 		s += "; Path=" + c.Path
 	}
-	if c.Domain != "" && validToken(strings.ReplaceAll(c.Domain, ".", "-")) {
+	if c.Domain != "" && ValidToken(strings.ReplaceAll(c.Domain, ".", "-")) {
 		s += "; Domain=" + c.Domain
 	}
 	switch {
