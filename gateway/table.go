@@ -59,7 +59,7 @@ type table struct {
 	// ones UPnP sees. Without a pool every entry is there, and own stays
 	// empty.
 	pooled bool
-	own    ownerKeys
+	own    []uint64
 	// unapplied counts the entries whose unapplied flag is set.
 	unapplied int
 }
@@ -69,7 +69,7 @@ type tableEntry struct {
 	heapIdx     int32 // position in heap; -1 for permanent mappings
 	ownerIdx    int32 // position in owners[m.Owner].keys
 	internalIdx int32 // position in owners[m.InternalAddr].internal
-	ownIdx      int32 // position in own.keys (pooled tables, own address only)
+	ownIdx      int32 // position in own (pooled tables, own address only)
 	// unapplied marks a restored mapping not yet re-applied to the
 	// backend (Core.reapply). A put keeps it; it moves with the entry.
 	unapplied bool
@@ -283,8 +283,7 @@ func (t *table) insert(k uint64, m Mapping, at int64, expires bool) {
 	t.byInternalAdd(k, internalKeyOf(&m))
 	t.usedPorts(m.ExternalAddr, m.Protocol, true).Add(m.ExternalPort)
 	if t.pooled && !m.ExternalAddr.IsValid() {
-		e.ownIdx = int32(len(t.own.keys))
-		t.own.keys = append(t.own.keys, k)
+		e.ownIdx = listAppend(&t.own, k)
 	}
 	t.heapSet(i, e, at, expires)
 }
@@ -293,7 +292,7 @@ func (t *table) insert(k uint64, m Mapping, at int64, expires bool) {
 // address (not on a pool address).
 func (t *table) ownLen() int {
 	if t.pooled {
-		return len(t.own.keys)
+		return len(t.own)
 	}
 	return len(t.entries)
 }
@@ -302,7 +301,7 @@ func (t *table) ownLen() int {
 // i must be in [0, ownLen).
 func (t *table) ownAt(i int) *tableEntry {
 	if t.pooled {
-		return t.lookup(t.own.keys[i])
+		return t.lookup(t.own[i])
 	}
 	return &t.entries[i]
 }
@@ -396,13 +395,9 @@ func (t *table) remove(k uint64) (Mapping, bool) {
 	t.byInternalRemove(k, internalKeyOf(&e.m))
 	t.usedPorts(e.m.ExternalAddr, e.m.Protocol, true).Remove(e.m.ExternalPort)
 	if t.pooled && !e.m.ExternalAddr.IsValid() {
-		last := len(t.own.keys) - 1
-		if int(e.ownIdx) != last {
-			moved := t.own.keys[last]
-			t.own.keys[e.ownIdx] = moved
+		if moved, ok := listRemove(&t.own, e.ownIdx); ok {
 			t.entries[t.slots[moved]].ownIdx = e.ownIdx
 		}
-		t.own.keys = t.own.keys[:last]
 	}
 	m := e.m
 	last := int32(len(t.entries) - 1)
