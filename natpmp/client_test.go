@@ -377,16 +377,12 @@ func TestClientContextEnds(t *testing.T) {
 func TestClientPortUnreachable(t *testing.T) {
 	// A port with nothing listening: the kernel answers ICMP port
 	// unreachable, which RFC 6886 §3.1 lets the client take as final.
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	pc.Close()
+	lo := netip.MustParseAddr("127.0.0.1")
+	closed := netip.AddrPortFrom(lo, testenv.FreePort(t, testenv.Bind{Network: "udp4", Addr: lo}))
 
 	c := &Client{Gateway: closed} // default schedule: minutes if it kept retrying
 	start := time.Now()
-	_, err = c.ExternalAddress(context.Background())
+	_, err := c.ExternalAddress(context.Background())
 	if !errors.Is(err, ErrNotSupported) {
 		t.Fatalf("err = %v, want ErrNotSupported", err)
 	}

@@ -303,12 +303,8 @@ func TestServeErrors(t *testing.T) {
 
 func TestServeListensAndStops(t *testing.T) {
 	// Find a free port, then let Serve open it by address.
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	pc.Close()
+	lo := netip.MustParseAddr("127.0.0.1")
+	addr := netip.AddrPortFrom(lo, testenv.FreePort(t, testenv.Bind{Network: "udp4", Addr: lo}))
 
 	h := &memHandler{ext: netip.MustParseAddr("192.0.2.9")}
 	ctx, cancel := context.WithCancel(context.Background())

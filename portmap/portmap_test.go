@@ -14,6 +14,7 @@ import (
 
 	"github.com/portfwd/portfwd/igd"
 	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
 	"github.com/portfwd/portfwd/natpmp"
 	"github.com/portfwd/portfwd/pmp"
 	"github.com/portfwd/portfwd/ssdp"
@@ -185,9 +186,8 @@ func TestDiscoverBySSDP(t *testing.T) {
 func TestDiscoverNothingAnswers(t *testing.T) {
 	// A UDP port with nobody behind it: SSDP gets no answer and discovery
 	// ends with the context, saying what it tried.
-	pc, _ := net.ListenPacket("udp4", "127.0.0.1:0")
-	dead := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	pc.Close()
+	lo := netip.MustParseAddr("127.0.0.1")
+	dead := netip.AddrPortFrom(lo, testenv.FreePort(t, testenv.Bind{Network: "udp4", Addr: lo}))
 	o := testOptions(t)
 	o.SSDPUnicast = []netip.AddrPort{dead}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

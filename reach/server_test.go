@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portfwd/portfwd/internal/testenv"
 )
 
 // These tests run the probe server and its targets on 127.0.0.1: the
@@ -61,27 +63,10 @@ func checkBody(proto string, port uint16, token string) string {
 	return string(b)
 }
 
-// freePort returns a port nothing listens on for proto (it was free a
-// moment ago; loopback ports are not reused that fast).
+// freePort returns a port nothing listens on for proto on 127.0.0.1.
 func freePort(t *testing.T, proto string) uint16 {
 	t.Helper()
-	var a net.Addr
-	if proto == TCP {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		a = ln.Addr()
-		ln.Close()
-	} else {
-		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		a = pc.LocalAddr()
-		pc.Close()
-	}
-	return netip.MustParseAddrPort(a.String()).Port()
+	return testenv.FreePort(t, testenv.Bind{Network: proto + "4", Addr: netip.MustParseAddr("127.0.0.1")})
 }
 
 // tokenListener starts portfwd's listener for token on a free loopback port.

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,14 +26,10 @@ func loopbackProbe(t *testing.T) string {
 	return ts.URL
 }
 
+// freeTCPPort returns a port check can listen on: it binds every address.
 func freeTCPPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(int(netip.MustParseAddrPort(ln.Addr().String()).Port()))
+	return strconv.Itoa(int(testenv.FreePort(t, testenv.Bind{Network: "tcp"})))
 }
 
 func runIn(cmd func(context.Context, *env, []string) error, args ...string) (stdout, stderr string, err error) {

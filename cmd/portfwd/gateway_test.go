@@ -2,6 +2,7 @@ package main
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -111,13 +112,8 @@ func TestGatewayCheck(t *testing.T) {
 	lo := loopbackName(t)
 	base := []string{"gateway", "--check", "--internal", lo, "--external-ip", "192.0.2.1", "--backend", "memory",
 		"--state-dir", t.TempDir(), "--no-ssdp", "--admin", "off"}
-	free, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := free.Addr().(*net.TCPAddr).Port
-	free.Close()
-	stdout, stderr, code := portfwd(t, append(base, "--http-port", strconv.Itoa(port))...)
+	port := testenv.FreePort(t, testenv.Bind{Network: "tcp4", Addr: netip.MustParseAddr("127.0.0.1")})
+	stdout, stderr, code := portfwd(t, append(base, "--http-port", strconv.Itoa(int(port)))...)
 	if code != exitOK || strings.Contains(stdout, "problem:") || !strings.Contains(stdout, "the gateway is ready to start") {
 		t.Errorf("--check on a good setup: exit %d\n%s%s", code, stdout, stderr)
 	}

@@ -56,21 +56,7 @@ func read(addr netip.AddrPort) (string, error) {
 // bind can tell.
 func freePort(t *testing.T, a, b netip.Addr) uint16 {
 	t.Helper()
-	for range 20 {
-		ln, err := net.Listen("tcp4", netip.AddrPortFrom(a, 0).String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := netip.MustParseAddrPort(ln.Addr().String()).Port()
-		ln2, err := net.Listen("tcp4", netip.AddrPortFrom(b, port).String())
-		ln.Close()
-		if err == nil {
-			ln2.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free on both addresses")
-	return 0
+	return testenv.FreePort(t, testenv.Bind{Network: "tcp4", Addr: a}, testenv.Bind{Network: "tcp4", Addr: b})
 }
 
 // The relay follows the external interface's address: after rebind, every

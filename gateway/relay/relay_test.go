@@ -41,21 +41,8 @@ func newRelay(t testing.TB, cfg Config) *Relay {
 // at the time of the call.
 func freePort(t testing.TB) uint16 {
 	t.Helper()
-	for range 20 {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return uint16(port)
-		}
-	}
-	t.Fatal("no port free for both TCP and UDP")
-	return 0
+	lo := netip.MustParseAddr("127.0.0.1")
+	return testenv.FreePort(t, testenv.Bind{Network: "tcp4", Addr: lo}, testenv.Bind{Network: "udp4", Addr: lo})
 }
 
 // server is a TCP service on 127.0.0.1 that handles each connection with
