@@ -23,6 +23,16 @@
 //	              (one client)
 //	pinhole-grow  N AddPinhole of distinct ports (N live pinholes after)
 //	pinhole-clear DeletePinhole of every pinhole pinhole-grow opened
+//	udp-echo-pairs N x two datagrams the size of a NAT-PMP request, each
+//	              answered by an echo server (-echo): the floor under the
+//	              NAT-PMP and PCP pair phases (echo.go)
+//	tcp-echo-pairs N x two messages the size of a SOAP request over one
+//	              TCP connection to the echo server: the floor under
+//	              soap-pairs with the connection kept, and, at 2N
+//	              exchanges, under a walk of 2N entries
+//
+// With -echo-server ADDR (or -echo-server-netpoll ADDR) it runs that echo
+// server instead, until killed.
 //
 // NAT-PMP and PCP go over one socket per client with the codecs alone (see
 // wire.go); -sources spreads the clients over several local addresses, as
@@ -109,7 +119,22 @@ func main() {
 	phases := flag.String("phases", "natpmp-pairs,pcp-pairs,soap-pairs,soap-grow,soap-list,soap-clear", "phases to run")
 	control6 := flag.String("upnp6", "", "WANIPv6FirewallControl control URL (pinhole phases)")
 	client6 := flag.String("client6", "", "this host's IPv6 address, the pinholes' internal client")
+	echo := flag.String("echo", "", "echo server address (ip:port) of udp-echo-pairs")
+	echoServer := flag.String("echo-server", "", "run an echo server of blocking system calls on `ip:port` instead of a load")
+	echoServerNetpoll := flag.String("echo-server-netpoll", "", "run an echo server through Go's network poller on `ip:port` instead of a load")
 	flag.Parse()
+	if *echoServer != "" || *echoServerNetpoll != "" {
+		addr, netpoll := *echoServer, false
+		if addr == "" {
+			addr, netpoll = *echoServerNetpoll, true
+		}
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			fail("-echo-server: %v", err)
+		}
+		runtime.GOMAXPROCS(1) // as one client's server: one request at a time
+		fail("echo server: %v", serveEcho(ap, netpoll))
+	}
 	if *n < 1 || *clients < 1 || *clients > 4096 {
 		fail("-n and -clients must be at least 1 (and -clients at most 4096)")
 	}
@@ -149,11 +174,11 @@ func main() {
 		}
 		return c
 	}
-	// wireFor opens client i's NAT-PMP/PCP socket.
-	wireFor := func(i int) *wire {
-		ap, err := netip.ParseAddrPort(*pmp)
+	// wireTo opens client i's socket to server, named by its flag.
+	wireTo := func(i int, flagName, server string) *wire {
+		ap, err := netip.ParseAddrPort(server)
 		if err != nil {
-			fail("-natpmp: %v", err)
+			fail("-%s: %v", flagName, err)
 		}
 		var local netip.Addr
 		if len(srcs) > 0 {
@@ -165,6 +190,8 @@ func main() {
 		}
 		return w
 	}
+	// wireFor opens client i's NAT-PMP/PCP socket.
+	wireFor := func(i int) *wire { return wireTo(i, "natpmp", *pmp) }
 	// internalBase is client i's first internal port in the grow phases:
 	// clients sharing a source address take turns in the port space.
 	internalBase := func(i int) int {
@@ -183,7 +210,7 @@ func main() {
 	for _, ph := range strings.Split(*phases, ",") {
 		var r result
 		switch ph {
-		case "natpmp-pairs", "pcp-pairs", "soap-pairs", "natpmp-grow", "pcp-grow", "soap-grow", "soap-clear":
+		case "natpmp-pairs", "pcp-pairs", "soap-pairs", "natpmp-grow", "pcp-grow", "soap-grow", "soap-clear", "udp-echo-pairs", "tcp-echo-pairs":
 			lat, wall, err := run(*clients, *n, func(i int) (func(j int) error, error) {
 				ext := *base + i
 				switch ph {
@@ -196,6 +223,36 @@ func main() {
 						}
 						if _, err := w.natpmpMap(iport, 0, 0); err != nil {
 							return fmt.Errorf("NAT-PMP unmap: %w", err)
+						}
+						return nil
+					}, nil
+				case "udp-echo-pairs":
+					w := wireTo(i, "echo", *echo)
+					port := uint16(8080 + i)
+					return func(int) error {
+						if err := w.echo(port); err != nil {
+							return fmt.Errorf("echo: %w", err)
+						}
+						if err := w.echo(port); err != nil {
+							return fmt.Errorf("echo: %w", err)
+						}
+						return nil
+					}, nil
+				case "tcp-echo-pairs":
+					ap, err := netip.ParseAddrPort(*echo)
+					if err != nil {
+						fail("-echo: %v", err)
+					}
+					e, err := dialTCPEcho(ap)
+					if err != nil {
+						fail("client %d: %v", i, err)
+					}
+					return func(int) error {
+						if err := e.exchange(); err != nil {
+							return fmt.Errorf("echo: %w", err)
+						}
+						if err := e.exchange(); err != nil {
+							return fmt.Errorf("echo: %w", err)
 						}
 						return nil
 					}, nil
