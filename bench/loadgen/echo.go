@@ -182,24 +182,9 @@ type tcpEcho struct {
 const soapSized = 900
 
 func dialTCPEcho(server netip.AddrPort) (*tcpEcho, error) {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := dialTCP(server, 10*time.Second)
 	if err != nil {
 		return nil, err
-	}
-	tv := syscall.NsecToTimeval((10 * time.Second).Nanoseconds())
-	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
-	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
-	sa := &syscall.SockaddrInet4{Port: int(server.Port()), Addr: server.Addr().As4()}
-	for {
-		err := syscall.Connect(fd, sa)
-		if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EALREADY) {
-			continue
-		}
-		if err != nil && !errors.Is(err, syscall.EISCONN) {
-			syscall.Close(fd)
-			return nil, fmt.Errorf("connecting to %v: %w", server, err)
-		}
-		break
 	}
 	return &tcpEcho{fd: fd, msg: bytes.Repeat([]byte("x"), soapSized), buf: make([]byte, soapSized)}, nil
 }

@@ -58,15 +58,26 @@ func (f *soapFault) Error() string {
 }
 
 func (s *soapWire) connect() error {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := dialTCP(s.server, s.timeout)
 	if err != nil {
 		return err
 	}
-	tv := syscall.NsecToTimeval(s.timeout.Nanoseconds())
+	s.fd = fd
+	return nil
+}
+
+// dialTCP connects a blocking TCP socket to server, with timeout on its
+// reads and writes and Nagle's delay off (as Go's net sets it).
+func dialTCP(server netip.AddrPort, timeout time.Duration) (int, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
 	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
-	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1) // as Go's net sets it
-	sa := &syscall.SockaddrInet4{Port: int(s.server.Port()), Addr: s.server.Addr().As4()}
+	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	sa := &syscall.SockaddrInet4{Port: int(server.Port()), Addr: server.Addr().As4()}
 	for {
 		err := syscall.Connect(fd, sa)
 		// A signal (the Go runtime's preemption) interrupts a blocking
@@ -77,12 +88,10 @@ func (s *soapWire) connect() error {
 		}
 		if err != nil && !errors.Is(err, syscall.EISCONN) {
 			syscall.Close(fd)
-			return fmt.Errorf("connecting to %v: %w", s.server, err)
+			return -1, fmt.Errorf("connecting to %v: %w", server, err)
 		}
-		break
+		return fd, nil
 	}
-	s.fd = fd
-	return nil
 }
 
 func (s *soapWire) close() {
