@@ -72,12 +72,11 @@ func (k *PinholeKeeper) listenAnnouncements6(ctx context.Context, wake chan<- st
 		return
 	}
 	defer pc.Close()
-	readAnnouncements(ctx, pc, func(b []byte, from netip.Addr) {
-		a, ok := parseAnnouncement(b, from)
-		if !ok || a.version != pcp.Version || a.from != host {
+	readParsedAnnouncements(ctx, pc, func(a announcement) {
+		if a.version != pcp.Version || a.from != host {
 			return
 		}
-		k.p.log.Debug("keep: PCP announcement over IPv6", "from", from, "epoch", strconv.FormatUint(uint64(a.epoch), 10))
+		k.p.log.Debug("keep: PCP announcement over IPv6", "from", a.from, "epoch", strconv.FormatUint(uint64(a.epoch), 10))
 		select {
 		case wake <- struct{}{}:
 		default: // a renewal is already due

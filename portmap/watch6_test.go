@@ -1,0 +1,244 @@
+package portmap
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portfwd/portfwd/igd/igdtest"
+	"github.com/portfwd/portfwd/internal/testenv"
+	"github.com/portfwd/portfwd/upnp"
+)
+
+// The watcher hears a router's PCP ANNOUNCEs over IPv6 ([ff02::1]:5350,
+// RFC 6887 §14.1.3) as well as over IPv4. A dual-stack router announces
+// from an IPv6 address of its own, never its IPv4 one, so the watcher
+// takes the router's IPv6 addresses from what it knows: the address it
+// watches, when IPv6, and this host's IPv6 default routers on the
+// router's link. These tests feed the announcements through loopback
+// sockets (WatchOptions.Announcements6) and give the default routes
+// (WatchOptions.routes6).
+
+func TestRouterAddrs6(t *testing.T) {
+	a := netip.MustParseAddr
+	defaults := []route6{
+		{gw: a("fe80::1"), ifname: "eth0"},
+		{gw: a("2001:db8:77::1"), ifname: "eth0"},
+		{gw: a("fe80::9"), ifname: "wlan0"},
+	}
+	for _, tc := range []struct {
+		name   string
+		host   netip.Addr
+		hostIf string
+		want   []linkAddr
+	}{
+		{"IPv4 router on eth0: the default routers on eth0 only", a("192.168.1.1"), "eth0",
+			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}}},
+		{"router's link unknown: every default router", a("192.168.1.1"), "",
+			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}, {a("fe80::9"), "wlan0"}}},
+		{"router on a link without IPv6 default route", a("10.0.0.1"), "eth1", nil},
+		{"router watched at a global IPv6 address: itself and the default routers", a("2001:db8:77::1"), "",
+			[]linkAddr{{a("2001:db8:77::1"), ""}, {a("fe80::1"), "eth0"}, {a("fe80::9"), "wlan0"}}},
+		{"router watched at a link-local address: itself and its link's default routers", a("fe80::1%eth0"), "",
+			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}}},
+		{"router of unknown address (a Gateway from outside the package)", netip.Addr{}, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := routerAddrs6(tc.host, tc.hostIf, defaults)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("routerAddrs6(%v, %q) = %v, want %v", tc.host, tc.hostIf, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFromAny(t *testing.T) {
+	a := netip.MustParseAddr
+	router := []linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), "eth0"}, {a("fe80::5"), ""}}
+	for _, tc := range []struct {
+		from netip.Addr
+		zone string
+		want bool
+	}{
+		{a("fe80::1"), "eth0", true},
+		{a("fe80::1"), "", true},       // the interface is not known: the address decides
+		{a("fe80::1"), "wlan0", false}, // the same link-local address on another link is another host
+		{a("fe80::5"), "wlan0", true},  // the router's link is not known
+		{a("2001:db8:77::1"), "", true},
+		{a("2001:db8:77::1"), "wlan0", true}, // a global address is one host wherever it is heard
+		{a("2001:db8:77::66"), "", false},
+		{a("fe80::66"), "eth0", false},
+		{a("::1"), "", false},
+	} {
+		if got := fromAny(announcement{from: tc.from, zone: tc.zone, version: 2}, router); got != tc.want {
+			t.Errorf("from %v%%%s: %v, want %v", tc.from, tc.zone, got, tc.want)
+		}
+	}
+}
+
+// watchUPnP6 watches e (a UPnP router on 127.0.0.1) with announcements
+// over IPv4 and IPv6 read from loopback sockets it returns, and the
+// router's IPv6 default route through router6 on lo.
+func watchUPnP6(t *testing.T, e *eventedIGD, router6 string, o Options) (<-chan WatchEvent, net.PacketConn, net.PacketConn) {
+	t.Helper()
+	wo := WatchOptions{PollInterval: time.Hour, NoGENA: true,
+		routes6: func() []route6 { return []route6{{gw: netip.MustParseAddr(router6), ifname: "lo"}} }}
+	loopbackAnnouncements(t, &wo)
+	o.GatewayURL, o.Methods = e.Location, []Method{UPnP}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := Watch(ctx, o, wo)
+	if err != nil {
+		cancel()
+		t.Fatalf("Watch: %v", err)
+	}
+	t.Cleanup(func() { cancel(); drain(ch) })
+	return ch, wo.Announcements, wo.Announcements6
+}
+
+// TestWatchPCPAnnouncementOverIPv6: a router watched at its IPv4 address
+// announces over IPv6 from the address this host's IPv6 default route
+// goes through, and the watcher handles it as it does one over IPv4: a
+// reading, which reports what changed and a restart, by the
+// announcement. Nothing comes over IPv4.
+func TestWatchPCPAnnouncementOverIPv6(t *testing.T) {
+	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
+	ch, _, ann6 := watchUPnP6(t, e, "::1", testOptions(t))
+	ev := expect(t, ch, 3*time.Second, WatchInitial)
+	if !slices.Contains(ev.Means, ViaAnnouncement) || !strings.Contains(ev.Reason, "NAT-PMP/PCP announcements (IPv4 and IPv6)") {
+		t.Errorf("initial %+v", ev)
+	}
+	a := newAnnouncer(t, "[::1]:0", ann6)
+
+	e.setExternal("198.51.100.70")
+	a.pcp(1000)
+	if ev := expect(t, ch, time.Second, WatchExternalAddressChanged); ev.Via != ViaAnnouncement || ev.ExternalAddr.String() != "198.51.100.70" {
+		t.Errorf("external-address-changed %+v", ev)
+	}
+	e.reboot(time.Second)
+	a.pcp(0)
+	if ev := expect(t, ch, time.Second, WatchRouterRestarted); ev.Via != ViaAnnouncement || !strings.Contains(ev.Reason, "uptime") {
+		t.Errorf("router-restarted %+v", ev)
+	}
+	// NAT-PMP is IPv4's alone: its announcement format over IPv6 is not
+	// the router's news.
+	e.setExternal("198.51.100.71")
+	a.natpmp(1, "198.51.100.71")
+	quiet(t, ch, 300*time.Millisecond)
+}
+
+// TestWatchIgnoresIPv6AnnouncementsOfOtherHosts: the same announcement
+// from an address that is not the router's prompts nothing, even when the
+// router's state changed meanwhile (a reading would show it).
+func TestWatchIgnoresIPv6AnnouncementsOfOtherHosts(t *testing.T) {
+	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
+	// This host's IPv6 default router is 2001:db8:77::1; ::1 is another
+	// host.
+	ch, _, ann6 := watchUPnP6(t, e, "2001:db8:77::1", testOptions(t))
+	expect(t, ch, 3*time.Second, WatchInitial)
+	a := newAnnouncer(t, "[::1]:0", ann6)
+	e.setExternal("198.51.100.70")
+	e.reboot(time.Second)
+	a.pcp(0)
+	a.pcp(1000)
+	quiet(t, ch, 300*time.Millisecond)
+}
+
+// TestWatchIPv6AnnouncementsFromTheRouterOnly: in a namespace of its own,
+// with a second IPv6 address on loopback for another host, one watcher
+// hears the router's announcement and not the other host's.
+func TestWatchIPv6AnnouncementsFromTheRouterOnly(t *testing.T) {
+	if !testenv.InOwnNetns(t) {
+		return
+	}
+	ip := testenv.Programs(t, "ip")["ip"]
+	if out, err := exec.Command(ip, "addr", "add", "2001:db8:77::66/128", "dev", "lo", "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
+	ch, _, ann6 := watchUPnP6(t, e, "::1", testOptions(t))
+	expect(t, ch, 3*time.Second, WatchInitial)
+	e.setExternal("198.51.100.70")
+	newAnnouncer(t, "[2001:db8:77::66]:0", ann6).pcp(1000)
+	quiet(t, ch, 300*time.Millisecond)
+	newAnnouncer(t, "[::1]:0", ann6).pcp(1000)
+	if ev := expect(t, ch, time.Second, WatchExternalAddressChanged); ev.Via != ViaAnnouncement || ev.ExternalAddr.String() != "198.51.100.70" {
+		t.Errorf("external-address-changed %+v", ev)
+	}
+}
+
+// TestWatchWithoutIPv6AnnouncementSocket: when port 5350 over IPv6 is
+// taken (by a program that did not share it), the watcher watches by
+// IPv4 announcements, says so once in its log, not as an error, and an
+// IPv4 announcement still works.
+func TestWatchWithoutIPv6AnnouncementSocket(t *testing.T) {
+	if !testenv.InOwnNetns(t) {
+		return
+	}
+	taken, err := net.ListenPacket("udp6", "[::]:5350") // no SO_REUSEPORT: nobody can share it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	var log lockedBuffer
+	o := testOptions(t)
+	o.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
+	ann, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ann.Close()
+	o.GatewayURL, o.Methods = e.Location, []Method{UPnP}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := Watch(ctx, o, WatchOptions{PollInterval: time.Hour, NoGENA: true, Announcements: ann})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	ev := expect(t, ch, 3*time.Second, WatchInitial)
+	if !slices.Contains(ev.Means, ViaAnnouncement) || !strings.Contains(ev.Reason, "NAT-PMP/PCP announcements (IPv4)") {
+		t.Errorf("initial %+v", ev)
+	}
+	e.setExternal("198.51.100.70")
+	newAnnouncer(t, "127.0.0.1:0", ann).pcp(1000)
+	if ev := expect(t, ch, time.Second, WatchExternalAddressChanged); ev.Via != ViaAnnouncement {
+		t.Errorf("external-address-changed %+v", ev)
+	}
+	cancel()
+	drain(ch)
+	out := log.String()
+	if n := strings.Count(out, "not listening for PCP announcements over IPv6"); n != 1 {
+		t.Errorf("the log says %d times that IPv6 announcements are not heard, want once:\n%s", n, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "over IPv6") && !strings.Contains(l, "level=INFO") {
+			t.Errorf("not an informational line: %s", l)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a logger and a test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
