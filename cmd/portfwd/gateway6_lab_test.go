@@ -306,3 +306,76 @@ func TestLabGatewayAnnouncesOverIPv6(t *testing.T) {
 	keep.Stop()
 	g.stop(t)
 }
+
+// blockIPv4Announcements is an nftables ruleset for the LAN host that
+// drops every IPv4 packet to port 5350 (the NAT-PMP/PCP announcements on
+// 224.0.0.1), counting them.
+const blockIPv4Announcements = `
+table ip watch6_block {
+	chain input {
+		type filter hook input priority raw; policy accept;
+		udp dport 5350 counter drop
+	}
+}
+`
+
+// TestLabWatchHearsGatewayRestartOverIPv6: `portfwd watch` watches our
+// dual-stack gateway over PCP at its IPv4 address, with the IPv4
+// announcements dropped on the LAN host and neither events nor a poll in
+// the test's time; the gateway restarts without its state, and watch
+// reports the restart by the PCP ANNOUNCE the gateway multicast to
+// [ff02::1]:5350 from its IPv6 LAN address, the address the LAN host's
+// IPv6 default route goes through.
+func TestLabWatchHearsGatewayRestartOverIPv6(t *testing.T) {
+	natlab.Require(t, "nft")
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	g := startGateway6(t, l)
+	rules := filepath.Join(l.RunDir, "block4.nft")
+	if err := os.WriteFile(rules, []byte(blockIPv4Announcements), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lanRun(t, l, "nft", "-f", rules)
+
+	w := l.Start(t, natlab.HostLAN, portfwdBinary(t), "watch", "--json", "-v", "--interval", "1h", "--no-events",
+		"--protocol", "pcp", "--natpmp", l.RouterLANIP.String(), "--no-cache", "--state-dir", filepath.Join(l.RunDir, "watch-state"))
+	defer w.Stop()
+	initial, n, ok := nextWatchEvent(t, w, 0, 10*time.Second, kind("initial"))
+	if !ok {
+		t.Fatalf("watch printed no initial event; its output:\n%s", w.Output())
+	}
+	if !strings.Contains(initial.Reason, "NAT-PMP/PCP announcements (IPv4 and IPv6)") {
+		t.Fatalf("the initial event does not say watch hears announcements over IPv6: %q", initial.Reason)
+	}
+
+	// A restart shows as the epoch going back (RFC 6887 §8.5), which a
+	// gateway up for a second or two cannot show: wait until watch has
+	// heard, over IPv6, the gateway's announcement of an epoch of 3 s or
+	// more (its fifth, 4 s after its start), and read it.
+	heard := regexp.MustCompile(`watch: announcement from the router" from=` + regexp.QuoteMeta(l.RouterLANIP6.String()) + ` version=2 epoch=([3-9]|\d\d+)\b`)
+	if !waitFor(15*time.Second, func() bool { return heard.MatchString(w.Output()) }) {
+		t.Fatalf("watch never heard the gateway's announcement over IPv6 from [%v]; its output:\n%s", l.RouterLANIP6, w.Output())
+	}
+	g.stop(t)
+	if err := os.RemoveAll(g.stateDir); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	g.start(t)
+	ev, _, ok := nextWatchEvent(t, w, n+1, 10*time.Second, kind("router_restarted"))
+	if !ok {
+		t.Fatalf("watch did not report the gateway's restart; its output:\n%s\ngateway:\n%s", w.Output(), g.proc.Output())
+	}
+	if ev.Via != "announcement" {
+		t.Fatalf("the restart was noticed via %q, want the announcement: %+v", ev.Via, ev)
+	}
+	t.Logf("restart reported %v after the gateway started again: %s", time.Since(restarted).Round(time.Millisecond), ev.Reason)
+	// The IPv4 announcements were sent, and dropped: the restart can only
+	// have been heard over IPv6.
+	counters := lanRun(t, l, "nft", "list", "table", "ip", "watch6_block")
+	if m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(counters); m == nil || m[1] == "0" {
+		t.Errorf("no IPv4 announcement was dropped on the LAN host: the proof does not hold:\n%s", counters)
+	} else {
+		t.Logf("%s IPv4 packets to port 5350 dropped on the LAN host", m[1])
+	}
+	g.stop(t)
+}
