@@ -234,8 +234,11 @@ type watcher struct {
 
 	// router6 are the router's IPv6 addresses, which its PCP
 	// announcements over IPv6 may come from (routerAddrs6); learnt when
-	// the router is found.
-	router6 []linkAddr
+	// the router is found, and again (at most once a second, at
+	// router6At) when an announcement comes from another address, since
+	// the IPv6 default route may have come or changed since.
+	router6   []linkAddr
+	router6At time.Time
 
 	// det tells restarts from every clock the router shows (NAT-PMP and
 	// PCP epochs, UPnP uptime), the same way the Keeper does, and reports
@@ -354,7 +357,28 @@ func (w *watcher) fromRouter(a announcement) bool {
 	if a.from.Is4() {
 		return a.from == w.routerHost().WithZone("")
 	}
-	return a.version == pcp.Version && fromAny(a, w.router6)
+	if a.version != pcp.Version {
+		return false
+	}
+	if fromAny(a, w.router6) {
+		return true
+	}
+	if time.Since(w.router6At) < time.Second {
+		return false
+	}
+	w.learnRouter6()
+	return fromAny(a, w.router6)
+}
+
+// learnRouter6 learns the router's IPv6 addresses (routerAddrs6).
+func (w *watcher) learnRouter6() {
+	routes := w.wo.routes6
+	if routes == nil {
+		routes = defaultRoutes6
+	}
+	h := w.routerHost()
+	w.router6, w.router6At = routerAddrs6(h, interfaceOf(h), routes()), time.Now()
+	w.log.Debug("watch: PCP announcements over IPv6 are the router's from", "addrs", fmt.Sprint(w.router6))
 }
 
 // attach starts following w.drv: the GENA subscription, and the restart
@@ -364,13 +388,7 @@ func (w *watcher) attach(ctx context.Context) {
 		w.det.reset(h)
 	}
 	if w.ann6 {
-		routes := w.wo.routes6
-		if routes == nil {
-			routes = defaultRoutes6
-		}
-		h := w.routerHost()
-		w.router6 = routerAddrs6(h, interfaceOf(h), routes())
-		w.log.Debug("watch: PCP announcements over IPv6 are the router's from", "addrs", fmt.Sprint(w.router6))
+		w.learnRouter6()
 	}
 	w.noGENA = ""
 	if !w.wo.NoGENA {
@@ -399,11 +417,11 @@ func (w *watcher) how() string {
 	}
 	switch {
 	case w.ann4 && w.ann6:
-		means = append(means, "NAT-PMP/PCP announcements (IPv4 and IPv6)")
+		means = append(means, "NAT-PMP/PCP announcements over IPv4 and IPv6")
 	case w.ann4:
-		means = append(means, "NAT-PMP/PCP announcements (IPv4)")
+		means = append(means, "NAT-PMP/PCP announcements over IPv4")
 	case w.ann6:
-		means = append(means, "PCP announcements (IPv6)")
+		means = append(means, "PCP announcements over IPv6")
 	}
 	means = append(means, "polling every "+w.wo.PollInterval.String())
 	how := "watching by " + strings.Join(means, ", ")

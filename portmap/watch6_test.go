@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,7 +113,7 @@ func TestWatchPCPAnnouncementOverIPv6(t *testing.T) {
 	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
 	ch, _, ann6 := watchUPnP6(t, e, "::1", testOptions(t))
 	ev := expect(t, ch, 3*time.Second, WatchInitial)
-	if !slices.Contains(ev.Means, ViaAnnouncement) || !strings.Contains(ev.Reason, "NAT-PMP/PCP announcements (IPv4 and IPv6)") {
+	if !slices.Contains(ev.Means, ViaAnnouncement) || !strings.Contains(ev.Reason, "NAT-PMP/PCP announcements over IPv4 and IPv6") {
 		t.Errorf("initial %+v", ev)
 	}
 	a := newAnnouncer(t, "[::1]:0", ann6)
@@ -149,6 +150,50 @@ func TestWatchIgnoresIPv6AnnouncementsOfOtherHosts(t *testing.T) {
 	a.pcp(0)
 	a.pcp(1000)
 	quiet(t, ch, 300*time.Millisecond)
+}
+
+// TestWatchLearnsALaterIPv6DefaultRouter: the IPv6 default route may
+// come (a router advertisement) after watching began; an announcement
+// from an unknown address makes the watcher look again (at most once a
+// second), and the router's is heard from then on.
+func TestWatchLearnsALaterIPv6DefaultRouter(t *testing.T) {
+	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
+	var routes atomic.Pointer[[]route6]
+	routes.Store(&[]route6{})
+	wo := WatchOptions{PollInterval: time.Hour, NoGENA: true, routes6: func() []route6 { return *routes.Load() }}
+	loopbackAnnouncements(t, &wo)
+	o := testOptions(t)
+	o.GatewayURL, o.Methods = e.Location, []Method{UPnP}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := Watch(ctx, o, wo)
+	if err != nil {
+		cancel()
+		t.Fatalf("Watch: %v", err)
+	}
+	t.Cleanup(func() { cancel(); drain(ch) })
+	expect(t, ch, 3*time.Second, WatchInitial)
+	a := newAnnouncer(t, "[::1]:0", wo.Announcements6)
+	e.setExternal("198.51.100.70")
+	a.pcp(1000)
+	quiet(t, ch, 300*time.Millisecond) // no IPv6 default router: nobody's announcement counts
+
+	routes.Store(&[]route6{{gw: netip.MustParseAddr("::1"), ifname: "lo"}})
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(5 * time.Second)
+	for {
+		a.pcp(1000)
+		select {
+		case ev := <-ch:
+			if ev.Kind != WatchExternalAddressChanged || ev.Via != ViaAnnouncement {
+				t.Fatalf("got %+v, want external-address-changed by the announcement", ev)
+			}
+			return
+		case <-deadline:
+			t.Fatal("the watcher never learnt the new IPv6 default router")
+		case <-tick.C:
+		}
+	}
 }
 
 // TestWatchIPv6AnnouncementsFromTheRouterOnly: in a namespace of its own,
@@ -204,7 +249,7 @@ func TestWatchWithoutIPv6AnnouncementSocket(t *testing.T) {
 		t.Fatalf("Watch: %v", err)
 	}
 	ev := expect(t, ch, 3*time.Second, WatchInitial)
-	if !slices.Contains(ev.Means, ViaAnnouncement) || !strings.Contains(ev.Reason, "NAT-PMP/PCP announcements (IPv4)") {
+	if !slices.Contains(ev.Means, ViaAnnouncement) || !strings.Contains(ev.Reason, "NAT-PMP/PCP announcements over IPv4, polling") {
 		t.Errorf("initial %+v", ev)
 	}
 	e.setExternal("198.51.100.70")

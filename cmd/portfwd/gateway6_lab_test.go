@@ -343,7 +343,7 @@ func TestLabWatchHearsGatewayRestartOverIPv6(t *testing.T) {
 	if !ok {
 		t.Fatalf("watch printed no initial event; its output:\n%s", w.Output())
 	}
-	if !strings.Contains(initial.Reason, "NAT-PMP/PCP announcements (IPv4 and IPv6)") {
+	if !strings.Contains(initial.Reason, "NAT-PMP/PCP announcements over IPv4 and IPv6") {
 		t.Fatalf("the initial event does not say watch hears announcements over IPv6: %q", initial.Reason)
 	}
 
