@@ -1,7 +1,6 @@
 package portmap
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -94,14 +92,7 @@ func watchUPnP6(t *testing.T, e *eventedIGD, router6 string, o Options) (<-chan 
 		routes6: func() []route6 { return []route6{{gw: netip.MustParseAddr(router6), ifname: "lo"}} }}
 	loopbackAnnouncements(t, &wo)
 	o.GatewayURL, o.Methods = e.Location, []Method{UPnP}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := Watch(ctx, o, wo)
-	if err != nil {
-		cancel()
-		t.Fatalf("Watch: %v", err)
-	}
-	t.Cleanup(func() { cancel(); drain(ch) })
-	return ch, wo.Announcements, wo.Announcements6
+	return startWatch(t, o, wo), wo.Announcements, wo.Announcements6
 }
 
 // TestWatchPCPAnnouncementOverIPv6: a router watched at its IPv4 address
@@ -164,13 +155,7 @@ func TestWatchLearnsALaterIPv6DefaultRouter(t *testing.T) {
 	loopbackAnnouncements(t, &wo)
 	o := testOptions(t)
 	o.GatewayURL, o.Methods = e.Location, []Method{UPnP}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := Watch(ctx, o, wo)
-	if err != nil {
-		cancel()
-		t.Fatalf("Watch: %v", err)
-	}
-	t.Cleanup(func() { cancel(); drain(ch) })
+	ch := startWatch(t, o, wo)
 	expect(t, ch, 3*time.Second, WatchInitial)
 	a := newAnnouncer(t, "[::1]:0", wo.Announcements6)
 	e.setExternal("198.51.100.70")
@@ -232,7 +217,7 @@ func TestWatchWithoutIPv6AnnouncementSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	var log lockedBuffer
+	var log testenv.SyncBuffer
 	o := testOptions(t)
 	o.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := newEventedIGD(t, igdtest.Options{Version: 2}, upnp.PublisherConfig{})
@@ -268,22 +253,4 @@ func TestWatchWithoutIPv6AnnouncementSocket(t *testing.T) {
 			t.Errorf("not an informational line: %s", l)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a logger and a test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -210,13 +210,25 @@ func watchUPnP(t *testing.T, e *eventedIGD, wo WatchOptions) (<-chan WatchEvent,
 		loopbackAnnouncements(t, &wo)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	return startWatchCtx(t, ctx, cancel, o, wo), cancel
+}
+
+// startWatch starts Watch, ended and drained when the test ends.
+func startWatch(t *testing.T, o Options, wo WatchOptions) <-chan WatchEvent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	return startWatchCtx(t, ctx, cancel, o, wo)
+}
+
+func startWatchCtx(t *testing.T, ctx context.Context, cancel context.CancelFunc, o Options, wo WatchOptions) <-chan WatchEvent {
+	t.Helper()
 	ch, err := Watch(ctx, o, wo)
 	if err != nil {
 		cancel()
 		t.Fatalf("Watch: %v", err)
 	}
 	t.Cleanup(func() { cancel(); drain(ch) })
-	return ch, cancel
+	return ch
 }
 
 // loopbackAnnouncements gives wo a loopback socket for each family of
@@ -686,14 +698,7 @@ func watchPMP(t *testing.T, r *pmpRouter, wo WatchOptions) (<-chan WatchEvent, n
 	t.Cleanup(func() { ann.Close() })
 	wo.Announcements = ann
 	loopbackAnnouncements(t, &wo)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := Watch(ctx, o, wo)
-	if err != nil {
-		cancel()
-		t.Fatalf("Watch: %v", err)
-	}
-	t.Cleanup(func() { cancel(); drain(ch) })
-	return ch, ann
+	return startWatch(t, o, wo), ann
 }
 
 func TestWatchNATPMPEpochResetByPoll(t *testing.T) {
