@@ -377,7 +377,8 @@ func (w *watcher) learnRouter6() {
 		routes = defaultRoutes6
 	}
 	h := w.routerHost()
-	w.router6, w.router6At = routerAddrs6(h, interfaceOf(h), routes()), time.Now()
+	ifname := interfaceOf(h)
+	w.router6, w.router6At = routerAddrs6(h, ifname, arpMAC(h, ifname), routes()), time.Now()
 	w.log.Debug("watch: PCP announcements over IPv6 are the router's from", "addrs", fmt.Sprint(w.router6))
 }
 

@@ -33,29 +33,76 @@ func TestRouterAddrs6(t *testing.T) {
 		{gw: a("2001:db8:77::1"), ifname: "eth0"},
 		{gw: a("fe80::9"), ifname: "wlan0"},
 	}
+	routerMAC := net.HardwareAddr{0x2e, 0x52, 0x1a, 0x50, 0x91, 0x9b}
 	for _, tc := range []struct {
 		name   string
 		host   netip.Addr
 		hostIf string
+		mac    net.HardwareAddr
 		want   []linkAddr
 	}{
-		{"IPv4 router on eth0: the default routers on eth0 only", a("192.168.1.1"), "eth0",
-			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}}},
-		{"router's link unknown: every default router", a("192.168.1.1"), "",
+		{"IPv4 router on eth0 with a known MAC address: its EUI-64 link-local address too", a("192.168.1.1"), "eth0", routerMAC,
+			[]linkAddr{{a("fe80::2c52:1aff:fe50:919b"), "eth0"}, {a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}}},
+		{"a MAC address but no link to put it on", a("192.168.1.1"), "", routerMAC,
 			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}, {a("fe80::9"), "wlan0"}}},
-		{"router on a link without IPv6 default route", a("10.0.0.1"), "eth1", nil},
-		{"router watched at a global IPv6 address: itself and the default routers", a("2001:db8:77::1"), "",
-			[]linkAddr{{a("2001:db8:77::1"), ""}, {a("fe80::1"), "eth0"}, {a("fe80::9"), "wlan0"}}},
-		{"router watched at a link-local address: itself and its link's default routers", a("fe80::1%eth0"), "",
+		{"IPv4 router on eth0: the default routers on eth0 only", a("192.168.1.1"), "eth0", nil,
 			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}}},
-		{"router of unknown address (a Gateway from outside the package)", netip.Addr{}, "", nil},
+		{"router's link unknown: every default router", a("192.168.1.1"), "", nil,
+			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}, {a("fe80::9"), "wlan0"}}},
+		{"router on a link without IPv6 default route", a("10.0.0.1"), "eth1", nil, nil},
+		{"router watched at a global IPv6 address: itself and the default routers", a("2001:db8:77::1"), "", nil,
+			[]linkAddr{{a("2001:db8:77::1"), ""}, {a("fe80::1"), "eth0"}, {a("fe80::9"), "wlan0"}}},
+		{"router watched at a link-local address: itself and its link's default routers", a("fe80::1%eth0"), "", nil,
+			[]linkAddr{{a("fe80::1"), "eth0"}, {a("2001:db8:77::1"), ""}}},
+		{"router of unknown address (a Gateway from outside the package)", netip.Addr{}, "", nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := routerAddrs6(tc.host, tc.hostIf, defaults)
+			got := routerAddrs6(tc.host, tc.hostIf, tc.mac, defaults)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("routerAddrs6(%v, %q) = %v, want %v", tc.host, tc.hostIf, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestEUI64LinkLocal(t *testing.T) {
+	// The lab router's lan0: MAC 2e:52:1a:50:91:9b, where miniupnpd
+	// announced from fe80::2c52:1aff:fe50:919b.
+	if got := eui64LinkLocal(net.HardwareAddr{0x2e, 0x52, 0x1a, 0x50, 0x91, 0x9b}); got != netip.MustParseAddr("fe80::2c52:1aff:fe50:919b") {
+		t.Errorf("got %v", got)
+	}
+	if got := eui64LinkLocal(net.HardwareAddr{0, 0, 0x5e, 0, 0x53, 1}); got != netip.MustParseAddr("fe80::200:5eff:fe00:5301") {
+		t.Errorf("got %v", got)
+	}
+	for _, mac := range []net.HardwareAddr{nil, make(net.HardwareAddr, 8), make(net.HardwareAddr, 20)} {
+		if got := eui64LinkLocal(mac); got.IsValid() {
+			t.Errorf("eui64LinkLocal(%v) = %v, want none", mac, got)
+		}
+	}
+}
+
+func TestParseARP(t *testing.T) {
+	const arp = `IP address       HW type     Flags       HW address            Mask     Device
+192.168.1.1      0x1         0x2         02:00:5e:00:53:01     *        eth0
+192.168.1.1      0x1         0x2         02:00:5e:00:53:99     *        wlan0
+192.168.1.7      0x1         0x0         00:00:00:00:00:00     *        eth0
+192.168.1.8      0x1         0x6         02:00:5e:00:53:08     *        eth0
+`
+	for _, tc := range []struct {
+		ip, ifname, want string
+	}{
+		{"192.168.1.1", "eth0", "02:00:5e:00:53:01"},
+		{"192.168.1.1", "wlan0", "02:00:5e:00:53:99"},
+		{"192.168.1.1", "", "02:00:5e:00:53:01"},
+		{"192.168.1.7", "eth0", ""}, // incomplete: no answer yet
+		{"192.168.1.8", "eth0", "02:00:5e:00:53:08"},
+		{"192.168.1.9", "eth0", ""},
+		{"192.168.1.1", "eth1", ""},
+	} {
+		got := parseARP([]byte(arp), netip.MustParseAddr(tc.ip), tc.ifname)
+		if (got == nil && tc.want != "") || (got != nil && got.String() != tc.want) {
+			t.Errorf("parseARP(%s, %q) = %v, want %q", tc.ip, tc.ifname, got, tc.want)
+		}
 	}
 }
 
