@@ -78,6 +78,13 @@ func routerAddrs6(host netip.Addr, hostIf string, mac net.HardwareAddr, defaults
 	return out
 }
 
+// routerAddrs6Of is routerAddrs6 for a router at host, with what this
+// host knows of it: the interface it is on and its MAC address there.
+func routerAddrs6Of(host netip.Addr, defaults []route6) []linkAddr {
+	ifname := interfaceOf(host)
+	return routerAddrs6(host, ifname, arpMAC(host, ifname), defaults)
+}
+
 // interfaceOf returns the name of the interface host is on, or "" when
 // it cannot tell (an IPv6 host without a zone, a routed address).
 func interfaceOf(host netip.Addr) string {

@@ -376,9 +376,7 @@ func (w *watcher) learnRouter6() {
 	if routes == nil {
 		routes = defaultRoutes6
 	}
-	h := w.routerHost()
-	ifname := interfaceOf(h)
-	w.router6, w.router6At = routerAddrs6(h, ifname, arpMAC(h, ifname), routes()), time.Now()
+	w.router6, w.router6At = routerAddrs6Of(w.routerHost(), routes()), time.Now()
 	w.log.Debug("watch: PCP announcements over IPv6 are the router's from", "addrs", fmt.Sprint(w.router6))
 }
 
