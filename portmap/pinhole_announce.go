@@ -44,23 +44,26 @@ func openAnnouncementSocket6(ctx context.Context) (net.PacketConn, error) {
 }
 
 // gatewayHost is the address the gateway is known by: the PCP server's,
-// or the host of the firewall service's control URL.
+// or the host of the firewall service's control URL (with its zone, the
+// interface, when link-local).
 func (p *Pinholer) gatewayHost() netip.Addr {
 	if p.method == PCP {
-		return p.pcpServer.Addr().WithZone("")
+		return p.pcpServer.Addr()
 	}
 	u, err := url.Parse(p.controlURL)
 	if err != nil {
 		return netip.Addr{}
 	}
 	a, _ := netip.ParseAddr(u.Hostname())
-	return a.WithZone("")
+	return a
 }
 
 // listenAnnouncements6 signals wake whenever the gateway sends a PCP
 // ANNOUNCE over IPv6 (a restart: it may have lost the pinhole), until ctx
-// ends. Announcements from any other address are not the gateway's
-// news. Failure to open the socket leaves the periodic renewals.
+// ends. The gateway's addresses are those routerAddrs6Of gives for it, as
+// for the watcher's router. Announcements from any other address are not the
+// gateway's news. Failure to open the socket leaves the periodic
+// renewals.
 func (k *PinholeKeeper) listenAnnouncements6(ctx context.Context, wake chan<- struct{}) {
 	host := k.p.gatewayHost()
 	if !host.IsValid() {
@@ -72,12 +75,12 @@ func (k *PinholeKeeper) listenAnnouncements6(ctx context.Context, wake chan<- st
 		return
 	}
 	defer pc.Close()
-	readAnnouncements(ctx, pc, func(b []byte, from netip.Addr) {
-		a, ok := parseAnnouncement(b, from)
-		if !ok || a.version != pcp.Version || a.from != host {
+	addrs := routerAddrs6Of(host, defaultRoutes6())
+	readParsedAnnouncements(ctx, pc, func(a announcement) {
+		if a.version != pcp.Version || !fromAny(a, addrs) {
 			return
 		}
-		k.p.log.Debug("keep: PCP announcement over IPv6", "from", from, "epoch", strconv.FormatUint(uint64(a.epoch), 10))
+		k.p.log.Debug("keep: PCP announcement over IPv6", "from", a.from, "epoch", strconv.FormatUint(uint64(a.epoch), 10))
 		select {
 		case wake <- struct{}{}:
 		default: // a renewal is already due

@@ -10,6 +10,18 @@
 // long work reports progress through a callback, so a caller is never
 // blocked by a slow router.
 //
+// Watch reports every change on a gateway as it happens. Besides UPnP
+// events (GENA) and a poll, it listens for the announcements routers
+// multicast when they restart or their external address changes: NAT-PMP
+// and PCP ones on 224.0.0.1:5350 (RFC 6886 §3.2.1, RFC 6887 §14.1.3) and
+// PCP ones over IPv6 on [ff02::1]:5350, heard only from the watched
+// router: over IPv4 from its address; over IPv6 (a dual-stack router
+// announces from an IPv6 address of its own) from the address it is
+// watched at when that is IPv6, from the link-local address the router's
+// MAC address makes (EUI-64), or from this host's IPv6 default router on
+// the router's link. Keep listens on 224.0.0.1:5350, PinholeKeeper on
+// [ff02::1]:5350.
+//
 // IPv6 pinholes (inbound firewall rules to this host's own address, over
 // UPnP's WANIPv6FirewallControl or PCP) go through FindPinholer and its
 // Pinholer: a pinhole is a Mapping with Family IPv6 and an ID (pinhole.go).

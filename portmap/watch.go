@@ -56,7 +56,7 @@ const (
 	ViaStart        WatchSource = "start"        // the reading taken when watching began
 	ViaGENA         WatchSource = "gena"         // a UPnP event (NOTIFY) from the router
 	ViaPoll         WatchSource = "poll"         // the periodic poll
-	ViaAnnouncement WatchSource = "announcement" // a NAT-PMP or PCP announcement on 224.0.0.1:5350
+	ViaAnnouncement WatchSource = "announcement" // a NAT-PMP or PCP announcement on 224.0.0.1:5350, or a PCP one on [ff02::1]:5350
 	ViaDiscovery    WatchSource = "discovery"    // re-discovery of a gateway that was gone
 )
 
@@ -121,8 +121,9 @@ type WatchOptions struct {
 	// NoGENA disables subscribing to the UPnP connection service's events.
 	NoGENA bool
 	// NoAnnouncements disables listening for NAT-PMP and PCP announcements
-	// on 224.0.0.1:5350, which routers multicast when they restart or their
-	// external address changes.
+	// on 224.0.0.1:5350, and for PCP announcements on [ff02::1]:5350, which
+	// routers multicast when they restart or their external address
+	// changes (RFC 6886 §3.2.1, RFC 6887 §14.1.3).
 	NoAnnouncements bool
 	// CallbackAddr is the local address UPnP event callbacks are served on;
 	// the zero Addr means the gateway's LocalAddr, the address the router
@@ -135,6 +136,14 @@ type WatchOptions struct {
 	// listens there. Watch stops reading it when its context ends but does
 	// not close it. NoAnnouncements takes precedence.
 	Announcements net.PacketConn
+	// Announcements6 is the same over IPv6: read for PCP announcements
+	// instead of a socket on [::]:5350 joined to ff02::1. Each family's
+	// socket is opened unless given.
+	Announcements6 net.PacketConn
+
+	// routes6, when set (by tests), replaces this host's IPv6 default
+	// routes, where the router's IPv6 addresses are learnt.
+	routes6 func() []route6
 	// Gateway, when set, is the gateway to watch instead of the one
 	// discovery finds first; when it goes away, discovery (with the
 	// Options) looks for one again. A Gateway from outside this package is
@@ -221,7 +230,15 @@ type watcher struct {
 	sid    string // SID of the events received on sub; "" before the first
 	noGENA string // why there are no UPnP events, for the initial event
 
-	annOK bool // announcements are being read
+	ann4, ann6 bool // announcements are being read over IPv4, IPv6
+
+	// router6 are the router's IPv6 addresses, which its PCP
+	// announcements over IPv6 may come from (routerAddrs6); learnt when
+	// the router is found, and again (at most once a second, at
+	// router6At) when an announcement comes from another address, since
+	// the IPv6 default route may have come or changed since.
+	router6   []linkAddr
+	router6At time.Time
 
 	// det tells restarts from every clock the router shows (NAT-PMP and
 	// PCP epochs, UPnP uptime), the same way the Keeper does, and reports
@@ -310,7 +327,7 @@ func (w *watcher) run(ctx context.Context) {
 				w.onGENA(ctx, m.ev)
 			}
 		case a := <-w.announce:
-			if w.gone && a.from == w.routerHost() {
+			if w.gone && w.fromRouter(a) {
 				// The router speaks again: look for it now.
 				if retry != nil {
 					retry.Stop()
@@ -329,15 +346,48 @@ func (w *watcher) run(ctx context.Context) {
 	}
 }
 
-// routerHost is the router's address: the one announcements must come
-// from.
+// routerHost is the router's address: the one announcements over IPv4
+// must come from.
 func (w *watcher) routerHost() netip.Addr { return w.drv.host() }
+
+// fromRouter says whether an announcement came from the watched router:
+// over IPv4 from its address; over IPv6, where only PCP announces (NAT-PMP
+// is IPv4's alone), from one of its IPv6 addresses (routerAddrs6).
+func (w *watcher) fromRouter(a announcement) bool {
+	if a.from.Is4() {
+		return a.from == w.routerHost().WithZone("")
+	}
+	if a.version != pcp.Version {
+		return false
+	}
+	if fromAny(a, w.router6) {
+		return true
+	}
+	if time.Since(w.router6At) < time.Second {
+		return false
+	}
+	w.learnRouter6()
+	return fromAny(a, w.router6)
+}
+
+// learnRouter6 learns the router's IPv6 addresses (routerAddrs6).
+func (w *watcher) learnRouter6() {
+	routes := w.wo.routes6
+	if routes == nil {
+		routes = defaultRoutes6
+	}
+	w.router6, w.router6At = routerAddrs6Of(w.routerHost(), routes()), time.Now()
+	w.log.Debug("watch: PCP announcements over IPv6 are the router's from", "addrs", fmt.Sprint(w.router6))
+}
 
 // attach starts following w.drv: the GENA subscription, and the restart
 // detector's baselines when the router is another one.
 func (w *watcher) attach(ctx context.Context) {
 	if h := w.routerHost(); h != w.det.host {
 		w.det.reset(h)
+	}
+	if w.ann6 {
+		w.learnRouter6()
 	}
 	w.noGENA = ""
 	if !w.wo.NoGENA {
@@ -352,7 +402,7 @@ func (w *watcher) means() []WatchSource {
 	if w.sub != nil {
 		out = append(out, ViaGENA)
 	}
-	if w.annOK {
+	if w.ann4 || w.ann6 {
 		out = append(out, ViaAnnouncement)
 	}
 	return append(out, ViaPoll)
@@ -364,8 +414,13 @@ func (w *watcher) how() string {
 	if w.sub != nil {
 		means = append(means, "UPnP events")
 	}
-	if w.annOK {
-		means = append(means, "NAT-PMP/PCP announcements")
+	switch {
+	case w.ann4 && w.ann6:
+		means = append(means, "NAT-PMP/PCP announcements over IPv4 and IPv6")
+	case w.ann4:
+		means = append(means, "NAT-PMP/PCP announcements over IPv4")
+	case w.ann6:
+		means = append(means, "PCP announcements over IPv6")
 	}
 	means = append(means, "polling every "+w.wo.PollInterval.String())
 	how := "watching by " + strings.Join(means, ", ")
@@ -650,10 +705,11 @@ func (w *watcher) onGENA(ctx context.Context, ev upnp.Event) {
 
 // onAnnouncement handles a NAT-PMP or PCP announcement.
 func (w *watcher) onAnnouncement(ctx context.Context, a announcement) {
-	if a.from != w.routerHost() {
+	if !w.fromRouter(a) {
 		w.log.Debug("watch: announcement from another host ignored", "from", a.from)
 		return
 	}
+	w.log.Debug("watch: announcement from the router", "from", a.from, "version", a.version, "epoch", strconv.FormatUint(uint64(a.epoch), 10))
 	// Quirk: miniupnpd 2.3.1 sends its unsolicited PCP ANNOUNCE with an
 	// epoch of 0 whatever its real one (its NAT-PMP announcements and its
 	// answers to a PCP ANNOUNCE request carry the right one), so a PCP
@@ -794,7 +850,8 @@ var announcementGroup = netip.AddrPortFrom(netip.AddrFrom4([4]byte{224, 0, 0, 1}
 // announcement is a NAT-PMP external-address announcement or a PCP
 // ANNOUNCE response heard on the group.
 type announcement struct {
-	from    netip.Addr
+	from    netip.Addr // no zone
+	zone    string     // from's zone: the interface a link-local source is on
 	version byte       // 0 NAT-PMP, 2 PCP
 	epoch   uint32     // the server's seconds since its state started (not to be trusted in PCP's: see onAnnouncement)
 	ext     netip.Addr // NAT-PMP only: the external address
@@ -805,7 +862,7 @@ type announcement struct {
 // 0, 12 bytes); PCP's a successful ANNOUNCE response (version 2). Anything
 // else is not one.
 func parseAnnouncement(b []byte, from netip.Addr) (announcement, bool) {
-	a := announcement{from: from.Unmap().WithZone("")}
+	a := announcement{from: from.Unmap().WithZone(""), zone: from.Zone()}
 	switch {
 	case len(b) >= 12 && b[0] == natpmp.Version:
 		r, err := natpmp.ParseResponse(b)
@@ -828,29 +885,34 @@ func parseAnnouncement(b []byte, from netip.Addr) (announcement, bool) {
 	return a, false
 }
 
-// startAnnouncements starts reading announcements into w.announce.
+// startAnnouncements starts reading announcements into w.announce, over
+// IPv4 and IPv6. A family whose socket cannot be opened is left out, once
+// said in the log: the other, and the poll, go on.
 func (w *watcher) startAnnouncements(ctx context.Context) {
-	pc := w.wo.Announcements
+	w.ann4 = w.startAnnouncementsOn(ctx, w.wo.Announcements, openAnnouncementSocket,
+		"watch: not listening for NAT-PMP/PCP announcements over IPv4")
+	w.ann6 = w.startAnnouncementsOn(ctx, w.wo.Announcements6, openAnnouncementSocket6,
+		"watch: not listening for PCP announcements over IPv6")
+}
+
+// startAnnouncementsOn reads announcements from pc, or from a socket open
+// opens when pc is nil, and says whether it does.
+func (w *watcher) startAnnouncementsOn(ctx context.Context, pc net.PacketConn, open func(context.Context) (net.PacketConn, error), failed string) bool {
 	if pc == nil {
 		var err error
-		pc, err = openAnnouncementSocket(ctx)
-		if err != nil {
-			w.log.Info("watch: not listening for NAT-PMP/PCP announcements", "err", err)
-			return
+		if pc, err = open(ctx); err != nil {
+			w.log.Info(failed, "err", err)
+			return false
 		}
 		go func() { <-ctx.Done(); pc.Close() }()
 	}
-	w.annOK = true
-	go readAnnouncements(ctx, pc, func(b []byte, from netip.Addr) {
-		a, ok := parseAnnouncement(b, from)
-		if !ok {
-			return
-		}
+	go readParsedAnnouncements(ctx, pc, func(a announcement) {
 		select {
 		case w.announce <- a:
 		case <-ctx.Done():
 		}
 	})
+	return true
 }
 
 // openAnnouncementSocket opens a socket on 224.0.0.1:5350 joined to the
@@ -880,6 +942,16 @@ func openAnnouncementSocket(ctx context.Context) (net.PacketConn, error) {
 		return nil, fmt.Errorf("no multicast interface could join %s to hear NAT-PMP/PCP announcements", announcementGroup.Addr())
 	}
 	return pc, nil
+}
+
+// readParsedAnnouncements calls fn with each announcement read from pc
+// (parseAnnouncement), whoever sent it, until ctx ends or pc fails.
+func readParsedAnnouncements(ctx context.Context, pc net.PacketConn, fn func(announcement)) {
+	readAnnouncements(ctx, pc, func(b []byte, from netip.Addr) {
+		if a, ok := parseAnnouncement(b, from); ok {
+			fn(a)
+		}
+	})
 }
 
 // readAnnouncements calls fn with each packet read from pc and its source

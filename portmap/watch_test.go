@@ -205,15 +205,51 @@ func watchUPnP(t *testing.T, e *eventedIGD, wo WatchOptions) (<-chan WatchEvent,
 	t.Helper()
 	o := testOptions(t)
 	o.GatewayURL, o.Methods = e.Location, []Method{UPnP}
-	wo.NoAnnouncements = wo.Announcements == nil
+	wo.NoAnnouncements = wo.Announcements == nil && wo.Announcements6 == nil
+	if !wo.NoAnnouncements {
+		loopbackAnnouncements(t, &wo)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
+	return startWatchCtx(t, ctx, cancel, o, wo), cancel
+}
+
+// startWatch starts Watch, ended and drained when the test ends.
+func startWatch(t *testing.T, o Options, wo WatchOptions) <-chan WatchEvent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	return startWatchCtx(t, ctx, cancel, o, wo)
+}
+
+func startWatchCtx(t *testing.T, ctx context.Context, cancel context.CancelFunc, o Options, wo WatchOptions) <-chan WatchEvent {
+	t.Helper()
 	ch, err := Watch(ctx, o, wo)
 	if err != nil {
 		cancel()
 		t.Fatalf("Watch: %v", err)
 	}
 	t.Cleanup(func() { cancel(); drain(ch) })
-	return ch, cancel
+	return ch
+}
+
+// loopbackAnnouncements gives wo a loopback socket for each family of
+// announcements it has none for, so that no test opens port 5350.
+func loopbackAnnouncements(t *testing.T, wo *WatchOptions) {
+	t.Helper()
+	for _, x := range []struct {
+		pc      *net.PacketConn
+		network string
+		addr    string
+	}{{&wo.Announcements, "udp4", "127.0.0.1:0"}, {&wo.Announcements6, "udp6", "[::1]:0"}} {
+		if *x.pc != nil {
+			continue
+		}
+		pc, err := net.ListenPacket(x.network, x.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		*x.pc = pc
+	}
 }
 
 // drain reads ch until it is closed, for at most a few seconds.
@@ -632,7 +668,11 @@ type announcer struct {
 }
 
 func newAnnouncer(t *testing.T, from string, to net.PacketConn) *announcer {
-	c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(from)), to.LocalAddr().(*net.UDPAddr))
+	network := "udp4"
+	if netip.MustParseAddrPort(from).Addr().Is6() {
+		network = "udp6"
+	}
+	c, err := net.DialUDP(network, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(from)), to.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,14 +697,8 @@ func watchPMP(t *testing.T, r *pmpRouter, wo WatchOptions) (<-chan WatchEvent, n
 	}
 	t.Cleanup(func() { ann.Close() })
 	wo.Announcements = ann
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := Watch(ctx, o, wo)
-	if err != nil {
-		cancel()
-		t.Fatalf("Watch: %v", err)
-	}
-	t.Cleanup(func() { cancel(); drain(ch) })
-	return ch, ann
+	loopbackAnnouncements(t, &wo)
+	return startWatch(t, o, wo), ann
 }
 
 func TestWatchNATPMPEpochResetByPoll(t *testing.T) {

@@ -306,3 +306,123 @@ func TestLabGatewayAnnouncesOverIPv6(t *testing.T) {
 	keep.Stop()
 	g.stop(t)
 }
+
+// blockIPv4Announcements is an nftables ruleset for the LAN host that
+// drops every IPv4 packet to port 5350 (the NAT-PMP/PCP announcements on
+// 224.0.0.1), counting them.
+const blockIPv4Announcements = `
+table ip watch6_block {
+	chain input {
+		type filter hook input priority raw; policy accept;
+		udp dport 5350 counter drop
+	}
+}
+`
+
+// watchWithoutIPv4Announcements drops the IPv4 announcements on the LAN
+// host of l and starts `portfwd watch -v` there on the PCP server at the
+// router's IPv4 address, with neither UPnP events nor a poll in a test's
+// time: only an announcement over IPv6 can tell it anything. It returns
+// the watch and the number of events printed up to the initial one.
+func watchWithoutIPv4Announcements(t *testing.T, l *natlab.Lab) (*natlab.Process, int) {
+	t.Helper()
+	rules := filepath.Join(l.RunDir, "block4.nft")
+	if err := os.WriteFile(rules, []byte(blockIPv4Announcements), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lanRun(t, l, "nft", "-f", rules)
+	w := l.Start(t, natlab.HostLAN, portfwdBinary(t), "watch", "--json", "-v", "--interval", "1h", "--no-events",
+		"--protocol", "pcp", "--natpmp", l.RouterLANIP.String(), "--no-cache", "--state-dir", filepath.Join(l.RunDir, "watch-state"))
+	t.Cleanup(w.Stop)
+	initial, n, ok := nextWatchEvent(t, w, 0, 10*time.Second, kind("initial"))
+	if !ok {
+		t.Fatalf("watch printed no initial event; its output:\n%s", w.Output())
+	}
+	if !strings.Contains(initial.Reason, "NAT-PMP/PCP announcements over IPv4 and IPv6") {
+		t.Fatalf("the initial event does not say watch hears announcements over IPv6: %q", initial.Reason)
+	}
+	return w, n
+}
+
+// restartHeardOverIPv6 waits for watch to report the router's restart by
+// an announcement heard from the router's address from, and checks that
+// IPv4 announcements were sent and dropped, so that the restart can only
+// have been heard over IPv6.
+func restartHeardOverIPv6(t *testing.T, l *natlab.Lab, w *natlab.Process, n int, from netip.Addr, restarted time.Time) {
+	t.Helper()
+	ev, _, ok := nextWatchEvent(t, w, n+1, 10*time.Second, kind("router_restarted"))
+	if !ok {
+		t.Fatalf("watch did not report the router's restart; its output:\n%s", w.Output())
+	}
+	if ev.Via != "announcement" {
+		t.Fatalf("the restart was noticed via %q, want the announcement: %+v", ev.Via, ev)
+	}
+	t.Logf("restart reported %v after the router started again: %s", time.Since(restarted).Round(time.Millisecond), ev.Reason)
+	if heard := `watch: announcement from the router" from=` + from.String() + " "; !strings.Contains(w.Output(), heard) {
+		t.Errorf("watch's log does not show the announcement from [%v]:\n%s", from, w.Output())
+	}
+	counters := lanRun(t, l, "nft", "list", "table", "ip", "watch6_block")
+	if m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(counters); m == nil || m[1] == "0" {
+		t.Errorf("no IPv4 announcement was dropped on the LAN host: the proof does not hold:\n%s", counters)
+	} else {
+		t.Logf("%s IPv4 packets to port 5350 dropped on the LAN host", m[1])
+	}
+}
+
+// TestLabWatchHearsGatewayRestartOverIPv6: `portfwd watch` watches our
+// dual-stack gateway over PCP at its IPv4 address, with the IPv4
+// announcements dropped on the LAN host; the gateway restarts without its
+// state, and watch reports the restart by the PCP ANNOUNCE the gateway
+// multicast to [ff02::1]:5350 from its IPv6 LAN address, the address the
+// LAN host's IPv6 default route goes through.
+func TestLabWatchHearsGatewayRestartOverIPv6(t *testing.T) {
+	natlab.Require(t, "nft")
+	l := natlab.Start(t, natlab.Options{Router: natlab.RouterNone, IPv6: true})
+	g := startGateway6(t, l)
+	w, n := watchWithoutIPv4Announcements(t, l)
+	// A restart shows as the epoch going back (RFC 6887 §8.5), which a
+	// gateway up for a second or two cannot show: wait until watch has
+	// heard, over IPv6, the gateway's announcement of an epoch of 3 s or
+	// more (its fifth, 4 s after its start), and read it.
+	heard := regexp.MustCompile(`watch: announcement from the router" from=` + regexp.QuoteMeta(l.RouterLANIP6.String()) + ` version=2 epoch=([3-9]|\d\d+)\b`)
+	if !waitFor(15*time.Second, func() bool { return heard.MatchString(w.Output()) }) {
+		t.Fatalf("watch never heard the gateway's announcement over IPv6 from [%v]; its output:\n%s", l.RouterLANIP6, w.Output())
+	}
+	g.stop(t)
+	if err := os.RemoveAll(g.stateDir); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	g.start(t)
+	restartHeardOverIPv6(t, l, w, n, l.RouterLANIP6, restarted)
+	g.stop(t)
+}
+
+// TestLabWatchHearsMiniupnpdRestartOverIPv6: the same against miniupnpd
+// in the dual-stack lab. miniupnpd announces once, over IPv6 from its
+// link-local address only (the kernel's choice for ff02::1), while the
+// lab's LAN host routes IPv6 through the router's global address: watch
+// knows that link-local address as the one the router's MAC address
+// (from the LAN host's ARP entry for 10.77.0.1) makes.
+func TestLabWatchHearsMiniupnpdRestartOverIPv6(t *testing.T) {
+	natlab.Require(t, "nft")
+	l := natlab.Start(t, natlab.Options{IPv6: true, MiniupnpdConf: daemonUptime})
+	w, n := watchWithoutIPv4Announcements(t, l)
+	var lanMAC net.HardwareAddr
+	if err := l.In(natlab.HostRouter, func() error {
+		ifi, err := net.InterfaceByName(natlab.RouterLANIf)
+		if err == nil {
+			lanMAC = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// miniupnpd's epoch must have run for a few seconds for its going
+	// back to show (RFC 6887 §8.5), and it sends nothing meanwhile.
+	time.Sleep(4 * time.Second)
+	restarted := time.Now() // miniupnpd announces as it starts, before restartMiniupnpd sees it answer
+	restartMiniupnpd(t, l)
+	ll := netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 8: lanMAC[0] ^ 2, 9: lanMAC[1], 10: lanMAC[2], 11: 0xff, 12: 0xfe, 13: lanMAC[3], 14: lanMAC[4], 15: lanMAC[5]})
+	restartHeardOverIPv6(t, l, w, n, ll, restarted)
+}

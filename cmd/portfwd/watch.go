@@ -36,7 +36,8 @@ import (
 //	reason          what showed a restart, why the gateway is gone, which
 //	                gateway is back; for initial, how the gateway is watched
 //	via             how the change was noticed: start, gena (UPnP event),
-//	                poll, announcement (NAT-PMP/PCP), discovery
+//	                poll, announcement (NAT-PMP/PCP over IPv4, PCP over
+//	                IPv6), discovery
 func runWatch(ctx context.Context, e *env, args []string) error {
 	var cf clientFlags
 	fs := newFlagSet(e, "watch", &cf)
@@ -44,7 +45,7 @@ func runWatch(ctx context.Context, e *env, args []string) error {
 	var callback cli.Addr
 	fs.Var(&cli.Duration{P: &interval}, "interval", "read the gateway this often: a safety net under UPnP events and announcements, the only means when a router has neither")
 	noEvents := fs.Bool("no-events", false, "do not subscribe to the router's UPnP events (GENA); poll only")
-	noAnn := fs.Bool("no-announcements", false, "do not listen for NAT-PMP/PCP announcements on 224.0.0.1:5350")
+	noAnn := fs.Bool("no-announcements", false, "do not listen for NAT-PMP/PCP announcements on 224.0.0.1:5350 nor for PCP announcements on [ff02::1]:5350")
 	fs.Var(&callback, "callback", "the local address to receive UPnP events on (default: this host's address towards the router)")
 	if err := parse(fs, args, &cf); err != nil {
 		return err
